@@ -1,0 +1,45 @@
+# One command vocabulary: install | run | test | check | gen | bench
+PROTO_OUT := src
+PROTO_FILES := proto/hostagent/v1/hostagent.proto
+
+.PHONY: install run test test-unit test-integration check gen gen-check bench clean
+
+install:
+	bash scripts/install-deps.sh
+	uv sync --frozen
+
+run:
+	uv run wrenn agent
+
+# The README's test command: everything, real capsules included (needs root).
+test:
+	bash scripts/test.sh
+
+test-unit:
+	uv run pytest tests/unit -q
+
+test-integration:
+	uv run pytest tests/integration -q
+
+check: gen-check
+	uv run ruff check src tests bench
+	uv run ruff format --check src tests bench
+	uv run mypy
+
+# protoc sees the files under the virtual root wrenn_server/proto, so the generated modules import
+# each other as wrenn_server.proto.hostagent.v1.*
+gen:
+	uv run python -m grpc_tools.protoc -Iwrenn_server/proto=proto \
+		--python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		$(patsubst proto/%,wrenn_server/proto/%,$(PROTO_FILES))
+
+gen-check:
+	@tmp=$$(mktemp -d) && \
+	uv run python -m grpc_tools.protoc -Iwrenn_server/proto=proto \
+		--python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp \
+		$(patsubst proto/%,wrenn_server/proto/%,$(PROTO_FILES)) && \
+	diff -r $$tmp/wrenn_server/proto src/wrenn_server/proto -x __init__.py -x __pycache__ && \
+	rm -rf $$tmp && echo "generated code is fresh"
+
+bench:
+	uv run python bench/capsule_bench.py

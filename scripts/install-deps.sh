@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs the system packages Wrenn needs on a Debian 12 host: gVisor (runsc from
+# bookworm-backports, see docs/operations.md for why), debootstrap for base templates,
+# networking tools, and PostgreSQL/Redis for the test suite. Idempotent.
+set -euo pipefail
+
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps.sh must run as root" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+
+# The backports suite lives on the same mirror as the machine's configured Debian source.
+mirror_uri() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    if grep -qE '^Suites:.*\bbookworm\b' "$f"; then
+      awk '/^URIs:/ {print $2; exit}' "$f"
+      return
+    fi
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    awk '$1 == "deb" && $0 ~ / bookworm / { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' "$f" | head -n1
+  done | head -n1
+}
+
+if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  uri=$(mirror_uri)
+  if [ -z "$uri" ]; then
+    echo "cannot find the configured Debian mirror in apt's sources" >&2
+    exit 1
+  fi
+  cat >/etc/apt/sources.list.d/wrenn-backports.sources <<SRC
+Types: deb
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  debootstrap iproute2 nftables util-linux e2fsprogs procps psmisc ca-certificates \
+  postgresql redis-server >/dev/null
+apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev/null
+
+if ! command -v uv >/dev/null 2>&1; then
+  python3 -m pip install --quiet uv
+fi
+runsc --version | head -n1

@@ -1,0 +1,1 @@
+"""Wrenn server: control plane, host agent and in-capsule agent."""

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, type checks, generated-code freshness, unit tests, then integration
+# tests that start real gVisor capsules (root required). Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "the test suite starts real capsules: run it as root (sudo make test)" >&2
+  exit 1
+fi
+
+bash scripts/install-deps.sh
+uv sync --frozen --quiet
+make --no-print-directory check
+uv run pytest tests -q -p no:cacheprovider "$@"

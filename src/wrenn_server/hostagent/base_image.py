@@ -1,0 +1,104 @@
+"""Building the base template: a Debian bookworm minbase root filesystem made with debootstrap from
+the mirror this machine's apt is configured with."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from .proc import CommandError
+
+SUITE = "bookworm"
+PACKAGES = ("python3", "sudo", "curl", "ca-certificates", "procps", "iproute2")
+
+Progress = Callable[[float, str], None]
+
+
+def debian_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
+    """The URI apt uses for the bookworm suite (deb822 .sources files or one-line .list files)."""
+    candidates = sorted(sources_dir.glob("sources.list.d/*.sources"))
+    for path in candidates:
+        for stanza in path.read_text().split("\n\n"):
+            fields = dict(
+                (k.strip(), v.strip())
+                for k, _, v in (line.partition(":") for line in stanza.splitlines())
+                if not k.startswith("#")
+            )
+            if SUITE in fields.get("Suites", "").split() and fields.get("URIs"):
+                return fields["URIs"].split()[0]
+    lists = [sources_dir / "sources.list", *sorted(sources_dir.glob("sources.list.d/*.list"))]
+    for path in lists:
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            m = re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
+            if m and m.group(2) == SUITE:
+                return m.group(1)
+    raise RuntimeError("no Debian bookworm source found in apt's configuration")
+
+
+async def debootstrap(target: Path, progress: Progress) -> None:
+    """Run debootstrap into target, reporting progress from its log lines."""
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError("debootstrap is not installed (run scripts/install-deps.sh)")
+    argv = [
+        "debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+        SUITE, str(target), debian_mirror(),
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    tracker = _ProgressTracker(progress)
+    tail: list[str] = []
+    async for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip()
+        tail = [*tail[-40:], line]
+        tracker.feed(line)
+    if await proc.wait() != 0:
+        raise CommandError(argv, proc.returncode, "\n".join(tail))
+    progress(1.0, "done")
+
+
+class _ProgressTracker:
+    """Turns debootstrap's `I: Retrieving/Unpacking/Configuring <pkg>` lines into a fraction."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.retrieved = 0
+        self.steps = 0
+
+    def feed(self, line: str) -> None:
+        m = re.match(r"I: (Retrieving|Validating|Extracting|Unpacking|Configuring) (\S+)", line)
+        if not m:
+            if line.startswith("I: "):
+                self.progress(self._fraction(), line[3:])
+            return
+        verb, pkg = m.groups()
+        if verb == "Retrieving":
+            self.retrieved += 1
+        elif verb in ("Unpacking", "Configuring", "Extracting"):
+            self.steps += 1
+        self.progress(self._fraction(), f"{verb.lower()} {pkg}")
+
+    def _fraction(self) -> float:
+        # Downloads take ~30% of the time; unpacking and configuring (~3 steps a package) the rest.
+        total = max(self.retrieved, 1)
+        return min(0.99, 0.3 * min(1.0, self.retrieved / 130) + 0.7 * self.steps / (3 * total))
+
+
+def finish_rootfs(rootfs: Path) -> None:
+    """Make a fresh debootstrap tree fit to be a capsule's lower layer."""
+    (rootfs / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
+    # Per-capsule resolv.conf is written into each capsule's own layer.
+    (rootfs / "etc/resolv.conf").write_text("")
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        d = rootfs / junk
+        if d.is_dir():
+            for p in d.iterdir():
+                if p.is_file():
+                    p.unlink()
+    (rootfs / "opt/wrenn/envd").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,104 @@
+"""A capsule's record on the host: what it was created with and where its parts are.
+
+Persisted as <data dir>/capsules/<id>/meta.json before any resource is made, so an agent that
+restarts after a crash can find every trace of it (see GVisorRuntime.recover).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .network import CapsuleNet
+
+STARTING = "starting"
+RUNNING = "running"
+PAUSED = "paused"
+
+
+def new_sandbox_id() -> str:
+    return f"sb-{uuid.uuid4()}"
+
+
+def capsule_key(sandbox_id: str) -> str:
+    """12 hex chars for kernel object names (netns, veth: 15 bytes max), unique per capsule."""
+    raw = sandbox_id.removeprefix("sb-").replace("-", "")
+    return raw[:12]
+
+
+@dataclass
+class Capsule:
+    sandbox_id: str
+    template: str
+    base_image: str
+    vcpus: int
+    memory_mb: int
+    disk_size_mb: int
+    timeout_sec: int
+    token: str
+    dir: Path
+    default_user: str = ""
+    default_env: dict[str, str] = field(default_factory=dict)
+    status: str = STARTING
+    auto_paused: bool = False
+    created_at: float = field(default_factory=time.time)
+    last_active_at: float = field(default_factory=time.time)
+    net: CapsuleNet | None = None
+
+    @property
+    def key(self) -> str:
+        return capsule_key(self.sandbox_id)
+
+    @property
+    def runsc_id(self) -> str:
+        return self.sandbox_id
+
+    @property
+    def cgroup(self) -> str:
+        return f"/wrenn/{self.sandbox_id}"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.dir / "rootfs"
+
+    @property
+    def disk_dir(self) -> Path:
+        return self.dir / "disk"
+
+    @property
+    def disk_image(self) -> Path:
+        return self.dir / "disk.img"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.dir / "checkpoint"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "runsc.log"
+
+    def touch(self) -> None:
+        self.last_active_at = time.time()
+
+    def save(self) -> None:
+        data: dict[str, Any] = asdict(self)
+        data["dir"] = str(self.dir)
+        data["net"] = self.net.to_dict() if self.net else None
+        tmp = self.dir / "meta.json.tmp"
+        # The token opens the capsule's agent: readable by root only.
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        tmp.replace(self.dir / "meta.json")
+
+    @classmethod
+    def load(cls, directory: Path) -> Capsule:
+        data = json.loads((directory / "meta.json").read_text())
+        data["dir"] = Path(data["dir"])
+        data["net"] = CapsuleNet.from_dict(data["net"]) if data.get("net") else None
+        return cls(**data)

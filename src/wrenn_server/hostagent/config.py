@@ -1,0 +1,58 @@
+"""Host agent settings, from the environment (prefix WRENN_AGENT_)."""
+
+from __future__ import annotations
+
+import hashlib
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WRENN_AGENT_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("/var/lib/wrenn"), description="Templates, capsule disks and checkpoints live here."
+    )
+    listen: str = Field("127.0.0.1:50051", description="host:port of the gRPC server.")
+    secret: str = Field(
+        "dev-agent-secret", description="Shared secret the control plane presents on every call."
+    )
+    capsule_subnet: IPv4Network = Field(
+        IPv4Network("10.200.0.0/16"),
+        description="Private range carved into one /30 per capsule (host side .1, capsule .2).",
+    )
+    capsule_dns: list[str] = Field(
+        default_factory=list,
+        description="Resolvers written into capsules' /etc/resolv.conf. Empty: the host's "
+        "public resolvers, or none (look-ups then fail at once instead of hanging).",
+    )
+    runsc: str = Field("runsc", description="Path of the gVisor runsc binary.")
+    envd_port: int = Field(49983, description="Port of the in-capsule agent.")
+    default_template: str = Field("minimal", description="Template used when none is named.")
+    default_vcpus: int = Field(1, ge=1, le=64)
+    default_memory_mb: int = Field(512, ge=64)
+    default_disk_size_mb: int = Field(5120, ge=64)
+    pids_limit: int = Field(
+        1024, ge=16, description="Most host tasks a capsule's sandbox may hold (fork bombs)."
+    )
+    reaper_interval_sec: float = Field(2.0, gt=0, description="TTL reaper period.")
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.data_dir / "templates"
+
+    @property
+    def capsules_dir(self) -> Path:
+        return self.data_dir / "capsules"
+
+    @property
+    def run_dir(self) -> Path:
+        """Volatile state (runsc's root): lost on reboot, like the sandboxes it describes.
+
+        Keyed by the data dir so several agents can share a host.
+        """
+        key = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+        return Path("/run/wrenn") / key

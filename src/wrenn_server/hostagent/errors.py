@@ -1,0 +1,46 @@
+"""Domain errors of the host agent, mapped to gRPC status codes in one place (service.py)."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Root of the host agent's errors. The message is safe to show to the caller."""
+
+
+class NotFound(AgentError):
+    pass
+
+
+class InvalidArgument(AgentError):
+    pass
+
+
+class AlreadyExists(AgentError):
+    pass
+
+
+class InvalidState(AgentError):
+    """The capsule or template is not in a state that allows the operation."""
+
+
+class ResourceExhausted(AgentError):
+    pass
+
+
+class Timeout(AgentError):
+    pass
+
+
+class Internal(AgentError):
+    """Something failed on the host. The message is generic; details go to the log."""
+
+    def __init__(self, message: str = "internal error") -> None:
+        super().__init__(message)
+
+
+class PermissionDenied(AgentError):
+    pass
+
+
+class Unavailable(AgentError):
+    """The capsule's agent does not answer (it is starting, stopping or wedged)."""

@@ -1,0 +1,304 @@
+"""gVisor runtime: a capsule is a runsc sandbox with its own netns and a CoW disk (storage.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import compileall
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from .. import envd as envd_package
+from . import errors, network, storage
+from .capsule import PAUSED, RUNNING, Capsule, capsule_key
+from .config import AgentSettings
+from .proc import run, run_quiet
+from .runsc import Runsc, oci_config
+from .templates import IMAGE, SNAPSHOT, Template, TemplateStore
+
+log = logging.getLogger(__name__)
+
+
+class GVisorRuntime:
+    def __init__(self, settings: AgentSettings, templates: TemplateStore) -> None:
+        self.settings = settings
+        self.templates = templates
+        self.runsc = Runsc(settings.runsc, settings.run_dir / "runsc")
+        self.ipam = network.Ipam(settings.capsule_subnet)
+        self.envd_dir = settings.run_dir / "envd"
+
+    def _owner(self, capsule_id: str) -> str:
+        return f"{self.settings.data_dir}:{capsule_id}"
+
+    # -- host setup ------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        for d in (self.settings.capsules_dir, self.settings.templates_dir, self.runsc.root):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.settings.capsules_dir, 0o700)
+        self._install_envd()
+        await network.ensure_firewall()
+
+    def _install_envd(self) -> None:
+        """Copy envd where capsules mount it from, with bytecode compiled: capsules mount it
+        read-only, so they could not cache it and would compile it at every start."""
+        src = Path(envd_package.__file__).parent
+        staging = self.envd_dir.with_name("envd.new")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        shutil.copytree(src, staging / "envd", ignore=shutil.ignore_patterns("__pycache__"))
+        compileall.compile_dir(str(staging), quiet=1)
+        shutil.rmtree(self.envd_dir, ignore_errors=True)
+        staging.rename(self.envd_dir)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def create(self, capsule: Capsule) -> None:
+        template = self.templates.get(capsule.template)
+        try:
+            capsule.dir.mkdir(mode=0o700)
+            capsule.save()
+            if template.type == SNAPSHOT:
+                await storage.copy_sparse(
+                    self.templates.dir(template.name) / "disk.img", capsule.disk_image
+                )
+            else:
+                await storage.create_image(capsule.disk_image, capsule.disk_size_mb)
+            await self._boot(capsule, restore_from=self._checkpoint_of(template))
+        except BaseException:
+            await asyncio.shield(self.destroy(capsule))
+            raise
+
+    def _checkpoint_of(self, template: Template) -> Path | None:
+        if template.type == SNAPSHOT:
+            return self.templates.dir(template.name) / "checkpoint"
+        return None
+
+    async def _boot(self, capsule: Capsule, restore_from: Path | None) -> None:
+        """Network, disk and sandbox: everything a running capsule has beyond its files."""
+        slot = self.ipam.allocate(self._owner(capsule.sandbox_id))
+        try:
+            capsule.net = network.CapsuleNet(*network.names_for(capsule.key), slot[1], slot[2])
+            capsule.save()
+            capsule.net = await network.setup(capsule.key, slot)
+            await storage.mount(
+                capsule.disk_image,
+                capsule.disk_dir,
+                [self.templates.rootfs(capsule.base_image)],
+                capsule.rootfs,
+            )
+            if restore_from is None:
+                self._write_resolv_conf(capsule.rootfs)
+            self._write_bundle(capsule)
+            if restore_from is None:
+                await self.runsc.run(
+                    capsule.runsc_id, capsule.dir, capsule.net.netns_path, capsule.log_path
+                )
+            else:
+                await self.runsc.restore(
+                    capsule.runsc_id,
+                    capsule.dir,
+                    restore_from,
+                    capsule.net.netns_path,
+                    capsule.log_path,
+                )
+        except BaseException:
+            await asyncio.shield(self.teardown(capsule))
+            raise
+
+    def _write_bundle(self, capsule: Capsule) -> None:
+        assert capsule.net is not None
+        config = oci_config(
+            rootfs=capsule.rootfs,
+            netns_path=capsule.net.netns_path,
+            envd_dir=self.envd_dir / "envd",
+            envd_env={
+                "WRENN_ENVD_TOKEN": capsule.token,
+                "WRENN_ENVD_PORT": str(self.settings.envd_port),
+            },
+            hostname=capsule.key,
+            vcpus=capsule.vcpus,
+            memory_mb=capsule.memory_mb,
+            pids_limit=self.settings.pids_limit,
+            cgroup=capsule.cgroup,
+        )
+        fd = os.open(capsule.dir / "config.json", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f)
+
+    def _write_resolv_conf(self, rootfs: Path) -> None:
+        servers = self.settings.capsule_dns or network.host_resolvers()
+        target = rootfs / "etc/resolv.conf"
+        with contextlib.suppress(FileNotFoundError):
+            if target.is_symlink():
+                target.unlink()
+        target.write_text("".join(f"nameserver {s}\n" for s in servers))
+
+    async def teardown(self, capsule: Capsule) -> None:
+        """Stop the sandbox and release network and mounts; keep the capsule's files."""
+        net = capsule.net
+        if net is not None:
+            await self.runsc.destroy(capsule.runsc_id, net.netns_path)
+            await self._kill_netns_pids(net.netns)
+            await network.teardown(net.netns, net.veth)
+            self.ipam.release(net.capsule_ip, self._owner(capsule.sandbox_id))
+        else:
+            await self.runsc.forget(capsule.runsc_id)
+        await storage.unmount(capsule.disk_dir, capsule.rootfs)
+        for point in storage.mounts_under(capsule.dir):
+            await run_quiet("umount", "-l", point)
+        capsule.net = None
+
+    async def _kill_netns_pids(self, netns: str) -> None:
+        """Anything still running in the capsule's netns is a sandbox or gofer of this capsule."""
+        try:
+            out = await run("ip", "netns", "pids", netns, timeout=10)
+        except Exception:
+            return
+        for pid in out.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+
+    async def destroy(self, capsule: Capsule) -> None:
+        try:
+            await self.teardown(capsule)
+        except Exception:
+            log.exception("teardown of %s failed", capsule.sandbox_id)
+        shutil.rmtree(capsule.dir, ignore_errors=True)
+
+    async def pause(self, capsule: Capsule) -> None:
+        assert capsule.net is not None
+        image = capsule.dir / "checkpoint.new"
+        shutil.rmtree(image, ignore_errors=True)
+        image.mkdir()
+        await self.runsc.checkpoint(capsule.runsc_id, image, capsule.net.netns_path)
+        shutil.rmtree(capsule.checkpoint_dir, ignore_errors=True)
+        image.rename(capsule.checkpoint_dir)
+        await asyncio.shield(self.teardown(capsule))
+        capsule.status = PAUSED
+        capsule.save()
+
+    async def resume(self, capsule: Capsule) -> None:
+        if not capsule.checkpoint_dir.is_dir():
+            raise errors.InvalidState("capsule has no checkpoint to resume from")
+        await self._boot(capsule, restore_from=capsule.checkpoint_dir)
+        capsule.status = RUNNING
+        capsule.auto_paused = False
+        capsule.save()
+
+    def drop_checkpoint(self, capsule: Capsule) -> None:
+        shutil.rmtree(capsule.checkpoint_dir, ignore_errors=True)
+
+    # -- templates -------------------------------------------------------------------------
+
+    async def snapshot(self, capsule: Capsule, name: str, overwrite: bool) -> Template:
+        if self.templates.exists(name) and not overwrite:
+            raise errors.AlreadyExists(f"template {name!r} already exists")
+        if capsule.status == RUNNING:
+            await self.pause(capsule)
+        staging = self.templates.staging(name)
+        try:
+            await storage.copy_sparse(capsule.disk_image, staging / "disk.img")
+            await run("cp", "-a", str(capsule.checkpoint_dir), str(staging / "checkpoint"))
+            template = Template(
+                name=name,
+                type=SNAPSHOT,
+                created_at=time.time(),
+                size_bytes=storage.disk_usage(staging),
+                base=capsule.base_image,
+                envd_token=capsule.token,
+                vcpus=capsule.vcpus,
+                memory_mb=capsule.memory_mb,
+                disk_size_mb=capsule.disk_size_mb,
+            )
+            return self.templates.commit(staging, template, overwrite)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    async def flatten(self, capsule: Capsule, name: str, overwrite: bool) -> Template:
+        """Freeze the sandbox (after envd synced its writes), copy the merged view, thaw."""
+        if self.templates.exists(name) and not overwrite:
+            raise errors.AlreadyExists(f"template {name!r} already exists")
+        assert capsule.net is not None
+        staging = self.templates.staging(name)
+        try:
+            await self.runsc.freeze(capsule.runsc_id, capsule.net.netns_path)
+            try:
+                (staging / "rootfs").mkdir()
+                await storage.copy_tree(capsule.rootfs, staging / "rootfs")
+            finally:
+                await self.runsc.thaw(capsule.runsc_id, capsule.net.netns_path)
+            (staging / "rootfs/etc/resolv.conf").write_text("")
+            template = Template(
+                name=name,
+                type=IMAGE,
+                created_at=time.time(),
+                size_bytes=storage.disk_usage(staging / "rootfs"),
+            )
+            return self.templates.commit(staging, template, overwrite)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    # -- restart ---------------------------------------------------------------------------
+
+    async def recover(self) -> list[Capsule]:
+        self.templates.sweep()
+        kept: list[Capsule] = []
+        root = self.settings.capsules_dir
+        for d in sorted(root.iterdir()) if root.is_dir() else []:
+            capsule = await self._recover_one(d)
+            if capsule is not None:
+                kept.append(capsule)
+        await self._sweep_strays({c.sandbox_id for c in kept})
+        return kept
+
+    async def _recover_one(self, d: Path) -> Capsule | None:
+        try:
+            capsule = Capsule.load(d)
+        except Exception:
+            log.warning("removing unreadable capsule directory %s", d.name)
+            for point in storage.mounts_under(d):
+                await run_quiet("umount", "-l", point)
+            shutil.rmtree(d, ignore_errors=True)
+            return None
+        if capsule.status == RUNNING and capsule.net is not None:
+            state = await self.runsc.state(capsule.runsc_id, capsule.net.netns_path)
+            if state and state.get("status") == "running":
+                log.info("adopted running capsule %s", capsule.sandbox_id)
+                return capsule
+        if capsule.status == PAUSED and capsule.checkpoint_dir.is_dir():
+            await self.teardown(capsule)
+            capsule.save()
+            log.info("kept paused capsule %s", capsule.sandbox_id)
+            return capsule
+        log.info("removing leftovers of capsule %s (%s)", capsule.sandbox_id, capsule.status)
+        await self.destroy(capsule)
+        return None
+
+    async def _sweep_strays(self, keep: set[str]) -> None:
+        """Kernel objects and runsc state that belong to no capsule we kept.
+
+        Only namespaces whose address slot this data dir owns are touched: other agents sharing
+        the host keep theirs."""
+        prefix = f"{self.settings.data_dir}:"
+        slots = {s: o[len(prefix) :] for s, o in self.ipam.owned().items() if o.startswith(prefix)}
+        stray_keys = {capsule_key(cid) for cid in slots.values() if cid not in keep}
+        for ns in await network.list_netns():
+            key = ns.removeprefix(network.NETNS_PREFIX)
+            if key in stray_keys:
+                await self._kill_netns_pids(ns)
+                await network.teardown(*network.names_for(key))
+        for slot, cid in slots.items():
+            if cid not in keep:
+                self.ipam.release(IPv4Address(slot), prefix + cid)
+        for cid in await self.runsc.list_ids():
+            if cid not in keep:
+                await self.runsc.forget(cid)

@@ -1,0 +1,374 @@
+"""The capsules of this host: bookkeeping, per-capsule locks, activity, the TTL reaper and
+in-capsule operations. The isolation itself is the Runtime's job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import errors
+from .capsule import PAUSED, RUNNING, STARTING, Capsule, new_sandbox_id
+from .config import AgentSettings
+from .envd_client import EnvdClient, Event
+from .runtime import Runtime
+from .templates import SNAPSHOT, Template, TemplateStore, validate_name
+
+log = logging.getLogger(__name__)
+
+ENVD_START_TIMEOUT = 20.0
+CLEANUP_TIMEOUT = 60.0
+
+
+@dataclass
+class CreateSpec:
+    sandbox_id: str = ""
+    template: str = ""
+    vcpus: int = 0
+    memory_mb: int = 0
+    disk_size_mb: int = 0
+    timeout_sec: int = 0
+    default_user: str = ""
+    default_env: dict[str, str] | None = None
+
+
+@dataclass
+class ExecResult:
+    pid: int
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    signal: int = 0
+    timed_out: bool = False
+
+
+class SandboxManager:
+    def __init__(self, settings: AgentSettings, runtime: Runtime, templates: TemplateStore) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.templates = templates
+        self.capsules: dict[str, Capsule] = {}
+        self._clients: dict[str, EnvdClient] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- startup / shutdown ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.runtime.prepare()
+        for capsule in await self.runtime.recover():
+            self.capsules[capsule.sandbox_id] = capsule
+            if capsule.status == RUNNING:
+                self._connect(capsule)
+                capsule.touch()
+        self._reaper = asyncio.create_task(self._reap_forever(), name="ttl-reaper")
+
+    async def stop(self) -> None:
+        """Stop background work. Capsules keep running: a restarted agent adopts them."""
+        if self._reaper:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    # -- lookup ----------------------------------------------------------------------------
+
+    def get(self, sandbox_id: str) -> Capsule:
+        try:
+            return self.capsules[sandbox_id]
+        except KeyError:
+            raise errors.NotFound(f"sandbox {sandbox_id} not found") from None
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    def envd(self, sandbox_id: str) -> EnvdClient:
+        """The agent of a running capsule; counts as activity for the TTL reaper."""
+        capsule = self.get(sandbox_id)
+        if capsule.status != RUNNING:
+            raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}, not running")
+        capsule.touch()
+        return self._clients[sandbox_id]
+
+    def _connect(self, capsule: Capsule) -> EnvdClient:
+        assert capsule.net is not None
+        client = EnvdClient(str(capsule.net.capsule_ip), self.settings.envd_port, capsule.token)
+        self._clients[capsule.sandbox_id] = client
+        return client
+
+    async def _disconnect(self, sandbox_id: str) -> None:
+        client = self._clients.pop(sandbox_id, None)
+        if client:
+            await client.aclose()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def create(self, spec: CreateSpec) -> Capsule:
+        sandbox_id = spec.sandbox_id or new_sandbox_id()
+        if not sandbox_id.startswith("sb-") or len(sandbox_id) > 64:
+            raise errors.InvalidArgument("sandbox_id must look like sb-{uuid}")
+        if sandbox_id in self.capsules:
+            raise errors.AlreadyExists(f"sandbox {sandbox_id} already exists")
+        template = self._template(spec.template or self.settings.default_template)
+        capsule = self._new_capsule(sandbox_id, template, spec)
+        async with self._lock(sandbox_id):
+            self.capsules[sandbox_id] = capsule
+            try:
+                await self.runtime.create(capsule)
+                client = self._connect(capsule)
+                await client.wait_ready(ENVD_START_TIMEOUT)
+                # A snapshot's envd still holds the snapshotted capsule's token: replace it.
+                new_token = capsule.token if template.type == SNAPSHOT else None
+                if template.type == SNAPSHOT:
+                    client.set_token(template.envd_token or "")
+                await client.init(capsule.default_user, capsule.default_env, new_token)
+                client.set_token(capsule.token)
+                capsule.status = RUNNING
+                capsule.touch()
+                capsule.save()
+            except BaseException:
+                await self._discard(capsule)
+                raise
+        log.info("created %s from %s", sandbox_id, template.name)
+        return capsule
+
+    def _template(self, name: str) -> Template:
+        validate_name(name)
+        return self.templates.get(name)
+
+    def _new_capsule(self, sandbox_id: str, template: Template, spec: CreateSpec) -> Capsule:
+        s = self.settings
+        snap = template.type == SNAPSHOT
+        vcpus = (template.vcpus if snap else 0) or spec.vcpus or s.default_vcpus
+        memory = (template.memory_mb if snap else 0) or spec.memory_mb or s.default_memory_mb
+        disk = (template.disk_size_mb if snap else 0) or spec.disk_size_mb or s.default_disk_size_mb
+        if not 1 <= vcpus <= 64:
+            raise errors.InvalidArgument("vcpus must be between 1 and 64")
+        if not 64 <= memory <= 262144:
+            raise errors.InvalidArgument("memory_mb must be between 64 and 262144")
+        if not 64 <= disk <= 1048576:
+            raise errors.InvalidArgument("disk_size_mb must be between 64 and 1048576")
+        if spec.timeout_sec < 0:
+            raise errors.InvalidArgument("timeout_sec must not be negative")
+        return Capsule(
+            sandbox_id=sandbox_id,
+            template=template.name,
+            base_image=template.base if snap and template.base else template.name,
+            vcpus=vcpus,
+            memory_mb=memory,
+            disk_size_mb=disk,
+            timeout_sec=spec.timeout_sec,
+            token=secrets.token_urlsafe(32),
+            dir=s.capsules_dir / sandbox_id,
+            default_user=spec.default_user,
+            default_env=dict(spec.default_env or {}),
+            status=STARTING,
+        )
+
+    async def _discard(self, capsule: Capsule) -> None:
+        """Remove a capsule whatever the caller's fate: cleanup has its own timeout."""
+        self.capsules.pop(capsule.sandbox_id, None)
+
+        async def cleanup() -> None:
+            await self._disconnect(capsule.sandbox_id)
+            await asyncio.wait_for(self.runtime.destroy(capsule), CLEANUP_TIMEOUT)
+
+        await asyncio.shield(asyncio.ensure_future(cleanup()))
+
+    async def destroy(self, sandbox_id: str) -> None:
+        capsule = self.get(sandbox_id)
+        async with self._lock(sandbox_id):
+            await self._discard(capsule)
+        self._locks.pop(sandbox_id, None)
+        log.info("destroyed %s", sandbox_id)
+
+    def ping(self, sandbox_id: str) -> None:
+        self.get(sandbox_id).touch()
+
+    async def pause(self, sandbox_id: str, auto: bool = False) -> Capsule:
+        capsule = self.get(sandbox_id)
+        async with self._lock(sandbox_id):
+            if capsule.status != RUNNING:
+                raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}, not running")
+            await self._pause_locked(capsule)
+            capsule.auto_paused = auto
+            capsule.save()
+        return capsule
+
+    async def _pause_locked(self, capsule: Capsule) -> None:
+        client = self._clients.get(capsule.sandbox_id)
+        if client:
+            # Flush the capsule's page cache to its disk first; a wedged agent must not block pause.
+            with contextlib.suppress(errors.AgentError, TimeoutError):
+                await asyncio.wait_for(client.prepare_snapshot(), 10)
+        await asyncio.shield(self.runtime.pause(capsule))
+        await self._disconnect(capsule.sandbox_id)
+
+    async def resume(
+        self,
+        sandbox_id: str,
+        timeout_sec: int | None = None,
+        default_user: str = "",
+        default_env: dict[str, str] | None = None,
+    ) -> Capsule:
+        capsule = self.get(sandbox_id)
+        async with self._lock(sandbox_id):
+            if capsule.status != PAUSED:
+                raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}, not paused")
+            if timeout_sec is not None:
+                capsule.timeout_sec = timeout_sec
+            await self.runtime.resume(capsule)
+            client = self._connect(capsule)
+            try:
+                await client.wait_ready(ENVD_START_TIMEOUT)
+                if default_user or default_env:
+                    capsule.default_user = default_user or capsule.default_user
+                    capsule.default_env = dict(default_env or capsule.default_env)
+                    await client.init(capsule.default_user, capsule.default_env)
+            except BaseException:
+                await asyncio.shield(self._repause_failed(capsule))
+                raise
+            self.runtime.drop_checkpoint(capsule)
+            capsule.touch()
+            capsule.save()
+        return capsule
+
+    async def _repause_failed(self, capsule: Capsule) -> None:
+        """A restored capsule that does not answer: stop it and keep the checkpoint for a retry."""
+        await self._disconnect(capsule.sandbox_id)
+        await self.runtime.teardown(capsule)
+        capsule.status = PAUSED
+        capsule.save()
+
+    async def pause_all(self) -> tuple[list[str], list[str]]:
+        paused, failed = [], []
+        for sandbox_id, capsule in list(self.capsules.items()):
+            if capsule.status != RUNNING:
+                continue
+            try:
+                await self.pause(sandbox_id)
+                paused.append(sandbox_id)
+            except Exception:
+                log.exception("pause of %s failed", sandbox_id)
+                failed.append(sandbox_id)
+        return paused, failed
+
+    # -- TTL reaper ------------------------------------------------------------------------
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reaper_interval_sec)
+            try:
+                await self.reap_idle()
+            except Exception:
+                log.exception("TTL reaper iteration failed")
+
+    async def reap_idle(self) -> None:
+        now = time.time()
+        idle = [
+            c
+            for c in self.capsules.values()
+            if c.status == RUNNING and c.timeout_sec > 0 and now - c.last_active_at > c.timeout_sec
+        ]
+        for capsule in idle:
+            # Detached from any request: shutdown or a cancelled caller must not cut a pause short.
+            await asyncio.shield(asyncio.ensure_future(self._auto_pause(capsule)))
+
+    async def _auto_pause(self, capsule: Capsule) -> None:
+        try:
+            await self.pause(capsule.sandbox_id, auto=True)
+            log.info("auto-paused idle %s", capsule.sandbox_id)
+        except errors.InvalidState:
+            pass
+        except Exception:
+            log.exception("auto-pause of %s failed; destroying it", capsule.sandbox_id)
+            with contextlib.suppress(errors.NotFound):
+                await self.destroy(capsule.sandbox_id)
+
+    # -- templates -------------------------------------------------------------------------
+
+    async def create_snapshot(self, sandbox_id: str, name: str, overwrite: bool) -> Template:
+        validate_name(name)
+        capsule = self.get(sandbox_id)
+        async with self._lock(sandbox_id):
+            if capsule.status == RUNNING:
+                await self._pause_locked(capsule)
+            elif capsule.status != PAUSED:
+                raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}")
+            return await self.runtime.snapshot(capsule, name, overwrite)
+
+    async def flatten(self, sandbox_id: str, name: str, overwrite: bool) -> Template:
+        validate_name(name)
+        client = self.envd(sandbox_id)
+        capsule = self.get(sandbox_id)
+        async with self._lock(sandbox_id):
+            await client.prepare_snapshot()
+            return await self.runtime.flatten(capsule, name, overwrite)
+
+    def delete_template(self, name: str) -> None:
+        validate_name(name)
+        template = self.templates.get(name)
+        users = [c.sandbox_id for c in self.capsules.values() if c.base_image == name]
+        dependents = self.templates.dependents(name) if template.type != SNAPSHOT else []
+        if users or dependents:
+            raise errors.InvalidState(
+                f"template {name!r} is in use by {len(users)} capsule(s) and "
+                f"{len(dependents)} snapshot template(s)"
+            )
+        self.templates.delete(name)
+
+    # -- processes -------------------------------------------------------------------------
+
+    async def exec(self, sandbox_id: str, spec: dict[str, Any], timeout: float) -> ExecResult:
+        client = self.envd(sandbox_id)
+        out, err = bytearray(), bytearray()
+        result = ExecResult(pid=0, exit_code=-1, stdout=b"", stderr=b"")
+
+        async def consume() -> None:
+            async for ev in client.start_process(spec):
+                _collect(ev, result, out, err)
+
+        try:
+            if timeout > 0:
+                await asyncio.wait_for(consume(), timeout)
+            else:
+                await consume()
+        except TimeoutError:
+            result.timed_out = True
+            if result.pid:
+                with contextlib.suppress(errors.AgentError):
+                    await client.signal(result.pid, signal.SIGKILL)
+        result.stdout, result.stderr = bytes(out), bytes(err)
+        self.get(sandbox_id).touch()
+        return result
+
+    async def exec_stream(self, sandbox_id: str, spec: dict[str, Any]) -> AsyncIterator[Event]:
+        client = self.envd(sandbox_id)
+        async for ev in client.start_process(spec):
+            yield ev
+
+    async def connect(self, sandbox_id: str, pid: int) -> AsyncIterator[Event]:
+        client = self.envd(sandbox_id)
+        async for ev in client.connect(pid):
+            yield ev
+
+
+def _collect(ev: Event, result: ExecResult, out: bytearray, err: bytearray) -> None:
+    kind = ev.get("type")
+    if kind == "start":
+        result.pid = int(ev["pid"])
+    elif kind == "stdout":
+        out += ev["data"]
+    elif kind == "stderr":
+        err += ev["data"]
+    elif kind == "exit":
+        result.exit_code = int(ev["exit_code"])
+        result.signal = int(ev.get("signal") or 0)

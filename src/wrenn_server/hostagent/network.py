@@ -1,0 +1,224 @@
+"""Capsule networking: one network namespace, veth pair and /30 per capsule, plus one host-wide
+nftables table that NATs capsule traffic out and blocks everything a capsule must not reach.
+
+Rules match the host-side interface prefix (`wv`), so a capsule needs no rules of its own:
+deleting its veth removes it from the firewall's view, and the firewall keeps protecting capsules
+that outlive a crashed agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from .proc import run, run_quiet
+
+log = logging.getLogger(__name__)
+
+VETH_PREFIX = "wv"
+NETNS_PREFIX = "wrn-"
+IPAM_DIR = Path("/run/wrenn/ipam")
+
+# Destinations a capsule may never reach: private, shared, loopback, link-local (cloud metadata
+# lives at 169.254.169.254), multicast and reserved ranges. The host's own addresses are covered
+# separately by the input hook, whatever range they are in.
+BLOCKED_V4 = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+
+
+def firewall_ruleset() -> str:
+    """One nft transaction: replaces the table atomically (no window without rules)."""
+    blocked = ", ".join(BLOCKED_V4)
+    return f"""
+table inet wrenn {{}}
+delete table inet wrenn
+table inet wrenn {{
+    set blocked_v4 {{
+        type ipv4_addr
+        flags interval
+        elements = {{ {blocked} }}
+    }}
+    chain input {{
+        type filter hook input priority filter - 10; policy accept;
+        iifname "{VETH_PREFIX}*" ct state established,related accept
+        iifname "{VETH_PREFIX}*" counter drop
+    }}
+    chain forward {{
+        type filter hook forward priority filter - 10; policy accept;
+        iifname "{VETH_PREFIX}*" meta nfproto ipv6 counter drop
+        iifname "{VETH_PREFIX}*" ip daddr @blocked_v4 counter drop
+        iifname "{VETH_PREFIX}*" oifname "{VETH_PREFIX}*" counter drop
+        iifname "{VETH_PREFIX}*" accept
+        oifname "{VETH_PREFIX}*" ct state established,related accept
+        oifname "{VETH_PREFIX}*" counter drop
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        iifname "{VETH_PREFIX}*" oifname != "{VETH_PREFIX}*" masquerade
+    }}
+}}
+"""
+
+
+async def ensure_firewall() -> None:
+    await run("nft", "-f", "-", input=firewall_ruleset().encode())
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+
+
+@dataclass(frozen=True)
+class CapsuleNet:
+    """Names and addresses of one capsule's network. Derived from the capsule id and its slot."""
+
+    netns: str
+    veth: str
+    host_ip: IPv4Address
+    capsule_ip: IPv4Address
+
+    @property
+    def netns_path(self) -> str:
+        return f"/run/netns/{self.netns}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "netns": self.netns,
+            "veth": self.veth,
+            "host_ip": str(self.host_ip),
+            "capsule_ip": str(self.capsule_ip),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str]) -> CapsuleNet:
+        return cls(
+            netns=d["netns"],
+            veth=d["veth"],
+            host_ip=IPv4Address(d["host_ip"]),
+            capsule_ip=IPv4Address(d["capsule_ip"]),
+        )
+
+
+def names_for(capsule_key: str) -> tuple[str, str]:
+    """netns and host-side veth names (veth names are at most 15 bytes)."""
+    return NETNS_PREFIX + capsule_key, VETH_PREFIX + capsule_key
+
+
+class Ipam:
+    """Hands out /30 slots of the capsule subnet, host-wide.
+
+    A slot is a file created with O_EXCL under /run/wrenn/ipam, so agents sharing a host (several
+    data dirs) never collide; the file names its owner so leftovers can be reclaimed.
+    """
+
+    def __init__(self, subnet: IPv4Network, root: Path = IPAM_DIR) -> None:
+        self.subnets = list(subnet.subnets(new_prefix=30))
+        self.root = root
+        self._next = 0
+
+    def allocate(self, owner: str) -> IPv4Network:
+        self.root.mkdir(parents=True, exist_ok=True)
+        n = len(self.subnets)
+        for i in range(n):
+            net = self.subnets[(self._next + i) % n]
+            try:
+                fd = os.open(
+                    self.root / str(net.network_address), os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                )
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(owner)
+            self._next = (self._next + i + 1) % n
+            return net
+        raise OSError(errno.ENOSPC, "capsule subnet exhausted")
+
+    def release(self, net: IPv4Network | IPv4Address, owner: str) -> None:
+        path = self.root / str(ipaddress.ip_network(f"{net}/30", strict=False).network_address)
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_text() == owner:
+                path.unlink()
+
+    def owned(self) -> dict[str, str]:
+        """slot -> owner, for reclaiming slots of capsules that no longer exist."""
+        if not self.root.is_dir():
+            return {}
+        out = {}
+        for p in self.root.iterdir():
+            with contextlib.suppress(OSError):
+                out[p.name] = p.read_text()
+        return out
+
+
+async def setup(capsule_key: str, slot: IPv4Network) -> CapsuleNet:
+    netns, veth = names_for(capsule_key)
+    host_ip, capsule_ip = slot.network_address + 1, slot.network_address + 2
+    net = CapsuleNet(netns=netns, veth=veth, host_ip=host_ip, capsule_ip=capsule_ip)
+    host_cmds = (
+        f"netns add {netns}\n"
+        f"link add {veth} type veth peer name eth0 netns {netns}\n"
+        f"addr add {host_ip}/30 dev {veth}\n"
+        f"link set {veth} up\n"
+    )
+    await run("ip", "-batch", "-", input=host_cmds.encode())
+    # Strict reverse-path filtering: a capsule cannot spoof another capsule's source address.
+    Path(f"/proc/sys/net/ipv4/conf/{veth}/rp_filter").write_text("1\n")
+    await configure_inside(net)
+    return net
+
+
+async def configure_inside(net: CapsuleNet) -> None:
+    """(Re)apply the capsule-side addresses: runsc removes them when it takes over the interface,
+    so this runs before every `runsc run` and `runsc restore`."""
+    cmds = (
+        f"addr replace {net.capsule_ip}/30 dev eth0\n"
+        "link set lo up\n"
+        "link set eth0 up\n"
+        f"route replace default via {net.host_ip}\n"
+    )
+    await run("ip", "-n", net.netns, "-batch", "-", input=cmds.encode())
+
+
+async def teardown(netns: str, veth: str) -> None:
+    """Remove the veth pair (both ends) and the namespace. Idempotent."""
+    # Deleting the host end takes the peer with it at once; netns deletion alone frees it lazily.
+    if Path(f"/sys/class/net/{veth}").exists():
+        await run_quiet("ip", "link", "del", veth, timeout=15)
+    if Path(f"/run/netns/{netns}").exists():
+        await run_quiet("ip", "netns", "del", netns, timeout=15)
+
+
+async def list_netns() -> list[str]:
+    try:
+        names = os.listdir("/run/netns")
+    except FileNotFoundError:
+        return []
+    return [n for n in names if n.startswith(NETNS_PREFIX)]
+
+
+def host_resolvers() -> list[str]:
+    """The host's resolvers that a capsule could reach (public addresses only)."""
+    out = []
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                with contextlib.suppress(ValueError):
+                    addr = ipaddress.ip_address(parts[1])
+                    if addr.version == 4 and addr.is_global:
+                        out.append(str(addr))
+    return out

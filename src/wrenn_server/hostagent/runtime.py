@@ -1,0 +1,42 @@
+"""The isolation backend behind the agent. The gRPC servicer and the manager only see `Runtime`,
+so another backend (a microVM on hosts with real KVM) can sit beside gVisor."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .capsule import Capsule
+from .templates import Template
+
+
+class Runtime(Protocol):
+    async def prepare(self) -> None:
+        """Host-wide setup at agent start (firewall, directories)."""
+
+    async def create(self, capsule: Capsule) -> None:
+        """Make and boot the capsule (from an image or by restoring a snapshot template).
+        On failure nothing of it is left behind."""
+
+    async def destroy(self, capsule: Capsule) -> None:
+        """Remove every trace: processes, mounts, network, files. Idempotent, never raises."""
+
+    async def teardown(self, capsule: Capsule) -> None:
+        """Stop the running parts (sandbox, network, mounts) and keep the capsule's files."""
+
+    def drop_checkpoint(self, capsule: Capsule) -> None:
+        """Delete the checkpoint a resumed capsule no longer needs."""
+
+    async def pause(self, capsule: Capsule) -> None:
+        """Checkpoint memory and keep the disk, then tear the running parts down."""
+
+    async def resume(self, capsule: Capsule) -> None:
+        """Boot a paused capsule from its checkpoint."""
+
+    async def snapshot(self, capsule: Capsule, name: str, overwrite: bool) -> Template:
+        """Pause the capsule and turn its checkpoint and disk into a snapshot template."""
+
+    async def flatten(self, capsule: Capsule, name: str, overwrite: bool) -> Template:
+        """Copy the capsule's merged root filesystem into an image template (it keeps running)."""
+
+    async def recover(self) -> list[Capsule]:
+        """After a restart: adopt live and paused capsules, remove every other leftover."""

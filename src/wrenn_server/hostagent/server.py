@@ -1,0 +1,66 @@
+"""The host agent process: startup -> serve -> shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+
+from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
+from .config import AgentSettings
+from .gvisor import GVisorRuntime
+from . import reaper
+from .manager import SandboxManager
+from .service import HostAgentService
+from .templates import TemplateStore
+
+log = logging.getLogger(__name__)
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 80 * 1024 * 1024),
+    ("grpc.max_send_message_length", 80 * 1024 * 1024),
+]
+
+
+class AgentServer:
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.templates = TemplateStore(settings.templates_dir)
+        self.runtime = GVisorRuntime(settings, self.templates)
+        self.manager = SandboxManager(settings, self.runtime, self.templates)
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def startup(self, progress: Callable[[float, str], None] | None = None) -> None:
+        await self.templates.ensure_base(
+            self.settings.default_template, progress or (lambda f, m: None)
+        )
+        reaper.install(asyncio.get_running_loop())
+        await self.manager.start()
+        self.server = grpc.aio.server(options=GRPC_OPTIONS)
+        pb_grpc.add_HostAgentServicer_to_server(  # type: ignore[no-untyped-call]
+            HostAgentService(self.manager, self.settings.secret), self.server
+        )
+        self.port = self.server.add_insecure_port(self.settings.listen)
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on {self.settings.listen}")
+        await self.server.start()
+        log.info("host agent listening on %s", self.settings.listen)
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        if self.server:
+            await self.server.stop(grace)
+        await self.manager.stop()
+
+    async def serve(self) -> None:
+        """Run until SIGINT/SIGTERM. Capsules keep running; the next start adopts them."""
+        await self.startup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.shutdown()

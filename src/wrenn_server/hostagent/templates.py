@@ -1,0 +1,137 @@
+"""Templates on disk, under <data dir>/templates/<name>/.
+
+- image template: `rootfs/` (a plain directory tree) + `template.json`. Capsules use the directory
+  as their read-only overlay lower layer, so any number of capsules share one copy.
+- snapshot template: `checkpoint/` (runsc memory image) + `disk.img` (the capsule's sparse upper
+  layer) + `template.json` naming the image template underneath. Capsules start by restoring it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import base_image, errors
+from .storage import disk_usage
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+IMAGE = "image"
+SNAPSHOT = "snapshot"
+
+
+@dataclass
+class Template:
+    name: str
+    type: str
+    created_at: float
+    size_bytes: int = 0
+    base: str | None = None
+    # Snapshot templates only: what the checkpointed sandbox was started with.
+    envd_token: str | None = None
+    vcpus: int = 0
+    memory_mb: int = 0
+    disk_size_mb: int = 0
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise errors.InvalidArgument(
+            "template name must be 1-128 characters of letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+class TemplateStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._build_lock = asyncio.Lock()
+
+    def dir(self, name: str) -> Path:
+        return self.root / validate_name(name)
+
+    def get(self, name: str) -> Template:
+        path = self.dir(name) / "template.json"
+        try:
+            return Template(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise errors.NotFound(f"template {name!r} not found") from None
+
+    def exists(self, name: str) -> bool:
+        return (self.dir(name) / "template.json").is_file()
+
+    def all(self) -> list[Template]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for d in sorted(self.root.iterdir()):
+            if NAME_RE.match(d.name) and (d / "template.json").is_file():
+                out.append(self.get(d.name))
+        return out
+
+    def rootfs(self, name: str) -> Path:
+        """The lower layer a capsule of this template mounts."""
+        t = self.get(name)
+        return self.dir(t.base if t.type == SNAPSHOT and t.base else name) / "rootfs"
+
+    def staging(self, name: str) -> Path:
+        """A fresh directory to build a template in; `commit` moves it into place."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f".staging-{validate_name(name)}-{uuid.uuid4().hex[:8]}"
+        path.mkdir()
+        return path
+
+    def commit(self, staging: Path, template: Template, overwrite: bool) -> Template:
+        (staging / "template.json").write_text(json.dumps(asdict(template)))
+        target = self.dir(template.name)
+        if target.exists():
+            if not overwrite:
+                raise errors.AlreadyExists(f"template {template.name!r} already exists")
+            trash = self.root / f".trash-{template.name}-{uuid.uuid4().hex[:8]}"
+            target.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        staging.rename(target)
+        return template
+
+    def delete(self, name: str) -> None:
+        target = self.dir(name)
+        if not target.exists():
+            raise errors.NotFound(f"template {name!r} not found")
+        trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
+        target.rename(trash)
+        shutil.rmtree(trash)
+
+    def dependents(self, name: str) -> list[str]:
+        """Snapshot templates whose lower layer is this image template."""
+        return [t.name for t in self.all() if t.type == SNAPSHOT and t.base == name]
+
+    def sweep(self) -> None:
+        """Drop half-built and half-deleted templates left by a crash."""
+        if self.root.is_dir():
+            for d in self.root.iterdir():
+                if d.name.startswith((".staging-", ".trash-")):
+                    shutil.rmtree(d, ignore_errors=True)
+
+    async def ensure_base(self, name: str, progress: Callable[[float, str], None]) -> Template:
+        """Build the base image template unless it exists. Safe to call concurrently."""
+        async with self._build_lock:
+            if self.exists(name):
+                return self.get(name)
+            staging = self.staging(name)
+            try:
+                rootfs = staging / "rootfs"
+                await base_image.debootstrap(rootfs, progress)
+                base_image.finish_rootfs(rootfs)
+                t = Template(
+                    name=name, type=IMAGE, created_at=time.time(), size_bytes=disk_usage(rootfs)
+                )
+                return self.commit(staging, t, overwrite=False)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise

@@ -1,0 +1,134 @@
+"""Fixtures for tests that run real gVisor capsules through a real host agent process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+
+pytestmark = pytest.mark.integration
+
+DATA_DIR = Path(os.environ.get("WRENN_TEST_DATA_DIR", "/var/lib/wrenn-test"))
+SECRET = "integration-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class AgentProcess:
+    """A host agent running as its own process, as in production, so tests can kill -9 it."""
+
+    data_dir: Path
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 300) -> None:
+        env = {
+            **os.environ,
+            "WRENN_AGENT_SECRET": SECRET,
+            "WRENN_AGENT_CAPSULE_SUBNET": "10.201.0.0/16",
+        }
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wrenn_server.cli", "agent", "--data-dir", str(self.data_dir),
+             "--listen", self.target],
+            stdout=log, stderr=log, env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited: {self.log_path.read_text()[-3000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("agent did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def agent_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (mounts, namespaces, gVisor)")
+    log_path = tmp_path_factory.mktemp("agent") / "agent.log"
+    agent = AgentProcess(DATA_DIR, free_port(), log_path)
+    agent.start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+async def agent(agent_process: AgentProcess) -> AsyncIterator[AgentClient]:
+    async with AgentClient(agent_process.target, SECRET) as client:
+        yield client
+
+
+CapsuleFactory = Callable[..., Awaitable[pb.Sandbox]]
+
+
+@pytest.fixture
+async def new_capsule(agent: AgentClient) -> AsyncIterator[CapsuleFactory]:
+    """Create capsules that are destroyed after the test, whatever happens."""
+    made: list[str] = []
+
+    async def make(**kw: object) -> pb.Sandbox:
+        sb = await agent.create(**kw)
+        made.append(sb.sandbox_id)
+        return sb
+
+    yield make
+    for sandbox_id in made:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await agent.destroy(sandbox_id)
+
+
+@pytest.fixture
+async def capsule(new_capsule: CapsuleFactory) -> pb.Sandbox:
+    return await new_capsule()
+
+
+async def run(agent: AgentClient, sandbox_id: str, cmd: str, **kw: object) -> pb.ExecResponse:
+    return await agent.exec(sandbox_id, cmd, **kw)
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("condition not met in time")

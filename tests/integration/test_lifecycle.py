@@ -1,0 +1,119 @@
+"""Create, inspect, list and destroy capsules through the agent's RPC API."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+import pytest
+
+from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+
+from .conftest import CapsuleFactory, run
+from .traces import traces_of
+
+pytestmark = pytest.mark.integration
+
+
+async def test_create_exec_destroy_leaves_no_trace(agent: AgentClient) -> None:
+    sb = await agent.create(vcpus=1, memory_mb=256, timeout_sec=0)
+    try:
+        assert sb.sandbox_id.startswith("sb-")
+        assert sb.status == pb.SANDBOX_STATUS_RUNNING
+        assert (sb.vcpus, sb.memory_mb, sb.disk_size_mb) == (1, 256, 5120)
+        res = await run(agent, sb.sandbox_id, "echo hello; echo oops >&2; exit 3")
+        assert (res.stdout, res.stderr, res.exit_code) == (b"hello\n", b"oops\n", 3)
+        got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
+        assert got.sandbox_id == sb.sandbox_id
+        listed = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+        assert sb.sandbox_id in [s.sandbox_id for s in listed.sandboxes]
+        assert set(traces_of(sb.sandbox_id)) >= {"netns", "veth", "directory", "mount", "process"}
+    finally:
+        await agent.destroy(sb.sandbox_id)
+    assert traces_of(sb.sandbox_id) == []
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_caller_chosen_id_and_resources(
+    agent: AgentClient, new_capsule: CapsuleFactory
+) -> None:
+    sandbox_id = f"sb-{uuid.uuid4()}"
+    sb = await new_capsule(sandbox_id=sandbox_id, vcpus=2, memory_mb=512, disk_size_mb=1024)
+    assert sb.sandbox_id == sandbox_id
+    res = await run(agent, sandbox_id, "nproc; df -m / | tail -1 | awk '{print $2}'")
+    lines = res.stdout.decode().split()
+    assert int(lines[1]) <= 1024
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await agent.create(sandbox_id=sandbox_id)
+    assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_default_user_and_env(agent: AgentClient, new_capsule: CapsuleFactory) -> None:
+    sb = await new_capsule(default_user="nobody", default_env={"GREETING": "hi"})
+    res = await run(agent, sb.sandbox_id, "id -un; echo $GREETING")
+    assert res.stdout == b"nobody\nhi\n"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"template": "no-such-template"}, grpc.StatusCode.NOT_FOUND),
+        ({"template": "../etc"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"vcpus": 999}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"memory_mb": 1}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"disk_size_mb": 1}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"timeout_sec": -1}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"sandbox_id": "not-an-id"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"default_user": "no-such-user"}, grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+async def test_bad_create_requests_leave_nothing(
+    agent: AgentClient, kwargs: dict[str, object], code: grpc.StatusCode
+) -> None:
+    before = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+    sandbox_id = str(kwargs.pop("sandbox_id", f"sb-{uuid.uuid4()}"))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await agent.create(sandbox_id=sandbox_id, **kwargs)
+    assert e.value.code() == code
+    assert "Traceback" not in (e.value.details() or "")
+    after = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+    assert len(after.sandboxes) == len(before.sandboxes)
+    assert traces_of(sandbox_id) == []
+
+
+async def test_unknown_sandbox_is_not_found(agent: AgentClient) -> None:
+    missing = f"sb-{uuid.uuid4()}"
+    for method, req in [
+        ("DestroySandbox", pb.SandboxRef(sandbox_id=missing)),
+        ("PauseSandbox", pb.SandboxRef(sandbox_id=missing)),
+        ("Exec", pb.ExecRequest(sandbox_id=missing, cmd="true")),
+        ("Stat", pb.FileRef(sandbox_id=missing, path="/")),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await agent.call(method, req)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND, method
+
+
+async def test_requests_without_the_secret_are_refused(agent_process: object) -> None:
+    from .conftest import AgentProcess
+
+    assert isinstance(agent_process, AgentProcess)
+    async with AgentClient(agent_process.target, "wrong-secret") as bad:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await bad.call("ListSandboxes", pb.ListSandboxesRequest())
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_ping_resets_the_idle_timer(agent: AgentClient, new_capsule: CapsuleFactory) -> None:
+    sb = await new_capsule()
+    before = (
+        await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
+    ).last_active_at
+    time.sleep(0.05)
+    await agent.call("PingSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
+    after = (await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))).last_active_at
+    assert after.ToNanoseconds() > before.ToNanoseconds()

@@ -1,0 +1,116 @@
+"""Pause keeps memory and disk; resume brings both back. The TTL reaper pauses idle capsules."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+
+from .conftest import CapsuleFactory, run, wait_for
+from .traces import traces_of
+
+pytestmark = pytest.mark.integration
+
+COUNTER = (
+    "nohup python3 -c 'import time\nn=0\nwhile True:\n"
+    ' n+=1; open("/tmp/count.tmp","w").write(str(n)); '
+    '__import__("os").replace("/tmp/count.tmp","/tmp/count"); time.sleep(0.05)\' '
+    ">/dev/null 2>&1 &"
+)
+
+
+async def read_counter(agent: AgentClient, sandbox_id: str) -> int:
+    res = await run(agent, sandbox_id, "cat /tmp/count")
+    return int(res.stdout)
+
+
+async def test_twenty_cycles_keep_files_and_process_state(
+    agent: AgentClient, capsule: pb.Sandbox
+) -> None:
+    sid = capsule.sandbox_id
+    await run(agent, sid, "head -c 20000000 /dev/urandom > /root/blob && sha256sum /root/blob")
+    checksum = (await run(agent, sid, "sha256sum /root/blob")).stdout
+    await run(agent, sid, COUNTER)
+    await asyncio.sleep(0.3)
+    # The counter's pid, and its in-memory count, survive every cycle.
+    pid = (await run(agent, sid, "pgrep -f count.tmp")).stdout.strip()
+    assert pid
+    last = await read_counter(agent, sid)
+    for cycle in range(20):
+        paused = await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=sid))
+        assert paused.status == pb.SANDBOX_STATUS_PAUSED
+        assert {"process", "netns", "mount"}.isdisjoint(traces_of(sid)), cycle
+        resumed = await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sid))
+        assert resumed.status == pb.SANDBOX_STATUS_RUNNING
+        assert (await run(agent, sid, "sha256sum /root/blob")).stdout == checksum
+        assert (await run(agent, sid, "pgrep -f count.tmp")).stdout.strip() == pid
+        await asyncio.sleep(0.15)
+        now = await read_counter(agent, sid)
+        assert now > last, (cycle, now, last)
+        last = now
+
+
+async def test_paused_capsule_refuses_exec_and_double_pause(
+    agent: AgentClient, capsule: pb.Sandbox
+) -> None:
+    ref = pb.SandboxRef(sandbox_id=capsule.sandbox_id)
+    await agent.call("PauseSandbox", ref)
+    for method, req in [
+        ("Exec", pb.ExecRequest(sandbox_id=capsule.sandbox_id, cmd="true")),
+        ("PauseSandbox", ref),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await agent.call(method, req)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=capsule.sandbox_id))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=capsule.sandbox_id))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_destroy_a_paused_capsule(agent: AgentClient, capsule: pb.Sandbox) -> None:
+    await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=capsule.sandbox_id))
+    await agent.destroy(capsule.sandbox_id)
+    assert traces_of(capsule.sandbox_id) == []
+
+
+async def test_idle_capsule_is_auto_paused_and_keeps_its_timeout(
+    agent: AgentClient, new_capsule: CapsuleFactory
+) -> None:
+    sb = await new_capsule(timeout_sec=2)
+    busy = await new_capsule(timeout_sec=2)
+    ref = pb.SandboxRef(sandbox_id=sb.sandbox_id)
+
+    async def auto_paused() -> bool:
+        await agent.call("PingSandbox", pb.SandboxRef(sandbox_id=busy.sandbox_id))
+        listed = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+        return sb.sandbox_id in listed.auto_paused_sandbox_ids
+
+    await wait_for(auto_paused, timeout=20)
+    assert (await agent.call("GetSandbox", ref)).status == pb.SANDBOX_STATUS_PAUSED
+    # Pinged all along, the other one kept running.
+    busy_now = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=busy.sandbox_id))
+    assert busy_now.status == pb.SANDBOX_STATUS_RUNNING
+    resumed = await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sb.sandbox_id))
+    assert resumed.timeout_sec == 2 and not resumed.auto_paused
+    listed = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+    assert sb.sandbox_id not in listed.auto_paused_sandbox_ids
+
+
+async def test_resume_can_change_timeout(agent: AgentClient, capsule: pb.Sandbox) -> None:
+    await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=capsule.sandbox_id))
+    req = pb.ResumeSandboxRequest(sandbox_id=capsule.sandbox_id, timeout_sec=600)
+    assert (await agent.call("ResumeSandbox", req)).timeout_sec == 600
+
+
+async def test_pause_all(agent: AgentClient, new_capsule: CapsuleFactory) -> None:
+    a, b = await new_capsule(), await new_capsule()
+    res = await agent.call("PauseAll", pb.Empty())
+    assert {a.sandbox_id, b.sandbox_id} <= set(res.paused_sandbox_ids)
+    for sb in (a, b):
+        got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
+        assert got.status == pb.SANDBOX_STATUS_PAUSED

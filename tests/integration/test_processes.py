@@ -1,0 +1,127 @@
+"""Commands in capsules: sync exec, streams, stdin, signals, reattach and PTY."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+import pytest
+
+from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+
+from .conftest import run
+
+pytestmark = pytest.mark.integration
+
+
+async def collect(call: grpc.aio.UnaryStreamCall) -> tuple[int, bytes, bytes, pb.ProcessEvent.Exit]:
+    pid, out, err, exit_ = 0, b"", b"", None
+    async for ev in call:
+        kind = ev.WhichOneof("event")
+        if kind == "start":
+            pid = ev.start.pid
+        elif kind == "stdout":
+            out += ev.stdout
+        elif kind == "stderr":
+            err += ev.stderr
+        elif kind == "exit":
+            exit_ = ev.exit
+    assert exit_ is not None
+    return pid, out, err, exit_
+
+
+async def test_exec_argv_env_cwd_user(agent: AgentClient, capsule: pb.Sandbox) -> None:
+    sid = capsule.sandbox_id
+    res = await agent.exec(sid, "", argv=["printf", "%s|", "a b", "$HOME"])
+    assert res.stdout == b"a b|$HOME|"
+    res = await run(
+        agent, sid, "echo $FOO; pwd; id -un", env={"FOO": "bar"}, cwd="/tmp", user="nobody"
+    )
+    assert res.stdout == b"bar\n/tmp\nnobody\n"
+
+
+async def test_exec_bad_input(agent: AgentClient, capsule: pb.Sandbox) -> None:
+    sid = capsule.sandbox_id
+    cases = [
+        (pb.ExecRequest(sandbox_id=sid), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            pb.ExecRequest(sandbox_id=sid, cmd="true", user="ghost"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (pb.ExecRequest(sandbox_id=sid, cmd="true", cwd="/nope"), grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.ExecRequest(sandbox_id=sid, argv=["no-such-binary"]), grpc.StatusCode.NOT_FOUND),
+    ]
+    for req, code in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await agent.call("Exec", req)
+        assert e.value.code() == code, req
+
+
+async def test_exec_timeout_kills_the_tree(agent: AgentClient, capsule: pb.Sandbox) -> None:
+    sid = capsule.sandbox_id
+    res = await run(agent, sid, "sleep 300 & sleep 301; echo never", timeout_sec=0.5)
+    assert res.timed_out and res.stdout == b""
+    await asyncio.sleep(0.3)
+    assert (await run(agent, sid, "pgrep -x sleep")).exit_code == 1
+
+
+async def test_stream_stdin_and_signal(agent: AgentClient, capsule: pb.Sandbox) -> None:
+    sid = capsule.sandbox_id
+    call = agent.stream(
+        "ExecStream", pb.ExecRequest(sandbox_id=sid, cmd="cat; echo done >&2", stdin=True)
+    )
+    first = await call.read()
+    pid = first.start.pid
+    await agent.call("SendStdin", pb.SendStdinRequest(sandbox_id=sid, pid=pid, data=b"ping\n"))
+    await agent.call("CloseStdin", pb.ProcessRef(sandbox_id=sid, pid=pid))
+    _, out, err, exit_ = await collect(call)
+    assert (out, err, exit_.exit_code) == (b"ping\n", b"done\n", 0)
+
+    call = agent.stream("ExecStream", pb.ExecRequest(sandbox_id=sid, cmd="sleep 100 & sleep 100"))
+    pid = (await call.read()).start.pid
+    procs = await agent.call("ListProcesses", pb.SandboxRef(sandbox_id=sid))
+    assert pid in [p.pid for p in procs.processes if p.running]
+    await agent.call(
+        "SignalProcess", pb.SignalProcessRequest(sandbox_id=sid, pid=pid, signal=signal.SIGKILL)
+    )
+    _, _, _, exit_ = await collect(call)
+    assert exit_.signal == signal.SIGKILL
+    await asyncio.sleep(0.2)
+    assert (await run(agent, sid, "pgrep -x sleep")).exit_code == 1
+
+
+async def test_reattach_by_pid(agent: AgentClient, capsule: pb.Sandbox) -> None:
+    sid = capsule.sandbox_id
+    call = agent.stream(
+        "ExecStream",
+        pb.ExecRequest(sandbox_id=sid, cmd="echo first; sleep 1; echo second", tag="job"),
+    )
+    pid = (await call.read()).start.pid
+    call.cancel()  # the caller goes away; the process keeps running
+    again = agent.stream("ConnectProcess", pb.ProcessRef(sandbox_id=sid, pid=pid))
+    got_pid, out, _, exit_ = await collect(again)
+    assert got_pid == pid and out == b"first\nsecond\n" and exit_.exit_code == 0
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await collect(agent.stream("ConnectProcess", pb.ProcessRef(sandbox_id=sid, pid=999999)))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_pty(agent: AgentClient, capsule: pb.Sandbox) -> None:
+    sid = capsule.sandbox_id
+    req = pb.ExecRequest(
+        sandbox_id=sid, cmd="/bin/sh", pty=pb.PtySize(cols=100, rows=30), stdin=True
+    )
+    call = agent.stream("ExecStream", req)
+    pid = (await call.read()).start.pid
+    send = pb.SendStdinRequest
+    await agent.call("SendStdin", send(sandbox_id=sid, pid=pid, data=b"tty; stty size\n"))
+    await agent.call(
+        "ResizePty",
+        pb.ResizePtyRequest(sandbox_id=sid, pid=pid, size=pb.PtySize(cols=120, rows=40)),
+    )
+    await agent.call("SendStdin", send(sandbox_id=sid, pid=pid, data=b"stty size; exit 7\n"))
+    _, out, _, exit_ = await collect(call)
+    assert b"/dev/pts/" in out and b"30 100" in out and b"40 120" in out
+    assert exit_.exit_code == 7

@@ -50,12 +50,10 @@ class AgentProcess:
             "WRENN_AGENT_SECRET": SECRET,
             "WRENN_AGENT_CAPSULE_SUBNET": "10.201.0.0/16",
         }
-        log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wrenn_server.cli", "agent", "--data-dir", str(self.data_dir),
-             "--listen", self.target],
-            stdout=log, stderr=log, env=env,
-        )  # fmt: skip
+        argv = [sys.executable, "-m", "wrenn_server.cli", "agent",
+                "--data-dir", str(self.data_dir), "--listen", self.target]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -52,47 +52,45 @@ def host_listener(addr: str, port: int, banner: str) -> Iterator[Listener]:
 
 
 @contextlib.contextmanager
-def fake_metadata_server() -> Iterator[Listener]:
-    """169.254.169.254:80 bound on a dummy interface of the host."""
-    sh("ip", "link", "add", "wtmeta0", "type", "dummy")
-    try:
-        sh("ip", "addr", "add", "169.254.169.254/32", "dev", "wtmeta0")
-        sh("ip", "link", "set", "wtmeta0", "up")
-        with host_listener("169.254.169.254", 80, "metadata-secret") as listener:
-            yield listener
-    finally:
-        sh("ip", "link", "del", "wtmeta0", check=False)
-
-
-@contextlib.contextmanager
-def internet_host() -> Iterator[Listener]:
-    """A listener at 203.0.113.10:8080 in a namespace routed from the host, standing in for an
-    address on the internet."""
-    ns = "wtest-inet"
+def routed_host(addr: str, port: int, banner: str, index: int = 0) -> Iterator[Listener]:
+    """A listener at addr:port in a namespace the host routes addr to: a stand-in for a machine
+    out on the network (the internet, a cloud metadata service), that exists only here."""
+    ns, veth = f"wtest-peer{index}", f"wtpeer{index}"
+    link = f"10.250.{index}"
     sh("ip", "netns", "del", ns, check=False)
     sh("ip", "netns", "add", ns)
     proc = None
     try:
-        sh("ip", "link", "add", "wtinet0", "type", "veth", "peer", "name", "eth0", "netns", ns)
-        sh("ip", "addr", "add", "10.250.0.1/30", "dev", "wtinet0")
-        sh("ip", "link", "set", "wtinet0", "up")
-        sh("ip", "-n", ns, "addr", "add", "10.250.0.2/30", "dev", "eth0")
-        sh("ip", "-n", ns, "addr", "add", "203.0.113.10/32", "dev", "lo")
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "addr", "add", f"{link}.1/30", "dev", veth)
+        sh("ip", "link", "set", veth, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{link}.2/30", "dev", "eth0")
+        sh("ip", "-n", ns, "addr", "add", f"{addr}/32", "dev", "lo")
         sh("ip", "-n", ns, "link", "set", "eth0", "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "route", "add", "203.0.113.0/24", "via", "10.250.0.2")
+        sh("ip", "route", "add", f"{addr}/32", "via", f"{link}.2")
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "python3", "-c", LISTENER, "203.0.113.10", "8080", "hello"]
+            ["ip", "netns", "exec", ns, "python3", "-c", LISTENER, addr, str(port), banner]
         )
-        _wait_listening("203.0.113.10", 8080, netns=ns)
-        yield Listener("203.0.113.10", 8080, "hello")
+        # Reachable from the host: whatever a capsule sees is the capsule's own restriction.
+        _wait_listening(addr, port)
+        yield Listener(addr, port, banner)
     finally:
         if proc:
             proc.kill()
             proc.wait()
-        sh("ip", "route", "del", "203.0.113.0/24", check=False)
-        sh("ip", "link", "del", "wtinet0", check=False)
+        sh("ip", "route", "del", f"{addr}/32", check=False)
+        sh("ip", "link", "del", veth, check=False)
         sh("ip", "netns", "del", ns, check=False)
+
+
+def fake_metadata_server() -> contextlib.AbstractContextManager[Listener]:
+    return routed_host("169.254.169.254", 80, "metadata-secret", index=1)
+
+
+def internet_host() -> contextlib.AbstractContextManager[Listener]:
+    """203.0.113.10 is a documentation address: routed here, it can only be our namespace."""
+    return routed_host("203.0.113.10", 8080, "hello", index=2)
 
 
 def host_ipv4_addresses() -> list[str]:

@@ -19,7 +19,7 @@ COUNTER = (
     "nohup python3 -c 'import time\nn=0\nwhile True:\n"
     ' n+=1; open("/tmp/count.tmp","w").write(str(n)); '
     '__import__("os").replace("/tmp/count.tmp","/tmp/count"); time.sleep(0.05)\' '
-    ">/dev/null 2>&1 &"
+    ">/dev/null 2>&1 & echo $!"
 )
 
 
@@ -34,11 +34,10 @@ async def test_twenty_cycles_keep_files_and_process_state(
     sid = capsule.sandbox_id
     await run(agent, sid, "head -c 20000000 /dev/urandom > /root/blob && sha256sum /root/blob")
     checksum = (await run(agent, sid, "sha256sum /root/blob")).stdout
-    await run(agent, sid, COUNTER)
-    await asyncio.sleep(0.3)
     # The counter's pid, and its in-memory count, survive every cycle.
-    pid = (await run(agent, sid, "pgrep -f count.tmp")).stdout.strip()
-    assert pid
+    pid = int((await run(agent, sid, COUNTER)).stdout)
+    alive = f"tr '\\0' ' ' < /proc/{pid}/cmdline"
+    await asyncio.sleep(0.3)
     last = await read_counter(agent, sid)
     for cycle in range(20):
         paused = await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=sid))
@@ -47,7 +46,7 @@ async def test_twenty_cycles_keep_files_and_process_state(
         resumed = await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sid))
         assert resumed.status == pb.SANDBOX_STATUS_RUNNING
         assert (await run(agent, sid, "sha256sum /root/blob")).stdout == checksum
-        assert (await run(agent, sid, "pgrep -f count.tmp")).stdout.strip() == pid
+        assert b"count.tmp" in (await run(agent, sid, alive)).stdout
         await asyncio.sleep(0.15)
         now = await read_counter(agent, sid)
         assert now > last, (cycle, now, last)

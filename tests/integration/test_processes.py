@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 async def collect(call: grpc.aio.UnaryStreamCall) -> tuple[int, bytes, bytes, pb.ProcessEvent.Exit]:
     pid, out, err, exit_ = 0, b"", b"", None
-    async for ev in call:
+    while (ev := await call.read()) != grpc.aio.EOF:
         kind = ev.WhichOneof("event")
         if kind == "start":
             pid = ev.start.pid
@@ -108,6 +108,15 @@ async def test_reattach_by_pid(agent: AgentClient, capsule: pb.Sandbox) -> None:
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def read_until(call: grpc.aio.UnaryStreamCall, needle: bytes) -> bytes:
+    out = b""
+    while needle not in out:
+        ev = await asyncio.wait_for(call.read(), 10)
+        assert ev != grpc.aio.EOF, out
+        out += ev.stdout
+    return out
+
+
 async def test_pty(agent: AgentClient, capsule: pb.Sandbox) -> None:
     sid = capsule.sandbox_id
     req = pb.ExecRequest(
@@ -117,11 +126,10 @@ async def test_pty(agent: AgentClient, capsule: pb.Sandbox) -> None:
     pid = (await call.read()).start.pid
     send = pb.SendStdinRequest
     await agent.call("SendStdin", send(sandbox_id=sid, pid=pid, data=b"tty; stty size\n"))
-    await agent.call(
-        "ResizePty",
-        pb.ResizePtyRequest(sandbox_id=sid, pid=pid, size=pb.PtySize(cols=120, rows=40)),
-    )
+    assert b"/dev/pts/" in await read_until(call, b"30 100")
+    size = pb.PtySize(cols=120, rows=40)
+    await agent.call("ResizePty", pb.ResizePtyRequest(sandbox_id=sid, pid=pid, size=size))
     await agent.call("SendStdin", send(sandbox_id=sid, pid=pid, data=b"stty size; exit 7\n"))
-    _, out, _, exit_ = await collect(call)
-    assert b"/dev/pts/" in out and b"30 100" in out and b"40 120" in out
+    await read_until(call, b"40 120")
+    _, _, _, exit_ = await collect(call)
     assert exit_.exit_code == 7

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 from wrenn_server.hostagent.capsule import capsule_key
@@ -26,10 +25,23 @@ def traces_of(sandbox_id: str) -> list[str]:
     for controller in ("memory", "pids", "cpu"):
         if Path(f"/sys/fs/cgroup/{controller}/wrenn/{sandbox_id}").exists():
             found.append(f"cgroup:{controller}")
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    if any(sandbox_id in line for line in ps.splitlines()):
+    if _processes_mentioning(sandbox_id):
         found.append("process")
     ipam = Path("/run/wrenn/ipam")
     if ipam.is_dir() and any(sandbox_id in (ipam / p).read_text() for p in os.listdir(ipam)):
         found.append("address slot")
     return found
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    needle = text.encode()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if needle in f.read():
+                        pids.append(int(pid))
+            except OSError:
+                continue
+    return pids

@@ -124,12 +124,14 @@ class SandboxManager:
             try:
                 await self.runtime.create(capsule)
                 client = self._connect(capsule)
-                await client.wait_ready(ENVD_START_TIMEOUT)
                 # A snapshot's envd still holds the snapshotted capsule's token: replace it.
-                new_token = capsule.token if template.type == SNAPSHOT else None
-                if template.type == SNAPSHOT:
+                restored = template.type == SNAPSHOT
+                if restored:
                     client.set_token(template.envd_token or "")
-                await client.init(capsule.default_user, capsule.default_env, new_token)
+                await client.wait_ready(ENVD_START_TIMEOUT)
+                await client.init(
+                    capsule.default_user, capsule.default_env, capsule.token if restored else None
+                )
                 client.set_token(capsule.token)
                 capsule.status = RUNNING
                 capsule.touch()

@@ -2,7 +2,11 @@
 PROTO_OUT := src
 PROTO_FILES := proto/hostagent/v1/hostagent.proto
 
-.PHONY: install run test test-unit test-integration check gen gen-check bench clean
+.PHONY: up install run test test-unit test-integration check gen gen-check bench clean
+
+# The README's first command: everything installed, then the platform in the foreground.
+up: install
+	uv run wrenn up
 
 install:
 	bash scripts/install-deps.sh
@@ -42,4 +46,4 @@ gen-check:
 	rm -rf $$tmp && echo "generated code is fresh"
 
 bench:
-	uv run python bench/capsule_bench.py
+	uv run python -m bench.capsule_bench

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import signal
 from collections.abc import Callable
 
@@ -33,8 +35,24 @@ class AgentServer:
         self.manager = SandboxManager(settings, self.runtime, self.templates)
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self._lock_fd = -1
+
+    def _lock_data_dir(self) -> None:
+        """One agent per data dir: a second one would adopt (and fight over) the first's capsules."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.settings.data_dir / "agent.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(
+                f"another host agent is using {self.settings.data_dir}; give this one its own "
+                "--data-dir"
+            ) from None
+        self._lock_fd = fd
 
     async def startup(self, progress: Callable[[float, str], None] | None = None) -> None:
+        self._lock_data_dir()
         await self.templates.ensure_base(
             self.settings.default_template, progress or (lambda f, m: None)
         )
@@ -54,6 +72,9 @@ class AgentServer:
         if self.server:
             await self.server.stop(grace)
         await self.manager.stop()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     async def serve(self) -> None:
         """Run until SIGINT/SIGTERM. Capsules keep running; the next start adopts them."""

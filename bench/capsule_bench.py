@@ -1,0 +1,131 @@
+"""Capsule runtime benchmark: create -> first command (cold and from a snapshot template), command
+round trip, pause, resume and host memory per idle capsule. Prints medians and p95; ratios are
+to a baseline measured in the same run (a native `sh -c true` spawned on the host).
+
+    sudo uv run python bench/capsule_bench.py [--iterations N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from wrenn_server.hostagent.capsule import capsule_key
+from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+
+from ._common import agent, report
+
+SECRET = "bench-secret"
+
+
+def native_spawn_baseline(n: int) -> float:
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(["sh", "-c", "true"], check=True)
+        samples.append(time.perf_counter() - t)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+async def create_then_exec(c: AgentClient, n: int, **kw: object) -> list[float]:
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        sb = await c.create(**kw)
+        res = await c.exec(sb.sandbox_id, "true")
+        samples.append(time.perf_counter() - t)
+        assert res.exit_code == 0
+        await c.destroy(sb.sandbox_id)
+    return samples
+
+
+async def round_trips(c: AgentClient, sandbox_id: str, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await c.exec(sandbox_id, "true")
+        samples.append(time.perf_counter() - t)
+    return samples
+
+
+async def pause_resume(c: AgentClient, sandbox_id: str, n: int) -> tuple[list[float], list[float]]:
+    pauses, resumes = [], []
+    ref = pb.SandboxRef(sandbox_id=sandbox_id)
+    for _ in range(n):
+        t = time.perf_counter()
+        await c.call("PauseSandbox", ref)
+        pauses.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        await c.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sandbox_id))
+        await c.exec(sandbox_id, "true")
+        resumes.append(time.perf_counter() - t)
+    return pauses, resumes
+
+
+def capsule_pss_kb(sandbox_id: str) -> int:
+    netns = f"wrn-{capsule_key(sandbox_id)}"
+    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout
+    total = 0
+    for pid in pids.split():
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except OSError:
+            continue
+    return total
+
+
+async def idle_memory(c: AgentClient, n: int) -> list[float]:
+    sbs = [await c.create() for _ in range(n)]
+    await asyncio.sleep(3)
+    samples = [capsule_pss_kb(sb.sandbox_id) / 1024 for sb in sbs]
+    for sb in sbs:
+        await c.destroy(sb.sandbox_id)
+    return samples
+
+
+async def main(iterations: int, data_dir: Path) -> None:
+    baseline = native_spawn_baseline(50)
+    print(f"baseline: native `sh -c true` spawn p50 {baseline * 1000:.2f} ms")
+    with agent(data_dir, SECRET) as target:
+        async with AgentClient(target, SECRET) as c:
+            await create_then_exec(c, 2)  # warm caches
+            report("create -> first exec (cold)", await create_then_exec(c, iterations))
+            src = await c.create()
+            await c.exec(src.sandbox_id, "echo warm > /root/w")
+            snap = f"bench-snap-{os.getpid()}"
+            await c.call("CreateSnapshot", pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=snap))
+            await c.destroy(src.sandbox_id)
+            try:
+                report(
+                    "create -> first exec (snapshot template)",
+                    await create_then_exec(c, iterations, template=snap),
+                )
+            finally:
+                await c.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=snap))
+            sb = await c.create()
+            await round_trips(c, sb.sandbox_id, 5)
+            report("exec round trip (`true`)", await round_trips(c, sb.sandbox_id, iterations * 5), baseline)
+            pauses, resumes = await pause_resume(c, sb.sandbox_id, iterations)
+            report("pause", pauses)
+            report("resume -> first exec", resumes)
+            await c.destroy(sb.sandbox_id)
+            mem = await idle_memory(c, 5)
+            report("host memory per idle capsule (PSS)", mem, unit="MB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/wrenn-bench"))
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root")
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main(args.iterations, args.data_dir))

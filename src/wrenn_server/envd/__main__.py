@@ -1,0 +1,73 @@
+"""Entry point: read the configuration from the environment, start the reaper, serve HTTP.
+
+Started by the host agent as pid 1 of a capsule, with the package mounted at /opt/wrenn/envd:
+    python3 -I -S -c "import sys; sys.path.insert(0, '/opt/wrenn'); \
+        from envd.__main__ import main; main()"
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import NoReturn, Optional, Tuple
+
+DEFAULT_PORT = 49983
+DEFAULT_BIND = "0.0.0.0"
+
+
+def _config() -> Tuple[str, str, int]:
+    """(token, bind address, port), removed from the environment so no child inherits them."""
+    token = os.environ.pop("WRENN_ENVD_TOKEN", "")
+    port_text = os.environ.pop("WRENN_ENVD_PORT", "") or str(DEFAULT_PORT)
+    bind = os.environ.pop("WRENN_ENVD_BIND", "") or DEFAULT_BIND
+    if not token:
+        _die("WRENN_ENVD_TOKEN is required")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        _die("WRENN_ENVD_PORT must be a TCP port, got %r" % port_text)
+    return token, bind, int(port_text)
+
+
+def _die(message: str) -> NoReturn:
+    sys.stderr.write("envd: %s\n" % message)
+    raise SystemExit(2)
+
+
+def _stop(signum: int, frame: Optional[FrameType]) -> None:
+    # Runs in the main thread, which is inside serve_forever: unwinding it stops the server.
+    raise SystemExit(0)
+
+
+def main() -> None:
+    token, bind, port = _config()
+    # http.client imports ssl only to offer HTTPS clients, which envd never uses; blocking it
+    # keeps OpenSSL out of memory (several MB per capsule).
+    if "ssl" not in sys.modules:
+        sys.modules["ssl"] = None  # type: ignore[assignment]
+
+    from .processes import ProcessTable
+    from .server import EnvdServer, State
+
+    table = ProcessTable()
+    table.start_reaper()
+    try:
+        server = EnvdServer((bind, port), State(token), table)
+    except OSError as exc:
+        _die("cannot listen on %s:%d: %s" % (bind, port, exc.strerror))
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except SystemExit:
+        pass
+    finally:
+        table.kill_all()
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

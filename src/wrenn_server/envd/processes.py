@@ -1,0 +1,294 @@
+"""Process table: spawning commands on pipes or a pty, the reaper, signals, forgetting old ones.
+
+envd is pid 1 in the capsule, so one reaper thread waits for every child (orphans included) with
+`waitpid(-1)` and hands exit statuses to the records. Spawning and dispatching both hold the
+table lock, so a child that exits at once still finds its record.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import termios
+import threading
+import time
+
+from . import users
+from .errors import ApiError
+from .record import Process, pump, set_winsize
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
+
+    from .record import Info
+
+KEEP_EXITED = 300.0  # seconds an exited process stays listed and reattachable
+MAX_EXITED = 256
+EARLY_KEEP = 10.0  # seconds to keep statuses of pids nobody registered (yet)
+MAX_EARLY = 1024
+
+
+class Spec:
+    """A validated request to run something."""
+
+    __slots__ = ("args", "argv", "cmd", "cwd", "env", "pty", "stdin", "tag", "user")
+
+    def __init__(
+        self,
+        cmd: str,
+        args: Optional[List[str]],
+        env: Dict[str, str],
+        cwd: str,
+        user: users.User,
+        stdin: bool,
+        pty: Optional[Tuple[int, int]],
+        tag: Optional[str],
+    ) -> None:
+        self.cmd = cmd
+        self.args = args
+        self.argv = [cmd, *args] if args is not None else ["/bin/sh", "-c", cmd]
+        self.env = env
+        self.cwd = cwd
+        self.user = user
+        self.stdin = stdin
+        self.pty = pty  # (cols, rows)
+        self.tag = tag
+
+
+def _take_tty() -> None:
+    """In the child, after setsid: make the pty slave (fd 0) the controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class ProcessTable:
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self._procs: Dict[int, Process] = {}
+        self._early: Dict[int, Tuple[int, float]] = {}
+        self._spawns = 0
+
+    # -- reaping -------------------------------------------------------------------------
+
+    def start_reaper(self) -> None:
+        threading.Thread(target=self._reap_forever, name="reaper", daemon=True).start()
+
+    def _reap_forever(self) -> None:
+        while True:
+            with self.cond:
+                spawns = self._spawns
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                self._wait_for_spawn(spawns)
+                continue
+            self._dispatch(pid, status)
+
+    def _wait_for_spawn(self, seen: int) -> None:
+        """No children at all: sleep until the next spawn (the timeout is a safety net)."""
+        with self.cond:
+            if self._spawns == seen:
+                self.cond.wait(1.0)
+
+    def _dispatch(self, pid: int, status: int) -> None:
+        with self.cond:
+            proc = self._procs.get(pid)
+            if proc is not None and proc.running:
+                proc.set_exit(status)
+                return
+            # An orphan, or a child whose spawn has not registered it yet.
+            self._early[pid] = (status, time.monotonic())
+            if len(self._early) > MAX_EARLY:
+                del self._early[next(iter(self._early))]
+
+    # -- spawning ------------------------------------------------------------------------
+
+    def spawn(self, spec: Spec) -> Process:
+        """Start `spec`; raises ApiError for a missing program and similar client errors."""
+        keep: List[int] = []  # our ends: closed again if the spawn fails
+        child: List[int] = []  # the child's ends: always closed here afterwards
+        readers: List[Tuple[int, int]] = []
+        try:
+            if spec.pty is not None:
+                master, slave = os.openpty()
+                keep.append(master)
+                child.append(slave)
+                set_winsize(master, spec.pty[0], spec.pty[1])
+                # The pump owns `master` and closes it at EOF; writes and resizes use a dup so
+                # that close never races with a read on a recycled fd number.
+                writer = os.dup(master)
+                keep.append(writer)
+                stdin_fd: Optional[int] = writer
+                stdio = (slave, slave, slave)
+                readers.append((master, 0))
+            else:
+                out_r, out_w = os.pipe()
+                keep.append(out_r)
+                child.append(out_w)
+                err_r, err_w = os.pipe()
+                keep.append(err_r)
+                child.append(err_w)
+                if spec.stdin:
+                    in_r, in_w = os.pipe()
+                    keep.append(in_w)
+                    stdin_fd = in_w
+                else:
+                    in_r, stdin_fd = os.open(os.devnull, os.O_RDONLY), None
+                child.append(in_r)
+                stdio = (in_r, out_w, err_w)
+                readers.extend(((out_r, 0), (err_r, 1)))
+            proc = self._start(spec, stdio, stdin_fd, [fd for fd, _index in readers])
+        except BaseException:
+            for fd in keep:
+                os.close(fd)
+            raise
+        finally:
+            for fd in child:
+                os.close(fd)
+        for fd, index in readers:
+            name = "pump-%d-%d" % (proc.pid, index)
+            threading.Thread(target=pump, args=(proc, fd, index), name=name, daemon=True).start()
+        return proc
+
+    def _start(
+        self,
+        spec: Spec,
+        stdio: Tuple[int, int, int],
+        stdin_fd: Optional[int],
+        read_fds: List[int],
+    ) -> Process:
+        uid, gid, groups = users.identity(spec.user)
+        program = spec.argv[0]
+        with self.cond:
+            try:
+                popen = subprocess.Popen(
+                    spec.argv,
+                    stdin=stdio[0],
+                    stdout=stdio[1],
+                    stderr=stdio[2],
+                    cwd=spec.cwd,
+                    env=spec.env,
+                    start_new_session=True,
+                    preexec_fn=_take_tty if spec.pty is not None else None,
+                    user=uid,
+                    group=gid,
+                    extra_groups=groups,
+                )
+            except FileNotFoundError:
+                raise ApiError(404, "program not found: %s" % program) from None
+            except PermissionError:
+                raise ApiError(403, "permission denied: cannot execute %s" % program) from None
+            except OSError as exc:
+                raise ApiError(400, "cannot execute %s: %s" % (program, exc.strerror)) from None
+            proc = Process(
+                popen.pid,
+                spec.cmd,
+                spec.args,
+                spec.cwd,
+                spec.user.name,
+                spec.tag,
+                spec.pty is not None,
+                stdin_fd,
+                read_fds,
+                popen,
+            )
+            old = self._procs.pop(proc.pid, None)
+            if old is not None:
+                old.release()
+            self._procs[proc.pid] = proc
+            early = self._early.pop(proc.pid, None)
+            if early is not None:
+                proc.set_exit(early[0])
+            self._spawns += 1
+            self.cond.notify_all()
+            self._prune()
+        return proc
+
+    # -- queries and control -------------------------------------------------------------
+
+    def get(self, pid: int) -> Process:
+        with self.cond:
+            self._prune()
+            proc = self._procs.get(pid)
+        if proc is None:
+            raise ApiError(404, "no such process: %d" % pid)
+        return proc
+
+    def list(self) -> List[Info]:
+        with self.cond:
+            self._prune()
+            procs = sorted(self._procs.values(), key=lambda p: (p.started_at, p.pid))
+        return [p.info() for p in procs]
+
+    def signal(self, pid: int, sig: int) -> None:
+        self.get(pid)
+        signal_session(pid, sig)
+
+    def kill_all(self) -> None:
+        with self.cond:
+            running = [p.pid for p in self._procs.values() if p.running]
+        for pid in running:
+            signal_session(pid, signal.SIGKILL)
+
+    def _prune(self) -> None:
+        """Forget old exited processes; caller holds `cond`."""
+        now = time.monotonic()
+        exited = sorted(
+            (p for p in self._procs.values() if not p.running), key=lambda p: p.exited_at
+        )
+        excess = len(exited) - MAX_EXITED
+        for position, proc in enumerate(exited):
+            if position < excess or now - proc.exited_at > KEEP_EXITED:
+                del self._procs[proc.pid]
+                proc.release()
+        for pid, (_status, at) in list(self._early.items()):
+            if now - at > EARLY_KEEP:
+                del self._early[pid]
+
+
+def signal_session(sid: int, sig: int) -> None:
+    """Send `sig` to every process of session `sid`: its process group, then any stragglers."""
+    rounds = 3 if sig == signal.SIGKILL else 1  # SIGKILL again catches anything forked meanwhile
+    for _ in range(rounds):
+        try:
+            os.killpg(sid, sig)
+        except OSError:
+            pass
+        others = session_members(sid, skip_group=True)
+        for pid in others:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        if not others:
+            return
+
+
+def session_members(sid: int, skip_group: bool = False) -> List[int]:
+    """Live pids whose session id (field 6 of /proc/PID/stat) is `sid`.
+
+    With `skip_group`, members of process group `sid` are left out (killpg reached them).
+    """
+    members: List[int] = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return members
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        # The command name (field 2) may contain spaces and parentheses: split after its end.
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        if len(fields) < 4 or fields[0] == b"Z" or int(fields[3]) != sid:
+            continue
+        if skip_group and int(fields[2]) == sid:
+            continue
+        members.append(int(name))
+    return members

@@ -1,0 +1,347 @@
+"""Endpoints, one function per route, and the table mapping (method, path) to them."""
+
+from __future__ import annotations
+
+import binascii
+import os
+import signal
+
+from . import __version__, files, users
+from .errors import ApiError, bad
+from .httpio import CHUNK, ClientGone
+from .output import STREAMS
+from .processes import Spec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Tuple
+
+    from .record import Process
+    from .server import Handler
+
+    Body = Dict[str, object]
+    Route = Callable[[Handler], None]
+
+STREAM_IDLE_CHECK = 2.0  # seconds between checks that an idle stream's client is still there
+PTY_TERM = "xterm-256color"
+
+
+# -- body fields ----------------------------------------------------------------------------
+
+
+def _str(body: Body, key: str, required: bool = False) -> Optional[str]:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise bad("%s is required" % key)
+        return None
+    if not isinstance(value, str):
+        raise bad("%s must be a string" % key)
+    if "\x00" in value:
+        raise bad("%s contains a NUL byte" % key)
+    return value
+
+
+def _required(body: Body, key: str) -> str:
+    value = _str(body, key, required=True)
+    if not value:
+        raise bad("%s must not be empty" % key)
+    return value
+
+
+def _int(body: Body, key: str, low: int, high: int) -> int:
+    value = body.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise bad("%s must be an integer from %d to %d" % (key, low, high))
+    return value
+
+
+def _str_list(body: Body, key: str) -> Optional[List[str]]:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad("%s must be a list of strings" % key)
+    if any("\x00" in v for v in value):
+        raise bad("%s contains a NUL byte" % key)
+    return [str(v) for v in value]
+
+
+def _env(body: Body, key: str) -> Optional[Dict[str, str]]:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise bad("%s must be an object of strings" % key)
+    env: Dict[str, str] = {}
+    for name, text in value.items():
+        valid = isinstance(name, str) and isinstance(text, str) and name and "=" not in name
+        if not valid or "\x00" in name + text:
+            raise bad("%s: invalid variable %r" % (key, name))
+        env[name] = text
+    return env
+
+
+def _query_path(h: Handler, user: users.User) -> str:
+    return users.resolve_path(h.query.get("path", ""), user)
+
+
+# -- health and settings --------------------------------------------------------------------
+
+
+def health(h: Handler) -> None:
+    h.send_json(200, {"status": "ok", "version": __version__, "pid": os.getpid()})
+
+
+def init(h: Handler) -> None:
+    body = h.json_body()
+    default_user = _str(body, "default_user")
+    env = _env(body, "env")
+    token = _str(body, "token")
+    if default_user is not None:
+        users.lookup(default_user)
+    if token is not None and not token:
+        raise bad("token must not be empty")
+    state = h.envd.state
+    with state.lock:
+        if default_user is not None:
+            state.default_user = default_user
+        if env is not None:
+            state.env = {**state.env, **env}  # replaced, not mutated: spawns read it unlocked
+        if token is not None:
+            state.token = token.encode()
+    h.send_empty()
+
+
+def snapshot_prepare(h: Handler) -> None:
+    h.json_body()
+    os.sync()
+    h.send_empty()
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def start_process(h: Handler) -> None:
+    body = h.json_body()
+    cmd = _required(body, "cmd")
+    args = _str_list(body, "args")
+    extra_env = _env(body, "env")
+    state = h.envd.state
+    user = state.user(_str(body, "user"))
+    stdin = body.get("stdin", False)
+    if not isinstance(stdin, bool):
+        raise bad("stdin must be a boolean")
+    pty = _pty_size(body.get("pty"))
+    tag = _str(body, "tag")
+    cwd = _cwd(_str(body, "cwd"), user)
+    env = users.environment(user)
+    if pty is not None:
+        env["TERM"] = PTY_TERM
+    env.update(state.env)
+    env.update(extra_env or {})
+    proc = h.envd.table.spawn(Spec(cmd, args, env, cwd, user, stdin, pty, tag))
+    _stream(h, proc)
+
+
+def _pty_size(value: object) -> Optional[Tuple[int, int]]:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise bad("pty must be an object with cols and rows")
+    return _int(value, "cols", 1, 65535), _int(value, "rows", 1, 65535)
+
+
+def _cwd(cwd: Optional[str], user: users.User) -> str:
+    if cwd is None:
+        # A user whose home does not exist still gets to run things.
+        return user.home if os.path.isdir(user.home) else "/"
+    path = users.resolve_path(cwd, user)
+    if not os.path.isdir(path):
+        raise bad("cwd does not exist or is not a directory: %s" % path)
+    return path
+
+
+def _stream(h: Handler, proc: Process) -> None:
+    """Send a process's events: start, buffered then live output, exit."""
+    h.start_chunked("application/x-ndjson")
+    h.write_chunk(b'{"type":"start","pid":%d}\n' % proc.pid)
+    cursor = [0, 0]
+    while True:
+        events, done = proc.wait_events(cursor, STREAM_IDLE_CHECK)
+        for index, data in events:
+            encoded = binascii.b2a_base64(data, newline=False)
+            h.write_chunk(b'{"type":"%s","data":"%s"}\n' % (STREAMS[index].encode(), encoded))
+        if done:
+            signum = proc.signal
+            line = '{"type":"exit","exit_code":%d,"signal":%s}\n' % (
+                proc.exit_code or 0,
+                "null" if signum is None else signum,
+            )
+            h.write_chunk(line.encode())
+            h.end_chunked()
+            return
+        if not events and h.client_gone():
+            raise ClientGone()
+
+
+def reattach(h: Handler) -> None:
+    _stream(h, h.envd.table.get(h.pid))
+
+
+def list_processes(h: Handler) -> None:
+    h.send_json(200, {"processes": h.envd.table.list()})
+
+
+def write_stdin(h: Handler) -> None:
+    h.envd.table.get(h.pid).write_stdin(h.body.chunks())
+    h.send_empty()
+
+
+def close_stdin(h: Handler) -> None:
+    h.envd.table.get(h.pid).close_stdin()
+    h.send_empty()
+
+
+def send_signal(h: Handler) -> None:
+    value = h.json_body().get("signal")
+    sig = 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        sig = value
+    elif isinstance(value, str):
+        name = value.strip().upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        member = signal.Signals.__members__.get(name)
+        sig = int(member) if member is not None else 0
+    if not 0 < sig < signal.NSIG:
+        raise bad("signal must be a signal name like SIGTERM or a number: %r" % (value,))
+    h.envd.table.signal(h.pid, sig)
+    h.send_empty()
+
+
+def resize(h: Handler) -> None:
+    body = h.json_body()
+    cols, rows = _int(body, "cols", 1, 65535), _int(body, "rows", 1, 65535)
+    h.envd.table.get(h.pid).resize(cols, rows)
+    h.send_empty()
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+def read_file(h: Handler) -> None:
+    path = _query_path(h, h.envd.state.user(h.query.get("user")))
+    fd, size = files.open_read(path)
+    try:
+        data = os.read(fd, min(size, CHUNK) if size else CHUNK)
+        if not size and data:
+            _send_unsized(h, fd, data)
+            return
+        head = [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))]
+        h.send_head(200, head, data)  # headers and a small file in one write
+        left = size - len(data)
+        while left > 0:
+            data = os.read(fd, min(left, CHUNK))
+            if not data:  # the file shrank: the promised length cannot be met
+                h.close_connection = True
+                return
+            h.write_raw(data)
+            left -= len(data)
+    finally:
+        os.close(fd)
+
+
+def _send_unsized(h: Handler, fd: int, data: bytes) -> None:
+    """Pseudo-files (/proc, /sys) report size 0 but have content: send it chunked."""
+    h.send_head(
+        200, [("Content-Type", "application/octet-stream"), ("Transfer-Encoding", "chunked")]
+    )
+    while data:
+        h.write_chunk(data)
+        data = os.read(fd, CHUNK)
+    h.end_chunked()
+
+
+def write_file(h: Handler) -> None:
+    user = h.envd.state.user(h.query.get("user"))
+    path = _query_path(h, user)
+    mode_text = h.query.get("mode")
+    mode = None
+    if mode_text is not None:
+        try:
+            mode = int(mode_text, 8)
+        except ValueError:
+            raise bad("mode must be octal, like 0644") from None
+        if not 0 <= mode <= 0o7777:
+            raise bad("mode must be octal, like 0644")
+    h.send_json(200, files.write_file(path, user, mode, h.body.chunks()))
+
+
+def list_dir(h: Handler) -> None:
+    path = _query_path(h, h.envd.state.user(h.query.get("user")))
+    depth_text = h.query.get("depth", "1")
+    if not depth_text.isdigit() or int(depth_text) < 1:
+        raise bad("depth must be an integer >= 1")
+    h.send_json(200, {"entries": files.list_dir(path, int(depth_text))})
+
+
+def stat_path(h: Handler) -> None:
+    path = _query_path(h, h.envd.state.user(h.query.get("user")))
+    h.send_json(200, files.stat_entry(path))
+
+
+def make_dir(h: Handler) -> None:
+    body = h.json_body()
+    user = h.envd.state.user(_str(body, "user"))
+    h.send_json(200, files.make_dirs(users.resolve_path(_required(body, "path"), user), user))
+
+
+def move(h: Handler) -> None:
+    body = h.json_body()
+    user = h.envd.state.user(_str(body, "user"))
+    source = users.resolve_path(_required(body, "source"), user)
+    destination = users.resolve_path(_required(body, "destination"), user)
+    h.send_json(200, files.move(source, destination, user))
+
+
+def remove(h: Handler) -> None:
+    body = h.json_body()
+    user = h.envd.state.user(_str(body, "user"))
+    files.remove(users.resolve_path(_required(body, "path"), user))
+    h.send_empty()
+
+
+ROUTES: Dict[Tuple[str, str], Route] = {
+    ("GET", "/health"): health,
+    ("POST", "/init"): init,
+    ("POST", "/snapshot/prepare"): snapshot_prepare,
+    ("GET", "/processes"): list_processes,
+    ("POST", "/processes"): start_process,
+    ("GET", "/processes/{pid}/stream"): reattach,
+    ("POST", "/processes/{pid}/stdin"): write_stdin,
+    ("POST", "/processes/{pid}/stdin/close"): close_stdin,
+    ("POST", "/processes/{pid}/signal"): send_signal,
+    ("POST", "/processes/{pid}/resize"): resize,
+    ("GET", "/files"): read_file,
+    ("PUT", "/files"): write_file,
+    ("GET", "/fs/list"): list_dir,
+    ("GET", "/fs/stat"): stat_path,
+    ("POST", "/fs/mkdir"): make_dir,
+    ("POST", "/fs/move"): move,
+    ("POST", "/fs/remove"): remove,
+}
+
+
+def match(method: str, path: str) -> Tuple[Route, int]:
+    """The route for a request and the pid in its path (0 if none)."""
+    parts = path.split("/")
+    pid = 0
+    if len(parts) > 3 and parts[1] == "processes":
+        if not parts[2].isdigit():
+            raise ApiError(404, "no such process: %s" % parts[2])
+        pid = int(parts[2])
+        parts[2] = "{pid}"
+    route = ROUTES.get((method, "/".join(parts)))
+    if route is None:
+        raise ApiError(404, "no route for %s %s" % (method, path))
+    return route, pid

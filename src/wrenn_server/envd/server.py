@@ -1,0 +1,240 @@
+"""HTTP server: connection handling, bearer-token auth, routing, error and response writing.
+
+Endpoints live in `routes`; this module only knows how to read requests and write responses.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import socketserver
+import sys
+import threading
+
+# hmac.compare_digest is this very function (constant time); importing hmac would also load
+# OpenSSL, several MB of memory in every capsule.
+from _operator import _compare_digest as compare_digest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from . import routes, users
+from .errors import ApiError, error_body
+from .httpio import MAX_JSON, BodyReader, ClientGone
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
+
+    from .processes import ProcessTable
+
+_GONE = (ClientGone, ConnectionError, socket.timeout)
+
+
+class State:
+    """Settings changed by /init: access token, default user and extra environment."""
+
+    def __init__(self, token: str) -> None:
+        self.lock = threading.Lock()
+        self.token = token.encode()
+        self.default_user = "root"
+        self.env: Dict[str, str] = {}
+
+    def user(self, name: Optional[str]) -> users.User:
+        return users.lookup(name or self.default_user)
+
+
+class EnvdServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: Tuple[str, int], state: State, table: ProcessTable) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.state = state
+        self.table = table
+        super().__init__(address, Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(): a DNS look-up that can hang startup.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], _GONE):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    timeout = 600  # idle keep-alive connections and stalled clients give their thread back
+
+    body: BodyReader
+    query: Dict[str, str]
+    pid: int
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    @property
+    def envd(self) -> EnvdServer:
+        server = self.server
+        assert isinstance(server, EnvdServer)
+        return server
+
+    def _handle(self) -> None:
+        self._sent = False
+        self.body = BodyReader(self.rfile, self.headers)
+        try:
+            self._dispatch()
+        except ApiError as exc:
+            self._fail(exc.status, exc.body())
+        except _GONE:
+            self.close_connection = True
+        except Exception:
+            import traceback  # only on the rare error path: keeps startup memory down
+
+            sys.stderr.write("envd: error handling %s %s\n" % (self.command, self.path))
+            traceback.print_exc()
+            self._fail(500, error_body(500, "internal error"))
+        if not self.body.done:
+            self.close_connection = True
+
+    def _dispatch(self) -> None:
+        url = urlsplit(self.path)
+        header = self.headers.get("Authorization", "").encode("latin-1", "replace")
+        if not compare_digest(header, b"Bearer " + self.envd.state.token):
+            raise ApiError(401, "missing or invalid access token")
+        if self.body.broken:
+            raise ApiError(400, "invalid Content-Length")
+        route, pid = routes.match(self.command, url.path)
+        self.pid = pid
+        pairs = parse_qs(url.query, keep_blank_values=True)
+        self.query = {key: values[-1] for key, values in pairs.items()}
+        route(self)
+
+    # -- request helpers -----------------------------------------------------------------
+
+    def json_body(self) -> Dict[str, object]:
+        raw = self.body.read_all(MAX_JSON)
+        if not raw.strip():
+            return {}
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "request body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        return value
+
+    def client_gone(self) -> bool:
+        """True if the peer closed the connection (checked while a stream is idle)."""
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN | select.POLLHUP | select.POLLERR)
+        try:
+            events = poller.poll(0)
+            if not events:
+                return False
+            if events[0][1] & (select.POLLHUP | select.POLLERR):
+                return True
+            data: bytes = self.connection.recv(1, socket.MSG_PEEK)
+            return data == b""
+        except OSError:
+            return True
+
+    # -- responses -----------------------------------------------------------------------
+
+    def _head(self, status: int, headers: List[Tuple[str, str]]) -> bytes:
+        if not self.body.done and not self.body.drain():
+            self.close_connection = True  # unread body: the connection cannot be reused
+        phrase = self.responses.get(status, ("",))[0]
+        lines = ["HTTP/1.1 %d %s\r\n" % (status, phrase)]
+        lines.extend("%s: %s\r\n" % pair for pair in headers)
+        if self.close_connection:
+            lines.append("Connection: close\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1")
+
+    def _send(self, status: int, body: Optional[bytes], ctype: str = "") -> None:
+        headers: List[Tuple[str, str]] = []
+        if body is not None:
+            headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
+        self._sent = True
+        self._write(self._head(status, headers) + (body or b""))
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.wfile.write(data)
+        except OSError:
+            raise ClientGone() from None
+
+    def _fail(self, status: int, body: object) -> None:
+        if self._sent:  # mid-stream: all we can do is drop the connection
+            self.close_connection = True
+            return
+        try:
+            self.send_json(status, body)
+        except ClientGone:
+            self.close_connection = True
+
+    def send_json(self, status: int, value: object) -> None:
+        self._send(status, json.dumps(value, separators=(",", ":")).encode(), "application/json")
+
+    def send_empty(self) -> None:
+        self._send(204, None)
+
+    def send_head(self, status: int, headers: List[Tuple[str, str]], body: bytes = b"") -> None:
+        """Headers (plus the first body bytes, in the same write) of a streamed response."""
+        self._sent = True
+        self._write(self._head(status, headers) + body)
+
+    def start_chunked(self, ctype: str) -> None:
+        headers = [("Content-Type", ctype), ("Transfer-Encoding", "chunked")]
+        self.send_head(200, [*headers, ("Cache-Control", "no-store")])
+
+    def write_chunk(self, data: bytes) -> None:
+        self._write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def end_chunked(self) -> None:
+        self._write(b"0\r\n\r\n")
+
+    def write_raw(self, data: bytes) -> None:
+        self._write(data)
+
+    # -- http.server hooks ---------------------------------------------------------------
+
+    def send_error(
+        self, code: int, message: Optional[str] = None, explain: Optional[str] = None
+    ) -> None:
+        """Malformed requests rejected by http.server get the JSON error shape too."""
+        self.close_connection = True
+        text = message or self.responses.get(code, ("error",))[0]
+        body = json.dumps(error_body(code, text), separators=(",", ":")).encode()
+        phrase = self.responses.get(code, ("",))[0]
+        head = "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        head += "Connection: close\r\n\r\n"
+        try:
+            self.wfile.write((head % (code, phrase, len(body))).encode("latin-1") + body)
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # no per-request logging
+
+    def log_error(self, format: str, *args: object) -> None:
+        if not format.startswith("Request timed out"):  # an idle keep-alive connection
+            sys.stderr.write("envd: %s\n" % (format % args))

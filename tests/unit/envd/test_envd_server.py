@@ -1,0 +1,172 @@
+"""envd HTTP layer: auth, health, errors, keep-alive, /init, /snapshot/prepare, shutdown."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wrenn_server.envd import __version__
+
+if TYPE_CHECKING:
+    from conftest import Envd
+
+
+def test_health_reports_version_and_pid(envd: Envd) -> None:
+    response = envd.client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "version": __version__, "pid": envd.proc.pid}
+
+
+def test_requests_without_the_token_are_rejected(envd: Envd) -> None:
+    for token in (None, "wrong", envd.token[:-1]):
+        with envd.new_client(token) as client:
+            response = client.get("/health")
+        assert envd.error(response)[:2] == (401, "unauthorized")
+    with envd.new_client(None) as client:
+        response = client.get("/health", headers={"Authorization": f"Basic {envd.token}"})
+        assert response.status_code == 401
+        # Every route is protected, not only /health.
+        assert client.post("/processes", json={"cmd": "true"}).status_code == 401
+        assert client.get("/files", params={"path": "/etc/hostname"}).status_code == 401
+
+
+def test_unknown_route_and_bad_json_have_error_shape(envd: Envd) -> None:
+    assert envd.error(envd.client.get("/nope"))[:2] == (404, "not_found")
+    assert envd.error(envd.client.delete("/health"))[:2] == (404, "not_found")
+    response = envd.client.post("/processes", content=b"{not json")
+    assert envd.error(response)[:2] == (400, "invalid_argument")
+    response = envd.client.post("/processes", json=["cmd"])
+    assert envd.error(response)[:2] == (400, "invalid_argument")
+    response = envd.client.post("/processes", json={"cmd": 5})
+    assert envd.error(response) == (400, "invalid_argument", "cmd must be a string")
+
+
+def test_deeply_nested_json_is_a_client_error(envd: Envd) -> None:
+    body = b"[" * 200_000 + b"]" * 200_000
+    response = envd.client.post("/processes", content=body)
+    assert envd.error(response)[:2] == (400, "invalid_argument")
+    assert envd.client.get("/health").status_code == 200
+
+
+def test_unexpected_errors_are_500_without_traceback(fresh_envd: Envd, tmp_path: Path) -> None:
+    # A lone surrogate survives JSON decoding but cannot be encoded for the OS: an error
+    # nothing in envd anticipates.
+    body = b'{"path": "/tmp/bad-\\ud800"}'
+    response = fresh_envd.client.post("/fs/mkdir", content=body)
+    assert fresh_envd.error(response) == (500, "internal", "internal error")
+    assert "Traceback" not in response.text
+    assert fresh_envd.client.get("/health").status_code == 200  # still serving
+    fresh_envd.stop()
+    log = (tmp_path / "envd.stderr").read_text()
+    assert "Traceback" in log and "UnicodeEncodeError" in log
+
+
+def test_keep_alive_serves_pipelined_requests_on_one_connection(envd: Envd) -> None:
+    request = f"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {envd.token}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", envd.port), timeout=10) as sock:
+        sock.sendall(request.encode() * 3)
+        data = b""
+        while data.count(b'"status":"ok"') < 3:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert b"Connection: close" not in data
+
+
+def test_malformed_request_gets_json_error(envd: Envd) -> None:
+    with socket.create_connection(("127.0.0.1", envd.port), timeout=10) as sock:
+        sock.sendall(b"GARBAGE\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert b'"code":"invalid_argument"' in data
+
+
+def test_malformed_bodies_are_400_and_close_the_connection(envd: Envd) -> None:
+    auth = f"Authorization: Bearer {envd.token}\r\n"
+    for framing in ("Content-Length: abc\r\n\r\n", "Transfer-Encoding: chunked\r\n\r\nzz\r\n"):
+        request = f"POST /fs/mkdir HTTP/1.1\r\nHost: x\r\n{auth}{framing}"
+        with socket.create_connection(("127.0.0.1", envd.port), timeout=10) as sock:
+            sock.sendall(request.encode())
+            data = b""
+            while chunk := sock.recv(65536):  # ends: the server closes the connection
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 400 "), data
+        assert b"Connection: close\r\n" in data and b'"code":"invalid_argument"' in data
+
+
+def test_init_sets_default_user_and_env(fresh_envd: Envd, throwaway_user: str) -> None:
+    response = fresh_envd.client.post(
+        "/init", json={"default_user": throwaway_user, "env": {"GREETING": "hi", "LANG": "X"}}
+    )
+    assert response.status_code == 204
+    stream = fresh_envd.run(cmd='id -un; echo "$GREETING $LANG $HOME"; pwd')
+    home = f"/home/{throwaway_user}"
+    assert stream.stdout.decode().splitlines() == [throwaway_user, f"hi X {home}", home]
+    # A request's own user and env still win.
+    stream = fresh_envd.run(cmd='id -un; echo "$GREETING"', user="root", env={"GREETING": "yo"})
+    assert stream.stdout == b"root\nyo\n"
+    # A later /init adds to the environment rather than replacing it.
+    assert fresh_envd.client.post("/init", json={"env": {"OTHER": "1"}}).status_code == 204
+    assert fresh_envd.run(cmd='echo "$GREETING$OTHER"').stdout == b"hi1\n"
+    # File operations use the default user too: relative paths start at its home.
+    written = fresh_envd.client.put("/files", params={"path": "init-note.txt"}, content=b"x")
+    assert written.json()["path"] == f"{home}/init-note.txt"
+    assert written.json()["owner"] == throwaway_user
+
+
+def test_init_rejects_unknown_user(fresh_envd: Envd) -> None:
+    response = fresh_envd.client.post("/init", json={"default_user": "no-such-user-here"})
+    assert fresh_envd.error(response)[:2] == (400, "invalid_argument")
+    assert fresh_envd.run(cmd="id -un").stdout == b"root\n"
+
+
+def test_init_rotates_the_token(fresh_envd: Envd) -> None:
+    assert fresh_envd.client.post("/init", json={"token": "rotated-token"}).status_code == 204
+    assert fresh_envd.client.get("/health").status_code == 401
+    with fresh_envd.new_client("rotated-token") as client:
+        assert client.get("/health").status_code == 200
+
+
+def test_snapshot_prepare(envd: Envd) -> None:
+    response = envd.client.post("/snapshot/prepare")
+    assert response.status_code == 204
+    assert response.content == b""
+
+
+def test_configuration_is_not_passed_to_processes(envd: Envd) -> None:
+    names = {line.split("=", 1)[0] for line in envd.run(cmd="env").stdout.decode().splitlines()}
+    assert not any(name.startswith("WRENN_") for name in names)
+    assert {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG"} <= names
+
+
+def test_sigterm_stops_envd_and_its_processes(fresh_envd: Envd) -> None:
+    with fresh_envd.start(cmd="sleep 300 & echo started; wait") as stream:
+        stream.wait_for(b"started")
+        pid = stream.pid
+        started = time.monotonic()
+        assert fresh_envd.stop() == 0
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 5
+    while _alive_in_session(pid):
+        assert time.monotonic() < deadline, "processes survived envd"
+        time.sleep(0.05)
+
+
+def _alive_in_session(sid: int) -> list[int]:
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        if fields[0] != b"Z" and int(fields[3]) == sid:
+            alive.append(int(entry.name))
+    return alive

@@ -53,7 +53,7 @@ def main() -> None:
     from .server import EnvdServer, State
 
     table = ProcessTable()
-    table.start_reaper()
+    table.start()
     try:
         server = EnvdServer((bind, port), State(token), table)
     except OSError as exc:

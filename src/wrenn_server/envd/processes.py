@@ -17,7 +17,8 @@ import time
 
 from . import users
 from .errors import ApiError
-from .record import Process, pump, set_winsize
+from .pumps import OutputPumps
+from .record import Process, set_winsize
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -69,10 +70,13 @@ class ProcessTable:
         self._procs: Dict[int, Process] = {}
         self._early: Dict[int, Tuple[int, float]] = {}
         self._spawns = 0
+        self.pumps = OutputPumps()
 
     # -- reaping -------------------------------------------------------------------------
 
-    def start_reaper(self) -> None:
+    def start(self) -> None:
+        """Start the reaper and output threads."""
+        self.pumps.start()
         threading.Thread(target=self._reap_forever, name="reaper", daemon=True).start()
 
     def _reap_forever(self) -> None:
@@ -148,8 +152,7 @@ class ProcessTable:
             for fd in child:
                 os.close(fd)
         for fd, index in readers:
-            name = "pump-%d-%d" % (proc.pid, index)
-            threading.Thread(target=pump, args=(proc, fd, index), name=name, daemon=True).start()
+            self.pumps.add(proc, fd, index)
         return proc
 
     def _start(

@@ -250,20 +250,3 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def set_winsize(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def pump(proc: Process, fd: int, index: int) -> None:
-    """Copy one output pipe (or pty master) into the record until EOF, then hand `fd` back."""
-    try:
-        while True:
-            try:
-                data = os.read(fd, READ_SIZE)
-            except OSError as exc:
-                if exc.errno == errno.EIO:  # pty master: every slave fd is closed
-                    break
-                raise
-            if not data:
-                break
-            proc.add_output(index, data)
-    finally:
-        proc.stream_eof(fd)

@@ -44,7 +44,8 @@ async def test_kill9_during_create_leaves_nothing(
     agent: AgentClient, agent_process: AgentProcess
 ) -> None:
     sandbox_id = f"sb-{uuid.uuid4()}"
-    create = asyncio.ensure_future(agent.create(sandbox_id=sandbox_id))
+    # Not the warm pool's shape: this create must boot a capsule.
+    create = asyncio.ensure_future(agent.create(sandbox_id=sandbox_id, memory_mb=256))
     # Wait until the create is under way on the host, then kill the agent mid-flight.
     for _ in range(500):
         if "netns" in traces_of(sandbox_id) or "mount" in traces_of(sandbox_id):

@@ -42,6 +42,17 @@ def _stop(signum: int, frame: Optional[FrameType]) -> None:
     raise SystemExit(0)
 
 
+def _warm_up() -> None:
+    """Run a shell once in the background: the first command of a capsule otherwise pays for
+    loading /bin/sh and its libraries into the sandbox's page cache (~50 ms under gVisor).
+    posix_spawn, not Popen: the reaper collects it, and a Popen object left behind would
+    later poll its pid, which may by then belong to another child."""
+    try:
+        os.posix_spawn("/bin/sh", ["/bin/sh", "-c", ":"], {})
+    except OSError:
+        pass
+
+
 def main() -> None:
     token, bind, port = _config()
     # http.client imports ssl only to offer HTTPS clients, which envd never uses; blocking it
@@ -60,6 +71,7 @@ def main() -> None:
         _die("cannot listen on %s:%d: %s" % (bind, port, exc.strerror))
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    _warm_up()
     try:
         server.serve_forever(poll_interval=0.5)
     except SystemExit:

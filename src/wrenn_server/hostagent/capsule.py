@@ -19,15 +19,17 @@ from .network import CapsuleNet
 STARTING = "starting"
 RUNNING = "running"
 PAUSED = "paused"
+# Booted ahead of demand, not handed to anyone yet (see pool.py).
+POOLED = "pooled"
 
 
 def new_sandbox_id() -> str:
     return f"sb-{uuid.uuid4()}"
 
 
-def capsule_key(sandbox_id: str) -> str:
+def capsule_key(handle: str) -> str:
     """12 hex chars for kernel object names (netns, veth: 15 bytes max), unique per capsule."""
-    raw = sandbox_id.removeprefix("sb-").replace("-", "")
+    raw = handle.removeprefix("sb-").replace("-", "")
     return raw[:12]
 
 
@@ -49,18 +51,28 @@ class Capsule:
     created_at: float = field(default_factory=time.time)
     last_active_at: float = field(default_factory=time.time)
     net: CapsuleNet | None = None
+    # Names the capsule's host resources (directory, sandbox, cgroup, netns). Equal to
+    # sandbox_id unless the capsule was booted for the warm pool before it had an owner.
+    handle: str = ""
+
+    def __post_init__(self) -> None:
+        self.handle = self.handle or self.sandbox_id
 
     @property
     def key(self) -> str:
-        return capsule_key(self.sandbox_id)
+        return capsule_key(self.handle)
+
+    @property
+    def shape(self) -> tuple[str, int, int, int]:
+        return (self.template, self.vcpus, self.memory_mb, self.disk_size_mb)
 
     @property
     def runsc_id(self) -> str:
-        return self.sandbox_id
+        return self.handle
 
     @property
     def cgroup(self) -> str:
-        return f"/wrenn/{self.sandbox_id}"
+        return f"/wrenn/{self.handle}"
 
     @property
     def rootfs(self) -> Path:

@@ -37,13 +37,17 @@ class AgentClient:
         return getattr(self.stub, method)(request, metadata=self.metadata)
 
     async def create(self, **kw: Any) -> pb.Sandbox:
-        return await self.call("CreateSandbox", pb.CreateSandboxRequest(**kw))
+        sandbox: pb.Sandbox = await self.call("CreateSandbox", pb.CreateSandboxRequest(**kw))
+        return sandbox
 
     async def destroy(self, sandbox_id: str) -> None:
         await self.call("DestroySandbox", pb.SandboxRef(sandbox_id=sandbox_id))
 
     async def exec(self, sandbox_id: str, cmd: str, **kw: Any) -> pb.ExecResponse:
-        return await self.call("Exec", pb.ExecRequest(sandbox_id=sandbox_id, cmd=cmd, **kw))
+        res: pb.ExecResponse = await self.call(
+            "Exec", pb.ExecRequest(sandbox_id=sandbox_id, cmd=cmd, **kw)
+        )
+        return res
 
     async def write_stream(
         self, sandbox_id: str, path: str, chunks: AsyncIterator[bytes], user: str = ""
@@ -54,7 +58,8 @@ class AgentClient:
             async for chunk in chunks:
                 yield pb.WriteFileStreamRequest(chunk=chunk)
 
-        return await self.stub.WriteFileStream(requests(), metadata=self.metadata)
+        entry: pb.FileEntry = await self.stub.WriteFileStream(requests(), metadata=self.metadata)
+        return entry
 
     async def read_stream(self, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
         call = self.stream("ReadFileStream", pb.FileRef(sandbox_id=sandbox_id, path=path))

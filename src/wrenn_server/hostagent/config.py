@@ -38,6 +38,12 @@ class AgentSettings(BaseSettings):
     pids_limit: int = Field(
         1024, ge=16, description="Most host tasks a capsule's sandbox may hold (fork bombs)."
     )
+    pool_size: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Capsules of the default shape kept booted, so creating one takes ms.",
+    )
     reaper_interval_sec: float = Field(2.0, gt=0, description="TTL reaper period.")
 
     @property

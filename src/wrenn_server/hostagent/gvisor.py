@@ -82,7 +82,7 @@ class GVisorRuntime:
 
     async def _boot(self, capsule: Capsule, restore_from: Path | None) -> None:
         """Network, disk and sandbox: everything a running capsule has beyond its files."""
-        slot = self.ipam.allocate(self._owner(capsule.sandbox_id))
+        slot = self.ipam.allocate(self._owner(capsule.handle))
         try:
             capsule.net = network.CapsuleNet(*network.names_for(capsule.key), slot[1], slot[2])
             capsule.save()
@@ -147,7 +147,7 @@ class GVisorRuntime:
             await self.runsc.destroy(capsule.runsc_id, net.netns_path)
             await self._kill_netns_pids(net.netns)
             await network.teardown(net.netns, net.veth)
-            self.ipam.release(net.capsule_ip, self._owner(capsule.sandbox_id))
+            self.ipam.release(net.capsule_ip, self._owner(capsule.handle))
         else:
             await self.runsc.forget(capsule.runsc_id)
         await storage.unmount(capsule.disk_dir, capsule.rootfs)
@@ -257,7 +257,7 @@ class GVisorRuntime:
             capsule = await self._recover_one(d)
             if capsule is not None:
                 kept.append(capsule)
-        await self._sweep_strays({c.sandbox_id for c in kept})
+        await self._sweep_strays({c.handle for c in kept})
         return kept
 
     async def _recover_one(self, d: Path) -> Capsule | None:

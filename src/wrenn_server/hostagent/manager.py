@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors
-from .capsule import PAUSED, RUNNING, STARTING, Capsule, new_sandbox_id
+from .capsule import PAUSED, POOLED, RUNNING, STARTING, Capsule, new_sandbox_id
 from .config import AgentSettings
 from .envd_client import EnvdClient, Event
+from .pool import Pooled, WarmPool
 from .runtime import Runtime
-from .templates import SNAPSHOT, Template, TemplateStore, validate_name
+from .templates import IMAGE, SNAPSHOT, Template, TemplateStore, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,13 @@ class SandboxManager:
         self._clients: dict[str, EnvdClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
+        shape = (
+            settings.default_template,
+            settings.default_vcpus,
+            settings.default_memory_mb,
+            settings.default_disk_size_mb,
+        )
+        self.pool = WarmPool(settings.pool_size, shape, self._boot_pooled, self._discard_pooled)
 
     # -- startup / shutdown ----------------------------------------------------------------
 
@@ -68,9 +76,12 @@ class SandboxManager:
                 self._connect(capsule)
                 capsule.touch()
         self._reaper = asyncio.create_task(self._reap_forever(), name="ttl-reaper")
+        self.pool.start()
 
     async def stop(self) -> None:
-        """Stop background work. Capsules keep running: a restarted agent adopts them."""
+        """Stop background work. Capsules keep running: a restarted agent adopts them (but
+        not pooled ones, which nobody owns yet)."""
+        await self.pool.stop()
         if self._reaper:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -98,10 +109,12 @@ class SandboxManager:
         capsule.touch()
         return self._clients[sandbox_id]
 
-    def _connect(self, capsule: Capsule) -> EnvdClient:
+    def _client_for(self, capsule: Capsule) -> EnvdClient:
         assert capsule.net is not None
-        client = EnvdClient(str(capsule.net.capsule_ip), self.settings.envd_port, capsule.token)
-        self._clients[capsule.sandbox_id] = client
+        return EnvdClient(str(capsule.net.capsule_ip), self.settings.envd_port, capsule.token)
+
+    def _connect(self, capsule: Capsule) -> EnvdClient:
+        client = self._clients[capsule.sandbox_id] = self._client_for(capsule)
         return client
 
     async def _disconnect(self, sandbox_id: str) -> None:
@@ -120,27 +133,78 @@ class SandboxManager:
         template = self._template(spec.template or self.settings.default_template)
         capsule = self._new_capsule(sandbox_id, template, spec)
         async with self._lock(sandbox_id):
-            self.capsules[sandbox_id] = capsule
+            self.capsules[sandbox_id] = capsule  # reserves the id
             try:
-                await self.runtime.create(capsule)
-                client = self._connect(capsule)
-                # A snapshot's envd still holds the snapshotted capsule's token: replace it.
-                restored = template.type == SNAPSHOT
-                if restored:
-                    client.set_token(template.envd_token or "")
-                await client.wait_ready(ENVD_START_TIMEOUT)
-                await client.init(
-                    capsule.default_user, capsule.default_env, capsule.token if restored else None
-                )
-                client.set_token(capsule.token)
-                capsule.status = RUNNING
-                capsule.touch()
-                capsule.save()
+                pooled = self.pool.take(capsule.shape) if template.type == IMAGE else None
+                if pooled is not None:
+                    capsule = await self._claim(pooled, capsule)
+                else:
+                    self._clients[sandbox_id] = await self._boot(capsule, template)
+                    await self._apply_defaults(capsule)
             except BaseException:
                 await self._discard(capsule)
                 raise
-        log.info("created %s from %s", sandbox_id, template.name)
+            capsule.status = RUNNING
+            capsule.touch()
+            capsule.save()
+        log.info("created %s from %s%s", sandbox_id, template.name, " (pool)" if pooled else "")
         return capsule
+
+    async def _boot(self, capsule: Capsule, template: Template) -> EnvdClient:
+        """Make the capsule and wait for its agent. On failure the caller discards it."""
+        await self.runtime.create(capsule)
+        client = self._client_for(capsule)
+        try:
+            if template.type == SNAPSHOT:
+                # The snapshot's envd still holds the snapshotted capsule's token: replace it.
+                client.set_token(template.envd_token or "")
+                await client.wait_ready(ENVD_START_TIMEOUT)
+                await client.init(token=capsule.token)
+                client.set_token(capsule.token)
+            else:
+                await client.wait_ready(ENVD_START_TIMEOUT)
+        except BaseException:
+            await asyncio.shield(client.aclose())
+            raise
+        return client
+
+    async def _apply_defaults(self, capsule: Capsule) -> None:
+        if capsule.default_user or capsule.default_env:
+            client = self._clients[capsule.sandbox_id]
+            await client.init(capsule.default_user, capsule.default_env)
+
+    async def _claim(self, pooled: Pooled, wanted: Capsule) -> Capsule:
+        """Hand a pooled capsule over: it takes the caller's id, timeout and defaults."""
+        capsule = pooled.capsule
+        for name in ("sandbox_id", "timeout_sec", "default_user", "default_env", "created_at"):
+            setattr(capsule, name, getattr(wanted, name))
+        self.capsules[capsule.sandbox_id] = capsule
+        self._clients[capsule.sandbox_id] = pooled.client
+        try:
+            await self._apply_defaults(capsule)
+        except BaseException:
+            await self._discard(capsule)
+            raise
+        return capsule
+
+    async def _boot_pooled(self) -> Pooled:
+        template = self._template(self.settings.default_template)
+        capsule = self._new_capsule(new_sandbox_id(), template, CreateSpec())
+        capsule.status = POOLED
+        try:
+            client = await self._boot(capsule, template)
+            # One command warms the sandbox's caches, so the owner's first command is fast.
+            async for _ev in client.start_process({"cmd": "true"}):
+                pass
+            capsule.save()
+        except BaseException:
+            await asyncio.shield(self.runtime.destroy(capsule))
+            raise
+        return Pooled(capsule, client)
+
+    async def _discard_pooled(self, pooled: Pooled) -> None:
+        await pooled.client.aclose()
+        await asyncio.wait_for(self.runtime.destroy(pooled.capsule), CLEANUP_TIMEOUT)
 
     def _template(self, name: str) -> Template:
         validate_name(name)
@@ -170,6 +234,7 @@ class SandboxManager:
             timeout_sec=spec.timeout_sec,
             token=secrets.token_urlsafe(32),
             dir=s.capsules_dir / sandbox_id,
+            handle=sandbox_id,
             default_user=spec.default_user,
             default_env=dict(spec.default_env or {}),
             status=STARTING,

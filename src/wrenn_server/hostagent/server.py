@@ -12,9 +12,9 @@ from collections.abc import Callable
 import grpc
 
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
+from . import reaper
 from .config import AgentSettings
 from .gvisor import GVisorRuntime
-from . import reaper
 from .manager import SandboxManager
 from .service import HostAgentService
 from .templates import TemplateStore
@@ -38,7 +38,7 @@ class AgentServer:
         self._lock_fd = -1
 
     def _lock_data_dir(self) -> None:
-        """One agent per data dir: a second one would adopt (and fight over) the first's capsules."""
+        """One agent per data dir: a second would adopt (and fight over) the first's capsules."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.settings.data_dir / "agent.lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:

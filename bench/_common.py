@@ -19,7 +19,9 @@ def stats(samples: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(ordered), "p95": p95, "n": len(ordered)}
 
 
-def report(name: str, samples: list[float], baseline: float | None = None, unit: str = "ms") -> None:
+def report(
+    name: str, samples: list[float], baseline: float | None = None, unit: str = "ms"
+) -> None:
     s = stats(samples)
     scale = 1000.0 if unit == "ms" else 1.0
     line = f"{name:<44} p50 {s['p50'] * scale:8.1f} {unit}   p95 {s['p95'] * scale:8.1f} {unit}"
@@ -41,10 +43,14 @@ def agent(data_dir: Path, secret: str) -> Iterator[str]:
         yield os.environ["WRENN_BENCH_AGENT"]
         return
     port = free_port()
-    env = {**os.environ, "WRENN_AGENT_SECRET": secret, "WRENN_AGENT_CAPSULE_SUBNET": "10.202.0.0/16"}
+    env = {
+        **os.environ,
+        "WRENN_AGENT_SECRET": secret,
+        "WRENN_AGENT_CAPSULE_SUBNET": "10.202.0.0/16",
+    }
     argv = [sys.executable, "-m", "wrenn_server.cli", "agent", "--data-dir", str(data_dir),
             "--listen", f"127.0.0.1:{port}"]  # fmt: skip
-    log = open(data_dir.parent / f"bench-agent-{port}.log", "ab")  # noqa: SIM115
+    log = open(data_dir.parent / f"bench-agent-{port}.log", "ab")
     proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
     log.close()
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -33,9 +34,10 @@ def native_spawn_baseline(n: int) -> float:
     return samples[len(samples) // 2]
 
 
-async def create_then_exec(c: AgentClient, n: int, **kw: object) -> list[float]:
+async def create_then_exec(c: AgentClient, n: int, gap: float = 0.0, **kw: object) -> list[float]:
     samples = []
     for _ in range(n):
+        await asyncio.sleep(gap)
         t = time.perf_counter()
         sb = await c.create(**kw)
         res = await c.exec(sb.sandbox_id, "true")
@@ -68,8 +70,17 @@ async def pause_resume(c: AgentClient, sandbox_id: str, n: int) -> tuple[list[fl
     return pauses, resumes
 
 
-def capsule_pss_kb(sandbox_id: str) -> int:
-    netns = f"wrn-{capsule_key(sandbox_id)}"
+def handle_of(data_dir: Path, sandbox_id: str) -> str:
+    """A capsule handed over by the warm pool keeps the host names it was booted with."""
+    for meta_path in (data_dir / "capsules").glob("*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        if meta["sandbox_id"] == sandbox_id:
+            return str(meta["handle"])
+    raise LookupError(sandbox_id)
+
+
+def capsule_pss_kb(handle: str) -> int:
+    netns = f"wrn-{capsule_key(handle)}"
     pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout
     total = 0
     for pid in pids.split():
@@ -81,10 +92,10 @@ def capsule_pss_kb(sandbox_id: str) -> int:
     return total
 
 
-async def idle_memory(c: AgentClient, n: int) -> list[float]:
+async def idle_memory(c: AgentClient, n: int, data_dir: Path) -> list[float]:
     sbs = [await c.create() for _ in range(n)]
     await asyncio.sleep(3)
-    samples = [capsule_pss_kb(sb.sandbox_id) / 1024 for sb in sbs]
+    samples = [capsule_pss_kb(handle_of(data_dir, sb.sandbox_id)) / 1024 for sb in sbs]
     for sb in sbs:
         await c.destroy(sb.sandbox_id)
     return samples
@@ -95,12 +106,22 @@ async def main(iterations: int, data_dir: Path) -> None:
     print(f"baseline: native `sh -c true` spawn p50 {baseline * 1000:.2f} ms")
     with agent(data_dir, SECRET) as target:
         async with AgentClient(target, SECRET) as c:
-            await create_then_exec(c, 2)  # warm caches
-            report("create -> first exec (cold)", await create_then_exec(c, iterations))
+            # The warm pool holds the default shape; another shape measures a full boot.
+            cold = {"memory_mb": 256}
+            await create_then_exec(c, 2, **cold)  # warm host caches
+            report(
+                "create -> first exec (cold boot)", await create_then_exec(c, iterations, **cold)
+            )
+            report(
+                "create -> first exec (warm pool)",
+                await create_then_exec(c, iterations, gap=2.0),
+            )
             src = await c.create()
             await c.exec(src.sandbox_id, "echo warm > /root/w")
             snap = f"bench-snap-{os.getpid()}"
-            await c.call("CreateSnapshot", pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=snap))
+            await c.call(
+                "CreateSnapshot", pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=snap)
+            )
             await c.destroy(src.sandbox_id)
             try:
                 report(
@@ -111,12 +132,16 @@ async def main(iterations: int, data_dir: Path) -> None:
                 await c.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=snap))
             sb = await c.create()
             await round_trips(c, sb.sandbox_id, 5)
-            report("exec round trip (`true`)", await round_trips(c, sb.sandbox_id, iterations * 5), baseline)
+            report(
+                "exec round trip (`true`)",
+                await round_trips(c, sb.sandbox_id, iterations * 5),
+                baseline,
+            )
             pauses, resumes = await pause_resume(c, sb.sandbox_id, iterations)
             report("pause", pauses)
             report("resume -> first exec", resumes)
             await c.destroy(sb.sandbox_id)
-            mem = await idle_memory(c, 5)
+            mem = await idle_memory(c, 5, data_dir)
             report("host memory per idle capsule (PSS)", mem, unit="MB")
 
 

@@ -103,7 +103,8 @@ def connect_script(addr: str, port: int, timeout: float = 2.0) -> str:
     code = (
         "import socket,sys\n"
         "try:\n"
-        f" s=socket.create_connection(({addr!r},{port}),timeout={timeout}); print('OK', s.recv(100))\n"
+        f" s=socket.create_connection(({addr!r},{port}),timeout={timeout})\n"
+        " print('OK', s.recv(100))\n"
         "except Exception as e:\n"
         " print('FAIL', type(e).__name__)\n"
     )

@@ -103,7 +103,7 @@ async def test_fork_bomb_is_contained(agent: AgentClient, new_capsule: CapsuleFa
     neighbour = await new_capsule()
     bomb = await new_capsule(memory_mb=256)
     host_tasks_before = len(os.listdir("/proc"))
-    res = await run(
+    await run(
         agent,
         bomb.sandbox_id,
         "bomb() { bomb | bomb & }; bomb; sleep 8",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
 
 import grpc
@@ -113,7 +113,7 @@ async def test_ping_resets_the_idle_timer(agent: AgentClient, new_capsule: Capsu
     before = (
         await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
     ).last_active_at
-    time.sleep(0.05)
+    await asyncio.sleep(0.05)
     await agent.call("PingSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
     after = (await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))).last_active_at
     assert after.ToNanoseconds() > before.ToNanoseconds()

@@ -190,12 +190,12 @@ class SandboxManager:
     async def _boot_pooled(self) -> Pooled:
         template = self._template(self.settings.default_template)
         capsule = self._new_capsule(new_sandbox_id(), template, CreateSpec())
-        capsule.status = POOLED
         try:
             client = await self._boot(capsule, template)
             # One command warms the sandbox's caches, so the owner's first command is fast.
             async for _ev in client.start_process({"cmd": "true"}):
                 pass
+            capsule.status = POOLED
             capsule.save()
         except BaseException:
             await asyncio.shield(self.runtime.destroy(capsule))

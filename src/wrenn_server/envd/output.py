@@ -46,6 +46,11 @@ class OutputLog:
         self._seq = 0
         self._cap = cap
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for both streams."""
+        return sum(stream.end - stream.start for stream in self._streams)
+
     def append(self, index: int, data: bytes) -> None:
         stream = self._streams[index]
         last = stream.chunks[-1] if stream.chunks else None

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 KEEP_EXITED = 300.0  # seconds an exited process stays listed and reattachable
 MAX_EXITED = 256
+# Output kept for exited processes, all together: the oldest are forgotten first beyond this.
+EXITED_OUTPUT_BUDGET = 64 * 1024 * 1024
 EARLY_KEEP = 10.0  # seconds to keep statuses of pids nobody registered (yet)
 MAX_EARLY = 1024
 
@@ -242,8 +244,10 @@ class ProcessTable:
             (p for p in self._procs.values() if not p.running), key=lambda p: p.exited_at
         )
         excess = len(exited) - MAX_EXITED
+        budget = sum(p.log.buffered for p in exited) - EXITED_OUTPUT_BUDGET
         for position, proc in enumerate(exited):
-            if position < excess or now - proc.exited_at > KEEP_EXITED:
+            if position < excess or budget > 0 or now - proc.exited_at > KEEP_EXITED:
+                budget -= proc.log.buffered
                 del self._procs[proc.pid]
                 proc.release()
         for pid, (_status, at) in list(self._early.items()):

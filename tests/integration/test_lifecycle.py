@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -44,9 +45,13 @@ async def test_caller_chosen_id_and_resources(
     sandbox_id = f"sb-{uuid.uuid4()}"
     sb = await new_capsule(sandbox_id=sandbox_id, vcpus=2, memory_mb=512, disk_size_mb=1024)
     assert sb.sandbox_id == sandbox_id
-    res = await run(agent, sandbox_id, "nproc; df -m / | tail -1 | awk '{print $2}'")
-    lines = res.stdout.decode().split()
-    assert int(lines[1]) <= 1024
+    res = await run(agent, sandbox_id, "df -m / | tail -1 | awk '{print $2}'")
+    assert 900 <= int(res.stdout) <= 1024
+    cg = Path("/sys/fs/cgroup")
+    assert (cg / f"cpu/wrenn/{sandbox_id}/cpu.cfs_quota_us").read_text().strip() == "200000"
+    limit = (cg / f"memory/wrenn/{sandbox_id}/memory.limit_in_bytes").read_text()
+    assert int(limit) == 512 * 1024 * 1024
+    assert (cg / f"pids/wrenn/{sandbox_id}/pids.max").read_text().strip() == "1024"
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await agent.create(sandbox_id=sandbox_id)
     assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS

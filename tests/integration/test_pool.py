@@ -58,3 +58,20 @@ async def test_default_shape_comes_from_the_pool(agent: AgentClient) -> None:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_failed_hand_over_leaves_nothing(agent: AgentClient) -> None:
+    import grpc
+
+    async def pool_ready() -> bool:
+        return bool(pooled_handles())
+
+    await wait_for(pool_ready, timeout=30)
+    before = pooled_handles()
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await agent.create(default_user="no-such-user")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    taken = before - pooled_handles()
+    assert taken, "the pooled capsule was used"
+    for handle in taken:
+        assert traces_of(handle) == []

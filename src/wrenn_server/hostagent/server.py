@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 
@@ -58,6 +59,9 @@ class AgentServer:
         )
         reaper.install(asyncio.get_running_loop())
         await self.manager.start()
+        if self.settings.listen.startswith("unix:"):
+            # A socket left by a killed agent; the data-dir lock says it is no one's now.
+            Path(self.settings.listen.removeprefix("unix:")).unlink(missing_ok=True)
         self.server = grpc.aio.server(options=GRPC_OPTIONS)
         pb_grpc.add_HostAgentServicer_to_server(  # type: ignore[no-untyped-call]
             HostAgentService(self.manager, self.settings.secret), self.server

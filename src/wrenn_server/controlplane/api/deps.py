@@ -1,0 +1,121 @@
+"""FastAPI dependencies as `Annotated` aliases: the database session, the token codec and the
+calling principal.
+
+`CurrentPrincipal` accepts an `X-API-Key` header or an `Authorization: Bearer <JWT>` (the key wins
+when both are sent); `CurrentUser` accepts only a user JWT (account and team management are not
+for API keys). Both re-check the database on every request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..db.session import Database, transaction
+from ..errors import Unauthorized
+from ..security import TokenCodec
+from ..services import principals
+from ..services.capsules import Hosts
+from ..services.principals import Principal
+from ..settings import Settings
+
+
+def _database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def _codec(request: Request) -> TokenCodec:
+    codec: TokenCodec = request.app.state.codec
+    return codec
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+DatabaseDep = Annotated[Database, Depends(_database)]
+CodecDep = Annotated[TokenCodec, Depends(_codec)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+async def _session(db: DatabaseDep) -> AsyncIterator[AsyncSession]:
+    async with db.sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(_session)]
+
+_bearer = HTTPBearer(
+    auto_error=False, scheme_name="bearerAuth", description="JWT from /v1/auth/login."
+)
+_api_key = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="apiKeyAuth",
+    description="Team API key from POST /v1/api-keys.",
+)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+APIKeyDep = Annotated[str | None, Depends(_api_key)]
+
+
+async def _user_principal(session: SessionDep, codec: CodecDep, bearer: BearerDep) -> Principal:
+    if bearer is None:
+        raise Unauthorized("missing credentials: send Authorization: Bearer <token>")
+    async with transaction(session):
+        return await principals.principal_from_token(session, codec=codec, token=bearer.credentials)
+
+
+async def _principal(
+    session: SessionDep, codec: CodecDep, bearer: BearerDep, api_key: APIKeyDep
+) -> Principal:
+    if api_key is None:
+        if bearer is None:
+            raise Unauthorized("missing credentials: send X-API-Key or Authorization: Bearer")
+        return await _user_principal(session, codec, bearer)
+    async with transaction(session):
+        principal = await principals.principal_from_api_key(session, key=api_key)
+    now = dt.datetime.now(dt.UTC)
+    if principal.api_key_id is not None and principals.needs_last_used_refresh(principal, now):
+        async with transaction(session, write=True):
+            await principals.touch_api_key(session, key_id=principal.api_key_id, now=now)
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+CurrentUser = Annotated[Principal, Depends(_user_principal)]
+
+
+def _hosts(request: Request) -> Hosts:
+    hosts: Hosts = request.app.state.hosts
+    return hosts
+
+
+HostsDep = Annotated[Hosts, Depends(_hosts)]
+
+
+@dataclass(frozen=True)
+class TeamContext:
+    """A principal acting inside its current team (capsules, snapshots)."""
+
+    principal: Principal
+    team_id: uuid.UUID
+
+    @property
+    def is_admin(self) -> bool:
+        return self.principal.is_admin
+
+
+async def _team(principal: CurrentPrincipal) -> TeamContext:
+    return TeamContext(principal, principal.require_team())
+
+
+TeamDep = Annotated[TeamContext, Depends(_team)]

@@ -1,0 +1,137 @@
+"""Capsule routes: lifecycle, exec and processes. Thin: parse, call one service, convert."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from ....proto.hostagent.v1 import hostagent_pb2 as pb
+from ...errors import NotFound
+from ...hosts.rpc import agent_errors
+from ...schemas.capsules import (
+    BackgroundExecResponse,
+    Capsule,
+    CreateCapsuleRequest,
+    ExecRequest,
+    ExecResponse,
+    ProcessEntry,
+    ProcessListResponse,
+)
+from ...services import capsules as svc
+from ..deps import DatabaseDep, HostsDep, TeamDep
+
+router = APIRouter(prefix="/v1/capsules", tags=["capsules"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="createCapsule")
+async def create_capsule(
+    body: CreateCapsuleRequest, team: TeamDep, db: DatabaseDep, hosts: HostsDep
+) -> Capsule:
+    spec = svc.CreateCapsule(body.template, body.vcpus, body.memory_mb, body.timeout_sec)
+    return Capsule.of(await svc.create_capsule(db, hosts, team_id=team.team_id, spec=spec))
+
+
+@router.get("", operation_id="listCapsules")
+async def list_capsules(team: TeamDep, db: DatabaseDep) -> list[Capsule]:
+    async with db.sessionmaker() as session:
+        return [Capsule.of(s) for s in await svc.list_capsules(session, team.team_id)]
+
+
+@router.get("/{id}", operation_id="getCapsule")
+async def get_capsule(id: str, team: TeamDep, db: DatabaseDep) -> Capsule:
+    async with db.sessionmaker() as session:
+        return Capsule.of(await svc.get_capsule(session, team.team_id, id))
+
+
+@router.delete("/{id}", status_code=status.HTTP_204_NO_CONTENT, operation_id="destroyCapsule")
+async def destroy_capsule(id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep) -> None:
+    await svc.destroy_capsule(db, hosts, team.team_id, id)
+
+
+@router.post("/{id}/pause", operation_id="pauseCapsule")
+async def pause_capsule(id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep) -> Capsule:
+    return Capsule.of(await svc.pause_capsule(db, hosts, team.team_id, id))
+
+
+@router.post("/{id}/resume", operation_id="resumeCapsule")
+async def resume_capsule(id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep) -> Capsule:
+    return Capsule.of(await svc.resume_capsule(db, hosts, team.team_id, id))
+
+
+@router.post("/{id}/ping", status_code=status.HTTP_204_NO_CONTENT, operation_id="pingCapsule")
+async def ping_capsule(id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep) -> None:
+    await svc.ping_capsule(db, hosts, team.team_id, id)
+
+
+@router.post(
+    "/{id}/exec",
+    operation_id="execCommand",
+    responses={202: {"model": BackgroundExecResponse}},
+)
+async def exec_command(
+    id: str, body: ExecRequest, team: TeamDep, db: DatabaseDep, hosts: HostsDep, response: Response
+) -> ExecResponse | BackgroundExecResponse:
+    client = await svc.running_client(db, hosts, team.team_id, id)
+    request = body.to_pb(id)
+    started = time.monotonic()
+    if body.background:
+        with agent_errors():
+            call = client.stream("ExecStream", request)
+            first = await call.read()
+            call.cancel()  # the process runs on; its output stays reattachable by pid
+        response.status_code = status.HTTP_202_ACCEPTED
+        pid = first.start.pid
+        return BackgroundExecResponse(
+            sandbox_id=id, cmd=body.cmd, pid=pid, tag=body.tag or str(pid)
+        )
+    with agent_errors():
+        res = await client.call("Exec", request, timeout=body.timeout_sec + 30)
+    duration_ms = int((time.monotonic() - started) * 1000)
+    return ExecResponse.of(id, body.cmd, res, duration_ms)
+
+
+@router.get("/{id}/processes", operation_id="listProcesses")
+async def list_processes(
+    id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep
+) -> ProcessListResponse:
+    client = await svc.running_client(db, hosts, team.team_id, id)
+    with agent_errors():
+        res = await client.call("ListProcesses", pb.SandboxRef(sandbox_id=id))
+    return ProcessListResponse(
+        processes=[
+            ProcessEntry(pid=p.pid, tag=p.tag or str(p.pid), cmd=p.cmd, args=list(p.args))
+            for p in res.processes
+            if p.running
+        ]
+    )
+
+
+@router.delete(
+    "/{id}/processes/{selector}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="killProcess",
+)
+async def kill_process(
+    id: str,
+    selector: str,
+    team: TeamDep,
+    db: DatabaseDep,
+    hosts: HostsDep,
+    signal_name: Annotated[str, Query(alias="signal", pattern="^(SIGKILL|SIGTERM)$")] = "SIGKILL",
+) -> None:
+    client = await svc.running_client(db, hosts, team.team_id, id)
+    with agent_errors():
+        procs = await client.call("ListProcesses", pb.SandboxRef(sandbox_id=id))
+    pid = next(
+        (p.pid for p in procs.processes if p.running and selector in (str(p.pid), p.tag)), None
+    )
+    if pid is None:
+        raise NotFound("process not found")
+    sig = signal.SIGKILL if signal_name == "SIGKILL" else signal.SIGTERM
+    with agent_errors():
+        await client.call(
+            "SignalProcess", pb.SignalProcessRequest(sandbox_id=id, pid=pid, signal=sig)
+        )

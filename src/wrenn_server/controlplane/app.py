@@ -1,0 +1,115 @@
+"""`create_app(settings)`: the control plane's ASGI application.
+
+Builds the database handle and the token codec from the settings (refusing an insecure JWT
+secret), installs the error table, mounts the routers, and serves the OpenAPI document generated
+from this code at `/openapi.json` and `/openapi.yaml`, with Swagger UI at `/docs`. Startup
+migrates the schema when `migrate_on_start` is set; shutdown disposes the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+from .api import errors as api_errors
+from .api.routes import ROUTERS
+from .db.migrate import migrate
+from .db.session import Database, transaction
+from .hosts.pool import HostClientPool
+from .hosts.reconciler import Reconciler
+from .hosts.scheduler import RoundRobinScheduler
+from .security import TokenCodec
+from .services.bootstrap import bootstrap_single_box
+from .services.capsules import Hosts
+from .settings import Settings
+
+API_TITLE = "Wrenn API"
+API_VERSION = "0.1.0"
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Routes name their operation ids after the contract (createAPIKey, getMe, ...).
+    return route.operation_id or route.name
+
+
+def _openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's generated document, minus its 422 answers: validation errors leave as 400
+    `invalid_request` with the common error body (see api/errors.py), as in the contract."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for path in document.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        schemas = document.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
+    """The application. `db` lets a caller share one database handle across apps (tests); the app
+    then leaves disposing it to that caller."""
+    settings = settings or Settings()
+    codec = TokenCodec(
+        settings.resolve_jwt_secret(), dt.timedelta(seconds=settings.jwt_lifetime_sec)
+    )
+    owns_db = db is None
+    database = db or Database(settings.effective_database_url)
+    hosts = Hosts(HostClientPool(settings.agent_secret.get_secret_value()), RoundRobinScheduler())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await migrate(database.url)
+        async with database.sessionmaker() as session, transaction(session, write=True):
+            await bootstrap_single_box(
+                session, agent_address=settings.agent_address, base_template=settings.base_template
+            )
+        reconciler = None
+        if settings.reconcile_interval_sec > 0:
+            loop = Reconciler(database.sessionmaker, hosts.pool, settings.reconcile_interval_sec)
+            reconciler = asyncio.create_task(loop.run_forever(), name="reconciler")
+        try:
+            yield
+        finally:
+            if reconciler is not None:
+                reconciler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reconciler
+            await hosts.pool.close()
+            if owns_db:
+                await database.dispose()
+
+    app = FastAPI(
+        title=API_TITLE,
+        version=API_VERSION,
+        description="Run untrusted code in isolated, disposable Linux capsules.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.codec = codec
+    app.state.hosts = hosts
+    api_errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
+    return app

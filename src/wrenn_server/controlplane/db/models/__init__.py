@@ -1,0 +1,33 @@
+"""Every ORM model, imported here so `Base.metadata` holds the whole schema."""
+
+from ..types import Base
+from .accounts import ROLES, APIKey, OAuthIdentity, Team, TeamMember, User
+from .audit import AuditLog
+from .capsules import (
+    Sandbox,
+    SandboxMetric,
+    SandboxMetricsSnapshot,
+    Template,
+    TemplateBuild,
+)
+from .hosts import Host, HostRefreshToken, HostTag, HostToken
+
+__all__ = [
+    "ROLES",
+    "APIKey",
+    "AuditLog",
+    "Base",
+    "Host",
+    "HostRefreshToken",
+    "HostTag",
+    "HostToken",
+    "OAuthIdentity",
+    "Sandbox",
+    "SandboxMetric",
+    "SandboxMetricsSnapshot",
+    "Team",
+    "TeamMember",
+    "Template",
+    "TemplateBuild",
+    "User",
+]

@@ -1,0 +1,185 @@
+"""Capsules (sandboxes), templates, template builds and capsule metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    false,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..types import (
+    Base,
+    JSONType,
+    UTCDateTime,
+    enum_check,
+    json_default_dict,
+    json_default_list,
+    utcnow,
+)
+
+SANDBOX_STATUSES = (
+    "pending",
+    "starting",
+    "running",
+    "paused",
+    "hibernated",
+    "stopped",
+    "missing",
+    "error",
+)
+TEMPLATE_TYPES = ("base", "snapshot")
+BUILD_STATUSES = ("pending", "running", "success", "failed", "cancelled")
+METRIC_TIERS = ("10m", "2h", "24h")
+
+
+class Sandbox(Base):
+    """A capsule as the control plane knows it; the host agent owns the running thing."""
+
+    __tablename__ = "sandboxes"
+    __table_args__ = (
+        CheckConstraint(enum_check("status", SANDBOX_STATUSES), name="status"),
+        Index(None, "team_id", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    # Null while pending (not placed yet) or after its host was deleted.
+    host_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL"), index=True
+    )
+    template: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    disk_size_mb: Mapped[int] = mapped_column(Integer, server_default=text("5120"), default=5120)
+    # 0 = never auto-pause.
+    timeout_sec: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    guest_ip: Mapped[str | None] = mapped_column(String(45))
+    host_ip: Mapped[str | None] = mapped_column(String(45))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_active_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_updated: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class Template(Base):
+    """A template capsules start from. Names are global: the host agent keys its files by name.
+
+    Platform templates belong to `ids.PLATFORM_TEAM_ID` and are visible to every team.
+    """
+
+    __tablename__ = "templates"
+    __table_args__ = (CheckConstraint(enum_check("type", TEMPLATE_TYPES), name="type"),)
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(16))
+    vcpus: Mapped[int | None] = mapped_column(Integer)
+    memory_mb: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
+    default_user: Mapped[str | None] = mapped_column(String(64))
+    default_env: Mapped[dict[str, str]] = mapped_column(JSONType, default=json_default_dict)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+
+
+class TemplateBuild(Base):
+    """An admin's template build: the recipe, its progress and per-step logs."""
+
+    __tablename__ = "template_builds"
+    __table_args__ = (
+        CheckConstraint(enum_check("status", BUILD_STATUSES), name="status"),
+        Index(None, "status", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    # The template this build produces.
+    name: Mapped[str] = mapped_column(Text)
+    base_template: Mapped[str] = mapped_column(Text)
+    # Steps as strings: RUN / ENV / COPY / USER / WORKDIR.
+    recipe: Mapped[list[str]] = mapped_column(JSONType, default=json_default_list)
+    start_cmd: Mapped[str | None] = mapped_column(Text)
+    healthcheck: Mapped[str | None] = mapped_column(Text)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    skip_pre_post: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    # Path of the uploaded COPY archive, if any.
+    archive_path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    current_step: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    total_steps: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    # One object per step: {"step", "cmd", "stdout", "stderr", "exit_code", "ok", ...}.
+    logs: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=json_default_list)
+    error: Mapped[str | None] = mapped_column(Text)
+    default_user: Mapped[str | None] = mapped_column(String(64))
+    default_env: Mapped[dict[str, str]] = mapped_column(JSONType, default=json_default_dict)
+    # What the build produced: a full snapshot (healthcheck passed) or an image only.
+    result_type: Mapped[str | None] = mapped_column(String(16))
+    sandbox_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("sandboxes.id", ondelete="SET NULL")
+    )
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class SandboxMetric(Base):
+    """One flushed sample of a capsule's tiered ring buffers (written on pause and destroy)."""
+
+    __tablename__ = "sandbox_metrics"
+    __table_args__ = (
+        CheckConstraint(enum_check("tier", METRIC_TIERS), name="tier"),
+        Index(None, "sandbox_id", "tier", "ts"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    sandbox_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sandboxes.id", ondelete="CASCADE"))
+    tier: Mapped[str] = mapped_column(String(8))
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    cpu_pct: Mapped[float] = mapped_column(Float)
+    mem_bytes: Mapped[int] = mapped_column(BigInteger)
+    disk_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class SandboxMetricsSnapshot(Base):
+    """Platform stats per team, sampled every 10 s (60-day retention)."""
+
+    __tablename__ = "sandbox_metrics_snapshots"
+    __table_args__ = (Index(None, "team_id", "sampled_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    sampled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    running_count: Mapped[int] = mapped_column(Integer)
+    paused_count: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    # Running + starting capsules only (paused ones hold no CPU).
+    vcpus_reserved: Mapped[int] = mapped_column(Integer)
+    memory_mb_reserved: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,110 @@
+"""Engines, sessions and transactions.
+
+`Database` owns one async engine and its session factory. SQLite gets its pragmas on every new
+connection (WAL so readers never block the writer, foreign keys enforced, a busy timeout instead of
+instant "database is locked") and explicit transaction control: the driver's own implicit BEGIN is
+turned off and SQLAlchemy's "begin" event emits `BEGIN`, or `BEGIN IMMEDIATE` for a transaction
+opened with `transaction(session, write=True)`. Taking the write lock up front is what makes
+busy_timeout work for read-then-write transactions (a deferred one that later upgrades to a writer
+fails at once with SQLITE_BUSY instead of waiting).
+
+Services never commit: the caller opens the transaction with `transaction()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, make_url, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_BEGIN_OPTION = "wrenn_sqlite_begin"
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """An async engine for `url`, with the SQLite set-up above when it is SQLite."""
+    if not is_sqlite(url):
+        # pre_ping: a PostgreSQL restart must not turn the next request of every pooled
+        # connection into a 500.
+        return create_async_engine(url, echo=echo, pool_pre_ping=True)
+    engine = create_async_engine(url, echo=echo)
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # None: the driver emits no BEGIN of its own; the "begin" listener below does.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # NORMAL is durable across application crashes in WAL mode; only an OS crash can lose
+        # the last transactions.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """One engine and its session factory."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        if is_sqlite(url):
+            # SQLite creates the file but not its directory.
+            path = make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(url, echo=echo)
+        # expire_on_commit=False: routes read the objects a service returned after the
+        # transaction committed, without another round trip.
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+@asynccontextmanager
+async def transaction(session: AsyncSession, *, write: bool = False) -> AsyncIterator[None]:
+    """Run the block in one transaction: commit on success, roll back on any exception.
+
+    `write=True` marks a transaction that will write; on SQLite it takes the write lock at BEGIN.
+    """
+    async with session.begin():
+        if write:
+            options: dict[str, Any] = {_BEGIN_OPTION: "IMMEDIATE"}
+            # The first connection() call of the transaction procures the connection with these
+            # options, before the "begin" event fires.
+            await session.connection(execution_options=options)
+        yield

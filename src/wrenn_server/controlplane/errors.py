@@ -1,0 +1,63 @@
+"""Domain errors of the control plane.
+
+Services raise these; they know nothing about HTTP. The one table that maps them to status codes
+and wire error codes is `api/errors.py`. Every message must be safe to show to the caller: never
+put internal details (SQL, paths, agent errors) in one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Root of the control plane's errors.
+
+    `details` are extra fields merged into the wire error object (e.g. the capsule ids that block
+    a host deletion).
+    """
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(DomainError):
+    """The request is malformed or violates a rule about its own content."""
+
+
+class InvalidID(BadRequest):
+    """A prefixed wire ID with the wrong prefix or a malformed UUID."""
+
+
+class Unauthorized(DomainError):
+    """No credentials, or credentials that do not identify an active principal."""
+
+
+class Forbidden(DomainError):
+    """The principal is known but may not do this."""
+
+
+class NotFound(DomainError):
+    """The resource does not exist, or is not visible to the principal."""
+
+
+class Conflict(DomainError):
+    """The request collides with existing state (duplicate name, email, ...)."""
+
+
+class InvalidState(Conflict):
+    """The resource is not in a state that allows the operation (e.g. pausing a paused capsule)."""
+
+
+class ServiceUnavailable(DomainError):
+    """A dependency (database, host) is temporarily unavailable; retrying may succeed."""
+
+
+class InsecureConfiguration(Exception):
+    """The settings would run the server with a default secret outside dev mode."""
+
+
+class HostAgentError(DomainError):
+    """A host agent failed or could not be reached (the contract's 502)."""

@@ -1,0 +1,1 @@
+"""Hosts as the control plane sees them: agent clients, placement and reconciliation."""

@@ -1,0 +1,30 @@
+"""The single-box host: the agent `wrenn up` starts next to the control plane is a regular host
+row, created (or brought back online) at control plane start-up."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..db.models.hosts import Host
+from ..db.types import utcnow
+
+_NAMESPACE = uuid.UUID("5b0c1f0e-7a51-4b4a-9a39-9d0e6f3c8d21")
+
+
+def local_host_id(address: str) -> uuid.UUID:
+    """Stable per address, so restarts find the same row (and its capsules)."""
+    return uuid.uuid5(_NAMESPACE, address)
+
+
+async def ensure_local_host(session: AsyncSession, address: str) -> Host:
+    host_id = local_host_id(address)
+    host = await session.get(Host, host_id)
+    if host is None:
+        host = Host(id=host_id, type="regular", address=address, provider="local")
+        session.add(host)
+    host.status = "online"
+    host.last_heartbeat_at = utcnow()
+    await session.flush()
+    return host

@@ -1,0 +1,101 @@
+"""Reconciler: every few seconds, compare the capsules the database believes each host runs with
+what its agent reports (ListSandboxes), and correct the database.
+
+- the agent paused it on its own (TTL reaper)      -> paused
+- the agent no longer knows it                      -> stopped (its files are gone)
+- the agent cannot be reached                       -> missing (reversible: fixed when it answers)
+- missing but the agent has it again                -> the agent's status
+Each pass handles every online host once and is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+import grpc
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ...proto.hostagent.v1 import hostagent_pb2 as pb
+from .. import ids
+from ..db.models.capsules import Sandbox
+from ..db.models.hosts import Host
+from ..db.types import utcnow
+from .pool import HostClientPool
+
+log = logging.getLogger(__name__)
+
+# DB statuses the agent is the authority on. pending/stopped/error are the control plane's own.
+TRACKED = ("starting", "running", "paused", "missing")
+AGENT_STATUS = {
+    pb.SANDBOX_STATUS_STARTING: "starting",
+    pb.SANDBOX_STATUS_RUNNING: "running",
+    pb.SANDBOX_STATUS_PAUSED: "paused",
+}
+RPC_TIMEOUT = 10.0
+
+SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+def reconcile(db_status: str, reported: str | None, reachable: bool) -> str:
+    """The status a capsule should have. Pure, so every case is easy to test."""
+    if not reachable:
+        return "missing" if db_status in ("starting", "running", "paused") else db_status
+    if reported is None:
+        # A capsule still being created may not be listed by a busy agent yet only if the
+        # agent restarted; "starting" rows are left to the create call that owns them.
+        return db_status if db_status == "starting" else "stopped"
+    return reported
+
+
+class Reconciler:
+    def __init__(
+        self, sessions: SessionFactory, pool: HostClientPool, interval: float = 5.0
+    ) -> None:
+        self.sessions = sessions
+        self.pool = pool
+        self.interval = interval
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("reconciler pass failed")
+            await asyncio.sleep(self.interval)
+
+    async def run_once(self) -> None:
+        async with self.sessions() as session:
+            hosts = list(
+                await session.scalars(
+                    select(Host).where(Host.status.in_(("online", "unreachable")))
+                )
+            )
+        for host in hosts:
+            await self._reconcile_host(host.id, host.address or "")
+
+    async def _reconcile_host(self, host_id: uuid.UUID, address: str) -> None:
+        reported: dict[uuid.UUID, str] = {}
+        reachable = True
+        try:
+            client = self.pool.client(host_id, address)
+            resp = await client.call("ListSandboxes", pb.ListSandboxesRequest(), RPC_TIMEOUT)
+            for sb in resp.sandboxes:
+                reported[ids.SANDBOX.parse(sb.sandbox_id)] = AGENT_STATUS.get(sb.status, "starting")
+        except grpc.aio.AioRpcError as e:
+            log.warning("host %s unreachable: %s", host_id, e.code().name)
+            reachable = False
+        async with self.sessions() as session, session.begin():
+            rows = await session.scalars(
+                select(Sandbox).where(Sandbox.host_id == host_id, Sandbox.status.in_(TRACKED))
+            )
+            for sandbox in rows:
+                new = reconcile(sandbox.status, reported.get(sandbox.id), reachable)
+                if new != sandbox.status:
+                    log.info("capsule %s: %s -> %s", sandbox.id, sandbox.status, new)
+                    sandbox.status = new
+                    sandbox.last_updated = utcnow()

@@ -1,0 +1,39 @@
+"""Calling host agents: gRPC status codes become domain errors in one place. The agent's
+messages for caller errors (bad path, unknown user, ...) are safe to pass on; for its own
+failures only a generic message goes out."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import grpc
+
+from ..errors import BadRequest, DomainError, HostAgentError, InvalidState, NotFound
+
+log = logging.getLogger(__name__)
+
+_PASS_ON: dict[grpc.StatusCode, type[DomainError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
+    grpc.StatusCode.ALREADY_EXISTS: InvalidState,
+    grpc.StatusCode.FAILED_PRECONDITION: InvalidState,
+    grpc.StatusCode.PERMISSION_DENIED: BadRequest,
+}
+
+
+def translate(error: grpc.aio.AioRpcError) -> DomainError:
+    cls = _PASS_ON.get(error.code())
+    if cls is not None:
+        return cls(error.details() or "request refused by the host")
+    log.warning("host agent call failed: %s %s", error.code().name, error.details())
+    return HostAgentError("host agent error")
+
+
+@contextlib.contextmanager
+def agent_errors() -> Iterator[None]:
+    try:
+        yield
+    except grpc.aio.AioRpcError as e:
+        raise translate(e) from None

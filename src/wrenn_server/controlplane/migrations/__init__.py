@@ -1,0 +1,1 @@
+"""Alembic environment and the schema's revision chain, shipped inside the package."""

@@ -1,0 +1,190 @@
+"""Wire schemas of capsules, processes, files and snapshot templates (field names as in the
+public contract)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ...proto.hostagent.v1 import hostagent_pb2 as pb
+from .. import ids
+from ..db.models.capsules import Sandbox, Template
+
+
+class CreateCapsuleRequest(BaseModel):
+    template: str = Field("minimal", min_length=1, max_length=128)
+    vcpus: int = Field(1, ge=1, le=64)
+    memory_mb: int = Field(512, ge=64, le=262144)
+    timeout_sec: int = Field(0, ge=0, le=30 * 24 * 3600)
+
+
+class Capsule(BaseModel):
+    id: str
+    status: str
+    template: str
+    vcpus: int
+    memory_mb: int
+    timeout_sec: int
+    guest_ip: str | None = None
+    host_ip: str | None = None
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    last_active_at: dt.datetime | None = None
+    last_updated: dt.datetime
+
+    @classmethod
+    def of(cls, sandbox: Sandbox) -> Capsule:
+        return cls(
+            id=ids.SANDBOX.format(sandbox.id),
+            status=sandbox.status,
+            template=sandbox.template,
+            vcpus=sandbox.vcpus,
+            memory_mb=sandbox.memory_mb,
+            timeout_sec=sandbox.timeout_sec,
+            guest_ip=sandbox.guest_ip,
+            host_ip=sandbox.host_ip,
+            created_at=sandbox.created_at,
+            started_at=sandbox.started_at,
+            last_active_at=sandbox.last_active_at,
+            last_updated=sandbox.last_updated,
+        )
+
+
+class ExecRequest(BaseModel):
+    cmd: str = Field(min_length=1)
+    args: list[str] | None = None
+    timeout_sec: int = Field(30, ge=1, le=24 * 3600)
+    background: bool = False
+    tag: str | None = Field(None, max_length=128)
+    envs: dict[str, str] | None = None
+    cwd: str | None = None
+
+    def to_pb(self, wire_id: str) -> pb.ExecRequest:
+        return pb.ExecRequest(
+            sandbox_id=wire_id,
+            argv=[self.cmd, *self.args] if self.args is not None else [],
+            cmd=self.cmd,
+            env=self.envs or {},
+            cwd=self.cwd or "",
+            timeout_sec=0 if self.background else self.timeout_sec,
+            tag=self.tag or "",
+        )
+
+
+class ExecResponse(BaseModel):
+    sandbox_id: str
+    cmd: str
+    stdout: str
+    stderr: str
+    exit_code: int
+    duration_ms: int
+    encoding: Literal["utf-8", "base64"]
+
+    @classmethod
+    def of(cls, wire_id: str, cmd: str, res: pb.ExecResponse, duration_ms: int) -> ExecResponse:
+        try:
+            out, err, encoding = res.stdout.decode(), res.stderr.decode(), "utf-8"
+        except UnicodeDecodeError:
+            out = base64.b64encode(res.stdout).decode()
+            err = base64.b64encode(res.stderr).decode()
+            encoding = "base64"
+        return cls(
+            sandbox_id=wire_id,
+            cmd=cmd,
+            stdout=out,
+            stderr=err,
+            exit_code=res.exit_code,
+            duration_ms=duration_ms,
+            encoding=encoding,  # type: ignore[arg-type]
+        )
+
+
+class BackgroundExecResponse(BaseModel):
+    sandbox_id: str
+    cmd: str
+    pid: int
+    tag: str
+
+
+class ProcessEntry(BaseModel):
+    pid: int
+    tag: str
+    cmd: str
+    args: list[str]
+
+
+class ProcessListResponse(BaseModel):
+    processes: list[ProcessEntry]
+
+
+class PathRequest(BaseModel):
+    path: str = Field(min_length=1, max_length=4096)
+
+
+class ListDirRequest(PathRequest):
+    depth: int = Field(1, ge=0, le=32)
+
+
+class FileEntry(BaseModel):
+    name: str
+    path: str
+    type: Literal["file", "directory", "symlink"]
+    size: int
+    mode: int
+    permissions: str
+    owner: str
+    group: str
+    modified_at: int
+    symlink_target: str | None = None
+
+    @classmethod
+    def of(cls, e: pb.FileEntry) -> FileEntry:
+        kind: Any = {"dir": "directory", "symlink": "symlink"}.get(e.type, "file")
+        return cls(
+            name=e.name,
+            path=e.path,
+            type=kind,
+            size=e.size,
+            mode=e.mode,
+            permissions=e.permissions,
+            owner=e.owner,
+            group=e.group,
+            modified_at=e.modified_at.seconds,
+            symlink_target=e.symlink_target or None,
+        )
+
+
+class ListDirResponse(BaseModel):
+    entries: list[FileEntry]
+
+
+class MakeDirResponse(BaseModel):
+    entry: FileEntry
+
+
+class CreateSnapshotRequest(BaseModel):
+    sandbox_id: str
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class TemplateOut(BaseModel):
+    name: str
+    type: Literal["base", "snapshot"]
+    vcpus: int | None = None
+    memory_mb: int | None = None
+    size_bytes: int
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, t: Template) -> TemplateOut:
+        return cls(
+            name=t.name,
+            type=t.type,  # type: ignore[arg-type]
+            vcpus=t.vcpus,
+            memory_mb=t.memory_mb,
+            size_bytes=t.size_bytes,
+            created_at=t.created_at,
+        )

@@ -1,0 +1,139 @@
+"""Credentials, without IO: password hashes, user JWTs and API keys.
+
+- Passwords: argon2id (argon2-cffi's defaults), re-hashed on login when the parameters change.
+- User JWTs: HS256 with claims `sub` (user id), `team_id`, `role`, `is_admin`, `name`, `email`.
+  Role, is_admin and name are hints for the UI only: every authorization decision re-reads the
+  database (see `services/principals.py`).
+- API keys: `wrn_` + 64 hex digits (256 random bits). High entropy, so a plain SHA-256 is the right
+  stored form (a slow hash buys nothing and would need a scan to look keys up); the first 12
+  characters are kept as a visible prefix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from . import ids
+from .errors import InvalidID, Unauthorized
+
+API_KEY_PREFIX = "wrn_"
+API_KEY_VISIBLE_CHARS = 12
+_JWT_ALGORITHM = "HS256"
+_JWT_TYPE = "user"
+
+_hasher = PasswordHasher()
+# Verified against when the email is unknown, so a login takes as long either way and does not
+# tell which emails have accounts.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """True if `password` matches; an absent or corrupt hash never matches."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def password_needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class UserClaims:
+    """What a verified user JWT says; only `user_id` and `team_id` are used (and re-checked)."""
+
+    user_id: uuid.UUID
+    team_id: uuid.UUID | None
+    role: str | None
+    is_admin: bool
+    name: str
+    email: str
+
+
+class TokenCodec:
+    """Issues and verifies user JWTs with one HMAC key."""
+
+    def __init__(self, secret: str, lifetime: dt.timedelta) -> None:
+        self._secret = secret
+        self.lifetime = lifetime
+
+    def issue(self, claims: UserClaims, *, now: dt.datetime | None = None) -> str:
+        now = now or dt.datetime.now(dt.UTC)
+        payload: dict[str, Any] = {
+            "typ": _JWT_TYPE,
+            "sub": ids.USER.format(claims.user_id),
+            "team_id": ids.TEAM.format(claims.team_id) if claims.team_id else "",
+            "role": claims.role or "",
+            "is_admin": claims.is_admin,
+            "name": claims.name,
+            "email": claims.email,
+            "iat": now,
+            "exp": now + self.lifetime,
+        }
+        return jwt.encode(payload, self._secret, algorithm=_JWT_ALGORITHM)
+
+    def verify(self, token: str) -> UserClaims:
+        """The token's claims; `Unauthorized` for a bad signature, expiry or malformed claims."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[_JWT_ALGORITHM],
+                options={"require": ["exp", "iat", "sub", "typ"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid token") from None
+        if payload.get("typ") != _JWT_TYPE:
+            raise Unauthorized("invalid token")
+        try:
+            team = payload.get("team_id") or None
+            return UserClaims(
+                user_id=ids.USER.parse(str(payload["sub"])),
+                team_id=ids.TEAM.parse(str(team)) if team else None,
+                role=str(payload.get("role") or "") or None,
+                is_admin=bool(payload.get("is_admin", False)),
+                name=str(payload.get("name", "")),
+                email=str(payload.get("email", "")),
+            )
+        except (InvalidID, KeyError):
+            raise Unauthorized("invalid token") from None
+
+
+@dataclass(frozen=True, slots=True)
+class NewAPIKey:
+    plaintext: str
+    prefix: str
+    hash: str
+
+
+def generate_api_key() -> NewAPIKey:
+    plaintext = API_KEY_PREFIX + secrets.token_hex(32)
+    return NewAPIKey(
+        plaintext=plaintext,
+        prefix=plaintext[:API_KEY_VISIBLE_CHARS],
+        hash=hash_api_key(plaintext),
+    )
+
+
+def hash_api_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def looks_like_api_key(value: str) -> bool:
+    return value.startswith(API_KEY_PREFIX) and len(value) == len(API_KEY_PREFIX) + 64

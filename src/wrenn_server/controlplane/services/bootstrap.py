@@ -1,0 +1,20 @@
+"""Rows a single box needs before anyone calls the API: its host agent as a host, and the base
+template as a platform template."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .. import ids
+from ..db.models.capsules import Template
+from ..hosts.local import ensure_local_host
+
+
+async def bootstrap_single_box(
+    session: AsyncSession, *, agent_address: str, base_template: str
+) -> None:
+    if agent_address:
+        await ensure_local_host(session, agent_address)
+    if await session.get(Template, base_template) is None:
+        session.add(Template(name=base_template, team_id=ids.PLATFORM_TEAM_ID, type="base"))
+        await session.flush()

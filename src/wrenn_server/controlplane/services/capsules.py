@@ -1,0 +1,215 @@
+"""Capsule operations: the database row plus the host agent calls behind it.
+
+Agent calls can take from milliseconds to seconds, so no database transaction is held open
+across one: each operation records its intent, calls the agent, then records the outcome, each
+step in its own short transaction. A failed create deletes its row, so nothing half-created
+stays behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ...hostagent.client import AgentClient
+from ...proto.hostagent.v1 import hostagent_pb2 as pb
+from .. import ids
+from ..db.models.capsules import Sandbox, Template
+from ..db.models.hosts import Host
+from ..db.session import Database, transaction
+from ..db.types import utcnow
+from ..errors import InvalidState, NotFound
+from ..hosts.pool import HostClientPool
+from ..hosts.rpc import agent_errors
+from ..hosts.scheduler import Scheduler
+
+LIVE = ("starting", "running", "paused", "missing")
+
+
+@dataclass
+class Hosts:
+    """What capsule operations need to reach hosts."""
+
+    pool: HostClientPool
+    scheduler: Scheduler
+
+    async def client_for(self, session: AsyncSession, sandbox: Sandbox) -> AgentClient:
+        host = await session.get(Host, sandbox.host_id) if sandbox.host_id else None
+        if host is None or not host.address:
+            raise InvalidState("the capsule's host is gone")
+        return self.pool.client(host.id, host.address)
+
+
+@dataclass(frozen=True)
+class CreateCapsule:
+    template: str
+    vcpus: int
+    memory_mb: int
+    timeout_sec: int
+    disk_size_mb: int = 5120
+
+
+async def visible_template(session: AsyncSession, team_id: uuid.UUID, name: str) -> Template:
+    template = await session.scalar(
+        select(Template).where(
+            Template.name == name,
+            or_(Template.team_id == team_id, Template.team_id == ids.PLATFORM_TEAM_ID),
+        )
+    )
+    if template is None:
+        raise NotFound(f"template {name!r} not found")
+    return template
+
+
+async def get_capsule(session: AsyncSession, team_id: uuid.UUID, wire_id: str) -> Sandbox:
+    """A capsule of the team; another team's capsule is as invisible as a missing one."""
+    sandbox = await session.get(Sandbox, ids.SANDBOX.parse(wire_id, not_found=True))
+    if sandbox is None or sandbox.team_id != team_id:
+        raise NotFound("capsule not found")
+    return sandbox
+
+
+async def list_capsules(session: AsyncSession, team_id: uuid.UUID) -> list[Sandbox]:
+    rows = await session.scalars(
+        select(Sandbox).where(Sandbox.team_id == team_id).order_by(Sandbox.created_at.desc())
+    )
+    return list(rows)
+
+
+def require_status(sandbox: Sandbox, *allowed: str) -> None:
+    if sandbox.status not in allowed:
+        raise InvalidState(f"capsule is {sandbox.status}, not {' or '.join(allowed)}")
+
+
+async def create_capsule(
+    db: Database, hosts: Hosts, *, team_id: uuid.UUID, spec: CreateCapsule
+) -> Sandbox:
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        template = await visible_template(session, team_id, spec.template)
+        host = await hosts.scheduler.pick(session, team_id)
+        sandbox = Sandbox(
+            id=ids.new_id(),
+            team_id=team_id,
+            host_id=host.id,
+            template=template.name,
+            status="starting",
+            vcpus=spec.vcpus,
+            memory_mb=spec.memory_mb,
+            disk_size_mb=spec.disk_size_mb,
+            timeout_sec=spec.timeout_sec,
+        )
+        session.add(sandbox)
+        client = hosts.pool.client(host.id, host.address or "")
+        host_ip = (host.address or "").rsplit(":", 1)[0]
+        default_user, default_env = template.default_user or "", dict(template.default_env or {})
+    request = pb.CreateSandboxRequest(
+        sandbox_id=ids.SANDBOX.format(sandbox.id),
+        template=sandbox.template,
+        vcpus=spec.vcpus,
+        memory_mb=spec.memory_mb,
+        disk_size_mb=spec.disk_size_mb,
+        timeout_sec=spec.timeout_sec,
+        default_user=default_user,
+        default_env=default_env,
+    )
+    try:
+        with agent_errors():
+            await client.call("CreateSandbox", request)
+    except BaseException:
+        async with db.sessionmaker() as session, transaction(session, write=True):
+            await session.execute(delete(Sandbox).where(Sandbox.id == sandbox.id))
+        raise
+    return await _set_status(
+        db, sandbox.id, "running", started=True, host_ip=host_ip if host_ip else None
+    )
+
+
+async def _set_status(
+    db: Database,
+    sandbox_id: uuid.UUID,
+    status: str,
+    *,
+    started: bool = False,
+    host_ip: str | None = None,
+) -> Sandbox:
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        sandbox = await session.get(Sandbox, sandbox_id)
+        if sandbox is None:
+            raise NotFound("capsule not found")
+        now = utcnow()
+        sandbox.status = status
+        sandbox.last_updated = now
+        if started:
+            sandbox.started_at = sandbox.last_active_at = now
+        if host_ip:
+            sandbox.host_ip = host_ip
+        return sandbox
+
+
+async def _load(
+    db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str, *allowed: str
+) -> tuple[Sandbox, AgentClient]:
+    async with db.sessionmaker() as session, transaction(session):
+        sandbox = await get_capsule(session, team_id, wire_id)
+        if allowed:
+            require_status(sandbox, *allowed)
+        return sandbox, await hosts.client_for(session, sandbox)
+
+
+async def destroy_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str) -> None:
+    async with db.sessionmaker() as session, transaction(session):
+        sandbox = await get_capsule(session, team_id, wire_id)
+        if sandbox.status in ("stopped", "error"):
+            return
+        host = await session.get(Host, sandbox.host_id) if sandbox.host_id else None
+    if host is not None and host.address:
+        client = hosts.pool.client(host.id, host.address)
+        try:
+            with agent_errors():
+                await client.call("DestroySandbox", pb.SandboxRef(sandbox_id=wire_id))
+        except NotFound:
+            pass  # already gone on the host (destroyed, or reaped while it was down)
+    await _set_status(db, sandbox.id, "stopped")
+
+
+async def pause_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str) -> Sandbox:
+    sandbox, client = await _load(db, hosts, team_id, wire_id, "running")
+    with agent_errors():
+        await client.call("PauseSandbox", pb.SandboxRef(sandbox_id=wire_id))
+    return await _set_status(db, sandbox.id, "paused")
+
+
+async def resume_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str) -> Sandbox:
+    sandbox, client = await _load(db, hosts, team_id, wire_id, "paused")
+    async with db.sessionmaker() as session:
+        template = await session.get(Template, sandbox.template)
+    request = pb.ResumeSandboxRequest(
+        sandbox_id=wire_id,
+        timeout_sec=sandbox.timeout_sec,
+        default_user=(template.default_user or "") if template else "",
+        default_env=dict(template.default_env or {}) if template else {},
+    )
+    with agent_errors():
+        await client.call("ResumeSandbox", request)
+    return await _set_status(db, sandbox.id, "running", started=True)
+
+
+async def ping_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str) -> None:
+    sandbox, client = await _load(db, hosts, team_id, wire_id, "running")
+    with agent_errors():
+        await client.call("PingSandbox", pb.SandboxRef(sandbox_id=wire_id))
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        row = await session.get(Sandbox, sandbox.id)
+        if row is not None:
+            row.last_active_at = utcnow()
+
+
+async def running_client(
+    db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str
+) -> AgentClient:
+    """The agent of a running capsule of the team, for in-capsule operations."""
+    _sandbox, client = await _load(db, hosts, team_id, wire_id, "running")
+    return client

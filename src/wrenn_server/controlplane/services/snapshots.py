@@ -1,0 +1,98 @@
+"""Snapshot templates: made from a team's capsule, listed with the platform's templates,
+deleted only by their team (platform templates only by admins)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import or_, select
+
+from ...proto.hostagent.v1 import hostagent_pb2 as pb
+from .. import ids
+from ..db.models.capsules import Sandbox, Template
+from ..db.models.hosts import Host
+from ..db.session import Database, transaction
+from ..db.types import utcnow
+from ..errors import Conflict, Forbidden, NotFound
+from ..hosts.rpc import agent_errors
+from .capsules import Hosts, get_capsule, require_status
+
+
+async def list_templates(db: Database, team_id: uuid.UUID, type_: str | None) -> list[Template]:
+    async with db.sessionmaker() as session:
+        query = select(Template).where(
+            or_(Template.team_id == team_id, Template.team_id == ids.PLATFORM_TEAM_ID)
+        )
+        if type_:
+            query = query.where(Template.type == type_)
+        return list(await session.scalars(query.order_by(Template.created_at)))
+
+
+async def create_snapshot(
+    db: Database,
+    hosts: Hosts,
+    *,
+    team_id: uuid.UUID,
+    wire_id: str,
+    name: str | None,
+    overwrite: bool,
+) -> Template:
+    name = name or ids.new_snapshot_name()
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        sandbox = await get_capsule(session, team_id, wire_id)
+        require_status(sandbox, "running", "paused")
+        existing = await session.get(Template, name)
+        if existing is not None and (existing.team_id != team_id or not overwrite):
+            raise Conflict(f"a template named {name!r} already exists")
+        client = await hosts.client_for(session, sandbox)
+        previous = sandbox.status
+        # Paused before the agent call: the capsule leaves the agent's running set during the
+        # snapshot, and the reconciler must not take it for gone.
+        sandbox.status = "paused"
+        sandbox.last_updated = utcnow()
+    request = pb.CreateSnapshotRequest(sandbox_id=wire_id, name=name, overwrite=overwrite)
+    try:
+        with agent_errors():
+            made = await client.call("CreateSnapshot", request, timeout=600)
+    except BaseException:
+        async with db.sessionmaker() as session, transaction(session, write=True):
+            row = await session.get(Sandbox, sandbox.id)
+            if row is not None and row.status == "paused":
+                row.status = previous
+        raise
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        template = await session.get(Template, name)
+        if template is None:
+            template = Template(name=name, team_id=team_id, type="snapshot")
+            session.add(template)
+        template.vcpus, template.memory_mb = sandbox.vcpus, sandbox.memory_mb
+        template.size_bytes = made.size_bytes
+        template.created_at = utcnow()
+        base = await session.get(Template, sandbox.template)
+        if base is not None:
+            template.default_user, template.default_env = base.default_user, base.default_env
+        return template
+
+
+async def delete_snapshot(
+    db: Database, hosts: Hosts, *, team_id: uuid.UUID, name: str, is_admin: bool
+) -> None:
+    async with db.sessionmaker() as session:
+        template = await session.get(Template, name)
+        if template is None or template.team_id not in (team_id, ids.PLATFORM_TEAM_ID):
+            raise NotFound(f"template {name!r} not found")
+        if template.team_id == ids.PLATFORM_TEAM_ID and not is_admin:
+            raise Forbidden("platform templates can only be deleted by platform admins")
+        hosts_rows = list(await session.scalars(select(Host).where(Host.status == "online")))
+    # The files must go first: if any host cannot delete them, the record stays.
+    for host in hosts_rows:
+        client = hosts.pool.client(host.id, host.address or "")
+        try:
+            with agent_errors():
+                await client.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=name))
+        except NotFound:
+            pass  # that host never had it
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        row = await session.get(Template, name)
+        if row is not None:
+            await session.delete(row)

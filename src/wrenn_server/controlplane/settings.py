@@ -1,0 +1,131 @@
+"""Control plane settings, from the environment (prefix `WRENN_`).
+
+Defaults need no external service: the database is a SQLite file in the data dir and the build
+queue is in-process. Production choices are URLs (`postgresql+asyncpg://...`, `redis://...`).
+The server refuses to start with the built-in JWT secret unless dev mode is on or a secret was
+generated into the data dir (`ensure_jwt_secret`, which `wrenn up` calls on a single box).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import InsecureConfiguration
+
+DEFAULT_JWT_SECRET = "wrenn-dev-jwt-secret-never-use-in-production"
+JWT_SECRET_FILE = "jwt_secret"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WRENN_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("/var/lib/wrenn"),
+        description="Directory for the control plane's own files: the SQLite database and the "
+        "generated JWT secret.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL of the database. Default: the SQLite file "
+        "<data_dir>/wrenn.db (sqlite+aiosqlite:///...). Production: "
+        "postgresql+asyncpg://user:password@host/dbname.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis:// URL of the template build queue. Unset: an in-process queue "
+        "(one control plane process only).",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the REST API listens on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the REST API listens on.")
+    dev_mode: bool = Field(
+        default=False,
+        description="Development mode: allows the built-in JWT secret. Never on a reachable "
+        "server.",
+    )
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(DEFAULT_JWT_SECRET),
+        description="HMAC key that signs user JWTs. Left at the default, the server uses "
+        "<data_dir>/jwt_secret if it exists, the default only in dev mode, and otherwise "
+        "refuses to start.",
+    )
+    jwt_lifetime_sec: int = Field(
+        default=6 * 3600,
+        ge=60,
+        description="Lifetime of a user JWT in seconds (contract: 6 hours).",
+    )
+    migrate_on_start: bool = Field(
+        default=True, description="Upgrade the database schema to the latest revision at startup."
+    )
+    agent_address: str = Field(
+        default="127.0.0.1:50051",
+        description="host:port of the host agent on a single box (before hosts register).",
+    )
+    agent_secret: SecretStr = Field(
+        default=SecretStr("dev-agent-secret"),
+        description="Shared secret presented to the single-box host agent on every call "
+        "(the agent reads the same WRENN_AGENT_SECRET).",
+    )
+
+    reconcile_interval_sec: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the reconciler compares the database with the host agents "
+        "(0 = never).",
+    )
+    base_template: str = Field(
+        default="minimal", description="The platform template capsules use when none is named."
+    )
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'wrenn.db'}"
+
+    @property
+    def jwt_secret_path(self) -> Path:
+        return self.data_dir / JWT_SECRET_FILE
+
+    def resolve_jwt_secret(self) -> str:
+        """The key that signs user JWTs; raises `InsecureConfiguration` rather than default it."""
+        configured = self.jwt_secret.get_secret_value()
+        if configured != DEFAULT_JWT_SECRET:
+            if len(configured) < 32:
+                raise InsecureConfiguration("WRENN_JWT_SECRET must be at least 32 characters")
+            return configured
+        if self.jwt_secret_path.is_file():
+            generated = self.jwt_secret_path.read_text().strip()
+            if generated:
+                return generated
+        if self.dev_mode:
+            return DEFAULT_JWT_SECRET
+        raise InsecureConfiguration(
+            "refusing to start with the default JWT secret: set WRENN_JWT_SECRET, generate one "
+            f"into {self.jwt_secret_path} (wrenn up does), or set WRENN_DEV_MODE=1"
+        )
+
+
+def ensure_jwt_secret(settings: Settings) -> Path:
+    """Generate a random JWT secret into the data dir (0600) unless one is there already."""
+    path = settings.jwt_secret_path
+    if path.is_file() and path.read_text().strip():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole to a private temp file, then hard-linked into place: the link fails if another
+    # process won the race, and a crash never leaves a half-written secret behind.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48) + "\n")
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,152 @@
+"""Fixtures for the control plane: real databases, the app called in-process.
+
+Every test that takes `client` or `db` runs twice, on SQLite and on PostgreSQL (the `dialect`
+fixture is parametrized at session scope, so pytest runs all SQLite cases, then all PostgreSQL
+ones). PostgreSQL is a throwaway cluster started once per session (see `pgcluster.py`). Each
+dialect's database is migrated once; every test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.exc import OperationalError
+
+from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.api.deps import CurrentPrincipal
+from wrenn_server.controlplane.app import create_app
+from wrenn_server.controlplane.db.migrate import migrate
+from wrenn_server.controlplane.db.models import Base
+from wrenn_server.controlplane.db.session import Database
+from wrenn_server.controlplane.errors import Conflict
+from wrenn_server.controlplane.settings import Settings
+
+from .pgcluster import PgCluster, find_pg_bin, start_cluster
+
+TEST_JWT_SECRET = "test-secret-" + "x" * 40
+DIALECTS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        if os.environ.get("WRENN_TEST_SKIP_POSTGRES") == "1":
+            pytest.skip("PostgreSQL not installed and WRENN_TEST_SKIP_POSTGRES=1")
+        pytest.fail("PostgreSQL binaries not found (install postgresql or set WRENN_TEST_PG_BIN)")
+    cluster = start_cluster(bin_dir)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session", params=DIALECTS)
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _new_database_url(dialect: str, request: pytest.FixtureRequest, tmp: Path) -> str:
+    """A URL of a new, empty database of `dialect`."""
+    name = f"wrenn_{uuid.uuid4().hex[:12]}"
+    if dialect == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp / (name + '.db')}"
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database(name)
+
+
+@pytest.fixture
+def fresh_database_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty, never-migrated database (for migration tests)."""
+    return _new_database_url(dialect, request, tmp_path)
+
+
+@pytest.fixture(scope="session")
+async def migrated_database(
+    dialect: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Database]:
+    url = _new_database_url(dialect, request, tmp_path_factory.mktemp(dialect))
+    await migrate(url)
+    database = Database(url)
+    yield database
+    await database.dispose()
+
+
+async def _empty_tables(database: Database) -> None:
+    async with database.engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            stmt = table.delete()
+            if table.name == "teams":
+                # The platform team is part of the schema (the migration creates it).
+                stmt = stmt.where(table.c.id != ids.PLATFORM_TEAM_ID)
+            await conn.execute(stmt)
+
+
+@pytest.fixture
+async def db(migrated_database: Database) -> Database:
+    """The dialect's migrated database, emptied for this test."""
+    await _empty_tables(migrated_database)
+    return migrated_database
+
+
+@pytest.fixture
+def settings(db: Database, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        database_url=db.url,
+        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
+        migrate_on_start=False,
+    )
+
+
+probe = APIRouter(prefix="/_test")
+
+
+@probe.get("/whoami")
+async def whoami(principal: CurrentPrincipal) -> dict[str, object]:
+    """What `CurrentPrincipal` resolved, for tests of the dependency itself."""
+    actor = principal.actor
+    return {
+        "kind": principal.kind,
+        "team_id": ids.TEAM.format(principal.team_id) if principal.team_id else None,
+        "role": principal.role,
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "actor_name": actor.name,
+    }
+
+
+@probe.get("/boom")
+async def boom() -> None:
+    raise RuntimeError("internal detail: password=hunter2 at /srv/secret.py")
+
+
+@probe.get("/locked")
+async def locked() -> None:
+    raise OperationalError("UPDATE x", {}, sqlite3.OperationalError("database is locked"))
+
+
+@probe.get("/host-busy")
+async def host_busy() -> None:
+    raise Conflict("host has capsules", sandbox_ids=["sb-1", "sb-2"])
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database) -> FastAPI:
+    application = create_app(settings, db=db)
+    application.include_router(probe)
+    return application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    # raise_app_exceptions=False: a 500 reaches the test as the response the client would see
+    # (Starlette re-raises after answering, for the server to log).
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://wrenn.test") as c:
+        yield c

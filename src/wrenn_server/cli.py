@@ -109,41 +109,38 @@ def agent(
 
 
 @app.command()
+def server(
+    data_dir: DataDir = None,
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port.")] = 8080,
+) -> None:
+    """Run the control plane (REST API). Settings also come from WRENN_* variables."""
+    import uvicorn
+
+    from .controlplane.app import create_app
+    from .controlplane.settings import Settings
+
+    log.setup(os.environ.get("WRENN_LOG_LEVEL", "INFO"))
+    overrides: dict[str, object] = {"host": host, "port": port}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+@app.command()
 def up(
     data_dir: DataDir = None,
-    port: Annotated[int, typer.Option(help="Port of the host agent's gRPC API.")] = 50051,
+    port: Annotated[int, typer.Option(help="Port of the REST API.")] = 8080,
 ) -> None:
-    """Start the platform on this machine: builds the base template on first start (with a
-    progress bar), then serves until Ctrl-C."""
-    import secrets
-
-    from .hostagent.server import AgentServer
+    """Start the whole platform on this machine: host agent and control plane as separate
+    processes, SQLite and embedded defaults. Builds the base template on first start."""
+    from .up import run_platform
 
     _require_root()
     log.setup(os.environ.get("WRENN_LOG_LEVEL", "WARNING"))
-    settings = _agent_settings(data_dir, listen=f"127.0.0.1:{port}")
-    secret_file = settings.data_dir / "agent-secret"
-    if not secret_file.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(secret_file, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
-    settings.secret = secret_file.read_text().strip()
-    server = AgentServer(settings)
-
-    async def main() -> None:
-        progress, update = build_progress()
-        if not server.templates.exists(settings.default_template):
-            console.print("building the base template (first start only, about a minute)")
-            with progress:
-                await server.templates.ensure_base(settings.default_template, update)  # type: ignore[arg-type]
-        console.print(
-            f"[green]host agent ready[/] on {settings.listen} "
-            f"(secret in {secret_file}); Ctrl-C stops it"
-        )
-        await server.serve()
-
-    asyncio.run(main())
+    settings = _agent_settings(data_dir)
+    raise typer.Exit(run_platform(settings.data_dir, port, console, build_progress))
 
 
 if __name__ == "__main__":

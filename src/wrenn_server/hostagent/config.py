@@ -14,14 +14,16 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WRENN_AGENT_", extra="ignore")
 
     data_dir: Path = Field(
-        Path("/var/lib/wrenn"), description="Templates, capsule disks and checkpoints live here."
+        default=Path("/var/lib/wrenn"),
+        description="Templates, capsule disks and checkpoints live here.",
     )
-    listen: str = Field("127.0.0.1:50051", description="host:port of the gRPC server.")
+    listen: str = Field(default="127.0.0.1:50051", description="host:port of the gRPC server.")
     secret: str = Field(
-        "dev-agent-secret", description="Shared secret the control plane presents on every call."
+        default="dev-agent-secret",
+        description="Shared secret the control plane presents on every call.",
     )
     capsule_subnet: IPv4Network = Field(
-        IPv4Network("10.200.0.0/16"),
+        default=IPv4Network("10.200.0.0/16"),
         description="Private range carved into one /30 per capsule (host side .1, capsule .2).",
     )
     capsule_dns: list[str] = Field(
@@ -29,22 +31,26 @@ class AgentSettings(BaseSettings):
         description="Resolvers written into capsules' /etc/resolv.conf. Empty: the host's "
         "public resolvers, or none (look-ups then fail at once instead of hanging).",
     )
-    runsc: str = Field("runsc", description="Path of the gVisor runsc binary.")
-    envd_port: int = Field(49983, description="Port of the in-capsule agent.")
-    default_template: str = Field("minimal", description="Template used when none is named.")
-    default_vcpus: int = Field(1, ge=1, le=64)
-    default_memory_mb: int = Field(512, ge=64)
-    default_disk_size_mb: int = Field(5120, ge=64)
+    runsc: str = Field(default="runsc", description="Path of the gVisor runsc binary.")
+    envd_port: int = Field(default=49983, description="Port of the in-capsule agent.")
+    default_template: str = Field(
+        default="minimal", description="Template used when none is named."
+    )
+    default_vcpus: int = Field(default=1, ge=1, le=64)
+    default_memory_mb: int = Field(default=512, ge=64)
+    default_disk_size_mb: int = Field(default=5120, ge=64)
     pids_limit: int = Field(
-        1024, ge=16, description="Most host tasks a capsule's sandbox may hold (fork bombs)."
+        default=1024,
+        ge=16,
+        description="Most host tasks a capsule's sandbox may hold (fork bombs).",
     )
     pool_size: int = Field(
-        1,
+        default=1,
         ge=0,
         le=64,
         description="Capsules of the default shape kept booted, so creating one takes ms.",
     )
-    reaper_interval_sec: float = Field(2.0, gt=0, description="TTL reaper period.")
+    reaper_interval_sec: float = Field(default=2.0, gt=0, description="TTL reaper period.")
 
     @property
     def templates_dir(self) -> Path:

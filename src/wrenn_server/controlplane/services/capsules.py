@@ -103,7 +103,7 @@ async def create_capsule(
         )
         session.add(sandbox)
         client = hosts.pool.client(host.id, host.address or "")
-        host_ip = (host.address or "").rsplit(":", 1)[0]
+        host_ip = _host_ip(host.address or "")
         default_user, default_env = template.default_user or "", dict(template.default_env or {})
     request = pb.CreateSandboxRequest(
         sandbox_id=ids.SANDBOX.format(sandbox.id),
@@ -125,6 +125,13 @@ async def create_capsule(
     return await _set_status(
         db, sandbox.id, "running", started=True, host_ip=host_ip if host_ip else None
     )
+
+
+def _host_ip(address: str) -> str:
+    """The host part of an agent address; an agent on a local unix socket is this machine."""
+    if address.startswith("unix:"):
+        return "127.0.0.1"
+    return address.rsplit(":", 1)[0].strip("[]")
 
 
 async def _set_status(

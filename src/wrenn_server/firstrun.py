@@ -1,0 +1,82 @@
+"""First start of a single box: an admin account, its team and an API key, created through the
+control plane's own REST API and saved to <data dir>/credentials.json (0600)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+
+@dataclass
+class Credentials:
+    api_url: str
+    email: str
+    password: str
+    api_key: str
+    team_id: str
+
+
+def load(path: Path) -> Credentials | None:
+    try:
+        return Credentials(**json.loads(path.read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
+def create_admin(api_url: str, path: Path, email: str = "admin@wrenn.local") -> Credentials:
+    password = secrets.token_urlsafe(18)
+    with httpx.Client(base_url=api_url, timeout=30, trust_env=False) as http:
+        body = {"email": email, "password": password, "name": "Admin"}
+        resp = http.post("/v1/auth/signup", json=body)
+        resp.raise_for_status()
+        signed_in = resp.json()
+        token = signed_in.get("token")
+        if not token:
+            login = http.post("/v1/auth/login", json={"email": email, "password": password})
+            login.raise_for_status()
+            signed_in = login.json()
+            token = signed_in["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        key = http.post("/v1/api-keys", json={"name": "wrenn up"}, headers=headers)
+        key.raise_for_status()
+    creds = Credentials(
+        api_url=api_url,
+        email=email,
+        password=password,
+        api_key=key.json()["key"],
+        team_id=signed_in.get("team_id", ""),
+    )
+    save(path, creds)
+    return creds
+
+
+def save(path: Path, creds: Credentials) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(creds), f, indent=2)
+    tmp.replace(path)
+
+
+def banner(creds: Credentials, path: Path) -> str:
+    return f"""
+Wrenn is running.
+
+  API          {creds.api_url}    (Swagger UI: {creds.api_url}/docs)
+  admin        {creds.email} / {creds.password}
+  API key      {creds.api_key}
+  saved in     {path} (mode 0600)
+
+Try it with the Python SDK (pip install wrenn):
+
+  export WRENN_BASE_URL={creds.api_url} WRENN_API_KEY={creds.api_key}
+  python3 -c "from wrenn import Capsule
+  with Capsule() as c: print(c.commands.run('echo hello from a capsule').stdout)"
+
+Ctrl-C stops everything.
+"""

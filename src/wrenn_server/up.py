@@ -1,0 +1,117 @@
+"""`wrenn up`: the whole platform on one box. The host agent and the control plane run as
+separate processes (as they would on separate machines); the agent listens on a unix socket in
+the data dir, so several instances (`--data-dir`, `--port`) can share a host."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from . import firstrun
+from .hostagent.config import AgentSettings
+from .hostagent.templates import TemplateStore
+from .supervisor import Child, StartupError, Supervisor
+
+
+def _secret(path: Path) -> str:
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _http_ready(url: str) -> Callable[[], bool]:
+    def ready() -> bool:
+        try:
+            return httpx.get(url, timeout=1, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return ready
+
+
+def run_platform(
+    data_dir: Path, port: int, console: Console, build_progress: Callable[[], Any]
+) -> int:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not _port_free(port):
+        console.print(f"[red]port {port} is in use: choose another with --port[/]")
+        return 1
+    agent_settings = AgentSettings(data_dir=data_dir)
+    store = TemplateStore(agent_settings.templates_dir)
+    if not store.exists(agent_settings.default_template):
+        console.print("building the base template (first start only, about a minute)")
+        progress, update = build_progress()
+        with progress:
+            asyncio.run(store.ensure_base(agent_settings.default_template, update))
+
+    agent_secret = _secret(data_dir / "agent-secret")
+    socket_path = data_dir / "agent.sock"
+    logs = data_dir / "logs"
+    api_url = f"http://127.0.0.1:{port}"
+    python = [sys.executable, "-m", "wrenn_server.cli"]
+    supervisor = Supervisor()
+    try:
+        supervisor.start(
+            Child(
+                name="host agent",
+                argv=[
+                    *python,
+                    "agent",
+                    "--data-dir",
+                    str(data_dir),
+                    "--listen",
+                    f"unix:{socket_path}",
+                ],
+                env={"WRENN_AGENT_SECRET": agent_secret},
+                log_path=logs / "agent.log",
+                ready=socket_path.exists,
+            ),
+            timeout=300,
+        )
+        supervisor.start(
+            Child(
+                name="control plane",
+                argv=[*python, "server", "--data-dir", str(data_dir), "--port", str(port)],
+                env={
+                    "WRENN_AGENT_ADDRESS": f"unix:{socket_path}",
+                    "WRENN_AGENT_SECRET": agent_secret,
+                    "WRENN_JWT_SECRET": _secret(data_dir / "jwt_secret"),
+                },
+                log_path=logs / "controlplane.log",
+                ready=_http_ready(f"{api_url}/health"),
+            )
+        )
+        creds_path = data_dir / "credentials.json"
+        creds = firstrun.load(creds_path)
+        if creds is None or creds.api_url != api_url:
+            creds = firstrun.create_admin(api_url, creds_path) if creds is None else creds
+            creds.api_url = api_url
+            firstrun.save(creds_path, creds)
+        console.print(firstrun.banner(creds, creds_path), soft_wrap=True, highlight=False)
+    except (StartupError, httpx.HTTPError) as e:
+        console.print(f"[red]{e}[/] (logs in {logs})")
+        supervisor.stop()
+        return 1
+    code = supervisor.wait()
+    console.print("stopped")
+    return code

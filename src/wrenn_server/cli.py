@@ -125,7 +125,16 @@ def server(
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    # Idle keep-alive connections live longer than clients' pools usually keep them (httpx: 5 s),
+    # so a client never sends on a connection the server is just closing.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=75,
+    )
 
 
 @app.command()

@@ -42,7 +42,10 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if not is_sqlite(url):
         # pre_ping: a PostgreSQL restart must not turn the next request of every pooled
         # connection into a 500.
-        return create_async_engine(url, echo=echo, pool_pre_ping=True)
+        # A pool big enough that a burst of concurrent requests queues in PostgreSQL, not here.
+        return create_async_engine(
+            url, echo=echo, pool_pre_ping=True, pool_size=20, max_overflow=30
+        )
     engine = create_async_engine(url, echo=echo)
     _configure_sqlite(engine)
     return engine

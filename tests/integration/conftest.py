@@ -130,3 +130,16 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30
             return
         await asyncio.sleep(0.2)
     raise AssertionError("condition not met in time")
+
+
+# -- REST API tests (tests/integration/test_rest_*.py) -------------------------------------
+# The control plane in-process over this agent; see rest_fixtures.py. pg_cluster is the control
+# plane tests' throwaway PostgreSQL cluster.
+from ..controlplane.conftest import pg_cluster  # noqa: E402, F401
+from .rest_fixtures import (  # noqa: E402, F401
+    api,
+    rest_databases,
+    rest_db,
+    rest_dialect,
+    start_app,
+)

@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from .api import errors as api_errors
+from .api.aliases import SandboxAliases
 from .api.routes import ROUTERS
 from .db.migrate import migrate
 from .db.session import Database, transaction
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.codec = codec
     app.state.hosts = hosts
     api_errors.install(app)
+    app.add_middleware(SandboxAliases)
     for router in ROUTERS:
         app.include_router(router)
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]

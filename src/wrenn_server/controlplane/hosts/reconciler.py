@@ -5,7 +5,9 @@ what its agent reports (ListSandboxes), and correct the database.
 - the agent no longer knows it                      -> stopped (its files are gone)
 - the agent cannot be reached                       -> missing (reversible: fixed when it answers)
 - missing but the agent has it again                -> the agent's status
-Each pass handles every online host once and is idempotent.
+A capsule whose row changed after the agent was asked is left alone: the answer may predate a
+create or resume that finished meanwhile (and "stopped" would be final). Each pass handles every
+online host once and is idempotent.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
 from ..db.models.capsules import Sandbox
 from ..db.models.hosts import Host
+from ..db.session import transaction
 from ..db.types import utcnow
+from ..errors import InvalidID
 from .pool import HostClientPool
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,15 @@ def reconcile(db_status: str, reported: str | None, reachable: bool) -> str:
         # agent restarted; "starting" rows are left to the create call that owns them.
         return db_status if db_status == "starting" else "stopped"
     return reported
+
+
+def _our_id(wire_id: str) -> uuid.UUID | None:
+    """The id of a capsule the control plane may have made; None for one it cannot have (an
+    agent accepts any `sb-` id from its callers), which has no row to correct."""
+    try:
+        return ids.SANDBOX.parse(wire_id)
+    except InvalidID:
+        return None
 
 
 class Reconciler:
@@ -81,19 +94,26 @@ class Reconciler:
     async def _reconcile_host(self, host_id: uuid.UUID, address: str) -> None:
         reported: dict[uuid.UUID, str] = {}
         reachable = True
+        # A row changed after this moment may be newer than the agent's answer (a create or
+        # resume that finished while the answer was on its way): it is left for the next pass.
+        asked_at = utcnow()
         try:
             client = self.pool.client(host_id, address)
             resp = await client.call("ListSandboxes", pb.ListSandboxesRequest(), RPC_TIMEOUT)
             for sb in resp.sandboxes:
-                reported[ids.SANDBOX.parse(sb.sandbox_id)] = AGENT_STATUS.get(sb.status, "starting")
+                sandbox_id = _our_id(sb.sandbox_id)
+                if sandbox_id is not None:
+                    reported[sandbox_id] = AGENT_STATUS.get(sb.status, "starting")
         except grpc.aio.AioRpcError as e:
             log.warning("host %s unreachable: %s", host_id, e.code().name)
             reachable = False
-        async with self.sessions() as session, session.begin():
+        async with self.sessions() as session, transaction(session, write=True):
             rows = await session.scalars(
                 select(Sandbox).where(Sandbox.host_id == host_id, Sandbox.status.in_(TRACKED))
             )
             for sandbox in rows:
+                if sandbox.last_updated >= asked_at:
+                    continue
                 new = reconcile(sandbox.status, reported.get(sandbox.id), reachable)
                 if new != sandbox.status:
                     log.info("capsule %s: %s -> %s", sandbox.id, sandbox.status, new)

@@ -23,8 +23,14 @@ _PASS_ON: dict[grpc.StatusCode, type[DomainError]] = {
 }
 
 
-def translate(error: grpc.aio.AioRpcError) -> DomainError:
-    cls = _PASS_ON.get(error.code())
+def translate(
+    error: grpc.aio.AioRpcError, *, not_found: type[DomainError] = NotFound
+) -> DomainError:
+    """The domain error of a failed agent call. `not_found` is what the agent's NOT_FOUND means
+    to the caller: a missing resource (404) by default; a bad request (400) where what the agent
+    could not find is something the request named (a program to run, a template to start from)
+    rather than the resource of the URL."""
+    cls = not_found if error.code() == grpc.StatusCode.NOT_FOUND else _PASS_ON.get(error.code())
     if cls is not None:
         return cls(error.details() or "request refused by the host")
     log.warning("host agent call failed: %s %s", error.code().name, error.details())
@@ -32,8 +38,8 @@ def translate(error: grpc.aio.AioRpcError) -> DomainError:
 
 
 @contextlib.contextmanager
-def agent_errors() -> Iterator[None]:
+def agent_errors(*, not_found: type[DomainError] = NotFound) -> Iterator[None]:
     try:
         yield
     except grpc.aio.AioRpcError as e:
-        raise translate(e) from None
+        raise translate(e, not_found=not_found) from None

@@ -115,6 +115,11 @@ class ProcessEntry(BaseModel):
     cmd: str
     args: list[str]
 
+    @classmethod
+    def of(cls, p: pb.ProcessInfo) -> ProcessEntry:
+        # A process started without a tag is addressed by its pid.
+        return cls(pid=p.pid, tag=p.tag or str(p.pid), cmd=p.cmd, args=list(p.args))
+
 
 class ProcessListResponse(BaseModel):
     processes: list[ProcessEntry]

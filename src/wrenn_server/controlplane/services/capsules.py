@@ -21,7 +21,7 @@ from ..db.models.capsules import Sandbox, Template
 from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..errors import InvalidState, NotFound
+from ..errors import BadRequest, InvalidState, NotFound
 from ..hosts.pool import HostClientPool
 from ..hosts.rpc import agent_errors
 from ..hosts.scheduler import Scheduler
@@ -53,6 +53,9 @@ class CreateCapsule:
 
 
 async def visible_template(session: AsyncSession, team_id: uuid.UUID, name: str) -> Template:
+    """The template a request names, if the team may use it. A name in a request body, not the
+    resource of the URL: an unknown one makes the request invalid (400), as a missing one
+    would."""
     template = await session.scalar(
         select(Template).where(
             Template.name == name,
@@ -60,7 +63,7 @@ async def visible_template(session: AsyncSession, team_id: uuid.UUID, name: str)
         )
     )
     if template is None:
-        raise NotFound(f"template {name!r} not found")
+        raise BadRequest(f"template {name!r} not found")
     return template
 
 
@@ -116,7 +119,8 @@ async def create_capsule(
         default_env=default_env,
     )
     try:
-        with agent_errors():
+        # The capsule is new: what the agent may not find is its template (files missing).
+        with agent_errors(not_found=BadRequest):
             await client.call("CreateSandbox", request)
     except BaseException:
         async with db.sessionmaker() as session, transaction(session, write=True):

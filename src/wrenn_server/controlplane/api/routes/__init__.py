@@ -1,13 +1,26 @@
 """Route modules, one per area; `ROUTERS` is what `create_app` mounts."""
 
-from . import api_keys, auth, capsule_files, capsules, me, snapshots, system
+from . import (
+    api_keys,
+    auth,
+    capsule_files,
+    capsule_metrics,
+    capsule_ws,
+    capsules,
+    me,
+    snapshots,
+    system,
+)
 
 ROUTERS = [
     system.router,
     auth.router,
     me.router,
     api_keys.router,
+    # Before `capsules`: its /{id} would otherwise take /stats and /usage.
+    capsule_metrics.router,
     capsules.router,
     capsule_files.router,
+    capsule_ws.router,
     snapshots.router,
 ]

@@ -4,17 +4,14 @@ never holds a whole file (multipart bodies are parsed as they arrive)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from collections.abc import AsyncIterator
 
 import grpc
 from fastapi import APIRouter, Request, status
 from fastapi.responses import StreamingResponse
-from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ....hostagent.client import AgentClient
 from ....proto.hostagent.v1 import hostagent_pb2 as pb
-from ...errors import BadRequest
 from ...hosts.rpc import agent_errors
 from ...schemas.capsules import (
     FileEntry,
@@ -25,10 +22,9 @@ from ...schemas.capsules import (
 )
 from ...services import capsules as svc
 from ..deps import DatabaseDep, HostsDep, TeamDep
+from ..multipart import MultipartUpload
 
 router = APIRouter(prefix="/v1/capsules/{id}/files", tags=["files"])
-
-_END = object()
 
 
 @router.post("/write", status_code=status.HTTP_204_NO_CONTENT, operation_id="writeFile")
@@ -98,116 +94,36 @@ async def remove(
 async def _download(client: AgentClient, wire_id: str, path: str) -> StreamingResponse:
     call = client.stream("ReadFileStream", pb.FileRef(sandbox_id=wire_id, path=path))
     # The first chunk comes before the response starts, so a missing file is still a 404.
-    with agent_errors():
-        first = await call.read()
+    try:
+        with agent_errors():
+            first = await call.read()
+    except BaseException:
+        call.cancel()
+        raise
 
     async def body() -> AsyncIterator[bytes]:
-        if first is grpc.aio.EOF:
-            return
-        yield first.data
-        async for msg in call:
-            yield msg.data
+        # read() throughout: a gRPC call may not be both read() and iterated.
+        try:
+            msg = first
+            while msg is not grpc.aio.EOF:
+                yield msg.data
+                msg = await call.read()
+        finally:
+            call.cancel()  # a no-op once done; stops the agent if the client went away
 
     return StreamingResponse(body(), media_type="application/octet-stream")
 
 
 async def _upload(client: AgentClient, wire_id: str, request: Request) -> None:
-    """Parse `path` and `file` from a multipart body as it streams in, and stream the file's
-    bytes to the agent."""
-    content_type, params = parse_options_header(request.headers.get("content-type", ""))
-    boundary = params.get(b"boundary")
-    if content_type != b"multipart/form-data" or not boundary:
-        raise BadRequest("expected a multipart/form-data body with 'path' and 'file'")
-    chunks: asyncio.Queue[object] = asyncio.Queue(maxsize=64)
-    fields = _MultipartFields(chunks)
-    parser = MultipartParser(boundary, cast(Any, fields.callbacks()))
-    path_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    def got_path(path: str) -> None:
-        if not path_ready.done():
-            path_ready.set_result(path)
-
-    fields.on_path = got_path
-
-    async def feed() -> None:
-        async for data in request.stream():
-            parser.write(data)
-            await fields.flush()
-        parser.finalize()
-        await fields.flush()
-        await chunks.put(_END)
-        if not path_ready.done():
-            path_ready.set_exception(BadRequest("the 'path' field must come before 'file'"))
-
-    feeder = asyncio.create_task(feed())
+    """Stream the `file` field of a multipart body to the agent as it arrives."""
+    upload = MultipartUpload(request)
+    path = await upload.path()
     try:
-        path = await path_ready
-
-        async def file_chunks() -> AsyncIterator[bytes]:
-            while (item := await chunks.get()) is not _END:
-                assert isinstance(item, bytes)
-                yield item
-
         with agent_errors():
-            await client.write_stream(wire_id, path, file_chunks())
-        await feeder
-        if not fields.saw_file:
-            raise BadRequest("missing the 'file' field")
-    finally:
-        feeder.cancel()
-
-
-class _MultipartFields:
-    """Callbacks for the streaming parser: collects the small `path` field, forwards the bytes
-    of the `file` field to a queue."""
-
-    def __init__(self, chunks: asyncio.Queue[object]) -> None:
-        self.chunks = chunks
-        self.on_path: Callable[[str], None] = lambda _path: None
-        self.saw_file = False
-        self._header_name = b""
-        self._disposition = b""
-        self._part: str | None = None
-        self._path = bytearray()
-        self._pending: list[bytes] = []
-
-    def callbacks(self) -> dict[str, object]:
-        return {
-            "on_part_begin": self._begin,
-            "on_header_field": self._header_field,
-            "on_header_value": self._header_value,
-            "on_headers_finished": self._headers_done,
-            "on_part_data": self._data,
-            "on_part_end": self._end,
-        }
-
-    def _begin(self) -> None:
-        self._disposition, self._header_name, self._part = b"", b"", None
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_name = data[start:end].lower()
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        if self._header_name == b"content-disposition":
-            self._disposition += data[start:end]
-
-    def _headers_done(self) -> None:
-        _, params = parse_options_header(self._disposition)
-        self._part = params.get(b"name", b"").decode()
-        if self._part == "file":
-            self.saw_file = True
-
-    def _data(self, data: bytes, start: int, end: int) -> None:
-        if self._part == "path":
-            self._path += data[start:end]
-        elif self._part == "file":
-            self._pending.append(bytes(data[start:end]))
-
-    def _end(self) -> None:
-        if self._part == "path":
-            self.on_path(self._path.decode())
-
-    async def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for piece in pending:
-            await self.chunks.put(piece)
+            await client.write_stream(wire_id, path, upload.file_chunks())
+    except asyncio.CancelledError:
+        # gRPC cancels the write when the body turns out to be wrong: report that instead.
+        if upload.error is None:
+            raise
+    if upload.error is not None:
+        raise upload.error

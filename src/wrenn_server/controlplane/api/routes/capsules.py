@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import signal
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from ....proto.hostagent.v1 import hostagent_pb2 as pb
-from ...errors import NotFound
-from ...hosts.rpc import agent_errors
 from ...schemas.capsules import (
     BackgroundExecResponse,
     Capsule,
@@ -21,6 +17,7 @@ from ...schemas.capsules import (
     ProcessListResponse,
 )
 from ...services import capsules as svc
+from ...services import processes
 from ..deps import DatabaseDep, HostsDep, TeamDep
 
 router = APIRouter(prefix="/v1/capsules", tags=["capsules"])
@@ -75,21 +72,13 @@ async def exec_command(
     id: str, body: ExecRequest, team: TeamDep, db: DatabaseDep, hosts: HostsDep, response: Response
 ) -> ExecResponse | BackgroundExecResponse:
     client = await svc.running_client(db, hosts, team.team_id, id)
-    request = body.to_pb(id)
-    started = time.monotonic()
     if body.background:
-        with agent_errors():
-            call = client.stream("ExecStream", request)
-            first = await call.read()
-            call.cancel()  # the process runs on; its output stays reattachable by pid
+        pid = await processes.start(client, body.to_pb(id))
         response.status_code = status.HTTP_202_ACCEPTED
-        pid = first.start.pid
         return BackgroundExecResponse(
             sandbox_id=id, cmd=body.cmd, pid=pid, tag=body.tag or str(pid)
         )
-    with agent_errors():
-        res = await client.call("Exec", request, timeout=body.timeout_sec + 30)
-    duration_ms = int((time.monotonic() - started) * 1000)
+    res, duration_ms = await processes.run(client, body.to_pb(id), body.timeout_sec)
     return ExecResponse.of(id, body.cmd, res, duration_ms)
 
 
@@ -98,14 +87,8 @@ async def list_processes(
     id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep
 ) -> ProcessListResponse:
     client = await svc.running_client(db, hosts, team.team_id, id)
-    with agent_errors():
-        res = await client.call("ListProcesses", pb.SandboxRef(sandbox_id=id))
     return ProcessListResponse(
-        processes=[
-            ProcessEntry(pid=p.pid, tag=p.tag or str(p.pid), cmd=p.cmd, args=list(p.args))
-            for p in res.processes
-            if p.running
-        ]
+        processes=[ProcessEntry.of(p) for p in await processes.list_running(client, id)]
     )
 
 
@@ -123,15 +106,4 @@ async def kill_process(
     signal_name: Annotated[str, Query(alias="signal", pattern="^(SIGKILL|SIGTERM)$")] = "SIGKILL",
 ) -> None:
     client = await svc.running_client(db, hosts, team.team_id, id)
-    with agent_errors():
-        procs = await client.call("ListProcesses", pb.SandboxRef(sandbox_id=id))
-    pid = next(
-        (p.pid for p in procs.processes if p.running and selector in (str(p.pid), p.tag)), None
-    )
-    if pid is None:
-        raise NotFound("process not found")
-    sig = signal.SIGKILL if signal_name == "SIGKILL" else signal.SIGTERM
-    with agent_errors():
-        await client.call(
-            "SignalProcess", pb.SignalProcessRequest(sandbox_id=id, pid=pid, signal=sig)
-        )
+    await processes.kill(client, id, selector, signal.Signals[signal_name])

@@ -1,0 +1,65 @@
+"""Processes in a running capsule: commands run to completion or started in the background,
+listed and signalled. Callers pass the agent client of a capsule `capsules.running_client`
+found running, so an agent NOT_FOUND while starting a process is about the program, not the
+capsule: it is the caller's mistake (400), not a missing capsule (404)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+
+from ...hostagent.client import AgentClient
+from ...proto.hostagent.v1 import hostagent_pb2 as pb
+from ..errors import BadRequest, HostAgentError, NotFound
+from ..hosts.rpc import agent_errors
+
+# How much longer than the command's own timeout the agent call may take.
+EXEC_RPC_MARGIN_SEC = 30
+
+
+async def run(
+    client: AgentClient, request: pb.ExecRequest, timeout_sec: int
+) -> tuple[pb.ExecResponse, int]:
+    """Run a command to completion; returns its result and how long it took in ms."""
+    started = time.monotonic()
+    with agent_errors(not_found=BadRequest):
+        res: pb.ExecResponse = await client.call(
+            "Exec", request, timeout=timeout_sec + EXEC_RPC_MARGIN_SEC
+        )
+    return res, int((time.monotonic() - started) * 1000)
+
+
+async def start(client: AgentClient, request: pb.ExecRequest) -> int:
+    """Start a background process and return its pid. The stream is dropped after the start
+    event: the process runs on, and its output stays reattachable by pid or tag."""
+    call = client.stream("ExecStream", request)
+    try:
+        with agent_errors(not_found=BadRequest):
+            first = await call.read()
+    finally:
+        call.cancel()
+    if first is grpc.aio.EOF or first.WhichOneof("event") != "start":
+        raise HostAgentError("the process did not start")
+    return int(first.start.pid)
+
+
+async def list_running(client: AgentClient, wire_id: str) -> list[pb.ProcessInfo]:
+    with agent_errors():
+        res = await client.call("ListProcesses", pb.SandboxRef(sandbox_id=wire_id))
+    return [p for p in res.processes if p.running]
+
+
+async def kill(client: AgentClient, wire_id: str, selector: str, sig: signal.Signals) -> None:
+    """Signal the running process whose pid or tag is `selector`."""
+    pid = next(
+        (p.pid for p in await list_running(client, wire_id) if selector in (str(p.pid), p.tag)),
+        None,
+    )
+    if pid is None:
+        raise NotFound("process not found")
+    with agent_errors():
+        await client.call(
+            "SignalProcess", pb.SignalProcessRequest(sandbox_id=wire_id, pid=pid, signal=sig)
+        )

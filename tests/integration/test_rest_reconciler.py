@@ -1,0 +1,157 @@
+"""What the REST API reports follows the host: the reconciler notices capsules destroyed or
+paused behind the control plane's back (and auto-paused by their idle timeout), and ping
+keeps a capsule's activity time fresh on the agent and in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from wrenn_server.controlplane.db.session import Database
+from wrenn_server.controlplane.hosts.pool import HostClientPool
+from wrenn_server.controlplane.hosts.reconciler import Reconciler
+from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+
+from ..controlplane.helpers import assert_error
+from .conftest import SECRET, CapsuleFactory
+from .rest_fixtures import (
+    Account,
+    StartApp,
+    both_dialects,
+    make_capsule,
+    new_account,
+    sh,
+    status_of,
+)
+
+pytestmark = [pytest.mark.integration, both_dialects]
+
+
+async def wait_for_status(
+    api: httpx.AsyncClient, user: Account, capsule_id: str, status: str, timeout: float = 15
+) -> None:
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        resp = await api.get(f"/v1/capsules/{capsule_id}", headers=user.h)
+        assert resp.status_code == 200, resp.text
+        seen = resp.json()["status"]
+        if seen == status:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{capsule_id} is {seen}, not {status}, after {timeout} s")
+
+
+async def test_reconciler_follows_the_host(
+    start_app: StartApp, agent: AgentClient, new_capsule: CapsuleFactory
+) -> None:
+    # A capsule on the host that the control plane never made, with an id of another form:
+    # it must not keep the reconciler from doing its job.
+    await new_capsule(sandbox_id=f"sb-elsewhere-{uuid.uuid4().hex[:8]}", memory_mb=256)
+    async with start_app(reconcile_interval_sec=0.2) as rest:
+        api = rest.client
+        user = await new_account(api)
+        gone, paused, idle = (
+            await make_capsule(api, user),
+            await make_capsule(api, user),
+            await make_capsule(api, user, timeout_sec=1),
+        )
+
+        await agent.destroy(gone["id"])
+        await wait_for_status(api, user, gone["id"], "stopped")
+        await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=paused["id"]))
+        await wait_for_status(api, user, paused["id"], "paused")
+        # Auto-paused by the agent's TTL reaper once idle for timeout_sec.
+        await wait_for_status(api, user, idle["id"], "paused")
+
+        # The control plane is still in charge of both: they resume over REST and stay running.
+        for capsule in (paused, idle):
+            resp = await api.post(f"/v1/capsules/{capsule['id']}/resume", headers=user.h)
+            assert resp.status_code == 200 and resp.json()["status"] == "running", resp.text
+            assert (await sh(api, user, capsule["id"], "echo up"))["stdout"] == "up\n"
+        on_agent = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=idle["id"]))
+        assert on_agent.timeout_sec == 1  # the idle timeout survives pause and resume
+        await asyncio.sleep(0.5)
+        resp = await api.get(f"/v1/capsules/{paused['id']}", headers=user.h)
+        assert resp.json()["status"] == "running"
+        resp = await api.get(f"/v1/capsules/{gone['id']}", headers=user.h)
+        assert resp.json()["status"] == "stopped"
+
+
+async def test_ping_refreshes_last_active_at(api: httpx.AsyncClient, agent: AgentClient) -> None:
+    user = await new_account(api)
+    capsule = await make_capsule(api, user)
+    cid = capsule["id"]
+    before = dt.datetime.fromisoformat(capsule["last_active_at"])
+    on_agent = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=cid))
+    agent_before = on_agent.last_active_at.ToDatetime(dt.UTC)
+    await asyncio.sleep(1.1)
+
+    resp = await api.post(f"/v1/capsules/{cid}/ping", headers=user.h)
+    assert resp.status_code == 204 and resp.content == b""
+    resp = await api.get(f"/v1/capsules/{cid}", headers=user.h)
+    after = dt.datetime.fromisoformat(resp.json()["last_active_at"])
+    assert after - before >= dt.timedelta(seconds=1)
+    on_agent = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=cid))
+    assert on_agent.last_active_at.ToDatetime(dt.UTC) - agent_before >= dt.timedelta(seconds=1)
+
+    resp = await api.post(f"/v1/capsules/{cid}/pause", headers=user.h)
+    assert resp.status_code == 200
+    resp = await api.post(f"/v1/capsules/{cid}/ping", headers=user.h)
+    assert_error(resp, 409, "invalid_state")
+
+
+class AnswerThenMeanwhile:
+    """A host client pool whose clients, once an agent has answered ListSandboxes, run
+    `meanwhile` before handing the answer over: the interleaving a busy control plane produces
+    now and then, made certain."""
+
+    def __init__(self, pool: HostClientPool, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        self.pool = pool
+        self.meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
+
+    def client(self, host_id: uuid.UUID, address: str) -> AnswerThenMeanwhile:
+        self.real = self.pool.client(host_id, address)
+        return self
+
+    async def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        answer = await self.real.call(method, request, timeout)
+        if method == "ListSandboxes" and self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile()
+        return answer
+
+
+async def test_reconciler_keeps_changes_newer_than_the_agents_answer(
+    api: httpx.AsyncClient, rest_db: Database
+) -> None:
+    user = await new_account(api)
+    resumed = await make_capsule(api, user)
+    assert (await api.post(f"/v1/capsules/{resumed['id']}/pause", headers=user.h)).is_success
+    created: dict[str, Any] = {}
+
+    async def meanwhile() -> None:
+        created.update(await make_capsule(api, user))
+        resp = await api.post(f"/v1/capsules/{resumed['id']}/resume", headers=user.h)
+        assert resp.status_code == 200, resp.text
+
+    pool = HostClientPool(SECRET)
+    try:
+        interleaved = AnswerThenMeanwhile(pool, meanwhile)
+        await Reconciler(rest_db.sessionmaker, interleaved).run_once()  # type: ignore[arg-type]
+        for capsule in (created, resumed):
+            assert await status_of(api, user, capsule["id"]) == "running"
+        # The next pass, with a fresh answer, agrees.
+        await Reconciler(rest_db.sessionmaker, pool).run_once()
+        for capsule in (created, resumed):
+            assert await status_of(api, user, capsule["id"]) == "running"
+    finally:
+        await pool.close()

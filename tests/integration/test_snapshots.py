@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,6 +15,11 @@ from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 from .conftest import DATA_DIR, CapsuleFactory, run
 
 pytestmark = pytest.mark.integration
+
+
+def assert_clean_fs(image: Path) -> None:
+    check = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def name() -> str:
@@ -35,6 +42,9 @@ async def test_snapshot_template_restores_files_and_processes(
     t = await agent.call("CreateSnapshot", req)
     try:
         assert t.type == pb.TEMPLATE_TYPE_SNAPSHOT and t.size_bytes > 0 and t.base == "minimal"
+        # The disk was copied only after the sandbox's last hold on it was gone: a consistent
+        # filesystem (copied while still mounted in the dying sandbox it came out corrupt).
+        assert_clean_fs(DATA_DIR / "templates" / tname / "disk.img")
         # The source capsule is paused, not lost.
         got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=src.sandbox_id))
         assert got.status == pb.SANDBOX_STATUS_PAUSED

@@ -154,6 +154,8 @@ class GVisorRuntime:
         for point in storage.mounts_under(capsule.dir):
             await run_quiet("umount", "-l", point)
         capsule.net = None
+        if capsule.disk_image.exists():
+            await storage.wait_released(capsule.disk_image)
 
     async def _kill_netns_pids(self, netns: str) -> None:
         """Anything still running in the capsule's netns is a sandbox or gofer of this capsule."""

@@ -7,11 +7,13 @@ used (~3 MB when idle). Pausing keeps the image; snapshots copy it with holes pr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 from pathlib import Path
 
+from . import errors
 from .proc import CommandError, run, run_quiet
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,24 @@ async def unmount(disk_dir: Path, rootfs: Path) -> None:
             except CommandError:
                 # Still busy (a dying sandbox holding it): detach now, the kernel frees it later.
                 await run_quiet("umount", "-l", str(target))
+
+
+async def wait_released(image: Path, timeout: float = 15.0) -> None:
+    """Wait until no loop device holds `image`.
+
+    The sandbox runs in a private mount namespace with its own copies of our mounts, so the
+    ext4 image stays mounted (and may still be flushing) until the last sandbox process is gone,
+    even after our own unmount. Copying it (snapshot) or mounting it again (resume) before then
+    reads or writes a filesystem that is still live elsewhere: measured, that corrupts it
+    ("Structure needs cleaning").
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    delay = 0.005
+    while await run("losetup", "-j", str(image), timeout=10):
+        if asyncio.get_running_loop().time() > deadline:
+            raise errors.Internal()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def _is_mountpoint(path: Path) -> bool:

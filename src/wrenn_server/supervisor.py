@@ -32,7 +32,6 @@ class StartupError(RuntimeError):
 class Supervisor:
     def __init__(self) -> None:
         self.children: list[Child] = []
-        self._stopping = False
 
     def start(self, child: Child, timeout: float = 120.0) -> None:
         child.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +53,8 @@ class Supervisor:
             time.sleep(0.1)
 
     def wait(self) -> int:
-        """Block until Ctrl-C/SIGTERM or until a child dies; then stop everything."""
+        """Block until Ctrl-C/SIGTERM or until a child dies; the caller then stops everything
+        (a second Ctrl-C meanwhile kills the children at once)."""
         received: list[int] = []
 
         def on_signal(signum: int, _frame: object) -> None:
@@ -69,15 +69,12 @@ class Supervisor:
         while not received and exited is None:
             exited = next((c for c in self.children if c.proc and c.proc.poll() is not None), None)
             time.sleep(0.2)
-        self.stop()
         return 0 if received else 1
 
-    def stop(self, grace: float = 20.0) -> None:
-        """Stop children in reverse start order, each given `grace` seconds to drain."""
-        if self._stopping and grace > 0:
-            return
-        self._stopping = True
-        for child in reversed(self.children):
+    def stop(self, grace: float = 20.0, keep: int = 0) -> None:
+        """Stop children in reverse start order, each given `grace` seconds to drain; the first
+        `keep` children (in start order) are left running."""
+        for child in reversed(self.children[keep:]):
             proc = child.proc
             if proc is None or proc.poll() is not None:
                 continue

@@ -113,5 +113,21 @@ def run_platform(
         supervisor.stop()
         return 1
     code = supervisor.wait()
-    console.print("stopped")
+    console.print("stopping: pausing running capsules (they resume with their memory)")
+    supervisor.stop(keep=1)  # the control plane first: no new work arrives
+    paused = asyncio.run(_pause_all(f"unix:{socket_path}", agent_secret))
+    supervisor.stop()
+    console.print(f"stopped ({paused} capsule(s) paused)")
     return code
+
+
+async def _pause_all(target: str, secret: str) -> int:
+    from .hostagent.client import AgentClient
+    from .proto.hostagent.v1 import hostagent_pb2 as pb
+
+    try:
+        async with AgentClient(target, secret) as agent:
+            res = await agent.call("PauseAll", pb.Empty(), timeout=300)
+            return len(res.paused_sandbox_ids)
+    except Exception:
+        return 0

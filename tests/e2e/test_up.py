@@ -1,0 +1,131 @@
+"""The README's first command: `wrenn up` starts the whole platform, prints and saves working
+credentials, runs side by side with another instance, and stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from wrenn_server.hostagent.templates import TemplateStore
+
+SEED = Path(os.environ.get("WRENN_TEST_DATA_DIR", "/var/lib/wrenn-test")) / "templates/minimal"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Platform:
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    output: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def credentials(self) -> dict[str, str]:
+        data: dict[str, str] = json.loads((self.data_dir / "credentials.json").read_text())
+        return data
+
+
+def start(tmp: Path, name: str) -> Platform:
+    data_dir = tmp / name
+    if not data_dir.exists():
+        (data_dir / "templates").mkdir(parents=True)
+        # Hard links: the base template without a minute of debootstrap per instance.
+        subprocess.run(["cp", "-al", str(SEED), str(data_dir / "templates/minimal")], check=True)
+    port = free_port()
+    output = tmp / f"{name}-{port}.out"
+    with open(output, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wrenn_server.cli", "up", "--data-dir", str(data_dir),
+             "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "WRENN_AGENT_POOL_SIZE": "0"},
+        )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not (data_dir / "credentials.json").exists() or "Ctrl-C" not in output.read_text():
+        assert proc.poll() is None, output.read_text()
+        assert time.monotonic() < deadline, output.read_text()
+        time.sleep(0.2)
+    return Platform(data_dir, port, proc, output)
+
+
+@pytest.fixture
+def platforms(tmp_path: Path) -> Iterator[list[Platform]]:
+    if not SEED.is_dir():
+        # Shared with the integration tests' agent, which would build it the same way.
+        store = TemplateStore(SEED.parent)
+        asyncio.run(store.ensure_base("minimal", lambda _fraction, _step: None))
+    started: list[Platform] = []
+    yield started
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()
+
+
+def test_two_instances_side_by_side_then_ctrl_c(platforms: list[Platform], tmp_path: Path) -> None:
+    platforms.append(start(tmp_path, "one"))
+    platforms.append(start(tmp_path, "two"))
+    for p in platforms:
+        creds = p.credentials()
+        assert stat.S_IMODE((p.data_dir / "credentials.json").stat().st_mode) == 0o600
+        printed = p.output.read_text()
+        assert creds["api_key"] in printed and "WRENN_BASE_URL" in printed
+        headers = {"X-API-Key": creds["api_key"]}
+        with httpx.Client(base_url=p.url, headers=headers, timeout=60, trust_env=False) as http:
+            capsule = http.post("/v1/capsules", json={"memory_mb": 256})
+            assert capsule.status_code == 201, capsule.text
+            cid = capsule.json()["id"]
+            res = http.post(f"/v1/capsules/{cid}/exec", json={"cmd": "echo hi"})
+            assert res.json()["stdout"] == "hi\n"
+            # Left running on purpose: Ctrl-C must stop the platform around it.
+    first = platforms[0]
+    first.proc.send_signal(signal.SIGINT)
+    assert first.proc.wait(60) == 0
+    assert "stopped (1 capsule(s) paused)" in first.output.read_text()
+    # Its processes are gone (the capsule was paused, not left running); the other instance is
+    # untouched and still answers.
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(first.data_dir) not in ps
+    second = platforms[1]
+    assert httpx.get(f"{second.url}/health", trust_env=False).status_code == 200
+    second.proc.send_signal(signal.SIGINT)
+    assert second.proc.wait(60) == 0
+
+    # Started again, the first instance keeps its credentials and its capsule, paused.
+    again = start(tmp_path, "one")
+    platforms.append(again)
+    creds = again.credentials()
+    assert creds["api_key"] == first.credentials()["api_key"]
+    headers = {"X-API-Key": creds["api_key"]}
+    with httpx.Client(base_url=again.url, headers=headers, timeout=60, trust_env=False) as http:
+        (capsule,) = [c for c in http.get("/v1/capsules").json() if c["status"] != "stopped"]
+        deadline = time.monotonic() + 30
+        while http.get(f"/v1/capsules/{capsule['id']}").json()["status"] != "paused":
+            assert time.monotonic() < deadline, "the reconciler did not see the pause"
+            time.sleep(0.5)
+        assert http.post(f"/v1/capsules/{capsule['id']}/resume").status_code == 200
+        res = http.post(f"/v1/capsules/{capsule['id']}/exec", json={"cmd": "echo back"})
+        assert res.json()["stdout"] == "back\n"
+        assert http.delete(f"/v1/capsules/{capsule['id']}").status_code == 204
+    again.proc.send_signal(signal.SIGINT)
+    assert again.proc.wait(60) == 0

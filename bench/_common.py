@@ -12,6 +12,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.ports import free_port
+
+__all__ = ["agent", "free_port", "report", "stats"]
+
 
 def stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
@@ -28,12 +32,6 @@ def report(
     if baseline:
         line += f"   p50/baseline {s['p50'] / baseline:6.1f}x"
     print(f"{line}   (n={int(s['n'])})", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

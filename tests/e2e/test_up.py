@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -19,15 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ports import free_port
 from wrenn_server.hostagent.templates import TemplateStore
 
 SEED = Path(os.environ.get("WRENN_TEST_DATA_DIR", "/var/lib/wrenn-test")) / "templates/minimal"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.ports import free_port
 from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
@@ -23,12 +24,6 @@ pytestmark = pytest.mark.integration
 
 DATA_DIR = Path(os.environ.get("WRENN_TEST_DATA_DIR", "/var/lib/wrenn-test"))
 SECRET = "integration-test-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

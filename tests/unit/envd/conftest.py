@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,16 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.ports import free_port
+
 SRC = Path(__file__).resolve().parents[3] / "src" / "wrenn_server"
 PYTHON = os.environ.get("WRENN_ENVD_TEST_PYTHON", "python3")
 LAUNCH = f"import sys; sys.path.insert(0, {str(SRC)!r}); from envd.__main__ import main; main()"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ProcessStream:
@@ -85,7 +79,7 @@ class Envd:
 
     def __init__(self, stderr_path: Path | None = None) -> None:
         self.token = secrets.token_hex(16)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,

@@ -7,8 +7,10 @@ import json
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from wrenn_server.hostagent.client import AgentClient
@@ -145,3 +147,15 @@ async def test_disk_is_capped(agent: AgentClient, new_capsule: CapsuleFactory) -
     assert image.stat().st_blocks * 512 <= 260 * 1024 * 1024
     res = await run(agent, sb.sandbox_id, "rm /fill && echo freed")
     assert res.stdout == b"freed\n"
+
+    async def too_much() -> AsyncIterator[bytes]:
+        block = os.urandom(1024 * 1024)
+        for _ in range(300):
+            yield block
+
+    # An upload past the limit is refused as such, and leaves no partial file behind.
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await agent.write_stream(sb.sandbox_id, "/root/huge", too_much())
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    res = await run(agent, sb.sandbox_id, "ls -A /root | grep -c huge")
+    assert res.stdout == b"0\n"

@@ -61,3 +61,7 @@ class InsecureConfiguration(Exception):
 
 class HostAgentError(DomainError):
     """A host agent failed or could not be reached (the contract's 502)."""
+
+
+class TooLarge(DomainError):
+    """The capsule has no room for it (its disk is full): the contract's 413."""

@@ -14,6 +14,7 @@ CODES = {
     403: "permission_denied",
     404: "not_found",
     409: "already_exists",
+    413: "resource_exhausted",
     500: "internal",
 }
 # A 409 that is about the state of a process (stdin closed, no pty), not about something that
@@ -32,6 +33,10 @@ _ERRNO_STATUS = {
     errno.EINVAL: 400,
     errno.ENAMETOOLONG: 400,
     errno.ELOOP: 400,
+    # The capsule's disk (disk_size_mb) or a file size limit is full.
+    errno.ENOSPC: 413,
+    errno.EDQUOT: 413,
+    errno.EFBIG: 413,
 }
 
 

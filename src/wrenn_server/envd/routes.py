@@ -274,7 +274,15 @@ def write_file(h: Handler) -> None:
             raise bad("mode must be octal, like 0644") from None
         if not 0 <= mode <= 0o7777:
             raise bad("mode must be octal, like 0644")
-    h.send_json(200, files.write_file(path, user, mode, h.body.chunks()))
+    try:
+        entry = files.write_file(path, user, mode, h.body.chunks())
+    except ApiError as exc:
+        if exc.status == 413:
+            # The sender is still streaming: take the rest, so it can read this answer instead
+            # of failing on a connection closed under it.
+            h.body.drain(limit=1 << 62)
+        raise
+    h.send_json(200, entry)
 
 
 def list_dir(h: Handler) -> None:

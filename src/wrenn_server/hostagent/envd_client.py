@@ -18,6 +18,7 @@ _ERRORS: dict[str, type[errors.AgentError]] = {
     "not_found": errors.NotFound,
     "already_exists": errors.AlreadyExists,
     "permission_denied": errors.PermissionDenied,
+    "resource_exhausted": errors.ResourceExhausted,
 }
 
 Event = dict[str, Any]

@@ -34,6 +34,7 @@ ERROR_TABLE: dict[type[errors.DomainError], tuple[int, str]] = {
     errors.Conflict: (409, "conflict"),
     errors.ServiceUnavailable: (503, "service_unavailable"),
     errors.HostAgentError: (502, "host_error"),
+    errors.TooLarge: (413, "file_too_large"),
 }
 
 _HTTP_CODES = {

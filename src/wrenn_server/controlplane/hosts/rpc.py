@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from ..errors import BadRequest, DomainError, HostAgentError, InvalidState, NotFound
+from ..errors import BadRequest, DomainError, HostAgentError, InvalidState, NotFound, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ _PASS_ON: dict[grpc.StatusCode, type[DomainError]] = {
     grpc.StatusCode.ALREADY_EXISTS: InvalidState,
     grpc.StatusCode.FAILED_PRECONDITION: InvalidState,
     grpc.StatusCode.PERMISSION_DENIED: BadRequest,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: TooLarge,
 }
 
 

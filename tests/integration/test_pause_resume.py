@@ -10,9 +10,9 @@ import pytest
 from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from .conftest import DATA_DIR, CapsuleFactory, run, wait_for
+from .conftest import CapsuleFactory, run, wait_for
 from .test_snapshots import assert_clean_fs
-from .traces import traces_of
+from .traces import capsule_dir, traces_of
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ async def test_twenty_cycles_keep_files_and_process_state(
         assert paused.status == pb.SANDBOX_STATUS_PAUSED
         assert {"process", "netns", "mount"}.isdisjoint(traces_of(sid)), cycle
         if cycle % 5 == 0:
-            assert_clean_fs(DATA_DIR / "capsules" / sid / "disk.img")
+            assert_clean_fs(capsule_dir(sid) / "disk.img")
         resumed = await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sid))
         assert resumed.status == pb.SANDBOX_STATUS_RUNNING
         assert (await run(agent, sid, "sha256sum /root/blob")).stdout == checksum

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,7 +11,29 @@ from wrenn_server.hostagent.capsule import capsule_key
 from .conftest import DATA_DIR
 
 
+def capsule_dir(sandbox_id: str) -> Path:
+    """The capsule's directory: named by its handle, which differs from its id when the warm
+    pool booted it."""
+    for meta_path in (DATA_DIR / "capsules").glob("*/meta.json"):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("sandbox_id") == sandbox_id:
+            return meta_path.parent
+    return DATA_DIR / "capsules" / sandbox_id
+
+
 def traces_of(sandbox_id: str) -> list[str]:
+    """What is left of a capsule on the host, by its id or (for a live capsule handed over by
+    the warm pool) by the handle its host resources are named after."""
+    handle = capsule_dir(sandbox_id).name
+    if handle != sandbox_id:
+        return sorted(set(_traces(handle)) | set(_traces(sandbox_id)))
+    return _traces(sandbox_id)
+
+
+def _traces(sandbox_id: str) -> list[str]:
     key = capsule_key(sandbox_id)
     found = []
     if Path(f"/run/netns/wrn-{key}").exists():

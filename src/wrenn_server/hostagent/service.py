@@ -48,18 +48,21 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
+async def _authenticate(service: HostAgentService, context: Ctx) -> None:
+    if not service.authorized(context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid agent credentials")
+
+
 def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(fn)
     async def wrapper(self: HostAgentService, request: Any, context: Ctx) -> Any:
-        if not self.authorized(context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid agent credentials")
+        await _authenticate(self, context)
         try:
             return await fn(self, request, context)
-        except (errors.AgentError, Exception) as e:
-            if isinstance(e, grpc.aio.AbortError):
-                raise
-            code, message = status_for(e)
-            await context.abort(code, message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as e:
+            await context.abort(*status_for(e))
 
     return wrapper
 
@@ -67,16 +70,14 @@ def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
 def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     @functools.wraps(fn)
     async def wrapper(self: HostAgentService, request: Any, context: Ctx) -> AsyncIterator[Any]:
-        if not self.authorized(context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid agent credentials")
+        await _authenticate(self, context)
         try:
             async for item in fn(self, request, context):
                 yield item
-        except (errors.AgentError, Exception) as e:
-            if isinstance(e, grpc.aio.AbortError):
-                raise
-            code, message = status_for(e)
-            await context.abort(code, message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as e:
+            await context.abort(*status_for(e))
 
     return wrapper
 

@@ -5,8 +5,8 @@ PROTO_FILES := proto/hostagent/v1/hostagent.proto
 .PHONY: up install run test test-unit test-integration check gen gen-check bench clean
 
 # The README's first command: everything installed, then the platform in the foreground.
-up: install
-	uv run wrenn up
+up:
+	bash scripts/up.sh
 
 install:
 	bash scripts/install-deps.sh

@@ -44,11 +44,16 @@ fi
 
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  debootstrap iproute2 nftables util-linux e2fsprogs procps psmisc ca-certificates \
+  debootstrap iproute2 nftables util-linux e2fsprogs procps psmisc ca-certificates make \
   postgresql redis-server >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev/null
 
 if ! command -v uv >/dev/null 2>&1; then
-  python3 -m pip install --quiet uv
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  # Debian's python3 refuses system-wide pip installs (PEP 668); uv is a standalone tool.
+  python3 -m pip install --quiet uv 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages uv
 fi
 runsc --version | head -n1

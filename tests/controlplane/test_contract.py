@@ -11,9 +11,18 @@ import pytest
 import yaml
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared/reference/wrenn-openapi.yaml"
-# Areas of the contract the control plane serves today (teams, hosts, audit and channels come
-# with their issues).
-SERVED = ("/v1/capsules", "/v1/snapshots", "/v1/api-keys", "/v1/auth/login", "/v1/auth/signup")
+# Areas of the contract the control plane serves today (hosts, audit and channels come with
+# their issues).
+SERVED = (
+    "/v1/capsules",
+    "/v1/snapshots",
+    "/v1/api-keys",
+    "/v1/auth/login",
+    "/v1/auth/signup",
+    "/v1/auth/switch-team",
+    "/v1/teams",
+    "/v1/users/search",
+)
 METHODS = {"get", "post", "put", "patch", "delete"}
 
 

@@ -8,6 +8,10 @@ what its agent reports (ListSandboxes), and correct the database.
 A capsule whose row changed after the agent was asked is left alone: the answer may predate a
 create or resume that finished meanwhile (and "stopped" would be final). Each pass handles every
 online host once and is idempotent.
+
+The changes it makes are audited as the system actor, in the transaction that makes them:
+running -> paused as `auto_pause` (info), -> stopped as `stopped` and -> missing as
+`marked_missing` (warnings).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ..db.models.hosts import Host
 from ..db.session import transaction
 from ..db.types import utcnow
 from ..errors import InvalidID
+from ..services import audit
 from .pool import HostClientPool
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,12 @@ AGENT_STATUS = {
     pb.SANDBOX_STATUS_PAUSED: "paused",
 }
 RPC_TIMEOUT = 10.0
+# (action, status) of the audit event for a change the reconciler makes, by new status.
+AUDITED: dict[str, tuple[str, audit.Status]] = {
+    "paused": ("auto_pause", "info"),
+    "stopped": ("stopped", "warning"),
+    "missing": ("marked_missing", "warning"),
+}
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
@@ -117,5 +128,29 @@ class Reconciler:
                 new = reconcile(sandbox.status, reported.get(sandbox.id), reachable)
                 if new != sandbox.status:
                     log.info("capsule %s: %s -> %s", sandbox.id, sandbox.status, new)
+                    previous = sandbox.status
                     sandbox.status = new
                     sandbox.last_updated = utcnow()
+                    await _audit_change(session, sandbox, previous, host_id)
+
+
+async def _audit_change(
+    session: AsyncSession, sandbox: Sandbox, previous: str, host_id: uuid.UUID
+) -> None:
+    audited = AUDITED.get(sandbox.status)
+    # A capsule that was missing and comes back paused was not paused now; only a running one
+    # that the agent paused on its own was auto-paused.
+    if audited is None or (sandbox.status == "paused" and previous == "missing"):
+        return
+    action, status = audited
+    metadata: dict[str, str] = {"from": previous, "host_id": ids.HOST.format(host_id)}
+    await audit.record(
+        session,
+        actor=audit.SYSTEM,
+        team_id=sandbox.team_id,
+        resource_type="sandbox",
+        resource_id=ids.SANDBOX.format(sandbox.id),
+        action=action,
+        status=status,
+        metadata=metadata,
+    )

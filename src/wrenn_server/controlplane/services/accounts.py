@@ -122,3 +122,15 @@ async def profile(session: AsyncSession, *, principal: Principal) -> Profile:
         )
     ).all()
     return Profile(user=user, providers=list(providers))
+
+
+async def switch_team(
+    session: AsyncSession, *, codec: TokenCodec, principal: Principal, team_id: uuid.UUID
+) -> SignedIn:
+    """A new token for `team_id`, after checking the membership in the database; the name and
+    admin flag come from the database too, never from the old token."""
+    user = await session.get(User, principal.require_user())
+    if user is None or not user.is_active or user.deleted_at is not None:
+        raise Unauthorized("account not found or inactive")
+    team, role = await teams.switch_target(session, user_id=user.id, team_id=team_id)
+    return _issue(codec, user, team.id, role)

@@ -1,16 +1,40 @@
-"""Recording audit events in the caller's transaction: an action and its record commit together."""
+"""The audit log: recording events (fire-and-forget) and listing a team's events.
+
+`record` writes in the caller's transaction, so an action and its record commit together, but
+inside a SAVEPOINT: a failing audit write is logged and rolled back on its own, and never fails
+the action it describes.
+
+`list_events` pages newest first by (created_at, id) with an opaque cursor that encodes both:
+events inserted while a client pages through are newer than its cursor, so they never shift the
+pages it has still to read (no duplicates, no gaps).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import AuditLog
+from ..errors import BadRequest
+
+log = logging.getLogger(__name__)
 
 ActorType = Literal["user", "api_key", "system"]
+Scope = Literal["team", "admin"]
+Status = Literal["success", "info", "warning", "error"]
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,22 +57,117 @@ async def record(
     resource_type: str,
     resource_id: str | None,
     action: str,
-    scope: Literal["team", "admin"] = "team",
-    status: Literal["success", "info", "warning", "error"] = "success",
+    scope: Scope = "team",
+    status: Status = "success",
     metadata: dict[str, Any] | None = None,
-) -> AuditLog:
-    entry = AuditLog(
-        team_id=team_id,
-        actor_type=actor.type,
-        actor_id=actor.id,
-        actor_name=actor.name,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        action=action,
-        scope=scope,
-        status=status,
-        metadata_=metadata or {},
-    )
-    session.add(entry)
+) -> AuditLog | None:
+    """Add one event to the caller's transaction; None (and a log line) if it could not be
+    written. Never raises for a failed audit write; the caller's own pending changes are
+    flushed first, outside the savepoint, so their errors still reach the caller."""
     await session.flush()
+    try:
+        async with session.begin_nested():
+            entry = AuditLog(
+                team_id=team_id,
+                actor_type=actor.type,
+                actor_id=actor.id,
+                actor_name=actor.name,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                action=action,
+                scope=scope,
+                status=status,
+                metadata_=metadata or {},
+            )
+            session.add(entry)
+            await session.flush()
+    except Exception:
+        log.exception(
+            "audit write failed (%s %s %s by %s %s); the action itself goes on",
+            action,
+            resource_type,
+            resource_id,
+            actor.type,
+            actor.id,
+        )
+        return None
     return entry
+
+
+# Listing ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """The last event of a page: the next page starts strictly after it."""
+
+    created_at: dt.datetime
+    id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = json.dumps({"t": self.created_at.isoformat(), "i": self.id.hex})
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            data = json.loads(raw)
+            created_at = dt.datetime.fromisoformat(data["t"])
+            if created_at.tzinfo is None:
+                raise ValueError("naive cursor time")
+            return cls(created_at=created_at, id=uuid.UUID(hex=data["i"]))
+        except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
+            raise BadRequest("invalid cursor") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: Sequence[AuditLog]
+    next_cursor: str | None
+
+
+def split_values(values: Iterable[str] | None) -> list[str]:
+    """Multi-value filter input: repeated parameters, each possibly comma-separated."""
+    out: list[str] = []
+    for value in values or ():
+        out.extend(part.strip() for part in value.split(",") if part.strip())
+    return list(dict.fromkeys(out))
+
+
+async def list_events(
+    session: AsyncSession,
+    *,
+    team_id: uuid.UUID,
+    include_admin_scope: bool,
+    resource_types: Sequence[str] = (),
+    actions: Sequence[str] = (),
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Page:
+    """One page of the team's events, newest first. Members see `scope=team` events only;
+    `include_admin_scope` (team owners and admins) adds the team's admin-scope events."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    query = select(AuditLog).where(AuditLog.team_id == team_id)
+    if not include_admin_scope:
+        query = query.where(AuditLog.scope == "team")
+    if resource_types:
+        query = query.where(AuditLog.resource_type.in_(resource_types))
+    if actions:
+        query = query.where(AuditLog.action.in_(actions))
+    if cursor:
+        after = Cursor.decode(cursor)
+        query = query.where(
+            or_(
+                AuditLog.created_at < after.created_at,
+                and_(AuditLog.created_at == after.created_at, AuditLog.id < after.id),
+            )
+        )
+    query = query.order_by(AuditLog.created_at.desc(), AuditLog.id.desc()).limit(limit + 1)
+    rows = list(await session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = Cursor(created_at=last.created_at, id=last.id).encode()
+    return Page(items=rows, next_cursor=next_cursor)

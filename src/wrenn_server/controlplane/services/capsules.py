@@ -3,13 +3,15 @@
 Agent calls can take from milliseconds to seconds, so no database transaction is held open
 across one: each operation records its intent, calls the agent, then records the outcome, each
 step in its own short transaction. A failed create deletes its row, so nothing half-created
-stays behind.
+stays behind. Each successful lifecycle change is audited (resource_type `sandbox`) in the
+transaction that records its outcome.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +27,7 @@ from ..errors import BadRequest, InvalidState, NotFound
 from ..hosts.pool import HostClientPool
 from ..hosts.rpc import agent_errors
 from ..hosts.scheduler import Scheduler
+from . import audit
 
 LIVE = ("starting", "running", "paused", "missing")
 
@@ -88,7 +91,7 @@ def require_status(sandbox: Sandbox, *allowed: str) -> None:
 
 
 async def create_capsule(
-    db: Database, hosts: Hosts, *, team_id: uuid.UUID, spec: CreateCapsule
+    db: Database, hosts: Hosts, *, team_id: uuid.UUID, spec: CreateCapsule, actor: audit.Actor
 ) -> Sandbox:
     async with db.sessionmaker() as session, transaction(session, write=True):
         template = await visible_template(session, team_id, spec.template)
@@ -127,7 +130,16 @@ async def create_capsule(
             await session.execute(delete(Sandbox).where(Sandbox.id == sandbox.id))
         raise
     return await _set_status(
-        db, sandbox.id, "running", started=True, host_ip=host_ip if host_ip else None
+        db,
+        sandbox.id,
+        "running",
+        started=True,
+        host_ip=host_ip if host_ip else None,
+        event=_Event(
+            actor,
+            "create",
+            {"template": sandbox.template, "vcpus": spec.vcpus, "memory_mb": spec.memory_mb},
+        ),
     )
 
 
@@ -138,6 +150,15 @@ def _host_ip(address: str) -> str:
     return address.rsplit(":", 1)[0].strip("[]")
 
 
+@dataclass(frozen=True)
+class _Event:
+    """The audit event of a status change: who did what."""
+
+    actor: audit.Actor
+    action: str
+    metadata: dict[str, Any] | None = None
+
+
 async def _set_status(
     db: Database,
     sandbox_id: uuid.UUID,
@@ -145,6 +166,7 @@ async def _set_status(
     *,
     started: bool = False,
     host_ip: str | None = None,
+    event: _Event | None = None,
 ) -> Sandbox:
     async with db.sessionmaker() as session, transaction(session, write=True):
         sandbox = await session.get(Sandbox, sandbox_id)
@@ -157,6 +179,16 @@ async def _set_status(
             sandbox.started_at = sandbox.last_active_at = now
         if host_ip:
             sandbox.host_ip = host_ip
+        if event is not None:
+            await audit.record(
+                session,
+                actor=event.actor,
+                team_id=sandbox.team_id,
+                resource_type="sandbox",
+                resource_id=ids.SANDBOX.format(sandbox.id),
+                action=event.action,
+                metadata=event.metadata,
+            )
         return sandbox
 
 
@@ -170,7 +202,9 @@ async def _load(
         return sandbox, await hosts.client_for(session, sandbox)
 
 
-async def destroy_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str) -> None:
+async def destroy_capsule(
+    db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str, *, actor: audit.Actor
+) -> None:
     async with db.sessionmaker() as session, transaction(session):
         sandbox = await get_capsule(session, team_id, wire_id)
         if sandbox.status in ("stopped", "error"):
@@ -183,17 +217,21 @@ async def destroy_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_i
                 await client.call("DestroySandbox", pb.SandboxRef(sandbox_id=wire_id))
         except NotFound:
             pass  # already gone on the host (destroyed, or reaped while it was down)
-    await _set_status(db, sandbox.id, "stopped")
+    await _set_status(db, sandbox.id, "stopped", event=_Event(actor, "destroy"))
 
 
-async def pause_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str) -> Sandbox:
+async def pause_capsule(
+    db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str, *, actor: audit.Actor
+) -> Sandbox:
     sandbox, client = await _load(db, hosts, team_id, wire_id, "running")
     with agent_errors():
         await client.call("PauseSandbox", pb.SandboxRef(sandbox_id=wire_id))
-    return await _set_status(db, sandbox.id, "paused")
+    return await _set_status(db, sandbox.id, "paused", event=_Event(actor, "pause"))
 
 
-async def resume_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str) -> Sandbox:
+async def resume_capsule(
+    db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str, *, actor: audit.Actor
+) -> Sandbox:
     sandbox, client = await _load(db, hosts, team_id, wire_id, "paused")
     async with db.sessionmaker() as session:
         template = await session.get(Template, sandbox.template)
@@ -205,7 +243,7 @@ async def resume_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id
     )
     with agent_errors():
         await client.call("ResumeSandbox", request)
-    return await _set_status(db, sandbox.id, "running", started=True)
+    return await _set_status(db, sandbox.id, "running", started=True, event=_Event(actor, "resume"))
 
 
 async def ping_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str) -> None:

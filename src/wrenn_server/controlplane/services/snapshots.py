@@ -1,5 +1,6 @@
 """Snapshot templates: made from a team's capsule, listed with the platform's templates,
-deleted only by their team (platform templates only by admins)."""
+deleted only by their team (platform templates only by admins). Both are audited
+(resource_type `snapshot`, resource_id the template name) in the transaction that records them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import Conflict, Forbidden, NotFound
 from ..hosts.rpc import agent_errors
+from . import audit
 from .capsules import Hosts, get_capsule, require_status
 
 
@@ -36,6 +38,7 @@ async def create_snapshot(
     wire_id: str,
     name: str | None,
     overwrite: bool,
+    actor: audit.Actor,
 ) -> Template:
     name = name or ids.new_snapshot_name()
     async with db.sessionmaker() as session, transaction(session, write=True):
@@ -71,11 +74,30 @@ async def create_snapshot(
         base = await session.get(Template, sandbox.template)
         if base is not None:
             template.default_user, template.default_env = base.default_user, base.default_env
+        await audit.record(
+            session,
+            actor=actor,
+            team_id=team_id,
+            resource_type="snapshot",
+            resource_id=name,
+            action="create",
+            metadata={
+                "sandbox_id": wire_id,
+                "overwrite": overwrite,
+                "size_bytes": made.size_bytes,
+            },
+        )
         return template
 
 
 async def delete_snapshot(
-    db: Database, hosts: Hosts, *, team_id: uuid.UUID, name: str, is_admin: bool
+    db: Database,
+    hosts: Hosts,
+    *,
+    team_id: uuid.UUID,
+    name: str,
+    is_admin: bool,
+    actor: audit.Actor,
 ) -> None:
     async with db.sessionmaker() as session:
         template = await session.get(Template, name)
@@ -95,4 +117,16 @@ async def delete_snapshot(
     async with db.sessionmaker() as session, transaction(session, write=True):
         row = await session.get(Template, name)
         if row is not None:
+            platform = row.team_id == ids.PLATFORM_TEAM_ID
             await session.delete(row)
+            await audit.record(
+                session,
+                actor=actor,
+                team_id=team_id,
+                resource_type="snapshot",
+                resource_id=name,
+                action="delete",
+                # A platform template is the platform's business, not the team's members'.
+                scope="admin" if platform else "team",
+                metadata={"platform": platform},
+            )

@@ -2,6 +2,7 @@
 
 from . import (
     api_keys,
+    audit,
     auth,
     capsule_files,
     capsule_metrics,
@@ -10,6 +11,8 @@ from . import (
     me,
     snapshots,
     system,
+    teams,
+    users,
 )
 
 ROUTERS = [
@@ -17,6 +20,9 @@ ROUTERS = [
     auth.router,
     me.router,
     api_keys.router,
+    teams.router,
+    users.router,
+    audit.router,
     # Before `capsules`: its /{id} would otherwise take /stats and /usage.
     capsule_metrics.router,
     capsules.router,

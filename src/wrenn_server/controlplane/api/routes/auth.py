@@ -1,4 +1,4 @@
-"""`/v1/auth`: signup and login with email and password."""
+"""`/v1/auth`: signup and login with email and password, and switching the active team."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from ...schemas.auth import (
     normalize_email,
 )
 from ...schemas.common import error_responses
+from ...schemas.teams import SwitchTeamRequest
 from ...services import accounts
-from ..deps import CodecDep, SessionDep
+from ..deps import CodecDep, CurrentUser, SessionDep
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -55,5 +56,22 @@ async def login(body: LoginRequest, session: SessionDep, codec: CodecDep) -> Aut
     async with transaction(session):
         signed_in = await accounts.login(
             session, codec=codec, email=normalize_email(body.email), password=body.password
+        )
+    return AuthResponse(**_auth_fields(signed_in))
+
+
+@router.post(
+    "/switch-team",
+    operation_id="switchTeam",
+    summary="Switch the active team: a new token, after checking the membership in the database",
+    responses=error_responses(401, 403, 404),
+)
+async def switch_team(
+    body: SwitchTeamRequest, principal: CurrentUser, session: SessionDep, codec: CodecDep
+) -> AuthResponse:
+    team_id = ids.TEAM.parse(body.team_id, not_found=True)
+    async with transaction(session):
+        signed_in = await accounts.switch_team(
+            session, codec=codec, principal=principal, team_id=team_id
         )
     return AuthResponse(**_auth_fields(signed_in))

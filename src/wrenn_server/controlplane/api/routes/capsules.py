@@ -28,7 +28,11 @@ async def create_capsule(
     body: CreateCapsuleRequest, team: TeamDep, db: DatabaseDep, hosts: HostsDep
 ) -> Capsule:
     spec = svc.CreateCapsule(body.template, body.vcpus, body.memory_mb, body.timeout_sec)
-    return Capsule.of(await svc.create_capsule(db, hosts, team_id=team.team_id, spec=spec))
+    return Capsule.of(
+        await svc.create_capsule(
+            db, hosts, team_id=team.team_id, spec=spec, actor=team.principal.actor
+        )
+    )
 
 
 @router.get("", operation_id="listCapsules")
@@ -45,17 +49,21 @@ async def get_capsule(id: str, team: TeamDep, db: DatabaseDep) -> Capsule:
 
 @router.delete("/{id}", status_code=status.HTTP_204_NO_CONTENT, operation_id="destroyCapsule")
 async def destroy_capsule(id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep) -> None:
-    await svc.destroy_capsule(db, hosts, team.team_id, id)
+    await svc.destroy_capsule(db, hosts, team.team_id, id, actor=team.principal.actor)
 
 
 @router.post("/{id}/pause", operation_id="pauseCapsule")
 async def pause_capsule(id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep) -> Capsule:
-    return Capsule.of(await svc.pause_capsule(db, hosts, team.team_id, id))
+    return Capsule.of(
+        await svc.pause_capsule(db, hosts, team.team_id, id, actor=team.principal.actor)
+    )
 
 
 @router.post("/{id}/resume", operation_id="resumeCapsule")
 async def resume_capsule(id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep) -> Capsule:
-    return Capsule.of(await svc.resume_capsule(db, hosts, team.team_id, id))
+    return Capsule.of(
+        await svc.resume_capsule(db, hosts, team.team_id, id, actor=team.principal.actor)
+    )
 
 
 @router.post("/{id}/ping", status_code=status.HTTP_204_NO_CONTENT, operation_id="pingCapsule")

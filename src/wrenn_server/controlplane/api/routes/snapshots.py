@@ -28,6 +28,7 @@ async def create_snapshot(
         wire_id=body.sandbox_id,
         name=body.name,
         overwrite=overwrite == "true",
+        actor=team.principal.actor,
     )
     return TemplateOut.of(template)
 
@@ -41,4 +42,11 @@ async def list_snapshots(
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, operation_id="deleteSnapshot")
 async def delete_snapshot(name: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep) -> None:
-    await svc.delete_snapshot(db, hosts, team_id=team.team_id, name=name, is_admin=team.is_admin)
+    await svc.delete_snapshot(
+        db,
+        hosts,
+        team_id=team.team_id,
+        name=name,
+        is_admin=team.is_admin,
+        actor=team.principal.actor,
+    )

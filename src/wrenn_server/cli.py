@@ -18,6 +18,8 @@ app = typer.Typer(
 )
 image_app = typer.Typer(help="Templates on this host.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
+admin_app = typer.Typer(help="Platform administration of the control plane.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -150,6 +152,82 @@ def up(
     log.setup(os.environ.get("WRENN_LOG_LEVEL", "WARNING"))
     settings = _agent_settings(data_dir)
     raise typer.Exit(run_platform(settings.data_dir, port, console, build_progress))
+
+
+def _create_user(
+    data_dir: Path | None, email: str, name: str, password: str, is_admin: bool
+) -> str:
+    """Migrate the control plane database of `wrenn server`'s settings and add the account;
+    its wire id."""
+    from .controlplane import ids
+    from .controlplane.db.migrate import migrate
+    from .controlplane.db.session import Database, transaction
+    from .controlplane.services.accounts import create_account
+    from .controlplane.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+
+    async def run() -> str:
+        db = Database(settings.effective_database_url)  # creates the SQLite file's directory
+        try:
+            await migrate(db.url)
+            async with db.sessionmaker() as session, transaction(session, write=True):
+                user, _team = await create_account(
+                    session, email=email, password=password, name=name, is_admin=is_admin
+                )
+            return ids.USER.format(user.id)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+@admin_app.command("create-user")
+def admin_create_user(
+    email: Annotated[str, typer.Option("--email", help="Login email.")],
+    name: Annotated[str, typer.Option("--name", help="Display name.")],
+    password: Annotated[
+        str | None,
+        typer.Option("--password", help="Password (at least 8 characters); generated if omitted."),
+    ] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user a platform admin.")] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Control plane data directory (as for `wrenn server`)."),
+    ] = None,
+) -> None:
+    """Create an active account with its default team in the control plane database
+    (WRENN_DATABASE_URL, or the SQLite file in the data dir), migrating it first."""
+    import secrets
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from .controlplane.errors import Conflict
+    from .controlplane.schemas.auth import SignupRequest
+
+    generated = password is None
+    if password is None:
+        password = secrets.token_urlsafe(18)
+    try:
+        request = TypeAdapter(SignupRequest).validate_python(
+            {"email": email, "password": password, "name": name}
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        console.print(f"[red]invalid input: {problems}[/]")
+        raise typer.Exit(2) from None
+    try:
+        user_id = _create_user(data_dir, request.email, request.name, request.password, admin)
+    except Conflict as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from None
+    role = "platform admin" if admin else "user"
+    typer.echo(f"created {role} {request.email} ({user_id})")
+    if generated:
+        typer.echo(f"password: {password}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ SERVED = (
     "/v1/snapshots",
     "/v1/api-keys",
     "/v1/auth/login",
+    "/v1/auth/oauth",
+    "/v1/me/providers",
     "/v1/auth/signup",
     "/v1/auth/switch-team",
     "/v1/teams",

@@ -82,6 +82,49 @@ class Settings(BaseSettings):
         default="minimal", description="The platform template capsules use when none is named."
     )
 
+    github_client_id: str | None = Field(
+        default=None,
+        description="Client ID of the GitHub OAuth app. GitHub login is offered only when both "
+        "the client ID and the client secret are set.",
+    )
+    github_client_secret: SecretStr | None = Field(
+        default=None, description="Client secret of the GitHub OAuth app."
+    )
+    github_authorize_url: str = Field(
+        default="https://github.com/login/oauth/authorize",
+        description="GitHub's authorization page, where the login flow sends the browser.",
+    )
+    github_token_url: str = Field(
+        default="https://github.com/login/oauth/access_token",
+        description="GitHub's endpoint that exchanges an authorization code for an access token.",
+    )
+    github_api_url: str = Field(
+        default="https://api.github.com",
+        description="Base URL of the GitHub REST API (the user and its emails are read there).",
+    )
+    oauth_callback_base_url: str | None = Field(
+        default=None,
+        description="Public base URL of this API (scheme://host[:port]), from which the OAuth "
+        "redirect URI /v1/auth/oauth/<provider>/callback is built; it must match the OAuth app's "
+        "registered callback. Unset: the base URL of the incoming request.",
+    )
+    oauth_redirect_url: str = Field(
+        default="",
+        description="Base URL of the dashboard: the OAuth callback redirects the browser to "
+        "<this>/auth/<provider>/callback with the token or an error. Empty: the same origin.",
+    )
+    oauth_state_ttl_sec: int = Field(
+        default=600,
+        ge=30,
+        description="How long a login flow's signed state (and its cookie) stays valid, seconds.",
+    )
+    oauth_http_timeout_sec: float = Field(
+        default=10.0,
+        gt=0,
+        description="Timeout of each request to the OAuth provider (token exchange, profile), "
+        "seconds.",
+    )
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:

@@ -3,7 +3,8 @@ calling principal.
 
 `CurrentPrincipal` accepts an `X-API-Key` header or an `Authorization: Bearer <JWT>` (the key wins
 when both are sent); `CurrentUser` accepts only a user JWT (account and team management are not
-for API keys). Both re-check the database on every request.
+for API keys); `CurrentAdmin` is a user JWT whose user is a platform admin. All re-check the
+database on every request.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.session import Database, transaction
-from ..errors import Unauthorized
+from ..errors import Forbidden, Unauthorized
 from ..security import TokenCodec
 from ..services import principals
 from ..services.capsules import Hosts
@@ -92,6 +93,17 @@ async def _principal(
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 CurrentUser = Annotated[Principal, Depends(_user_principal)]
+
+
+async def _admin(principal: CurrentUser) -> Principal:
+    # `principal.is_admin` was just read from the users table (the JWT's claim is only a hint),
+    # so revoking an admin takes effect on their next request.
+    if not principal.is_admin:
+        raise Forbidden("this needs a platform admin")
+    return principal
+
+
+CurrentAdmin = Annotated[Principal, Depends(_admin)]
 
 
 def _hosts(request: Request) -> Hosts:

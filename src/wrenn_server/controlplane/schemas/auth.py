@@ -77,3 +77,7 @@ class MeResponse(BaseModel):
     team_id: str
     role: str | None = Field(description="Role in the current team, from the database.")
     is_admin: bool
+
+
+class ConnectProviderResponse(BaseModel):
+    auth_url: str = Field(description="The provider's authorization URL to navigate to.")

@@ -94,17 +94,33 @@ async def delete_snapshot(
     db: Database,
     hosts: Hosts,
     *,
-    team_id: uuid.UUID,
+    team_id: uuid.UUID | None,
     name: str,
     is_admin: bool,
     actor: audit.Actor,
+    protected: str | None = None,
 ) -> None:
+    """Delete a template: its files on every online host first, then its row.
+
+    `team_id` is the caller's team, whose own and the platform's templates it may delete; None
+    (platform admins only) reaches any team's template, and the event is then recorded in the
+    template's team with scope `admin`. `protected` names a template no one may delete (the
+    platform's base template, which capsule creation falls back to): 409.
+    """
+    if team_id is None and not is_admin:
+        raise Forbidden("only platform admins may delete another team's template")
     async with db.sessionmaker() as session:
         template = await session.get(Template, name)
-        if template is None or template.team_id not in (team_id, ids.PLATFORM_TEAM_ID):
+        if template is None or (
+            team_id is not None and template.team_id not in (team_id, ids.PLATFORM_TEAM_ID)
+        ):
             raise NotFound(f"template {name!r} not found")
         if template.team_id == ids.PLATFORM_TEAM_ID and not is_admin:
             raise Forbidden("platform templates can only be deleted by platform admins")
+        if protected is not None and name == protected:
+            raise Conflict(
+                f"{name!r} is the platform's base template: capsules are created from it"
+            )
         hosts_rows = list(await session.scalars(select(Host).where(Host.status == "online")))
     # The files must go first: if any host cannot delete them, the record stays.
     for host in hosts_rows:
@@ -122,11 +138,11 @@ async def delete_snapshot(
             await audit.record(
                 session,
                 actor=actor,
-                team_id=team_id,
+                team_id=team_id if team_id is not None else row.team_id,
                 resource_type="snapshot",
                 resource_id=name,
                 action="delete",
                 # A platform template is the platform's business, not the team's members'.
-                scope="admin" if platform else "team",
+                scope="admin" if platform or team_id is None else "team",
                 metadata={"platform": platform},
             )

@@ -1,6 +1,7 @@
 """Route modules, one per area; `ROUTERS` is what `create_app` mounts."""
 
 from . import (
+    admin,
     api_keys,
     audit,
     auth,
@@ -9,6 +10,7 @@ from . import (
     capsule_ws,
     capsules,
     me,
+    oauth,
     snapshots,
     system,
     teams,
@@ -18,6 +20,8 @@ from . import (
 ROUTERS = [
     system.router,
     auth.router,
+    oauth.router,
+    oauth.me_router,
     me.router,
     api_keys.router,
     teams.router,
@@ -29,4 +33,5 @@ ROUTERS = [
     capsule_files.router,
     capsule_ws.router,
     snapshots.router,
+    admin.router,
 ]

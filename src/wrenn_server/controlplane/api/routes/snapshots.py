@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from ...schemas.capsules import CreateSnapshotRequest, TemplateOut
 from ...services import snapshots as svc
-from ..deps import DatabaseDep, HostsDep, TeamDep
+from ..deps import DatabaseDep, HostsDep, SettingsDep, TeamDep
 
 router = APIRouter(prefix="/v1/snapshots", tags=["snapshots"])
 
@@ -41,7 +41,9 @@ async def list_snapshots(
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, operation_id="deleteSnapshot")
-async def delete_snapshot(name: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep) -> None:
+async def delete_snapshot(
+    name: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep, settings: SettingsDep
+) -> None:
     await svc.delete_snapshot(
         db,
         hosts,
@@ -49,4 +51,5 @@ async def delete_snapshot(name: str, team: TeamDep, db: DatabaseDep, hosts: Host
         name=name,
         is_admin=team.is_admin,
         actor=team.principal.actor,
+        protected=settings.base_template,
     )

@@ -1,0 +1,143 @@
+"""`/v1/admin`: platform administration (platform admins' user sessions only).
+
+Every route depends on `CurrentAdmin`, which re-reads `is_admin` from the database on each call.
+Malformed ids and filters are 400; a team that does not exist (or is deleted) is 404.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from ... import ids
+from ...db.session import transaction
+from ...errors import BadRequest
+from ...schemas.admin import AdminCapsule, AdminTeam, AdminTemplate, AdminUser, SetBYOCRequest
+from ...schemas.common import error_responses
+from ...services import admin, snapshots
+from ..deps import CurrentAdmin, DatabaseDep, HostsDep, SessionDep, SettingsDep
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+# The names snapshots can be given (CreateSnapshotRequest); base templates follow it too.
+_TEMPLATE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+TeamFilter = Annotated[
+    str | None, Query(max_length=64, description="Only this team's (team-<uuid>).")
+]
+
+
+def _team_filter(team_id: str | None) -> uuid.UUID | None:
+    return ids.TEAM.parse(team_id) if team_id is not None else None
+
+
+@router.get(
+    "/teams",
+    operation_id="adminListTeams",
+    summary="List every team with its member count (platform admins)",
+    responses=error_responses(401, 403),
+)
+async def list_teams(principal: CurrentAdmin, session: SessionDep) -> list[AdminTeam]:
+    async with transaction(session):
+        summaries = await admin.list_teams(session)
+    return [
+        AdminTeam(
+            id=ids.TEAM.format(s.team.id),
+            name=s.team.name,
+            slug=s.team.slug,
+            is_byoc=s.team.is_byoc,
+            created_at=s.team.created_at,
+            member_count=s.member_count,
+        )
+        for s in summaries
+    ]
+
+
+@router.put(
+    "/teams/{id}/byoc",
+    operation_id="adminSetTeamBYOC",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Allow or stop a team from registering its own hosts (platform admins)",
+    responses=error_responses(400, 401, 403, 404),
+)
+async def set_byoc(
+    id: str, body: SetBYOCRequest, principal: CurrentAdmin, session: SessionDep
+) -> Response:
+    team_id = ids.TEAM.parse(id)
+    async with transaction(session, write=True):
+        await admin.set_byoc(session, actor=principal.actor, team_id=team_id, enabled=body.enabled)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/templates",
+    operation_id="adminListTemplates",
+    summary="List the templates of every team and the platform's (platform admins)",
+    responses=error_responses(400, 401, 403),
+)
+async def list_templates(
+    principal: CurrentAdmin, session: SessionDep, team_id: TeamFilter = None
+) -> list[AdminTemplate]:
+    team = _team_filter(team_id)
+    async with transaction(session):
+        templates = await admin.list_templates(session, team)
+    return [AdminTemplate.of_admin(t) for t in templates]
+
+
+@router.delete(
+    "/templates/{name}",
+    operation_id="adminDeleteTemplate",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete any template: its files on every online host, then its record "
+    "(platform admins; the base template cannot be deleted)",
+    responses=error_responses(400, 401, 403, 404, 409),
+)
+async def delete_template(
+    name: str,
+    principal: CurrentAdmin,
+    db: DatabaseDep,
+    hosts: HostsDep,
+    settings: SettingsDep,
+) -> Response:
+    if not _TEMPLATE_NAME_RE.fullmatch(name):
+        raise BadRequest("invalid template name")
+    await snapshots.delete_snapshot(
+        db,
+        hosts,
+        team_id=None,
+        name=name,
+        is_admin=True,
+        actor=principal.actor,
+        protected=settings.base_template,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/capsules",
+    operation_id="adminListCapsules",
+    summary="List the capsules of every team, newest first (platform admins)",
+    responses=error_responses(400, 401, 403),
+)
+async def list_capsules(
+    principal: CurrentAdmin, session: SessionDep, team_id: TeamFilter = None
+) -> list[AdminCapsule]:
+    team = _team_filter(team_id)
+    async with transaction(session):
+        capsules = await admin.list_capsules(session, team)
+    return [AdminCapsule.of_admin(c) for c in capsules]
+
+
+@router.get(
+    "/users",
+    operation_id="adminListUsers",
+    summary="List every account (platform admins)",
+    responses=error_responses(401, 403),
+)
+async def list_users(principal: CurrentAdmin, session: SessionDep) -> list[AdminUser]:
+    async with transaction(session):
+        users = await admin.list_users(session)
+    return [AdminUser.of(u) for u in users]

@@ -1,0 +1,317 @@
+"""Roles across every team and platform route: one table, one row per route (a few routes have
+several rows, one per kind of target), one expected status per kind of caller.
+
+The world: a platform admin (the first account, in none of the teams below), team "Olive" with
+its owner (who created it), an admin and a member, team "Mel" with its own owner (the outsider),
+and an API key of Olive. Olive has a paused capsule with no host (so no route ever reaches a host
+agent: the routes that need a running capsule answer 409 before any agent call) and a snapshot
+template. Each request is followed by a reset of that world, so destructive rows (deleting the
+team, removing members, revoking keys...) cannot change what later rows see.
+
+`test_every_team_and_platform_route_has_a_row` makes sure a new route under these prefixes
+cannot be added without a row here. Authentication itself (anonymous, forged or expired
+credentials) is `test_permission_matrix.py`'s business.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import delete, select, update
+
+from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.db.models import APIKey, Sandbox, Team, TeamMember, Template, User
+from wrenn_server.controlplane.db.session import Database, transaction
+
+from .helpers import bearer, signup
+from .team_helpers import add_member, create_team, login, switch
+
+# Who calls, in the order of each row's statuses. The owner comes last, so that when a row
+# destroys something the other callers have already been asked.
+CALLERS = ("member", "admin", "outsider", "platform_admin", "api_key", "owner")
+PREFIXES = (
+    "/v1/teams",
+    "/v1/api-keys",
+    "/v1/audit-logs",
+    "/v1/users/search",
+    "/v1/admin",
+    "/v1/auth/switch-team",
+    "/v1/capsules",
+    "/v1/snapshots",
+)
+SNAPSHOT = "olive-snap"
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    route: str  # the OpenAPI path; its parameters are filled from `args`, else by default
+    # Statuses for (member, admin, outsider, platform admin, API key, owner).
+    expect: tuple[int, int, int, int, int, int]
+    body: dict[str, Any] | None = None
+    args: dict[str, str] = field(default_factory=dict)
+    query: str = ""
+
+
+# Shorthands for the most common shapes.
+TEAM_READ = (200, 200, 404, 404, 401, 200)  # Olive's members only; others are told nothing
+USER_ANY = (200, 200, 200, 200, 401, 200)  # any user session, acting in its own active team
+ADMIN_ONLY = (403, 403, 403, 200, 401, 403)  # platform admins' user sessions
+OWN_CAPSULE = (200, 200, 404, 404, 200, 200)  # Olive's callers, key included; others 404
+NOT_RUNNING = (409, 409, 404, 404, 409, 409)  # needs a running capsule: refused before the host
+ANY_TEAM = (200,) * 6  # any caller, about its own active team
+
+# fmt: off
+ROWS: tuple[Row, ...] = (
+    # --- Session and user lookup
+    Row("post", "/v1/auth/switch-team", (200, 200, 403, 403, 401, 200), body={"team_id": "{team}"}),
+    Row("get", "/v1/users/search", USER_ANY, query="email=ada@"),
+    Row("get", "/v1/audit-logs", USER_ANY),
+    # --- API keys (of the caller's active team)
+    Row("get", "/v1/api-keys", USER_ANY),
+    Row("post", "/v1/api-keys", (201, 201, 201, 201, 401, 201), body={"name": "ci"}),
+    # The owner's key: only an owner or admin of Olive may revoke it.
+    Row("delete", "/v1/api-keys/{id}", (403, 204, 404, 404, 401, 204), args={"id": "owner_key"}),
+    # The member's own key: its creator may revoke it too.
+    Row("delete", "/v1/api-keys/{id}", (204, 204, 404, 404, 401, 204), args={"id": "member_key"}),
+    # --- Teams
+    Row("get", "/v1/teams", USER_ANY),
+    Row("post", "/v1/teams", (201, 201, 201, 201, 401, 201), body={"name": "Spare"}),
+    Row("get", "/v1/teams/{id}", TEAM_READ),
+    Row("patch", "/v1/teams/{id}", (403, 204, 404, 404, 401, 204), body={"name": "Olive 2"}),
+    Row("get", "/v1/teams/{id}/members", TEAM_READ),
+    Row("post", "/v1/teams/{id}/members", (403, 201, 404, 404, 401, 201),
+        body={"email": "{spare_email}"}),
+    # Role changes: admins manage members; only the owner manages admins; no one the owner.
+    Row("patch", "/v1/teams/{id}/members/{uid}", (403, 204, 404, 404, 401, 204),
+        body={"role": "admin"}, args={"uid": "member"}),
+    Row("patch", "/v1/teams/{id}/members/{uid}", (403, 403, 404, 404, 401, 204),
+        body={"role": "member"}, args={"uid": "admin"}),
+    Row("patch", "/v1/teams/{id}/members/{uid}", (403, 403, 404, 404, 401, 403),
+        body={"role": "admin"}, args={"uid": "owner"}),
+    Row("delete", "/v1/teams/{id}/members/{uid}", (403, 204, 404, 404, 401, 204),
+        args={"uid": "member"}),
+    Row("delete", "/v1/teams/{id}/members/{uid}", (403, 403, 404, 404, 401, 204),
+        args={"uid": "admin"}),
+    Row("delete", "/v1/teams/{id}/members/{uid}", (403, 403, 404, 404, 401, 403),
+        args={"uid": "owner"}),
+    Row("post", "/v1/teams/{id}/leave", (204, 204, 404, 404, 401, 403)),
+    Row("delete", "/v1/teams/{id}", (403, 403, 404, 404, 401, 204)),
+    # --- Platform administration
+    Row("get", "/v1/admin/teams", ADMIN_ONLY),
+    Row("put", "/v1/admin/teams/{id}/byoc", (403, 403, 403, 204, 401, 403),
+        body={"enabled": True}),
+    Row("get", "/v1/admin/templates", ADMIN_ONLY),
+    Row("delete", "/v1/admin/templates/{name}", (403, 403, 403, 204, 401, 403)),
+    Row("get", "/v1/admin/capsules", ADMIN_ONLY),
+    Row("get", "/v1/admin/users", ADMIN_ONLY),
+    # --- Capsules (user sessions and API keys alike, in the caller's active team)
+    Row("get", "/v1/capsules", ANY_TEAM),
+    # Olive's own template: Olive's callers get as far as placing it (no host: 503); anyone
+    # else is told the template does not exist (400, a bad name in the body).
+    Row("post", "/v1/capsules", (503, 503, 400, 400, 503, 503), body={"template": SNAPSHOT}),
+    Row("get", "/v1/capsules/stats", ANY_TEAM),
+    Row("get", "/v1/capsules/usage", ANY_TEAM),
+    Row("get", "/v1/capsules/{id}", OWN_CAPSULE),
+    Row("get", "/v1/capsules/{id}/metrics", OWN_CAPSULE),
+    Row("post", "/v1/capsules/{id}/pause", NOT_RUNNING),  # paused, not running
+    Row("post", "/v1/capsules/{id}/resume", NOT_RUNNING),  # paused, but its host is gone
+    Row("post", "/v1/capsules/{id}/ping", NOT_RUNNING),
+    Row("post", "/v1/capsules/{id}/exec", NOT_RUNNING, body={"cmd": "true"}),
+    Row("get", "/v1/capsules/{id}/processes", NOT_RUNNING),
+    Row("delete", "/v1/capsules/{id}/processes/{selector}", NOT_RUNNING),
+    Row("post", "/v1/capsules/{id}/files/write", NOT_RUNNING),
+    Row("post", "/v1/capsules/{id}/files/stream/write", NOT_RUNNING),
+    Row("post", "/v1/capsules/{id}/files/read", NOT_RUNNING, body={"path": "/etc/hostname"}),
+    Row("post", "/v1/capsules/{id}/files/stream/read", NOT_RUNNING, body={"path": "/etc/hostname"}),
+    Row("post", "/v1/capsules/{id}/files/list", NOT_RUNNING, body={"path": "/"}),
+    Row("post", "/v1/capsules/{id}/files/mkdir", NOT_RUNNING, body={"path": "/tmp/d"}),
+    Row("post", "/v1/capsules/{id}/files/remove", NOT_RUNNING, body={"path": "/tmp/d"}),
+    # No host is contacted: the capsule has none; it is marked stopped.
+    Row("delete", "/v1/capsules/{id}", (204, 204, 404, 404, 204, 204)),
+    # --- Snapshots
+    Row("get", "/v1/snapshots", ANY_TEAM),
+    # A paused capsule may be snapshotted, but its host is gone: 409 before any agent call.
+    Row("post", "/v1/snapshots", NOT_RUNNING, body={"sandbox_id": "{capsule}", "name": "snap2"}),
+    # Any of Olive's callers may delete Olive's snapshot (no host is online to clean up).
+    Row("delete", "/v1/snapshots/{name}", (204, 204, 404, 404, 204, 204)),
+)
+# fmt: on
+
+PARAM = re.compile(r"\{([^}]+)\}")
+
+
+def _default_arg(route: str, param: str) -> str:
+    if param == "id":
+        if route.startswith("/v1/capsules"):
+            return "capsule"
+        if route.startswith("/v1/api-keys"):
+            return "owner_key"
+        return "team"
+    return {"uid": "member", "name": "snapshot", "selector": "selector"}[param]
+
+
+def _fill(text: str, world: dict[str, str]) -> str:
+    return PARAM.sub(lambda m: world[m.group(1)], text)
+
+
+def _request_of(row: Row, world: dict[str, str]) -> tuple[str, Any]:
+    def arg(match: re.Match[str]) -> str:
+        param = match.group(1)
+        return world[row.args.get(param) or _default_arg(row.route, param)]
+
+    path = PARAM.sub(arg, row.route)
+    if row.query:
+        path += "?" + row.query
+    body = None
+    if row.body is not None:
+        body = {k: _fill(v, world) if isinstance(v, str) else v for k, v in row.body.items()}
+    return path, body
+
+
+def _covered_operations(app: FastAPI) -> set[tuple[str, str]]:
+    return {
+        (method, path)
+        for path, item in app.openapi()["paths"].items()
+        if path.startswith(PREFIXES)
+        for method in item
+        if method in METHODS
+    }
+
+
+def test_every_team_and_platform_route_has_a_row(app: FastAPI) -> None:
+    operations = _covered_operations(app)
+    rows = {(row.method, row.route) for row in ROWS}
+    assert operations - rows == set(), "routes without a row in the role matrix"
+    assert rows - operations == set(), "rows for routes that do not exist"
+
+
+async def _build_world(
+    client: httpx.AsyncClient, db: Database
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    # The first account of the installation is the platform admin.
+    platform_admin = await signup(client, email="root@example.com", name="Root")
+    owner = await signup(client, email="owner@example.com", name="Olive Owner")
+    admin = await signup(client, email="admin@example.com", name="Olive Admin")
+    member = await signup(client, email="member@example.com", name="Olive Member")
+    outsider = await signup(client, email="outsider@example.com", name="Mel Owner")
+    await signup(client, email="spare@example.com", name="Spare")
+
+    team = (await create_team(client, owner["token"], "Olive"))["id"]
+    owner_token = await switch(client, owner["token"], team)
+    await add_member(client, owner_token, team, "admin@example.com", role="admin")
+    await add_member(client, owner_token, team, "member@example.com")
+    admin_token = await switch(client, (await login(client, "admin@example.com"))["token"], team)
+    member_token = await switch(client, (await login(client, "member@example.com"))["token"], team)
+
+    async def key(token: str, name: str) -> dict[str, Any]:
+        resp = await client.post("/v1/api-keys", json={"name": name}, headers=bearer(token))
+        assert resp.status_code == 201, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    caller_key = await key(owner_token, "caller")
+    owner_key = await key(owner_token, "owner's")
+    member_key = await key(member_token, "member's")
+
+    team_uuid = ids.TEAM.parse(team)
+    capsule = ids.new_id()
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        session.add(Template(name=SNAPSHOT, team_id=team_uuid, type="snapshot"))
+        await session.flush()
+        # No host: nothing any route does can reach a host agent.
+        session.add(
+            Sandbox(
+                id=capsule, team_id=team_uuid, template=SNAPSHOT, status="paused", vcpus=1,
+                memory_mb=512,
+            )
+        )  # fmt: skip
+        admins = {
+            u.email: u.is_admin for u in await session.scalars(select(User).order_by(User.email))
+        }
+    assert admins == {
+        "root@example.com": True,
+        "owner@example.com": False,
+        "admin@example.com": False,
+        "member@example.com": False,
+        "outsider@example.com": False,
+        "spare@example.com": False,
+    }
+
+    world = {
+        "team": team,
+        "member": member["user_id"],
+        "admin": admin["user_id"],
+        "owner": owner["user_id"],
+        "spare_email": "spare@example.com",
+        "owner_key": owner_key["id"],
+        "member_key": member_key["id"],
+        "capsule": ids.SANDBOX.format(capsule),
+        "snapshot": SNAPSHOT,
+        "selector": "1",
+    }
+    callers = {
+        "member": bearer(member_token),
+        "admin": bearer(admin_token),
+        "owner": bearer(owner_token),
+        "outsider": bearer(outsider["token"]),
+        "platform_admin": bearer(platform_admin["token"]),
+        "api_key": {"X-API-Key": caller_key["key"]},
+    }
+    return world, callers
+
+
+async def _reset(db: Database, world: dict[str, str]) -> None:
+    """Put Olive back as it was built: its members and roles, keys, capsule and snapshot."""
+    team = ids.TEAM.parse(world["team"])
+    roles = {
+        ids.USER.parse(world["owner"]): "owner",
+        ids.USER.parse(world["admin"]): "admin",
+        ids.USER.parse(world["member"]): "member",
+    }
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        await session.execute(
+            update(Team).where(Team.id == team).values(name="Olive", deleted_at=None, is_byoc=False)
+        )
+        await session.execute(
+            delete(TeamMember).where(
+                TeamMember.team_id == team, TeamMember.user_id.not_in(list(roles))
+            )
+        )
+        for user_id, role in roles.items():
+            membership = await session.get(TeamMember, (team, user_id))
+            if membership is None:
+                session.add(TeamMember(team_id=team, user_id=user_id, role=role, is_default=False))
+            else:
+                membership.role = role
+        await session.execute(update(APIKey).where(APIKey.team_id == team).values(revoked_at=None))
+        if await session.get(Template, SNAPSHOT) is None:
+            session.add(Template(name=SNAPSHOT, team_id=team, type="snapshot"))
+        await session.flush()
+        await session.execute(
+            update(Sandbox)
+            .where(Sandbox.id == ids.SANDBOX.parse(world["capsule"]))
+            .values(status="paused")
+        )
+
+
+async def test_role_matrix(client: httpx.AsyncClient, db: Database) -> None:
+    world, callers = await _build_world(client, db)
+    mismatches = []
+    for row in ROWS:
+        path, body = _request_of(row, world)
+        for caller, expected in zip(CALLERS, row.expect, strict=True):
+            resp = await client.request(row.method, path, json=body, headers=callers[caller])
+            if resp.status_code != expected:
+                mismatches.append(
+                    f"{row.method.upper()} {path} as {caller}: expected {expected}, "
+                    f"got {resp.status_code} {resp.text[:200]}"
+                )
+            if row.method != "get":
+                await _reset(db, world)
+    assert not mismatches, "\n".join(mismatches)

@@ -87,31 +87,35 @@ async def run(iterations: int, api: str, target: str) -> None:
     async with httpx.AsyncClient(
         base_url=api, timeout=120, headers=headers, trust_env=False, limits=limits
     ) as http:
-        await rest_create_exec(http, 2, 0, memory_mb=256)
-        report(
-            "REST create -> first exec (cold boot)",
-            await rest_create_exec(http, iterations, 0, memory_mb=256),
-        )
-        report(
-            "REST create -> first exec (warm pool)", await rest_create_exec(http, iterations, 2.0)
-        )
-        cid = (await http.post("/v1/capsules", json={})).json()["id"]
-        await rest_round_trips(http, cid, 5)
-        direct = await agent_round_trips(target, cid, iterations * 5)
-        via_rest = await rest_round_trips(http, cid, iterations * 5)
-        report("exec round trip, agent gRPC directly", direct)
-        report("exec round trip, REST", via_rest, baseline=stats(direct)["p50"])
-        for _ in range(4):
-            await http.post("/v1/capsules", json={"memory_mb": 256})
-        async with httpx.AsyncClient(
-            base_url=api, timeout=120, headers=headers, trust_env=False, limits=limits
-        ) as fresh:
-            await concurrent_lists(fresh, 200, 1)  # open the connections
-            lists = await concurrent_lists(fresh, 200, 5)
-        report("GET /v1/capsules, 200 concurrent (PostgreSQL)", lists)
-        for item in (await http.get("/v1/capsules")).json():
-            if item["status"] != "stopped":
-                await http.delete(f"/v1/capsules/{item['id']}")
+        try:
+            await rest_create_exec(http, 2, 0, memory_mb=256)
+            report(
+                "REST create -> first exec (cold boot)",
+                await rest_create_exec(http, iterations, 0, memory_mb=256),
+            )
+            report(
+                "REST create -> first exec (warm pool)",
+                await rest_create_exec(http, iterations, 2.0),
+            )
+            cid = (await http.post("/v1/capsules", json={})).json()["id"]
+            await rest_round_trips(http, cid, 5)
+            direct = await agent_round_trips(target, cid, iterations * 5)
+            via_rest = await rest_round_trips(http, cid, iterations * 5)
+            report("exec round trip, agent gRPC directly", direct)
+            report("exec round trip, REST", via_rest, baseline=stats(direct)["p50"])
+            for _ in range(4):
+                await http.post("/v1/capsules", json={"memory_mb": 256})
+            async with httpx.AsyncClient(
+                base_url=api, timeout=120, headers=headers, trust_env=False, limits=limits
+            ) as fresh:
+                await concurrent_lists(fresh, 200, 1)  # open the connections
+                lists = await concurrent_lists(fresh, 200, 5)
+            report("GET /v1/capsules, 200 concurrent (PostgreSQL)", lists)
+        finally:
+            # Whatever failed above, no capsule of the benchmark outlives it.
+            for item in (await http.get("/v1/capsules")).json():
+                if item["status"] != "stopped":
+                    await http.delete(f"/v1/capsules/{item['id']}")
 
 
 def main() -> None:

@@ -7,26 +7,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.unit.envd.procs import session_alive
+
 if TYPE_CHECKING:
     from conftest import Envd
 
 MiB = 1024 * 1024
-
-
-def session_alive(sid: int) -> list[int]:
-    """Live (non-zombie) pids whose session id is `sid`."""
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_bytes()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        if fields[0] != b"Z" and int(fields[3]) == sid:
-            alive.append(int(entry.name))
-    return alive
 
 
 def wait_session_gone(sid: int, timeout: float = 5) -> None:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.unit.envd.procs import session_alive
 from wrenn_server.envd import __version__
 
 if TYPE_CHECKING:
@@ -152,21 +153,6 @@ def test_sigterm_stops_envd_and_its_processes(fresh_envd: Envd) -> None:
         assert fresh_envd.stop() == 0
     assert time.monotonic() - started < 5
     deadline = time.monotonic() + 5
-    while _alive_in_session(pid):
+    while session_alive(pid):
         assert time.monotonic() < deadline, "processes survived envd"
         time.sleep(0.05)
-
-
-def _alive_in_session(sid: int) -> list[int]:
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_bytes()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        if fields[0] != b"Z" and int(fields[3]) == sid:
-            alive.append(int(entry.name))
-    return alive

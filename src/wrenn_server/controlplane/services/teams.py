@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
 from ..db.models import Sandbox, Team, TeamMember, User
+from ..db.session import Database, transaction
 from ..errors import BadRequest, Forbidden, NotFound
-from . import audit
+from . import audit, capsules
+from .capsules import Hosts
 from .principals import Principal
 
 TEAM_NAME_MAX = 100
@@ -193,6 +195,21 @@ async def soft_delete_team(
         .values(status="stopped")
     )
     await session.flush()
+
+
+async def delete_team(
+    db: Database, hosts: Hosts, *, principal: Principal, team_id: uuid.UUID
+) -> None:
+    """Destroy the team's capsules, then soft-delete it (owner only).
+
+    Each destroy talks to its host outside any transaction; a failure stops here, before the
+    team is marked deleted, so the owner can retry."""
+    async with db.sessionmaker() as session, transaction(session):
+        live = await live_capsule_ids(session, principal=principal, team_id=team_id)
+    for wire_id in live:
+        await capsules.destroy_capsule(db, hosts, team_id, wire_id, actor=principal.actor)
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        await soft_delete_team(session, principal=principal, team_id=team_id)
 
 
 async def _member(session: AsyncSession, team_id: uuid.UUID, user_id: uuid.UUID) -> TeamMember:

@@ -17,7 +17,7 @@ from ...schemas.teams import (
     TeamWithRoleResponse,
     UpdateRoleRequest,
 )
-from ...services import capsules, teams
+from ...services import teams
 from ..deps import CurrentUser, DatabaseDep, HostsDep, SessionDep
 
 router = APIRouter(prefix="/v1/teams", tags=["teams"])
@@ -115,17 +115,10 @@ async def rename_team(
     responses=error_responses(400, 401, 403, 404),
 )
 async def delete_team(
-    id: str, principal: CurrentUser, session: SessionDep, db: DatabaseDep, hosts: HostsDep
+    id: str, principal: CurrentUser, db: DatabaseDep, hosts: HostsDep
 ) -> Response:
     team_id = ids.TEAM.parse(id, not_found=True)
-    async with transaction(session):
-        live = await teams.live_capsule_ids(session, principal=principal, team_id=team_id)
-    # Each destroy talks to its host outside any transaction; a failure stops here, before the
-    # team is marked deleted, so the owner can retry.
-    for wire_id in live:
-        await capsules.destroy_capsule(db, hosts, team_id, wire_id, actor=principal.actor)
-    async with transaction(session, write=True):
-        await teams.soft_delete_team(session, principal=principal, team_id=team_id)
+    await teams.delete_team(db, hosts, principal=principal, team_id=team_id)
     return _no_content()
 
 

@@ -98,3 +98,22 @@ async def collect_stream(agent: AgentClient, sid: str, path: str) -> bytes:
     async for chunk in agent.read_stream(sid, path):
         out += chunk
     return out
+
+
+async def test_upload_without_its_end_writes_nothing(
+    agent: AgentClient, capsule: pb.Sandbox
+) -> None:
+    sid = capsule.sandbox_id
+    await agent.call("WriteFile", pb.WriteFileRequest(sandbox_id=sid, path="/root/v", data=b"old"))
+
+    async def cut_short() -> AsyncIterator[pb.WriteFileStreamRequest]:
+        header = pb.WriteFileStreamRequest.Header(sandbox_id=sid, path="/root/v")
+        yield pb.WriteFileStreamRequest(header=header)
+        yield pb.WriteFileStreamRequest(chunk=b"half of the new")
+
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await agent.stub.WriteFileStream(cut_short(), metadata=agent.metadata)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    got = await agent.call("ReadFile", pb.FileRef(sandbox_id=sid, path="/root/v"))
+    assert got.data == b"old"
+    assert (await run(agent, sid, "ls -A /root | grep -c tmp")).stdout == b"0\n"

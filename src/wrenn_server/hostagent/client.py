@@ -57,6 +57,7 @@ class AgentClient:
             yield pb.WriteFileStreamRequest(header=header)
             async for chunk in chunks:
                 yield pb.WriteFileStreamRequest(chunk=chunk)
+            yield pb.WriteFileStreamRequest(end=True)
 
         entry: pb.FileEntry = await self.stub.WriteFileStream(requests(), metadata=self.metadata)
         return entry

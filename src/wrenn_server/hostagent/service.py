@@ -329,8 +329,12 @@ class HostAgentService(pb_grpc.HostAgentServicer):
 
         async def body() -> AsyncIterator[bytes]:
             async for msg in it:
+                if msg.WhichOneof("part") == "end":
+                    return
                 if msg.chunk:
                     yield msg.chunk
+            # Raising mid-body makes the HTTP client abort the upload, so envd discards it.
+            raise errors.InvalidArgument("the upload stopped before its end: nothing was written")
 
         entry = await client.write_file(h.path, body(), h.user or None, h.mode or None)
         return entry_msg(entry)

@@ -332,7 +332,7 @@ class WriteFileRequest(_message.Message):
     def __init__(self, sandbox_id: _Optional[str] = ..., path: _Optional[str] = ..., user: _Optional[str] = ..., mode: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class WriteFileStreamRequest(_message.Message):
-    __slots__ = ("header", "chunk")
+    __slots__ = ("header", "chunk", "end")
     class Header(_message.Message):
         __slots__ = ("sandbox_id", "path", "user", "mode")
         SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
@@ -346,9 +346,11 @@ class WriteFileStreamRequest(_message.Message):
         def __init__(self, sandbox_id: _Optional[str] = ..., path: _Optional[str] = ..., user: _Optional[str] = ..., mode: _Optional[int] = ...) -> None: ...
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
     header: WriteFileStreamRequest.Header
     chunk: bytes
-    def __init__(self, header: _Optional[_Union[WriteFileStreamRequest.Header, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+    end: bool
+    def __init__(self, header: _Optional[_Union[WriteFileStreamRequest.Header, _Mapping]] = ..., chunk: _Optional[bytes] = ..., end: _Optional[bool] = ...) -> None: ...
 
 class FileChunk(_message.Message):
     __slots__ = ("data",)

@@ -101,13 +101,18 @@ def agent(
     listen: Annotated[str | None, typer.Option(help="host:port for gRPC.")] = None,
 ) -> None:
     """Run the host agent (root). Settings also come from WRENN_AGENT_* variables."""
+    from .hostagent.errors import StartupError
     from .hostagent.server import AgentServer
 
     _require_root()
     log.setup(os.environ.get("WRENN_LOG_LEVEL", "INFO"))
     settings = _agent_settings(data_dir, listen=listen)
     server = AgentServer(settings)
-    asyncio.run(server.serve())
+    try:
+        asyncio.run(server.serve())
+    except StartupError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -143,7 +143,7 @@ async def test_reconciler_keeps_changes_newer_than_the_agents_answer(
         resp = await api.post(f"/v1/capsules/{resumed['id']}/resume", headers=user.h)
         assert resp.status_code == 200, resp.text
 
-    pool = HostClientPool(SECRET)
+    pool = HostClientPool(lambda _host_id: SECRET)
     try:
         interleaved = AnswerThenMeanwhile(pool, meanwhile)
         await Reconciler(rest_db.sessionmaker, interleaved).run_once()  # type: ignore[arg-type]

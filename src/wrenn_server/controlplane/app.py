@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,6 +25,7 @@ from .api.aliases import SandboxAliases
 from .api.routes import ROUTERS
 from .db.migrate import migrate
 from .db.session import Database, transaction
+from .hosts.local import local_host_id
 from .hosts.pool import HostClientPool
 from .hosts.reconciler import Reconciler
 from .hosts.scheduler import RoundRobinScheduler
@@ -61,6 +63,18 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _agent_secrets(settings: Settings, codec: TokenCodec) -> Callable[[uuid.UUID], str]:
+    """The host named in the settings (a single box) shares the operator's secret with its agent;
+    every registered host has its own, derived from the control plane's key."""
+    local = local_host_id(settings.agent_address) if settings.agent_address else None
+    shared = settings.agent_secret.get_secret_value()
+
+    def secret_for(host_id: uuid.UUID) -> str:
+        return shared if host_id == local else codec.agent_secret(host_id)
+
+    return secret_for
+
+
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
     """The application. `db` lets a caller share one database handle across apps (tests); the app
     then leaves disposing it to that caller."""
@@ -70,7 +84,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     )
     owns_db = db is None
     database = db or Database(settings.effective_database_url)
-    hosts = Hosts(HostClientPool(settings.agent_secret.get_secret_value()), RoundRobinScheduler())
+    hosts = Hosts(HostClientPool(_agent_secrets(settings, codec)), RoundRobinScheduler())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -82,7 +96,12 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             )
         reconciler = None
         if settings.reconcile_interval_sec > 0:
-            loop = Reconciler(database.sessionmaker, hosts.pool, settings.reconcile_interval_sec)
+            loop = Reconciler(
+                database.sessionmaker,
+                hosts.pool,
+                settings.reconcile_interval_sec,
+                settings.host_down_after_sec,
+            )
             reconciler = asyncio.create_task(loop.run_forever(), name="reconciler")
         try:
             yield

@@ -51,6 +51,10 @@ class InvalidState(Conflict):
     """The resource is not in a state that allows the operation (e.g. pausing a paused capsule)."""
 
 
+class HostHasCapsules(Conflict):
+    """A host still runs capsules; `details["sandbox_ids"]` lists them."""
+
+
 class ServiceUnavailable(DomainError):
     """A dependency (database, host) is temporarily unavailable; retrying may succeed."""
 

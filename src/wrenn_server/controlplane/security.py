@@ -6,13 +6,20 @@
   database (see `services/principals.py`).
 - API keys: `wrn_` + 64 hex digits (256 random bits). High entropy, so a plain SHA-256 is the right
   stored form (a slow hash buys nothing and would need a scan to look keys up); the first 12
-  characters are kept as a visible prefix.
+  characters are kept as a visible prefix. Host registration and refresh tokens are made and
+  stored the same way (`wrh_`, `wrr_`).
+- Host JWTs: HS256 with the same key, `typ` "host" and `sub` the host id; a user token is never a
+  host token or the reverse.
+- Agent secrets: what the control plane presents to a registered host's agent on every call,
+  HMAC(key, host id). Each host knows only its own, and none is stored: rotating the key rotates
+  them all (agents fetch the new one when their host JWT, signed with the old key, is refused).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -29,6 +36,9 @@ API_KEY_PREFIX = "wrn_"
 API_KEY_VISIBLE_CHARS = 12
 _JWT_ALGORITHM = "HS256"
 _JWT_TYPE = "user"
+_HOST_JWT_TYPE = "host"
+HOST_REGISTRATION_PREFIX = "wrh_"
+HOST_REFRESH_PREFIX = "wrr_"
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so a login takes as long either way and does not
@@ -86,10 +96,9 @@ class TokenCodec:
         }
         return jwt.encode(payload, self._secret, algorithm=_JWT_ALGORITHM)
 
-    def verify(self, token: str) -> UserClaims:
-        """The token's claims; `Unauthorized` for a bad signature, expiry or malformed claims."""
+    def _decode(self, token: str, typ: str) -> dict[str, Any]:
         try:
-            payload = jwt.decode(
+            payload: dict[str, Any] = jwt.decode(
                 token,
                 self._secret,
                 algorithms=[_JWT_ALGORITHM],
@@ -99,8 +108,13 @@ class TokenCodec:
             raise Unauthorized("token expired") from None
         except jwt.PyJWTError:
             raise Unauthorized("invalid token") from None
-        if payload.get("typ") != _JWT_TYPE:
+        if payload.get("typ") != typ:
             raise Unauthorized("invalid token")
+        return payload
+
+    def verify(self, token: str) -> UserClaims:
+        """The token's claims; `Unauthorized` for a bad signature, expiry or malformed claims."""
+        payload = self._decode(token, _JWT_TYPE)
         try:
             team = payload.get("team_id") or None
             return UserClaims(
@@ -114,24 +128,50 @@ class TokenCodec:
         except (InvalidID, KeyError):
             raise Unauthorized("invalid token") from None
 
+    def issue_host(
+        self, host_id: uuid.UUID, lifetime: dt.timedelta, *, now: dt.datetime | None = None
+    ) -> str:
+        now = now or dt.datetime.now(dt.UTC)
+        payload = {
+            "typ": _HOST_JWT_TYPE,
+            "sub": ids.HOST.format(host_id),
+            "iat": now,
+            "exp": now + lifetime,
+        }
+        return jwt.encode(payload, self._secret, algorithm=_JWT_ALGORITHM)
+
+    def verify_host(self, token: str) -> uuid.UUID:
+        """The host id of a valid host JWT; `Unauthorized` otherwise."""
+        payload = self._decode(token, _HOST_JWT_TYPE)
+        try:
+            return ids.HOST.parse(str(payload["sub"]))
+        except InvalidID:
+            raise Unauthorized("invalid token") from None
+
+    def agent_secret(self, host_id: uuid.UUID) -> str:
+        """The secret a registered host's agent expects from the control plane."""
+        digest = hmac.new(self._secret.encode(), b"agent:" + host_id.bytes, hashlib.sha256)
+        return digest.hexdigest()
+
 
 @dataclass(frozen=True, slots=True)
-class NewAPIKey:
+class NewCredential:
     plaintext: str
     prefix: str
     hash: str
 
 
-def generate_api_key() -> NewAPIKey:
-    plaintext = API_KEY_PREFIX + secrets.token_hex(32)
-    return NewAPIKey(
+def generate_credential(prefix: str = API_KEY_PREFIX) -> NewCredential:
+    """A new random credential: API key, or (with their prefix) a host token."""
+    plaintext = prefix + secrets.token_hex(32)
+    return NewCredential(
         plaintext=plaintext,
         prefix=plaintext[:API_KEY_VISIBLE_CHARS],
-        hash=hash_api_key(plaintext),
+        hash=hash_credential(plaintext),
     )
 
 
-def hash_api_key(plaintext: str) -> str:
+def hash_credential(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 

@@ -78,6 +78,27 @@ class Settings(BaseSettings):
         description="How often the reconciler compares the database with the host agents "
         "(0 = never).",
     )
+    host_jwt_lifetime_sec: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="Lifetime of a host JWT (X-Host-Token) in seconds (contract: 7 days).",
+    )
+    host_refresh_lifetime_sec: int = Field(
+        default=60 * 24 * 3600,
+        ge=60,
+        description="Lifetime of a host refresh token in seconds (contract: 60 days).",
+    )
+    host_registration_ttl_sec: int = Field(
+        default=3600,
+        ge=60,
+        description="How long a host's one-time registration token stays valid, seconds.",
+    )
+    host_down_after_sec: float = Field(
+        default=90.0,
+        gt=0,
+        description="A host neither heard from (heartbeat) nor reached (reconciler) for this "
+        "long is marked unreachable and its capsules missing.",
+    )
     base_template: str = Field(
         default="minimal", description="The platform template capsules use when none is named."
     )

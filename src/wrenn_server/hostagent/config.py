@@ -6,8 +6,12 @@ import hashlib
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import StartupError
+
+DEFAULT_SECRET = "dev-agent-secret"
 
 
 class AgentSettings(BaseSettings):
@@ -19,8 +23,9 @@ class AgentSettings(BaseSettings):
     )
     listen: str = Field(default="127.0.0.1:50051", description="host:port of the gRPC server.")
     secret: str = Field(
-        default="dev-agent-secret",
-        description="Shared secret the control plane presents on every call.",
+        default=DEFAULT_SECRET,
+        description="Shared secret the control plane presents on every call (single box; a "
+        "registered host gets its own). The built-in default is refused.",
     )
     capsule_subnet: IPv4Network = Field(
         default=IPv4Network("10.200.0.0/16"),
@@ -51,6 +56,46 @@ class AgentSettings(BaseSettings):
         description="Capsules of the default shape kept booted, so creating one takes ms.",
     )
     reaper_interval_sec: float = Field(default=2.0, gt=0, description="TTL reaper period.")
+
+    control_plane_url: str | None = Field(
+        default=None,
+        description="Base URL of the control plane to register with and heartbeat to "
+        "(http(s)://host:port). Unset: a single box, whose control plane names this agent in "
+        "WRENN_AGENT_ADDRESS and shares WRENN_AGENT_SECRET with it.",
+    )
+    registration_token: SecretStr | None = Field(
+        default=None,
+        description="One-time token from POST /v1/hosts, used on the first start only; the "
+        "credentials it buys are kept in <data_dir>/host-credentials.json.",
+    )
+    advertise_address: str | None = Field(
+        default=None,
+        description="Address the control plane dials to reach this agent (ip:port or "
+        "unix:///path). Default: the listen address.",
+    )
+    heartbeat_interval_sec: float = Field(
+        default=20.0, gt=0, description="How often the agent tells the control plane it lives."
+    )
+    pause_after_cp_lost_sec: float = Field(
+        default=600.0,
+        ge=0,
+        description="Pause every capsule once the control plane has been unreachable this long "
+        "(0 = never). Capsules are also paused when the control plane refuses the host's "
+        "credentials (the host was deleted or its tokens revoked).",
+    )
+
+    def check_secret(self) -> None:
+        """Refuse to serve with the built-in secret: anyone who can reach the socket would
+        command the host's capsules."""
+        if not self.control_plane_url and self.secret == DEFAULT_SECRET:
+            raise StartupError(
+                "refusing to serve with the built-in secret: set WRENN_AGENT_SECRET, or register "
+                "with WRENN_AGENT_CONTROL_PLANE_URL and WRENN_AGENT_REGISTRATION_TOKEN"
+            )
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.data_dir / "host-credentials.json"
 
     @property
     def templates_dir(self) -> Path:

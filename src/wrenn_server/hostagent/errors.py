@@ -44,3 +44,7 @@ class PermissionDenied(AgentError):
 
 class Unavailable(AgentError):
     """The capsule's agent does not answer (it is starting, stopping or wedged)."""
+
+
+class StartupError(Exception):
+    """The agent cannot start as configured; the message says what to change."""

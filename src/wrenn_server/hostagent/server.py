@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -15,6 +16,8 @@ import grpc
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
 from . import reaper
 from .config import AgentSettings
+from .controlplane_link import ControlPlaneLink
+from .errors import StartupError
 from .gvisor import GVisorRuntime
 from .manager import SandboxManager
 from .service import HostAgentService
@@ -35,6 +38,9 @@ class AgentServer:
         self.runtime = GVisorRuntime(settings, self.templates)
         self.manager = SandboxManager(settings, self.runtime, self.templates)
         self.server: grpc.aio.Server | None = None
+        self.service = HostAgentService(self.manager, settings.secret)
+        self.link: ControlPlaneLink | None = None
+        self._heartbeats: asyncio.Task[None] | None = None
         self.port = 0
         self._lock_fd = -1
 
@@ -46,33 +52,48 @@ class AgentServer:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RuntimeError(
+            raise StartupError(
                 f"another host agent is using {self.settings.data_dir}; give this one its own "
                 "--data-dir"
             ) from None
         self._lock_fd = fd
 
     async def startup(self, progress: Callable[[float, str], None] | None = None) -> None:
+        self.settings.check_secret()
         self._lock_data_dir()
         await self.templates.ensure_base(
             self.settings.default_template, progress or (lambda f, m: None)
         )
         reaper.install(asyncio.get_running_loop())
         await self.manager.start()
+        if self.settings.control_plane_url:
+            # Registered before serving: the secret callers must present comes with it.
+            self.link = ControlPlaneLink(
+                self.settings, pause_all=self.manager.pause_all, on_secret=self.service.set_secret
+            )
+            await self.link.ensure_registered()
         if self.settings.listen.startswith("unix:"):
             # A socket left by a killed agent; the data-dir lock says it is no one's now.
             Path(self.settings.listen.removeprefix("unix:")).unlink(missing_ok=True)
         self.server = grpc.aio.server(options=GRPC_OPTIONS)
         pb_grpc.add_HostAgentServicer_to_server(  # type: ignore[no-untyped-call]
-            HostAgentService(self.manager, self.settings.secret), self.server
+            self.service, self.server
         )
         self.port = self.server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
         log.info("host agent listening on %s", self.settings.listen)
+        if self.link is not None:
+            self._heartbeats = asyncio.create_task(self.link.run_forever(), name="heartbeats")
 
     async def shutdown(self, grace: float = 10.0) -> None:
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeats
+        if self.link is not None:
+            await self.link.close()
         if self.server:
             await self.server.stop(grace)
         await self.manager.stop()

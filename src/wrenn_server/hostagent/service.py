@@ -161,6 +161,11 @@ def process_spec(r: pb.ExecRequest) -> dict[str, Any]:
 class HostAgentService(pb_grpc.HostAgentServicer):
     def __init__(self, manager: SandboxManager, secret: str) -> None:
         self.m = manager
+        self.set_secret(secret)
+
+    def set_secret(self, secret: str) -> None:
+        """The secret callers must present; a registered host's changes when the control plane
+        rotates its key."""
         self._secret = f"Bearer {secret}".encode()
 
     def authorized(self, context: Ctx) -> bool:

@@ -31,6 +31,7 @@ ERROR_TABLE: dict[type[errors.DomainError], tuple[int, str]] = {
     errors.Forbidden: (403, "forbidden"),
     errors.NotFound: (404, "not_found"),
     errors.InvalidState: (409, "invalid_state"),
+    errors.HostHasCapsules: (409, "host_has_sandboxes"),
     errors.Conflict: (409, "conflict"),
     errors.ServiceUnavailable: (503, "service_unavailable"),
     errors.HostAgentError: (502, "host_error"),

@@ -1,10 +1,15 @@
-"""Reconciler: every few seconds, compare the capsules the database believes each host runs with
-what its agent reports (ListSandboxes), and correct the database.
+"""Host monitor and reconciler. Every few seconds:
+
+1. hosts not seen (heartbeat or answer) for `down_after` are marked unreachable and their
+   capsules missing (services/hosts.py `mark_stale_down`);
+2. for each online or unreachable host, compare the capsules the database believes it runs with
+   what its agent reports (ListSandboxes), and correct the database.
 
 - the agent paused it on its own (TTL reaper)      -> paused
 - the agent no longer knows it                      -> stopped (its files are gone)
 - the agent cannot be reached                       -> missing (reversible: fixed when it answers)
 - missing but the agent has it again                -> the agent's status
+An agent that answers has been seen: an unreachable host comes back online (`marked_up`).
 A capsule whose row changed after the agent was asked is left alone: the answer may predate a
 create or resume that finished meanwhile (and "stopped" would be final). Each pass handles every
 online host once and is idempotent.
@@ -17,6 +22,7 @@ running -> paused as `auto_pause` (info), -> stopped as `stopped` and -> missing
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable
@@ -34,6 +40,7 @@ from ..db.session import transaction
 from ..db.types import utcnow
 from ..errors import InvalidID
 from ..services import audit
+from ..services import hosts as host_service
 from .pool import HostClientPool
 
 log = logging.getLogger(__name__)
@@ -78,11 +85,16 @@ def _our_id(wire_id: str) -> uuid.UUID | None:
 
 class Reconciler:
     def __init__(
-        self, sessions: SessionFactory, pool: HostClientPool, interval: float = 5.0
+        self,
+        sessions: SessionFactory,
+        pool: HostClientPool,
+        interval: float = 5.0,
+        down_after: float = 90.0,
     ) -> None:
         self.sessions = sessions
         self.pool = pool
         self.interval = interval
+        self.down_after = dt.timedelta(seconds=down_after)
 
     async def run_forever(self) -> None:
         while True:
@@ -93,6 +105,8 @@ class Reconciler:
             await asyncio.sleep(self.interval)
 
     async def run_once(self) -> None:
+        async with self.sessions() as session, transaction(session, write=True):
+            await host_service.mark_stale_down(session, down_after=self.down_after)
         async with self.sessions() as session:
             hosts = list(
                 await session.scalars(
@@ -119,6 +133,11 @@ class Reconciler:
             log.warning("host %s unreachable: %s", host_id, e.code().name)
             reachable = False
         async with self.sessions() as session, transaction(session, write=True):
+            host = await session.get(Host, host_id)
+            if host is None:
+                return  # deleted meanwhile
+            if reachable:
+                await host_service.mark_seen(session, host)
             rows = await session.scalars(
                 select(Sandbox).where(Sandbox.host_id == host_id, Sandbox.status.in_(TRACKED))
             )

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .. import ids
 from ..db.models import APIKey
 from ..errors import Forbidden, NotFound
-from ..security import generate_api_key
+from ..security import generate_credential
 from . import audit
 from .principals import Principal
 
@@ -27,7 +27,7 @@ async def create_api_key(
 ) -> tuple[APIKey, str]:
     """The new key's row and its plaintext (which is never stored)."""
     team_id = principal.require_team()
-    new = generate_api_key()
+    new = generate_credential()
     key = APIKey(
         id=ids.new_id(),
         team_id=team_id,

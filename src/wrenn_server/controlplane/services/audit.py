@@ -138,17 +138,20 @@ def split_values(values: Iterable[str] | None) -> list[str]:
 async def list_events(
     session: AsyncSession,
     *,
-    team_id: uuid.UUID,
+    team_id: uuid.UUID | None,
     include_admin_scope: bool,
     resource_types: Sequence[str] = (),
     actions: Sequence[str] = (),
     cursor: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> Page:
-    """One page of the team's events, newest first. Members see `scope=team` events only;
-    `include_admin_scope` (team owners and admins) adds the team's admin-scope events."""
+    """One page of the team's events, newest first (`team_id` None: the platform-wide events,
+    which belong to no team). Members see `scope=team` events only; `include_admin_scope` (team
+    owners and admins) adds the team's admin-scope events."""
     limit = max(1, min(limit, MAX_LIMIT))
-    query = select(AuditLog).where(AuditLog.team_id == team_id)
+    query = select(AuditLog).where(
+        AuditLog.team_id == team_id if team_id is not None else AuditLog.team_id.is_(None)
+    )
     if not include_admin_scope:
         query = query.where(AuditLog.scope == "team")
     if resource_types:

@@ -220,6 +220,13 @@ async def destroy_capsule(
     await _set_status(db, sandbox.id, "stopped", event=_Event(actor, "destroy"))
 
 
+async def mark_stopped(
+    db: Database, sandbox_id: uuid.UUID, *, actor: audit.Actor, reason: str
+) -> None:
+    """Record a capsule as stopped without its host (which is gone or being removed)."""
+    await _set_status(db, sandbox_id, "stopped", event=_Event(actor, "destroy", {"reason": reason}))
+
+
 async def pause_capsule(
     db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str, *, actor: audit.Actor
 ) -> Sandbox:

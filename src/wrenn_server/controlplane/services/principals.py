@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .. import ids
 from ..db.models import APIKey, Team, TeamMember, User
 from ..errors import Forbidden, Unauthorized
-from ..security import TokenCodec, hash_api_key, looks_like_api_key
+from ..security import TokenCodec, hash_credential, looks_like_api_key
 from .audit import Actor
 
 # last_used is a hint for the UI: refreshing it at most once a minute keeps API-key requests
@@ -97,7 +97,7 @@ async def principal_from_api_key(session: AsyncSession, *, key: str) -> Principa
             select(APIKey)
             .join(Team, Team.id == APIKey.team_id)
             .where(
-                APIKey.key_hash == hash_api_key(key),
+                APIKey.key_hash == hash_credential(key),
                 APIKey.revoked_at.is_(None),
                 Team.deleted_at.is_(None),
             )

@@ -93,7 +93,7 @@ async def create_owned_team(session: AsyncSession, *, principal: Principal, name
     return await create_team(session, owner_id=principal.require_user(), name=name)
 
 
-async def _acting_role(
+async def acting_role(
     session: AsyncSession, principal: Principal, team_id: uuid.UUID, *, lock: bool = False
 ) -> tuple[Team, str]:
     """The live team and the caller's role in it (404 if not a member, 403 if not the token's)."""
@@ -131,21 +131,21 @@ async def list_members(session: AsyncSession, team_id: uuid.UUID) -> list[Member
 async def team_detail(
     session: AsyncSession, *, principal: Principal, team_id: uuid.UUID
 ) -> tuple[Team, list[MemberView]]:
-    team, _role = await _acting_role(session, principal, team_id)
+    team, _role = await acting_role(session, principal, team_id)
     return team, await list_members(session, team_id)
 
 
 async def team_members(
     session: AsyncSession, *, principal: Principal, team_id: uuid.UUID
 ) -> list[MemberView]:
-    await _acting_role(session, principal, team_id)
+    await acting_role(session, principal, team_id)
     return await list_members(session, team_id)
 
 
 async def rename_team(
     session: AsyncSession, *, principal: Principal, team_id: uuid.UUID, name: str
 ) -> None:
-    team, role = await _acting_role(session, principal, team_id, lock=True)
+    team, role = await acting_role(session, principal, team_id, lock=True)
     _require_admin(role)
     old = team.name
     team.name = name
@@ -165,7 +165,7 @@ async def live_capsule_ids(
     session: AsyncSession, *, principal: Principal, team_id: uuid.UUID
 ) -> list[str]:
     """Check that the caller may delete the team; the wire ids of its capsules to destroy."""
-    _team, role = await _acting_role(session, principal, team_id)
+    _team, role = await acting_role(session, principal, team_id)
     if role != "owner":
         raise Forbidden("only the team's owner may delete it")
     rows = await session.scalars(
@@ -184,7 +184,7 @@ async def soft_delete_team(
 ) -> None:
     """Mark the team deleted (its row, and so its slug, stays). Capsules are destroyed first by
     the caller; one created in between is stopped here, so nothing of a deleted team runs on."""
-    team, role = await _acting_role(session, principal, team_id, lock=True)
+    team, role = await acting_role(session, principal, team_id, lock=True)
     if role != "owner":
         raise Forbidden("only the team's owner may delete it")
     now = dt.datetime.now(dt.UTC)
@@ -222,7 +222,7 @@ async def _member(session: AsyncSession, team_id: uuid.UUID, user_id: uuid.UUID)
 async def add_member(
     session: AsyncSession, *, principal: Principal, team_id: uuid.UUID, email: str
 ) -> MemberView:
-    _team, role = await _acting_role(session, principal, team_id, lock=True)
+    _team, role = await acting_role(session, principal, team_id, lock=True)
     _require_admin(role)
     user = await session.scalar(
         select(User).where(User.email == email, User.deleted_at.is_(None), User.is_active)
@@ -249,7 +249,7 @@ def _check_manage(caller_role: str, target: TeamMember) -> None:
 async def remove_member(
     session: AsyncSession, *, principal: Principal, team_id: uuid.UUID, user_id: uuid.UUID
 ) -> None:
-    _team, role = await _acting_role(session, principal, team_id, lock=True)
+    _team, role = await acting_role(session, principal, team_id, lock=True)
     _require_admin(role)
     target = await _member(session, team_id, user_id)
     _check_manage(role, target)
@@ -267,7 +267,7 @@ async def update_member_role(
     user_id: uuid.UUID,
     new_role: str,
 ) -> None:
-    _team, role = await _acting_role(session, principal, team_id, lock=True)
+    _team, role = await acting_role(session, principal, team_id, lock=True)
     _require_admin(role)
     target = await _member(session, team_id, user_id)
     _check_manage(role, target)
@@ -281,7 +281,7 @@ async def update_member_role(
 
 
 async def leave_team(session: AsyncSession, *, principal: Principal, team_id: uuid.UUID) -> None:
-    _team, role = await _acting_role(session, principal, team_id, lock=True)
+    _team, role = await acting_role(session, principal, team_id, lock=True)
     if role == "owner":
         raise Forbidden("the owner cannot leave the team: delete it instead")
     user_id = principal.require_user()

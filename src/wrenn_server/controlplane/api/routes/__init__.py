@@ -9,6 +9,7 @@ from . import (
     capsule_metrics,
     capsule_ws,
     capsules,
+    hosts,
     me,
     oauth,
     snapshots,
@@ -27,11 +28,13 @@ ROUTERS = [
     teams.router,
     users.router,
     audit.router,
+    audit.admin_router,
     # Before `capsules`: its /{id} would otherwise take /stats and /usage.
     capsule_metrics.router,
     capsules.router,
     capsule_files.router,
     capsule_ws.router,
     snapshots.router,
+    hosts.router,
     admin.router,
 ]

@@ -10,9 +10,15 @@ from ...db.session import transaction
 from ...schemas.audit import AuditLogEntry, AuditLogPage
 from ...schemas.common import error_responses
 from ...services import audit
-from ..deps import CurrentUser, SessionDep
+from ..deps import CurrentAdmin, CurrentUser, SessionDep
 
 router = APIRouter(prefix="/v1/audit-logs", tags=["audit"])
+admin_router = APIRouter(prefix="/v1/admin/audit-logs", tags=["admin"])
+
+ResourceTypes = Annotated[list[str] | None, Query()]
+Actions = Annotated[list[str] | None, Query()]
+CursorParam = Annotated[str | None, Query()]
+Limit = Annotated[int, Query(ge=1)]
 
 
 @router.get(
@@ -24,10 +30,10 @@ router = APIRouter(prefix="/v1/audit-logs", tags=["audit"])
 async def list_audit_logs(
     principal: CurrentUser,
     session: SessionDep,
-    resource_type: Annotated[list[str] | None, Query()] = None,
-    action: Annotated[list[str] | None, Query()] = None,
-    cursor: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1)] = audit.DEFAULT_LIMIT,
+    resource_type: ResourceTypes = None,
+    action: Actions = None,
+    cursor: CursorParam = None,
+    limit: Limit = audit.DEFAULT_LIMIT,
 ) -> AuditLogPage:
     """User sessions only (JWT); API keys are refused (401).
 
@@ -51,6 +57,39 @@ async def list_audit_logs(
             cursor=cursor,
             limit=limit,
         )
+    return _page(page)
+
+
+def _page(page: audit.Page) -> AuditLogPage:
     return AuditLogPage(
         items=[AuditLogEntry.of(row) for row in page.items], next_cursor=page.next_cursor
     )
+
+
+@admin_router.get(
+    "",
+    operation_id="adminListAuditLogs",
+    summary="List platform-wide audit events (shared hosts), newest first (platform admins)",
+    responses=error_responses(400, 401, 403),
+)
+async def list_platform_audit_logs(
+    principal: CurrentAdmin,
+    session: SessionDep,
+    resource_type: ResourceTypes = None,
+    action: Actions = None,
+    cursor: CursorParam = None,
+    limit: Limit = audit.DEFAULT_LIMIT,
+) -> AuditLogPage:
+    """The events that belong to no team (shared hosts' add, delete, marked_down, marked_up),
+    with the same paging and filters as /v1/audit-logs."""
+    async with transaction(session):
+        page = await audit.list_events(
+            session,
+            team_id=None,
+            include_admin_scope=True,
+            resource_types=audit.split_values(resource_type),
+            actions=audit.split_values(action),
+            cursor=cursor,
+            limit=limit,
+        )
+    return _page(page)

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared/reference/wrenn-openapi.yaml"
-# Areas of the contract the control plane serves today (hosts, audit and channels come with
-# their issues).
+# Areas of the contract the control plane serves today (channels come with their issue).
 SERVED = (
+    "/v1/hosts",
     "/v1/capsules",
     "/v1/snapshots",
     "/v1/api-keys",

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import httpx
+from sqlalchemy import select
 
 from wrenn_server.controlplane import ids
-from wrenn_server.controlplane.db.models.capsules import Sandbox
+from wrenn_server.controlplane.db.models.capsules import (
+    Sandbox,
+    SandboxMetric,
+    SandboxMetricsSnapshot,
+)
 from wrenn_server.controlplane.db.session import Database, transaction
+from wrenn_server.controlplane.services import stats
 
 from .helpers import assert_error, bearer, signup
 
@@ -53,21 +60,108 @@ async def test_stats_count_running_and_starting_only(
     )
 
 
-async def test_usage_and_metrics(client: httpx.AsyncClient, db: Database) -> None:
+async def _sample(db: Database, at: dt.datetime) -> None:
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        await stats.sample_teams(session, now=at)
+
+
+async def test_sampler_feeds_series_peaks_and_usage(
+    client: httpx.AsyncClient, db: Database
+) -> None:
     user = await signup(client)
     auth = bearer(user["token"])
-    usage = await client.get("/v1/capsules/usage", params={"from": "2026-01-01"}, headers=auth)
-    assert usage.status_code == 200 and usage.json()["from"] == "2026-01-01"
-    running = await add_capsule(db, user["team_id"], "running", 1, 512)
+    team = ids.TEAM.parse(user["team_id"])
+    await add_capsule(db, user["team_id"], "running", 2, 1024)
+    await add_capsule(db, user["team_id"], "paused", 4, 4096)
+    await add_capsule(db, user["team_id"], "stopped", 8, 8192)
+    now = dt.datetime.now(dt.UTC)
+    today = now.date()
+    noon = dt.time(12, tzinfo=dt.UTC)
+    await _sample(db, now - dt.timedelta(minutes=3))
+    for days_ago in (3, 2):  # usage only: long before the 5-minute series
+        await _sample(db, dt.datetime.combine(today - dt.timedelta(days=days_ago), noon))
+    await _sample(db, now - dt.timedelta(days=61))  # past the retention
+    async with db.sessionmaker() as session:
+        rows = list(await session.scalars(select(SandboxMetricsSnapshot)))
+    assert {(r.team_id, r.running_count, r.paused_count, r.vcpus_reserved) for r in rows} == {
+        (team, 1, 1, 2)  # paused capsules hold no CPU; stopped ones count for nothing
+    }
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        await stats.purge_snapshots(session, before=now - dt.timedelta(days=60))
+        assert len(list(await session.scalars(select(SandboxMetricsSnapshot)))) == 3
+
+    body = (await client.get("/v1/capsules/stats", params={"range": "5m"}, headers=auth)).json()
+    series = body["series"]
+    assert len(series["labels"]) == len(series["running"]) == 30  # 10 s buckets over 5 minutes
+    assert series["vcpus"].count(2) == 1 and series["memory_mb"].count(1024) == 1
+    assert sum(series["running"]) == 1
+    assert body["peaks"] == {"running_count": 1, "vcpus": 2, "memory_mb": 1024}
+    month = (await client.get("/v1/capsules/stats", params={"range": "30d"}, headers=auth)).json()
+    assert len(month["series"]["labels"]) == 120 and sum(month["series"]["vcpus"]) == 6
+
+    usage = await client.get(
+        "/v1/capsules/usage",
+        params={"from": str(today - dt.timedelta(days=4)), "to": str(today - dt.timedelta(days=2))},
+        headers=auth,
+    )
+    points = usage.json()["points"]
+    assert [p["date"] for p in points] == [str(today - dt.timedelta(days=n)) for n in (4, 3, 2)]
+    # Each snapshot stands for one 10 s interval of 2 vCPUs and 1024 MB.
+    assert [p["cpu_minutes"] for p in points] == [0, round(2 * 10 / 60, 2), round(2 * 10 / 60, 2)]
+    ram = round(1024 * 10 / 60, 2)
+    assert [p["ram_mb_minutes"] for p in points] == [0, ram, ram]
+    for bad in ({"from": "2026-02-01", "to": "2026-01-01"}, {"from": "2020-01-01"}):
+        assert_error(
+            await client.get("/v1/capsules/usage", params=bad, headers=auth), 400, "invalid_request"
+        )
+
+
+async def test_metrics_of_paused_and_stopped_capsules(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    user = await signup(client)
+    auth = bearer(user["token"])
+    paused = await add_capsule(db, user["team_id"], "paused", 1, 512)
     stopped = await add_capsule(db, user["team_id"], "stopped", 1, 512)
-    metrics = await client.get(f"/v1/capsules/{running}/metrics", headers=auth)
-    assert metrics.status_code == 200 and metrics.json()["points"] == []
+    empty = await client.get(f"/v1/capsules/{paused}/metrics", headers=auth)
+    assert empty.status_code == 200 and empty.json() == {
+        "sandbox_id": paused,
+        "range": "10m",
+        "points": [],
+    }
+    # A paused capsule shows the stored copy: the range before its last sample.
+    paused_at = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        for minutes in (30, 8, 4, 0):
+            for tier in ("10m", "2h"):
+                session.add(
+                    SandboxMetric(
+                        sandbox_id=ids.SANDBOX.parse(paused),
+                        tier=tier,
+                        ts=paused_at - dt.timedelta(minutes=minutes),
+                        cpu_pct=12.5,
+                        mem_bytes=1000 + minutes,
+                        disk_bytes=4096,
+                    )
+                )
+    ten = (await client.get(f"/v1/capsules/{paused}/metrics", headers=auth)).json()
+    assert [p["mem_bytes"] for p in ten["points"]] == [1008, 1004, 1000]
+    assert ten["points"][-1]["timestamp_unix"] == int(paused_at.timestamp())
+    five = await client.get(f"/v1/capsules/{paused}/metrics", params={"range": "5m"}, headers=auth)
+    assert [p["mem_bytes"] for p in five.json()["points"]] == [1004, 1000]
+    hour = await client.get(f"/v1/capsules/{paused}/metrics", params={"range": "1h"}, headers=auth)
+    assert len(hour.json()["points"]) == 4
+    assert_error(
+        await client.get(f"/v1/capsules/{paused}/metrics", params={"range": "3d"}, headers=auth),
+        400,
+        "invalid_request",
+    )
     assert_error(
         await client.get(f"/v1/capsules/{stopped}/metrics", headers=auth), 404, "not_found"
     )
     other = await signup(client)
     assert_error(
-        await client.get(f"/v1/capsules/{running}/metrics", headers=bearer(other["token"])),
+        await client.get(f"/v1/capsules/{paused}/metrics", headers=bearer(other["token"])),
         404,
         "not_found",
     )

@@ -8,8 +8,6 @@ migrates the schema when `migrate_on_start` is set; shutdown disposes the engine
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
+from . import loops
 from .api import errors as api_errors
 from .api.aliases import SandboxAliases
 from .api.routes import ROUTERS
@@ -30,6 +29,7 @@ from .hosts.pool import HostClientPool
 from .hosts.reconciler import Reconciler
 from .hosts.scheduler import RoundRobinScheduler
 from .security import TokenCodec
+from .services import stats
 from .services.bootstrap import bootstrap_single_box
 from .services.capsules import Hosts
 from .settings import Settings
@@ -94,22 +94,19 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             await bootstrap_single_box(
                 session, agent_address=settings.agent_address, base_template=settings.base_template
             )
-        reconciler = None
-        if settings.reconcile_interval_sec > 0:
-            loop = Reconciler(
-                database.sessionmaker,
-                hosts.pool,
-                settings.reconcile_interval_sec,
-                settings.host_down_after_sec,
-            )
-            reconciler = asyncio.create_task(loop.run_forever(), name="reconciler")
+        reconciler = Reconciler(database.sessionmaker, hosts.pool, settings.host_down_after_sec)
+        sampler = stats.stats_sampler(
+            database.sessionmaker,
+            retention=dt.timedelta(days=settings.stats_retention_days),
+        )
+        background = {
+            "reconciler": (settings.reconcile_interval_sec, reconciler.run_once),
+            "stats-sampler": (settings.stats_sample_interval_sec, sampler),
+        }
         try:
-            yield
+            async with loops.running(background):
+                yield
         finally:
-            if reconciler is not None:
-                reconciler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reconciler
             await hosts.pool.close()
             if owns_db:
                 await database.dispose()

@@ -78,6 +78,15 @@ class Settings(BaseSettings):
         description="How often the reconciler compares the database with the host agents "
         "(0 = never).",
     )
+    stats_sample_interval_sec: float = Field(
+        default=10.0,
+        ge=0,
+        description="How often the stats sampler records each team's capsule counts and "
+        "reservations (0 = never).",
+    )
+    stats_retention_days: int = Field(
+        default=60, ge=1, description="How long the sampled team statistics are kept, days."
+    )
     host_jwt_lifetime_sec: int = Field(
         default=7 * 24 * 3600,
         ge=60,

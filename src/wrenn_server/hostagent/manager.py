@@ -17,6 +17,7 @@ from . import errors
 from .capsule import PAUSED, POOLED, RUNNING, STARTING, Capsule, new_sandbox_id
 from .config import AgentSettings
 from .envd_client import EnvdClient, Event
+from .metrics import SAMPLE_INTERVAL, Point, Sampler
 from .pool import Pooled, WarmPool
 from .runtime import Runtime
 from .templates import IMAGE, SNAPSHOT, Template, TemplateStore, validate_name
@@ -58,6 +59,8 @@ class SandboxManager:
         self._clients: dict[str, EnvdClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self.metrics = Sampler()
+        self._sampler: asyncio.Task[None] | None = None
         shape = (
             settings.default_template,
             settings.default_vcpus,
@@ -76,16 +79,18 @@ class SandboxManager:
                 self._connect(capsule)
                 capsule.touch()
         self._reaper = asyncio.create_task(self._reap_forever(), name="ttl-reaper")
+        self._sampler = asyncio.create_task(self._sample_forever(), name="metrics-sampler")
         self.pool.start()
 
     async def stop(self) -> None:
         """Stop background work. Capsules keep running: a restarted agent adopts them (but
         not pooled ones, which nobody owns yet)."""
         await self.pool.stop()
-        if self._reaper:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        for task in (self._reaper, self._sampler):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -243,6 +248,7 @@ class SandboxManager:
     async def _discard(self, capsule: Capsule) -> None:
         """Remove a capsule whatever the caller's fate: cleanup has its own timeout."""
         self.capsules.pop(capsule.sandbox_id, None)
+        self.metrics.forget(capsule.sandbox_id)
 
         async def cleanup() -> None:
             await self._disconnect(capsule.sandbox_id)
@@ -327,6 +333,21 @@ class SandboxManager:
                 log.exception("pause of %s failed", sandbox_id)
                 failed.append(sandbox_id)
         return paused, failed
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    async def _sample_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL)
+            try:
+                self.metrics.sample(list(self.capsules.values()))
+            except Exception:
+                log.exception("metrics sample failed")
+
+    def metrics_of(self, sandbox_id: str) -> dict[str, list[Point]]:
+        """Every tier of a capsule's samples (empty before its first sample)."""
+        self.get(sandbox_id)
+        return self.metrics.tiers(sandbox_id)
 
     # -- TTL reaper ------------------------------------------------------------------------
 

@@ -228,6 +228,27 @@ class HostAgentService(pb_grpc.HostAgentServicer):
         paused, failed = await self.m.pause_all()
         return pb.PauseAllResponse(paused_sandbox_ids=paused, failed_sandbox_ids=failed)
 
+    @unary
+    async def GetSandboxMetrics(self, r: pb.SandboxRef, context: Ctx) -> pb.SandboxMetrics:
+        tiers = self.m.metrics_of(r.sandbox_id)
+        return pb.SandboxMetrics(
+            tiers=[
+                pb.MetricTier(
+                    name=name,
+                    points=[
+                        pb.MetricPoint(
+                            timestamp_ms=int(p.ts * 1000),
+                            cpu_pct=p.cpu_pct,
+                            mem_bytes=p.mem_bytes,
+                            disk_bytes=p.disk_bytes,
+                        )
+                        for p in points
+                    ],
+                )
+                for name, points in tiers.items()
+            ]
+        )
+
     # -- processes -------------------------------------------------------------------------
 
     @unary

@@ -21,12 +21,9 @@ running -> paused as `auto_pause` (info), -> stopped as `stopped` and -> missing
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 
 import grpc
 from sqlalchemy import select
@@ -39,7 +36,7 @@ from ..db.models.hosts import Host
 from ..db.session import transaction
 from ..db.types import utcnow
 from ..errors import InvalidID
-from ..services import audit
+from ..services import audit, metrics
 from ..services import hosts as host_service
 from .pool import HostClientPool
 
@@ -60,7 +57,7 @@ AUDITED: dict[str, tuple[str, audit.Status]] = {
     "missing": ("marked_missing", "warning"),
 }
 
-SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+SessionFactory = metrics.SessionFactory
 
 
 def reconcile(db_status: str, reported: str | None, reachable: bool) -> str:
@@ -88,21 +85,11 @@ class Reconciler:
         self,
         sessions: SessionFactory,
         pool: HostClientPool,
-        interval: float = 5.0,
         down_after: float = 90.0,
     ) -> None:
         self.sessions = sessions
         self.pool = pool
-        self.interval = interval
         self.down_after = dt.timedelta(seconds=down_after)
-
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("reconciler pass failed")
-            await asyncio.sleep(self.interval)
 
     async def run_once(self) -> None:
         async with self.sessions() as session, transaction(session, write=True):
@@ -132,6 +119,7 @@ class Reconciler:
         except grpc.aio.AioRpcError as e:
             log.warning("host %s unreachable: %s", host_id, e.code().name)
             reachable = False
+        auto_paused: list[uuid.UUID] = []
         async with self.sessions() as session, transaction(session, write=True):
             host = await session.get(Host, host_id)
             if host is None:
@@ -151,6 +139,11 @@ class Reconciler:
                     sandbox.status = new
                     sandbox.last_updated = utcnow()
                     await _audit_change(session, sandbox, previous, host_id)
+                    if (previous, new) == ("running", "paused"):
+                        auto_paused.append(sandbox.id)
+        # The agent paused these on its own: copy their samples, as a pause through the API does.
+        for sandbox_id in auto_paused:
+            await metrics.flush(self.sessions, client, sandbox_id)
 
 
 async def _audit_change(

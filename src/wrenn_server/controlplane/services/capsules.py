@@ -27,7 +27,7 @@ from ..errors import BadRequest, InvalidState, NotFound
 from ..hosts.pool import HostClientPool
 from ..hosts.rpc import agent_errors
 from ..hosts.scheduler import Scheduler
-from . import audit
+from . import audit, metrics
 
 LIVE = ("starting", "running", "paused", "missing")
 
@@ -212,6 +212,7 @@ async def destroy_capsule(
         host = await session.get(Host, sandbox.host_id) if sandbox.host_id else None
     if host is not None and host.address:
         client = hosts.pool.client(host.id, host.address)
+        await metrics.flush(db.sessionmaker, client, sandbox.id, tiers=("24h",))
         try:
             with agent_errors():
                 await client.call("DestroySandbox", pb.SandboxRef(sandbox_id=wire_id))
@@ -233,7 +234,9 @@ async def pause_capsule(
     sandbox, client = await _load(db, hosts, team_id, wire_id, "running")
     with agent_errors():
         await client.call("PauseSandbox", pb.SandboxRef(sandbox_id=wire_id))
-    return await _set_status(db, sandbox.id, "paused", event=_Event(actor, "pause"))
+    paused = await _set_status(db, sandbox.id, "paused", event=_Event(actor, "pause"))
+    await metrics.flush(db.sessionmaker, client, sandbox.id)
+    return paused
 
 
 async def resume_capsule(

@@ -16,6 +16,7 @@ admin-scope: in the owning team's log for BYOC hosts, platform-wide (no team) fo
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
 import uuid
 from collections.abc import Sequence
@@ -326,6 +327,8 @@ async def register_host(
     host = await session.get(Host, row.host_id)
     if not getattr(claimed, "rowcount", 0) or host is None or host.status != "pending":
         raise Unauthorized("invalid, used or expired registration token")
+    if host.type == "byoc":
+        _check_byoc_address(address)
     host.address = address
     host.arch, host.cpu_cores, host.memory_mb, host.disk_gb = arch, cpu_cores, memory_mb, disk_gb
     host.status = "online"
@@ -333,6 +336,22 @@ async def register_host(
     issued = await _issue(session, codec, host, lifetimes)
     await _record(session, host, actor=audit.SYSTEM, action="register", status="info")
     return issued
+
+
+def _check_byoc_address(address: str) -> None:
+    """A BYOC host's owner chooses the address the control plane dials: it may not point the
+    control plane at itself or at its own network's special addresses."""
+    if address.startswith("unix:"):
+        raise BadRequest("a BYOC host must give a network address (host:port)")
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+            raise BadRequest("a BYOC host's address may not be loopback") from None
+        return
+    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+        raise BadRequest("a BYOC host's address may not be loopback, link-local or unspecified")
 
 
 async def refresh_credentials(

@@ -1,8 +1,8 @@
 """Capsule statistics, usage and per-capsule metrics. Registered before the capsule routes so
 `/v1/capsules/stats` is not taken for a capsule id.
 
-The samplers that fill the series are not built yet: series, usage points and per-capsule
-points are empty lists until then, never an error."""
+Per-capsule samples come from the host agent's sampler (hostagent/metrics.py); team series and
+usage from the control plane's stats sampler (services/stats.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from ...errors import NotFound
-from ...services import capsules as capsules_svc
-from ...services.stats import team_stats
-from ..deps import DatabaseDep, TeamDep
+from ...errors import BadRequest
+from ...schemas.common import error_responses
+from ...schemas.metrics import CapsuleMetrics, MetricPoint
+from ...services import metrics
+from ...services.stats import team_stats, team_usage
+from ..deps import DatabaseDep, HostsDep, SettingsDep, TeamDep
 
 router = APIRouter(prefix="/v1/capsules", tags=["capsules"])
 
 StatsRange = Literal["5m", "1h", "6h", "24h", "30d"]
 MetricsRange = Literal["5m", "10m", "1h", "2h", "6h", "12h", "24h"]
+MAX_USAGE_DAYS = 366
 
 
 @router.get("/stats", operation_id="getCapsuleStats")
@@ -51,20 +54,39 @@ async def get_stats(team: TeamDep, db: DatabaseDep, range: StatsRange = "1h") ->
 @router.get("/usage", operation_id="getCapsuleUsage")
 async def get_usage(
     team: TeamDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
     from_: Annotated[dt.date | None, Query(alias="from")] = None,
     to: dt.date | None = None,
 ) -> dict[str, Any]:
+    """Reserved vCPU-minutes and memory MB-minutes of the team per day (UTC)."""
     to = to or dt.datetime.now(dt.UTC).date()
     from_ = from_ or to - dt.timedelta(days=30)
-    return {"from": from_, "to": to, "points": []}
-
-
-@router.get("/{id}/metrics", operation_id="getCapsuleMetrics")
-async def get_metrics(
-    id: str, team: TeamDep, db: DatabaseDep, range: MetricsRange = "10m"
-) -> dict[str, Any]:
+    if from_ > to:
+        raise BadRequest("from must not be after to")
+    if (to - from_).days > MAX_USAGE_DAYS:
+        raise BadRequest(f"at most {MAX_USAGE_DAYS} days at a time")
+    interval = dt.timedelta(seconds=settings.stats_sample_interval_sec or 10)
     async with db.sessionmaker() as session:
-        sandbox = await capsules_svc.get_capsule(session, team.team_id, id)
-    if sandbox.status == "stopped":
-        raise NotFound("capsule not found")
-    return {"sandbox_id": id, "range": range, "points": []}
+        days = await team_usage(session, team.team_id, start=from_, end=to, interval=interval)
+    return {
+        "from": from_,
+        "to": to,
+        "points": [
+            {"date": d.date, "cpu_minutes": d.cpu_minutes, "ram_mb_minutes": d.ram_mb_minutes}
+            for d in days
+        ],
+    }
+
+
+@router.get(
+    "/{id}/metrics",
+    operation_id="getCapsuleMetrics",
+    summary="CPU, memory and disk samples of a capsule (live while it runs, stored once paused)",
+    responses=error_responses(400, 401, 403, 404),
+)
+async def get_metrics(
+    id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep, range: MetricsRange = "10m"
+) -> CapsuleMetrics:
+    samples = await metrics.capsule_metrics(db, hosts, team.team_id, id, range)
+    return CapsuleMetrics(sandbox_id=id, range=range, points=[MetricPoint.of(s) for s in samples])

@@ -130,6 +130,32 @@ class PauseAllResponse(_message.Message):
     failed_sandbox_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, paused_sandbox_ids: _Optional[_Iterable[str]] = ..., failed_sandbox_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class MetricPoint(_message.Message):
+    __slots__ = ("timestamp_ms", "cpu_pct", "mem_bytes", "disk_bytes")
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    CPU_PCT_FIELD_NUMBER: _ClassVar[int]
+    MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    timestamp_ms: int
+    cpu_pct: float
+    mem_bytes: int
+    disk_bytes: int
+    def __init__(self, timestamp_ms: _Optional[int] = ..., cpu_pct: _Optional[float] = ..., mem_bytes: _Optional[int] = ..., disk_bytes: _Optional[int] = ...) -> None: ...
+
+class MetricTier(_message.Message):
+    __slots__ = ("name", "points")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    points: _containers.RepeatedCompositeFieldContainer[MetricPoint]
+    def __init__(self, name: _Optional[str] = ..., points: _Optional[_Iterable[_Union[MetricPoint, _Mapping]]] = ...) -> None: ...
+
+class SandboxMetrics(_message.Message):
+    __slots__ = ("tiers",)
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    tiers: _containers.RepeatedCompositeFieldContainer[MetricTier]
+    def __init__(self, tiers: _Optional[_Iterable[_Union[MetricTier, _Mapping]]] = ...) -> None: ...
+
 class PtySize(_message.Message):
     __slots__ = ("cols", "rows")
     COLS_FIELD_NUMBER: _ClassVar[int]

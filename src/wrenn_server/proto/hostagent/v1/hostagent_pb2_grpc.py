@@ -74,6 +74,11 @@ class HostAgentStub:
                 request_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.Empty.SerializeToString,
                 response_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.PauseAllResponse.FromString,
                 _registered_method=True)
+        self.GetSandboxMetrics = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/GetSandboxMetrics',
+                request_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.SandboxRef.SerializeToString,
+                response_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.SandboxMetrics.FromString,
+                _registered_method=True)
         self.Exec = channel.unary_unary(
                 '/wrenn.hostagent.v1.HostAgent/Exec',
                 request_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.ExecRequest.SerializeToString,
@@ -229,6 +234,13 @@ class HostAgentServicer:
 
     def PauseAll(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSandboxMetrics(self, request, context):
+        """The capsule's resource samples, every tier (running or paused; NOT_FOUND once destroyed).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -404,6 +416,11 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.PauseAll,
                     request_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.Empty.FromString,
                     response_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.PauseAllResponse.SerializeToString,
+            ),
+            'GetSandboxMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSandboxMetrics,
+                    request_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.SandboxRef.FromString,
+                    response_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.SandboxMetrics.SerializeToString,
             ),
             'Exec': grpc.unary_unary_rpc_method_handler(
                     servicer.Exec,
@@ -727,6 +744,33 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/PauseAll',
             wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.Empty.SerializeToString,
             wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.PauseAllResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSandboxMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/GetSandboxMetrics',
+            wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.SandboxRef.SerializeToString,
+            wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.SandboxMetrics.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,6 +1,11 @@
 """Authentication across every route of the control plane: each route of the generated OpenAPI
 document is called by each kind of caller that must be refused, whatever the route does.
 
+The host agent's routes take no user credentials at all: register and refresh read theirs from
+the body, heartbeat from X-Host-Token. They are called like every other route, but with a
+well-formed, bogus credential in the body (an empty body would be a 400: the credential is a
+required field), and the host token header gets its own test below.
+
 Roles inside a team (member/admin/owner) and cross-team visibility of specific resources are
 tested by each area's own tests; this matrix makes sure no route forgets authentication.
 """
@@ -17,6 +22,8 @@ import pytest
 from fastapi import FastAPI
 
 from tests.controlplane.conftest import TEST_JWT_SECRET
+from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.security import TokenCodec
 
 from .helpers import bearer, signup
 
@@ -24,7 +31,13 @@ from .helpers import bearer, signup
 PUBLIC = ("/health", "/openapi", "/docs", "/v1/auth/signup", "/v1/auth/login", "/v1/auth/oauth")
 # Routes only a user session may call (an API key is refused there too).
 JWT_ONLY = ("/v1/me", "/v1/api-keys", "/v1/teams", "/v1/users", "/v1/audit-logs", "/v1/admin",
-            "/v1/auth/switch-team")  # fmt: skip
+            "/v1/auth/switch-team", "/v1/hosts")  # fmt: skip
+# The agent's routes whose credential is in the body: what they are sent instead of `{}`.
+AGENT_BODIES = {
+    ("post", "/v1/hosts/register"): {"token": "wrh_" + "0" * 64, "address": "10.0.0.1:7000"},
+    ("post", "/v1/hosts/auth/refresh"): {"refresh_token": "wrr_" + "0" * 64},
+}
+HEARTBEAT = "/v1/hosts/{id}/heartbeat"
 PARAM = re.compile(r"\{([^}]+)\}")
 SAMPLE = {
     "id": f"sb-{uuid.uuid4()}",
@@ -36,7 +49,8 @@ SAMPLE = {
 }
 
 
-def routes(app: FastAPI) -> list[tuple[str, str]]:
+def _openapi_operations(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, OpenAPI path) of every route but the public ones."""
     document = app.openapi()
     out = []
     for path, item in document["paths"].items():
@@ -44,8 +58,16 @@ def routes(app: FastAPI) -> list[tuple[str, str]]:
             continue
         for method in item:
             if method in ("get", "post", "put", "patch", "delete"):
-                out.append((method, PARAM.sub(lambda m: SAMPLE.get(m.group(1), "x"), path)))
+                out.append((method, path))
     return out
+
+
+def routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Every non-public route, its parameters filled with samples."""
+    return [
+        (method, PARAM.sub(lambda m: SAMPLE.get(m.group(1), "x"), path))
+        for method, path in _openapi_operations(app)
+    ]
 
 
 def expired_token(user_id: str, team_id: str) -> str:
@@ -79,15 +101,48 @@ async def test_every_route_refuses_callers_without_valid_credentials(
     }
     checked = 0
     for method, path in routes(app):
+        body = AGENT_BODIES.get((method, path), {})
         for caller, headers in callers.items():
-            resp = await client.request(method, path, headers=headers, json={})
+            resp = await client.request(method, path, headers=headers, json=body)
             assert resp.status_code == 401, (caller, method, path, resp.status_code, resp.text)
             assert resp.json()["error"]["code"] == "unauthorized"
             checked += 1
         if path.startswith(JWT_ONLY):
-            resp = await client.request(method, path, headers={"X-API-Key": live_key}, json={})
+            resp = await client.request(method, path, headers={"X-API-Key": live_key}, json=body)
             assert resp.status_code == 401, ("API key", method, path, resp.text)
     assert checked > 100
+    assert set(AGENT_BODIES) <= set(routes(app)), "AGENT_BODIES names routes that do not exist"
+
+
+async def test_heartbeat_refuses_anything_but_a_valid_host_token(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """No host is registered, so no host token can be valid; user credentials, in either
+    header, are never host credentials."""
+    assert ("post", HEARTBEAT) in {(m, p) for m, p in _openapi_operations(app)}
+    user = await signup(client)
+    host_id = uuid.uuid4()
+    now = dt.datetime.now(dt.UTC)
+    codec: TokenCodec = app.state.codec
+    other_key = TokenCodec("another-secret-" + "y" * 40, dt.timedelta(hours=1))
+    host_tokens = {
+        "user JWT": user["token"],
+        "expired host JWT": codec.issue_host(
+            host_id, dt.timedelta(hours=1), now=now - dt.timedelta(hours=2)
+        ),
+        "host JWT signed with another key": other_key.issue_host(host_id, dt.timedelta(hours=1)),
+        "forged host JWT": codec.issue_host(host_id, dt.timedelta(hours=1))[:-4] + "AAAA",
+        "API key": "wrn_" + "0" * 64,
+        "garbage": "x",
+    }
+    path = HEARTBEAT.format(id=ids.HOST.format(host_id))
+    for caller, token in host_tokens.items():
+        resp = await client.post(path, headers={"X-Host-Token": token})
+        assert resp.status_code == 401, (caller, resp.status_code, resp.text)
+        assert resp.json()["error"]["code"] == "unauthorized"
+    for caller, headers in {"no header": {}, "user JWT as Bearer": bearer(user["token"])}.items():
+        resp = await client.post(path, headers=headers)
+        assert resp.status_code == 401, (caller, resp.status_code, resp.text)
 
 
 @pytest.mark.parametrize("path", ["/v1/capsules", "/v1/snapshots"])

@@ -5,7 +5,14 @@ The world: a platform admin (the first account, in none of the teams below), tea
 its owner (who created it), an admin and a member, team "Mel" with its own owner (the outsider),
 and an API key of Olive. Olive has a paused capsule with no host (so no route ever reaches a host
 agent: the routes that need a running capsule answer 409 before any agent call) and a snapshot
-template. Each request is followed by a reset of that world, so destructive rows (deleting the
+template. Olive may bring its own hosts (BYOC): it has a pending host tagged "ssd"; there is a
+pending shared (regular) host, and a registered shared host, offline (so that nothing is ever
+placed on it or asked of its agent), with a host JWT and a refresh token. None of them runs a
+capsule, so deleting one never calls its agent either.
+
+The host agent's own routes (register, refresh, heartbeat) take no user credentials: their rows
+carry the agent's credential (body or X-Host-Token) and every caller gets the same answer, whatever
+user credentials come along. Each request is followed by a reset of that world, so destructive rows (deleting the
 team, removing members, revoking keys...) cannot change what later rows see.
 
 `test_every_team_and_platform_route_has_a_row` makes sure a new route under these prefixes
@@ -15,6 +22,7 @@ credentials) is `test_permission_matrix.py`'s business.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +33,16 @@ from sqlalchemy import delete, select, update
 
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models import APIKey, Sandbox, Team, TeamMember, Template, User
+from wrenn_server.controlplane.db.models.hosts import Host, HostRefreshToken, HostTag, HostToken
 from wrenn_server.controlplane.db.session import Database, transaction
+from wrenn_server.controlplane.db.types import utcnow
+from wrenn_server.controlplane.security import (
+    HOST_REFRESH_PREFIX,
+    HOST_REGISTRATION_PREFIX,
+    TokenCodec,
+    generate_credential,
+    hash_credential,
+)
 
 from .helpers import bearer, signup
 from .team_helpers import add_member, create_team, login, switch
@@ -42,6 +59,7 @@ PREFIXES = (
     "/v1/auth/switch-team",
     "/v1/capsules",
     "/v1/snapshots",
+    "/v1/hosts",
 )
 SNAPSHOT = "olive-snap"
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -56,6 +74,7 @@ class Row:
     body: dict[str, Any] | None = None
     args: dict[str, str] = field(default_factory=dict)
     query: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # sent with the caller's own
 
 
 # Shorthands for the most common shapes.
@@ -65,6 +84,9 @@ ADMIN_ONLY = (403, 403, 403, 200, 401, 403)  # platform admins' user sessions
 OWN_CAPSULE = (200, 200, 404, 404, 200, 200)  # Olive's callers, key included; others 404
 NOT_RUNNING = (409, 409, 404, 404, 409, 409)  # needs a running capsule: refused before the host
 ANY_TEAM = (200,) * 6  # any caller, about its own active team
+OLIVE_HOST_READ = (200, 200, 404, 200, 401, 200)  # Olive's members and platform admins
+OLIVE_HOST_WRITE = (403, 204, 404, 204, 401, 204)  # Olive's owner/admin and platform admins
+SHARED_HOST_WRITE = (404, 404, 404, 204, 401, 404)  # platform admins; others do not see it
 
 # fmt: off
 ROWS: tuple[Row, ...] = (
@@ -110,6 +132,7 @@ ROWS: tuple[Row, ...] = (
     Row("delete", "/v1/admin/templates/{name}", (403, 403, 403, 204, 401, 403)),
     Row("get", "/v1/admin/capsules", ADMIN_ONLY),
     Row("get", "/v1/admin/users", ADMIN_ONLY),
+    Row("get", "/v1/admin/audit-logs", ADMIN_ONLY),
     # --- Capsules (user sessions and API keys alike, in the caller's active team)
     Row("get", "/v1/capsules", ANY_TEAM),
     # Olive's own template: Olive's callers get as far as placing it (no host: 503); anyone
@@ -140,6 +163,37 @@ ROWS: tuple[Row, ...] = (
     Row("post", "/v1/snapshots", NOT_RUNNING, body={"sandbox_id": "{capsule}", "name": "snap2"}),
     # Any of Olive's callers may delete Olive's snapshot (no host is online to clean up).
     Row("delete", "/v1/snapshots/{name}", (204, 204, 404, 404, 204, 204)),
+    # --- Hosts (user sessions only)
+    Row("get", "/v1/hosts", USER_ANY),
+    Row("post", "/v1/hosts", (403, 403, 403, 201, 401, 403), body={"type": "regular"}),
+    Row("post", "/v1/hosts", (403, 201, 404, 201, 401, 201),
+        body={"type": "byoc", "team_id": "{team}"}),
+    # Mel does not have BYOC: its owner (the outsider) and platform admins are refused (403).
+    Row("post", "/v1/hosts", (404, 404, 403, 403, 401, 404),
+        body={"type": "byoc", "team_id": "{mel}"}),
+    Row("get", "/v1/hosts/{id}", OLIVE_HOST_READ),
+    Row("get", "/v1/hosts/{id}", (404, 404, 404, 200, 401, 404), args={"id": "shared_host"}),
+    Row("delete", "/v1/hosts/{id}", OLIVE_HOST_WRITE),
+    Row("delete", "/v1/hosts/{id}", SHARED_HOST_WRITE, args={"id": "shared_host"}),
+    Row("post", "/v1/hosts/{id}/token", (403, 201, 404, 201, 401, 201)),
+    Row("post", "/v1/hosts/{id}/token", (404, 404, 404, 201, 401, 404),
+        args={"id": "shared_host"}),
+    Row("post", "/v1/hosts/{id}/token", (404, 404, 404, 409, 401, 404),
+        args={"id": "registered_host"}),  # registered already: 409
+    Row("get", "/v1/hosts/{id}/delete-preview", (403, 200, 404, 200, 401, 200)),
+    Row("get", "/v1/hosts/{id}/tags", OLIVE_HOST_READ),
+    Row("post", "/v1/hosts/{id}/tags", OLIVE_HOST_WRITE, body={"tag": "gpu"}),
+    Row("post", "/v1/hosts/{id}/tags", SHARED_HOST_WRITE, body={"tag": "gpu"},
+        args={"id": "shared_host"}),
+    Row("delete", "/v1/hosts/{id}/tags/{tag}", OLIVE_HOST_WRITE),
+    # The agent's routes: only the credential it sends counts; a user's is neither needed nor
+    # enough.
+    Row("post", "/v1/hosts/register", (201,) * 6,
+        body={"token": "{registration_token}", "address": "10.0.0.9:7000"}),
+    Row("post", "/v1/hosts/auth/refresh", (200,) * 6, body={"refresh_token": "{refresh_token}"}),
+    Row("post", "/v1/hosts/{id}/heartbeat", (204,) * 6, args={"id": "registered_host"},
+        headers={"X-Host-Token": "{host_token}"}),
+    Row("post", "/v1/hosts/{id}/heartbeat", (401,) * 6, args={"id": "registered_host"}),
 )
 # fmt: on
 
@@ -152,15 +206,17 @@ def _default_arg(route: str, param: str) -> str:
             return "capsule"
         if route.startswith("/v1/api-keys"):
             return "owner_key"
+        if route.startswith("/v1/hosts"):
+            return "olive_host"
         return "team"
-    return {"uid": "member", "name": "snapshot", "selector": "selector"}[param]
+    return {"uid": "member", "name": "snapshot", "selector": "selector", "tag": "tag"}[param]
 
 
 def _fill(text: str, world: dict[str, str]) -> str:
     return PARAM.sub(lambda m: world[m.group(1)], text)
 
 
-def _request_of(row: Row, world: dict[str, str]) -> tuple[str, Any]:
+def _request_of(row: Row, world: dict[str, str]) -> tuple[str, Any, dict[str, str]]:
     def arg(match: re.Match[str]) -> str:
         param = match.group(1)
         return world[row.args.get(param) or _default_arg(row.route, param)]
@@ -171,7 +227,7 @@ def _request_of(row: Row, world: dict[str, str]) -> tuple[str, Any]:
     body = None
     if row.body is not None:
         body = {k: _fill(v, world) if isinstance(v, str) else v for k, v in row.body.items()}
-    return path, body
+    return path, body, {k: _fill(v, world) for k, v in row.headers.items()}
 
 
 def _covered_operations(app: FastAPI) -> set[tuple[str, str]]:
@@ -191,8 +247,50 @@ def test_every_team_and_platform_route_has_a_row(app: FastAPI) -> None:
     assert rows - operations == set(), "rows for routes that do not exist"
 
 
+async def _reset_hosts(db: Database, world: dict[str, str]) -> None:
+    """The hosts as built: Olive's pending BYOC host tagged "ssd", a pending shared host, a
+    pending shared host whose agent has a registration token, a registered but offline shared
+    host with a refresh token; no other host. Rows are recreated with the same ids, so the online host's
+    JWT stays valid."""
+    team = ids.TEAM.parse(world["team"])
+
+    def host_id(key: str) -> Any:
+        return ids.HOST.parse(world[key])
+
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        await session.execute(delete(Host))  # tokens and tags go with them
+        session.add_all(
+            [
+                Host(id=host_id("olive_host"), type="byoc", team_id=team, status="pending"),
+                Host(id=host_id("shared_host"), type="regular", status="pending"),
+                Host(id=host_id("agent_host"), type="regular", status="pending"),
+                Host(
+                    id=host_id("registered_host"), type="regular", status="offline",
+                    address="10.0.0.8:7000", last_heartbeat_at=utcnow(),
+                ),
+            ]
+        )  # fmt: skip
+        await session.flush()
+        later = utcnow() + dt.timedelta(hours=1)
+        session.add_all(
+            [
+                HostTag(host_id=host_id("olive_host"), tag=world["tag"]),
+                HostToken(
+                    host_id=host_id("agent_host"),
+                    token_hash=hash_credential(world["registration_token"]),
+                    expires_at=later,
+                ),
+                HostRefreshToken(
+                    host_id=host_id("registered_host"),
+                    token_hash=hash_credential(world["refresh_token"]),
+                    expires_at=later,
+                ),
+            ]
+        )
+
+
 async def _build_world(
-    client: httpx.AsyncClient, db: Database
+    client: httpx.AsyncClient, db: Database, codec: TokenCodec
 ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     # The first account of the installation is the platform admin.
     platform_admin = await signup(client, email="root@example.com", name="Root")
@@ -206,6 +304,12 @@ async def _build_world(
     owner_token = await switch(client, owner["token"], team)
     await add_member(client, owner_token, team, "admin@example.com", role="admin")
     await add_member(client, owner_token, team, "member@example.com")
+    resp = await client.put(
+        f"/v1/admin/teams/{team}/byoc",
+        json={"enabled": True},
+        headers=bearer(platform_admin["token"]),
+    )
+    assert resp.status_code == 204, resp.text
     admin_token = await switch(client, (await login(client, "admin@example.com"))["token"], team)
     member_token = await switch(client, (await login(client, "member@example.com"))["token"], team)
 
@@ -254,7 +358,17 @@ async def _build_world(
         "capsule": ids.SANDBOX.format(capsule),
         "snapshot": SNAPSHOT,
         "selector": "1",
+        "mel": outsider["team_id"],
+        "tag": "ssd",
+        "registration_token": generate_credential(HOST_REGISTRATION_PREFIX).plaintext,
+        "refresh_token": generate_credential(HOST_REFRESH_PREFIX).plaintext,
     }
+    for key in ("olive_host", "shared_host", "agent_host", "registered_host"):
+        world[key] = ids.HOST.format(ids.new_id())
+    world["host_token"] = codec.issue_host(
+        ids.HOST.parse(world["registered_host"]), dt.timedelta(days=1)
+    )
+    await _reset_hosts(db, world)
     callers = {
         "member": bearer(member_token),
         "admin": bearer(admin_token),
@@ -276,7 +390,7 @@ async def _reset(db: Database, world: dict[str, str]) -> None:
     }
     async with db.sessionmaker() as session, transaction(session, write=True):
         await session.execute(
-            update(Team).where(Team.id == team).values(name="Olive", deleted_at=None, is_byoc=False)
+            update(Team).where(Team.id == team).values(name="Olive", deleted_at=None, is_byoc=True)
         )
         await session.execute(
             delete(TeamMember).where(
@@ -298,15 +412,17 @@ async def _reset(db: Database, world: dict[str, str]) -> None:
             .where(Sandbox.id == ids.SANDBOX.parse(world["capsule"]))
             .values(status="paused")
         )
+    await _reset_hosts(db, world)
 
 
-async def test_role_matrix(client: httpx.AsyncClient, db: Database) -> None:
-    world, callers = await _build_world(client, db)
+async def test_role_matrix(app: FastAPI, client: httpx.AsyncClient, db: Database) -> None:
+    world, callers = await _build_world(client, db, app.state.codec)
     mismatches = []
     for row in ROWS:
-        path, body = _request_of(row, world)
+        path, body, extra_headers = _request_of(row, world)
         for caller, expected in zip(CALLERS, row.expect, strict=True):
-            resp = await client.request(row.method, path, json=body, headers=callers[caller])
+            headers = {**callers[caller], **extra_headers}
+            resp = await client.request(row.method, path, json=body, headers=headers)
             if resp.status_code != expected:
                 mismatches.append(
                     f"{row.method.upper()} {path} as {caller}: expected {expected}, "

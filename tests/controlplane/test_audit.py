@@ -26,6 +26,7 @@ from wrenn_server.controlplane.db.models import (
     Template,
 )
 from wrenn_server.controlplane.db.session import Database, transaction
+from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.hosts.pool import HostClientPool
 from wrenn_server.controlplane.hosts.reconciler import Reconciler
 from wrenn_server.controlplane.hosts.scheduler import RoundRobinScheduler
@@ -58,12 +59,14 @@ class FakeAgent:
             return pb.Template(name=request.name, size_bytes=4096)
         if method == "ListSandboxes":
             return pb.ListSandboxesResponse(sandboxes=self.reported)
+        if method == "GetSandboxMetrics":
+            return pb.SandboxMetrics()
         return pb.Sandbox(sandbox_id=getattr(request, "sandbox_id", ""))
 
 
 class FakePool(HostClientPool):
     def __init__(self, agents: dict[str, FakeAgent]) -> None:
-        super().__init__("unused")
+        super().__init__(lambda _host_id: "unused")
         self.agents = agents
 
     def client(self, host_id: uuid.UUID, address: str) -> Any:
@@ -312,7 +315,13 @@ async def _team(db: Database) -> uuid.UUID:
 
 
 async def _host(db: Database, address: str) -> uuid.UUID:
-    host = Host(id=ids.new_id(), type="regular", status="online", address=address)
+    host = Host(
+        id=ids.new_id(),
+        type="regular",
+        status="online",
+        address=address,
+        last_heartbeat_at=utcnow(),
+    )
     await _add(db, host)
     return host.id
 

@@ -5,15 +5,18 @@ The world: a platform admin (the first account, in none of the teams below), tea
 its owner (who created it), an admin and a member, team "Mel" with its own owner (the outsider),
 and an API key of Olive. Olive has a paused capsule with no host (so no route ever reaches a host
 agent: the routes that need a running capsule answer 409 before any agent call) and a snapshot
-template. Olive may bring its own hosts (BYOC): it has a pending host tagged "ssd"; there is a
-pending shared (regular) host, and a registered shared host, offline (so that nothing is ever
-placed on it or asked of its agent), with a host JWT and a refresh token. None of them runs a
+template. Olive may bring its own hosts (BYOC): it has a pending host tagged "ssd". There are two
+pending shared (regular) hosts, one with a registration token for the agent, and a registered
+shared host, offline (so that nothing is ever placed on it or asked of its agent), with a host
+JWT and a refresh token. None of them runs a
 capsule, so deleting one never calls its agent either.
 
 The host agent's own routes (register, refresh, heartbeat) take no user credentials: their rows
 carry the agent's credential (body or X-Host-Token) and every caller gets the same answer, whatever
-user credentials come along. Each request is followed by a reset of that world, so destructive rows (deleting the
-team, removing members, revoking keys...) cannot change what later rows see.
+user credentials come along.
+
+Each request is followed by a reset of that world, so destructive rows (deleting the team,
+removing members, revoking keys, deleting hosts...) cannot change what later rows see.
 
 `test_every_team_and_platform_route_has_a_row` makes sure a new route under these prefixes
 cannot be added without a row here. Authentication itself (anonymous, forged or expired
@@ -250,8 +253,8 @@ def test_every_team_and_platform_route_has_a_row(app: FastAPI) -> None:
 async def _reset_hosts(db: Database, world: dict[str, str]) -> None:
     """The hosts as built: Olive's pending BYOC host tagged "ssd", a pending shared host, a
     pending shared host whose agent has a registration token, a registered but offline shared
-    host with a refresh token; no other host. Rows are recreated with the same ids, so the online host's
-    JWT stays valid."""
+    host with a refresh token; no other host. Rows are recreated with the same ids, so the
+    registered host's JWT stays valid."""
     team = ids.TEAM.parse(world["team"])
 
     def host_id(key: str) -> Any:
@@ -363,8 +366,8 @@ async def _build_world(
         "registration_token": generate_credential(HOST_REGISTRATION_PREFIX).plaintext,
         "refresh_token": generate_credential(HOST_REFRESH_PREFIX).plaintext,
     }
-    for key in ("olive_host", "shared_host", "agent_host", "registered_host"):
-        world[key] = ids.HOST.format(ids.new_id())
+    for host in ("olive_host", "shared_host", "agent_host", "registered_host"):
+        world[host] = ids.HOST.format(ids.new_id())
     world["host_token"] = codec.issue_host(
         ids.HOST.parse(world["registered_host"]), dt.timedelta(days=1)
     )

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
@@ -84,17 +84,15 @@ class IssuedCredentials:
 
 
 async def _byoc_team(session: AsyncSession, principal: Principal, team_id: uuid.UUID) -> Team:
-    """The team, if the caller may manage its BYOC hosts."""
+    """The team, if the caller may manage its BYOC hosts (whether or not it may add more)."""
     if principal.is_admin:
         team = await session.get(Team, team_id)
         if team is None or team.deleted_at is not None:
             raise NotFound("team not found")
-    else:
-        team, role = await acting_role(session, principal, team_id)
-        if role not in ADMIN_ROLES:
-            raise Forbidden("managing BYOC hosts needs the team's owner or an admin")
-    if not team.is_byoc:
-        raise Forbidden("this team may not register its own hosts (BYOC is off)")
+        return team
+    team, role = await acting_role(session, principal, team_id)
+    if role not in ADMIN_ROLES:
+        raise Forbidden("managing BYOC hosts needs the team's owner or an admin")
     return team
 
 
@@ -179,6 +177,8 @@ async def create_host(
         if team_id is None:
             raise BadRequest("team_id is required for a BYOC host")
         team = await _byoc_team(session, principal, team_id)
+        if not team.is_byoc:
+            raise Forbidden("this team may not register its own hosts (BYOC is off)")
     host = Host(
         id=ids.new_id(),
         type=type,
@@ -378,14 +378,15 @@ async def refresh_credentials(
 
 
 async def authenticate_host(
-    session: AsyncSession, *, codec: TokenCodec, token: str, host_id: uuid.UUID
+    session: AsyncSession, *, codec: TokenCodec, token: str, wire_id: str
 ) -> Host:
-    """The host a host JWT names, which must be the host of the URL (403 otherwise)."""
+    """The host a host JWT names, which must be the host of the URL (403 otherwise). The token
+    is checked first: a caller without valid credentials learns nothing about the URL."""
     token_host = codec.verify_host(token)
     host = await session.get(Host, token_host)
     if host is None or host.status == "pending":
         raise Unauthorized("host not registered")
-    if token_host != host_id:
+    if wire_id != ids.HOST.format(host.id):
         raise Forbidden("the token belongs to another host")
     return host
 
@@ -418,7 +419,10 @@ async def mark_stale_down(
     now = now or utcnow()
     stale = list(
         await session.scalars(
-            select(Host).where(Host.status == "online", Host.last_heartbeat_at < now - down_after)
+            select(Host).where(
+                Host.status == "online",
+                or_(Host.last_heartbeat_at.is_(None), Host.last_heartbeat_at < now - down_after),
+            )
         )
     )
     for host in stale:

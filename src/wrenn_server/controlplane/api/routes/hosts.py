@@ -202,9 +202,8 @@ async def regenerate_token(
 async def heartbeat(id: str, session: SessionDep, codec: CodecDep, token: HostTokenDep) -> Response:
     if token is None:
         raise Unauthorized("missing credentials: send X-Host-Token")
-    host_id = ids.HOST.parse(id)
     async with transaction(session, write=True):
-        host = await hosts.authenticate_host(session, codec=codec, token=token, host_id=host_id)
+        host = await hosts.authenticate_host(session, codec=codec, token=token, wire_id=id)
         await hosts.mark_seen(session, host)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -27,7 +27,6 @@ import uuid
 
 import grpc
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
@@ -36,7 +35,7 @@ from ..db.models.hosts import Host
 from ..db.session import transaction
 from ..db.types import utcnow
 from ..errors import InvalidID
-from ..services import audit, metrics
+from ..services import capsules, metrics
 from ..services import hosts as host_service
 from .pool import HostClientPool
 
@@ -50,12 +49,6 @@ AGENT_STATUS = {
     pb.SANDBOX_STATUS_PAUSED: "paused",
 }
 RPC_TIMEOUT = 10.0
-# (action, status) of the audit event for a change the reconciler makes, by new status.
-AUDITED: dict[str, tuple[str, audit.Status]] = {
-    "paused": ("auto_pause", "info"),
-    "stopped": ("stopped", "warning"),
-    "missing": ("marked_missing", "warning"),
-}
 
 SessionFactory = metrics.SessionFactory
 
@@ -136,33 +129,9 @@ class Reconciler:
                 if new != sandbox.status:
                     log.info("capsule %s: %s -> %s", sandbox.id, sandbox.status, new)
                     previous = sandbox.status
-                    sandbox.status = new
-                    sandbox.last_updated = utcnow()
-                    await _audit_change(session, sandbox, previous, host_id)
+                    await capsules.set_status_by_system(session, sandbox, new, host_id)
                     if (previous, new) == ("running", "paused"):
                         auto_paused.append(sandbox.id)
         # The agent paused these on its own: copy their samples, as a pause through the API does.
         for sandbox_id in auto_paused:
             await metrics.flush(self.sessions, client, sandbox_id)
-
-
-async def _audit_change(
-    session: AsyncSession, sandbox: Sandbox, previous: str, host_id: uuid.UUID
-) -> None:
-    audited = AUDITED.get(sandbox.status)
-    # A capsule that was missing and comes back paused was not paused now; only a running one
-    # that the agent paused on its own was auto-paused.
-    if audited is None or (sandbox.status == "paused" and previous == "missing"):
-        return
-    action, status = audited
-    metadata: dict[str, str] = {"from": previous, "host_id": ids.HOST.format(host_id)}
-    await audit.record(
-        session,
-        actor=audit.SYSTEM,
-        team_id=sandbox.team_id,
-        resource_type="sandbox",
-        resource_id=ids.SANDBOX.format(sandbox.id),
-        action=action,
-        status=status,
-        metadata=metadata,
-    )

@@ -192,6 +192,41 @@ async def _set_status(
         return sandbox
 
 
+# (action, status) of the audit event of a change the platform makes on its own, by new status.
+_SYSTEM_CHANGES: dict[str, tuple[str, audit.Status]] = {
+    "paused": ("auto_pause", "info"),
+    "stopped": ("stopped", "warning"),
+    "missing": ("marked_missing", "warning"),
+}
+
+
+async def set_status_by_system(
+    session: AsyncSession, sandbox: Sandbox, status: str, host_id: uuid.UUID
+) -> None:
+    """A status change the platform makes (reconciler, host monitor), audited as the system
+    actor: running -> paused as `auto_pause`, -> stopped as `stopped`, -> missing as
+    `marked_missing`."""
+    previous = sandbox.status
+    sandbox.status = status
+    sandbox.last_updated = utcnow()
+    audited = _SYSTEM_CHANGES.get(status)
+    # A capsule that was missing and comes back paused was not paused now; only a running one
+    # that the agent paused on its own was auto-paused.
+    if audited is None or (status == "paused" and previous == "missing"):
+        return
+    action, level = audited
+    await audit.record(
+        session,
+        actor=audit.SYSTEM,
+        team_id=sandbox.team_id,
+        resource_type="sandbox",
+        resource_id=ids.SANDBOX.format(sandbox.id),
+        action=action,
+        status=level,
+        metadata={"from": previous, "host_id": ids.HOST.format(host_id)},
+    )
+
+
 async def _load(
     db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str, *allowed: str
 ) -> tuple[Sandbox, AgentClient]:

@@ -436,19 +436,7 @@ async def mark_stale_down(
             )
         )
         for sandbox in missing:
-            previous = sandbox.status
-            sandbox.status = "missing"
-            sandbox.last_updated = now
-            await audit.record(
-                session,
-                actor=audit.SYSTEM,
-                team_id=sandbox.team_id,
-                resource_type="sandbox",
-                resource_id=ids.SANDBOX.format(sandbox.id),
-                action="marked_missing",
-                status="warning",
-                metadata={"from": previous, "host_id": ids.HOST.format(host.id)},
-            )
+            await capsules.set_status_by_system(session, sandbox, "missing", host.id)
         last_seen = host.last_heartbeat_at.isoformat() if host.last_heartbeat_at else None
         log.warning("host %s not seen since %s: marked unreachable", host.id, last_seen)
         await _record(

@@ -1,10 +1,13 @@
-"""`/v1/audit-logs`: the current team's audit events."""
+"""`/v1/audit-logs`: the current team's audit events; `/v1/admin/audit-logs`: the platform-wide
+ones (platform admins)."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from ...db.session import transaction
 from ...schemas.audit import AuditLogEntry, AuditLogPage
@@ -15,10 +18,43 @@ from ..deps import CurrentAdmin, CurrentUser, SessionDep
 router = APIRouter(prefix="/v1/audit-logs", tags=["audit"])
 admin_router = APIRouter(prefix="/v1/admin/audit-logs", tags=["admin"])
 
-ResourceTypes = Annotated[list[str] | None, Query()]
-Actions = Annotated[list[str] | None, Query()]
-CursorParam = Annotated[str | None, Query()]
-Limit = Annotated[int, Query(ge=1)]
+
+@dataclass(frozen=True)
+class _Query:
+    resource_types: list[str]
+    actions: list[str]
+    cursor: str | None
+    limit: int
+
+
+def _query(
+    resource_type: Annotated[list[str] | None, Query()] = None,
+    action: Annotated[list[str] | None, Query()] = None,
+    cursor: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1)] = audit.DEFAULT_LIMIT,
+) -> _Query:
+    return _Query(audit.split_values(resource_type), audit.split_values(action), cursor, limit)
+
+
+QueryDep = Annotated[_Query, Depends(_query)]
+
+
+async def _page(
+    session: SessionDep, q: _Query, team_id: uuid.UUID | None, include_admin_scope: bool
+) -> AuditLogPage:
+    async with transaction(session):
+        page = await audit.list_events(
+            session,
+            team_id=team_id,
+            include_admin_scope=include_admin_scope,
+            resource_types=q.resource_types,
+            actions=q.actions,
+            cursor=q.cursor,
+            limit=q.limit,
+        )
+    return AuditLogPage(
+        items=[AuditLogEntry.of(row) for row in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.get(
@@ -27,14 +63,7 @@ Limit = Annotated[int, Query(ge=1)]
     summary="List your team's audit events, newest first",
     responses=error_responses(400, 401, 403),
 )
-async def list_audit_logs(
-    principal: CurrentUser,
-    session: SessionDep,
-    resource_type: ResourceTypes = None,
-    action: Actions = None,
-    cursor: CursorParam = None,
-    limit: Limit = audit.DEFAULT_LIMIT,
-) -> AuditLogPage:
+async def list_audit_logs(principal: CurrentUser, session: SessionDep, q: QueryDep) -> AuditLogPage:
     """User sessions only (JWT); API keys are refused (401).
 
     The public contract does not define this operation, so the shape is ours:
@@ -47,23 +76,7 @@ async def list_audit_logs(
     Members see the team's `scope=team` events; owners and admins also see `scope=admin` ones.
     """
     team_id = principal.require_team()
-    async with transaction(session):
-        page = await audit.list_events(
-            session,
-            team_id=team_id,
-            include_admin_scope=principal.role in ("owner", "admin"),
-            resource_types=audit.split_values(resource_type),
-            actions=audit.split_values(action),
-            cursor=cursor,
-            limit=limit,
-        )
-    return _page(page)
-
-
-def _page(page: audit.Page) -> AuditLogPage:
-    return AuditLogPage(
-        items=[AuditLogEntry.of(row) for row in page.items], next_cursor=page.next_cursor
-    )
+    return await _page(session, q, team_id, principal.role in ("owner", "admin"))
 
 
 @admin_router.get(
@@ -73,23 +86,8 @@ def _page(page: audit.Page) -> AuditLogPage:
     responses=error_responses(400, 401, 403),
 )
 async def list_platform_audit_logs(
-    principal: CurrentAdmin,
-    session: SessionDep,
-    resource_type: ResourceTypes = None,
-    action: Actions = None,
-    cursor: CursorParam = None,
-    limit: Limit = audit.DEFAULT_LIMIT,
+    principal: CurrentAdmin, session: SessionDep, q: QueryDep
 ) -> AuditLogPage:
-    """The events that belong to no team (shared hosts' add, delete, marked_down, marked_up),
-    with the same paging and filters as /v1/audit-logs."""
-    async with transaction(session):
-        page = await audit.list_events(
-            session,
-            team_id=None,
-            include_admin_scope=True,
-            resource_types=audit.split_values(resource_type),
-            actions=audit.split_values(action),
-            cursor=cursor,
-            limit=limit,
-        )
-    return _page(page)
+    """The events that belong to no team (shared hosts' add, register, delete, marked_down,
+    marked_up), with the same paging and filters as /v1/audit-logs."""
+    return await _page(session, q, None, True)

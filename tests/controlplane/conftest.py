@@ -29,6 +29,7 @@ from wrenn_server.controlplane.errors import Conflict
 from wrenn_server.controlplane.settings import Settings
 
 from .pgcluster import PgCluster, find_pg_bin, start_cluster
+from .redisserver import redis_server
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 DIALECTS = ["sqlite", "postgresql"]
@@ -44,6 +45,13 @@ def pg_cluster() -> Iterator[PgCluster]:
     cluster = start_cluster(bin_dir)
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server for the session (the template build queue)."""
+    with redis_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session", params=DIALECTS)

@@ -36,6 +36,7 @@ from sqlalchemy import delete, select, update
 
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models import APIKey, Sandbox, Team, TeamMember, Template, User
+from wrenn_server.controlplane.db.models.capsules import TemplateBuild
 from wrenn_server.controlplane.db.models.hosts import Host, HostRefreshToken, HostTag, HostToken
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
@@ -136,6 +137,11 @@ ROWS: tuple[Row, ...] = (
     Row("get", "/v1/admin/capsules", ADMIN_ONLY),
     Row("get", "/v1/admin/users", ADMIN_ONLY),
     Row("get", "/v1/admin/audit-logs", ADMIN_ONLY),
+    Row("get", "/v1/admin/builds", ADMIN_ONLY),
+    Row("post", "/v1/admin/builds", (403, 403, 403, 201, 401, 403),
+        body={"name": "matrix-build", "recipe": ["RUN true"], "base_template": "{snapshot}"}),
+    Row("get", "/v1/admin/builds/{id}", ADMIN_ONLY, args={"id": "build"}),
+    Row("post", "/v1/admin/builds/{id}/cancel", ADMIN_ONLY, args={"id": "build"}),
     # --- Capsules (user sessions and API keys alike, in the caller's active team)
     Row("get", "/v1/capsules", ANY_TEAM),
     # Olive's own template: Olive's callers get as far as placing it (no host: 503); anyone
@@ -365,6 +371,7 @@ async def _build_world(
         "tag": "ssd",
         "registration_token": generate_credential(HOST_REGISTRATION_PREFIX).plaintext,
         "refresh_token": generate_credential(HOST_REFRESH_PREFIX).plaintext,
+        "build": ids.BUILD.format(ids.new_id()),
     }
     for host in ("olive_host", "shared_host", "agent_host", "registered_host"):
         world[host] = ids.HOST.format(ids.new_id())
@@ -372,6 +379,7 @@ async def _build_world(
         ids.HOST.parse(world["registered_host"]), dt.timedelta(days=1)
     )
     await _reset_hosts(db, world)
+    await _reset_builds(db, world)
     callers = {
         "member": bearer(member_token),
         "admin": bearer(admin_token),
@@ -416,6 +424,19 @@ async def _reset(db: Database, world: dict[str, str]) -> None:
             .values(status="paused")
         )
     await _reset_hosts(db, world)
+    await _reset_builds(db, world)
+
+
+async def _reset_builds(db: Database, world: dict[str, str]) -> None:
+    """One queued build; none submitted by a row."""
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        await session.execute(delete(TemplateBuild))
+        session.add(
+            TemplateBuild(
+                id=ids.BUILD.parse(world["build"]), name="queued", base_template="minimal",
+                recipe=["RUN true"], vcpus=1, memory_mb=512, status="pending",
+            )
+        )  # fmt: skip
 
 
 async def test_role_matrix(app: FastAPI, client: httpx.AsyncClient, db: Database) -> None:

@@ -130,7 +130,7 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30
 # -- REST API tests (tests/integration/test_rest_*.py) -------------------------------------
 # The control plane in-process over this agent; see rest_fixtures.py. pg_cluster is the control
 # plane tests' throwaway PostgreSQL cluster.
-from ..controlplane.conftest import pg_cluster  # noqa: E402, F401
+from ..controlplane.conftest import pg_cluster, redis_url  # noqa: E402, F401
 from .rest_fixtures import (  # noqa: E402, F401
     api,
     rest_databases,

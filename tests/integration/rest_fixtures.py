@@ -48,6 +48,7 @@ both_dialects = pytest.mark.parametrize("rest_dialect", DIALECTS, indirect=True)
 """Run the test (or every test of a module, as `pytestmark`) on SQLite and PostgreSQL."""
 
 JWT_SECRET = secrets.token_urlsafe(48)
+BASE_TEMPLATE = Settings().base_template
 _emails = itertools.count()
 
 
@@ -105,7 +106,7 @@ async def rest_db(
     async with database.sessionmaker() as session:
         capsules = list(await session.scalars(select(Sandbox.id)))
         snapshots = list(
-            await session.scalars(select(Template.name).where(Template.type == "snapshot"))
+            await session.scalars(select(Template.name).where(Template.name != BASE_TEMPLATE))
         )
     for sandbox_id in capsules:
         with contextlib.suppress(grpc.aio.AioRpcError):
@@ -127,11 +128,13 @@ StartApp = Callable[..., AbstractAsyncContextManager[RestApp]]
 @pytest.fixture
 def start_app(rest_db: Database, tmp_path: Path, agent_process: Any) -> StartApp:
     """`async with start_app(reconcile_interval_sec=0.2) as rest:` runs an app through its
-    lifespan; `rest.client` calls it in-process."""
+    lifespan; `rest.client` calls it in-process. Other keyword arguments are settings."""
     from .conftest import SECRET
 
     @asynccontextmanager
-    async def start(reconcile_interval_sec: float = 0.0) -> AsyncIterator[RestApp]:
+    async def start(
+        reconcile_interval_sec: float = 0.0, **overrides: Any
+    ) -> AsyncIterator[RestApp]:
         settings = Settings(
             data_dir=tmp_path / "controlplane",
             database_url=rest_db.url,
@@ -140,6 +143,7 @@ def start_app(rest_db: Database, tmp_path: Path, agent_process: Any) -> StartApp
             agent_address=agent_process.target,
             agent_secret=SecretStr(SECRET),
             reconcile_interval_sec=reconcile_interval_sec,
+            **overrides,
         )
         app = create_app(settings, db=rest_db)
         async with app.router.lifespan_context(app):

@@ -22,6 +22,9 @@ from . import loops
 from .api import errors as api_errors
 from .api.aliases import SandboxAliases
 from .api.routes import ROUTERS
+from .builds.queue import build_queue
+from .builds.runner import BuildRunner
+from .builds.workers import Builds, BuildWorkers
 from .db.migrate import migrate
 from .db.session import Database, transaction
 from .hosts.local import local_host_id
@@ -85,6 +88,16 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     owns_db = db is None
     database = db or Database(settings.effective_database_url)
     hosts = Hosts(HostClientPool(_agent_secrets(settings, codec)), RoundRobinScheduler())
+    archives = settings.data_dir / "builds"
+    queue = build_queue(settings.redis_url)
+    builds = Builds(
+        queue=queue,
+        archives=archives,
+        max_archive_bytes=settings.build_archive_max_mb << 20,
+        workers=BuildWorkers(
+            database, queue, BuildRunner(database, hosts, archives), settings.build_workers
+        ),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -103,10 +116,13 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             "reconciler": (settings.reconcile_interval_sec, reconciler.run_once),
             "stats-sampler": (settings.stats_sample_interval_sec, sampler),
         }
+        await builds.workers.start()
         try:
             async with loops.running(background):
                 yield
         finally:
+            await builds.workers.stop()
+            await queue.close()
             await hosts.pool.close()
             if owns_db:
                 await database.dispose()
@@ -125,6 +141,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.db = database
     app.state.codec = codec
     app.state.hosts = hosts
+    app.state.builds = builds
     api_errors.install(app)
     app.add_middleware(SandboxAliases)
     for router in ROUTERS:

@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     stats_retention_days: int = Field(
         default=60, ge=1, description="How long the sampled team statistics are kept, days."
     )
+    build_workers: int = Field(
+        default=2,
+        ge=0,
+        le=32,
+        description="Template builds run at once by this process (0 = none: another control "
+        "plane process runs them).",
+    )
+    build_archive_max_mb: int = Field(
+        default=512, ge=1, description="Largest archive a template build may upload, MiB."
+    )
     host_jwt_lifetime_sec: int = Field(
         default=7 * 24 * 3600,
         ge=60,

@@ -50,10 +50,17 @@ class AgentClient:
         return res
 
     async def write_stream(
-        self, sandbox_id: str, path: str, chunks: AsyncIterator[bytes], user: str = ""
+        self,
+        sandbox_id: str,
+        path: str,
+        chunks: AsyncIterator[bytes],
+        user: str = "",
+        mode: int = 0,
     ) -> pb.FileEntry:
         async def requests() -> AsyncIterator[pb.WriteFileStreamRequest]:
-            header = pb.WriteFileStreamRequest.Header(sandbox_id=sandbox_id, path=path, user=user)
+            header = pb.WriteFileStreamRequest.Header(
+                sandbox_id=sandbox_id, path=path, user=user, mode=mode
+            )
             yield pb.WriteFileStreamRequest(header=header)
             async for chunk in chunks:
                 yield pb.WriteFileStreamRequest(chunk=chunk)

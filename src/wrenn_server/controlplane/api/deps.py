@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..builds.workers import Builds
 from ..db.session import Database, transaction
 from ..errors import Forbidden, Unauthorized
 from ..security import TokenCodec
@@ -112,6 +113,14 @@ def _hosts(request: Request) -> Hosts:
 
 
 HostsDep = Annotated[Hosts, Depends(_hosts)]
+
+
+def _builds(request: Request) -> Builds:
+    builds: Builds = request.app.state.builds
+    return builds
+
+
+BuildsDep = Annotated[Builds, Depends(_builds)]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from . import (
     api_keys,
     audit,
     auth,
+    builds,
     capsule_files,
     capsule_metrics,
     capsule_ws,
@@ -37,4 +38,5 @@ ROUTERS = [
     snapshots.router,
     hosts.router,
     admin.router,
+    builds.router,
 ]

@@ -1,0 +1,1 @@
+"""Template builds: recipes, archives, the queue and the workers that run them."""

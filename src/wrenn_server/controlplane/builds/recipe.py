@@ -1,0 +1,146 @@
+"""Template build recipes: one step per line, parsed into typed steps before anything runs.
+
+    RUN <shell command>      run with /bin/sh -c as the current user, in the current directory
+    ENV <KEY>=<value>        (or `ENV KEY value`) set for later steps and kept in the template
+    COPY <src> <dst>         copy a file or directory of the uploaded archive to an absolute path,
+                             owned by the current user
+    USER <name>              create the user (home, passwordless sudo) and run later steps as it;
+                             the last USER is the template's default user
+    WORKDIR <path>           mkdir -p the absolute path; later steps run there
+
+Blank lines and lines starting with `#` are ignored. Errors name the line.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+
+from ..errors import BadRequest
+
+DEFAULT_USER = "wrenn-user"
+_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+MAX_STEPS = 200
+MAX_LINE = 8192
+
+
+@dataclass(frozen=True)
+class Run:
+    command: str
+    # Platform steps (apt update/clean) run as root whatever the current user.
+    as_root: bool = False
+
+
+@dataclass(frozen=True)
+class Env:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Copy:
+    src: str  # normalized, relative to the archive root ("." for all of it)
+    dst: str  # absolute
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+
+
+@dataclass(frozen=True)
+class Workdir:
+    path: str
+
+
+Step = Run | Env | Copy | User | Workdir
+
+
+def describe(step: Step) -> str:
+    """The step as a recipe line (for logs)."""
+    match step:
+        case Run(command, _):
+            return f"RUN {command}"
+        case Env(key, value):
+            return f"ENV {key}={value}"
+        case Copy(src, dst):
+            return f"COPY {src} {dst}"
+        case User(name):
+            return f"USER {name}"
+        case Workdir(path):
+            return f"WORKDIR {path}"
+
+
+def _absolute(path: str, what: str, n: int) -> str:
+    if not path.startswith("/") or "\0" in path:
+        raise BadRequest(f"line {n}: {what} must be an absolute path")
+    return posixpath.normpath(path)
+
+
+def archive_path(path: str) -> str | None:
+    """A normalized path inside an archive, or None if it would leave it (absolute, `..`)."""
+    if not path or "\0" in path or path.startswith("/"):
+        return None
+    normalized = posixpath.normpath(path)
+    if normalized == ".." or normalized.startswith("../"):
+        return None
+    return normalized
+
+
+def _step(keyword: str, rest: str, n: int) -> Step:
+    match keyword:
+        case "RUN":
+            if not rest:
+                raise BadRequest(f"line {n}: RUN needs a command")
+            return Run(rest)
+        case "ENV":
+            key, sep, value = rest.partition("=")
+            if not sep:
+                key, _, value = rest.partition(" ")
+            key, value = key.strip(), value.strip()
+            if not _ENV_KEY_RE.fullmatch(key):
+                raise BadRequest(f"line {n}: ENV needs KEY=value with a valid variable name")
+            return Env(key, value)
+        case "COPY":
+            parts = rest.split()
+            if len(parts) != 2:
+                raise BadRequest(f"line {n}: COPY needs a source and a destination")
+            src = archive_path(parts[0])
+            if src is None:
+                raise BadRequest(f"line {n}: COPY source must stay inside the archive")
+            return Copy(src, _absolute(parts[1], "COPY destination", n))
+        case "USER":
+            if not _USER_RE.fullmatch(rest):
+                raise BadRequest(f"line {n}: USER needs a user name (lowercase, up to 32)")
+            return User(rest)
+        case "WORKDIR":
+            return Workdir(_absolute(rest, "WORKDIR", n))
+    raise BadRequest(f"line {n}: unknown instruction {keyword!r} (RUN, ENV, COPY, USER, WORKDIR)")
+
+
+def parse(lines: list[str]) -> list[Step]:
+    steps: list[Step] = []
+    for n, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if len(line) > MAX_LINE:
+            raise BadRequest(f"line {n}: longer than {MAX_LINE} characters")
+        keyword, _, rest = line.partition(" ")
+        steps.append(_step(keyword.upper(), rest.strip(), n))
+    if len(steps) > MAX_STEPS:
+        raise BadRequest(f"a recipe has at most {MAX_STEPS} steps")
+    return steps
+
+
+def plan(steps: list[Step], *, skip_pre_post: bool) -> list[Step]:
+    """The steps a build runs: the default user first, apt's update and clean around the
+    recipe unless skipped."""
+    pre: list[Step] = []
+    post: list[Step] = []
+    if not skip_pre_post:
+        pre.append(Run("apt-get update -q", as_root=True))
+        post.append(Run("apt-get clean", as_root=True))
+    return [*pre, User(DEFAULT_USER), *steps, *post]

@@ -1,0 +1,172 @@
+"""Template builds as platform admins see them: submit (recipe checked, archive checked and
+kept, then queued), list, read, cancel. Running them is `builds/`' job.
+
+A build produces a platform template (visible to every team). Its name may not be taken by a
+template, nor by another build that has not finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .. import ids
+from ..builds import archive, recipe
+from ..builds.queue import BuildQueue
+from ..builds.runner import total_steps
+from ..db.models.capsules import Template, TemplateBuild
+from ..db.session import Database, transaction
+from ..db.types import utcnow
+from ..errors import BadRequest, Conflict, InvalidState, NotFound, ServiceUnavailable, TooLarge
+from ..schemas.builds import CreateBuildRequest
+from . import audit
+from .principals import Principal
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("pending", "running")
+LIST_LIMIT = 100
+COPY_CHUNK = 1 << 20
+
+
+def _save_archive(upload: BinaryIO, target: Path, max_bytes: int) -> None:
+    """Copy the upload to `target`, refusing more than `max_bytes`, then check its members."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with open(target, "wb") as out:
+        while chunk := upload.read(COPY_CHUNK):
+            written += len(chunk)
+            if written > max_bytes:
+                raise TooLarge(f"the archive is larger than {max_bytes >> 20} MiB")
+            out.write(chunk)
+    found = archive.members(target)
+    if not found:
+        raise BadRequest("the archive is empty")
+
+
+async def _check_free(session: AsyncSession, build: TemplateBuild) -> None:
+    if await session.get(Template, build.base_template) is None:
+        raise BadRequest(f"base template {build.base_template!r} not found")
+    if await session.get(Template, build.name) is not None:
+        raise Conflict(f"a template named {build.name!r} already exists")
+    busy = await session.scalar(
+        select(TemplateBuild.id).where(
+            TemplateBuild.name == build.name, TemplateBuild.status.in_(ACTIVE)
+        )
+    )
+    if busy is not None:
+        raise Conflict(f"a build of {build.name!r} is already queued or running")
+
+
+async def create_build(
+    db: Database,
+    queue: BuildQueue,
+    *,
+    principal: Principal,
+    request: CreateBuildRequest,
+    upload: BinaryIO | None,
+    archives: Path,
+    max_archive_bytes: int,
+    default_base: str,
+) -> TemplateBuild:
+    steps = recipe.parse(request.recipe)
+    if any(isinstance(step, recipe.Copy) for step in steps) and upload is None:
+        raise BadRequest("the recipe has COPY steps: upload an archive with the build")
+    build = TemplateBuild(
+        id=ids.new_id(),
+        name=request.name,
+        base_template=request.base_template or default_base,
+        recipe=list(request.recipe),
+        start_cmd=request.start_cmd,
+        healthcheck=request.healthcheck,
+        vcpus=request.vcpus,
+        memory_mb=request.memory_mb,
+        skip_pre_post=request.skip_pre_post,
+        status="pending",
+        created_by=principal.user_id,
+    )
+    build.total_steps = total_steps(build)
+    path = archives / f"{build.id.hex}.archive"
+    async with db.sessionmaker() as session, transaction(session):
+        await _check_free(session, build)
+    try:
+        if upload is not None:
+            # Outside any transaction: a large archive must not hold the database's write lock.
+            await asyncio.to_thread(_save_archive, upload, path, max_archive_bytes)
+            build.archive_path = str(path)
+        async with db.sessionmaker() as session, transaction(session, write=True):
+            await _check_free(session, build)  # again: another build may have won meanwhile
+            session.add(build)
+            await audit.record(
+                session,
+                actor=principal.actor,
+                team_id=None,
+                resource_type="template",
+                resource_id=build.name,
+                action="build_submit",
+                scope="admin",
+                metadata={"build_id": ids.BUILD.format(build.id)},
+            )
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    try:
+        await queue.put(build.id)
+    except Exception:
+        log.exception("build %s could not be queued", build.id)
+        async with db.sessionmaker() as session, transaction(session, write=True):
+            await session.execute(delete(TemplateBuild).where(TemplateBuild.id == build.id))
+        path.unlink(missing_ok=True)
+        raise ServiceUnavailable("the build queue is unavailable; try again") from None
+    return build
+
+
+async def list_builds(db: Database) -> Sequence[TemplateBuild]:
+    async with db.sessionmaker() as session:
+        rows = await session.scalars(
+            select(TemplateBuild)
+            .order_by(TemplateBuild.created_at.desc(), TemplateBuild.id.desc())
+            .limit(LIST_LIMIT)
+        )
+        return rows.all()
+
+
+async def get_build(db: Database, build_id: uuid.UUID) -> TemplateBuild:
+    async with db.sessionmaker() as session:
+        build = await session.get(TemplateBuild, build_id)
+    if build is None:
+        raise NotFound("build not found")
+    return build
+
+
+async def cancel_build(db: Database, *, principal: Principal, build_id: uuid.UUID) -> TemplateBuild:
+    """Pending: cancelled at once. Running: marked cancelled; its worker stops it within a
+    second and destroys its capsule."""
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        build = await session.get(TemplateBuild, build_id)
+        if build is None:
+            raise NotFound("build not found")
+        if build.status not in ACTIVE:
+            raise InvalidState(f"build is {build.status}")
+        if build.status == "pending":
+            build.completed_at = utcnow()
+        build.status = "cancelled"
+        build.error = "cancelled"
+        await audit.record(
+            session,
+            actor=principal.actor,
+            team_id=None,
+            resource_type="template",
+            resource_id=build.name,
+            action="build_cancel",
+            scope="admin",
+            metadata={"build_id": ids.BUILD.format(build.id)},
+        )
+        return build

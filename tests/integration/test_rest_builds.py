@@ -1,0 +1,322 @@
+"""Template builds end to end with real capsules: a recipe with every instruction and an
+uploaded archive makes an image template whose capsules start as the recipe's user with its
+environment and files; a start command with a healthcheck makes a snapshot template whose
+service is already running; a failing step fails the build; a running build can be cancelled;
+bad input is refused and leaves nothing behind. The build capsule never outlives its build."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.db.models import User
+from wrenn_server.controlplane.db.models.capsules import Sandbox, Template, TemplateBuild
+from wrenn_server.controlplane.db.session import Database
+
+from ..controlplane.helpers import assert_error
+from .rest_fixtures import Account, StartApp, make_capsule, new_account, sh
+
+pytestmark = pytest.mark.integration
+
+
+async def _admin(api: httpx.AsyncClient, db: Database) -> Account:
+    account = await new_account(api)
+    async with db.sessionmaker() as session, session.begin():
+        await session.execute(update(User).where(User.email == account.email).values(is_admin=True))
+    return account
+
+
+def _archive(files: dict[str, tuple[bytes, int]], extra: list[tarfile.TarInfo] = ()) -> bytes:  # type: ignore[assignment]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, (data, mode) in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+        for info in extra:
+            tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
+    return buf.getvalue()
+
+
+async def _submit(
+    api: httpx.AsyncClient, admin: Account, archive: bytes | None = None, **fields: Any
+) -> httpx.Response:
+    if archive is None:
+        return await api.post("/v1/admin/builds", json=fields, headers=admin.jwt)
+    form = {k: ("\n".join(v) if isinstance(v, list) else str(v)) for k, v in fields.items()}
+    return await api.post(
+        "/v1/admin/builds",
+        data=form,
+        files={"archive": ("app.tar.gz", archive, "application/gzip")},
+        headers=admin.jwt,
+    )
+
+
+async def _wait(
+    api: httpx.AsyncClient,
+    admin: Account,
+    build_id: str,
+    statuses: tuple[str, ...],
+    timeout: float = 240,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = await api.get(f"/v1/admin/builds/{build_id}", headers=admin.jwt)
+        assert resp.status_code == 200, resp.text
+        build: dict[str, Any] = resp.json()
+        if build["status"] in statuses:
+            return build
+        assert time.monotonic() < deadline, build
+        await asyncio.sleep(0.5)
+
+
+async def _build_capsule_gone(db: Database, build: dict[str, Any]) -> None:
+    assert build["sandbox_id"]
+    async with db.sessionmaker() as session:
+        row = await session.get(Sandbox, ids.SANDBOX.parse(build["sandbox_id"]))
+    assert row is not None and row.status == "stopped"
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_recipe_makes_an_image_template(api: httpx.AsyncClient, rest_db: Database) -> None:
+    admin = await _admin(api, rest_db)
+    archive = _archive(
+        {
+            "app/run.sh": (b'#!/bin/sh\necho "$GREETING from $(whoami) in $(pwd)"\n', 0o755),
+            "app/data/notes.txt": (b"kept\n", 0o644),
+            "README": (b"top\n", 0o644),
+        }
+    )
+    name = _name("built")
+    resp = await _submit(
+        api,
+        admin,
+        archive,
+        name=name,
+        recipe=[
+            "# comments and blank lines are ignored",
+            "",
+            "ENV GREETING=hello",
+            "USER builder",
+            "WORKDIR /opt/app",
+            "COPY app /opt/app",
+            "COPY README /opt/README.txt",
+            "RUN ./run.sh > out.txt",
+            # The sudoers entry is written; gVisor itself keeps setuid binaries from elevating.
+            "RUN test -f /etc/sudoers.d/builder && touch /opt/app/sudoer",
+        ],
+        skip_pre_post="true",
+        memory_mb="512",
+    )
+    assert resp.status_code == 201, resp.text
+    submitted = resp.json()
+    assert submitted["status"] in ("pending", "running") and submitted["has_archive"]
+    assert submitted["total_steps"] == 1 + 7 + 1  # default user, the recipe's 7 steps, template
+
+    build = await _wait(api, admin, submitted["id"], ("success", "failed"))
+    assert build["status"] == "success", (build["error"], build["logs"])
+    assert build["result_type"] == "image"
+    assert build["current_step"] == build["total_steps"] == len(build["logs"])
+    assert all(entry["ok"] for entry in build["logs"])
+    assert [entry["cmd"] for entry in build["logs"]][:3] == [
+        "USER wrenn-user",
+        "ENV GREETING=hello",
+        "USER builder",
+    ]
+    assert (build["default_user"], build["default_env"]) == ("builder", {"GREETING": "hello"})
+    await _build_capsule_gone(rest_db, build)
+    async with rest_db.sessionmaker() as session:
+        template = await session.get(Template, name)
+    assert template is not None and template.type == "base" and template.size_bytes > 0
+    assert template.team_id == ids.PLATFORM_TEAM_ID
+
+    # Any team's capsule starts from it, as its user, with its environment and files.
+    user = await new_account(api)
+    capsule = await make_capsule(api, user, template=name)
+    out = await sh(
+        api,
+        user,
+        capsule["id"],
+        "whoami; echo $GREETING; cat /opt/app/out.txt; stat -c '%U %a' /opt/app/data/notes.txt "
+        "/opt/app/run.sh; cat /opt/README.txt; ls /opt/app/sudoer",
+    )
+    assert out["stdout"].splitlines() == [
+        "builder",
+        "hello",
+        "hello from builder in /opt/app",
+        "builder 644",
+        "builder 755",
+        "top",
+        "/opt/app/sudoer",
+    ]
+    resp = await api.get("/v1/admin/builds", headers=admin.jwt)
+    assert [b["id"] for b in resp.json()] == [build["id"]]
+
+
+async def test_healthcheck_makes_a_snapshot_with_the_service_running(
+    api: httpx.AsyncClient, rest_db: Database
+) -> None:
+    admin = await _admin(api, rest_db)
+    name = _name("served")
+    probe = "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/')\""
+    resp = await _submit(
+        api,
+        admin,
+        name=name,
+        recipe=["WORKDIR /srv", "RUN echo served > index.html"],
+        start_cmd="python3 -m http.server 8000 --directory /srv",
+        healthcheck=probe,
+        skip_pre_post=True,
+        memory_mb=512,
+    )
+    assert resp.status_code == 201, resp.text
+    build = await _wait(api, admin, resp.json()["id"], ("success", "failed"))
+    assert build["status"] == "success", (build["error"], build["logs"])
+    assert build["result_type"] == "snapshot"
+    assert [e["cmd"].split()[0] for e in build["logs"]][-3:] == ["START", "HEALTHCHECK", "TEMPLATE"]
+    await _build_capsule_gone(rest_db, build)
+
+    user = await new_account(api)
+    capsule = await make_capsule(api, user, template=name)
+    # No start-up: the server was running when the snapshot was taken.
+    out = await sh(
+        api,
+        user,
+        capsule["id"],
+        'python3 -c "import urllib.request; '
+        "print(urllib.request.urlopen('http://127.0.0.1:8000/index.html').read().decode())\"",
+    )
+    assert out["stdout"].strip() == "served"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def queued_api(
+    request: pytest.FixtureRequest, start_app: StartApp
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An app whose build queue is in process, or on a real Redis."""
+    redis = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    async with start_app(redis_url=redis) as rest:
+        yield rest.client
+
+
+async def test_a_failing_step_fails_the_build(
+    queued_api: httpx.AsyncClient, rest_db: Database
+) -> None:
+    api = queued_api
+    admin = await _admin(api, rest_db)
+    name = _name("broken")
+    resp = await _submit(
+        api,
+        admin,
+        name=name,
+        recipe=["RUN echo before", "RUN echo oops >&2; exit 3", "RUN echo never"],
+        skip_pre_post=True,
+        memory_mb=512,
+    )
+    build = await _wait(api, admin, resp.json()["id"], ("success", "failed"))
+    assert build["status"] == "failed"
+    assert "step 3" in build["error"] and "exited with 3" in build["error"]
+    last = build["logs"][-1]
+    assert (last["ok"], last["exit_code"], last["stderr"]) == (False, 3, "oops\n")
+    assert len(build["logs"]) == 3  # the default user, then two recipe steps
+    await _build_capsule_gone(rest_db, build)
+    async with rest_db.sessionmaker() as session:
+        assert await session.get(Template, name) is None
+    # The name is free again for a new build.
+    again = await _submit(api, admin, name=name, recipe=["RUN true"], skip_pre_post=True)
+    assert again.status_code == 201, again.text
+    await _wait(api, admin, again.json()["id"], ("success", "failed"))
+
+
+async def test_a_running_build_can_be_cancelled(api: httpx.AsyncClient, rest_db: Database) -> None:
+    admin = await _admin(api, rest_db)
+    resp = await _submit(
+        api, admin, name=_name("slow"), recipe=["RUN sleep 600"], skip_pre_post=True, memory_mb=512
+    )
+    build_id = resp.json()["id"]
+
+    deadline = time.monotonic() + 60
+    while (build := (await api.get(f"/v1/admin/builds/{build_id}", headers=admin.jwt)).json())[
+        "current_step"
+    ] < 1:
+        assert time.monotonic() < deadline, build
+        await asyncio.sleep(0.3)
+    cancelled = await api.post(f"/v1/admin/builds/{build_id}/cancel", headers=admin.jwt)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    started = time.monotonic()
+    async with rest_db.sessionmaker() as session:
+        sandbox_id = (await session.get(TemplateBuild, ids.BUILD.parse(build_id))).sandbox_id  # type: ignore[union-attr]
+
+    async def capsule_status() -> str | None:
+        async with rest_db.sessionmaker() as session:
+            return await session.scalar(select(Sandbox.status).where(Sandbox.id == sandbox_id))
+
+    while await capsule_status() != "stopped":
+        assert time.monotonic() - started < 30
+        await asyncio.sleep(0.3)
+    final = await _wait(api, admin, build_id, ("cancelled",), timeout=30)
+    assert final["completed_at"] is not None
+    assert_error(
+        await api.post(f"/v1/admin/builds/{build_id}/cancel", headers=admin.jwt),
+        409,
+        "invalid_state",
+    )
+
+
+async def test_bad_builds_are_refused_and_leave_nothing(
+    api: httpx.AsyncClient, rest_db: Database
+) -> None:
+    admin = await _admin(api, rest_db)
+    user = await new_account(api)
+    ok = {"name": _name("x"), "recipe": ["RUN true"], "skip_pre_post": True}
+    assert_error(await _submit(api, user, **ok), 403, "forbidden")
+    assert_error(await api.post("/v1/admin/builds", json=ok, headers=admin.h), 401, "unauthorized")
+    for recipe, message in (
+        (["FROM debian"], "unknown instruction"),
+        (["USER Root!"], "USER"),
+        (["WORKDIR relative"], "absolute"),
+        (["COPY ../etc /x"], "inside the archive"),
+        (["COPY app /opt/app"], "archive"),  # no archive uploaded
+        (["ENV 1BAD=x"], "ENV"),
+    ):
+        error = assert_error(
+            await _submit(api, admin, **(ok | {"recipe": recipe})), 400, "invalid_request"
+        )
+        assert message in error["message"], (recipe, error)
+    assert_error(await _submit(api, admin, **(ok | {"name": "../etc"})), 400, "invalid_request")
+    assert_error(await _submit(api, admin, **(ok | {"name": "minimal"})), 409, "conflict")
+    assert_error(
+        await _submit(api, admin, **(ok | {"base_template": "nope"})), 400, "invalid_request"
+    )
+    escaping = tarfile.TarInfo("../evil")
+    escaping.size = 1
+    link = tarfile.TarInfo("app/link")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+    for extra, message in (([escaping], "leaves the archive"), ([link], "not a file")):
+        error = assert_error(
+            await _submit(api, admin, _archive({}, extra), **(ok | {"recipe": ["COPY app /a"]})),
+            400,
+            "invalid_request",
+        )
+        assert message in error["message"]
+    garbage = await _submit(api, admin, b"not an archive", **(ok | {"recipe": ["COPY a /a"]}))
+    assert_error(garbage, 400, "invalid_request")
+    async with rest_db.sessionmaker() as session:
+        assert list(await session.scalars(select(TemplateBuild))) == []
+    assert_error(
+        await api.get(f"/v1/admin/builds/bld-{uuid.uuid4()}", headers=admin.jwt), 404, "not_found"
+    )
+    assert_error(await api.get("/v1/admin/builds/nope", headers=admin.jwt), 404, "not_found")

@@ -142,6 +142,7 @@ async def test_recipe_makes_an_image_template(api: httpx.AsyncClient, rest_db: D
         template = await session.get(Template, name)
     assert template is not None and template.type == "base" and template.size_bytes > 0
     assert template.team_id == ids.PLATFORM_TEAM_ID
+    assert template.host_id is not None  # capsules from it run where its files are
 
     # Any team's capsule starts from it, as its user, with its environment and files.
     user = await new_account(api)
@@ -180,7 +181,8 @@ async def test_healthcheck_makes_a_snapshot_with_the_service_running(
         start_cmd="python3 -m http.server 8000 --directory /srv",
         healthcheck=probe,
         skip_pre_post=True,
-        memory_mb=512,
+        # Not the warm pool's shape: see test_rest_snapshots.py on snapshots of pooled capsules.
+        memory_mb=768,
     )
     assert resp.status_code == 201, resp.text
     build = await _wait(api, admin, resp.json()["id"], ("success", "failed"))

@@ -23,7 +23,7 @@ from typing import IO, Any
 from ...hostagent.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
-from ..db.models.capsules import Template, TemplateBuild
+from ..db.models.capsules import Sandbox, Template, TemplateBuild
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import DomainError
@@ -95,8 +95,8 @@ class BuildRunner:
         if build is None:
             return
         try:
-            async with self._capsule(build) as (wire_id, client):
-                result = await self._steps(build, wire_id, client)
+            async with self._capsule(build) as (sandbox, client):
+                result = await self._steps(build, sandbox, client)
         except asyncio.CancelledError:
             # Cancelled by its admin (the row says so, and stays so) or by a shutdown.
             stopped = self._finish(
@@ -142,7 +142,7 @@ class BuildRunner:
             )
 
     @contextlib.asynccontextmanager
-    async def _capsule(self, build: TemplateBuild) -> AsyncIterator[tuple[str, AgentClient]]:
+    async def _capsule(self, build: TemplateBuild) -> AsyncIterator[tuple[Sandbox, AgentClient]]:
         spec = CreateCapsule(
             template=build.base_template,
             vcpus=build.vcpus,
@@ -158,7 +158,7 @@ class BuildRunner:
             client = await capsules.running_client(
                 self.db, self.hosts, ids.PLATFORM_TEAM_ID, wire_id
             )
-            yield wire_id, client
+            yield sandbox, client
         finally:
             destroy = capsules.destroy_capsule(
                 self.db, self.hosts, ids.PLATFORM_TEAM_ID, wire_id, actor=audit.SYSTEM
@@ -166,7 +166,8 @@ class BuildRunner:
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(destroy, CLEANUP_TIMEOUT))
 
-    async def _steps(self, build: TemplateBuild, wire_id: str, client: AgentClient) -> str:
+    async def _steps(self, build: TemplateBuild, sandbox: Sandbox, client: AgentClient) -> str:
+        wire_id = ids.SANDBOX.format(sandbox.id)
         steps = plan(parse(build.recipe), skip_pre_post=build.skip_pre_post)
         ctx = _Context()
         n = 0
@@ -185,7 +186,7 @@ class BuildRunner:
             await self._healthcheck(build, n, ctx, wire_id, client)
             healthy = True
         await self._update(build.id, default_user=ctx.default_user, default_env=dict(ctx.env))
-        return await self._produce(build, n + 1, wire_id, client, ctx, snapshot=healthy)
+        return await self._produce(build, n + 1, sandbox, client, ctx, snapshot=healthy)
 
     async def _step(
         self,
@@ -358,12 +359,13 @@ class BuildRunner:
         self,
         build: TemplateBuild,
         n: int,
-        wire_id: str,
+        sandbox: Sandbox,
         client: AgentClient,
         ctx: _Context,
         *,
         snapshot: bool,
     ) -> str:
+        wire_id = ids.SANDBOX.format(sandbox.id)
         kind = "snapshot" if snapshot else "image"
         started = utcnow()
         with agent_errors():
@@ -379,6 +381,7 @@ class BuildRunner:
                 team_id=ids.PLATFORM_TEAM_ID,
                 # An image template is what capsules boot from, as the platform's base is.
                 type="snapshot" if snapshot else "base",
+                host_id=sandbox.host_id,
                 vcpus=build.vcpus,
                 memory_mb=build.memory_mb,
                 size_bytes=made.size_bytes,

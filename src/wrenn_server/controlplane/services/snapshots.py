@@ -70,6 +70,7 @@ async def create_snapshot(
             session.add(template)
         template.vcpus, template.memory_mb = sandbox.vcpus, sandbox.memory_mb
         template.size_bytes = made.size_bytes
+        template.host_id = sandbox.host_id
         template.created_at = utcnow()
         base = await session.get(Template, sandbox.template)
         if base is not None:

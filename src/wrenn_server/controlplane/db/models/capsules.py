@@ -96,6 +96,12 @@ class Template(Base):
         ForeignKey("teams.id", ondelete="CASCADE"), index=True
     )
     type: Mapped[str] = mapped_column(String(16))
+    # The host holding the files of a snapshot or built image, where capsules from it must run
+    # (deleting the host deletes the row: the files went with it). NULL for base templates,
+    # which every host has.
+    host_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), index=True
+    )
     vcpus: Mapped[int | None] = mapped_column(Integer)
     memory_mb: Mapped[int | None] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)

@@ -60,11 +60,18 @@ def main() -> None:
     if "ssl" not in sys.modules:
         sys.modules["ssl"] = None  # type: ignore[assignment]
 
+    from . import sudo
     from .processes import ProcessTable
     from .server import EnvdServer, State
 
     table = ProcessTable()
     table.start()
+    if os.getpid() == 1:
+        # Only as a capsule's init: sudo takes over /usr/local/bin/sudo, never a host's.
+        try:
+            sudo.serve(table)
+        except OSError as exc:
+            sys.stderr.write("envd: sudo unavailable: %s\n" % exc.strerror)
     try:
         server = EnvdServer((bind, port), State(token), table)
     except OSError as exc:

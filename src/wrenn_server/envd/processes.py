@@ -157,6 +157,11 @@ class ProcessTable:
             self.pumps.add(proc, fd, index)
         return proc
 
+    def spawn_attached(self, spec: Spec, stdio: Tuple[int, int, int]) -> Process:
+        """Start `spec` on descriptors someone else reads and writes (sudo's caller's own);
+        nothing is captured. Listed like any process; `wait_exit` gives its status."""
+        return self._start(spec, stdio, None, [])
+
     def _start(
         self,
         spec: Spec,

@@ -92,6 +92,13 @@ class Process:
                 self._popen = None
             self.cond.notify_all()
 
+    def wait_exit(self) -> int:
+        """Block until the process has exited; its wait status."""
+        with self.cond:
+            while self.status is None:
+                self.cond.wait()
+            return self.status
+
     # -- state ---------------------------------------------------------------------------
 
     @property

@@ -1,0 +1,61 @@
+"""sudo inside a capsule (envd/sudo.py): gVisor keeps setuid binaries from elevating, so envd
+runs commands for callers it identifies by their socket credentials and a NOPASSWD rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+
+from .conftest import CapsuleFactory, run
+
+pytestmark = pytest.mark.integration
+
+SETUP = (
+    "useradd -m -s /bin/bash dev && useradd -m -s /bin/bash guest && groupadd ops && "
+    "useradd -m -G ops opsy && "
+    "echo 'dev ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/dev && "
+    "echo '%ops ALL=(ALL:ALL) NOPASSWD: ALL' > /etc/sudoers.d/ops && "
+    "echo 'guest ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/ignored.bak"
+)
+
+
+async def _as(agent: AgentClient, sid: str, user: str, cmd: str, **kw: object) -> pb.ExecResponse:
+    return await run(agent, sid, cmd, user=user, **kw)
+
+
+async def test_sudo_for_sudoers_only(agent: AgentClient, new_capsule: CapsuleFactory) -> None:
+    sid = (await new_capsule(memory_mb=256)).sandbox_id
+    assert (await run(agent, sid, SETUP)).exit_code == 0
+
+    res = await _as(agent, sid, "dev", "sudo whoami; sudo -u guest id -un; sudo -n true; echo $?")
+    assert res.stdout.decode().split() == ["root", "guest", "0"], res.stderr
+    # Through a group rule, with stdin, the working directory and the exit status passed on.
+    res = await _as(
+        agent, sid, "opsy", "cd /tmp && echo piped | sudo sh -c 'cat; pwd; exit 7'; echo rc=$?"
+    )
+    assert res.stdout.decode().split() == ["piped", "/tmp", "rc=7"], res.stderr
+    # The caller's environment stays behind unless -E.
+    res = await _as(
+        agent,
+        sid,
+        "dev",
+        "SECRET=x sudo sh -c 'echo [$SECRET]'; SECRET=y sudo -E sh -c 'echo [$SECRET]'",
+    )
+    assert res.stdout.decode().split() == ["[]", "[y]"]
+    res = await _as(agent, sid, "dev", "sudo -i pwd; sudo -v && echo valid")
+    assert res.stdout.decode().split() == ["/root", "valid"]
+
+    # Not a sudoer (a rule in a file sudo ignores does not count): refused, nothing runs.
+    res = await _as(agent, sid, "guest", "sudo touch /root/owned; echo rc=$?; ls /root/owned")
+    assert "rc=1" in res.stdout.decode()
+    assert "not in the sudoers file" in res.stderr.decode()
+    assert (await run(agent, sid, "test -e /root/owned")).exit_code == 1
+    # A forged claim of identity does not help: the kernel says who is calling.
+    res = await _as(agent, sid, "guest", "SUDO_USER=dev USER=root sudo true; echo rc=$?")
+    assert "rc=1" in res.stdout.decode()
+    # The command's processes are killed with the caller's signals.
+    res = await _as(agent, sid, "dev", "timeout -s INT 1 sudo sleep 30; echo rc=$?", timeout_sec=20)
+    assert res.stdout.decode().strip() == "rc=124", res.stderr
+    assert (await run(agent, sid, "pgrep -x sleep")).exit_code == 1

@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from . import loops
+from .api import dashboard
 from .api import errors as api_errors
 from .api.aliases import SandboxAliases
 from .api.routes import ROUTERS
@@ -146,5 +147,6 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.add_middleware(SandboxAliases)
     for router in ROUTERS:
         app.include_router(router)
+    dashboard.install(app, settings.dashboard_dir or dashboard.DEFAULT_DIR)
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
     return app

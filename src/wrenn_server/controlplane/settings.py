@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         description="A host neither heard from (heartbeat) nor reached (reconciler) for this "
         "long is marked unreachable and its capsules missing.",
     )
+    dashboard_dir: Path | None = Field(
+        default=None,
+        description="The built dashboard (web/build) served at /. Default: web/build of the "
+        "source checkout, if it was built; without one only the API is served.",
+    )
     base_template: str = Field(
         default="minimal", description="The platform template capsules use when none is named."
     )

@@ -1,0 +1,56 @@
+"""The dashboard: a single-page app (web/, built to web/build) served from `/`.
+
+Its hashed assets are mounted at /_app (cached for a year); any other GET that no route answers
+(404) and that is not an API path gets the app's shell (`200.html`), whose router takes it from
+there. So API routes, whenever they are added, always win, and an unknown /v1 path is still a
+JSON 404.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
+
+SHELL = "200.html"
+API_PREFIXES = ("/v1/", "/v1", "/docs", "/openapi", "/_app/")
+STATIC_FILES = ("favicon.svg", "favicon.png", "robots.txt")
+
+# web/build beside the package's source tree (a checkout); absent in a wheel.
+DEFAULT_DIR = Path(__file__).resolve().parents[4] / "web" / "build"
+
+
+class _Assets(StaticFiles):
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code == 200:
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
+
+
+def install(app: FastAPI, build_dir: Path) -> None:
+    """Serve the dashboard from `build_dir` if it has been built. Call after the error handlers
+    are installed: the dashboard takes over the 404s of page paths."""
+    root = build_dir.resolve()
+    shell = root / SHELL
+    if not shell.is_file():
+        return
+    if (root / "_app").is_dir():
+        app.mount("/_app", _Assets(directory=root / "_app"), name="dashboard-assets")
+    api_404 = app.exception_handlers[StarletteHTTPException]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        path = request.url.path
+        if exc.status_code == 404 and request.method == "GET" and not path.startswith(API_PREFIXES):
+            name = path.lstrip("/")
+            if name in STATIC_FILES and (root / name).is_file():
+                return FileResponse(root / name)
+            return FileResponse(shell, headers={"Cache-Control": "no-cache"})
+        return await api_404(request, exc)  # type: ignore[no-any-return,misc]
+
+    app.add_exception_handler(StarletteHTTPException, not_found)

@@ -1,0 +1,178 @@
+"""The dashboard in real Chromium against the whole platform: the built app (web/build) served
+by a control plane on a real port, over the integration tests' real host agent, with a fresh
+SQLite database per test. Pages are driven with Playwright (Debian's /usr/bin/chromium).
+
+`web/build` must exist (`npm --prefix web ci && npm --prefix web run build`; scripts/test.sh
+does it). Every capsule and template a test made is removed from the agent afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+import uvicorn
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from tests.ports import free_port
+from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.app import create_app
+from wrenn_server.controlplane.db.models.capsules import Sandbox, Template
+from wrenn_server.controlplane.db.session import Database
+from wrenn_server.controlplane.settings import Settings
+from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+
+from ..controlplane.helpers import PASSWORD
+from ..integration.conftest import SECRET, agent, agent_process  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+BUILD = Path(__file__).resolve().parents[2] / "web" / "build"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+_emails = itertools.count()
+
+
+@dataclass
+class Account:
+    email: str
+    name: str
+    token: str
+    user_id: str
+    team_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class Platform:
+    url: str
+    api: httpx.AsyncClient  # the REST API, for setting up what a page shows
+    db: Database
+
+    async def signup(self, name: str = "Dana Scully") -> Account:
+        """A new account (the first of a platform is its admin) with its own team."""
+        email = f"user{next(_emails)}-{int(time.time() * 1000) % 100000}@example.com"
+        resp = await self.api.post(
+            "/v1/auth/signup", json={"email": email, "password": PASSWORD, "name": name}
+        )
+        assert resp.status_code == 201, resp.text
+        body = resp.json()
+        return Account(email, name, body["token"], body["user_id"], body["team_id"])
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not BUILD.joinpath("200.html").is_file():
+        pytest.fail(
+            "the dashboard is not built: run `npm --prefix web ci && npm --prefix web run build`"
+        )
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def platform(
+    tmp_path: Path,
+    agent_process: Any,  # noqa: F811
+    agent: AgentClient,  # noqa: F811
+) -> AsyncIterator[Platform]:
+    port = free_port()
+    settings = Settings(
+        data_dir=tmp_path / "cp",
+        jwt_secret=SecretStr("dashboard-test-secret-" + "z" * 32),
+        agent_address=agent_process.target,
+        agent_secret=SecretStr(SECRET),
+        reconcile_interval_sec=1.0,
+        stats_sample_interval_sec=1.0,
+        dashboard_dir=BUILD,
+    )
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    serving = asyncio.create_task(server.serve())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and not serving.done(), "control plane did not start"
+        await asyncio.sleep(0.05)
+    db: Database = app.state.db
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        yield Platform(url, client, db)
+        async with db.sessionmaker() as session:
+            capsules = list(await session.scalars(select(Sandbox.id)))
+            templates = list(
+                await session.scalars(
+                    select(Template.name).where(Template.name != settings.base_template)
+                )
+            )
+    server.should_exit = True
+    await serving
+    for sandbox_id in capsules:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await agent.destroy(ids.SANDBOX.format(sandbox_id))
+    for name in templates:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await agent.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=name))
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    ctx = await browser.new_context(viewport={"width": 1400, "height": 900})
+    ctx.set_default_timeout(15_000)
+    yield ctx
+    await ctx.close()
+
+
+SignIn = Callable[[Account], Awaitable[Page]]
+
+
+@pytest.fixture
+def signed_in(platform: Platform, context: BrowserContext) -> SignIn:
+    """A page of the dashboard with `account` signed in (its session put in localStorage, as
+    the login page would; test_auth.py covers the login page itself)."""
+
+    async def open_as(account: Account) -> Page:
+        session = {"token": account.token, "user": None}
+        me = (await platform.api.get("/v1/me", headers=account.headers)).json()
+        session["user"] = {
+            "user_id": me["user_id"],
+            "name": me["name"],
+            "email": me["email"],
+            "team_id": me["team_id"],
+            "role": me["role"],
+            "is_admin": me["is_admin"],
+        }
+        await context.add_init_script(
+            f"localStorage.setItem('wrenn.session', {json.dumps(json.dumps(session))})"
+        )
+        page = await context.new_page()
+        return page
+
+    return open_as

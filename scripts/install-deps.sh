@@ -47,6 +47,10 @@ apt-get install -y -qq --no-install-recommends \
   debootstrap iproute2 nftables util-linux e2fsprogs procps psmisc ca-certificates make \
   postgresql redis-server >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev/null
+# Node.js builds the dashboard; Debian 12's own is too old for it, so only when none is there.
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null || true
+fi
 
 if ! command -v uv >/dev/null 2>&1; then
   if ! python3 -m pip --version >/dev/null 2>&1; then

@@ -10,6 +10,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 bash scripts/install-deps.sh
+# The dashboard's tests drive Debian's Chromium.
+apt-get install -y -qq --no-install-recommends chromium >/dev/null
 uv sync --frozen --quiet
+bash scripts/build-web.sh
 make --no-print-directory check
 uv run pytest tests -q -p no:cacheprovider "$@"

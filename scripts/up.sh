@@ -12,4 +12,5 @@ fi
 
 bash scripts/install-deps.sh
 uv sync --frozen --quiet
+bash scripts/build-web.sh || echo "continuing without the dashboard" >&2
 exec uv run wrenn up "$@"

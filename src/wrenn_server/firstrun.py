@@ -67,7 +67,8 @@ def banner(creds: Credentials, path: Path) -> str:
     return f"""
 Wrenn is running.
 
-  API          {creds.api_url}    (Swagger UI: {creds.api_url}/docs)
+  dashboard    {creds.api_url}/    (sign in as the admin below)
+  API          {creds.api_url}/v1  (Swagger UI: {creds.api_url}/docs)
   admin        {creds.email} / {creds.password}
   API key      {creds.api_key}
   saved in     {path} (mode 0600)

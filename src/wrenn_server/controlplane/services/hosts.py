@@ -480,6 +480,7 @@ async def delete_host(
     async with db.sessionmaker() as session, transaction(session):
         host = await _manageable(session, principal, host_id)
         live = [(s.id, s.team_id) for s in await _live_capsules(session, host.id)]
+        reachable = host.status == "online"
     if live and not force:
         raise HostHasCapsules(
             f"host has {len(live)} active capsule(s); delete with force=true to destroy them",
@@ -487,13 +488,14 @@ async def delete_host(
         )
     for sandbox_id, team_id in live:
         wire_id = ids.SANDBOX.format(sandbox_id)
-        try:
-            await capsules.destroy_capsule(db, hosts, team_id, wire_id, actor=principal.actor)
-        except HostAgentError:
-            log.warning("host %s did not destroy %s; marking it stopped", host_id, wire_id)
-            await capsules.mark_stopped(
-                db, sandbox_id, actor=principal.actor, reason="host deleted"
-            )
+        if reachable:
+            try:
+                await capsules.destroy_capsule(db, hosts, team_id, wire_id, actor=principal.actor)
+                continue
+            except HostAgentError:
+                log.warning("host %s did not destroy %s; marking it stopped", host_id, wire_id)
+        # Not asked when it is away (every call would wait for its timeout), or it failed.
+        await capsules.mark_stopped(db, sandbox_id, actor=principal.actor, reason="host deleted")
     async with db.sessionmaker() as session, transaction(session, write=True):
         host = await _manageable(session, principal, host_id)
         # A capsule placed on the host meanwhile would lose its host: refuse, let them retry.

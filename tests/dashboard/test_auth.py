@@ -19,7 +19,7 @@ async def test_signup_login_and_sign_out(platform: Platform, context: BrowserCon
     await page.get_by_role("button", name="Sign up").click()
     await expect(page).to_have_url(platform.url + "/dashboard/capsules")
     nav = page.get_by_role("navigation", name="Main")
-    await expect(nav.get_by_text("Fox Mulder")).to_be_visible()
+    await expect(nav.get_by_text("Fox Mulder", exact=True)).to_be_visible()
     # The first account of a platform is its admin: the admin area is offered.
     await expect(nav.get_by_role("link", name="Admin area")).to_be_visible()
 

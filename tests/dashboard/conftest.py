@@ -22,7 +22,7 @@ import grpc
 import httpx
 import pytest
 import uvicorn
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from pydantic import SecretStr
 from sqlalchemy import select
 
@@ -52,6 +52,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 _emails = itertools.count()
+# Pages poll and charts load lazily; a busy CI machine needs more than Playwright's 5 s default.
+expect.set_options(timeout=15_000)
 
 
 @dataclass

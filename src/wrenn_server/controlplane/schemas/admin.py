@@ -24,15 +24,10 @@ class SetBYOCRequest(BaseModel):
 
 class AdminTemplate(TemplateOut):
     team_id: str = Field(description="The owning team; the platform's all-zeros team for base.")
-    is_platform: bool = Field(description="A platform template, visible to every team.")
 
     @classmethod
     def of_admin(cls, t: Template) -> AdminTemplate:
-        return cls(
-            **TemplateOut.of(t).model_dump(),
-            team_id=ids.TEAM.format(t.team_id),
-            is_platform=t.team_id == ids.PLATFORM_TEAM_ID,
-        )
+        return cls(**TemplateOut.of(t).model_dump(), team_id=ids.TEAM.format(t.team_id))
 
 
 class AdminCapsule(Capsule):

@@ -182,6 +182,11 @@ class TemplateOut(BaseModel):
     memory_mb: int | None = None
     size_bytes: int
     created_at: dt.datetime
+    is_platform: bool = Field(False, description="A platform template, visible to every team.")
+    default_user: str | None = Field(None, description="The user commands run as by default.")
+    default_env: dict[str, str] = Field(
+        default_factory=dict, description="Environment every capsule from it starts with."
+    )
 
     @classmethod
     def of(cls, t: Template) -> TemplateOut:
@@ -192,4 +197,7 @@ class TemplateOut(BaseModel):
             memory_mb=t.memory_mb,
             size_bytes=t.size_bytes,
             created_at=t.created_at,
+            is_platform=t.team_id == ids.PLATFORM_TEAM_ID,
+            default_user=t.default_user,
+            default_env=dict(t.default_env or {}),
         )

@@ -8,10 +8,9 @@ dialect's database is migrated once; every test starts from empty tables.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -28,30 +27,10 @@ from wrenn_server.controlplane.db.session import Database
 from wrenn_server.controlplane.errors import Conflict
 from wrenn_server.controlplane.settings import Settings
 
-from .pgcluster import PgCluster, find_pg_bin, start_cluster
-from .redisserver import redis_server
+from .pgcluster import PgCluster
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 DIALECTS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        if os.environ.get("WRENN_TEST_SKIP_POSTGRES") == "1":
-            pytest.skip("PostgreSQL not installed and WRENN_TEST_SKIP_POSTGRES=1")
-        pytest.fail("PostgreSQL binaries not found (install postgresql or set WRENN_TEST_PG_BIN)")
-    cluster = start_cluster(bin_dir)
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A real Redis server for the session (the template build queue)."""
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture(scope="session", params=DIALECTS)

@@ -36,7 +36,7 @@ from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import PASSWORD
-from ..integration.conftest import SECRET, agent, agent_process  # noqa: F401
+from ..integration.conftest import SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -101,8 +101,8 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def platform(
     tmp_path: Path,
-    agent_process: Any,  # noqa: F811
-    agent: AgentClient,  # noqa: F811
+    agent_process: Any,
+    agent: AgentClient,
 ) -> AsyncIterator[Platform]:
     port = free_port()
     settings = Settings(

@@ -9,14 +9,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.ports import free_port
 from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
@@ -73,23 +72,6 @@ class AgentProcess:
         self.proc.wait()
 
 
-@pytest.fixture(scope="session")
-def agent_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (mounts, namespaces, gVisor)")
-    log_path = tmp_path_factory.mktemp("agent") / "agent.log"
-    agent = AgentProcess(DATA_DIR, free_port(), log_path)
-    agent.start()
-    yield agent
-    agent.stop()
-
-
-@pytest.fixture(scope="session")
-async def agent(agent_process: AgentProcess) -> AsyncIterator[AgentClient]:
-    async with AgentClient(agent_process.target, SECRET) as client:
-        yield client
-
-
 CapsuleFactory = Callable[..., Awaitable[pb.Sandbox]]
 
 
@@ -130,7 +112,6 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30
 # -- REST API tests (tests/integration/test_rest_*.py) -------------------------------------
 # The control plane in-process over this agent; see rest_fixtures.py. pg_cluster is the control
 # plane tests' throwaway PostgreSQL cluster.
-from ..controlplane.conftest import pg_cluster, redis_url  # noqa: E402, F401
 from .rest_fixtures import (  # noqa: E402, F401
     api,
     rest_databases,

@@ -144,3 +144,11 @@ def plan(steps: list[Step], *, skip_pre_post: bool) -> list[Step]:
         pre.append(Run("apt-get update -q", as_root=True))
         post.append(Run("apt-get clean", as_root=True))
     return [*pre, User(DEFAULT_USER), *steps, *post]
+
+
+def total_steps(
+    lines: list[str], *, skip_pre_post: bool, start_cmd: str | None, healthcheck: str | None
+) -> int:
+    """Steps a build reports progress over: the plan, start, healthcheck, the template."""
+    planned = plan(parse(lines), skip_pre_post=skip_pre_post)
+    return len(planned) + bool(start_cmd) + bool(healthcheck) + 1

@@ -29,6 +29,7 @@ from ..db.types import utcnow
 from ..errors import DomainError
 from ..hosts.rpc import agent_errors
 from ..services import audit, capsules
+from ..services.builds import record_build_event
 from ..services.capsules import CreateCapsule, Hosts
 from . import archive
 from .recipe import DEFAULT_USER, Copy, Env, Run, Step, User, Workdir, describe, parse, plan
@@ -129,17 +130,8 @@ class BuildRunner:
             if status == "success":
                 build.error = None
             self.archive_path(build.id).unlink(missing_ok=True)
-            await audit.record(
-                session,
-                actor=audit.SYSTEM,
-                team_id=None,
-                resource_type="template",
-                resource_id=build.name,
-                action="build",
-                scope="admin",
-                status="success" if status == "success" else "warning",
-                metadata={"build_id": ids.BUILD.format(build.id), "result": status},
-            )
+            level: audit.Status = "success" if status == "success" else "warning"
+            await record_build_event(session, build, audit.SYSTEM, "build", level)
 
     @contextlib.asynccontextmanager
     async def _capsule(self, build: TemplateBuild) -> AsyncIterator[tuple[Sandbox, AgentClient]]:
@@ -420,9 +412,3 @@ async def _write_files(
             await client.write_stream(wire_id, target, chunks(), user="root", mode=mode)
     finally:
         await asyncio.to_thread(files.close)
-
-
-def total_steps(build: TemplateBuild) -> int:
-    """Steps a build reports progress over: the plan, start, healthcheck, the template."""
-    steps = plan(parse(build.recipe), skip_pre_post=build.skip_pre_post)
-    return len(steps) + bool(build.start_cmd) + bool(build.healthcheck) + 1

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .. import ids
 from ..builds import archive, recipe
 from ..builds.queue import BuildQueue
-from ..builds.runner import total_steps
 from ..db.models.capsules import Template, TemplateBuild
 from ..db.session import Database, transaction
 from ..db.types import utcnow
@@ -49,6 +48,27 @@ def _save_archive(upload: BinaryIO, target: Path, max_bytes: int) -> None:
     found = archive.members(target)
     if not found:
         raise BadRequest("the archive is empty")
+
+
+async def record_build_event(
+    session: AsyncSession,
+    build: TemplateBuild,
+    actor: audit.Actor,
+    action: str,
+    status: audit.Status = "success",
+) -> None:
+    """A platform-wide (admin scope) event about a build, named after its template."""
+    await audit.record(
+        session,
+        actor=actor,
+        team_id=None,
+        resource_type="template",
+        resource_id=build.name,
+        action=action,
+        scope="admin",
+        status=status,
+        metadata={"build_id": ids.BUILD.format(build.id), "status": build.status},
+    )
 
 
 async def _check_free(session: AsyncSession, build: TemplateBuild) -> None:
@@ -92,7 +112,12 @@ async def create_build(
         status="pending",
         created_by=principal.user_id,
     )
-    build.total_steps = total_steps(build)
+    build.total_steps = recipe.total_steps(
+        build.recipe,
+        skip_pre_post=build.skip_pre_post,
+        start_cmd=build.start_cmd,
+        healthcheck=build.healthcheck,
+    )
     path = archives / f"{build.id.hex}.archive"
     async with db.sessionmaker() as session, transaction(session):
         await _check_free(session, build)
@@ -104,16 +129,7 @@ async def create_build(
         async with db.sessionmaker() as session, transaction(session, write=True):
             await _check_free(session, build)  # again: another build may have won meanwhile
             session.add(build)
-            await audit.record(
-                session,
-                actor=principal.actor,
-                team_id=None,
-                resource_type="template",
-                resource_id=build.name,
-                action="build_submit",
-                scope="admin",
-                metadata={"build_id": ids.BUILD.format(build.id)},
-            )
+            await record_build_event(session, build, principal.actor, "build_submit")
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -159,14 +175,5 @@ async def cancel_build(db: Database, *, principal: Principal, build_id: uuid.UUI
             build.completed_at = utcnow()
         build.status = "cancelled"
         build.error = "cancelled"
-        await audit.record(
-            session,
-            actor=principal.actor,
-            team_id=None,
-            resource_type="template",
-            resource_id=build.name,
-            action="build_cancel",
-            scope="admin",
-            metadata={"build_id": ids.BUILD.format(build.id)},
-        )
+        await record_build_event(session, build, principal.actor, "build_cancel")
         return build

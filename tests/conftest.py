@@ -1,0 +1,52 @@
+"""Session-wide fixtures shared by several test tiers, defined once so that each exists once
+per session: the throwaway PostgreSQL cluster, a Redis server, and the host agent process that
+integration and dashboard tests drive (one agent per data dir: a second would be refused)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.controlplane.pgcluster import PgCluster, find_pg_bin, start_cluster
+from tests.controlplane.redisserver import redis_server
+from tests.integration.conftest import DATA_DIR, SECRET, AgentProcess
+from tests.ports import free_port
+from wrenn_server.hostagent.client import AgentClient
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        if os.environ.get("WRENN_TEST_SKIP_POSTGRES") == "1":
+            pytest.skip("PostgreSQL not installed and WRENN_TEST_SKIP_POSTGRES=1")
+        pytest.fail("PostgreSQL binaries not found (install postgresql or set WRENN_TEST_PG_BIN)")
+    cluster = start_cluster(bin_dir)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server for the session (the template build queue)."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def agent_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (mounts, namespaces, gVisor)")
+    log_path = tmp_path_factory.mktemp("agent") / "agent.log"
+    agent = AgentProcess(DATA_DIR, free_port(), log_path)
+    agent.start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+async def agent(agent_process: AgentProcess) -> AsyncIterator[AgentClient]:
+    async with AgentClient(agent_process.target, SECRET) as client:
+        yield client

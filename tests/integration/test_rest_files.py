@@ -19,8 +19,9 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from tests.ports import free_port
+
 from ..controlplane.helpers import assert_error
-from .conftest import free_port
 from .rest_fixtures import Account, StartApp, make_capsule, new_account, sh
 
 pytestmark = pytest.mark.integration

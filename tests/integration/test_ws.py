@@ -21,11 +21,12 @@ import uvicorn
 from pydantic import SecretStr
 from wsproto.events import BytesMessage, TextMessage
 
+from tests.ports import free_port
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.services import streams
 from wrenn_server.controlplane.settings import Settings
 
-from .conftest import SECRET, AgentProcess, free_port
+from .conftest import SECRET, AgentProcess
 
 pytestmark = pytest.mark.integration
 

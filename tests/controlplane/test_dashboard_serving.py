@@ -34,6 +34,7 @@ async def test_pages_get_the_shell_and_assets_are_immutable(served: httpx.AsyncC
         resp = await served.get(path)
         assert resp.status_code == 200 and resp.text == "<html>shell</html>", path
         assert resp.headers["cache-control"] == "no-cache"
+        assert "frame-ancestors 'none'" in resp.headers["content-security-policy"]
     asset = await served.get("/_app/immutable/app.123.js")
     assert asset.status_code == 200 and "immutable" in asset.headers["cache-control"]
     assert (await served.get("/favicon.svg")).text == "<svg/>"

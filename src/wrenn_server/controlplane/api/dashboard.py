@@ -20,6 +20,17 @@ SHELL = "200.html"
 API_PREFIXES = ("/v1/", "/v1", "/docs", "/openapi", "/_app/")
 STATIC_FILES = ("favicon.svg", "favicon.png", "robots.txt")
 
+# The shell's bootstrap script is inline (SvelteKit), hence 'unsafe-inline' for scripts; every
+# other source is this origin, and no other site may frame the dashboard.
+SHELL_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
 # web/build beside the package's source tree (a checkout); absent in a wheel.
 DEFAULT_DIR = Path(__file__).resolve().parents[4] / "web" / "build"
 
@@ -50,7 +61,7 @@ def install(app: FastAPI, build_dir: Path) -> None:
             name = path.lstrip("/")
             if name in STATIC_FILES and (root / name).is_file():
                 return FileResponse(root / name)
-            return FileResponse(shell, headers={"Cache-Control": "no-cache"})
+            return FileResponse(shell, headers=SHELL_HEADERS)
         return await api_404(request, exc)  # type: ignore[no-any-return,misc]
 
     app.add_exception_handler(StarletteHTTPException, not_found)

@@ -21,10 +21,16 @@ mirror_uri() {
       return
     fi
   done
+  # No `| head` here or below: under pipefail, a writer cut off by head exits 141 and fails the script.
+  local uri
   for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
     [ -f "$f" ] || continue
-    awk '$1 == "deb" && $0 ~ / bookworm / { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' "$f" | head -n1
-  done | head -n1
+    uri=$(awk '$1 == "deb" && $0 ~ / bookworm / { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' "$f")
+    if [ -n "$uri" ]; then
+      echo "$uri"
+      return
+    fi
+  done
 }
 
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
@@ -60,4 +66,5 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet uv 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages uv
 fi
-runsc --version | head -n1
+version=$(runsc --version)
+echo "${version%%$'\n'*}"

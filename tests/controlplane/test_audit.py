@@ -69,8 +69,8 @@ class FakePool(HostClientPool):
         super().__init__(lambda _host_id: "unused")
         self.agents = agents
 
-    def client(self, host_id: uuid.UUID, address: str) -> Any:
-        return self.agents[address]
+    def client(self, host: Host) -> Any:
+        return self.agents[host.address or ""]
 
 
 async def _add(db: Database, *rows: Any) -> None:

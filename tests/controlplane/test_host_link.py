@@ -20,6 +20,7 @@ from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models.hosts import Host, HostRefreshToken
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.security import TokenCodec
+from wrenn_server.hostagent import tls
 from wrenn_server.hostagent.config import AgentSettings
 from wrenn_server.hostagent.controlplane_link import (
     ControlPlaneLink,
@@ -63,10 +64,9 @@ def _link(
 ) -> ControlPlaneLink:
     settings = AgentSettings(
         data_dir=data_dir,
-        listen="127.0.0.1:50999",
         control_plane_url=CP_URL,
         registration_token=token,  # type: ignore[arg-type]
-        **overrides,
+        **{"listen": "127.0.0.1:50999", **overrides},
     )
     return ControlPlaneLink(
         settings,
@@ -99,11 +99,37 @@ async def test_registers_once_and_keeps_its_credentials(
     path = tmp_path / "host-credentials.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert Credentials.load(path) == creds
+    # Its TLS identity: the key private to root, the certificate the one the control plane pinned.
+    assert link.tls is not None and link.tls == tls.load(tmp_path)
+    assert stat.S_IMODE((tmp_path / "tls").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "tls" / "agent.key").stat().st_mode) == 0o600
+    assert host.tls_certificate == link.tls.cert_pem.decode()
 
-    # A restart uses the saved credentials: the spent token is not needed (nor accepted).
+    # A restart uses the saved credentials and identity: the spent token is not needed (nor
+    # accepted).
     again = _link(app, tmp_path, Recorder(), token=None)
     assert await again.ensure_registered() == creds
+    assert again.tls == link.tls
     await again.close()
+
+    # Without the pinned identity the saved credentials are useless: said at start-up.
+    (tmp_path / "tls" / "agent.key").unlink()
+    lost = _link(app, tmp_path, Recorder(), token=None)
+    with pytest.raises(RegistrationError, match="register again"):
+        await lost.ensure_registered()
+    await lost.close()
+
+
+async def test_an_agent_on_a_unix_socket_registers_without_tls(
+    app: FastAPI, client: httpx.AsyncClient, db: Database, tmp_path: Path
+) -> None:
+    _admin, token = await _new_host_token(client)
+    link = _link(app, tmp_path, Recorder(), token=token, listen=f"unix:{tmp_path}/agent.sock")
+    creds = await link.ensure_registered()
+    await link.close()
+    host = await _host(db, creds.host_id)
+    assert host is not None and host.tls_certificate is None and link.tls is None
+    assert not (tmp_path / "tls").exists()
 
 
 async def test_registration_errors_are_clear(

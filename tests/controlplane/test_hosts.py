@@ -26,6 +26,7 @@ from wrenn_server.controlplane.hosts.pool import HostClientPool
 from wrenn_server.controlplane.hosts.reconciler import Reconciler
 from wrenn_server.controlplane.security import TokenCodec
 from wrenn_server.controlplane.services import hosts as host_service
+from wrenn_server.hostagent import tls
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from .helpers import assert_error, bearer, signup
@@ -36,6 +37,7 @@ NOWHERE = "127.0.0.1:1"
 # BYOC hosts may not give a loopback address; no test dials this one (TEST-NET-1, RFC 5737).
 BYOC_ADDRESS = "192.0.2.10:7000"
 DOWN_AFTER = dt.timedelta(seconds=90)
+CERTIFICATE = tls.generate().cert_pem.decode()
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,10 @@ async def _new_host(client: httpx.AsyncClient, token: str, **body: Any) -> dict[
 async def _register(
     client: httpx.AsyncClient, token: str, address: str = NOWHERE, **specs: Any
 ) -> httpx.Response:
-    return await client.post(
-        "/v1/hosts/register", json={"token": token, "address": address, **specs}
-    )
+    body = {"token": token, "address": address, **specs}
+    if not address.startswith("unix:"):
+        body.setdefault("tls_certificate", CERTIFICATE)
+    return await client.post("/v1/hosts/register", json=body)
 
 
 async def _registered(
@@ -315,8 +318,50 @@ async def test_register_once_with_the_token(
     resp = await _register(client, created["registration_token"], "10.9.9.9:7000")
     assert_error(resp, 401, "unauthorized")
     row = await _host_row(db, host_id)
-    assert row is not None and row.address == "10.1.2.3:7000"
+    assert row is not None and (row.address, row.tls_certificate) == ("10.1.2.3:7000", CERTIFICATE)
     assert_error(await _register(client, "wrh_" + "0" * 64), 401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    "certificate",
+    [
+        None,
+        "",
+        "not a certificate",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        CERTIFICATE + CERTIFICATE,  # which one would be pinned?
+        tls.generate().key_pem.decode(),  # a key where the certificate goes
+    ],
+)
+async def test_a_network_agent_must_send_its_certificate(
+    client: httpx.AsyncClient, db: Database, certificate: str | None
+) -> None:
+    w = await _world(client, byoc=False)
+    created = await _new_host(client, w.root)
+    resp = await _register(
+        client, created["registration_token"], "10.1.2.3:7000", tls_certificate=certificate
+    )
+    assert_error(resp, 400, "invalid_request")
+    row = await _host_row(db, created["host"]["id"])
+    assert row is not None and (row.status, row.address, row.tls_certificate) == (
+        "pending",
+        None,
+        None,
+    )
+    # Refused, the token was not spent.
+    resp = await _register(client, created["registration_token"], "10.1.2.3:7000")
+    assert resp.status_code == 201, resp.text
+
+
+async def test_an_agent_on_a_unix_socket_needs_no_certificate(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    w = await _world(client, byoc=False)
+    created = await _new_host(client, w.root)
+    resp = await _register(client, created["registration_token"], "unix:///run/wrenn/a.sock")
+    assert resp.status_code == 201, resp.text
+    row = await _host_row(db, created["host"]["id"])
+    assert row is not None and row.tls_certificate is None
 
 
 async def test_expired_registration_token(client: httpx.AsyncClient, db: Database) -> None:
@@ -604,7 +649,7 @@ class _Pool(HostClientPool):
         super().__init__(lambda _host_id: "unused")
         self.agent = agent
 
-    def client(self, host_id: uuid.UUID, address: str) -> Any:
+    def client(self, host: Host) -> Any:
         return self.agent
 
 

@@ -34,7 +34,10 @@ JWT_ONLY = ("/v1/me", "/v1/api-keys", "/v1/teams", "/v1/users", "/v1/audit-logs"
             "/v1/auth/switch-team", "/v1/hosts")  # fmt: skip
 # The agent's routes whose credential is in the body: what they are sent instead of `{}`.
 AGENT_BODIES = {
-    ("post", "/v1/hosts/register"): {"token": "wrh_" + "0" * 64, "address": "10.0.0.1:7000"},
+    ("post", "/v1/hosts/register"): {
+        "token": "wrh_" + "0" * 64,
+        "address": "unix:///run/wrenn/agent.sock",
+    },
     ("post", "/v1/hosts/auth/refresh"): {"refresh_token": "wrr_" + "0" * 64},
 }
 HEARTBEAT = "/v1/hosts/{id}/heartbeat"

@@ -198,7 +198,7 @@ ROWS: tuple[Row, ...] = (
     # The agent's routes: only the credential it sends counts; a user's is neither needed nor
     # enough.
     Row("post", "/v1/hosts/register", (201,) * 6,
-        body={"token": "{registration_token}", "address": "10.0.0.9:7000"}),
+        body={"token": "{registration_token}", "address": "unix:///run/wrenn/agent.sock"}),
     Row("post", "/v1/hosts/auth/refresh", (200,) * 6, body={"refresh_token": "{refresh_token}"}),
     Row("post", "/v1/hosts/{id}/heartbeat", (204,) * 6, args={"id": "registered_host"},
         headers={"X-Host-Token": "{host_token}"}),

@@ -7,6 +7,7 @@ from playwright.async_api import Page, expect
 
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models.capsules import Sandbox
+from wrenn_server.hostagent import tls
 
 from .conftest import Account, Platform, SignIn
 
@@ -85,6 +86,7 @@ async def test_register_and_delete_a_host(platform: Platform, signed_in: SignIn)
             "cpu_cores": 4,
             "memory_mb": 8192,
             "disk_gb": 100,
+            "tls_certificate": tls.generate().cert_pem.decode(),
         },
     )
     assert resp.status_code == 201, resp.text

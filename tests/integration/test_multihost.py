@@ -26,8 +26,11 @@ import uvicorn
 from pydantic import SecretStr
 
 from tests.ports import free_port
+from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.app import create_app
+from wrenn_server.controlplane.security import TokenCodec
 from wrenn_server.controlplane.settings import Settings
+from wrenn_server.hostagent import tls
 from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
@@ -42,6 +45,7 @@ class Platform:
     client: httpx.AsyncClient
     url: str
     admin: dict[str, str]
+    codec: TokenCodec
 
 
 @pytest.fixture
@@ -71,7 +75,7 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
             json={"email": "admin@example.com", "password": PASSWORD, "name": "Admin"},
         )
         assert resp.status_code == 201, resp.text  # the first account: a platform admin
-        yield Platform(client, url, bearer(resp.json()["token"]))
+        yield Platform(client, url, bearer(resp.json()["token"]), app.state.codec)
     server.should_exit = True
     await serving
 
@@ -206,8 +210,21 @@ async def test_a_registered_host_runs_capsules_and_is_monitored(
     assert host["address"] == agent.target and host["cpu_cores"] >= 1
     assert (agent.data_dir / "host-credentials.json").stat().st_mode & 0o077 == 0
 
-    # The agent answers only the control plane's secret for this host, not the default one.
-    async with AgentClient(agent.target, "dev-agent-secret") as stranger:
+    # Its port speaks only TLS, with the certificate the control plane pinned at registration:
+    # a plaintext caller gets nowhere, nor does one expecting another certificate (what the
+    # control plane sees if something else answers at the host's address).
+    certificate = (agent.data_dir / "tls" / "agent.crt").read_bytes()
+    assert (agent.data_dir / "tls" / "agent.key").stat().st_mode & 0o077 == 0
+    secret = p.codec.agent_secret(ids.HOST.parse(host_id))
+    for kwargs in ({}, {"certificate": tls.generate().cert_pem}):
+        async with AgentClient(agent.target, secret, **kwargs) as outsider:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await outsider.call("ListSandboxes", pb.ListSandboxesRequest(), 10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    async with AgentClient(agent.target, secret, certificate=certificate) as pinned:
+        await pinned.call("ListSandboxes", pb.ListSandboxesRequest(), 10)
+    # And it answers only the control plane's secret for this host, not the default one.
+    async with AgentClient(agent.target, "dev-agent-secret", certificate=certificate) as stranger:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stranger.call("ListSandboxes", pb.ListSandboxesRequest(), 10)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from wrenn_server.controlplane.db.models.hosts import Host
 from wrenn_server.controlplane.db.session import Database
 from wrenn_server.controlplane.hosts.pool import HostClientPool
 from wrenn_server.controlplane.hosts.reconciler import Reconciler
@@ -118,8 +119,8 @@ class AnswerThenMeanwhile:
         self.pool = pool
         self.meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
 
-    def client(self, host_id: uuid.UUID, address: str) -> AnswerThenMeanwhile:
-        self.real = self.pool.client(host_id, address)
+    def client(self, host: Host) -> AnswerThenMeanwhile:
+        self.real = self.pool.client(host)
         return self
 
     async def call(self, method: str, request: Any, timeout: float | None = None) -> Any:

@@ -10,14 +10,24 @@ import grpc
 
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
+from . import tls
 from .server import GRPC_OPTIONS
 
 CHUNK = 256 * 1024
 
 
 class AgentClient:
-    def __init__(self, target: str, secret: str) -> None:
-        self.channel = grpc.aio.insecure_channel(target, options=GRPC_OPTIONS)
+    def __init__(self, target: str, secret: str, *, certificate: bytes | None = None) -> None:
+        """`certificate`: the agent's own (pinned) certificate, the only one trusted; without
+        it the channel is plaintext (a unix socket, or an agent on this machine)."""
+        if certificate is None:
+            self.channel = grpc.aio.insecure_channel(target, options=GRPC_OPTIONS)
+        else:
+            self.channel = grpc.aio.secure_channel(
+                target,
+                grpc.ssl_channel_credentials(root_certificates=certificate),
+                options=(*GRPC_OPTIONS, ("grpc.ssl_target_name_override", tls.SERVER_NAME)),
+            )
         self.stub = pb_grpc.HostAgentStub(self.channel)  # type: ignore[no-untyped-call]
         self.metadata = (("authorization", f"Bearer {secret}"),)
 

@@ -1,7 +1,8 @@
 """The agent's side of host registration: redeem the one-time token, keep the credentials, send
 heartbeats, refresh the host JWT, and pause every capsule when the control plane is lost.
 
-- First start: POST /v1/hosts/register with the token, this host's address and specs. The
+- First start: POST /v1/hosts/register with the token, this host's address and specs, and
+  (when it listens on TCP) the certificate of its TLS identity, which the control plane pins. The
   answer (host id, JWT, refresh token, agent secret) is written to host-credentials.json (0600)
   before anything else happens, so a restart never needs the spent token again.
 - Every `heartbeat_interval_sec`: POST /v1/hosts/{id}/heartbeat with X-Host-Token. A 401/403
@@ -29,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from . import tls
 from .config import AgentSettings
 from .errors import StartupError
 
@@ -107,6 +109,8 @@ class ControlPlaneLink:
             transport=transport,
         )
         self.credentials: Credentials | None = None
+        # What the gRPC server presents; None on a unix socket (no network to protect).
+        self.tls: tls.Identity | None = None
         self._last_answer = time.monotonic()
         self._paused = False
 
@@ -116,8 +120,17 @@ class ControlPlaneLink:
     async def ensure_registered(self) -> Credentials:
         """Saved credentials, or new ones bought with the registration token."""
         path = self.settings.credentials_path
+        over_tcp = not self.settings.listen.startswith("unix:")
         saved = Credentials.load(path)
         if saved is not None:
+            if over_tcp:
+                self.tls = tls.load(self.settings.data_dir)
+                if self.tls is None:
+                    raise RegistrationError(
+                        f"the TLS identity the control plane pinned for this host is gone from "
+                        f"{self.settings.data_dir / 'tls'}: delete {path} and register again "
+                        "as a new host (POST /v1/hosts gives its token)"
+                    )
             self._adopt(saved, save=False)
             return saved
         token = self.settings.registration_token
@@ -131,6 +144,9 @@ class ControlPlaneLink:
             "address": self.settings.advertise_address or self.settings.listen,
             **host_specs(self.settings.data_dir),
         }
+        if over_tcp:
+            self.tls = tls.load_or_create(self.settings.data_dir)
+            body["tls_certificate"] = self.tls.cert_pem.decode()
         try:
             resp = await self._http.post("/v1/hosts/register", json=body)
         except httpx.HTTPError as e:

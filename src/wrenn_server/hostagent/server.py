@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import os
 import signal
@@ -79,11 +80,22 @@ class AgentServer:
         pb_grpc.add_HostAgentServicer_to_server(  # type: ignore[no-untyped-call]
             self.service, self.server
         )
-        self.port = self.server.add_insecure_port(self.settings.listen)
+        identity = self.link.tls if self.link else None
+        if identity is not None:
+            credentials = grpc.ssl_server_credentials([(identity.key_pem, identity.cert_pem)])
+            self.port = self.server.add_secure_port(self.settings.listen, credentials)
+        else:
+            if not _local(self.settings.listen):
+                log.warning(
+                    "listening on %s without TLS: register this host with a control plane "
+                    "(WRENN_AGENT_CONTROL_PLANE_URL) to get TLS, or listen on a unix socket",
+                    self.settings.listen,
+                )
+            self.port = self.server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
-        log.info("host agent listening on %s", self.settings.listen)
+        log.info("host agent listening on %s%s", self.settings.listen, " (TLS)" if identity else "")
         if self.link is not None:
             self._heartbeats = asyncio.create_task(self.link.run_forever(), name="heartbeats")
 
@@ -110,3 +122,14 @@ class AgentServer:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await self.shutdown()
+
+
+def _local(listen: str) -> bool:
+    """A unix socket or a loopback address: nothing crosses a network."""
+    if listen.startswith("unix:"):
+        return True
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

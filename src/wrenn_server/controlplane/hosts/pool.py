@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 
 from ...hostagent.client import AgentClient
+from ..db.models.hosts import Host
 
 
 class HostClientPool:
@@ -14,14 +15,18 @@ class HostClientPool:
 
     def __init__(self, secret_for: Callable[[uuid.UUID], str]) -> None:
         self._secret_for = secret_for
-        self._clients: dict[uuid.UUID, tuple[str, AgentClient]] = {}
+        self._clients: dict[uuid.UUID, tuple[tuple[str, str | None], AgentClient]] = {}
 
-    def client(self, host_id: uuid.UUID, address: str) -> AgentClient:
-        cached = self._clients.get(host_id)
-        if cached and cached[0] == address:
+    def client(self, host: Host) -> AgentClient:
+        """The host's client; over TLS, trusting only the certificate pinned for it, when the
+        host has one."""
+        key = (host.address or "", host.tls_certificate)
+        cached = self._clients.get(host.id)
+        if cached and cached[0] == key:
             return cached[1]
-        client = AgentClient(address, self._secret_for(host_id))
-        self._clients[host_id] = (address, client)
+        certificate = host.tls_certificate.encode() if host.tls_certificate else None
+        client = AgentClient(key[0], self._secret_for(host.id), certificate=certificate)
+        self._clients[host.id] = (key, client)
         return client
 
     async def evict(self, host_id: uuid.UUID) -> None:

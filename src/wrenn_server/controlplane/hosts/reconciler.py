@@ -94,16 +94,17 @@ class Reconciler:
                 )
             )
         for host in hosts:
-            await self._reconcile_host(host.id, host.address or "")
+            await self._reconcile_host(host)
 
-    async def _reconcile_host(self, host_id: uuid.UUID, address: str) -> None:
+    async def _reconcile_host(self, host: Host) -> None:
+        host_id = host.id
         reported: dict[uuid.UUID, str] = {}
         reachable = True
         # A row changed after this moment may be newer than the agent's answer (a create or
         # resume that finished while the answer was on its way): it is left for the next pass.
         asked_at = utcnow()
         try:
-            client = self.pool.client(host_id, address)
+            client = self.pool.client(host)
             resp = await client.call("ListSandboxes", pb.ListSandboxesRequest(), RPC_TIMEOUT)
             for sb in resp.sandboxes:
                 sandbox_id = _our_id(sb.sandbox_id)
@@ -114,11 +115,11 @@ class Reconciler:
             reachable = False
         auto_paused: list[uuid.UUID] = []
         async with self.sessions() as session, transaction(session, write=True):
-            host = await session.get(Host, host_id)
-            if host is None:
+            current = await session.get(Host, host_id)
+            if current is None:
                 return  # deleted meanwhile
             if reachable:
-                await host_service.mark_seen(session, host)
+                await host_service.mark_seen(session, current)
             rows = await session.scalars(
                 select(Sandbox).where(Sandbox.host_id == host_id, Sandbox.status.in_(TRACKED))
             )

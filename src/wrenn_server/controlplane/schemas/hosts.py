@@ -7,8 +7,9 @@ import datetime as dt
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from ...hostagent import tls
 from .. import ids
 from ..db.models.hosts import Host
 
@@ -89,6 +90,25 @@ class RegisterHostRequest(BaseModel):
     cpu_cores: int | None = Field(None, ge=1, le=100_000)
     memory_mb: int | None = Field(None, ge=1, le=1 << 40)
     disk_gb: int | None = Field(None, ge=0, le=1 << 30)
+    tls_certificate: str | None = Field(
+        None,
+        max_length=16_384,
+        description="PEM certificate of the agent's TLS server; the control plane trusts only "
+        "it for this host. Required unless the address is a unix socket.",
+    )
+
+    @field_validator("tls_certificate")
+    @classmethod
+    def _valid_certificate(cls, value: str | None) -> str | None:
+        if value is not None and not tls.is_certificate(value):
+            raise ValueError("must be one PEM certificate")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_over_network(self) -> RegisterHostRequest:
+        if self.tls_certificate is None and not self.address.startswith("unix:"):
+            raise ValueError("an agent reached over the network must send its tls_certificate")
+        return self
 
     @field_validator("address")
     @classmethod

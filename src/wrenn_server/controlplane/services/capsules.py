@@ -43,7 +43,7 @@ class Hosts:
         host = await session.get(Host, sandbox.host_id) if sandbox.host_id else None
         if host is None or not host.address:
             raise InvalidState("the capsule's host is gone")
-        return self.pool.client(host.id, host.address)
+        return self.pool.client(host)
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ async def create_capsule(
             timeout_sec=spec.timeout_sec,
         )
         session.add(sandbox)
-        client = hosts.pool.client(host.id, host.address or "")
+        client = hosts.pool.client(host)
         host_ip = _host_ip(host.address or "")
         default_user, default_env = template.default_user or "", dict(template.default_env or {})
     request = pb.CreateSandboxRequest(
@@ -246,7 +246,7 @@ async def destroy_capsule(
             return
         host = await session.get(Host, sandbox.host_id) if sandbox.host_id else None
     if host is not None and host.address:
-        client = hosts.pool.client(host.id, host.address)
+        client = hosts.pool.client(host)
         await metrics.flush(db.sessionmaker, client, sandbox.id, tiers=("24h",))
         try:
             with agent_errors():

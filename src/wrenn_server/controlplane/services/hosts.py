@@ -310,8 +310,10 @@ async def register_host(
     cpu_cores: int | None,
     memory_mb: int | None,
     disk_gb: int | None,
+    tls_certificate: str | None,
 ) -> IssuedCredentials:
-    """Redeem a registration token: the host goes online with the agent's address and specs."""
+    """Redeem a registration token: the host goes online with the agent's address, specs and
+    TLS certificate (pinned: only the agent holding its key can answer for this host)."""
     now = utcnow()
     row = await session.scalar(
         select(HostToken).where(HostToken.token_hash == hash_credential(token))
@@ -330,6 +332,7 @@ async def register_host(
     if host.type == "byoc":
         _check_byoc_address(address)
     host.address = address
+    host.tls_certificate = tls_certificate
     host.arch, host.cpu_cores, host.memory_mb, host.disk_gb = arch, cpu_cores, memory_mb, disk_gb
     host.status = "online"
     host.last_heartbeat_at = now

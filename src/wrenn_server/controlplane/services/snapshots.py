@@ -125,7 +125,7 @@ async def delete_snapshot(
         hosts_rows = list(await session.scalars(select(Host).where(Host.status == "online")))
     # The files must go first: if any host cannot delete them, the record stays.
     for host in hosts_rows:
-        client = hosts.pool.client(host.id, host.address or "")
+        client = hosts.pool.client(host)
         try:
             with agent_errors():
                 await client.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=name))

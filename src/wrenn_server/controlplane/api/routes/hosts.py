@@ -121,6 +121,7 @@ async def register_host(
             cpu_cores=body.cpu_cores,
             memory_mb=body.memory_mb,
             disk_gb=body.disk_gb,
+            tls_certificate=body.tls_certificate,
         )
     return _credentials(issued)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Uuid, func
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text, Uuid, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..types import Base, UTCDateTime, enum_check, utcnow
@@ -36,6 +36,9 @@ class Host(Base):
     disk_gb: Mapped[int | None] = mapped_column(Integer)
     # host:port of the agent's RPC server.
     address: Mapped[str | None] = mapped_column(String(255))
+    # PEM certificate the agent's TLS server presents, pinned at registration; None for an agent
+    # on a unix socket (the single box), which is dialled without TLS.
+    tls_certificate: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     last_heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_by: Mapped[uuid.UUID | None] = mapped_column(

@@ -23,7 +23,7 @@ from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.db.models import AuditLog, Host, Sandbox, Team, Template, User
 from wrenn_server.controlplane.db.session import Database, transaction
-from wrenn_server.controlplane.hosts.scheduler import RoundRobinScheduler
+from wrenn_server.controlplane.hosts.scheduler import BalancedScheduler
 from wrenn_server.controlplane.security import TokenCodec, UserClaims
 from wrenn_server.controlplane.services.capsules import Hosts
 from wrenn_server.controlplane.settings import Settings
@@ -311,7 +311,7 @@ async def test_template_delete_asks_online_hosts_first(
     )
     agent = FakeAgent()
     down = FakeAgent()
-    app.state.hosts = Hosts(FakePool({"fake:1": agent, "fake:2": down}), RoundRobinScheduler())
+    app.state.hosts = Hosts(FakePool({"fake:1": agent, "fake:2": down}), BalancedScheduler())
 
     resp = await client.delete("/v1/admin/templates/olive-snap", headers=admin_h)
     assert resp.status_code == 204, resp.text

@@ -29,7 +29,7 @@ from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.hosts.pool import HostClientPool
 from wrenn_server.controlplane.hosts.reconciler import Reconciler
-from wrenn_server.controlplane.hosts.scheduler import RoundRobinScheduler
+from wrenn_server.controlplane.hosts.scheduler import BalancedScheduler
 from wrenn_server.controlplane.security import TokenCodec, UserClaims
 from wrenn_server.controlplane.services import audit
 from wrenn_server.controlplane.services import capsules as capsule_svc
@@ -337,7 +337,7 @@ async def test_capsule_and_snapshot_events(db: Database) -> None:
     await _host(db, "fake:1")
     await _add(db, Template(name="base-t", team_id=team, type="base", vcpus=1, memory_mb=256))
     agent = FakeAgent()
-    hosts = capsule_svc.Hosts(FakePool({"fake:1": agent}), RoundRobinScheduler())
+    hosts = capsule_svc.Hosts(FakePool({"fake:1": agent}), BalancedScheduler())
     key = audit.Actor(type="api_key", id=f"key-{uuid.uuid4()}", name="ci runner")
 
     spec = capsule_svc.CreateCapsule("base-t", vcpus=1, memory_mb=256, timeout_sec=0)
@@ -379,7 +379,7 @@ async def test_capsule_and_snapshot_events(db: Database) -> None:
 async def test_failed_capsule_operation_records_nothing(db: Database) -> None:
     team = await _team(db)
     await _host(db, "fake:1")
-    hosts = capsule_svc.Hosts(FakePool({"fake:1": FakeAgent()}), RoundRobinScheduler())
+    hosts = capsule_svc.Hosts(FakePool({"fake:1": FakeAgent()}), BalancedScheduler())
     sandbox = Sandbox(
         id=ids.new_id(), team_id=team, template="t", status="paused", vcpus=1, memory_mb=1
     )
@@ -440,7 +440,7 @@ async def test_capsule_routes_record_the_calling_principal(
     team = ids.TEAM.parse(owner["team_id"])
     await _host(db, "fake:1")
     await _add(db, Template(name="base-t", team_id=team, type="base", vcpus=1, memory_mb=256))
-    app.state.hosts = capsule_svc.Hosts(FakePool({"fake:1": FakeAgent()}), RoundRobinScheduler())
+    app.state.hosts = capsule_svc.Hosts(FakePool({"fake:1": FakeAgent()}), BalancedScheduler())
     key = (
         await client.post("/v1/api-keys", json={"name": "agent"}, headers=bearer(owner["token"]))
     ).json()

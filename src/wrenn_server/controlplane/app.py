@@ -31,7 +31,7 @@ from .db.session import Database, transaction
 from .hosts.local import local_host_id
 from .hosts.pool import HostClientPool
 from .hosts.reconciler import Reconciler
-from .hosts.scheduler import RoundRobinScheduler
+from .hosts.scheduler import BalancedScheduler
 from .security import TokenCodec
 from .services import stats
 from .services.bootstrap import bootstrap_single_box
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     )
     owns_db = db is None
     database = db or Database(settings.effective_database_url)
-    hosts = Hosts(HostClientPool(_agent_secrets(settings, codec)), RoundRobinScheduler())
+    hosts = Hosts(HostClientPool(_agent_secrets(settings, codec)), BalancedScheduler())
     archives = settings.data_dir / "builds"
     queue = build_queue(settings.redis_url)
     builds = Builds(
@@ -106,7 +106,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             await migrate(database.url)
         async with database.sessionmaker() as session, transaction(session, write=True):
             await bootstrap_single_box(
-                session, agent_address=settings.agent_address, base_template=settings.base_template
+                session,
+                agent_address=settings.agent_address,
+                base_template=settings.base_template,
+                data_dir=settings.data_dir,
             )
         reconciler = Reconciler(database.sessionmaker, hosts.pool, settings.host_down_after_sec)
         sampler = stats.stats_sampler(

@@ -3,6 +3,8 @@ template as a platform template."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
@@ -11,10 +13,10 @@ from ..hosts.local import ensure_local_host
 
 
 async def bootstrap_single_box(
-    session: AsyncSession, *, agent_address: str, base_template: str
+    session: AsyncSession, *, agent_address: str, base_template: str, data_dir: Path
 ) -> None:
     if agent_address:
-        await ensure_local_host(session, agent_address)
+        await ensure_local_host(session, agent_address, data_dir)
     if await session.get(Template, base_template) is None:
         session.add(Template(name=base_template, team_id=ids.PLATFORM_TEAM_ID, type="base"))
         await session.flush()

@@ -95,7 +95,7 @@ async def create_capsule(
 ) -> Sandbox:
     async with db.sessionmaker() as session, transaction(session, write=True):
         template = await visible_template(session, team_id, spec.template)
-        host = await hosts.scheduler.pick(session, team_id, template)
+        host = await hosts.scheduler.pick(session, team_id, template, spec.memory_mb)
         sandbox = Sandbox(
             id=ids.new_id(),
             team_id=team_id,

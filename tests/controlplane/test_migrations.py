@@ -28,6 +28,7 @@ EXPECTED_TABLES = {
     "sandboxes",
     "templates",
     "template_builds",
+    "template_build_archives",
     "hosts",
     "host_tags",
     "host_tokens",

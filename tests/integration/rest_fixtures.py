@@ -136,7 +136,7 @@ def start_app(rest_db: Database, tmp_path: Path, agent_process: Any) -> StartApp
         reconcile_interval_sec: float = 0.0, **overrides: Any
     ) -> AsyncIterator[RestApp]:
         settings = Settings(
-            data_dir=tmp_path / "controlplane",
+            data_dir=overrides.pop("data_dir", tmp_path / "controlplane"),
             database_url=rest_db.url,
             jwt_secret=SecretStr(JWT_SECRET),
             migrate_on_start=False,

@@ -7,24 +7,36 @@ bad input is refused and leaves nothing behind. The build capsule never outlives
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import tarfile
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models import User
-from wrenn_server.controlplane.db.models.capsules import Sandbox, Template, TemplateBuild
+from wrenn_server.controlplane.db.models.capsules import (
+    Sandbox,
+    Template,
+    TemplateBuild,
+    TemplateBuildArchive,
+)
 from wrenn_server.controlplane.db.session import Database
+from wrenn_server.controlplane.db.types import utcnow
+from wrenn_server.controlplane.services import audit, capsules
+from wrenn_server.controlplane.services.capsules import CreateCapsule
+from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import assert_error
-from .rest_fixtures import Account, StartApp, make_capsule, new_account, sh
+from .rest_fixtures import BASE_TEMPLATE, Account, StartApp, make_capsule, new_account, sh
 
 pytestmark = pytest.mark.integration
 
@@ -321,3 +333,101 @@ async def test_bad_builds_are_refused_and_leave_nothing(
         await api.get(f"/v1/admin/builds/bld-{uuid.uuid4()}", headers=admin.jwt), 404, "not_found"
     )
     assert_error(await api.get("/v1/admin/builds/nope", headers=admin.jwt), 404, "not_found")
+
+
+async def _archive_pieces(db: Database, build_id: str) -> int:
+    async with db.sessionmaker() as session:
+        count = await session.scalar(
+            select(func.count()).where(TemplateBuildArchive.build_id == ids.BUILD.parse(build_id))
+        )
+    return int(count or 0)
+
+
+def _files_under(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+
+
+async def test_a_build_submitted_to_one_control_plane_runs_on_another(
+    start_app: StartApp, rest_db: Database, redis_url: str, tmp_path: Path
+) -> None:
+    """Two control plane processes on one database and one Redis queue: the one that takes the
+    upload runs no workers, the other runs the build, reading the archive from the database."""
+    receiver, runner = tmp_path / "receiver", tmp_path / "runner"
+    async with (
+        start_app(data_dir=receiver, build_workers=0, redis_url=redis_url) as front,
+        start_app(data_dir=runner, build_workers=1, redis_url=redis_url) as back,
+    ):
+        admin = await _admin(front.client, rest_db)
+        archive = _archive({"app/hello.txt": (b"hi from the archive\n", 0o644)})
+        resp = await _submit(
+            front.client,
+            admin,
+            archive,
+            name=_name("moved"),
+            recipe=["COPY app /srv/app", "RUN grep -q 'hi from the archive' /srv/app/hello.txt"],
+            skip_pre_post=True,
+        )
+        assert resp.status_code == 201, resp.text
+        build_id = resp.json()["id"]
+        # Kept by the database, not on the receiver's disk.
+        assert _files_under(receiver / "builds") == []
+        assert await _archive_pieces(rest_db, build_id) >= 1
+        build = await _wait(back.client, admin, build_id, ("success", "failed"))
+        assert build["status"] == "success", build
+        assert build["result_type"] == "image"
+        # Gone everywhere once the build ended.
+        assert await _archive_pieces(rest_db, build_id) == 0
+        assert _files_under(receiver / "builds") == _files_under(runner / "builds") == []
+        await _build_capsule_gone(rest_db, build)
+
+
+async def test_a_build_whose_worker_went_quiet_is_failed_and_its_capsule_destroyed(
+    start_app: StartApp, rest_db: Database, agent: AgentClient
+) -> None:
+    """What a surviving control plane does with the builds of one that died mid-build."""
+    async with start_app(build_workers=1) as rest:
+        capsule = await capsules.create_capsule(
+            rest_db,
+            rest.app.state.hosts,
+            team_id=ids.PLATFORM_TEAM_ID,
+            spec=CreateCapsule(template=BASE_TEMPLATE, vcpus=1, memory_mb=256, timeout_sec=0),
+            actor=audit.SYSTEM,
+        )
+        now = utcnow()
+
+        def build(name: str, heartbeat: dt.datetime | None, **kw: Any) -> TemplateBuild:
+            return TemplateBuild(
+                id=uuid.uuid4(),
+                name=name,
+                base_template=BASE_TEMPLATE,
+                recipe=["RUN true"],
+                vcpus=1,
+                memory_mb=256,
+                status="running",
+                started_at=now - dt.timedelta(minutes=5),
+                heartbeat_at=heartbeat,
+                **kw,
+            )
+
+        dead = build(
+            _name("dead"), now - dt.timedelta(minutes=2), sandbox_id=capsule.id, archive_sha256="0"
+        )
+        never_beat = build(_name("never"), None)
+        alive = build(_name("alive"), now)
+        async with rest_db.sessionmaker() as session, session.begin():
+            session.add_all([dead, never_beat, alive])
+            await session.flush()
+            session.add(TemplateBuildArchive(build_id=dead.id, seq=0, data=b"x"))
+
+        reaped = await rest.app.state.builds.workers.reap_stale()
+        assert sorted(reaped) == sorted([dead.id, never_beat.id])
+        async with rest_db.sessionmaker() as session:
+            rows = {b.id: b for b in await session.scalars(select(TemplateBuild))}
+            sandbox = await session.get(Sandbox, capsule.id)
+        assert rows[dead.id].status == rows[never_beat.id].status == "failed"
+        assert "stopped" in (rows[dead.id].error or "")
+        assert rows[alive.id].status == "running"
+        assert await _archive_pieces(rest_db, ids.BUILD.format(dead.id)) == 0
+        assert sandbox is not None and sandbox.status == "stopped"
+        listed = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+        assert ids.SANDBOX.format(capsule.id) not in {s.sandbox_id for s in listed.sandboxes}

@@ -31,7 +31,7 @@ from ..hosts.rpc import agent_errors
 from ..services import audit, capsules
 from ..services.builds import record_build_event
 from ..services.capsules import CreateCapsule, Hosts
-from . import archive
+from . import archive, archive_store
 from .recipe import DEFAULT_USER, Copy, Env, Run, Step, User, Workdir, describe, parse, plan
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ class BuildRunner:
         if build is None:
             return
         try:
+            if build.archive_sha256 is not None:
+                await self._fetch_archive(build.id, build.archive_sha256)
             async with self._capsule(build) as (sandbox, client):
                 result = await self._steps(build, sandbox, client)
         except asyncio.CancelledError:
@@ -120,6 +122,9 @@ class BuildRunner:
             build = await session.get(TemplateBuild, build_id)
             if build is None:
                 return
+            self.archive_path(build.id).unlink(missing_ok=True)
+            if build.status == "failed":
+                return  # failed by another process, which took this worker for dead
             # A cancelled build is reported cancelled, even if it raced to an end.
             if build.status == "cancelled":
                 status, values = "cancelled", {"error": "cancelled"}
@@ -129,9 +134,15 @@ class BuildRunner:
                 setattr(build, key, value)
             if status == "success":
                 build.error = None
-            self.archive_path(build.id).unlink(missing_ok=True)
+            await archive_store.drop(session, build.id)
             level: audit.Status = "success" if status == "success" else "warning"
             await record_build_event(session, build, audit.SYSTEM, "build", level)
+
+    async def _fetch_archive(self, build_id: uuid.UUID, sha256: str) -> None:
+        try:
+            await archive_store.fetch(self.db, build_id, sha256, self.archive_path(build_id))
+        except archive_store.DamagedArchive as e:
+            raise BuildFailed(str(e)) from None
 
     @contextlib.asynccontextmanager
     async def _capsule(self, build: TemplateBuild) -> AsyncIterator[tuple[Sandbox, AgentClient]]:

@@ -83,7 +83,7 @@ class BuildResponse(BaseModel):
             vcpus=build.vcpus,
             memory_mb=build.memory_mb,
             skip_pre_post=build.skip_pre_post,
-            has_archive=build.archive_path is not None,
+            has_archive=build.archive_sha256 is not None,
             status=build.status,
             current_step=build.current_step,
             total_steps=build.total_steps,

@@ -1,5 +1,5 @@
 """Template builds as platform admins see them: submit (recipe checked, archive checked and
-kept, then queued), list, read, cancel. Running them is `builds/`' job.
+stored in the database, then queued), list, read, cancel. Running them is `builds/`' job.
 
 A build produces a platform template (visible to every team). Its name may not be taken by a
 template, nor by another build that has not finished.
@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
-from ..builds import archive, recipe
+from ..builds import archive, archive_store, recipe
 from ..builds.queue import BuildQueue
 from ..db.models.capsules import Template, TemplateBuild
 from ..db.session import Database, transaction
@@ -118,28 +118,31 @@ async def create_build(
         start_cmd=build.start_cmd,
         healthcheck=build.healthcheck,
     )
-    path = archives / f"{build.id.hex}.archive"
+    # A local copy only while it is checked and stored: the database keeps the archive.
+    path = archives / f"{build.id.hex}.upload"
     async with db.sessionmaker() as session, transaction(session):
         await _check_free(session, build)
     try:
         if upload is not None:
-            # Outside any transaction: a large archive must not hold the database's write lock.
+            # Outside any transaction: a slow upload must not hold the database's write lock.
             await asyncio.to_thread(_save_archive, upload, path, max_archive_bytes)
-            build.archive_path = str(path)
+            build.archive_sha256 = await asyncio.to_thread(archive_store.sha256_of, path)
         async with db.sessionmaker() as session, transaction(session, write=True):
             await _check_free(session, build)  # again: another build may have won meanwhile
             session.add(build)
+            await session.flush()
+            if upload is not None:
+                await archive_store.store(session, build.id, path)
             await record_build_event(session, build, principal.actor, "build_submit")
-    except BaseException:
+    finally:
         path.unlink(missing_ok=True)
-        raise
     try:
         await queue.put(build.id)
     except Exception:
         log.exception("build %s could not be queued", build.id)
         async with db.sessionmaker() as session, transaction(session, write=True):
+            await archive_store.drop(session, build.id)
             await session.execute(delete(TemplateBuild).where(TemplateBuild.id == build.id))
-        path.unlink(missing_ok=True)
         raise ServiceUnavailable("the build queue is unavailable; try again") from None
     return build
 
@@ -173,6 +176,7 @@ async def cancel_build(db: Database, *, principal: Principal, build_id: uuid.UUI
             raise InvalidState(f"build is {build.status}")
         if build.status == "pending":
             build.completed_at = utcnow()
+            await archive_store.drop(session, build.id)
         build.status = "cancelled"
         build.error = "cancelled"
         await record_build_event(session, build, principal.actor, "build_cancel")

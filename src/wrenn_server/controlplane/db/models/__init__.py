@@ -9,6 +9,7 @@ from .capsules import (
     SandboxMetricsSnapshot,
     Template,
     TemplateBuild,
+    TemplateBuildArchive,
 )
 from .hosts import Host, HostRefreshToken, HostTag, HostToken
 
@@ -29,5 +30,6 @@ __all__ = [
     "TeamMember",
     "Template",
     "TemplateBuild",
+    "TemplateBuildArchive",
     "User",
 ]

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     Uuid,
@@ -132,8 +133,9 @@ class TemplateBuild(Base):
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mb: Mapped[int] = mapped_column(Integer)
     skip_pre_post: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
-    # Path of the uploaded COPY archive, if any.
-    archive_path: Mapped[str | None] = mapped_column(Text)
+    # SHA-256 of the uploaded COPY archive, if any; its bytes are in template_build_archives
+    # (in the database, so a worker of any control plane process can run the build).
+    archive_sha256: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     current_step: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
     total_steps: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
@@ -154,7 +156,22 @@ class TemplateBuild(Base):
         UTCDateTime, default=utcnow, server_default=func.now()
     )
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Renewed every second by the worker running it; a running build whose worker went quiet
+    # (its control plane died) is failed by the others.
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class TemplateBuildArchive(Base):
+    """One piece of a build's uploaded archive, in order; gone when the build ends."""
+
+    __tablename__ = "template_build_archives"
+
+    build_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("template_builds.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class SandboxMetric(Base):

@@ -212,12 +212,14 @@ def assert_refused(resp: httpx.Response, code: str) -> None:
 
 
 async def test_unconfigured_provider_is_absent(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/v1/auth/oauth")).json() == {"providers": []}
     assert_error(await client.get("/v1/auth/oauth/github"), 404, "not_found")
     callback = await client.get("/v1/auth/oauth/github/callback?code=x&state=y")
     assert_error(callback, 404, "not_found")
 
 
 async def test_unknown_provider_is_absent(browser: httpx.AsyncClient) -> None:
+    assert (await browser.get("/v1/auth/oauth")).json() == {"providers": ["github"]}
     assert_error(await browser.get("/v1/auth/oauth/gitlab"), 404, "not_found")
     assert_error(await browser.get("/v1/auth/oauth/gitlab/callback"), 404, "not_found")
 
@@ -228,6 +230,7 @@ async def test_half_configured_provider_is_absent(
     app = create_app(github_settings(settings, github, github_client_secret=None), db=db)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://wrenn.test") as c:
+        assert (await c.get("/v1/auth/oauth")).json() == {"providers": []}
         assert_error(await c.get("/v1/auth/oauth/github"), 404, "not_found")
 
 

@@ -81,3 +81,9 @@ class MeResponse(BaseModel):
 
 class ConnectProviderResponse(BaseModel):
     auth_url: str = Field(description="The provider's authorization URL to navigate to.")
+
+
+class OAuthProvidersResponse(BaseModel):
+    providers: list[str] = Field(
+        description='The OAuth providers this installation is configured for, e.g. ["github"].'
+    )

@@ -21,7 +21,7 @@ from fastapi.responses import RedirectResponse
 from ... import ids
 from ...db.session import transaction
 from ...errors import Conflict, InvalidID, NotFound, Unauthorized
-from ...schemas.auth import ConnectProviderResponse
+from ...schemas.auth import ConnectProviderResponse, OAuthProvidersResponse
 from ...schemas.common import error_responses
 from ...services import accounts, oauth
 from ...settings import Settings
@@ -97,6 +97,17 @@ def _start(settings: Settings, request: Request, provider: str, link: str) -> tu
         config, redirect_uri=_callback_uri(settings, request, provider), state=state
     )
     return url, state
+
+
+@router.get(
+    "",
+    operation_id="listOAuthProviders",
+    summary="The OAuth providers a user may sign in with (the dashboard shows their buttons)",
+)
+async def list_providers(settings: SettingsDep) -> OAuthProvidersResponse:
+    return OAuthProvidersResponse(
+        providers=[p for p in oauth.PROVIDERS if oauth.provider_config(settings, p) is not None]
+    )
 
 
 @router.get(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,41 @@ async def test_app_startup_migrates(fresh_database_url: str, tmp_path: Path) -> 
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         assert await current_revision(fresh_database_url) == head_revision()
+
+
+async def test_unfinished_builds_with_an_archive_on_disk_fail_at_the_upgrade(
+    fresh_database_url: str,
+) -> None:
+    """0004 moves archives into the database; one left on a process's disk is not carried over."""
+    await migrate(fresh_database_url, "0003")
+    database = Database(fresh_database_url)
+    rows = {
+        "with-archive": ("pending", "/var/lib/wrenn/builds/x.archive"),
+        "running-with-archive": ("running", "/var/lib/wrenn/builds/y.archive"),
+        "without": ("pending", None),
+        "done": ("success", "/var/lib/wrenn/builds/z.archive"),
+    }
+    try:
+        async with database.engine.begin() as conn:
+            for name, (status, path) in rows.items():
+                await conn.execute(
+                    text(
+                        "INSERT INTO template_builds (id, name, base_template, recipe, vcpus, "
+                        "memory_mb, archive_path, status, logs, default_env) VALUES (:id, :name, "
+                        "'minimal', '[]', 1, 512, :path, :status, '[]', '{}')"
+                    ),
+                    {"id": uuid.uuid4().hex, "name": name, "path": path, "status": status},
+                )
+        await migrate(fresh_database_url)
+        async with database.engine.connect() as conn:
+            after = dict(
+                (await conn.execute(text("SELECT name, status FROM template_builds"))).all()
+            )
+    finally:
+        await database.dispose()
+    assert after == {
+        "with-archive": "failed",
+        "running-with-archive": "failed",
+        "without": "pending",
+        "done": "success",
+    }

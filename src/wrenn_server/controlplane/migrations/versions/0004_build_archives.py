@@ -33,9 +33,15 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("build_id", "seq", name=op.f("pk_template_build_archives")),
     )
+    # Archives kept on one process's disk are not carried over: the unfinished builds that had
+    # one fail (a finished build's archive was deleted already).
+    op.execute(
+        "UPDATE template_builds SET status = 'failed', "
+        "error = 'interrupted by an upgrade: submit the build again', "
+        "completed_at = CURRENT_TIMESTAMP "
+        "WHERE archive_path IS NOT NULL AND status IN ('pending', 'running')"
+    )
     with op.batch_alter_table("template_builds") as batch:
-        # Archives kept on one process's disk are not carried over: only unfinished builds had
-        # one, and those are failed by this upgrade's first start anyway.
         batch.drop_column("archive_path")
         batch.add_column(sa.Column("archive_sha256", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))

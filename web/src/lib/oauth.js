@@ -1,0 +1,66 @@
+// Signing in with an OAuth provider (GitHub). The API runs the flow: the browser navigates to
+// /v1/auth/oauth/<provider> and comes back to /auth/<provider>/callback with a token or an error.
+import { api } from './api.js';
+
+export const NAMES = { github: 'GitHub' };
+export const providerName = (provider) => NAMES[provider] ?? provider;
+
+/** The page that starts a login: a whole-page navigation, not a fetch (the provider's pages). */
+export const loginUrl = (provider) => `/v1/auth/oauth/${encodeURIComponent(provider)}`;
+
+let configured;
+
+/** The providers this installation is configured for; asked once per page load. */
+export function configuredProviders() {
+	// A failure hides the buttons rather than offering ones that would not work.
+	configured ??= api.get('/v1/auth/oauth').then(
+		(resp) => resp.providers.filter((p) => p in NAMES),
+		() => []
+	);
+	return configured;
+}
+
+// Where a connect flow started, so the callback page can return there (sessionStorage: it
+// survives the round trip through the provider, in this tab only).
+const RETURN_KEY = 'wrenn.oauth.return';
+
+/** Link `provider` to the signed-in account: the API sets the flow's cookies, then we leave. */
+export async function connect(provider) {
+	const { auth_url } = await api.get(`/v1/me/providers/${encodeURIComponent(provider)}/connect`);
+	sessionStorage.setItem(RETURN_KEY, location.pathname);
+	location.assign(auth_url);
+}
+
+/** A login starts: a connect abandoned earlier in this tab must not claim its callback. */
+export function forgetReturnPath() {
+	sessionStorage.removeItem(RETURN_KEY);
+}
+
+/** The page a connect flow started from (read once), or null after a plain login. */
+export function takeReturnPath() {
+	const path = sessionStorage.getItem(RETURN_KEY);
+	sessionStorage.removeItem(RETURN_KEY);
+	// Only a path of this site: never an open redirect.
+	return path?.startsWith('/') && !path.startsWith('//') ? path : null;
+}
+
+/** What went wrong, for a person, from the callback's `error` code. */
+export function errorMessage(code, provider, { connecting = false } = {}) {
+	const name = providerName(provider);
+	switch (code) {
+		case 'access_denied':
+			return connecting
+				? `${name} was not connected: the authorization was declined, or this ${name} account is already connected to another Wrenn account.`
+				: `Sign-in with ${name} was cancelled or refused, or this account is disabled.`;
+		case 'email_taken':
+			return `An account with this email already exists: sign in with your password, then connect ${name} from your account.`;
+		case 'invalid_state':
+			return `This sign-in link has expired or was started in another browser. Please try again.`;
+		case 'missing_code':
+			return `${name} did not complete the sign-in. Please try again.`;
+		case 'exchange_failed':
+			return `${name} could not confirm your identity (a verified primary email is required). Please try again.`;
+		default:
+			return `Something went wrong while signing in with ${name}. Please try again later.`;
+	}
+}

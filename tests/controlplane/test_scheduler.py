@@ -86,6 +86,18 @@ async def test_a_bigger_host_takes_more_capsules(client: httpx.AsyncClient, db: 
     assert await _place(db, team, base, 12) == {"10.0.1.1:1": 9, "10.0.1.2:1": 3}
 
 
+async def test_a_capsule_goes_only_where_it_fits(client: httpx.AsyncClient, db: Database) -> None:
+    small, big = _host("10.0.3.1:1", memory_mb=4000), _host("10.0.3.2:1", memory_mb=64_000)
+    team, base = await _setup(client, db, small, big)
+    # The small host is emptier, but a 6000 MB capsule does not fit in it at all.
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        session.add_all([_capsule(team, big.id, memory_mb=30_000)])
+    assert await _place(db, team, base, 2, memory_mb=6000) == {"10.0.3.2:1": 2}
+    async with db.sessionmaker() as session:
+        with pytest.raises(ServiceUnavailable, match="no available host has 100000 MB"):
+            await BalancedScheduler().pick(session, team, base, 100_000)
+
+
 async def test_a_new_host_fills_first_and_only_live_capsules_count(
     client: httpx.AsyncClient, db: Database
 ) -> None:

@@ -34,7 +34,7 @@ from wrenn_server.hostagent import tls
 from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from ..controlplane.helpers import PASSWORD, bearer
+from ..controlplane.helpers import PASSWORD, assert_error, bearer
 from .conftest import DATA_DIR, AgentProcess
 
 pytestmark = pytest.mark.integration
@@ -94,7 +94,7 @@ class RemoteAgent:
 @pytest.fixture
 def start_remote_agent(
     tmp_path: Path, agent_process: AgentProcess
-) -> Iterator[Callable[[str, str], RemoteAgent]]:
+) -> Iterator[Callable[..., RemoteAgent]]:
     """Start a host agent with its own data dir (the base template copied from the test
     agent's, which `agent_process` has built, so no second image build) that registers with
     `token` at `url`."""
@@ -105,7 +105,7 @@ def start_remote_agent(
     template = DATA_DIR / "templates" / "minimal"
     subprocess.run(["cp", "-a", str(template), str(data_dir / "templates")], check=True)
 
-    def start(url: str, token: str) -> RemoteAgent:
+    def start(url: str, token: str, **settings: str) -> RemoteAgent:
         target = f"127.0.0.1:{free_port()}"
         env = {
             **os.environ,
@@ -114,6 +114,7 @@ def start_remote_agent(
             "WRENN_AGENT_HEARTBEAT_INTERVAL_SEC": "0.5",
             "WRENN_AGENT_CAPSULE_SUBNET": "10.202.0.0/16",
             "WRENN_AGENT_POOL_SIZE": "0",
+            **settings,
         }
         env.pop("WRENN_AGENT_SECRET", None)
         log_path = tmp_path / "remote-agent.log"
@@ -279,3 +280,40 @@ async def test_a_registered_host_runs_capsules_and_is_monitored(
 
     await _until(locked_out, 30, "the agent noticing its deletion", agent)
     assert await _host_events(p) == ["add", "register", "marked_down", "marked_up", "delete"]
+
+
+async def test_hosts_refuse_capsules_they_have_no_memory_for(
+    platform: Platform, start_remote_agent: Callable[..., RemoteAgent]
+) -> None:
+    p = platform
+    created = await p.client.post("/v1/hosts", json={"type": "regular"}, headers=p.admin)
+    assert created.status_code == 201, created.text
+    host_id = created.json()["host"]["id"]
+    # An agent that keeps more memory for its host than the machine has: always "low".
+    agent = start_remote_agent(
+        p.url, created.json()["registration_token"], WRENN_AGENT_MEMORY_RESERVE_MB=str(1 << 30)
+    )
+
+    async def online() -> bool:
+        return str((await _host(p, host_id))["status"]) == "online"
+
+    await _until(online, 120, "registration", agent)
+    host = await _host(p, host_id)
+    resp = await p.client.post(
+        "/v1/auth/signup",
+        json={"email": "lowmem@example.com", "password": PASSWORD, "name": "User"},
+    )
+    user = bearer(resp.json()["token"])
+
+    # Bigger than the host: refused by the scheduler, the agent is not asked.
+    too_big = await p.client.post(
+        "/v1/capsules", json={"memory_mb": host["memory_mb"] + 1024}, headers=user
+    )
+    error = assert_error(too_big, 503, "service_unavailable")
+    assert f"no available host has {host['memory_mb'] + 1024} MB" in error["message"]
+    # Would fit, but the host is low on memory: the agent refuses, nothing is left behind.
+    refused = await p.client.post("/v1/capsules", json={}, headers=user)
+    error = assert_error(refused, 503, "service_unavailable")
+    assert "low on memory" in error["message"]
+    listed = await p.client.get("/v1/capsules", headers=user)
+    assert listed.json() == []

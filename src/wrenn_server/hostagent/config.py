@@ -56,6 +56,12 @@ class AgentSettings(BaseSettings):
         description="Capsules of the default shape kept booted, so creating one takes ms.",
     )
     reaper_interval_sec: float = Field(default=2.0, gt=0, description="TTL reaper period.")
+    memory_reserve_mb: int = Field(
+        default=512,
+        ge=0,
+        description="Memory kept for the host itself: while less than this is available "
+        "(MemAvailable), capsules are neither booted nor resumed.",
+    )
 
     control_plane_url: str | None = Field(
         default=None,

@@ -155,8 +155,20 @@ class SandboxManager:
         log.info("created %s from %s%s", sandbox_id, template.name, " (pool)" if pooled else "")
         return capsule
 
+    def _check_memory(self) -> None:
+        """Refuse to start another sandbox on a host about to run out of memory: the kernel's
+        OOM killer would otherwise pick among running capsules, or the agent."""
+        available = available_memory_mb()
+        reserve = self.settings.memory_reserve_mb
+        if available is not None and available < reserve:
+            raise errors.ResourceExhausted(
+                f"the host is low on memory ({available} MiB available, {reserve} MiB kept "
+                "for the host)"
+            )
+
     async def _boot(self, capsule: Capsule, template: Template) -> EnvdClient:
         """Make the capsule and wait for its agent. On failure the caller discards it."""
+        self._check_memory()
         await self.runtime.create(capsule)
         client = self._client_for(capsule)
         try:
@@ -296,6 +308,7 @@ class SandboxManager:
         async with self._lock(sandbox_id):
             if capsule.status != PAUSED:
                 raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}, not paused")
+            self._check_memory()
             if timeout_sec is not None:
                 capsule.timeout_sec = timeout_sec
             await self.runtime.resume(capsule)
@@ -460,3 +473,15 @@ def _collect(ev: Event, result: ExecResult, out: bytearray, err: bytearray) -> N
     elif kind == "exit":
         result.exit_code = int(ev["exit_code"])
         result.signal = int(ev.get("signal") or 0)
+
+
+def available_memory_mb(meminfo: str = "/proc/meminfo") -> int | None:
+    """The kernel's estimate of memory available without swapping, MiB (None if unknown)."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

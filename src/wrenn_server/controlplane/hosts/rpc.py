@@ -20,18 +20,27 @@ _PASS_ON: dict[grpc.StatusCode, type[DomainError]] = {
     grpc.StatusCode.ALREADY_EXISTS: InvalidState,
     grpc.StatusCode.FAILED_PRECONDITION: InvalidState,
     grpc.StatusCode.PERMISSION_DENIED: BadRequest,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: TooLarge,
 }
 
 
 def translate(
-    error: grpc.aio.AioRpcError, *, not_found: type[DomainError] = NotFound
+    error: grpc.aio.AioRpcError,
+    *,
+    not_found: type[DomainError] = NotFound,
+    exhausted: type[DomainError] = TooLarge,
 ) -> DomainError:
     """The domain error of a failed agent call. `not_found` is what the agent's NOT_FOUND means
     to the caller: a missing resource (404) by default; a bad request (400) where what the agent
     could not find is something the request named (a program to run, a template to start from)
-    rather than the resource of the URL."""
-    cls = not_found if error.code() == grpc.StatusCode.NOT_FOUND else _PASS_ON.get(error.code())
+    rather than the resource of the URL. `exhausted`, its RESOURCE_EXHAUSTED: the capsule is out
+    of room (413) by default; the host is (503) where a capsule is being started."""
+    code = error.code()
+    if code == grpc.StatusCode.NOT_FOUND:
+        cls: type[DomainError] | None = not_found
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        cls = exhausted
+    else:
+        cls = _PASS_ON.get(code)
     if cls is not None:
         return cls(error.details() or "request refused by the host")
     log.warning("host agent call failed: %s %s", error.code().name, error.details())
@@ -39,8 +48,10 @@ def translate(
 
 
 @contextlib.contextmanager
-def agent_errors(*, not_found: type[DomainError] = NotFound) -> Iterator[None]:
+def agent_errors(
+    *, not_found: type[DomainError] = NotFound, exhausted: type[DomainError] = TooLarge
+) -> Iterator[None]:
     try:
         yield
     except grpc.aio.AioRpcError as e:
-        raise translate(e, not_found=not_found) from None
+        raise translate(e, not_found=not_found, exhausted=exhausted) from None

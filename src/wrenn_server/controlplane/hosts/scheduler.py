@@ -60,6 +60,10 @@ class BalancedScheduler:
             )
         if not rows:
             raise ServiceUnavailable("no host is available to run capsules")
+        # A host smaller than the capsule could never give it the memory it asks for.
+        rows = [(h, mb) for h, mb in rows if h.memory_mb is None or h.memory_mb >= memory_mb]
+        if not rows:
+            raise ServiceUnavailable(f"no available host has {memory_mb} MB of memory")
         loads = [(int(mb) + memory_mb) / (host.memory_mb or UNKNOWN_MEMORY_MB) for host, mb in rows]
         least = min(loads)
         best: list[Host] = [h for (h, _mb), load in zip(rows, loads, strict=True) if load == least]

@@ -23,7 +23,7 @@ from ..db.models.capsules import Sandbox, Template
 from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..errors import BadRequest, InvalidState, NotFound
+from ..errors import BadRequest, InvalidState, NotFound, ServiceUnavailable
 from ..hosts.pool import HostClientPool
 from ..hosts.rpc import agent_errors
 from ..hosts.scheduler import Scheduler
@@ -123,7 +123,7 @@ async def create_capsule(
     )
     try:
         # The capsule is new: what the agent may not find is its template (files missing).
-        with agent_errors(not_found=BadRequest):
+        with agent_errors(not_found=BadRequest, exhausted=ServiceUnavailable):
             await client.call("CreateSandbox", request)
     except BaseException:
         async with db.sessionmaker() as session, transaction(session, write=True):
@@ -286,7 +286,7 @@ async def resume_capsule(
         default_user=(template.default_user or "") if template else "",
         default_env=dict(template.default_env or {}) if template else {},
     )
-    with agent_errors():
+    with agent_errors(exhausted=ServiceUnavailable):
         await client.call("ResumeSandbox", request)
     return await _set_status(db, sandbox.id, "running", started=True, event=_Event(actor, "resume"))
 

@@ -14,6 +14,16 @@ export function joinPath(dir, name) {
 	return dir.endsWith('/') ? dir + name : `${dir}/${name}`;
 }
 
+/** An absolute path without empty, `.` or `..` parts (a relative one is taken from the root). */
+export function normalize(path) {
+	const parts = [];
+	for (const part of path.split('/')) {
+		if (part === '..') parts.pop();
+		else if (part && part !== '.') parts.push(part);
+	}
+	return '/' + parts.join('/');
+}
+
 /** [{name, path}] from the root to `path`. */
 export function crumbs(path) {
 	const out = [{ name: '/', path: '/' }];

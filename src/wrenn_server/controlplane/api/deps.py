@@ -29,17 +29,17 @@ from ..services.principals import Principal
 from ..settings import Settings
 
 
-def _database(request: Request) -> Database:
+async def _database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def _codec(request: Request) -> TokenCodec:
+async def _codec(request: Request) -> TokenCodec:
     codec: TokenCodec = request.app.state.codec
     return codec
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -107,7 +107,7 @@ async def _admin(principal: CurrentUser) -> Principal:
 CurrentAdmin = Annotated[Principal, Depends(_admin)]
 
 
-def _hosts(request: Request) -> Hosts:
+async def _hosts(request: Request) -> Hosts:
     hosts: Hosts = request.app.state.hosts
     return hosts
 
@@ -115,7 +115,7 @@ def _hosts(request: Request) -> Hosts:
 HostsDep = Annotated[Hosts, Depends(_hosts)]
 
 
-def _builds(request: Request) -> Builds:
+async def _builds(request: Request) -> Builds:
     builds: Builds = request.app.state.builds
     return builds
 

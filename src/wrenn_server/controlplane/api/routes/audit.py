@@ -27,7 +27,7 @@ class _Query:
     limit: int
 
 
-def _query(
+async def _query(
     resource_type: Annotated[list[str] | None, Query()] = None,
     action: Annotated[list[str] | None, Query()] = None,
     cursor: Annotated[str | None, Query()] = None,

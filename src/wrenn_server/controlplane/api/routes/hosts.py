@@ -39,7 +39,7 @@ _host_token = APIKeyHeader(
 HostTokenDep = Annotated[str | None, Depends(_host_token)]
 
 
-def _lifetimes(settings: SettingsDep) -> HostLifetimes:
+async def _lifetimes(settings: SettingsDep) -> HostLifetimes:
     return HostLifetimes(
         jwt=dt.timedelta(seconds=settings.host_jwt_lifetime_sec),
         refresh=dt.timedelta(seconds=settings.host_refresh_lifetime_sec),

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,18 +25,23 @@ from .netfixtures import (
     host_listener,
     internet_host,
 )
+from .traces import capsule_dir
 
 pytestmark = pytest.mark.integration
 
 
+def _meta(sandbox_id: str) -> dict[str, Any]:
+    """The capsule's record (in its handle's directory: not its id's when the pool booted it)."""
+    meta: dict[str, Any] = json.loads((capsule_dir(sandbox_id) / "meta.json").read_text())
+    return meta
+
+
 def capsule_ip(sandbox_id: str) -> str:
-    meta = json.loads((DATA_DIR / "capsules" / sandbox_id / "meta.json").read_text())
-    return str(meta["net"]["capsule_ip"])
+    return str(_meta(sandbox_id)["net"]["capsule_ip"])
 
 
 def gateway_ip(sandbox_id: str) -> str:
-    meta = json.loads((DATA_DIR / "capsules" / sandbox_id / "meta.json").read_text())
-    return str(meta["net"]["host_ip"])
+    return str(_meta(sandbox_id)["net"]["host_ip"])
 
 
 async def assert_healthy(agent: AgentClient, sandbox_id: str) -> None:
@@ -143,7 +149,7 @@ async def test_disk_is_capped(agent: AgentClient, new_capsule: CapsuleFactory) -
         agent, sb.sandbox_id, "dd if=/dev/zero of=/fill bs=1M count=400 2>&1; sync", timeout_sec=60
     )
     assert b"No space left on device" in res.stdout, res.stdout
-    image = DATA_DIR / "capsules" / sb.sandbox_id / "disk.img"
+    image = capsule_dir(sb.sandbox_id) / "disk.img"
     assert image.stat().st_blocks * 512 <= 260 * 1024 * 1024
     res = await run(agent, sb.sandbox_id, "rm /fill && echo freed")
     assert res.stdout == b"freed\n"

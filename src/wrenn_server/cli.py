@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import log
+
+if TYPE_CHECKING:
+    from .controlplane.settings import Settings
 
 app = typer.Typer(
     help="Wrenn: run untrusted code in isolated, disposable capsules.", no_args_is_help=True
@@ -120,6 +123,15 @@ def server(
     data_dir: DataDir = None,
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Listen port.")] = 8080,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes serving the API on the same port (one of them at a time runs the "
+            "reconciler and the stats sampler). More than one needs PostgreSQL or SQLite on a "
+            "local disk.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the control plane (REST API). Settings also come from WRENN_* variables."""
     import uvicorn
@@ -134,14 +146,31 @@ def server(
     settings = Settings(**overrides)  # type: ignore[arg-type]
     # Idle keep-alive connections live longer than clients' pools usually keep them (httpx: 5 s),
     # so a client never sends on a connection the server is just closing.
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=75,
-    )
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_keep_alive": 75,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    asyncio.run(_prepare_database(settings))
+    # Each worker builds its app from the environment (uvicorn imports the factory there).
+    os.environ.update({"WRENN_DATA_DIR": str(settings.data_dir), "WRENN_MIGRATE_ON_START": "false"})
+    uvicorn.run("wrenn_server.controlplane.app:create_app", factory=True, workers=workers, **common)
+
+
+async def _prepare_database(settings: Settings) -> None:
+    from .controlplane.app import prepare_database
+    from .controlplane.db.session import Database
+
+    database = Database(settings.effective_database_url)
+    try:
+        await prepare_database(settings, database)
+    finally:
+        await database.dispose()
 
 
 @app.command()

@@ -34,6 +34,7 @@ EXPECTED_TABLES = {
     "host_tags",
     "host_tokens",
     "host_refresh_tokens",
+    "leases",
     "audit_logs",
     "sandbox_metrics",
     "sandbox_metrics_snapshots",

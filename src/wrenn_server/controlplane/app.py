@@ -32,6 +32,7 @@ from .hosts.local import local_host_id
 from .hosts.pool import HostClientPool
 from .hosts.reconciler import Reconciler
 from .hosts.scheduler import BalancedScheduler
+from .leadership import Leadership
 from .security import TokenCodec
 from .services import stats
 from .services.bootstrap import bootstrap_single_box
@@ -79,6 +80,21 @@ def _agent_secrets(settings: Settings, codec: TokenCodec) -> Callable[[uuid.UUID
     return secret_for
 
 
+async def prepare_database(settings: Settings, database: Database) -> None:
+    """Migrate (if the settings say so) and add the rows a single box needs. Run by every
+    process at start; `wrenn server --workers N` runs it once before starting the workers, so
+    that they do not race to create the same rows."""
+    if settings.migrate_on_start:
+        await migrate(database.url)
+    async with database.sessionmaker() as session, transaction(session, write=True):
+        await bootstrap_single_box(
+            session,
+            agent_address=settings.agent_address,
+            base_template=settings.base_template,
+            data_dir=settings.data_dir,
+        )
+
+
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
     """The application. `db` lets a caller share one database handle across apps (tests); the app
     then leaves disposing it to that caller."""
@@ -102,15 +118,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if settings.migrate_on_start:
-            await migrate(database.url)
-        async with database.sessionmaker() as session, transaction(session, write=True):
-            await bootstrap_single_box(
-                session,
-                agent_address=settings.agent_address,
-                base_template=settings.base_template,
-                data_dir=settings.data_dir,
-            )
+        await prepare_database(settings, database)
         reconciler = Reconciler(database.sessionmaker, hosts.pool, settings.host_down_after_sec)
         sampler = stats.stats_sampler(
             database.sessionmaker,
@@ -122,7 +130,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         }
         await builds.workers.start()
         try:
-            async with loops.running(background):
+            async with loops.running(background, Leadership(database.sessionmaker)):
                 yield
         finally:
             await builds.workers.stop()

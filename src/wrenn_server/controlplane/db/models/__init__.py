@@ -12,6 +12,7 @@ from .capsules import (
     TemplateBuildArchive,
 )
 from .hosts import Host, HostRefreshToken, HostTag, HostToken
+from .leases import Lease
 
 __all__ = [
     "ROLES",
@@ -22,6 +23,7 @@ __all__ = [
     "HostRefreshToken",
     "HostTag",
     "HostToken",
+    "Lease",
     "OAuthIdentity",
     "Sandbox",
     "SandboxMetric",

@@ -1,0 +1,116 @@
+"""`wrenn server --workers 2`: two processes serve one port on one database; exactly one of them
+runs the background loops, and another takes over when it dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.ports import free_port
+
+from ..controlplane.helpers import PASSWORD
+
+LEASE_TTL_SEC = 15  # wrenn_server.controlplane.leadership.TTL_SEC
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "WRENN_JWT_SECRET": "workers-test-secret-" + "w" * 32,
+        "WRENN_AGENT_ADDRESS": "",
+        "WRENN_RECONCILE_INTERVAL_SEC": "0.5",
+        "WRENN_BUILD_WORKERS": "0",
+    }
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wrenn_server.cli", "server", "--data-dir", str(tmp_path),
+             "--port", str(port), "--workers", "2"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield proc, url, tmp_path / "wrenn.db"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("the server did not stop on SIGTERM: " + log.read_text())
+
+
+def _workers(parent: int) -> set[int]:
+    """uvicorn's worker processes (children of the server, beside multiprocessing's tracker)."""
+    out = subprocess.run(
+        ["pgrep", "-P", str(parent), "-f", "spawn_main"], capture_output=True, text=True
+    ).stdout
+    return {int(pid) for pid in out.split()}
+
+
+def _lease_holder_pid(db: Path) -> int | None:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT holder FROM leases WHERE name = 'background' AND expires_at > ?",
+            (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),),
+        ).fetchone()
+    return int(row[0].split(":")[1]) if row and row[0] else None
+
+
+def _until(check: object, timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()  # type: ignore[operator]
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_two_workers_share_the_api_and_one_leads(
+    server: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    proc, url, db = server
+    workers = _until(lambda: len(_workers(proc.pid)) == 2 and _workers(proc.pid), 30, "2 workers")
+    assert isinstance(workers, set)
+
+    # The API works through whichever process accepts each connection.
+    signup = httpx.post(
+        f"{url}/v1/auth/signup",
+        json={"email": "w@example.com", "password": PASSWORD, "name": "W"},
+    )
+    assert signup.status_code == 201, signup.text
+    headers = {"Authorization": f"Bearer {signup.json()['token']}"}
+    for _ in range(20):
+        with httpx.Client(base_url=url) as fresh:  # a new connection each time
+            assert fresh.get("/v1/capsules", headers=headers).status_code == 200
+
+    leader = _until(lambda: _lease_holder_pid(db), 20, "a leader")
+    assert leader in workers
+    os.kill(int(leader), signal.SIGKILL)  # type: ignore[call-overload]
+    # The other worker (or the one uvicorn starts in its place) takes over once the lease lapses.
+    successor = _until(
+        lambda: (pid := _lease_holder_pid(db)) not in (None, leader) and pid,
+        LEASE_TTL_SEC + 15,
+        "a new leader",
+    )
+    assert successor in _workers(proc.pid)

@@ -123,6 +123,7 @@ async def run(iterations: int, api: str, target: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1, help="control plane processes")
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/wrenn-bench"))
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -146,7 +147,8 @@ def main() -> None:
                 "WRENN_LOG_LEVEL": "WARNING",
             }
             argv = [sys.executable, "-m", "wrenn_server.cli", "server",
-                    "--data-dir", cp_dir, "--port", str(port)]  # fmt: skip
+                    "--data-dir", cp_dir, "--port", str(port),
+                    "--workers", str(args.workers)]  # fmt: skip
             cp = subprocess.Popen(argv, env=env)
             api = f"http://127.0.0.1:{port}"
             for _ in range(300):

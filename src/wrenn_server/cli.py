@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -159,7 +160,23 @@ def server(
     asyncio.run(_prepare_database(settings))
     # Each worker builds its app from the environment (uvicorn imports the factory there).
     os.environ.update({"WRENN_DATA_DIR": str(settings.data_dir), "WRENN_MIGRATE_ON_START": "false"})
-    uvicorn.run("wrenn_server.controlplane.app:create_app", factory=True, workers=workers, **common)
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        "wrenn_server.controlplane.app:create_app", factory=True, workers=workers, **common
+    )
+    Multiprocess(config, sockets=[_listen(host, port)]).run()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket the workers share. Made with proto=IPPROTO_TCP: asyncio turns on
+    TCP_NODELAY only for sockets that say they are TCP, accepted sockets inherit the listener's
+    proto, and uvicorn's own (proto 0) left each response waiting ~40 ms for a delayed ACK."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
 
 
 async def _prepare_database(settings: Settings) -> None:

@@ -7,14 +7,12 @@ route and the callback like a browser would.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import select, update
@@ -32,6 +30,7 @@ from wrenn_server.controlplane.services import oauth
 from wrenn_server.controlplane.settings import Settings
 
 from ..ports import free_port
+from ..threaded_server import serving
 from .conftest import TEST_JWT_SECRET
 from .helpers import PASSWORD, assert_error, bearer, count, signup
 
@@ -119,21 +118,9 @@ class FakeGitHub:
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[FakeGitHub]:
     fake = FakeGitHub()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "fake GitHub did not start"
-        assert thread.is_alive(), "fake GitHub died"
-        time.sleep(0.01)
-    fake.base = f"http://127.0.0.1:{port}"
-    yield fake
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(fake.app()) as base:
+        fake.base = base
+        yield fake
 
 
 @pytest.fixture

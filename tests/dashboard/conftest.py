@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import itertools
 import json
+import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,10 @@ pytestmark = pytest.mark.integration
 
 BUILD = Path(__file__).resolve().parents[2] / "web" / "build"
 CHROMIUM = "/usr/bin/chromium"
+# Chromium's network namespace and the veth pair to it; test servers listen on SERVE_HOST.
+BROWSER_NS = "wrenn-browser"
+_VETH_HOST, _VETH_NS = "brwsr0", "brwsr1"  # not wv*: the capsule firewall drops those
+SERVE_HOST, _BROWSER_IP = "10.254.254.1", "10.254.254.2"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -86,16 +91,65 @@ class Platform:
         return Account(email, name, body["token"], body["user_id"], body["team_id"])
 
 
+def _sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
 @pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
+def browser_netns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A network namespace for Chromium, joined to this host by a veth pair. On the host's own
+    stack Chromium sees every capsule's veth come and go and aborts in-flight requests with
+    net::ERR_NETWORK_CHANGED; in here nothing changes. Yields a Chromium that runs in it."""
+    for stale in (["ip", "netns", "del", BROWSER_NS], ["ip", "link", "del", _VETH_HOST]):
+        subprocess.run(stale, capture_output=True)  # left by a killed run
+    _sh("ip", "netns", "add", BROWSER_NS)
+    try:
+        _sh("ip", "link", "add", _VETH_HOST, "type", "veth", "peer", "name", _VETH_NS)
+        _sh("ip", "link", "set", _VETH_NS, "netns", BROWSER_NS)
+        _sh("ip", "addr", "add", f"{SERVE_HOST}/30", "dev", _VETH_HOST)
+        _sh("ip", "link", "set", _VETH_HOST, "up")
+        inside = ("ip", "netns", "exec", BROWSER_NS)
+        _sh(*inside, "ip", "addr", "add", f"{_BROWSER_IP}/30", "dev", _VETH_NS)
+        _sh(*inside, "ip", "link", "set", _VETH_NS, "up")
+        _sh(*inside, "ip", "link", "set", "lo", "up")
+        wrapper = tmp_path_factory.mktemp("chromium") / "chromium"
+        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {BROWSER_NS} {CHROMIUM} "$@"\n')
+        wrapper.chmod(0o755)
+        yield wrapper
+    finally:
+        subprocess.run(["ip", "netns", "del", BROWSER_NS], capture_output=True)
+        subprocess.run(["ip", "link", "del", _VETH_HOST], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+async def browser(browser_netns: Path) -> AsyncIterator[Browser]:
     if not BUILD.joinpath("200.html").is_file():
         pytest.fail(
             "the dashboard is not built: run `npm --prefix web ci && npm --prefix web run build`"
         )
     async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        launched = await p.chromium.launch(executable_path=browser_netns, args=CHROMIUM_ARGS)
         yield launched
         await launched.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """`app` on a real port where the browser reaches it; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=SERVE_HOST, port=port, log_config=None, access_log=False)
+    )
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and not task.done(), "the server did not start"
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://{SERVE_HOST}:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 @pytest.fixture
@@ -104,7 +158,6 @@ async def platform(
     agent_process: Any,
     agent: AgentClient,
 ) -> AsyncIterator[Platform]:
-    port = free_port()
     settings = Settings(
         data_dir=tmp_path / "cp",
         jwt_secret=SecretStr("dashboard-test-secret-" + "z" * 32),
@@ -115,17 +168,8 @@ async def platform(
         dashboard_dir=BUILD,
     )
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    serving = asyncio.create_task(server.serve())
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and not serving.done(), "control plane did not start"
-        await asyncio.sleep(0.05)
     db: Database = app.state.db
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as client:
         yield Platform(url, client, db)
         async with db.sessionmaker() as session:
             capsules = list(await session.scalars(select(Sandbox.id)))
@@ -134,8 +178,6 @@ async def platform(
                     select(Template.name).where(Template.name != settings.base_template)
                 )
             )
-    server.should_exit = True
-    await serving
     for sandbox_id in capsules:
         with contextlib.suppress(grpc.aio.AioRpcError):
             await agent.destroy(ids.SANDBOX.format(sandbox_id))

@@ -1,16 +1,14 @@
 """Signing in with GitHub from the dashboard, in real Chromium, against a fake GitHub served over
-real HTTP on 127.0.0.1 (the API tests' fake plus the browser-facing authorize page).
+real HTTP where the browser reaches it (the API tests' fake plus the browser-facing authorize
+page).
 
 The control plane runs without a host agent: nothing here touches capsules.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
 from playwright.async_api import BrowserContext, Page, expect
 from pydantic import SecretStr
 from sqlalchemy import update
@@ -28,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
-from tests.ports import free_port
+from tests.threaded_server import serving as serving_in_thread
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.db.models import OAuthIdentity, User
@@ -37,7 +34,7 @@ from wrenn_server.controlplane.settings import Settings
 
 from ..controlplane.helpers import count, signup
 from ..controlplane.test_oauth import CLIENT_ID, CLIENT_SECRET, FakeGitHub, verified
-from .conftest import BUILD
+from .conftest import BUILD, SERVE_HOST, serving
 
 SESSION_KEY = "wrenn.session"
 
@@ -83,20 +80,9 @@ class BrowserGitHub(FakeGitHub):
 @pytest.fixture(scope="module")
 def fake_github() -> Iterator[BrowserGitHub]:
     fake = BrowserGitHub()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "fake GitHub did not start"
-        time.sleep(0.01)
-    fake.base = f"http://127.0.0.1:{port}"
-    yield fake
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving_in_thread(fake.app(), SERVE_HOST) as base:
+        fake.base = base
+        yield fake
 
 
 @pytest.fixture
@@ -135,22 +121,8 @@ async def control_plane(
         **oauth,
     )
     app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    serving = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and not serving.done(), "control plane did not start"
-        await asyncio.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield ControlPlane(url, client, app.state.db)
-    finally:
-        server.should_exit = True
-        await serving
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        yield ControlPlane(url, client, app.state.db)
 
 
 @pytest.fixture

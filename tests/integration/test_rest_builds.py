@@ -289,6 +289,45 @@ async def test_a_running_build_can_be_cancelled(api: httpx.AsyncClient, rest_db:
     )
 
 
+async def test_a_build_failed_by_another_process_stops_here(
+    api: httpx.AsyncClient, rest_db: Database
+) -> None:
+    """Another process took this one's worker for dead and failed its build (reap_stale): the
+    worker notices within a second, stops the build and keeps the row as that process left it."""
+    admin = await _admin(api, rest_db)
+    resp = await _submit(
+        api, admin, name=_name("taken"), recipe=["RUN sleep 600"], skip_pre_post=True
+    )
+    build_id = ids.BUILD.parse(resp.json()["id"])
+    deadline = time.monotonic() + 60
+    while True:
+        async with rest_db.sessionmaker() as session:
+            build = await session.get(TemplateBuild, build_id)
+        assert build is not None
+        if build.status == "running" and build.sandbox_id is not None and build.current_step >= 1:
+            break
+        assert time.monotonic() < deadline, build.status
+        await asyncio.sleep(0.3)
+    async with rest_db.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(TemplateBuild)
+            .where(TemplateBuild.id == build_id)
+            .values(status="failed", error="taken over", completed_at=utcnow())
+        )
+    started = time.monotonic()
+    while True:
+        async with rest_db.sessionmaker() as session:
+            capsule = await session.get(Sandbox, build.sandbox_id)
+        if capsule is not None and capsule.status == "stopped":
+            break
+        assert time.monotonic() - started < 30, capsule
+        await asyncio.sleep(0.3)
+    await asyncio.sleep(1.5)  # the worker has finished with it
+    async with rest_db.sessionmaker() as session:
+        final = await session.get(TemplateBuild, build_id)
+    assert final is not None and (final.status, final.error) == ("failed", "taken over")
+
+
 async def test_bad_builds_are_refused_and_leave_nothing(
     api: httpx.AsyncClient, rest_db: Database
 ) -> None:

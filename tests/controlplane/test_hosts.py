@@ -301,6 +301,8 @@ async def test_register_once_with_the_token(
     assert (host["id"], host["status"], host["address"]) == (host_id, "online", "10.1.2.3:7000")
     assert {k: host[k] for k in specs} == specs
     assert host["last_heartbeat_at"] is not None
+    assert host["tls_fingerprint"] == tls.fingerprint(CERTIFICATE)
+    assert len(host["tls_fingerprint"].split(":")) == 32
     assert body["refresh_token"].startswith("wrr_")
     codec: TokenCodec = app.state.codec
     assert codec.verify_host(body["token"]) == ids.HOST.parse(host_id)
@@ -362,6 +364,7 @@ async def test_an_agent_on_a_unix_socket_needs_no_certificate(
     assert resp.status_code == 201, resp.text
     row = await _host_row(db, created["host"]["id"])
     assert row is not None and row.tls_certificate is None
+    assert resp.json()["host"]["tls_fingerprint"] is None
 
 
 async def test_expired_registration_token(client: httpx.AsyncClient, db: Database) -> None:

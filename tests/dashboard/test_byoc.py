@@ -76,7 +76,9 @@ async def test_register_and_delete_a_host(platform: Platform, signed_in: SignIn)
     await expect(row.locator("[data-status]")).to_have_text("pending")
     await expect(row).to_contain_text("Never")
 
-    # The agent registers with the token: the row shows its address and specs.
+    # The agent registers with the token: the row shows its address, specs and the start of the
+    # pinned certificate's fingerprint (the whole one in its title).
+    certificate = tls.generate().cert_pem.decode()
     resp = await platform.api.post(
         "/v1/hosts/register",
         json={
@@ -86,11 +88,15 @@ async def test_register_and_delete_a_host(platform: Platform, signed_in: SignIn)
             "cpu_cores": 4,
             "memory_mb": 8192,
             "disk_gb": 100,
-            "tls_certificate": tls.generate().cert_pem.decode(),
+            "tls_certificate": certificate,
         },
     )
     assert resp.status_code == 201, resp.text
     await expect(row).to_contain_text("192.0.2.10:7000", timeout=15_000)
+    fingerprint = tls.fingerprint(certificate)
+    await expect(row.get_by_title(f"TLS certificate SHA-256 {fingerprint}")).to_have_text(
+        f"TLS {fingerprint[:23]}…"
+    )
     await expect(row).to_contain_text("4 vCPU")
     await expect(row).to_contain_text("8.0 GB")
     await expect(row).to_contain_text("100 GB disk")

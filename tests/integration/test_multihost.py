@@ -216,6 +216,9 @@ async def test_a_registered_host_runs_capsules_and_is_monitored(
     # control plane sees if something else answers at the host's address).
     certificate = (agent.data_dir / "tls" / "agent.crt").read_bytes()
     assert (agent.data_dir / "tls" / "agent.key").stat().st_mode & 0o077 == 0
+    # What an operator compares: the agent's log and the host record name the same certificate.
+    assert host["tls_fingerprint"] == tls.fingerprint(certificate)
+    assert f"TLS certificate SHA-256 {host['tls_fingerprint']}" in agent.log()
     secret = p.codec.agent_secret(ids.HOST.parse(host_id))
     for kwargs in ({}, {"certificate": tls.generate().cert_pem}):
         async with AgentClient(agent.target, secret, **kwargs) as outsider:

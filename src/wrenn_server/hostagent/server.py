@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
-from . import reaper
+from . import reaper, tls
 from .config import AgentSettings
 from .controlplane_link import ControlPlaneLink
 from .errors import StartupError
@@ -95,7 +95,9 @@ class AgentServer:
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
-        log.info("host agent listening on %s%s", self.settings.listen, " (TLS)" if identity else "")
+        log.info("host agent listening on %s", self.settings.listen)
+        if identity is not None:
+            log.info("TLS certificate SHA-256 %s", tls.fingerprint(identity.cert_pem))
         if self.link is not None:
             self._heartbeats = asyncio.create_task(self.link.run_forever(), name="heartbeats")
 

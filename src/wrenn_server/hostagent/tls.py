@@ -91,3 +91,11 @@ def is_certificate(pem: str) -> bool:
     except ValueError:
         return False
     return pem.count("-----BEGIN CERTIFICATE-----") == 1
+
+
+def fingerprint(pem: str | bytes) -> str:
+    """SHA-256 of the certificate (DER), as colon-separated hex: what an operator compares
+    between the agent's log and the control plane's host record."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    digest = x509.load_pem_x509_certificate(data).fingerprint(hashes.SHA256())
+    return ":".join(f"{b:02X}" for b in digest)

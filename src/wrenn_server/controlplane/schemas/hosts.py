@@ -47,6 +47,11 @@ class HostResponse(BaseModel):
     created_at: dt.datetime
     updated_at: dt.datetime
     tags: list[str] = Field(default_factory=list)
+    tls_fingerprint: str | None = Field(
+        None,
+        description="SHA-256 of the TLS certificate pinned for this host's agent; the agent logs "
+        "the same at start. None for an agent reached over a unix socket.",
+    )
 
     @classmethod
     def of(
@@ -70,6 +75,7 @@ class HostResponse(BaseModel):
             created_at=host.created_at,
             updated_at=host.updated_at,
             tags=tags or [],
+            tls_fingerprint=tls.fingerprint(host.tls_certificate) if host.tls_certificate else None,
         )
 
 

@@ -3,9 +3,10 @@
 Any number of control plane processes may run workers on one database and one Redis queue. A
 worker claims a build with a conditional update (pending -> running), so a build queued twice
 (after a restart, or by two processes) runs once, and a build cancelled while queued is skipped.
-While a build runs, its worker polls the row each second: once it says `cancelled` (set by any
-process) the build's task is cancelled; and every few seconds it renews `heartbeat_at`. Every
-pool fails the running builds whose heartbeat is older than `stale_after` - their process died -
+While a build runs, its worker polls the row each second: once it says anything but `running`
+(cancelled by an admin, failed by another process) the build's task is cancelled; and every few
+seconds it renews `heartbeat_at`. Every
+pool fails the running builds whose heartbeat is older than a minute - their process died -
 and destroys their capsules. At start a pool also puts every pending build back in the queue
 (an in-process queue forgets them on restart).
 """
@@ -53,20 +54,11 @@ class Builds:
 
 
 class BuildWorkers:
-    def __init__(
-        self,
-        db: Database,
-        queue: BuildQueue,
-        runner: BuildRunner,
-        workers: int,
-        *,
-        stale_after: float = STALE_AFTER_SEC,
-    ) -> None:
+    def __init__(self, db: Database, queue: BuildQueue, runner: BuildRunner, workers: int) -> None:
         self.db = db
         self.queue = queue
         self.runner = runner
         self.workers = workers
-        self.stale_after = dt.timedelta(seconds=stale_after)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -160,9 +152,9 @@ class BuildWorkers:
             await asyncio.sleep(REAP_EVERY_SEC)
 
     async def reap_stale(self) -> list[uuid.UUID]:
-        """Fail the running builds nobody has renewed for `stale_after`, and destroy their
+        """Fail the running builds nobody has renewed for STALE_AFTER_SEC, and destroy their
         capsules. Returns their ids."""
-        limit = utcnow() - self.stale_after
+        limit = utcnow() - dt.timedelta(seconds=STALE_AFTER_SEC)
         quiet = or_(
             TemplateBuild.heartbeat_at < limit,
             and_(TemplateBuild.heartbeat_at.is_(None), TemplateBuild.started_at < limit),

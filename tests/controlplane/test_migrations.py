@@ -35,6 +35,7 @@ EXPECTED_TABLES = {
     "host_tokens",
     "host_refresh_tokens",
     "leases",
+    "team_quotas",
     "audit_logs",
     "sandbox_metrics",
     "sandbox_metrics_snapshots",

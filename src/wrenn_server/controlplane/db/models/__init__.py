@@ -13,6 +13,7 @@ from .capsules import (
 )
 from .hosts import Host, HostRefreshToken, HostTag, HostToken
 from .leases import Lease
+from .quotas import TeamQuota
 
 __all__ = [
     "ROLES",
@@ -30,6 +31,7 @@ __all__ = [
     "SandboxMetricsSnapshot",
     "Team",
     "TeamMember",
+    "TeamQuota",
     "Template",
     "TemplateBuild",
     "TemplateBuildArchive",

@@ -34,6 +34,9 @@ class Host(Base):
     cpu_cores: Mapped[int | None] = mapped_column(Integer)
     memory_mb: Mapped[int | None] = mapped_column(Integer)
     disk_gb: Mapped[int | None] = mapped_column(Integer)
+    # Free space on the agent's data dir as it last reported it (placement checks a capsule's
+    # disk against it); None until it does.
+    disk_free_mb: Mapped[int | None] = mapped_column(Integer)
     # host:port of the agent's RPC server.
     address: Mapped[str | None] = mapped_column(String(255))
     # PEM certificate the agent's TLS server presents, pinned at registration; None for an agent

@@ -1,4 +1,5 @@
-"""Per-team quota overrides: a row per team whose limits differ from the platform defaults.
+"""Per-team quota overrides (a row per team whose limits differ from the platform defaults), and
+the free disk space hosts report, for placement.
 
 Revision ID: 0006
 Revises: 0005
@@ -39,7 +40,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("team_id", name=op.f("pk_team_quotas")),
     )
+    with op.batch_alter_table("hosts") as batch:
+        batch.add_column(sa.Column("disk_free_mb", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("hosts") as batch:
+        batch.drop_column("disk_free_mb")
     op.drop_table("team_quotas")

@@ -1,6 +1,8 @@
-"""Entry point: read the configuration from the environment, start the reaper, serve HTTP.
+"""Entry point: read the token from stdin and the settings from the environment, start the
+reaper, serve HTTP.
 
-Started by the host agent as pid 1 of a capsule, with the package mounted at /opt/wrenn/envd:
+Started by the host agent as pid 1 of a capsule, with the package mounted at /opt/wrenn/envd and
+the token on a pipe as stdin (see credential.py):
     python3 -I -S -c "import sys; sys.path.insert(0, '/opt/wrenn'); \
         from envd.__main__ import main; main()"
 """
@@ -11,6 +13,8 @@ import os
 import signal
 import sys
 
+from . import credential
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import FrameType
@@ -18,18 +22,26 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 49983
 DEFAULT_BIND = "0.0.0.0"
+PEER_POLICIES = ("gateway", "any")
 
 
-def _config() -> Tuple[str, str, int]:
-    """(token, bind address, port), removed from the environment so no child inherits them."""
-    token = os.environ.pop("WRENN_ENVD_TOKEN", "")
+def _config() -> Tuple[bytes, str, int, str]:
+    """(token, bind address, port, peer policy); the settings are removed from the environment."""
+    if "WRENN_ENVD_TOKEN" in os.environ:
+        # The environment of pid 1 is readable by every user of the capsule.
+        _die("the access token is read from stdin, never from WRENN_ENVD_TOKEN")
     port_text = os.environ.pop("WRENN_ENVD_PORT", "") or str(DEFAULT_PORT)
     bind = os.environ.pop("WRENN_ENVD_BIND", "") or DEFAULT_BIND
-    if not token:
-        _die("WRENN_ENVD_TOKEN is required")
+    policy = os.environ.pop("WRENN_ENVD_PEERS", "") or PEER_POLICIES[0]
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         _die("WRENN_ENVD_PORT must be a TCP port, got %r" % port_text)
-    return token, bind, int(port_text)
+    if policy not in PEER_POLICIES:
+        _die("WRENN_ENVD_PEERS must be one of %s, got %r" % (", ".join(PEER_POLICIES), policy))
+    try:
+        token = credential.read_stdin()
+    except ValueError as exc:
+        _die(str(exc))
+    return token, bind, int(port_text), policy
 
 
 def _die(message: str) -> NoReturn:
@@ -54,13 +66,13 @@ def _warm_up() -> None:
 
 
 def main() -> None:
-    token, bind, port = _config()
+    token, bind, port, peer_policy = _config()
     # http.client imports ssl only to offer HTTPS clients, which envd never uses; blocking it
     # keeps OpenSSL out of memory (several MB per capsule).
     if "ssl" not in sys.modules:
         sys.modules["ssl"] = None  # type: ignore[assignment]
 
-    from . import sudo
+    from . import peers, sudo
     from .processes import ProcessTable
     from .server import EnvdServer, State
 
@@ -73,7 +85,8 @@ def main() -> None:
         except OSError as exc:
             sys.stderr.write("envd: sudo unavailable: %s\n" % exc.strerror)
     try:
-        server = EnvdServer((bind, port), State(token), table)
+        allowed = peers.GatewayOnly() if peer_policy == "gateway" else peers.AnyPeer()
+        server = EnvdServer((bind, port), State(token), table, allowed)
     except OSError as exc:
         _die("cannot listen on %s:%d: %s" % (bind, port, exc.strerror))
     signal.signal(signal.SIGTERM, _stop)

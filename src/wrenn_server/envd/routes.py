@@ -6,7 +6,7 @@ import binascii
 import os
 import signal
 
-from . import __version__, files, users
+from . import __version__, credential, files, users
 from .errors import ApiError, bad
 from .httpio import CHUNK, ClientGone
 from .output import STREAMS
@@ -100,8 +100,11 @@ def init(h: Handler) -> None:
     token = _str(body, "token")
     if default_user is not None:
         users.lookup(default_user)
-    if token is not None and not token:
-        raise bad("token must not be empty")
+    if token is not None and not credential.valid(token.encode()):
+        raise bad(
+            "token must be %d to %d visible ASCII characters"
+            % (credential.MIN_LENGTH, credential.MAX_LENGTH)
+        )
     state = h.envd.state
     with state.lock:
         if default_user is not None:

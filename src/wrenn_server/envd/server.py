@@ -24,19 +24,28 @@ from .httpio import MAX_JSON, BodyReader, ClientGone
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional, Tuple
+    from typing import Dict, List, Optional, Tuple, Union
 
+    from .peers import AnyPeer, GatewayOnly
     from .processes import ProcessTable
 
 _GONE = (ClientGone, ConnectionError, socket.timeout)
+_REFUSED_BODY = json.dumps(
+    error_body(403, "envd answers the host agent only"), separators=(",", ":")
+).encode()
+_REFUSED = b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+_REFUSED += b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+    len(_REFUSED_BODY),
+    _REFUSED_BODY,
+)
 
 
 class State:
     """Settings changed by /init: access token, default user and extra environment."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: bytes) -> None:
         self.lock = threading.Lock()
-        self.token = token.encode()
+        self.token = token
         self.default_user = "root"
         self.env: Dict[str, str] = {}
 
@@ -50,12 +59,32 @@ class EnvdServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: Tuple[str, int], state: State, table: ProcessTable) -> None:
+    def __init__(
+        self,
+        address: Tuple[str, int],
+        state: State,
+        table: ProcessTable,
+        peers: Union[GatewayOnly, AnyPeer],
+    ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.state = state
         self.table = table
+        self.peers = peers
         super().__init__(address, Handler)
+
+    def verify_request(self, request: object, client_address: object) -> bool:
+        """Runs in the accepting thread, before a handler thread exists for the connection."""
+        host = client_address[0] if isinstance(client_address, tuple) else ""
+        if self.peers.allows(str(host)):
+            return True
+        if isinstance(request, socket.socket):
+            # Best effort, never blocking the accept loop: the connection is closed either way.
+            try:
+                request.send(_REFUSED, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+        return False
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(): a DNS look-up that can hang startup.

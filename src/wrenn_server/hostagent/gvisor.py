@@ -98,7 +98,11 @@ class GVisorRuntime:
             self._write_bundle(capsule)
             if restore_from is None:
                 await self.runsc.run(
-                    capsule.runsc_id, capsule.dir, capsule.net.netns_path, capsule.log_path
+                    capsule.runsc_id,
+                    capsule.dir,
+                    capsule.net.netns_path,
+                    capsule.log_path,
+                    envd_token=capsule.token,
                 )
             else:
                 await self.runsc.restore(
@@ -118,10 +122,9 @@ class GVisorRuntime:
             rootfs=capsule.rootfs,
             netns_path=capsule.net.netns_path,
             envd_dir=self.envd_dir / "envd",
-            envd_env={
-                "WRENN_ENVD_TOKEN": capsule.token,
-                "WRENN_ENVD_PORT": str(self.settings.envd_port),
-            },
+            # The token is not here: pid 1's environment is readable by every capsule user.
+            # runsc.run hands it to envd on a pipe (its stdin).
+            envd_env={"WRENN_ENVD_PORT": str(self.settings.envd_port)},
             hostname=capsule.key,
             vcpus=capsule.vcpus,
             memory_mb=capsule.memory_mb,
@@ -214,7 +217,9 @@ class GVisorRuntime:
                 created_at=time.time(),
                 size_bytes=storage.disk_usage(staging),
                 base=capsule.base_image,
-                envd_token=capsule.token,
+                # Names the token of the checkpointed envd (envd_keys.py): the manager made
+                # sure that envd answers to the token derived from this handle.
+                source_capsule=capsule.handle,
                 vcpus=capsule.vcpus,
                 memory_mb=capsule.memory_mb,
                 disk_size_mb=capsule.disk_size_mb,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from . import errors
 from .capsule import PAUSED, POOLED, RUNNING, STARTING, Capsule, new_sandbox_id
 from .config import AgentSettings
 from .envd_client import EnvdClient, Event
+from .envd_keys import EnvdKeys
 from .metrics import SAMPLE_INTERVAL, Point, Sampler
 from .pool import Pooled, WarmPool
 from .runtime import Runtime
@@ -25,6 +25,7 @@ from .templates import IMAGE, SNAPSHOT, Template, TemplateStore, validate_name
 log = logging.getLogger(__name__)
 
 ENVD_START_TIMEOUT = 20.0
+REKEY_TIMEOUT = 10.0
 CLEANUP_TIMEOUT = 60.0
 
 
@@ -55,6 +56,7 @@ class SandboxManager:
         self.settings = settings
         self.runtime = runtime
         self.templates = templates
+        self.keys = EnvdKeys(settings.data_dir / "envd.key")
         self.capsules: dict[str, Capsule] = {}
         self._clients: dict[str, EnvdClient] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -73,11 +75,16 @@ class SandboxManager:
 
     async def start(self) -> None:
         await self.runtime.prepare()
+        self.keys.key()  # a damaged key stops the agent here, not at the first snapshot
         for capsule in await self.runtime.recover():
             self.capsules[capsule.sandbox_id] = capsule
             if capsule.status == RUNNING:
-                self._connect(capsule)
+                client = self._connect(capsule)
                 capsule.touch()
+                try:
+                    await asyncio.wait_for(self._adopt_token(capsule, client), REKEY_TIMEOUT)
+                except (errors.AgentError, TimeoutError):
+                    log.warning("could not re-key %s; it keeps its old token", capsule.sandbox_id)
         self._reaper = asyncio.create_task(self._reap_forever(), name="ttl-reaper")
         self._sampler = asyncio.create_task(self._sample_forever(), name="metrics-sampler")
         self.pool.start()
@@ -174,7 +181,7 @@ class SandboxManager:
         try:
             if template.type == SNAPSHOT:
                 # The snapshot's envd still holds the snapshotted capsule's token: replace it.
-                client.set_token(template.envd_token or "")
+                client.set_token(self._snapshot_token(template))
                 await client.wait_ready(ENVD_START_TIMEOUT)
                 await client.init(token=capsule.token)
                 client.set_token(capsule.token)
@@ -184,6 +191,43 @@ class SandboxManager:
             await asyncio.shield(client.aclose())
             raise
         return client
+
+    def _snapshot_token(self, template: Template) -> str:
+        """The token the checkpointed envd of a snapshot template answers to."""
+        if template.source_capsule:
+            return self.keys.token_for(template.source_capsule)
+        legacy = self.templates.legacy_envd_token(template.name)
+        if legacy is None:
+            raise errors.InvalidState(f"snapshot template {template.name!r} cannot be started")
+        return legacy
+
+    async def _rekey(self, capsule: Capsule, client: EnvdClient) -> None:
+        """Move a capsule started before envd tokens were derived to its derived token. The
+        old token was in its envd's environment (readable by every capsule user under gVisor)
+        and, once replaced, opens nothing."""
+        token = self.keys.token_for(capsule.handle)
+        if capsule.token == token:
+            return
+        await client.init(token=token)
+        client.set_token(token)
+        capsule.token = token
+        capsule.save()
+
+    async def _adopt_token(self, capsule: Capsule, client: EnvdClient) -> None:
+        """`_rekey` for a capsule found running at start, which an earlier re-key may have
+        reached without its record being saved (the agent stopped in between)."""
+        try:
+            await self._rekey(capsule, client)
+        except errors.AgentError:
+            token = self.keys.token_for(capsule.handle)
+            client.set_token(token)
+            try:
+                await client.health()
+            except errors.AgentError:
+                client.set_token(capsule.token)
+                raise
+            capsule.token = token
+            capsule.save()
 
     async def _apply_defaults(self, capsule: Capsule) -> None:
         if capsule.default_user or capsule.default_env:
@@ -249,7 +293,7 @@ class SandboxManager:
             memory_mb=memory,
             disk_size_mb=disk,
             timeout_sec=spec.timeout_sec,
-            token=secrets.token_urlsafe(32),
+            token=self.keys.token_for(sandbox_id),
             dir=s.capsules_dir / sandbox_id,
             handle=sandbox_id,
             default_user=spec.default_user,
@@ -308,24 +352,30 @@ class SandboxManager:
         async with self._lock(sandbox_id):
             if capsule.status != PAUSED:
                 raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}, not paused")
-            self._check_memory()
             if timeout_sec is not None:
                 capsule.timeout_sec = timeout_sec
-            await self.runtime.resume(capsule)
-            client = self._connect(capsule)
-            try:
-                await client.wait_ready(ENVD_START_TIMEOUT)
-                if default_user or default_env:
-                    capsule.default_user = default_user or capsule.default_user
-                    capsule.default_env = dict(default_env or capsule.default_env)
-                    await client.init(capsule.default_user, capsule.default_env)
-            except BaseException:
-                await asyncio.shield(self._repause_failed(capsule))
-                raise
-            self.runtime.drop_checkpoint(capsule)
-            capsule.touch()
-            capsule.save()
+            await self._resume_locked(capsule, default_user, default_env)
         return capsule
+
+    async def _resume_locked(
+        self, capsule: Capsule, default_user: str = "", default_env: dict[str, str] | None = None
+    ) -> None:
+        self._check_memory()
+        await self.runtime.resume(capsule)
+        client = self._connect(capsule)
+        try:
+            await client.wait_ready(ENVD_START_TIMEOUT)
+            await self._rekey(capsule, client)
+            if default_user or default_env:
+                capsule.default_user = default_user or capsule.default_user
+                capsule.default_env = dict(default_env or capsule.default_env)
+                await client.init(capsule.default_user, capsule.default_env)
+        except BaseException:
+            await asyncio.shield(self._repause_failed(capsule))
+            raise
+        self.runtime.drop_checkpoint(capsule)
+        capsule.touch()
+        capsule.save()
 
     async def _repause_failed(self, capsule: Capsule) -> None:
         """A restored capsule that does not answer: stop it and keep the checkpoint for a retry."""
@@ -400,7 +450,12 @@ class SandboxManager:
         validate_name(name)
         capsule = self.get(sandbox_id)
         async with self._lock(sandbox_id):
+            if capsule.status == PAUSED and capsule.token != self.keys.token_for(capsule.handle):
+                # Checkpointed before envd tokens were derived: its envd answers to a token no
+                # template may hold. Resumed once, it is re-keyed; then paused again below.
+                await self._resume_locked(capsule)
             if capsule.status == RUNNING:
+                await self._rekey(capsule, self._clients[capsule.sandbox_id])
                 await self._pause_locked(capsule)
             elif capsule.status != PAUSED:
                 raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}")

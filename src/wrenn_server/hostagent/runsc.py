@@ -122,9 +122,13 @@ class Runsc:
     def _fresh_mountns(self, netns_path: str, *args: str) -> list[str]:
         return ["unshare", "-m", "sh", "-c", _UNSHARE_SCRIPT, netns_path, *self._base(), *args]
 
-    async def run(self, cid: str, bundle: Path, netns_path: str, log_path: Path) -> None:
+    async def run(
+        self, cid: str, bundle: Path, netns_path: str, log_path: Path, envd_token: str
+    ) -> None:
+        """Start the sandbox; `envd_token` reaches envd as its stdin, a pipe that holds the
+        token and is closed (runsc --detach gives its stdio to the sandbox's init)."""
         argv = self._fresh_mountns(netns_path, "run", "--detach", f"--bundle={bundle}", cid)
-        await run(*argv, timeout=60, stdout_path=str(log_path))
+        await run(*argv, timeout=60, stdout_path=str(log_path), input=envd_token.encode())
 
     async def restore(
         self, cid: str, bundle: Path, image: Path, netns_path: str, log_path: Path

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from . import base_image, errors
 from .storage import disk_usage
@@ -24,6 +25,8 @@ from .storage import disk_usage
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 IMAGE = "image"
 SNAPSHOT = "snapshot"
+# template.json of snapshot templates made before envd tokens were derived held the token.
+LEGACY_TOKEN = "envd_token"
 
 
 @dataclass
@@ -33,8 +36,10 @@ class Template:
     created_at: float
     size_bytes: int = 0
     base: str | None = None
-    # Snapshot templates only: what the checkpointed sandbox was started with.
-    envd_token: str | None = None
+    # Snapshot templates only: what the checkpointed sandbox was started with. The capsule
+    # (handle) it was taken from names the token its envd answers to (envd_keys.py); the
+    # token itself is never written here.
+    source_capsule: str | None = None
     vcpus: int = 0
     memory_mb: int = 0
     disk_size_mb: int = 0
@@ -57,11 +62,23 @@ class TemplateStore:
         return self.root / validate_name(name)
 
     def get(self, name: str) -> Template:
+        data = self._metadata(name)
+        data.pop(LEGACY_TOKEN, None)
+        return Template(**data)
+
+    def _metadata(self, name: str) -> dict[str, Any]:
         path = self.dir(name) / "template.json"
         try:
-            return Template(**json.loads(path.read_text()))
+            data: dict[str, Any] = json.loads(path.read_text())
         except FileNotFoundError:
             raise errors.NotFound(f"template {name!r} not found") from None
+        return data
+
+    def legacy_envd_token(self, name: str) -> str | None:
+        """The envd token a snapshot template made before tokens were derived stored in its
+        template.json (the only way to reach its checkpointed envd)."""
+        token = self._metadata(name).get(LEGACY_TOKEN)
+        return token if isinstance(token, str) and token else None
 
     def exists(self, name: str) -> bool:
         return (self.dir(name) / "template.json").is_file()

@@ -74,6 +74,17 @@ class ProcessStream:
         return self.exit
 
 
+def start_envd(env: dict[str, str], token: bytes, stderr: Any = None) -> subprocess.Popen[bytes]:
+    """Start envd the way the host agent does: the token on a pipe as stdin, closed at once."""
+    proc = subprocess.Popen(
+        [PYTHON, "-I", "-S", "-c", LAUNCH], env=env, stdin=subprocess.PIPE, stderr=stderr
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(token)
+    proc.stdin.close()
+    return proc
+
+
 class Envd:
     """A running envd subprocess plus an authenticated client."""
 
@@ -83,14 +94,13 @@ class Envd:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
-            "WRENN_ENVD_TOKEN": self.token,
             "WRENN_ENVD_BIND": "127.0.0.1",
             "WRENN_ENVD_PORT": str(self.port),
+            # Here the client is on loopback, not on a capsule's gateway.
+            "WRENN_ENVD_PEERS": "any",
         }
         self._stderr = open(stderr_path, "wb") if stderr_path else None
-        self.proc = subprocess.Popen(
-            [PYTHON, "-I", "-S", "-c", LAUNCH], env=env, stderr=self._stderr
-        )
+        self.proc = start_envd(env, self.token.encode(), self._stderr)
         self.client = self.new_client(self.token)
         self._wait_healthy()
 

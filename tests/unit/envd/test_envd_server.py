@@ -127,9 +127,10 @@ def test_init_rejects_unknown_user(fresh_envd: Envd) -> None:
 
 
 def test_init_rotates_the_token(fresh_envd: Envd) -> None:
-    assert fresh_envd.client.post("/init", json={"token": "rotated-token"}).status_code == 204
+    rotated = "rotated-token-of-32-characters!"
+    assert fresh_envd.client.post("/init", json={"token": rotated}).status_code == 204
     assert fresh_envd.client.get("/health").status_code == 401
-    with fresh_envd.new_client("rotated-token") as client:
+    with fresh_envd.new_client(rotated) as client:
         assert client.get("/health").status_code == 200
 
 

@@ -22,6 +22,7 @@ from . import loops
 from .api import dashboard
 from .api import errors as api_errors
 from .api.aliases import SandboxAliases
+from .api.body_limits import BodyLimits, default_rules
 from .api.routes import ROUTERS
 from .builds.queue import build_queue
 from .builds.runner import BuildRunner
@@ -155,6 +156,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.hosts = hosts
     app.state.builds = builds
     api_errors.install(app)
+    json_max = settings.max_json_body_kb * 1024
+    archive_max = settings.build_archive_max_mb << 20
+    # Added first, so it runs inside SandboxAliases and sees the /v1/capsules paths.
+    app.add_middleware(BodyLimits, rules=default_rules(json_max, archive_max), default=json_max)
     app.add_middleware(SandboxAliases)
     for router in ROUTERS:
         app.include_router(router)

@@ -97,6 +97,21 @@ class Settings(BaseSettings):
     build_archive_max_mb: int = Field(
         default=512, ge=1, description="Largest archive a template build may upload, MiB."
     )
+    exec_max_output_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=16 << 20,
+        description="Most bytes of each of stdout and stderr that POST /v1/capsules/{id}/exec "
+        "returns; the rest is dropped (the command runs on) and the answer says `truncated`. "
+        "The WebSocket exec stream is not capped.",
+    )
+    max_json_body_kb: int = Field(
+        default=1024,
+        ge=1,
+        description="Largest request body, KiB, of API routes that take JSON; the sign-in and "
+        "sign-up routes under /v1/auth take at most 64 KiB. Larger bodies get 413 before they "
+        "are read. File uploads stream to the capsule and are bounded by its disk.",
+    )
     host_jwt_lifetime_sec: int = Field(
         default=7 * 24 * 3600,
         ge=60,

@@ -15,9 +15,10 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from .. import envd as envd_package
-from . import errors, network, storage
+from . import errors, firewall, network, storage
 from .capsule import PAUSED, RUNNING, Capsule, capsule_key
 from .config import AgentSettings
+from .dns_forwarder import DnsForwarder
 from .proc import run, run_quiet
 from .runsc import Runsc, oci_config
 from .templates import IMAGE, SNAPSHOT, Template, TemplateStore
@@ -32,6 +33,12 @@ class GVisorRuntime:
         self.runsc = Runsc(settings.runsc, settings.run_dir / "runsc")
         self.ipam = network.Ipam(settings.capsule_subnet)
         self.envd_dir = settings.run_dir / "envd"
+        resolvers = firewall.Resolvers(settings.upstream_dns)
+        self.firewall = firewall.Firewall(
+            firewall.EgressPolicy(allow=settings.egress_allow, block=settings.egress_block),
+            resolvers,
+        )
+        self.dns = DnsForwarder(resolvers.current, qps=settings.capsule_dns_qps)
 
     def _owner(self, capsule_id: str) -> str:
         return f"{self.settings.data_dir}:{capsule_id}"
@@ -43,7 +50,7 @@ class GVisorRuntime:
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(self.settings.capsules_dir, 0o700)
         self._install_envd()
-        await network.ensure_firewall()
+        await self.firewall.start()
 
     def _install_envd(self) -> None:
         """Copy envd where capsules mount it from, with bytecode compiled: capsules mount it
@@ -87,6 +94,9 @@ class GVisorRuntime:
             capsule.net = network.CapsuleNet(*network.names_for(capsule.key), slot[1], slot[2])
             capsule.save()
             capsule.net = await network.setup(capsule.key, slot)
+            # Re-asserted at each boot: the host's subnets and resolvers may have changed.
+            await self.firewall.apply()
+            await self.dns.serve(capsule.net.host_ip)
             await storage.mount(
                 capsule.disk_image,
                 capsule.disk_dir,
@@ -136,7 +146,7 @@ class GVisorRuntime:
             json.dump(config, f)
 
     def _write_resolv_conf(self, rootfs: Path) -> None:
-        servers = self.settings.capsule_dns or network.host_resolvers()
+        servers = self.settings.capsule_dns or [str(firewall.CAPSULE_RESOLVER)]
         target = rootfs / "etc/resolv.conf"
         with contextlib.suppress(FileNotFoundError):
             if target.is_symlink():
@@ -149,6 +159,7 @@ class GVisorRuntime:
         if net is not None:
             await self.runsc.destroy(capsule.runsc_id, net.netns_path)
             await self._kill_netns_pids(net.netns)
+            await self.dns.stop(net.host_ip)
             await network.teardown(net.netns, net.veth)
             self.ipam.release(net.capsule_ip, self._owner(capsule.handle))
         else:
@@ -279,6 +290,10 @@ class GVisorRuntime:
         if capsule.status == RUNNING and capsule.net is not None:
             state = await self.runsc.state(capsule.runsc_id, capsule.net.netns_path)
             if state and state.get("status") == "running":
+                try:
+                    await self.dns.serve(capsule.net.host_ip)
+                except OSError:
+                    log.warning("no DNS forwarder for adopted capsule %s", capsule.sandbox_id)
                 log.info("adopted running capsule %s", capsule.sandbox_id)
                 return capsule
         if capsule.status == PAUSED and capsule.checkpoint_dir.is_dir():

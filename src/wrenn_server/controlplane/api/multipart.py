@@ -19,6 +19,7 @@ from starlette.requests import Request
 from ..errors import BadRequest
 
 MAX_PATH_BYTES = 4096
+MAX_HEADER_BYTES = 8192  # a part's Content-Disposition; nothing else of its headers is kept
 
 
 class MultipartUpload:
@@ -101,6 +102,8 @@ class MultipartUpload:
     def _header_value(self, data: bytes, start: int, end: int) -> None:
         if self._header_name == b"content-disposition":
             self._disposition += data[start:end]
+            if len(self._disposition) > MAX_HEADER_BYTES:
+                raise BadRequest(f"a part header is longer than {MAX_HEADER_BYTES} bytes")
 
     def _headers_done(self) -> None:
         _, params = parse_options_header(self._disposition)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from ... import ids
-from ...errors import BadRequest, TooLarge
+from ...errors import BadRequest
 from ...schemas.builds import BuildResponse, CreateBuildRequest
 from ...schemas.common import error_responses
 from ...services import builds
@@ -43,14 +43,13 @@ def _validation_message(error: ValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid value')}" if where else str(first.get("msg"))
 
 
-async def _parse(request: Request, max_bytes: int) -> tuple[CreateBuildRequest, UploadFile | None]:
+async def _parse(request: Request) -> tuple[CreateBuildRequest, UploadFile | None]:
     content_type = request.headers.get("content-type", "")
     upload: UploadFile | None = None
     try:
         if content_type.startswith("multipart/form-data"):
-            length = int(request.headers.get("content-length") or 0)
-            if length > max_bytes + (1 << 20):
-                raise TooLarge(f"the archive is larger than {max_bytes >> 20} MiB")
+            # The body's size is bounded as it arrives (api/body_limits.py); the archive is
+            # spooled to disk, never held in memory.
             form = await request.form(max_files=1, max_fields=20)
             fields: dict[str, Any] = {}
             for key, value in form.multi_items():
@@ -85,7 +84,7 @@ async def create_build(
     workers: BuildsDep,
     settings: SettingsDep,
 ) -> BuildResponse:
-    body, upload = await _parse(request, workers.max_archive_bytes)
+    body, upload = await _parse(request)
     try:
         build = await builds.create_build(
             db,

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -19,10 +19,15 @@ import pytest
 from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
+from .netfixtures import AGENT_NETWORK_ENV
+
 pytestmark = pytest.mark.integration
 
 DATA_DIR = Path(os.environ.get("WRENN_TEST_DATA_DIR", "/var/lib/wrenn-test"))
 SECRET = "integration-test-secret"
+
+# Every agent a test starts inherits these (see netfixtures): they share the host's firewall.
+os.environ.update(AGENT_NETWORK_ENV)
 
 
 @dataclass
@@ -33,6 +38,7 @@ class AgentProcess:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
@@ -43,6 +49,7 @@ class AgentProcess:
             **os.environ,
             "WRENN_AGENT_SECRET": SECRET,
             "WRENN_AGENT_CAPSULE_SUBNET": "10.201.0.0/16",
+            **self.env,
         }
         argv = [sys.executable, "-m", "wrenn_server.cli", "agent",
                 "--data-dir", str(self.data_dir), "--listen", self.target]  # fmt: skip

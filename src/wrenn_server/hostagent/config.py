@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, IPvAnyAddress, IPvAnyNetwork, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import StartupError
 
 DEFAULT_SECRET = "dev-agent-secret"
+
+
+def _list(value: Any) -> Any:
+    """A JSON list, or addresses separated by commas or spaces (easier to write in a unit
+    file)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part for part in text.replace(",", " ").split() if part]
+    return value
+
+
+Networks = Annotated[list[IPvAnyNetwork], NoDecode, BeforeValidator(_list)]
+Addresses = Annotated[list[IPvAnyAddress], NoDecode, BeforeValidator(_list)]
 
 
 class AgentSettings(BaseSettings):
@@ -33,8 +50,32 @@ class AgentSettings(BaseSettings):
     )
     capsule_dns: list[str] = Field(
         default_factory=list,
-        description="Resolvers written into capsules' /etc/resolv.conf. Empty: the host's "
-        "public resolvers, or none (look-ups then fail at once instead of hanging).",
+        description="Resolvers written into capsules' /etc/resolv.conf. Empty: the agent's own "
+        "DNS forwarder (169.254.53.53 in the capsule, served on its gateway), which asks the "
+        "upstream resolvers.",
+    )
+    upstream_dns: Addresses = Field(
+        default_factory=list,
+        description="Resolvers the capsule DNS forwarder asks (comma-separated). Empty: the "
+        "nameservers of the host's /etc/resolv.conf, re-read when it changes. Capsules cannot "
+        "reach them directly unless allowed with egress_allow.",
+    )
+    capsule_dns_qps: float = Field(
+        default=100.0,
+        gt=0,
+        description="DNS queries per second a capsule may send to the forwarder (bursts of "
+        "twice that); the rest are dropped.",
+    )
+    egress_allow: Networks = Field(
+        default_factory=list,
+        description="Ranges capsules may reach although blocked by default (comma-separated "
+        "CIDRs; e.g. an internal package mirror): special-purpose ranges, the host's connected "
+        "subnets and its resolvers. The host itself and other capsules stay unreachable.",
+    )
+    egress_block: Networks = Field(
+        default_factory=list,
+        description="More ranges capsules may not reach (comma-separated CIDRs). Wins over "
+        "egress_allow.",
     )
     runsc: str = Field(default="runsc", description="Path of the gVisor runsc binary.")
     envd_port: int = Field(default=49983, description="Port of the in-capsule agent.")

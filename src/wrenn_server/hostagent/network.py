@@ -1,7 +1,7 @@
-"""Capsule networking: one network namespace, veth pair and /30 per capsule, plus one host-wide
-nftables table that NATs capsule traffic out and blocks everything a capsule must not reach.
+"""Capsule networking: one network namespace, veth pair and /30 per capsule. What capsules may
+reach is firewall.py's host-wide table.
 
-Rules match the host-side interface prefix (`wv`), so a capsule needs no rules of its own:
+Its rules match the host-side interface prefix (`wv`), so a capsule needs no rules of its own:
 deleting its veth removes it from the firewall's view, and the firewall keeps protecting capsules
 that outlive a crashed agent.
 """
@@ -24,62 +24,6 @@ log = logging.getLogger(__name__)
 VETH_PREFIX = "wv"
 NETNS_PREFIX = "wrn-"
 IPAM_DIR = Path("/run/wrenn/ipam")
-
-# Destinations a capsule may never reach: private, shared, loopback, link-local (cloud metadata
-# lives at 169.254.169.254), multicast and reserved ranges. The host's own addresses are covered
-# separately by the input hook, whatever range they are in.
-BLOCKED_V4 = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-)
-
-
-def firewall_ruleset() -> str:
-    """One nft transaction: replaces the table atomically (no window without rules)."""
-    blocked = ", ".join(BLOCKED_V4)
-    return f"""
-table inet wrenn {{}}
-delete table inet wrenn
-table inet wrenn {{
-    set blocked_v4 {{
-        type ipv4_addr
-        flags interval
-        elements = {{ {blocked} }}
-    }}
-    chain input {{
-        type filter hook input priority filter - 10; policy accept;
-        iifname "{VETH_PREFIX}*" ct state established,related accept
-        iifname "{VETH_PREFIX}*" counter drop
-    }}
-    chain forward {{
-        type filter hook forward priority filter - 10; policy accept;
-        iifname "{VETH_PREFIX}*" meta nfproto ipv6 counter drop
-        iifname "{VETH_PREFIX}*" ip daddr @blocked_v4 counter drop
-        iifname "{VETH_PREFIX}*" oifname "{VETH_PREFIX}*" counter drop
-        iifname "{VETH_PREFIX}*" accept
-        oifname "{VETH_PREFIX}*" ct state established,related accept
-        oifname "{VETH_PREFIX}*" counter drop
-    }}
-    chain postrouting {{
-        type nat hook postrouting priority srcnat; policy accept;
-        iifname "{VETH_PREFIX}*" oifname != "{VETH_PREFIX}*" masquerade
-    }}
-}}
-"""
-
-
-async def ensure_firewall() -> None:
-    await run("nft", "-f", "-", input=firewall_ruleset().encode())
-    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
 
 
 @dataclass(frozen=True)
@@ -175,10 +119,23 @@ async def setup(capsule_key: str, slot: IPv4Network) -> CapsuleNet:
         f"link set {veth} up\n"
     )
     await run("ip", "-batch", "-", input=host_cmds.encode())
-    # Strict reverse-path filtering: a capsule cannot spoof another capsule's source address.
-    Path(f"/proc/sys/net/ipv4/conf/{veth}/rp_filter").write_text("1\n")
+    harden_veth(veth)
     await configure_inside(net)
     return net
+
+
+def harden_veth(veth: str) -> None:
+    """Kernel settings of the host end of a capsule's veth."""
+    conf = Path("/proc/sys/net/ipv4/conf") / veth
+    # Strict reverse-path filtering: a capsule cannot spoof another capsule's source address.
+    (conf / "rp_filter").write_text("1\n")
+    # A capsule cannot steer the host's routes, nor learn the host's other addresses by ARP.
+    (conf / "accept_redirects").write_text("0\n")
+    (conf / "arp_ignore").write_text("1\n")
+    # Capsules have no IPv6: no link-local address for them to talk to either.
+    v6 = Path("/proc/sys/net/ipv6/conf") / veth / "disable_ipv6"
+    if v6.exists():
+        v6.write_text("1\n")
 
 
 async def configure_inside(net: CapsuleNet) -> None:
@@ -208,17 +165,3 @@ async def list_netns() -> list[str]:
     except FileNotFoundError:
         return []
     return [n for n in names if n.startswith(NETNS_PREFIX)]
-
-
-def host_resolvers() -> list[str]:
-    """The host's resolvers that a capsule could reach (public addresses only)."""
-    out = []
-    with contextlib.suppress(OSError):
-        for line in Path("/etc/resolv.conf").read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] == "nameserver":
-                with contextlib.suppress(ValueError):
-                    addr = ipaddress.ip_address(parts[1])
-                    if addr.version == 4 and addr.is_global:
-                        out.append(str(addr))
-    return out

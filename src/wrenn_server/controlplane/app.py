@@ -35,7 +35,7 @@ from .hosts.reconciler import Reconciler
 from .hosts.scheduler import BalancedScheduler
 from .leadership import Leadership
 from .security import TokenCodec
-from .services import stats
+from .services import quotas, stats
 from .services.bootstrap import bootstrap_single_box
 from .services.capsules import Hosts
 from .settings import Settings
@@ -105,7 +105,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     )
     owns_db = db is None
     database = db or Database(settings.effective_database_url)
-    hosts = Hosts(HostClientPool(_agent_secrets(settings, codec)), BalancedScheduler())
+    hosts = Hosts(
+        HostClientPool(_agent_secrets(settings, codec)),
+        BalancedScheduler(settings.memory_overcommit),
+        quotas.Limits.of(settings),
+    )
     archives = settings.data_dir / "builds"
     queue = build_queue(settings.redis_url)
     builds = Builds(

@@ -39,6 +39,11 @@ class Forbidden(DomainError):
     """The principal is known but may not do this."""
 
 
+class QuotaExceeded(Forbidden):
+    """The team would go over one of its quotas; the message names it, `details` carry the
+    numbers."""
+
+
 class NotFound(DomainError):
     """The resource does not exist, or is not visible to the principal."""
 
@@ -57,6 +62,10 @@ class HostHasCapsules(Conflict):
 
 class ServiceUnavailable(DomainError):
     """A dependency (database, host) is temporarily unavailable; retrying may succeed."""
+
+
+class InsufficientCapacity(ServiceUnavailable):
+    """No host can hold the capsule (memory, disk or CPUs); another may later."""
 
 
 class InsecureConfiguration(Exception):

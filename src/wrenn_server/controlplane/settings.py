@@ -142,6 +142,45 @@ class Settings(BaseSettings):
         default="minimal", description="The platform template capsules use when none is named."
     )
 
+    # Quotas: what one team may hold at once unless an admin gave it its own limits
+    # (PUT /v1/admin/teams/{id}/quotas). Generous for a single box; an operator who lets
+    # strangers sign up sizes them to the hosts.
+    quota_max_capsules: int = Field(
+        default=20,
+        ge=0,
+        le=1_000_000,
+        description="Default most capsules a team may have that are not stopped (paused ones "
+        "count: they hold disk).",
+    )
+    quota_max_vcpus: int = Field(
+        default=16,
+        ge=0,
+        le=1_000_000,
+        description="Default most vCPUs a team's pending, starting and running capsules may "
+        "reserve together (paused ones hold none).",
+    )
+    quota_max_memory_mb: int = Field(
+        default=32768,
+        ge=0,
+        le=1 << 30,
+        description="Default most memory, MiB, a team's pending, starting and running capsules "
+        "may reserve together.",
+    )
+    quota_max_disk_mb: int = Field(
+        default=20480,
+        ge=0,
+        le=1 << 30,
+        description="Default largest disk, MiB, one capsule of a team may have.",
+    )
+    memory_overcommit: float = Field(
+        default=1.0,
+        gt=0,
+        le=16,
+        description="Placement puts capsules on a host while the memory reserved by its live "
+        "capsules stays within its memory times this ratio (1.0: never promise more than the "
+        "host has).",
+    )
+
     github_client_id: str | None = Field(
         default=None,
         description="Client ID of the GitHub OAuth app. GitHub login is offered only when both "

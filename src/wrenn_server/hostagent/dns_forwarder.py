@@ -201,6 +201,11 @@ def _answers(query: dns.message.Message, raw: bytes) -> bool:
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, listener: _Listener) -> None:
         self.listener = listener
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         self.listener.on_datagram(data, addr)
@@ -216,13 +221,14 @@ class _Listener:
         self.tasks: set[asyncio.Task[None]] = set()
         self.tcp_clients = 0
         self.udp: asyncio.DatagramTransport | None = None
+        self.udp_protocol: _Udp | None = None
         self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         host, port = str(self.gateway), self.forwarder.port
         try:
-            self.udp, _ = await loop.create_datagram_endpoint(
+            self.udp, self.udp_protocol = await loop.create_datagram_endpoint(
                 lambda: _Udp(self), local_addr=(host, port)
             )
             self.server = await asyncio.start_server(self._tcp_client, host, port)
@@ -276,8 +282,11 @@ class _Listener:
             await asyncio.wait_for(writer.drain(), TCP_IDLE)
 
     async def close(self) -> None:
-        if self.udp is not None:
+        if self.udp is not None and self.udp_protocol is not None:
             self.udp.close()
+            # The socket closes on a later turn of the loop: the address is free only then,
+            # and the next capsule in this slot binds it.
+            await self.udp_protocol.closed
         if self.server is not None:
             self.server.close()
         for task in list(self.tasks):

@@ -49,6 +49,8 @@ AGENT_STATUS = {
     pb.SANDBOX_STATUS_PAUSED: "paused",
 }
 RPC_TIMEOUT = 10.0
+# Longer than a resume takes (restore, then the agent's start timeout).
+RESUME_GRACE = dt.timedelta(minutes=2)
 
 SessionFactory = metrics.SessionFactory
 
@@ -62,6 +64,17 @@ def reconcile(db_status: str, reported: str | None, reachable: bool) -> str:
         # agent restarted; "starting" rows are left to the create call that owns them.
         return db_status if db_status == "starting" else "stopped"
     return reported
+
+
+def _resuming(sandbox: Sandbox, reported: str | None, asked_at: dt.datetime) -> bool:
+    """A paused capsule being resumed reads "starting" (it holds its quota again) while its
+    agent still reports it paused; the resume call owns it, unless it has taken longer than any
+    resume does (the control plane died on the way: the agent's word wins)."""
+    return (
+        sandbox.status == "starting"
+        and reported == "paused"
+        and asked_at - sandbox.last_updated < RESUME_GRACE
+    )
 
 
 def _our_id(wire_id: str) -> uuid.UUID | None:
@@ -125,6 +138,8 @@ class Reconciler:
             )
             for sandbox in rows:
                 if sandbox.last_updated >= asked_at:
+                    continue
+                if _resuming(sandbox, reported.get(sandbox.id), asked_at):
                     continue
                 new = reconcile(sandbox.status, reported.get(sandbox.id), reachable)
                 if new != sandbox.status:

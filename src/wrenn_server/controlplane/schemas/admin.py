@@ -10,11 +10,13 @@ from pydantic import BaseModel, Field, StrictBool
 from .. import ids
 from ..db.models import Sandbox, Template, User
 from .capsules import Capsule, TemplateOut
+from .quotas import TeamQuotasResponse
 from .teams import TeamResponse
 
 
 class AdminTeam(TeamResponse):
     member_count: int
+    quotas: TeamQuotasResponse
 
 
 class SetBYOCRequest(BaseModel):

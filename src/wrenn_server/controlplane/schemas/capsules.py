@@ -15,10 +15,17 @@ from ..db.models.capsules import Sandbox, Template
 
 
 class CreateCapsuleRequest(BaseModel):
+    # Bounds of any capsule on any host; the team's quotas and the hosts' room narrow them.
     template: str = Field("minimal", min_length=1, max_length=128)
     vcpus: int = Field(1, ge=1, le=64)
     memory_mb: int = Field(512, ge=64, le=262144)
     timeout_sec: int = Field(0, ge=0, le=30 * 24 * 3600)
+    disk_size_mb: int = Field(
+        5120,
+        ge=64,
+        le=262144,
+        description="Size of the capsule's writable disk, MiB (a sparse image on its host).",
+    )
 
 
 class Capsule(BaseModel):
@@ -27,6 +34,7 @@ class Capsule(BaseModel):
     template: str
     vcpus: int
     memory_mb: int
+    disk_size_mb: int
     timeout_sec: int
     guest_ip: str | None = None
     host_ip: str | None = None
@@ -43,6 +51,7 @@ class Capsule(BaseModel):
             template=sandbox.template,
             vcpus=sandbox.vcpus,
             memory_mb=sandbox.memory_mb,
+            disk_size_mb=sandbox.disk_size_mb,
             timeout_sec=sandbox.timeout_sec,
             guest_ip=sandbox.guest_ip,
             host_ip=sandbox.host_ip,

@@ -9,11 +9,12 @@ transaction that records its outcome.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...hostagent.client import AgentClient
@@ -23,21 +24,23 @@ from ..db.models.capsules import Sandbox, Template
 from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..errors import BadRequest, InvalidState, NotFound, ServiceUnavailable
+from ..errors import BadRequest, InsufficientCapacity, InvalidState, NotFound
 from ..hosts.pool import HostClientPool
 from ..hosts.rpc import agent_errors
 from ..hosts.scheduler import Scheduler
-from . import audit, metrics
+from . import audit, metrics, quotas
 
 LIVE = ("starting", "running", "paused", "missing")
 
 
 @dataclass
 class Hosts:
-    """What capsule operations need to reach hosts."""
+    """What capsule operations need to reach hosts, and the platform's default quotas they
+    enforce."""
 
     pool: HostClientPool
     scheduler: Scheduler
+    limits: quotas.Limits = quotas.DEFAULT_LIMITS
 
     async def client_for(self, session: AsyncSession, sandbox: Sandbox) -> AgentClient:
         host = await session.get(Host, sandbox.host_id) if sandbox.host_id else None
@@ -93,17 +96,30 @@ def require_status(sandbox: Sandbox, *allowed: str) -> None:
 async def create_capsule(
     db: Database, hosts: Hosts, *, team_id: uuid.UUID, spec: CreateCapsule, actor: audit.Actor
 ) -> Sandbox:
+    # The quota check, the placement and the row that holds the slot commit together, under
+    # the team's lock: a concurrent create of the same team sees this one's row.
     async with db.sessionmaker() as session, transaction(session, write=True):
         template = await visible_template(session, team_id, spec.template)
-        host = await hosts.scheduler.pick(session, team_id, template, spec.memory_mb)
+        vcpus, memory_mb = _size(template, spec)
+        await quotas.check(
+            session,
+            team_id,
+            hosts.limits,
+            vcpus=vcpus,
+            memory_mb=memory_mb,
+            disk_mb=spec.disk_size_mb,
+        )
+        host = await hosts.scheduler.pick(
+            session, team_id, template, memory_mb, vcpus=vcpus, disk_mb=spec.disk_size_mb
+        )
         sandbox = Sandbox(
             id=ids.new_id(),
             team_id=team_id,
             host_id=host.id,
             template=template.name,
             status="starting",
-            vcpus=spec.vcpus,
-            memory_mb=spec.memory_mb,
+            vcpus=vcpus,
+            memory_mb=memory_mb,
             disk_size_mb=spec.disk_size_mb,
             timeout_sec=spec.timeout_sec,
         )
@@ -114,16 +130,18 @@ async def create_capsule(
     request = pb.CreateSandboxRequest(
         sandbox_id=ids.SANDBOX.format(sandbox.id),
         template=sandbox.template,
-        vcpus=spec.vcpus,
-        memory_mb=spec.memory_mb,
+        vcpus=vcpus,
+        memory_mb=memory_mb,
         disk_size_mb=spec.disk_size_mb,
         timeout_sec=spec.timeout_sec,
         default_user=default_user,
         default_env=default_env,
     )
     try:
-        # The capsule is new: what the agent may not find is its template (files missing).
-        with agent_errors(not_found=BadRequest, exhausted=ServiceUnavailable):
+        # The capsule is new: what the agent may not find is its template (files missing); what
+        # it has no room for, the host (full since placement, or by what the database does not
+        # see).
+        with agent_errors(not_found=BadRequest, exhausted=InsufficientCapacity):
             await client.call("CreateSandbox", request)
     except BaseException:
         async with db.sessionmaker() as session, transaction(session, write=True):
@@ -138,9 +156,17 @@ async def create_capsule(
         event=_Event(
             actor,
             "create",
-            {"template": sandbox.template, "vcpus": spec.vcpus, "memory_mb": spec.memory_mb},
+            {"template": sandbox.template, "vcpus": vcpus, "memory_mb": memory_mb},
         ),
     )
+
+
+def _size(template: Template, spec: CreateCapsule) -> tuple[int, int]:
+    """The vCPUs and memory the capsule will have: a snapshot's own (the agent restores it as
+    it was), else what was asked. Quotas and placement count these, not the request's."""
+    if template.type == "snapshot":
+        return template.vcpus or spec.vcpus, template.memory_mb or spec.memory_mb
+    return spec.vcpus, spec.memory_mb
 
 
 def _host_ip(address: str) -> str:
@@ -277,8 +303,27 @@ async def pause_capsule(
 async def resume_capsule(
     db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str, *, actor: audit.Actor
 ) -> Sandbox:
-    sandbox, client = await _load(db, hosts, team_id, wire_id, "paused")
-    async with db.sessionmaker() as session:
+    # A paused capsule holds no vCPUs or memory: taking them back is checked like a create,
+    # and the row says "starting" (which counts) until the agent has answered.
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        sandbox = await get_capsule(session, team_id, wire_id)
+        require_status(sandbox, "paused")
+        client = await hosts.client_for(session, sandbox)
+        await quotas.check(
+            session,
+            team_id,
+            hosts.limits,
+            vcpus=sandbox.vcpus,
+            memory_mb=sandbox.memory_mb,
+            new_capsule=False,
+        )
+        host = await session.get(Host, sandbox.host_id)
+        assert host is not None  # client_for found it
+        await hosts.scheduler.check_room(
+            session, host, vcpus=sandbox.vcpus, memory_mb=sandbox.memory_mb
+        )
+        sandbox.status = "starting"
+        sandbox.last_updated = utcnow()
         template = await session.get(Template, sandbox.template)
     request = pb.ResumeSandboxRequest(
         sandbox_id=wire_id,
@@ -286,9 +331,23 @@ async def resume_capsule(
         default_user=(template.default_user or "") if template else "",
         default_env=dict(template.default_env or {}) if template else {},
     )
-    with agent_errors(exhausted=ServiceUnavailable):
-        await client.call("ResumeSandbox", request)
+    try:
+        with agent_errors(exhausted=InsufficientCapacity):
+            await client.call("ResumeSandbox", request)
+    except BaseException:
+        await asyncio.shield(_resume_failed(db, sandbox.id))
+        raise
     return await _set_status(db, sandbox.id, "running", started=True, event=_Event(actor, "resume"))
+
+
+async def _resume_failed(db: Database, sandbox_id: uuid.UUID) -> None:
+    """Give the slot back: the agent keeps a capsule whose resume failed paused."""
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        await session.execute(
+            update(Sandbox)
+            .where(Sandbox.id == sandbox_id, Sandbox.status == "starting")
+            .values(status="paused", last_updated=utcnow())
+        )
 
 
 async def ping_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str) -> None:

@@ -17,7 +17,8 @@ from ...db.session import transaction
 from ...errors import BadRequest
 from ...schemas.admin import AdminCapsule, AdminTeam, AdminTemplate, AdminUser, SetBYOCRequest
 from ...schemas.common import error_responses
-from ...services import admin, snapshots
+from ...schemas.quotas import QuotaOverrides, TeamQuotasResponse
+from ...services import admin, quotas, snapshots
 from ..deps import CurrentAdmin, DatabaseDep, HostsDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -37,12 +38,16 @@ def _team_filter(team_id: str | None) -> uuid.UUID | None:
 @router.get(
     "/teams",
     operation_id="adminListTeams",
-    summary="List every team with its member count (platform admins)",
+    summary="List every team with its member count and quotas (platform admins)",
     responses=error_responses(401, 403),
 )
-async def list_teams(principal: CurrentAdmin, session: SessionDep) -> list[AdminTeam]:
+async def list_teams(
+    principal: CurrentAdmin, session: SessionDep, hosts: HostsDep
+) -> list[AdminTeam]:
     async with transaction(session):
         summaries = await admin.list_teams(session)
+        team_quotas = await quotas.all_team_quotas(session, hosts.limits)
+    untouched = quotas.TeamQuotas(hosts.limits, quotas.Overrides(), quotas.Usage())
     return [
         AdminTeam(
             id=ids.TEAM.format(s.team.id),
@@ -51,6 +56,7 @@ async def list_teams(principal: CurrentAdmin, session: SessionDep) -> list[Admin
             is_byoc=s.team.is_byoc,
             created_at=s.team.created_at,
             member_count=s.member_count,
+            quotas=TeamQuotasResponse.of(team_quotas.get(s.team.id, untouched), hosts.limits),
         )
         for s in summaries
     ]
@@ -70,6 +76,43 @@ async def set_byoc(
     async with transaction(session, write=True):
         await admin.set_byoc(session, actor=principal.actor, team_id=team_id, enabled=body.enabled)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/teams/{id}/quotas",
+    operation_id="adminGetTeamQuotas",
+    summary="A team's quotas, its own limits and what its capsules hold (platform admins)",
+    responses=error_responses(400, 401, 403, 404),
+)
+async def get_team_quotas(
+    id: str, principal: CurrentAdmin, session: SessionDep, hosts: HostsDep
+) -> TeamQuotasResponse:
+    team_id = ids.TEAM.parse(id)
+    async with transaction(session):
+        view = await quotas.admin_team_quotas(session, team_id, hosts.limits)
+    return TeamQuotasResponse.of(view, hosts.limits)
+
+
+@router.put(
+    "/teams/{id}/quotas",
+    operation_id="adminSetTeamQuotas",
+    summary="Set a team's own limits; null (or left out) keeps the platform default "
+    "(platform admins)",
+    responses=error_responses(400, 401, 403, 404),
+)
+async def set_team_quotas(
+    id: str, body: QuotaOverrides, principal: CurrentAdmin, session: SessionDep, hosts: HostsDep
+) -> TeamQuotasResponse:
+    team_id = ids.TEAM.parse(id)
+    async with transaction(session, write=True):
+        view = await quotas.set_overrides(
+            session,
+            actor=principal.actor,
+            team_id=team_id,
+            overrides=body.domain(),
+            defaults=hosts.limits,
+        )
+    return TeamQuotasResponse.of(view, hosts.limits)
 
 
 @router.get(

@@ -27,7 +27,9 @@ router = APIRouter(prefix="/v1/capsules", tags=["capsules"])
 async def create_capsule(
     body: CreateCapsuleRequest, team: TeamDep, db: DatabaseDep, hosts: HostsDep
 ) -> Capsule:
-    spec = svc.CreateCapsule(body.template, body.vcpus, body.memory_mb, body.timeout_sec)
+    spec = svc.CreateCapsule(
+        body.template, body.vcpus, body.memory_mb, body.timeout_sec, body.disk_size_mb
+    )
     return Capsule.of(
         await svc.create_capsule(
             db, hosts, team_id=team.team_id, spec=spec, actor=team.principal.actor

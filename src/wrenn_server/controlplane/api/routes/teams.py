@@ -8,6 +8,7 @@ from ... import ids
 from ...db.models import Team
 from ...db.session import transaction
 from ...schemas.common import error_responses
+from ...schemas.quotas import TeamQuotasResponse
 from ...schemas.teams import (
     AddMemberRequest,
     TeamDetailResponse,
@@ -17,7 +18,7 @@ from ...schemas.teams import (
     TeamWithRoleResponse,
     UpdateRoleRequest,
 )
-from ...services import teams
+from ...services import quotas, teams
 from ..deps import CurrentUser, DatabaseDep, HostsDep, SessionDep
 
 router = APIRouter(prefix="/v1/teams", tags=["teams"])
@@ -201,3 +202,19 @@ async def leave_team(id: str, principal: CurrentUser, session: SessionDep) -> Re
     async with transaction(session, write=True):
         await teams.leave_team(session, principal=principal, team_id=team_id)
     return _no_content()
+
+
+@router.get(
+    "/{id}/quotas",
+    operation_id="getTeamQuotas",
+    summary="The team's quotas and what its capsules hold now (any member)",
+    responses=error_responses(400, 401, 403, 404),
+)
+async def get_quotas(
+    id: str, principal: CurrentUser, session: SessionDep, hosts: HostsDep
+) -> TeamQuotasResponse:
+    team_id = ids.TEAM.parse(id, not_found=True)
+    async with transaction(session):
+        await teams.acting_role(session, principal, team_id)
+        view = await quotas.team_quotas(session, team_id, hosts.limits)
+    return TeamQuotasResponse.of(view, hosts.limits)

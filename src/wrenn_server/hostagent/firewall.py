@@ -7,8 +7,8 @@ broadcast), not the host's own connected subnets and not the host's resolvers. T
 allow ranges (an internal package mirror on the LAN: allow wins over the defaults) and block more
 (their block wins over their allow).
 
-The table is replaced in one transaction (no moment without rules) at agent start and at each
-capsule boot, and again whenever the host's addresses or routes change, so a subnet that appears
+The table is replaced in one transaction (no moment without rules) at agent start and whenever
+the host's addresses, routes (rtnetlink events) or resolv.conf change, so a subnet that appears
 later (a new VPN, a second NIC) is blocked too. Agents that share a host share this table: the
 last one to write it wins, so they must share their network settings.
 """
@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -275,13 +276,75 @@ async def read_host_facts(resolvers: Sequence[IPAddress]) -> HostFacts:
     subnets = connected_networks(links, routes4 + routes6)
     # Sorted and merged, so equal facts compare equal whatever order the kernel listed them in.
     v4, v6 = _split(subnets)
-    return HostFacts(subnets=(*v4, *v6), resolvers=tuple(sorted(set(resolvers), key=str)))
+    return HostFacts(subnets=(*v4, *v6), resolvers=_sorted(resolvers))
+
+
+def _sorted(resolvers: Iterable[IPAddress]) -> tuple[IPAddress, ...]:
+    return tuple(sorted(set(resolvers), key=str))
+
+
+# -- following the host's changes ---------------------------------------------------------------
+
+# rtnetlink: multicast groups of IPv4/IPv6 address and route changes, and the messages they carry.
+_RTMGRP = 0x10 | 0x40 | 0x100 | 0x400
+_RTM_ADDR = (20, 21)  # RTM_NEWADDR, RTM_DELADDR
+_RTM_ROUTE = (24, 25)  # RTM_NEWROUTE, RTM_DELROUTE
+_RTA_OIF = 4
+
+
+def _route_oif(attrs: bytes) -> int | None:
+    offset = 0
+    while offset + 4 <= len(attrs):
+        length, kind = struct.unpack_from("=HH", attrs, offset)
+        if length < 4:
+            return None
+        if kind == _RTA_OIF and length >= 8:
+            return int(struct.unpack_from("=I", attrs, offset + 4)[0])
+        offset += (length + 3) & ~3
+    return None
+
+
+def changed_interfaces(data: bytes) -> list[int | None]:
+    """The interface index each rtnetlink message in `data` is about (None: unknown, or a
+    route through several)."""
+    out: list[int | None] = []
+    offset = 0
+    while offset + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if length < 16:
+            break
+        body = data[offset + 16 : offset + length]
+        index = None
+        if kind in _RTM_ADDR and len(body) >= 8:
+            index = int(struct.unpack_from("=I", body, 4)[0])
+        elif kind in _RTM_ROUTE and len(body) >= 12:
+            index = _route_oif(body[12:])
+        out.append(index)
+        offset += (length + 3) & ~3
+    return out
+
+
+class _CapsuleLinks:
+    """Which interface indexes are capsule veths, remembered so that their deletion (the name
+    is gone by then) is recognised too."""
+
+    def __init__(self) -> None:
+        self.known: dict[int, bool] = {}
+
+    def is_capsule(self, index: int | None) -> bool:
+        if index is None:
+            return False
+        if index not in self.known:
+            try:
+                self.known[index] = socket.if_indextoname(index).startswith(VETH_PREFIX)
+            except OSError:
+                return False
+            if len(self.known) > 65536:  # capsules come and go: forget the oldest
+                self.known.pop(next(iter(self.known)))
+        return self.known[index]
 
 
 # -- the table ---------------------------------------------------------------------------------
-
-# rtnetlink multicast groups: IPv4/IPv6 address and route changes.
-_RTMGRP = 0x10 | 0x40 | 0x100 | 0x400
 
 
 class Firewall:
@@ -294,8 +357,10 @@ class Firewall:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Install the table, turn forwarding on, and follow the host's address changes."""
-        await self.apply()
+        """Install the table (replacing what another agent or an older run left), turn
+        forwarding on, and follow the host's address and route changes."""
+        async with self._lock:
+            await self._apply(await read_host_facts(self.resolvers.current()))
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
         if not self._tasks:
             sock = socket.socket(
@@ -307,36 +372,48 @@ class Firewall:
                 asyncio.create_task(self._refresher()),
             ]
 
-    async def apply(self) -> None:
-        """Replace the table with the current facts, whether or not they changed: another agent
-        on this host may have written its own."""
-        async with self._lock:
-            facts = await read_host_facts(self.resolvers.current())
-            await run("nft", "-f", "-", input=render_ruleset(self.policy, facts).encode())
-            if facts != self._applied:
-                log.info(
-                    "capsule egress: blocking connected subnets %s and resolvers %s",
-                    ", ".join(map(str, facts.subnets)) or "-",
-                    ", ".join(map(str, facts.resolvers)) or "-",
-                )
-            self._applied = facts
+    async def ensure_current(self) -> None:
+        """Before a capsule boots: the table reflects the host's latest addresses and resolvers.
+        Cheap unless something changed (the resolv.conf check is a stat)."""
+        pending = self._changed.is_set()
+        applied = self._applied.resolvers if self._applied else None
+        if pending or applied != _sorted(self.resolvers.current()):
+            await self.refresh()
+        else:
+            # A refresh under way finishes first.
+            async with self._lock:
+                pass
 
     async def refresh(self) -> None:
-        """Re-apply only if the host's facts changed since the last apply."""
-        facts = await read_host_facts(self.resolvers.current())
-        if facts != self._applied:
-            await self.apply()
+        """Re-apply if the host's facts changed since the last apply."""
+        async with self._lock:
+            facts = await read_host_facts(self.resolvers.current())
+            if facts != self._applied:
+                await self._apply(facts)
+
+    async def _apply(self, facts: HostFacts) -> None:
+        await run("nft", "-f", "-", input=render_ruleset(self.policy, facts).encode())
+        log.info(
+            "capsule egress: blocking connected subnets %s and resolvers %s",
+            ", ".join(map(str, facts.subnets)) or "-",
+            ", ".join(map(str, facts.resolvers)) or "-",
+        )
+        self._applied = facts
 
     async def _watch(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        links = _CapsuleLinks()
         with sock:
             while True:
                 try:
-                    await loop.sock_recv(sock, 1 << 16)
+                    data = await loop.sock_recv(sock, 1 << 16)
                 except OSError:
-                    # ENOBUFS: events were lost, so something changed.
-                    pass
-                self._changed.set()
+                    # ENOBUFS: events were lost, so something may have changed.
+                    self._changed.set()
+                    continue
+                # Capsule veths come and go with every capsule: not the host's networks.
+                if not all(links.is_capsule(i) for i in changed_interfaces(data)):
+                    self._changed.set()
 
     async def _refresher(self) -> None:
         while True:
@@ -348,11 +425,3 @@ class Firewall:
                 log.exception("refreshing the capsule firewall failed")
                 await asyncio.sleep(1)
                 self._changed.set()
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []

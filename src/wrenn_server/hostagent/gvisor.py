@@ -94,8 +94,8 @@ class GVisorRuntime:
             capsule.net = network.CapsuleNet(*network.names_for(capsule.key), slot[1], slot[2])
             capsule.save()
             capsule.net = await network.setup(capsule.key, slot)
-            # Re-asserted at each boot: the host's subnets and resolvers may have changed.
-            await self.firewall.apply()
+            # The host's subnets and resolvers, as they are now, are blocked before it runs.
+            await self.firewall.ensure_current()
             await self.dns.serve(capsule.net.host_ip)
             await storage.mount(
                 capsule.disk_image,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import time
 from ipaddress import ip_address, ip_network
@@ -23,6 +25,7 @@ from wrenn_server.hostagent.firewall import (
     HostFacts,
     IPNetwork,
     Resolvers,
+    changed_interfaces,
     connected_networks,
     parse_resolv_conf,
     render_ruleset,
@@ -253,3 +256,35 @@ def test_settings_take_comma_separated_or_json_lists(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("WRENN_AGENT_EGRESS_ALLOW", "10.1.2.3/24")
     with pytest.raises(ValueError, match="egress_allow"):
         AgentSettings()
+
+
+def _nlmsg(kind: int, body: bytes) -> bytes:
+    msg = struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+    return msg + b"\0" * (-len(msg) % 4)
+
+
+def _rtattr(kind: int, data: bytes) -> bytes:
+    attr = struct.pack("=HH", 4 + len(data), kind) + data
+    return attr + b"\0" * (-len(attr) % 4)
+
+
+def test_netlink_changes_name_their_interface() -> None:
+    """What the agent watches to refresh the table: every change but a capsule veth's."""
+    new_addr = _nlmsg(20, struct.pack("=BBBBI", 2, 24, 0, 0, 7) + _rtattr(1, bytes(4)))
+    rtmsg = struct.pack("=BBBBBBBBI", 2, 24, 0, 0, 254, 2, 253, 1, 0)
+    new_route = _nlmsg(24, rtmsg + _rtattr(1, bytes(4)) + _rtattr(4, struct.pack("=I", 9)))
+    multipath = _nlmsg(25, rtmsg + _rtattr(9, bytes(8)))
+    assert changed_interfaces(new_addr + new_route + multipath) == [7, 9, None]
+    assert changed_interfaces(b"") == []
+    assert changed_interfaces(b"\xff" * 10) == []
+
+
+def test_only_capsule_veths_are_capsule_links() -> None:
+    from wrenn_server.hostagent.firewall import _CapsuleLinks
+
+    links = _CapsuleLinks()
+    assert not links.is_capsule(socket.if_nametoindex("lo"))
+    assert not links.is_capsule(None)
+    assert not links.is_capsule(2**31 - 1)  # gone, never seen: counts as the host's
+    links.known[2**31 - 2] = True  # a veth seen before it was deleted
+    assert links.is_capsule(2**31 - 2)

@@ -21,7 +21,15 @@ from typer.testing import CliRunner
 from wrenn_server.cli import app as cli_app
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.app import create_app
-from wrenn_server.controlplane.db.models import AuditLog, Host, Sandbox, Team, Template, User
+from wrenn_server.controlplane.db.models import (
+    AuditLog,
+    Host,
+    Sandbox,
+    Team,
+    TeamQuota,
+    Template,
+    User,
+)
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.hosts.scheduler import BalancedScheduler
 from wrenn_server.controlplane.security import TokenCodec, UserClaims
@@ -88,6 +96,8 @@ async def _world(client: httpx.AsyncClient, db: Database) -> dict[str, Any]:
 ROUTES: list[tuple[str, str, dict[str, Any] | None, int]] = [
     ("GET", "/v1/admin/teams", None, 200),
     ("PUT", "/v1/admin/teams/{team}/byoc", {"enabled": True}, 204),
+    ("GET", "/v1/admin/teams/{team}/quotas", None, 200),
+    ("PUT", "/v1/admin/teams/{team}/quotas", {"max_capsules": 3}, 200),
     ("GET", "/v1/admin/templates", None, 200),
     ("GET", "/v1/admin/capsules", None, 200),
     ("GET", "/v1/admin/users", None, 200),
@@ -148,6 +158,7 @@ async def test_only_platform_admins_pass(
     assert "olive-snap" in await _template_names(db)
     async with db.sessionmaker() as session:
         assert (await session.get(Team, ids.TEAM.parse(team))).is_byoc is False  # type: ignore[union-attr]
+        assert await session.get(TeamQuota, ids.TEAM.parse(team)) is None
 
     for route in ROUTES:
         resp = await _call(client, route, team, bearer(world["admin"]["token"]))

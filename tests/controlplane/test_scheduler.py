@@ -11,16 +11,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
 
+from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models.capsules import Sandbox, Template
 from wrenn_server.controlplane.db.models.hosts import Host
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
-from wrenn_server.controlplane.errors import ServiceUnavailable
+from wrenn_server.controlplane.errors import InsufficientCapacity, ServiceUnavailable
 from wrenn_server.controlplane.hosts.local import ensure_local_host
 from wrenn_server.controlplane.hosts.scheduler import BalancedScheduler
+from wrenn_server.controlplane.services.capsules import Hosts
 
-from .helpers import signup
+from .helpers import assert_error, bearer, signup
+from .test_audit import FakeAgent, FakePool
 
 
 def _host(
@@ -162,3 +167,78 @@ async def test_the_single_box_host_is_weighed_by_this_machine(db: Database, tmp_
         host = await ensure_local_host(session, address, tmp_path)
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
     assert (host.memory_mb, host.cpu_cores) == (memory_mb, os.cpu_count())
+
+
+async def test_a_host_takes_only_what_it_can_hold(client: httpx.AsyncClient, db: Database) -> None:
+    host = _host("10.0.4.1:1", memory_mb=8000)
+    host.cpu_cores, host.disk_free_mb = 2, 10_000
+    team, base = await _setup(client, db, host)
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        session.add(_capsule(team, host.id, memory_mb=6000))
+        # Paused capsules hold no memory on their host.
+        session.add(_capsule(team, host.id, memory_mb=6000, status="paused"))
+
+    async def pick(scheduler: BalancedScheduler, memory_mb: int, **demand: int) -> Host:
+        async with db.sessionmaker() as session:
+            return await scheduler.pick(session, team, base, memory_mb, **demand)
+
+    exact = BalancedScheduler()
+    assert (await pick(exact, 2000, vcpus=2, disk_mb=10_000)).id == host.id
+    with pytest.raises(InsufficientCapacity, match="no available host has 3 CPUs"):
+        await pick(exact, 512, vcpus=3)
+    with pytest.raises(InsufficientCapacity, match="no available host has 2001 MB of memory free"):
+        await pick(exact, 2001)
+    with pytest.raises(InsufficientCapacity, match="no available host has 10001 MB of disk free"):
+        await pick(exact, 512, disk_mb=10_001)
+    # Overcommitted 1.5 times, the host promises 12000 MB.
+    lenient = BalancedScheduler(overcommit=1.5)
+    assert (await pick(lenient, 6000)).id == host.id
+    with pytest.raises(InsufficientCapacity, match="no available host has 6001 MB of memory free"):
+        await pick(lenient, 6001)
+
+    # A paused capsule resumes on its own host only if it has room there again.
+    async with db.sessionmaker() as session:
+        row = await session.get(Host, host.id)
+        assert row is not None
+        await exact.check_room(session, row, vcpus=2, memory_mb=2000)
+        with pytest.raises(InsufficientCapacity, match="does not have 2001 MB of memory free"):
+            await exact.check_room(session, row, vcpus=1, memory_mb=2001)
+        with pytest.raises(InsufficientCapacity, match="fewer than 3 CPUs"):
+            await exact.check_room(session, row, vcpus=3, memory_mb=1)
+
+
+async def test_a_full_host_refuses_through_the_api_and_leaves_nothing(
+    app: FastAPI, client: httpx.AsyncClient, db: Database
+) -> None:
+    host = _host("fake:1", memory_mb=4000)
+    host.cpu_cores = 2
+    owner = await signup(client)
+    team = ids.TEAM.parse(owner["team_id"])
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        session.add_all([host, Template(name="base-api", team_id=team, type="base")])
+    agent = FakeAgent()
+    app.state.hosts = Hosts(FakePool({"fake:1": agent}), BalancedScheduler())
+    headers = bearer(owner["token"])
+
+    async def create(**body: int) -> httpx.Response:
+        return await client.post(
+            "/v1/capsules", json={"template": "base-api", **body}, headers=headers
+        )
+
+    for body in ({"vcpus": 4}, {"memory_mb": 4001}):
+        assert_error(await create(**body), 503, "insufficient_capacity")
+    made = await create(memory_mb=3000)
+    assert made.status_code == 201, made.text
+    paused = await client.post(f"/v1/capsules/{made.json()['id']}/pause", headers=headers)
+    assert paused.status_code == 200, paused.text
+    other = await create(memory_mb=2000)
+    assert other.status_code == 201, other.text
+    # The paused one cannot come back while the other holds the memory.
+    calls = len(agent.calls)
+    resumed = await client.post(f"/v1/capsules/{made.json()['id']}/resume", headers=headers)
+    assert_error(resumed, 503, "insufficient_capacity")
+    assert agent.calls[calls:] == []
+    async with db.sessionmaker() as session:
+        rows = list(await session.scalars(select(Sandbox).where(Sandbox.team_id == team)))
+    assert sorted(r.status for r in rows) == ["paused", "running"]
+    assert agent.calls.count("CreateSandbox") == 2

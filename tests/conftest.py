@@ -15,6 +15,10 @@ from tests.integration.conftest import DATA_DIR, SECRET, AgentProcess
 from tests.ports import free_port
 from wrenn_server.hostagent.client import AgentClient
 
+# Most tests make their accounts through the API's signup. The product's default is closed
+# signup; the tests of that setting pass it explicitly, and `wrenn up`'s test unsets this.
+os.environ.setdefault("WRENN_SIGNUP", "open")
+
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:

@@ -210,30 +210,18 @@ def _create_user(
 ) -> str:
     """Migrate the control plane database of `wrenn server`'s settings and add the account;
     its wire id."""
-    from .controlplane import ids
-    from .controlplane.db.migrate import migrate
-    from .controlplane.db.session import Database, transaction
-    from .controlplane.services.accounts import create_account
+    from .controlplane import provision
     from .controlplane.settings import Settings
 
     overrides: dict[str, object] = {}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = Settings(**overrides)  # type: ignore[arg-type]
-
-    async def run() -> str:
-        db = Database(settings.effective_database_url)  # creates the SQLite file's directory
-        try:
-            await migrate(db.url)
-            async with db.sessionmaker() as session, transaction(session, write=True):
-                user, _team = await create_account(
-                    session, email=email, password=password, name=name, is_admin=is_admin
-                )
-            return ids.USER.format(user.id)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(run())
+    return asyncio.run(
+        provision.create_user(
+            settings, email=email, name=name, password=password, is_admin=is_admin
+        )
+    )
 
 
 @admin_app.command("create-user")

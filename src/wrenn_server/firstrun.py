@@ -1,8 +1,11 @@
-"""First start of a single box: an admin account, its team and an API key, created through the
-control plane's own REST API and saved to <data dir>/credentials.json (0600)."""
+"""First start of a single box: an admin account and its team, added straight to the control
+plane's database (signup is closed by default, so nobody else can take the first account), then
+an API key made through the REST API with the admin's login; all saved to
+<data dir>/credentials.json (0600)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -10,6 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+
+from .controlplane import provision
+from .controlplane.settings import Settings
 
 
 @dataclass
@@ -28,20 +34,20 @@ def load(path: Path) -> Credentials | None:
         return None
 
 
-def create_admin(api_url: str, path: Path, email: str = "admin@wrenn.local") -> Credentials:
+def create_admin(
+    api_url: str, path: Path, settings: Settings, email: str = "admin@wrenn.local"
+) -> Credentials:
+    """The platform admin of a new single box, in the database `settings` name (the running
+    control plane's), with an API key."""
     password = secrets.token_urlsafe(18)
+    asyncio.run(
+        provision.create_user(settings, email=email, name="Admin", password=password, is_admin=True)
+    )
     with httpx.Client(base_url=api_url, timeout=30, trust_env=False) as http:
-        body = {"email": email, "password": password, "name": "Admin"}
-        resp = http.post("/v1/auth/signup", json=body)
-        resp.raise_for_status()
-        signed_in = resp.json()
-        token = signed_in.get("token")
-        if not token:
-            login = http.post("/v1/auth/login", json={"email": email, "password": password})
-            login.raise_for_status()
-            signed_in = login.json()
-            token = signed_in["token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        login = http.post("/v1/auth/login", json={"email": email, "password": password})
+        login.raise_for_status()
+        signed_in = login.json()
+        headers = {"Authorization": f"Bearer {signed_in['token']}"}
         key = http.post("/v1/api-keys", json={"name": "wrenn up"}, headers=headers)
         key.raise_for_status()
     creds = Credentials(
@@ -67,7 +73,8 @@ def banner(creds: Credentials, path: Path) -> str:
     return f"""
 Wrenn is running.
 
-  dashboard    {creds.api_url}/    (sign in as the admin below)
+  dashboard    {creds.api_url}/    (sign in as the admin below; signup is closed:
+                                     add people under Admin area > Users)
   API          {creds.api_url}/v1  (Swagger UI: {creds.api_url}/docs)
   admin        {creds.email} / {creds.password}
   API key      {creds.api_key}

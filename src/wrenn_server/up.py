@@ -17,6 +17,8 @@ import httpx
 from rich.console import Console
 
 from . import firstrun
+from .controlplane.errors import Conflict
+from .controlplane.settings import Settings
 from .hostagent.config import AgentSettings
 from .hostagent.templates import TemplateStore
 from .supervisor import Child, StartupError, Supervisor
@@ -104,11 +106,14 @@ def run_platform(
         creds_path = data_dir / "credentials.json"
         creds = firstrun.load(creds_path)
         if creds is None or creds.api_url != api_url:
-            creds = firstrun.create_admin(api_url, creds_path) if creds is None else creds
+            if creds is None:
+                # The control plane's database (same data dir and WRENN_* environment).
+                settings = Settings(data_dir=data_dir)
+                creds = firstrun.create_admin(api_url, creds_path, settings)
             creds.api_url = api_url
             firstrun.save(creds_path, creds)
         console.print(firstrun.banner(creds, creds_path), soft_wrap=True, highlight=False)
-    except (StartupError, httpx.HTTPError) as e:
+    except (StartupError, httpx.HTTPError, Conflict) as e:
         console.print(f"[red]{e}[/] (logs in {logs})")
         supervisor.stop()
         return 1

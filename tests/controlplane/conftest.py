@@ -27,6 +27,7 @@ from wrenn_server.controlplane.db.session import Database
 from wrenn_server.controlplane.errors import Conflict
 from wrenn_server.controlplane.settings import Settings
 
+from .github_fake import browser, fake_server, github, oauth_app  # noqa: F401 (fixtures)
 from .pgcluster import PgCluster
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40

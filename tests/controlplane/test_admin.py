@@ -374,7 +374,15 @@ async def test_users_list(client: httpx.AsyncClient, db: Database) -> None:
         "owner@example.com",
         "member@example.com",
     ]
-    assert set(users[0]) == {"user_id", "name", "email", "is_admin", "is_active", "created_at"}
+    assert set(users[0]) == {
+        "user_id",
+        "name",
+        "email",
+        "is_admin",
+        "is_active",
+        "email_verified",
+        "created_at",
+    }
     assert [(u["name"], u["is_admin"]) for u in users] == [
         ("Root", True),
         ("Olive", False),

@@ -32,6 +32,7 @@ def test_prefixes_match_the_wire_format() -> None:
         "hrt-",
         "log-",
         "bld-",
+        "inv-",
     ]
 
 

@@ -1,28 +1,16 @@
-"""OAuth login with GitHub, against a fake GitHub served over real HTTP on 127.0.0.1.
-
-The fake speaks the three endpoints the server calls (token exchange, /user, /user/emails); the
-browser side of the flow is the test client, which keeps the state cookie between the start
-route and the callback like a browser would.
-"""
+"""OAuth login with GitHub, against a fake GitHub served over real HTTP on 127.0.0.1
+(`github_fake.py`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from pydantic import SecretStr
 from sqlalchemy import select, update
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from wrenn_server.controlplane import ids
-from wrenn_server.controlplane.api.routes.oauth import LINK_COOKIE, STATE_COOKIE
+from wrenn_server.controlplane.api.routes.oauth import LINK_COOKIE, SESSION_COOKIE, STATE_COOKIE
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.db.models import OAuthIdentity, Team, TeamMember, User
 from wrenn_server.controlplane.db.session import Database, transaction
@@ -30,172 +18,21 @@ from wrenn_server.controlplane.services import oauth
 from wrenn_server.controlplane.settings import Settings
 
 from ..ports import free_port
-from ..threaded_server import serving
 from .conftest import TEST_JWT_SECRET
+from .github_fake import (
+    CALLBACK_URI,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    FakeGitHub,
+    add_ada,
+    assert_refused,
+    github_settings,
+    login,
+    signed_in,
+    start,
+    verified,
+)
 from .helpers import PASSWORD, assert_error, bearer, count, signup
-
-CLIENT_ID = "test-client-id"
-CLIENT_SECRET = "test-client-secret"
-PROVIDER_SECRET_DETAIL = "provider-internal-detail-xyz"
-CALLBACK_URI = "http://wrenn.test/v1/auth/oauth/github/callback"
-
-
-class FakeGitHub:
-    """GitHub's token, /user and /user/emails endpoints; `accounts` maps a code to a user."""
-
-    def __init__(self) -> None:
-        self.base = ""
-        self.accounts: dict[str, dict[str, Any]] = {}
-        self.token_requests: list[dict[str, str]] = []
-        self.fail_user = False
-
-    def reset(self) -> None:
-        self.accounts.clear()
-        self.token_requests.clear()
-        self.fail_user = False
-
-    def add(
-        self,
-        code: str,
-        *,
-        github_id: int,
-        login: str,
-        name: str | None,
-        public_email: str | None,
-        emails: list[dict[str, Any]],
-    ) -> None:
-        self.accounts[code] = {
-            "user": {"id": github_id, "login": login, "name": name, "email": public_email},
-            "emails": emails,
-        }
-
-    def _account(self, request: Request) -> dict[str, Any] | None:
-        auth = request.headers.get("authorization", "")
-        if not auth.startswith("Bearer tok-"):
-            return None
-        return self.accounts.get(auth.removeprefix("Bearer tok-"))
-
-    async def token(self, request: Request) -> JSONResponse:
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        self.token_requests.append(form)
-        ok = (
-            form.get("client_id") == CLIENT_ID
-            and form.get("client_secret") == CLIENT_SECRET
-            and form.get("code") in self.accounts
-            and request.headers.get("accept") == "application/json"
-        )
-        if not ok:
-            # GitHub's way: HTTP 200 with an error and no token.
-            return JSONResponse(
-                {"error": "bad_verification_code", "error_description": PROVIDER_SECRET_DETAIL}
-            )
-        return JSONResponse({"access_token": f"tok-{form['code']}", "token_type": "bearer"})
-
-    async def user(self, request: Request) -> JSONResponse:
-        if self.fail_user:
-            return JSONResponse({"message": PROVIDER_SECRET_DETAIL}, status_code=500)
-        account = self._account(request)
-        if account is None:
-            return JSONResponse({"message": "Bad credentials"}, status_code=401)
-        return JSONResponse(account["user"])
-
-    async def emails(self, request: Request) -> JSONResponse:
-        account = self._account(request)
-        if account is None:
-            return JSONResponse({"message": "Bad credentials"}, status_code=401)
-        return JSONResponse(account["emails"])
-
-    def app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route("/login/oauth/access_token", self.token, methods=["POST"]),
-                Route("/api/user", self.user),
-                Route("/api/user/emails", self.emails),
-            ]
-        )
-
-
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub()
-    with serving(fake.app()) as base:
-        fake.base = base
-        yield fake
-
-
-@pytest.fixture
-def github(fake_server: FakeGitHub) -> FakeGitHub:
-    fake_server.reset()
-    return fake_server
-
-
-def github_settings(settings: Settings, github: FakeGitHub, **extra: Any) -> Settings:
-    return settings.model_copy(
-        update={
-            "github_client_id": CLIENT_ID,
-            "github_client_secret": SecretStr(CLIENT_SECRET),
-            "github_authorize_url": f"{github.base}/login/oauth/authorize",
-            "github_token_url": f"{github.base}/login/oauth/access_token",
-            "github_api_url": f"{github.base}/api",
-            **extra,
-        }
-    )
-
-
-@pytest.fixture
-def oauth_app(settings: Settings, db: Database, github: FakeGitHub) -> FastAPI:
-    return create_app(github_settings(settings, github), db=db)
-
-
-@pytest.fixture
-async def browser(oauth_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=oauth_app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://wrenn.test") as c:
-        yield c
-
-
-def verified(email: str, *, primary: bool = True, ok: bool = True) -> dict[str, Any]:
-    return {"email": email, "primary": primary, "verified": ok, "visibility": None}
-
-
-def add_ada(github: FakeGitHub, code: str = "code-ada", **overrides: Any) -> None:
-    fields: dict[str, Any] = {
-        "github_id": 4242,
-        "login": "ada-l",
-        "name": "Ada Lovelace",
-        "public_email": "ada@example.com",
-        "emails": [verified("ada@example.com")],
-    }
-    fields.update(overrides)
-    github.add(code, **fields)
-
-
-async def start(browser: httpx.AsyncClient) -> str:
-    """Start the flow; returns the state the provider would hand back."""
-    resp = await browser.get("/v1/auth/oauth/github")
-    assert resp.status_code == 302, resp.text
-    return str(httpx.URL(resp.headers["location"]).params["state"])
-
-
-async def login(browser: httpx.AsyncClient, code: str) -> httpx.Response:
-    state = await start(browser)
-    return await browser.get(
-        "/v1/auth/oauth/github/callback", params={"code": code, "state": state}
-    )
-
-
-def landing(resp: httpx.Response, prefix: str = "") -> dict[str, str]:
-    """The query of the redirect to the dashboard's callback page."""
-    assert resp.status_code == 302, resp.text
-    location = resp.headers["location"]
-    assert location.startswith(f"{prefix}/auth/github/callback?"), location
-    assert PROVIDER_SECRET_DETAIL not in location
-    assert resp.headers["cache-control"] == "no-store"
-    return dict(httpx.URL(location).params)
-
-
-def assert_refused(resp: httpx.Response, code: str) -> None:
-    assert landing(resp) == {"error": code}
 
 
 async def test_unconfigured_provider_is_absent(client: httpx.AsyncClient) -> None:
@@ -247,8 +84,7 @@ async def test_callback_creates_account_with_team_and_working_token(
 ) -> None:
     add_ada(github)
     resp = await login(browser, "code-ada")
-    params = landing(resp)
-    assert set(params) == {"token", "user_id", "team_id", "email"}
+    params = await signed_in(browser, resp)
     assert params["email"] == "ada@example.com"
     assert STATE_COOKIE not in browser.cookies
     # The server exchanged the code with its credentials and the same redirect URI.
@@ -294,9 +130,9 @@ async def test_second_login_finds_the_same_account(
     add_ada(github, "first")
     # The same GitHub account later, with a changed name and login.
     add_ada(github, "second", login="ada2", name="Countess")
-    first = landing(await login(browser, "first"))
+    first = await signed_in(browser, await login(browser, "first"))
     teams_before = await count(db, Team)
-    second = landing(await login(browser, "second"))
+    second = await signed_in(browser, await login(browser, "second"))
     assert second["user_id"] == first["user_id"]
     assert second["team_id"] == first["team_id"]
     assert second["token"] != ""
@@ -307,15 +143,22 @@ async def test_second_login_finds_the_same_account(
     assert me.status_code == 200 and me.json()["user_id"] == first["user_id"]
 
 
-async def test_links_to_existing_password_account_by_verified_email(
+async def test_links_to_an_existing_account_whose_email_is_verified(
     browser: httpx.AsyncClient, github: FakeGitHub, db: Database
 ) -> None:
-    existing = await signup(browser, email="ada@example.com", name="Ada")
+    admin = await signup(browser, email="root@example.com")
+    # An account an admin added: its email counts as verified.
+    added = await browser.post(
+        "/v1/admin/users",
+        json={"email": "ada@example.com", "name": "Ada", "password": PASSWORD},
+        headers=bearer(admin["token"]),
+    )
+    assert added.status_code == 201, added.text
+    assert added.json()["email_verified"] is True
     add_ada(github, public_email=None, emails=[verified("Ada@Example.COM")])
-    params = landing(await login(browser, "code-ada"))
-    assert params["user_id"] == existing["user_id"]
-    assert params["team_id"] == existing["team_id"]
-    assert await count(db, User) == 1
+    params = await signed_in(browser, await login(browser, "code-ada"))
+    assert params["user_id"] == added.json()["user_id"]
+    assert await count(db, User) == 2
     me = (await browser.get("/v1/me", headers=bearer(params["token"]))).json()
     assert me["has_password"] is True and me["providers"] == ["github"]
     assert me["name"] == "Ada"
@@ -324,6 +167,42 @@ async def test_links_to_existing_password_account_by_verified_email(
         "/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD}
     )
     assert password_login.status_code == 200
+
+
+async def test_pre_registered_email_is_not_linked(
+    browser: httpx.AsyncClient, github: FakeGitHub, db: Database
+) -> None:
+    """The attack: someone signs up with the victim's address and a password of theirs (never
+    proving the address); when the victim signs in with GitHub, which vouches for that address,
+    they must not land in (and so share) the attacker's account."""
+    attacker = await signup(browser, email="victim@corp.example", name="Not The Victim")
+    add_ada(
+        github,
+        login="victim",
+        name="Victim",
+        public_email="victim@corp.example",
+        emails=[verified("victim@corp.example")],
+    )
+    # Refused: the account with that email stays the attacker's alone, nothing is linked.
+    assert_refused(await login(browser, "code-ada"), "email_taken")
+    assert SESSION_COOKIE not in browser.cookies
+    assert await count(db, OAuthIdentity) == 0
+    assert await count(db, User) == 1
+    me = (await browser.get("/v1/me", headers=bearer(attacker["token"]))).json()
+    assert me["providers"] == []
+    async with db.sessionmaker() as session, transaction(session):
+        user = await session.scalar(select(User))
+        assert user is not None and user.email_verified_at is None
+
+
+async def test_github_account_makes_a_verified_account(
+    browser: httpx.AsyncClient, github: FakeGitHub, db: Database
+) -> None:
+    add_ada(github)
+    await signed_in(browser, await login(browser, "code-ada"))
+    async with db.sessionmaker() as session, transaction(session):
+        user = await session.scalar(select(User))
+        assert user is not None and user.email_verified_at is not None
 
 
 async def test_deleted_account_with_the_email_is_not_linked(
@@ -354,7 +233,7 @@ async def test_private_email_is_read_from_user_emails(
             verified("unverified@example.com", primary=False, ok=False),
         ],
     )
-    params = landing(await login(browser, "code-ada"))
+    params = await signed_in(browser, await login(browser, "code-ada"))
     assert params["email"] == "private@example.com"
     me = (await browser.get("/v1/me", headers=bearer(params["token"]))).json()
     # No display name on GitHub: the login stands in.
@@ -490,7 +369,7 @@ async def test_configured_urls_are_used(
             "/v1/auth/oauth/github/callback",
             params={"code": "code-ada", "state": location.params["state"]},
         )
-        params = landing(resp, prefix="https://wrenn.test/app")
+        params = await signed_in(c, resp, prefix="https://wrenn.test/app")
         assert params["email"] == "ada@example.com"
         assert github.token_requests[0]["redirect_uri"] == expected_uri
 
@@ -517,7 +396,7 @@ async def test_connect_links_the_provider_to_the_signed_in_account(
     # A GitHub account whose email differs from the account's: connecting links it anyway.
     add_ada(github)
     state = await connect(browser, me_before["token"])
-    params = landing(await callback(browser, "code-ada", state))
+    params = await signed_in(browser, await callback(browser, "code-ada", state))
     assert params["user_id"] == me_before["user_id"]
     assert params["email"] == "someone@example.com"
     assert LINK_COOKIE not in browser.cookies
@@ -525,7 +404,7 @@ async def test_connect_links_the_provider_to_the_signed_in_account(
     assert me["providers"] == ["github"]
     assert await count(db, User) == 1
     # Logging in with GitHub now lands in the same account.
-    again = landing(await login(browser, "code-ada"))
+    again = await signed_in(browser, await login(browser, "code-ada"))
     assert again["user_id"] == me_before["user_id"]
 
 
@@ -533,7 +412,7 @@ async def test_connect_refuses_a_provider_account_linked_elsewhere(
     browser: httpx.AsyncClient, github: FakeGitHub, db: Database
 ) -> None:
     add_ada(github)
-    owner = landing(await login(browser, "code-ada"))
+    owner = await signed_in(browser, await login(browser, "code-ada"))
     other = await signup(browser, email="other@example.com")
     state = await connect(browser, other["token"])
     assert_refused(await callback(browser, "code-ada", state), "access_denied")
@@ -562,7 +441,7 @@ async def test_login_after_an_abandoned_connect_is_a_login(
     await connect(browser, someone["token"])
     assert LINK_COOKIE in browser.cookies
     add_ada(github)
-    params = landing(await login(browser, "code-ada"))
+    params = await signed_in(browser, await login(browser, "code-ada"))
     assert params["user_id"] != someone["user_id"]
     assert params["email"] == "ada@example.com"
     assert await count(db, User) == 2
@@ -580,13 +459,15 @@ async def test_connect_needs_a_session_and_a_configured_provider(
 async def test_disconnect_provider(browser: httpx.AsyncClient, github: FakeGitHub) -> None:
     # OAuth-only account: GitHub is its only way in.
     add_ada(github)
-    oauth_only = landing(await login(browser, "code-ada"))
+    oauth_only = await signed_in(browser, await login(browser, "code-ada"))
     resp = await browser.delete("/v1/me/providers/github", headers=bearer(oauth_only["token"]))
     assert_error(resp, 400, "invalid_request")
     # A password account with GitHub linked may drop it, once.
     add_ada(github, "code-bob", github_id=7, login="bob", emails=[verified("bob@example.com")])
     bob = await signup(browser, email="bob@example.com")
-    landing(await login(browser, "code-bob"))
+    await signed_in(
+        browser, await callback(browser, "code-bob", await connect(browser, bob["token"]))
+    )
     resp = await browser.delete("/v1/me/providers/github", headers=bearer(bob["token"]))
     assert resp.status_code == 204, resp.text
     me = (await browser.get("/v1/me", headers=bearer(bob["token"]))).json()

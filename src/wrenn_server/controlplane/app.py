@@ -38,6 +38,7 @@ from .security import TokenCodec
 from .services import quotas, stats
 from .services.bootstrap import bootstrap_single_box
 from .services.capsules import Hosts
+from .services.throttle import purger as login_throttle_purger
 from .settings import Settings
 
 API_TITLE = "Wrenn API"
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         background = {
             "reconciler": (settings.reconcile_interval_sec, reconciler.run_once),
             "stats-sampler": (settings.stats_sample_interval_sec, sampler),
+            "login-throttle-purge": (300.0, login_throttle_purger(database.sessionmaker)),
         }
         await builds.workers.start()
         try:

@@ -60,6 +60,14 @@ class HostHasCapsules(Conflict):
     """A host still runs capsules; `details["sandbox_ids"]` lists them."""
 
 
+class TooManyRequests(DomainError):
+    """The caller must wait `retry_after` seconds (sign-in throttling): the contract's 429."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(DomainError):
     """A dependency (database, host) is temporarily unavailable; retrying may succeed."""
 

@@ -58,8 +58,20 @@ HOST_TOKEN = IdKind("htok-", "host token")
 REFRESH_TOKEN = IdKind("hrt-", "refresh token")
 AUDIT_LOG = IdKind("log-", "audit log entry")
 BUILD = IdKind("bld-", "build")
+INVITATION = IdKind("inv-", "invitation")
 
-ALL_KINDS = (SANDBOX, USER, TEAM, API_KEY, HOST, HOST_TOKEN, REFRESH_TOKEN, AUDIT_LOG, BUILD)
+ALL_KINDS = (
+    SANDBOX,
+    USER,
+    TEAM,
+    API_KEY,
+    HOST,
+    HOST_TOKEN,
+    REFRESH_TOKEN,
+    AUDIT_LOG,
+    BUILD,
+    INVITATION,
+)
 
 
 def new_id() -> uuid.UUID:

@@ -1,9 +1,13 @@
 """Credentials, without IO: password hashes, user JWTs and API keys.
 
 - Passwords: argon2id (argon2-cffi's defaults), re-hashed on login when the parameters change.
-- User JWTs: HS256 with claims `sub` (user id), `team_id`, `role`, `is_admin`, `name`, `email`.
+- User JWTs: HS256 with claims `sub` (user id), `team_id`, `role`, `is_admin`, `name`, `email`
+  and `tv`, the user's token version when it was issued (a password change or reset, or a
+  deactivation, bumps the version in the database and so revokes every earlier token).
   Role, is_admin and name are hints for the UI only: every authorization decision re-reads the
   database (see `services/principals.py`).
+- One-time tokens (password reset links, invitations): 256 random bits, URL-safe; only their
+  SHA-256 is stored.
 - API keys: `wrn_` + 64 hex digits (256 random bits). High entropy, so a plain SHA-256 is the right
   stored form (a slow hash buys nothing and would need a scan to look keys up); the first 12
   characters are kept as a visible prefix. Host registration and refresh tokens are made and
@@ -72,6 +76,8 @@ class UserClaims:
     is_admin: bool
     name: str
     email: str
+    # Tokens issued before this version existed carry none: they are version 0.
+    token_version: int = 0
 
 
 class TokenCodec:
@@ -91,6 +97,7 @@ class TokenCodec:
             "is_admin": claims.is_admin,
             "name": claims.name,
             "email": claims.email,
+            "tv": claims.token_version,
             "iat": now,
             "exp": now + self.lifetime,
         }
@@ -124,8 +131,9 @@ class TokenCodec:
                 is_admin=bool(payload.get("is_admin", False)),
                 name=str(payload.get("name", "")),
                 email=str(payload.get("email", "")),
+                token_version=int(payload.get("tv", 0)),
             )
-        except (InvalidID, KeyError):
+        except (InvalidID, KeyError, TypeError, ValueError):
             raise Unauthorized("invalid token") from None
 
     def issue_host(
@@ -173,6 +181,12 @@ def generate_credential(prefix: str = API_KEY_PREFIX) -> NewCredential:
 
 def hash_credential(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def new_one_time_token() -> tuple[str, str]:
+    """(plaintext, SHA-256) of a new one-time token for a mailed link."""
+    plaintext = secrets.token_urlsafe(32)
+    return plaintext, hash_credential(plaintext)
 
 
 def looks_like_api_key(value: str) -> bool:

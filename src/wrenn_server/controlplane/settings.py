@@ -12,8 +12,9 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import InsecureConfiguration
@@ -223,6 +224,75 @@ class Settings(BaseSettings):
         description="Timeout of each request to the OAuth provider (token exchange, profile), "
         "seconds.",
     )
+
+    # Accounts: who may sign up, sign-in throttling, and mail (password reset, invitations).
+    signup: Literal["open", "invite", "closed"] = Field(
+        default="closed",
+        description="Who may create an account: 'open' (anyone, also through OAuth), 'invite' "
+        "(only with an invitation a platform admin made for that email) or 'closed' (only "
+        "platform admins add accounts: POST /v1/admin/users, wrenn admin create-user).",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Public base URL of the dashboard (scheme://host[:port]), used in the links "
+        "sent by mail. Required with SMTP: links are never built from a request's Host header.",
+    )
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server for password reset and invitation mails. Unset: no mail is "
+        "sent and password reset by mail is not offered.",
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="Port of the SMTP server.")
+    smtp_username: str | None = Field(
+        default=None, description="SMTP login; unset: no authentication."
+    )
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_from: str | None = Field(
+        default=None, description="Sender address of the mails (required with SMTP)."
+    )
+    smtp_tls: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="'starttls' (upgrade a plain connection, refused if the server cannot), "
+        "'tls' (TLS from the start, usually port 465) or 'none' (plain text: a local relay only).",
+    )
+    smtp_timeout_sec: float = Field(
+        default=15.0, gt=0, description="Timeout of each SMTP operation, seconds."
+    )
+    password_reset_ttl_sec: int = Field(
+        default=900, ge=60, description="How long a password reset link stays valid, seconds."
+    )
+    invitation_ttl_sec: int = Field(
+        default=7 * 24 * 3600, ge=60, description="How long an invitation stays valid, seconds."
+    )
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed sign-ins for one account (from anywhere) before it is throttled: "
+        "each further failure doubles the wait, from login_lockout_first_sec up to "
+        "login_lockout_max_sec.",
+    )
+    login_max_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        description="Failed sign-ins from one client address (for any accounts) before that "
+        "address is throttled the same way.",
+    )
+    login_lockout_first_sec: float = Field(
+        default=1.0, gt=0, description="The first wait a run of failed sign-ins imposes, seconds."
+    )
+    login_lockout_max_sec: int = Field(
+        default=900,
+        ge=1,
+        description="Longest wait a run of failed sign-ins imposes, seconds; counts are "
+        "forgotten after an hour without failures, and a successful sign-in clears the "
+        "account's.",
+    )
+
+    @model_validator(mode="after")
+    def _mail_settings(self) -> Self:
+        if self.smtp_host and not (self.smtp_from and self.public_url):
+            raise ValueError("WRENN_SMTP_HOST needs WRENN_SMTP_FROM and WRENN_PUBLIC_URL too")
+        return self
 
     @property
     def effective_database_url(self) -> str:

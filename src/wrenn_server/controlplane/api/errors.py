@@ -35,6 +35,7 @@ ERROR_TABLE: dict[type[errors.DomainError], tuple[int, str]] = {
     errors.HostHasCapsules: (409, "host_has_sandboxes"),
     errors.Conflict: (409, "conflict"),
     errors.InsufficientCapacity: (503, "insufficient_capacity"),
+    errors.TooManyRequests: (429, "rate_limited"),
     errors.ServiceUnavailable: (503, "service_unavailable"),
     errors.HostAgentError: (502, "host_error"),
     errors.TooLarge: (413, "file_too_large"),
@@ -72,6 +73,8 @@ async def _domain(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.DomainError)
     status, code = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, errors.TooManyRequests):
+        headers = {"Retry-After": str(exc.retry_after)}
     return error_response(status, code, exc.message, headers, **exc.details)
 
 

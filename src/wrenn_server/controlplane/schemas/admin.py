@@ -51,6 +51,10 @@ class AdminUser(BaseModel):
     email: str
     is_admin: bool
     is_active: bool
+    email_verified: bool = Field(
+        description="Whether the user proved they receive mail at the address (a mailed link "
+        "used, an OAuth provider vouching for it, or an admin adding or inviting them)."
+    )
     created_at: dt.datetime
 
     @classmethod
@@ -61,5 +65,6 @@ class AdminUser(BaseModel):
             email=user.email,
             is_admin=user.is_admin,
             is_active=user.is_active,
+            email_verified=user.email_verified_at is not None,
             created_at=user.created_at,
         )

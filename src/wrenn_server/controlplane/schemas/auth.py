@@ -37,10 +37,20 @@ Email = Annotated[str, AfterValidator(_valid_email)]
 DisplayName = Annotated[str, Field(max_length=100), AfterValidator(_display_name)]
 
 
+Password = Annotated[str, Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)]
+# A one-time token from a mailed link (43 URL-safe characters); the cap only bounds the input.
+OneTimeToken = Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class SignupRequest(BaseModel):
     email: Email
-    password: str = Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)
+    password: Password
     name: DisplayName
+    invitation: OneTimeToken | None = Field(
+        default=None,
+        description="An invitation's token: required when signup is by invitation (it must "
+        "have been made for this email); with open signup it marks the email verified.",
+    )
 
 
 class LoginRequest(BaseModel):
@@ -77,6 +87,38 @@ class MeResponse(BaseModel):
     team_id: str
     role: str | None = Field(description="Role in the current team, from the database.")
     is_admin: bool
+
+
+class ChangePasswordRequest(BaseModel):
+    current_password: str | None = Field(
+        default=None,
+        max_length=PASSWORD_MAX_LENGTH,
+        description="Required when the account has a password.",
+    )
+    new_password: Password
+    confirm_password: str | None = Field(
+        default=None,
+        max_length=PASSWORD_MAX_LENGTH,
+        description="Required when an OAuth-only account adds a password (must match "
+        "new_password).",
+    )
+
+
+class PasswordResetRequest(BaseModel):
+    # Not format-checked: a malformed address simply has no account (and the answer is the same).
+    email: str = Field(max_length=320)
+
+
+class PasswordResetConfirm(BaseModel):
+    token: OneTimeToken
+    new_password: Password
+
+
+class AuthOptionsResponse(BaseModel):
+    signup: str = Field(description="Who may sign up: 'open', 'invite' or 'closed'.")
+    password_reset: bool = Field(
+        description="Whether password reset by mail is available (an SMTP server is configured)."
+    )
 
 
 class ConnectProviderResponse(BaseModel):

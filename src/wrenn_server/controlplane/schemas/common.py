@@ -26,6 +26,7 @@ _DESCRIPTIONS = {
     403: "Not allowed",
     404: "Not found",
     409: "Conflict with the current state",
+    429: "Too many attempts: wait the Retry-After seconds",
     503: "Temporarily unavailable",
 }
 

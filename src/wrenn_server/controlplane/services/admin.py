@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
 from ..db.models import Sandbox, Team, TeamMember, Template, User
-from ..errors import NotFound
-from . import audit
+from ..errors import BadRequest, NotFound
+from . import accounts, audit
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +82,65 @@ async def list_users(session: AsyncSession) -> list[User]:
     """Every account that is not deleted, oldest first."""
     query = select(User).where(User.deleted_at.is_(None)).order_by(User.created_at, User.email)
     return list(await session.scalars(query))
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    actor: audit.Actor,
+    email: str,
+    name: str,
+    password: str,
+    is_admin: bool,
+) -> User:
+    """An active account with its default team, its email counted as verified (the admin
+    vouches for it); `Conflict` if the email is taken. Audited with scope `admin`."""
+    user, _team = await accounts.create_account(
+        session, email=email, password=password, name=name, is_admin=is_admin, verified=True
+    )
+    await audit.record(
+        session,
+        actor=actor,
+        team_id=None,
+        resource_type="user",
+        resource_id=ids.USER.format(user.id),
+        action="create",
+        scope="admin",
+        metadata={"email": email, "is_admin": is_admin},
+    )
+    return user
+
+
+async def set_user_active(
+    session: AsyncSession,
+    *,
+    actor: audit.Actor,
+    actor_user_id: uuid.UUID,
+    user_id: uuid.UUID,
+    active: bool,
+) -> User:
+    """Deactivate or reactivate an account. A deactivated user cannot sign in, and their JWTs
+    (revoked for good: reactivation does not bring them back) and API keys stop working.
+    Admins cannot deactivate themselves (someone must be left to undo it)."""
+    user = await session.get(User, user_id, with_for_update=True)
+    if user is None or user.deleted_at is not None:
+        raise NotFound("user not found")
+    if user.id == actor_user_id and not active:
+        raise BadRequest("you cannot deactivate your own account")
+    previous = user.is_active
+    if previous != active:
+        user.is_active = active
+        if not active:
+            user.token_version += 1
+        await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        team_id=None,
+        resource_type="user",
+        resource_id=ids.USER.format(user.id),
+        action="activate" if active else "deactivate",
+        scope="admin",
+        metadata={"email": user.email, "previous": previous},
+    )
+    return user

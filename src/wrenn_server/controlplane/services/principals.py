@@ -1,8 +1,13 @@
 """Who is calling: a user (JWT) or a team's API key, re-checked against the database.
 
-A JWT's role and is_admin are hints; here the user must still exist and be active, the token's
-team must still exist and the user must still be a member, and role/is_admin are read fresh.
-An API key must exist, be unrevoked, and belong to a team that is not deleted.
+A JWT's role and is_admin are hints; here the user must still exist and be active, the token
+must carry the user's current token version (a password change or reset, or a deactivation,
+revokes older tokens), the token's team must still exist and the user must still be a member,
+and role/is_admin are read fresh.
+An API key must exist, be unrevoked, belong to a team that is not deleted, and its creator must
+still be an active member of that team: a key acts for its team only as long as the person who
+made it could (removing a member also revokes their keys; a deactivated user's keys rest until
+the user is reactivated).
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ async def principal_from_token(
     user = await session.get(User, claims.user_id)
     if user is None or not user.is_active or user.deleted_at is not None:
         raise Unauthorized("account not found or inactive")
+    if claims.token_version != user.token_version:
+        raise Unauthorized("token revoked (password changed or account deactivated): sign in again")
     role: str | None = None
     if claims.team_id is not None:
         role = await session.scalar(
@@ -96,10 +103,17 @@ async def principal_from_api_key(session: AsyncSession, *, key: str) -> Principa
         await session.execute(
             select(APIKey)
             .join(Team, Team.id == APIKey.team_id)
+            .join(
+                TeamMember,
+                (TeamMember.team_id == APIKey.team_id) & (TeamMember.user_id == APIKey.created_by),
+            )
+            .join(User, User.id == APIKey.created_by)
             .where(
                 APIKey.key_hash == hash_credential(key),
                 APIKey.revoked_at.is_(None),
                 Team.deleted_at.is_(None),
+                User.is_active,
+                User.deleted_at.is_(None),
             )
         )
     ).scalar_one_or_none()

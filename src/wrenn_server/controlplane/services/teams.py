@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
-from ..db.models import Sandbox, Team, TeamMember, User
+from ..db.models import APIKey, Sandbox, Team, TeamMember, User
 from ..db.session import Database, transaction
 from ..errors import BadRequest, Forbidden, NotFound
 from . import audit, capsules
@@ -219,6 +219,11 @@ async def _member(session: AsyncSession, team_id: uuid.UUID, user_id: uuid.UUID)
     return member
 
 
+# One answer for every email that cannot be added (none, deactivated, deleted): a team admin
+# learns nothing about other people's accounts from a refusal.
+CANNOT_ADD = "cannot add this email: it must belong to an active account"
+
+
 async def add_member(
     session: AsyncSession, *, principal: Principal, team_id: uuid.UUID, email: str
 ) -> MemberView:
@@ -228,7 +233,7 @@ async def add_member(
         select(User).where(User.email == email, User.deleted_at.is_(None), User.is_active)
     )
     if user is None:
-        raise NotFound("no account with that email")
+        raise NotFound(CANNOT_ADD)
     if await session.get(TeamMember, (team_id, user.id)) is not None:
         raise BadRequest("user is already a member of this team")
     member = TeamMember(team_id=team_id, user_id=user.id, role="member", is_default=False)
@@ -257,6 +262,7 @@ async def remove_member(
     await session.delete(target)
     await session.flush()
     await _record_member(session, principal, team_id, user, "remove", {"role": target.role})
+    await _revoke_member_keys(session, principal, team_id, user_id, "member_removed")
 
 
 async def update_member_role(
@@ -290,6 +296,40 @@ async def leave_team(session: AsyncSession, *, principal: Principal, team_id: uu
     await session.delete(target)
     await session.flush()
     await _record_member(session, principal, team_id, user, "leave", {"role": role})
+    await _revoke_member_keys(session, principal, team_id, user_id, "member_left")
+
+
+async def _revoke_member_keys(
+    session: AsyncSession,
+    principal: Principal,
+    team_id: uuid.UUID,
+    user_id: uuid.UUID,
+    reason: str,
+) -> None:
+    """Revoke the team's API keys that `user_id` made: someone who left a team keeps no way to
+    act for it. (`principals` refuses such keys anyway; revoking them also shows it.)"""
+    keys = (
+        await session.scalars(
+            select(APIKey).where(
+                APIKey.team_id == team_id,
+                APIKey.created_by == user_id,
+                APIKey.revoked_at.is_(None),
+            )
+        )
+    ).all()
+    now = dt.datetime.now(dt.UTC)
+    for key in keys:
+        key.revoked_at = now
+        await audit.record(
+            session,
+            actor=principal.actor,
+            team_id=team_id,
+            resource_type="api_key",
+            resource_id=ids.API_KEY.format(key.id),
+            action="revoke",
+            metadata={"name": key.name, "key_prefix": key.key_prefix, "reason": reason},
+        )
+    await session.flush()
 
 
 async def _record_member(

@@ -2,6 +2,7 @@
 
 from . import (
     admin,
+    admin_accounts,
     api_keys,
     audit,
     auth,
@@ -13,6 +14,7 @@ from . import (
     hosts,
     me,
     oauth,
+    passwords,
     snapshots,
     system,
     teams,
@@ -25,6 +27,7 @@ ROUTERS = [
     oauth.router,
     oauth.me_router,
     me.router,
+    passwords.router,
     api_keys.router,
     teams.router,
     users.router,
@@ -38,5 +41,6 @@ ROUTERS = [
     snapshots.router,
     hosts.router,
     admin.router,
+    admin_accounts.router,
     builds.router,
 ]

@@ -1,12 +1,15 @@
-"""`/v1/auth`: signup and login with email and password, and switching the active team."""
+"""`/v1/auth`: signup and login with email and password, switching the active team, and what
+the sign-in pages need to know (`/v1/auth/options`)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from ... import ids
 from ...db.session import transaction
+from ...mail import Mailer
 from ...schemas.auth import (
+    AuthOptionsResponse,
     AuthResponse,
     LoginRequest,
     SignupRequest,
@@ -15,13 +18,14 @@ from ...schemas.auth import (
 )
 from ...schemas.common import error_responses
 from ...schemas.teams import SwitchTeamRequest
-from ...services import accounts
-from ..deps import CodecDep, CurrentUser, SessionDep
+from ...services import accounts, throttle
+from ...settings import Settings
+from ..deps import CodecDep, CurrentUser, DatabaseDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 
-def _auth_fields(signed_in: accounts.SignedIn) -> dict[str, str]:
+def auth_fields(signed_in: accounts.SignedIn) -> dict[str, str]:
     return {
         "token": signed_in.token,
         "user_id": ids.USER.format(signed_in.user.id),
@@ -31,33 +35,79 @@ def _auth_fields(signed_in: accounts.SignedIn) -> dict[str, str]:
     }
 
 
+def login_limits(settings: Settings) -> throttle.Limits:
+    return throttle.Limits(
+        account_threshold=settings.login_max_failures,
+        address_threshold=settings.login_max_failures_per_address,
+        max_lock_sec=settings.login_lockout_max_sec,
+        first_lock_sec=settings.login_lockout_first_sec,
+    )
+
+
+def client_address(request: Request) -> str | None:
+    # The peer as uvicorn reports it: behind a reverse proxy on this machine, the
+    # X-Forwarded-For address it trusts (uvicorn's forwarded_allow_ips).
+    return request.client.host if request.client else None
+
+
+@router.get(
+    "/options",
+    operation_id="authOptions",
+    summary="What the sign-in pages may offer: the signup mode and password reset by mail",
+)
+async def options(settings: SettingsDep) -> AuthOptionsResponse:
+    return AuthOptionsResponse(
+        signup=settings.signup, password_reset=Mailer.from_settings(settings) is not None
+    )
+
+
 @router.post(
     "/signup",
     operation_id="signup",
     status_code=status.HTTP_201_CREATED,
-    summary="Create an account (active at once) and its default team",
-    responses=error_responses(400, 409),
+    summary="Create an account (active at once) and its default team; by invitation or closed "
+    "as the installation's signup setting says",
+    responses=error_responses(400, 403, 409),
 )
-async def signup(body: SignupRequest, session: SessionDep, codec: CodecDep) -> SignupResponse:
+async def signup(
+    body: SignupRequest, session: SessionDep, codec: CodecDep, settings: SettingsDep
+) -> SignupResponse:
     async with transaction(session, write=True):
         signed_in = await accounts.signup(
-            session, codec=codec, email=body.email, password=body.password, name=body.name
+            session,
+            codec=codec,
+            mode=settings.signup,
+            email=body.email,
+            password=body.password,
+            name=body.name,
+            invitation=body.invitation,
         )
-    return SignupResponse(message="Account created and activated.", **_auth_fields(signed_in))
+    return SignupResponse(message="Account created and activated.", **auth_fields(signed_in))
 
 
 @router.post(
     "/login",
     operation_id="login",
-    summary="Log in with email and password",
-    responses=error_responses(400, 401),
+    summary="Log in with email and password (throttled per account and per client address: "
+    "429 with Retry-After)",
+    responses=error_responses(400, 401, 429),
 )
-async def login(body: LoginRequest, session: SessionDep, codec: CodecDep) -> AuthResponse:
-    async with transaction(session):
-        signed_in = await accounts.login(
-            session, codec=codec, email=normalize_email(body.email), password=body.password
-        )
-    return AuthResponse(**_auth_fields(signed_in))
+async def login(
+    body: LoginRequest,
+    request: Request,
+    db: DatabaseDep,
+    codec: CodecDep,
+    settings: SettingsDep,
+) -> AuthResponse:
+    signed_in = await accounts.login(
+        db,
+        codec=codec,
+        limits=login_limits(settings),
+        email=normalize_email(body.email),
+        password=body.password,
+        address=client_address(request),
+    )
+    return AuthResponse(**auth_fields(signed_in))
 
 
 @router.post(
@@ -74,4 +124,4 @@ async def switch_team(
         signed_in = await accounts.switch_team(
             session, codec=codec, principal=principal, team_id=team_id
         )
-    return AuthResponse(**_auth_fields(signed_in))
+    return AuthResponse(**auth_fields(signed_in))

@@ -2,9 +2,16 @@
 
 The start route sets a short-lived state cookie and redirects to the provider; the callback
 checks the state against the cookie, reads the profile from the provider, signs the user in and
-redirects the browser to the dashboard's `/auth/{provider}/callback` with the token, or with
+redirects the browser to the dashboard's `/auth/{provider}/callback`, or to the same page with
 `?error=<code>` (access_denied, invalid_state, missing_code, exchange_failed, email_taken,
-internal_error). An unconfigured provider is a 404 on both routes.
+signup_disabled, internal_error). An unconfigured provider is a 404 on these routes.
+
+The session never travels in a URL: the callback's redirect sets it in a cookie that only
+`POST /v1/auth/oauth/{provider}/session` receives (HttpOnly, SameSite=Lax, that path only, a
+minute), and the dashboard's callback page reads it from there once (the answer clears it). A
+link to the callback page cannot sign a browser in to someone else's account (login CSRF): the
+page takes nothing from its address but an error code, and another site can neither set that
+cookie nor make the browser send it (Lax: no cross-site POST carries it).
 
 `/v1/me/providers/{provider}`: a signed-in user connects a provider (the same flow, with a link
 cookie naming the user; the callback then links instead of logging in) or disconnects one.
@@ -21,9 +28,9 @@ from fastapi.responses import RedirectResponse
 from ... import ids
 from ...db.session import transaction
 from ...errors import Conflict, InvalidID, NotFound, Unauthorized
-from ...schemas.auth import ConnectProviderResponse, OAuthProvidersResponse
+from ...schemas.auth import AuthResponse, ConnectProviderResponse, OAuthProvidersResponse
 from ...schemas.common import error_responses
-from ...services import accounts, oauth
+from ...services import accounts, oauth, principals
 from ...settings import Settings
 from ..deps import CodecDep, CurrentUser, SessionDep, SettingsDep
 
@@ -34,8 +41,15 @@ me_router = APIRouter(prefix="/v1/me/providers", tags=["account"])
 
 STATE_COOKIE = "wrenn_oauth_state"
 LINK_COOKIE = "wrenn_oauth_link"
+SESSION_COOKIE = "wrenn_oauth_session"
 _COOKIE_PATH = "/v1/auth/oauth"
+# Long enough for the callback page to load and ask; the page asks at once.
+SESSION_COOKIE_TTL_SEC = 60
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def session_cookie_path(provider: str) -> str:
+    return f"{_COOKIE_PATH}/{provider}/session"
 
 
 def _config(settings: Settings, provider: str) -> oauth.ProviderConfig:
@@ -58,12 +72,28 @@ def _secure_cookie(settings: Settings, request: Request) -> bool:
 def _frontend_redirect(
     settings: Settings, provider: str, params: dict[str, str]
 ) -> RedirectResponse:
-    target = f"{settings.oauth_redirect_url.rstrip('/')}/auth/{provider}/callback?"
-    response = RedirectResponse(
-        target + urlencode(params), status_code=status.HTTP_302_FOUND, headers=_NO_STORE
-    )
+    target = f"{settings.oauth_redirect_url.rstrip('/')}/auth/{provider}/callback"
+    if params:
+        target += "?" + urlencode(params)
+    response = RedirectResponse(target, status_code=status.HTTP_302_FOUND, headers=_NO_STORE)
     response.delete_cookie(STATE_COOKIE, path=_COOKIE_PATH)
     response.delete_cookie(LINK_COOKIE, path=_COOKIE_PATH)
+    return response
+
+
+def _signed_in_redirect(
+    settings: Settings, request: Request, provider: str, token: str
+) -> RedirectResponse:
+    response = _frontend_redirect(settings, provider, {})
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_COOKIE_TTL_SEC,
+        path=session_cookie_path(provider),
+        httponly=True,
+        samesite="lax",
+        secure=_secure_cookie(settings, request),
+    )
     return response
 
 
@@ -136,7 +166,12 @@ async def oauth_redirect(
     summary="OAuth callback",
     status_code=status.HTTP_302_FOUND,
     response_class=RedirectResponse,
-    responses={302: {"description": "Redirect to frontend with token or error"}},
+    responses={
+        302: {
+            "description": "Redirect to the dashboard's callback page: signed in (the session "
+            "waits in a cookie for POST .../session) or with ?error=<code>"
+        }
+    },
 )
 async def oauth_callback(
     provider: str,
@@ -179,7 +214,9 @@ async def oauth_callback(
     try:
         async with transaction(session, write=True):
             if link_user is None:
-                signed_in = await accounts.oauth_login(session, codec=codec, profile=profile)
+                signed_in = await accounts.oauth_login(
+                    session, codec=codec, mode=settings.signup, profile=profile
+                )
             else:
                 signed_in = await accounts.oauth_link(
                     session, codec=codec, user_id=link_user, profile=profile
@@ -188,20 +225,46 @@ async def oauth_callback(
         # Linking: the provider's account belongs to someone else (or this one has another).
         refusal = "email_taken" if link_user is None else "access_denied"
         return _frontend_redirect(settings, provider, {"error": refusal})
+    except accounts.SignupDisabled:
+        return _frontend_redirect(settings, provider, {"error": "signup_disabled"})
     except Unauthorized:
         return _frontend_redirect(settings, provider, {"error": "access_denied"})
     except Exception:
         log.exception("oauth %s login failed", provider)
         return _frontend_redirect(settings, provider, {"error": "internal_error"})
-    return _frontend_redirect(
-        settings,
-        provider,
-        {
-            "token": signed_in.token,
-            "user_id": ids.USER.format(signed_in.user.id),
-            "team_id": ids.TEAM.format(signed_in.team_id) if signed_in.team_id else "",
-            "email": signed_in.user.email,
-        },
+    return _signed_in_redirect(settings, request, provider, signed_in.token)
+
+
+@router.post(
+    "/{provider}/session",
+    operation_id="oauthSession",
+    summary="The session an OAuth sign-in left in this browser's cookie, handed over once",
+    responses=error_responses(401, 404),
+)
+async def oauth_session(
+    provider: str,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    session: SessionDep,
+    codec: CodecDep,
+) -> AuthResponse:
+    _config(settings, provider)
+    token = request.cookies.get(SESSION_COOKIE)
+    response.headers.update(_NO_STORE)
+    response.delete_cookie(SESSION_COOKIE, path=session_cookie_path(provider))
+    if not token:
+        raise Unauthorized("no sign-in to complete in this browser: sign in again")
+    # The token is checked like any other (it may have been revoked in the meantime).
+    async with transaction(session):
+        principal = await principals.principal_from_token(session, codec=codec, token=token)
+        found = await accounts.profile(session, principal=principal)
+    return AuthResponse(
+        token=token,
+        user_id=ids.USER.format(found.user.id),
+        team_id=ids.TEAM.format(principal.team_id) if principal.team_id else "",
+        email=found.user.email,
+        name=found.user.name,
     )
 
 

@@ -1,4 +1,5 @@
-"""`/v1/users`: site-wide user lookup (user sessions only)."""
+"""`/v1/users`: user lookup (user sessions only; people who share a team with the caller, or
+anyone for a platform admin)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
 @router.get(
     "/search",
     operation_id="searchUsers",
-    summary="Search users by email prefix (must contain '@'; at most 10 results)",
+    summary="Search the users who share a team with the caller (platform admins: all users) by "
+    "email prefix (must contain '@'; at most 10 results)",
     responses=error_responses(400, 401),
 )
 async def search_users(
@@ -28,5 +30,7 @@ async def search_users(
     session: SessionDep,
 ) -> list[UserSearchResult]:
     async with transaction(session):
-        found = await users.search_by_email_prefix(session, prefix=email)
+        found = await users.search_by_email_prefix(
+            session, prefix=email, user_id=principal.require_user(), is_admin=principal.is_admin
+        )
     return [UserSearchResult(user_id=ids.USER.format(u.id), email=u.email) for u in found]

@@ -1,7 +1,17 @@
 """Every ORM model, imported here so `Base.metadata` holds the whole schema."""
 
 from ..types import Base
-from .accounts import ROLES, APIKey, OAuthIdentity, Team, TeamMember, User
+from .accounts import (
+    ROLES,
+    APIKey,
+    Invitation,
+    LoginThrottle,
+    OAuthIdentity,
+    Team,
+    TeamMember,
+    User,
+    UserToken,
+)
 from .audit import AuditLog
 from .capsules import (
     Sandbox,
@@ -24,7 +34,9 @@ __all__ = [
     "HostRefreshToken",
     "HostTag",
     "HostToken",
+    "Invitation",
     "Lease",
+    "LoginThrottle",
     "OAuthIdentity",
     "Sandbox",
     "SandboxMetric",
@@ -36,4 +48,5 @@ __all__ = [
     "TemplateBuild",
     "TemplateBuildArchive",
     "User",
+    "UserToken",
 ]

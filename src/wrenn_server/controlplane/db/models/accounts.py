@@ -1,4 +1,5 @@
-"""Accounts: users, their OAuth identities, teams, memberships and API keys."""
+"""Accounts: users, their OAuth identities, teams, memberships and API keys; invitations, mailed
+one-time tokens, and sign-in throttling counters."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Integer,
     String,
     UniqueConstraint,
     Uuid,
@@ -33,6 +35,13 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    # When the user proved they receive mail at `email` (a mailed link used, an OAuth provider
+    # vouching for it, or an admin creating or inviting the account); null: never. Only a
+    # verified account is linked to an OAuth login by its email.
+    email_verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Carried by every JWT issued to the user; bumping it (password change or reset,
+    # deactivation) makes every earlier JWT invalid.
+    token_version: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     created_at: Mapped[dt.datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )
@@ -115,3 +124,58 @@ class APIKey(Base):
     )
     last_used: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+TOKEN_PURPOSES = ("password_reset",)
+
+
+class UserToken(Base):
+    """A one-time token mailed to a user (password reset). Only its SHA-256 is stored; using it
+    sets `used_at`, so it works once."""
+
+    __tablename__ = "user_tokens"
+    __table_args__ = (CheckConstraint(enum_check("purpose", TOKEN_PURPOSES), name="purpose"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Invitation(Base):
+    """A platform admin's invitation for one email to sign up (needed when signup is 'invite').
+    Only the token's SHA-256 is stored; it is shown (and mailed) once."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now()
+    )
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins counted per key: an account (a hash of its email, known or not) or a
+    client address. In the database, so every control plane process sees the same counts."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    last_failure_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -325,6 +325,13 @@ async def test_capsule_dns_goes_through_the_forwarder_only(resolver_agent: Agent
         # ...although its neighbour, through the same route, is.
         res = await run(agent, sid, connect_script("192.0.6.54", 8080))
         assert res.stdout.startswith(b"OK") and b"neighbour" in res.stdout, res.stdout
+        # Resumed, the capsule has another gateway but the same resolv.conf: still resolves.
+        gateway = (await run(agent, sid, "ip route show default")).stdout
+        await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=sid))
+        await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sid))
+        assert (await run(agent, sid, "ip route show default")).stdout != gateway
+        res = await run(agent, sid, lookup)
+        assert res.stdout == b"192.0.3.77\n", (res.stdout, res.stderr)
     finally:
         await agent.destroy(sid)
 

@@ -241,6 +241,19 @@ async def test_broadcast_does_not_reach_the_host(agent: AgentClient, capsule: pb
         assert received == [b"host"], received
 
 
+async def test_capsule_veths_take_no_redirects_and_answer_arp_for_themselves_only(
+    capsule: pb.Sandbox,
+) -> None:
+    """Capsules cannot send raw packets (no CAP_NET_RAW) to try these; the host end of their
+    link refuses them anyway."""
+    veth = _meta(capsule.sandbox_id)["net"]["veth"]
+    conf = Path("/proc/sys/net/ipv4/conf") / veth
+    settings = {name: (conf / name).read_text() for name in ("rp_filter", "accept_redirects")}
+    settings["arp_ignore"] = (conf / "arp_ignore").read_text()
+    assert settings == {"rp_filter": "1\n", "accept_redirects": "0\n", "arp_ignore": "1\n"}
+    assert (Path("/proc/sys/net/ipv6/conf") / veth / "disable_ipv6").read_text() == "1\n"
+
+
 async def test_the_gateway_speaks_only_dns(agent: AgentClient, new_capsule: CapsuleFactory) -> None:
     a, b = await new_capsule(), await new_capsule()
     sid, own, other = a.sandbox_id, gateway_ip(a.sandbox_id), gateway_ip(b.sandbox_id)

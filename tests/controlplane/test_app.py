@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+
 import httpx
 import yaml
 
@@ -47,6 +51,29 @@ async def test_swagger_ui(client: httpx.AsyncClient) -> None:
     resp = await client.get("/docs")
     assert resp.status_code == 200
     assert "swagger-ui" in resp.text and "/openapi.json" in resp.text
+
+
+async def test_swagger_ui_is_served_from_this_origin(client: httpx.AsyncClient) -> None:
+    """/docs shares the dashboard's origin (and its token): nothing on the page comes from
+    elsewhere, and its policy lets only this origin's scripts (and its own inline one) run."""
+    page = await client.get("/docs")
+    references = re.findall(r'(?:src|href)="([^"]*)"', page.text)
+    assert len(references) >= 3
+    for url in references:
+        assert url.startswith("/") and not url.startswith("//"), url
+        asset = await client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 0, url
+    assert "https://" not in page.text and "http://" not in page.text
+    assert '"validatorUrl": null' in page.text  # no badge fetched from validator.swagger.io
+    policy = page.headers["content-security-policy"]
+    script_src = next(p for p in policy.split(";") if p.strip().startswith("script-src"))
+    assert "'unsafe-inline'" not in script_src and "'sha256-" in script_src
+    inline = re.findall(r"<script>(.*?)</script>", page.text, re.S)
+    assert len(inline) == 1
+    digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in script_src
+    redoc = await client.get("/redoc")  # not served (a built dashboard answers its shell)
+    assert redoc.status_code in (200, 404) and "redoc" not in redoc.text.lower()
 
 
 async def test_health(client: httpx.AsyncClient) -> None:

@@ -3,6 +3,8 @@ app's shell for every other page path, and the API's own JSON answers left alone
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -61,3 +63,28 @@ async def test_without_a_build_only_the_api_is_served(
     async with httpx.AsyncClient(transport=transport, base_url="http://wrenn.test") as client:
         resp = await client.get("/dashboard")
         assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
+
+
+SHELL_SCRIPT = "\n\t{\n\t\tconst element = document.currentScript.parentElement;\n\t}\n"
+
+
+async def test_the_shell_runs_no_inline_script_but_its_own(
+    settings: Settings, db: Database, tmp_path: Path
+) -> None:
+    """The policy lets this origin's scripts run and the shell's bootstrap script by its hash,
+    read from the built page: an injected inline script has no hash and does not run."""
+    build = tmp_path / "build"
+    build.mkdir()
+    shell = f"<html><head></head><body><div><script>{SHELL_SCRIPT}</script></div></body></html>"
+    (build / "200.html").write_text(shell)
+    app = create_app(settings.model_copy(update={"dashboard_dir": build}), db=db)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://wrenn.test") as client:
+        resp = await client.get("/capsules")
+    policy = dict(
+        part.strip().split(" ", 1) for part in resp.headers["content-security-policy"].split(";")
+    )
+    digest = base64.b64encode(hashlib.sha256(SHELL_SCRIPT.encode()).digest()).decode()
+    assert policy["script-src"].split() == ["'self'", f"'sha256-{digest}'"]
+    assert policy["default-src"] == "'self'" and policy["frame-ancestors"] == "'none'"
+    assert policy["style-src"] == "'self' 'unsafe-inline'"  # Svelte sets style attributes

@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from . import loops
-from .api import dashboard
+from .api import dashboard, docs
 from .api import errors as api_errors
 from .api.aliases import SandboxAliases
 from .api.body_limits import BodyLimits, default_rules
@@ -152,7 +152,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         description="Run untrusted code in isolated, disposable Linux capsules.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
-        docs_url="/docs",
+        docs_url=None,  # served by api/docs.py, from local files
         openapi_url="/openapi.json",
         redoc_url=None,
     )
@@ -169,6 +169,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.add_middleware(SandboxAliases)
     for router in ROUTERS:
         app.include_router(router)
+    docs.install(app, "/openapi.json")
     dashboard.install(app, settings.dashboard_dir or dashboard.DEFAULT_DIR)
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
     return app

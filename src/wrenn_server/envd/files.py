@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import grp
+import heapq
 import os
 import pwd
 import shutil
@@ -19,9 +20,10 @@ from .errors import ApiError, from_oserror
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import TracebackType
-    from typing import Dict, Iterable, List, Optional, Tuple, Type, Union
+    from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Type, Union
 
     Entry = Dict[str, Union[int, float, str, None]]
+    Listing = Dict[str, Union[List[Entry], bool, Optional[str]]]
 
 CHUNK = 64 * 1024
 DEFAULT_FILE_MODE = 0o644
@@ -200,32 +202,49 @@ def make_dirs(path: str, user: users.User) -> Entry:
     return stat_entry(path)
 
 
-def list_dir(path: str, depth: int) -> List[Entry]:
-    """Entries below `path`, `depth` levels deep, sorted by path; symlinks are not followed."""
-    names = _Names()
-    found: List[Tuple[str, Entry]] = []
+def list_dir(path: str, depth: int, limit: int, after: str = "") -> Listing:
+    """The first `limit` entries below `path` (`depth` levels deep) in path order, past the path
+    `after`; symlinks are not followed. `{"entries", "truncated", "next"}`: when more entries
+    follow, `truncated` is set and `next` is the `after` that lists them.
+
+    Only paths are held while walking, and only the `limit + 1` smallest of them: a directory
+    of a million entries costs the memory of `limit` paths, not of a million entries.
+    """
     with _OsErrors(path):
         if not os.path.isdir(path):
             os.lstat(path)  # missing: 404
             raise ApiError(400, "not a directory: %s" % path)
-        _walk(path, depth, found, names)
-    found.sort(key=lambda pair: pair[0])
-    return [entry for _path, entry in found]
+        first = heapq.nsmallest(limit + 1, _paths(path, depth, after))
+    truncated = len(first) > limit
+    del first[limit:]
+    names = _Names()
+    entries: List[Entry] = []
+    for found in first:
+        try:
+            entries.append(_entry(found, os.lstat(found), names))
+        except OSError:
+            continue  # removed while we were listing
+    return {"entries": entries, "truncated": truncated, "next": first[-1] if truncated else None}
 
 
-def _walk(directory: str, depth: int, found: List[Tuple[str, Entry]], names: _Names) -> None:
+def _paths(directory: str, depth: int, after: str) -> Iterator[str]:
     with os.scandir(directory) as items:
         for item in items:
-            try:
-                st = item.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # removed while we were listing
-            found.append((item.path, _entry(item.path, st, names)))
-            if depth > 1 and stat.S_ISDIR(st.st_mode):
+            path = item.path
+            if path > after:
+                yield path
+            if depth > 1 and _may_hold_after(path, after):
                 try:
-                    _walk(item.path, depth - 1, found, names)
+                    if item.is_dir(follow_symlinks=False):
+                        yield from _paths(path, depth - 1, after)
                 except OSError:
                     pass  # unreadable or vanished subdirectory: list the rest
+
+
+def _may_hold_after(directory: str, after: str) -> bool:
+    """False when every path below `directory` sorts before `after` (a later page)."""
+    prefix = directory + "/"
+    return not after or prefix >= after or after.startswith(prefix)
 
 
 def move(source: str, destination: str, user: users.User) -> Entry:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 STREAM_IDLE_CHECK = 2.0  # seconds between checks that an idle stream's client is still there
 PTY_TERM = "xterm-256color"
+MAX_OUTPUT = 1 << 30  # the largest max_output a caller may ask for
+LIST_LIMIT = 10000  # entries of one directory listing, by default and at most
 
 
 # -- body fields ----------------------------------------------------------------------------
@@ -137,6 +139,9 @@ def start_process(h: Handler) -> None:
         raise bad("stdin must be a boolean")
     pty = _pty_size(body.get("pty"))
     tag = _str(body, "tag")
+    max_output = None
+    if body.get("max_output") is not None:
+        max_output = _int(body, "max_output", 0, MAX_OUTPUT)
     cwd = _cwd(_str(body, "cwd"), user)
     env = users.environment(user)
     if pty is not None:
@@ -144,7 +149,7 @@ def start_process(h: Handler) -> None:
     env.update(state.env)
     env.update(extra_env or {})
     proc = h.envd.table.spawn(Spec(cmd, args, env, cwd, user, stdin, pty, tag))
-    _stream(h, proc)
+    _stream(h, proc, max_output)
 
 
 def _pty_size(value: object) -> Optional[Tuple[int, int]]:
@@ -165,21 +170,44 @@ def _cwd(cwd: Optional[str], user: users.User) -> str:
     return path
 
 
-def _stream(h: Handler, proc: Process) -> None:
-    """Send a process's events: start, buffered then live output, exit."""
+def _stream(h: Handler, proc: Process, max_output: Optional[int] = None) -> None:
+    """Send a process's events: start, buffered then live output, exit.
+
+    With `max_output`, at most that many bytes of each stream are sent; the rest is read from
+    the process (it never blocks on a full pipe) and dropped, and the exit event says which
+    streams were cut (`stdout_truncated`, `stderr_truncated`).
+    """
     h.start_chunked("application/x-ndjson")
     h.write_chunk(b'{"type":"start","pid":%d}\n' % proc.pid)
     cursor = [0, 0]
+    left = [max_output, max_output] if max_output is not None else None
     while True:
         events, done = proc.wait_events(cursor, STREAM_IDLE_CHECK)
         for index, data in events:
+            if left is not None:
+                room = left[index]
+                if room < 0:
+                    continue  # this stream was cut already
+                if len(data) > room:
+                    data = data[:room]
+                    left[index] = -1
+                else:
+                    left[index] = room - len(data)
+                if not data:
+                    continue
             encoded = binascii.b2a_base64(data, newline=False)
             h.write_chunk(b'{"type":"%s","data":"%s"}\n' % (STREAMS[index].encode(), encoded))
         if done:
             signum = proc.signal
-            line = '{"type":"exit","exit_code":%d,"signal":%s}\n' % (
+            cut = ""
+            if left is not None:
+                cut = ',"stdout_truncated":%s,"stderr_truncated":%s' % tuple(
+                    "true" if n < 0 else "false" for n in left
+                )
+            line = '{"type":"exit","exit_code":%d,"signal":%s%s}\n' % (
                 proc.exit_code or 0,
                 "null" if signum is None else signum,
+                cut,
             )
             h.write_chunk(line.encode())
             h.end_chunked()
@@ -293,7 +321,11 @@ def list_dir(h: Handler) -> None:
     depth_text = h.query.get("depth", "1")
     if not depth_text.isdigit() or int(depth_text) < 1:
         raise bad("depth must be an integer >= 1")
-    h.send_json(200, {"entries": files.list_dir(path, int(depth_text))})
+    limit_text = h.query.get("limit", str(LIST_LIMIT))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= LIST_LIMIT:
+        raise bad("limit must be an integer from 1 to %d" % LIST_LIMIT)
+    listing = files.list_dir(path, int(depth_text), int(limit_text), h.query.get("after", ""))
+    h.send_json(200, listing)
 
 
 def stat_path(h: Handler) -> None:

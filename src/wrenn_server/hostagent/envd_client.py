@@ -1,4 +1,9 @@
-"""Client of the in-capsule agent (envd, see docs/envd-api.md), one per running capsule."""
+"""Client of the in-capsule agent (envd, see docs/envd-api.md), one per running capsule.
+
+envd lives inside the capsule, where root may be hostile: every answer is read with a bound
+(an event line, a JSON document, an error body), so a tampered envd cannot make the agent
+buffer without end.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,6 +28,19 @@ _ERRORS: dict[str, type[errors.AgentError]] = {
 }
 
 Event = dict[str, Any]
+
+# envd sends at most 64 KiB of output per event (base64: ~88 KiB); anything longer is not envd.
+MAX_EVENT_LINE = 1 << 20
+# JSON answers: a directory listing of LIST_LIMIT entries with long paths fits easily.
+MAX_JSON = 64 << 20
+LIST_LIMIT = 10000  # entries of one listing, by default and at most (envd's own cap)
+
+
+@dataclass
+class Listing:
+    entries: list[dict[str, Any]]
+    truncated: bool
+    next_cursor: str
 
 
 class EnvdClient:
@@ -44,18 +63,25 @@ class EnvdClient:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+    async def _request(self, method: str, path: str, **kw: Any) -> bytes:
+        """The answer's body (at most MAX_JSON bytes); an error status raises."""
         try:
-            resp = await self._http.request(method, path, **kw)
+            async with self._http.stream(method, path, **kw) as resp:
+                body = await _read_capped(resp, MAX_JSON)
         except httpx.TransportError as e:
             raise errors.Unavailable("capsule agent is not reachable") from e
         if resp.status_code >= 400:
-            _raise_for(resp.status_code, resp.content)
-        return resp
+            _raise_for(resp.status_code, body)
+        return body
 
     async def _json(self, method: str, path: str, **kw: Any) -> Any:
-        resp = await self._request(method, path, **kw)
-        return resp.json() if resp.content else None
+        body = await self._request(method, path, **kw)
+        if not body:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise errors.Internal("capsule agent sent an invalid answer") from None
 
     # -- health and defaults ---------------------------------------------------------------
 
@@ -107,10 +133,8 @@ class EnvdClient:
         try:
             async with self._http.stream(method, path, timeout=timeout, **kw) as resp:
                 if resp.status_code >= 400:
-                    _raise_for(resp.status_code, await resp.aread())
-                async for line in resp.aiter_lines():
-                    if not line:
-                        continue
+                    _raise_for(resp.status_code, await _read_capped(resp, MAX_JSON))
+                async for line in _lines(resp, MAX_EVENT_LINE):
                     ev: Event = json.loads(line)
                     if ev.get("type") in ("stdout", "stderr"):
                         ev["data"] = base64.b64decode(ev["data"])
@@ -144,7 +168,7 @@ class EnvdClient:
                 "GET", "/files", params=params, timeout=httpx.Timeout(None, connect=5.0)
             ) as resp:
                 if resp.status_code >= 400:
-                    _raise_for(resp.status_code, await resp.aread())
+                    _raise_for(resp.status_code, await _read_capped(resp, MAX_JSON))
                 async for chunk in resp.aiter_bytes(256 * 1024):
                     yield chunk
         except httpx.TransportError as e:
@@ -163,12 +187,28 @@ class EnvdClient:
         )
         return entry
 
-    async def list_dir(self, path: str, depth: int = 1, user: str | None = None) -> list[Any]:
-        data = await self._json(
-            "GET", "/fs/list", params=_params(path=path, depth=depth, user=user)
-        )
-        entries: list[Any] = data["entries"]
-        return entries
+    async def list_dir(
+        self,
+        path: str,
+        depth: int = 1,
+        user: str | None = None,
+        *,
+        limit: int = LIST_LIMIT,
+        after: str = "",
+    ) -> Listing:
+        """The first `limit` entries (path order) past `after`."""
+        params = _params(path=path, depth=depth, user=user, limit=limit, after=after)
+        data = await self._json("GET", "/fs/list", params=params)
+        entries: list[dict[str, Any]] = data["entries"]
+        truncated = bool(data.get("truncated"))
+        # An envd that predates paging answers with everything: page it here.
+        if after:
+            entries = [e for e in entries if e["path"] > after]
+        if len(entries) > limit:
+            del entries[limit:]
+            truncated = True
+        cursor = entries[-1]["path"] if truncated and entries else ""
+        return Listing(entries, truncated, cursor)
 
     async def stat(self, path: str, user: str | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = await self._json(
@@ -189,6 +229,32 @@ class EnvdClient:
 
     async def remove(self, path: str, user: str | None = None) -> None:
         await self._request("POST", "/fs/remove", json={"path": path, "user": user})
+
+
+async def _read_capped(resp: httpx.Response, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in resp.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise errors.Internal("capsule agent sent an oversized answer")
+    return bytes(body)
+
+
+async def _lines(resp: httpx.Response, limit: int) -> AsyncIterator[bytes]:
+    """The non-empty lines of a streamed answer, none longer than `limit`."""
+    pending = bytearray()
+    async for chunk in resp.aiter_bytes():
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            if end > start:
+                yield bytes(pending[start:end])
+            start = end + 1
+        del pending[:start]
+        if len(pending) > limit:
+            raise errors.Internal("capsule agent sent an oversized event")
+    if pending.strip():
+        yield bytes(pending)
 
 
 def _params(**kw: Any) -> dict[str, Any]:

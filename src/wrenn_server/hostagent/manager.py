@@ -17,6 +17,7 @@ from .capsule import PAUSED, POOLED, RUNNING, STARTING, Capsule, new_sandbox_id
 from .config import AgentSettings
 from .envd_client import EnvdClient, Event
 from .envd_keys import EnvdKeys
+from .exec_output import ExecOutput, ExecResult
 from .metrics import SAMPLE_INTERVAL, Point, Sampler
 from .pool import Pooled, WarmPool
 from .runtime import Runtime
@@ -39,16 +40,6 @@ class CreateSpec:
     timeout_sec: int = 0
     default_user: str = ""
     default_env: dict[str, str] | None = None
-
-
-@dataclass
-class ExecResult:
-    pid: int
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-    signal: int = 0
-    timed_out: bool = False
 
 
 class SandboxManager:
@@ -483,14 +474,16 @@ class SandboxManager:
 
     # -- processes -------------------------------------------------------------------------
 
-    async def exec(self, sandbox_id: str, spec: dict[str, Any], timeout: float) -> ExecResult:
+    async def exec(
+        self, sandbox_id: str, spec: dict[str, Any], timeout: float, output: ExecOutput
+    ) -> ExecResult:
+        """Run a process to its end; `output` keeps a bounded part of what it prints."""
         client = self.envd(sandbox_id)
-        out, err = bytearray(), bytearray()
-        result = ExecResult(pid=0, exit_code=-1, stdout=b"", stderr=b"")
+        result = output.result
 
         async def consume() -> None:
-            async for ev in client.start_process(spec):
-                _collect(ev, result, out, err)
+            async for ev in client.start_process(output.envd_spec(spec)):
+                output.collect(ev)
 
         try:
             if timeout > 0:
@@ -502,9 +495,8 @@ class SandboxManager:
             if result.pid:
                 with contextlib.suppress(errors.AgentError):
                     await client.signal(result.pid, signal.SIGKILL)
-        result.stdout, result.stderr = bytes(out), bytes(err)
         self.get(sandbox_id).touch()
-        return result
+        return output.finish()
 
     async def exec_stream(self, sandbox_id: str, spec: dict[str, Any]) -> AsyncIterator[Event]:
         client = self.envd(sandbox_id)
@@ -515,19 +507,6 @@ class SandboxManager:
         client = self.envd(sandbox_id)
         async for ev in client.connect(pid):
             yield ev
-
-
-def _collect(ev: Event, result: ExecResult, out: bytearray, err: bytearray) -> None:
-    kind = ev.get("type")
-    if kind == "start":
-        result.pid = int(ev["pid"])
-    elif kind == "stdout":
-        out += ev["data"]
-    elif kind == "stderr":
-        err += ev["data"]
-    elif kind == "exit":
-        result.exit_code = int(ev["exit_code"])
-        result.signal = int(ev.get("signal") or 0)
 
 
 def available_memory_mb(meminfo: str = "/proc/meminfo") -> int | None:

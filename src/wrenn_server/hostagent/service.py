@@ -16,7 +16,8 @@ from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
 from . import errors
 from .capsule import PAUSED, RUNNING, Capsule
-from .envd_client import Event
+from .envd_client import LIST_LIMIT, Event
+from .exec_output import ExecOutput, output_limit
 from .manager import CreateSpec, SandboxManager
 from .templates import SNAPSHOT, Template
 
@@ -253,7 +254,8 @@ class HostAgentService(pb_grpc.HostAgentServicer):
 
     @unary
     async def Exec(self, r: pb.ExecRequest, context: Ctx) -> pb.ExecResponse:
-        res = await self.m.exec(r.sandbox_id, process_spec(r), r.timeout_sec)
+        output = ExecOutput(output_limit(r.max_output_bytes), r.keep_tail)
+        res = await self.m.exec(r.sandbox_id, process_spec(r), r.timeout_sec, output)
         return pb.ExecResponse(
             pid=res.pid,
             exit_code=res.exit_code,
@@ -261,6 +263,8 @@ class HostAgentService(pb_grpc.HostAgentServicer):
             stderr=res.stderr,
             signal=res.signal,
             timed_out=res.timed_out,
+            stdout_truncated=res.stdout_truncated,
+            stderr_truncated=res.stderr_truncated,
         )
 
     @streaming
@@ -329,6 +333,8 @@ class HostAgentService(pb_grpc.HostAgentServicer):
         data = bytearray()
         async for chunk in client.read_file(r.path, r.user or None):
             data += chunk
+            if len(data) > MAX_UNARY_FILE:  # it grew after the stat
+                raise errors.InvalidArgument("file is larger than 64 MiB: use ReadFileStream")
         return pb.ReadFileResponse(data=bytes(data))
 
     @streaming
@@ -367,8 +373,15 @@ class HostAgentService(pb_grpc.HostAgentServicer):
 
     @unary
     async def ListDir(self, r: pb.ListDirRequest, context: Ctx) -> pb.ListDirResponse:
-        entries = await self.m.envd(r.sandbox_id).list_dir(r.path, r.depth or 1, r.user or None)
-        return pb.ListDirResponse(entries=[entry_msg(e) for e in entries])
+        limit = min(r.limit or LIST_LIMIT, LIST_LIMIT)
+        listing = await self.m.envd(r.sandbox_id).list_dir(
+            r.path, r.depth or 1, r.user or None, limit=limit, after=r.after
+        )
+        return pb.ListDirResponse(
+            entries=[entry_msg(e) for e in listing.entries],
+            truncated=listing.truncated,
+            next_cursor=listing.next_cursor,
+        )
 
     @unary
     async def Stat(self, r: pb.FileRef, context: Ctx) -> pb.FileEntry:

@@ -16,20 +16,28 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
+from .csp import inline_script_hashes
+
 SHELL = "200.html"
 API_PREFIXES = ("/v1/", "/v1", "/docs", "/openapi", "/_app/")
 STATIC_FILES = ("favicon.svg", "favicon.png", "robots.txt")
 
-# The shell's bootstrap script is inline (SvelteKit), hence 'unsafe-inline' for scripts; every
-# other source is this origin, and no other site may frame the dashboard.
-SHELL_HEADERS = {
-    "Cache-Control": "no-cache",
-    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "
-    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
+
+def shell_headers(shell_html: str) -> dict[str, str]:
+    """Headers of the app's shell. Scripts: this origin's files, and the shell's own inline
+    bootstrap script (SvelteKit's) by its hash, read from the built page, never any other
+    inline script. Styles keep 'unsafe-inline': Svelte sets style attributes at run time. No
+    other site may frame the dashboard."""
+    hashes = "".join(" " + h for h in inline_script_hashes(shell_html))
+    return {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": f"default-src 'self'; script-src 'self'{hashes}; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
+
 
 # web/build beside the package's source tree (a checkout); absent in a wheel.
 DEFAULT_DIR = Path(__file__).resolve().parents[4] / "web" / "build"
@@ -52,6 +60,7 @@ def install(app: FastAPI, build_dir: Path) -> None:
         return
     if (root / "_app").is_dir():
         app.mount("/_app", _Assets(directory=root / "_app"), name="dashboard-assets")
+    headers = shell_headers(shell.read_text())
     api_404 = app.exception_handlers[StarletteHTTPException]
 
     async def not_found(request: Request, exc: Exception) -> Response:
@@ -61,7 +70,7 @@ def install(app: FastAPI, build_dir: Path) -> None:
             name = path.lstrip("/")
             if name in STATIC_FILES and (root / name).is_file():
                 return FileResponse(root / name)
-            return FileResponse(shell, headers=SHELL_HEADERS)
+            return FileResponse(shell, headers=headers)
         return await api_404(request, exc)  # type: ignore[no-any-return,misc]
 
     app.add_exception_handler(StarletteHTTPException, not_found)

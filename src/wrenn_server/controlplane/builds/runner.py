@@ -250,6 +250,9 @@ class BuildRunner:
             cwd=ctx.cwd,
             env=ctx.env,
             timeout_sec=timeout,
+            # The agent keeps only the tail the log shows, not a step's whole output.
+            max_output_bytes=OUTPUT_KEPT,
+            keep_tail=True,
         )
         with agent_errors():
             res: pb.ExecResponse = await client.call("Exec", request, timeout=timeout + 30)

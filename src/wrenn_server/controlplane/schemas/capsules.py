@@ -4,6 +4,7 @@ public contract)."""
 from __future__ import annotations
 
 import base64
+import codecs
 import datetime as dt
 from typing import Any, Literal
 
@@ -91,11 +92,18 @@ class ExecResponse(BaseModel):
     exit_code: int
     duration_ms: int
     encoding: Literal["utf-8", "base64"]
+    truncated: bool = Field(
+        False,
+        description="stdout or stderr was cut to the server's limit (1 MiB each by default); "
+        "the command itself ran to its end. Use the WebSocket exec stream for all the output.",
+    )
 
     @classmethod
     def of(cls, wire_id: str, cmd: str, res: pb.ExecResponse, duration_ms: int) -> ExecResponse:
         try:
-            out, err, encoding = res.stdout.decode(), res.stderr.decode(), "utf-8"
+            out = _utf8(res.stdout, res.stdout_truncated)
+            err = _utf8(res.stderr, res.stderr_truncated)
+            encoding = "utf-8"
         except UnicodeDecodeError:
             out = base64.b64encode(res.stdout).decode()
             err = base64.b64encode(res.stderr).decode()
@@ -108,7 +116,16 @@ class ExecResponse(BaseModel):
             exit_code=res.exit_code,
             duration_ms=duration_ms,
             encoding=encoding,  # type: ignore[arg-type]
+            truncated=res.stdout_truncated or res.stderr_truncated,
         )
+
+
+def _utf8(data: bytes, cut: bool) -> str:
+    """`data` as text; output cut at the limit may end inside a character, which is dropped
+    rather than turning the whole answer into base64."""
+    if not cut:
+        return data.decode()
+    return codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
 
 
 class BackgroundExecResponse(BaseModel):
@@ -138,8 +155,22 @@ class PathRequest(BaseModel):
     path: str = Field(min_length=1, max_length=4096)
 
 
+LIST_LIMIT = 10000
+
+
 class ListDirRequest(PathRequest):
     depth: int = Field(1, ge=0, le=32)
+    limit: int = Field(
+        LIST_LIMIT,
+        ge=1,
+        le=LIST_LIMIT,
+        description="Most entries returned, in path order (10000 at most).",
+    )
+    cursor: str | None = Field(
+        None,
+        max_length=8192,
+        description="`next_cursor` of the previous page: list the entries after it.",
+    )
 
 
 class FileEntry(BaseModel):
@@ -173,6 +204,10 @@ class FileEntry(BaseModel):
 
 class ListDirResponse(BaseModel):
     entries: list[FileEntry]
+    truncated: bool = Field(
+        False, description="More entries follow: ask again with `cursor` = `next_cursor`."
+    )
+    next_cursor: str | None = None
 
 
 class MakeDirResponse(BaseModel):

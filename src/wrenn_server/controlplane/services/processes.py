@@ -20,14 +20,22 @@ EXEC_RPC_MARGIN_SEC = 30
 
 
 async def run(
-    client: AgentClient, request: pb.ExecRequest, timeout_sec: int
+    client: AgentClient, request: pb.ExecRequest, timeout_sec: int, max_output_bytes: int
 ) -> tuple[pb.ExecResponse, int]:
-    """Run a command to completion; returns its result and how long it took in ms."""
+    """Run a command to completion; returns its result and how long it took in ms. The agent
+    keeps at most `max_output_bytes` of each stream (and says when it cut one)."""
+    request.max_output_bytes = max_output_bytes
     started = time.monotonic()
     with agent_errors(not_found=BadRequest):
         res: pb.ExecResponse = await client.call(
             "Exec", request, timeout=timeout_sec + EXEC_RPC_MARGIN_SEC
         )
+    # An agent that ignores the limit (an older one, or a host that is not ours to trust) does
+    # not get more through.
+    if len(res.stdout) > max_output_bytes:
+        res.stdout, res.stdout_truncated = res.stdout[:max_output_bytes], True
+    if len(res.stderr) > max_output_bytes:
+        res.stderr, res.stderr_truncated = res.stderr[:max_output_bytes], True
     return res, int((time.monotonic() - started) * 1000)
 
 

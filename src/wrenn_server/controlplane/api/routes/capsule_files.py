@@ -66,10 +66,23 @@ async def list_dir(
     id: str, body: ListDirRequest, team: TeamDep, db: DatabaseDep, hosts: HostsDep
 ) -> ListDirResponse:
     client = await svc.running_client(db, hosts, team.team_id, id)
-    request = pb.ListDirRequest(sandbox_id=id, path=body.path, depth=max(body.depth, 1))
+    request = pb.ListDirRequest(
+        sandbox_id=id,
+        path=body.path,
+        depth=max(body.depth, 1),
+        limit=body.limit,
+        after=body.cursor or "",
+    )
     with agent_errors():
         res = await client.call("ListDir", request)
-    return ListDirResponse(entries=[FileEntry.of(e) for e in res.entries])
+    # Never more than asked for, whatever the host sends.
+    entries = [FileEntry.of(e) for e in res.entries[: body.limit]]
+    truncated = res.truncated or len(res.entries) > body.limit
+    return ListDirResponse(
+        entries=entries,
+        truncated=truncated,
+        next_cursor=(entries[-1].path if entries else None) if truncated else None,
+    )
 
 
 @router.post("/mkdir", operation_id="makeDir")

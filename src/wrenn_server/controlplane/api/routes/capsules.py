@@ -18,7 +18,7 @@ from ...schemas.capsules import (
 )
 from ...services import capsules as svc
 from ...services import processes
-from ..deps import DatabaseDep, HostsDep, TeamDep
+from ..deps import DatabaseDep, HostsDep, SettingsDep, TeamDep
 
 router = APIRouter(prefix="/v1/capsules", tags=["capsules"])
 
@@ -79,7 +79,13 @@ async def ping_capsule(id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep)
     responses={202: {"model": BackgroundExecResponse}},
 )
 async def exec_command(
-    id: str, body: ExecRequest, team: TeamDep, db: DatabaseDep, hosts: HostsDep, response: Response
+    id: str,
+    body: ExecRequest,
+    team: TeamDep,
+    db: DatabaseDep,
+    hosts: HostsDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> ExecResponse | BackgroundExecResponse:
     client = await svc.running_client(db, hosts, team.team_id, id)
     if body.background:
@@ -88,7 +94,9 @@ async def exec_command(
         return BackgroundExecResponse(
             sandbox_id=id, cmd=body.cmd, pid=pid, tag=body.tag or str(pid)
         )
-    res, duration_ms = await processes.run(client, body.to_pb(id), body.timeout_sec)
+    res, duration_ms = await processes.run(
+        client, body.to_pb(id), body.timeout_sec, settings.exec_max_output_bytes
+    )
     return ExecResponse.of(id, body.cmd, res, duration_ms)
 
 

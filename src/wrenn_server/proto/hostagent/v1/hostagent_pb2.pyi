@@ -165,7 +165,7 @@ class PtySize(_message.Message):
     def __init__(self, cols: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class ExecRequest(_message.Message):
-    __slots__ = ("sandbox_id", "cmd", "argv", "env", "cwd", "user", "timeout_sec", "stdin", "pty", "tag")
+    __slots__ = ("sandbox_id", "cmd", "argv", "env", "cwd", "user", "timeout_sec", "stdin", "pty", "tag", "max_output_bytes", "keep_tail")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +183,8 @@ class ExecRequest(_message.Message):
     STDIN_FIELD_NUMBER: _ClassVar[int]
     PTY_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KEEP_TAIL_FIELD_NUMBER: _ClassVar[int]
     sandbox_id: str
     cmd: str
     argv: _containers.RepeatedScalarFieldContainer[str]
@@ -193,23 +195,29 @@ class ExecRequest(_message.Message):
     stdin: bool
     pty: PtySize
     tag: str
-    def __init__(self, sandbox_id: _Optional[str] = ..., cmd: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ..., timeout_sec: _Optional[float] = ..., stdin: _Optional[bool] = ..., pty: _Optional[_Union[PtySize, _Mapping]] = ..., tag: _Optional[str] = ...) -> None: ...
+    max_output_bytes: int
+    keep_tail: bool
+    def __init__(self, sandbox_id: _Optional[str] = ..., cmd: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ..., timeout_sec: _Optional[float] = ..., stdin: _Optional[bool] = ..., pty: _Optional[_Union[PtySize, _Mapping]] = ..., tag: _Optional[str] = ..., max_output_bytes: _Optional[int] = ..., keep_tail: _Optional[bool] = ...) -> None: ...
 
 class ExecResponse(_message.Message):
-    __slots__ = ("pid", "exit_code", "stdout", "stderr", "signal", "timed_out")
+    __slots__ = ("pid", "exit_code", "stdout", "stderr", "signal", "timed_out", "stdout_truncated", "stderr_truncated")
     PID_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     STDOUT_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    STDERR_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     pid: int
     exit_code: int
     stdout: bytes
     stderr: bytes
     signal: int
     timed_out: bool
-    def __init__(self, pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., signal: _Optional[int] = ..., timed_out: _Optional[bool] = ...) -> None: ...
+    stdout_truncated: bool
+    stderr_truncated: bool
+    def __init__(self, pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., signal: _Optional[int] = ..., timed_out: _Optional[bool] = ..., stdout_truncated: _Optional[bool] = ..., stderr_truncated: _Optional[bool] = ...) -> None: ...
 
 class ProcessEvent(_message.Message):
     __slots__ = ("start", "stdout", "stderr", "exit")
@@ -385,22 +393,30 @@ class FileChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class ListDirRequest(_message.Message):
-    __slots__ = ("sandbox_id", "path", "user", "depth")
+    __slots__ = ("sandbox_id", "path", "user", "depth", "limit", "after")
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     sandbox_id: str
     path: str
     user: str
     depth: int
-    def __init__(self, sandbox_id: _Optional[str] = ..., path: _Optional[str] = ..., user: _Optional[str] = ..., depth: _Optional[int] = ...) -> None: ...
+    limit: int
+    after: str
+    def __init__(self, sandbox_id: _Optional[str] = ..., path: _Optional[str] = ..., user: _Optional[str] = ..., depth: _Optional[int] = ..., limit: _Optional[int] = ..., after: _Optional[str] = ...) -> None: ...
 
 class ListDirResponse(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "truncated", "next_cursor")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[FileEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ...) -> None: ...
+    truncated: bool
+    next_cursor: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ..., truncated: _Optional[bool] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
 class MoveRequest(_message.Message):
     __slots__ = ("sandbox_id", "source", "destination", "user")

@@ -7,22 +7,25 @@ limits, which are enforced at once, and nobody else can."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models import AuditLog, Host, Sandbox, Template
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.errors import QuotaExceeded
+from wrenn_server.controlplane.hosts.reconciler import Reconciler
 from wrenn_server.controlplane.hosts.scheduler import BalancedScheduler
 from wrenn_server.controlplane.services import audit, capsules, quotas
 from wrenn_server.controlplane.services.capsules import Hosts
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from .helpers import assert_error, bearer, count, signup
 from .team_helpers import add_member, login, switch
@@ -320,3 +323,31 @@ async def test_the_platform_defaults_come_from_the_settings(
         "max_disk_mb": settings.quota_max_disk_mb,
     }
     assert resp.json()["usage"] == {"capsules": 0, "vcpus": 0, "memory_mb": 0}
+
+
+async def test_the_reconciler_leaves_a_resume_in_flight_alone(
+    app: FastAPI, client: httpx.AsyncClient, db: Database
+) -> None:
+    _admin, owner, _agent = await _world(app, client, db, _limits())
+    wire_id = await _created(client, owner)
+    sandbox_id = ids.SANDBOX.parse(wire_id)
+    # What a resume records before asking the agent, which still reports the capsule paused.
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        await session.execute(
+            update(Sandbox)
+            .where(Sandbox.id == sandbox_id)
+            .values(status="starting", last_updated=utcnow() - dt.timedelta(seconds=1))
+        )
+    paused = [pb.Sandbox(sandbox_id=wire_id, status=pb.SANDBOX_STATUS_PAUSED)]
+    reconciler = Reconciler(db.sessionmaker, FakePool({"fake:1": FakeAgent(paused)}))
+    await reconciler.run_once()
+    assert await _status(db, wire_id) == "starting"
+    # A resume that never finished (its control plane died): the agent's word wins.
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        await session.execute(
+            update(Sandbox)
+            .where(Sandbox.id == sandbox_id)
+            .values(last_updated=utcnow() - dt.timedelta(minutes=5))
+        )
+    await reconciler.run_once()
+    assert await _status(db, wire_id) == "paused"

@@ -8,6 +8,7 @@ import os
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,8 +22,10 @@ from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.errors import InsufficientCapacity, ServiceUnavailable
 from wrenn_server.controlplane.hosts.local import ensure_local_host
+from wrenn_server.controlplane.hosts.reconciler import Reconciler
 from wrenn_server.controlplane.hosts.scheduler import BalancedScheduler
 from wrenn_server.controlplane.services.capsules import Hosts
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from .helpers import assert_error, bearer, signup
 from .test_audit import FakeAgent, FakePool
@@ -242,3 +245,35 @@ async def test_a_full_host_refuses_through_the_api_and_leaves_nothing(
         rows = list(await session.scalars(select(Sandbox).where(Sandbox.team_id == team)))
     assert sorted(r.status for r in rows) == ["paused", "running"]
     assert agent.calls.count("CreateSandbox") == 2
+
+
+class SizedAgent(FakeAgent):
+    """An agent that reports its host's size and free disk with its capsules."""
+
+    def __init__(self, resources: pb.HostResources) -> None:
+        super().__init__()
+        self.resources = resources
+
+    async def call(self, method: str, request: Any, timeout: float | None = 120) -> Any:
+        answer = await super().call(method, request, timeout)
+        if method == "ListSandboxes":
+            answer.resources.CopyFrom(self.resources)
+        return answer
+
+
+async def test_the_reconciler_records_what_agents_report_of_their_host(db: Database) -> None:
+    host = _host("fake:sized", memory_mb=4096)
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        session.add(host)
+    reported = pb.HostResources(cpu_count=2, memory_mb=24_105, disk_free_mb=81_000)
+    reconciler = Reconciler(db.sessionmaker, FakePool({"fake:sized": SizedAgent(reported)}))
+    await reconciler.run_once()
+    async with db.sessionmaker() as session:
+        row = await session.get(Host, host.id)
+        assert row is not None
+        assert (row.cpu_cores, row.memory_mb, row.disk_free_mb) == (2, 24_105, 81_000)
+    # An agent that says nothing of its host (an older one) leaves what is known.
+    await Reconciler(db.sessionmaker, FakePool({"fake:sized": FakeAgent()})).run_once()
+    async with db.sessionmaker() as session:
+        row = await session.get(Host, host.id)
+        assert row is not None and row.disk_free_mb == 81_000

@@ -101,7 +101,21 @@ class AgentSettings(BaseSettings):
         default=512,
         ge=0,
         description="Memory kept for the host itself: while less than this is available "
-        "(MemAvailable), capsules are neither booted nor resumed.",
+        "(MemAvailable), capsules are neither booted nor resumed; and the memory limits of "
+        "live capsules add up to at most total memory x memory_overcommit less this.",
+    )
+    memory_overcommit: float = Field(
+        default=1.0,
+        gt=0,
+        le=16,
+        description="How far the memory limits of this host's live capsules (starting, running, "
+        "pooled) may add up beyond its physical memory: 1.0 never promises more than it has.",
+    )
+    disk_reserve_mb: int = Field(
+        default=2048,
+        ge=0,
+        description="Disk kept free on the data dir: a capsule is created only if its whole "
+        "disk fits in the free space less this.",
     )
 
     control_plane_url: str | None = Field(

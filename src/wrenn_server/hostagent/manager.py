@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors
+from .capacity import Room
 from .capsule import PAUSED, POOLED, RUNNING, STARTING, Capsule, new_sandbox_id
 from .config import AgentSettings
 from .envd_client import EnvdClient, Event
@@ -61,6 +62,7 @@ class SandboxManager:
             settings.default_disk_size_mb,
         )
         self.pool = WarmPool(settings.pool_size, shape, self._boot_pooled, self._discard_pooled)
+        self.room = Room(settings, self.capsules, self.pool)
 
     # -- startup / shutdown ----------------------------------------------------------------
 
@@ -136,8 +138,12 @@ class SandboxManager:
         template = self._template(spec.template or self.settings.default_template)
         capsule = self._new_capsule(sandbox_id, template, spec)
         async with self._lock(sandbox_id):
+            # A pooled capsule handed over already holds what this one needs.
+            handover = template.type == IMAGE and self.pool.ready_for(capsule.shape)
+            evicted = [] if handover else self._make_room(capsule, disk=True)
             self.capsules[sandbox_id] = capsule  # reserves the id
             try:
+                await self._drop_evicted(evicted)
                 pooled = self.pool.take(capsule.shape) if template.type == IMAGE else None
                 if pooled is not None:
                     capsule = await self._claim(pooled, capsule)
@@ -152,6 +158,20 @@ class SandboxManager:
             capsule.save()
         log.info("created %s from %s%s", sandbox_id, template.name, " (pool)" if pooled else "")
         return capsule
+
+    def _make_room(self, capsule: Capsule, *, disk: bool) -> list[Pooled]:
+        return self.room.make_room(
+            vcpus=capsule.vcpus,
+            memory_mb=capsule.memory_mb,
+            disk_mb=capsule.disk_size_mb if disk else None,
+        )
+
+    async def _drop_evicted(self, evicted: list[Pooled]) -> None:
+        for pooled in evicted:
+            try:
+                await asyncio.shield(self._discard_pooled(pooled))
+            except Exception:
+                log.exception("discarding pooled %s failed", pooled.capsule.handle)
 
     def _check_memory(self) -> None:
         """Refuse to start another sandbox on a host about to run out of memory: the kernel's
@@ -242,16 +262,24 @@ class SandboxManager:
     async def _boot_pooled(self) -> Pooled:
         template = self._template(self.settings.default_template)
         capsule = self._new_capsule(new_sandbox_id(), template, CreateSpec())
-        try:
-            client = await self._boot(capsule, template)
-            # One command warms the sandbox's caches, so the owner's first command is fast.
-            async for _ev in client.start_process({"cmd": "true"}):
-                pass
-            capsule.status = POOLED
-            capsule.save()
-        except BaseException:
-            await asyncio.shield(self.runtime.destroy(capsule))
-            raise
+        # The pool fills only room nobody asked for.
+        self.room.make_room(
+            vcpus=capsule.vcpus,
+            memory_mb=capsule.memory_mb,
+            disk_mb=capsule.disk_size_mb,
+            evict=False,
+        )
+        with self.room.claim(capsule):
+            try:
+                client = await self._boot(capsule, template)
+                # One command warms the sandbox's caches, so the owner's first command is fast.
+                async for _ev in client.start_process({"cmd": "true"}):
+                    pass
+                capsule.status = POOLED
+                capsule.save()
+            except BaseException:
+                await asyncio.shield(self.runtime.destroy(capsule))
+                raise
         return Pooled(capsule, client)
 
     async def _discard_pooled(self, pooled: Pooled) -> None:
@@ -345,7 +373,10 @@ class SandboxManager:
                 raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}, not paused")
             if timeout_sec is not None:
                 capsule.timeout_sec = timeout_sec
-            await self._resume_locked(capsule, default_user, default_env)
+            evicted = self._make_room(capsule, disk=False)
+            with self.room.claim(capsule):
+                await self._drop_evicted(evicted)
+                await self._resume_locked(capsule, default_user, default_env)
         return capsule
 
     async def _resume_locked(

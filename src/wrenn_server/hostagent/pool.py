@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from . import errors
 from .capsule import Capsule
 from .envd_client import EnvdClient
 
@@ -61,6 +62,22 @@ class WarmPool:
         self._wanted.set()
         return pooled
 
+    def ready_for(self, shape: Shape) -> bool:
+        """Whether `take(shape)` would hand a capsule over."""
+        return shape == self.shape and bool(self._ready)
+
+    def held_mb(self) -> int:
+        """Memory reserved by the idle pooled capsules."""
+        return sum(p.capsule.memory_mb for p in self._ready)
+
+    def evict(self) -> Pooled | None:
+        """Take an idle capsule out to make room for one someone asked for (the caller discards
+        it); the pool refills when the host has room again."""
+        if not self._ready:
+            return None
+        self._wanted.set()
+        return self._ready.pop(0)
+
     async def _fill_forever(self) -> None:
         failures = 0
         while True:
@@ -72,6 +89,11 @@ class WarmPool:
                     failures = 0
                 except asyncio.CancelledError:
                     raise
+                except errors.ResourceExhausted as e:
+                    # The host is full: retry later, quietly (it is not a fault).
+                    failures += 1
+                    log.info("warm pool: not refilled: %s", e)
+                    await asyncio.sleep(min(60.0, 2.0**failures))
                 except Exception:
                     failures += 1
                     log.exception("warm pool: boot failed")

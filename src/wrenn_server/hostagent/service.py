@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
-from . import errors
+from . import capacity, errors
 from .capsule import PAUSED, RUNNING, Capsule
 from .envd_client import LIST_LIMIT, Event
 from .exec_output import ExecOutput, output_limit
@@ -199,9 +199,15 @@ class HostAgentService(pb_grpc.HostAgentServicer):
     @unary
     async def ListSandboxes(self, r: pb.ListSandboxesRequest, context: Ctx) -> Any:
         capsules = list(self.m.capsules.values())
+        have = capacity.resources(self.m.settings.data_dir)
         return pb.ListSandboxesResponse(
             sandboxes=[sandbox_msg(c) for c in capsules],
             auto_paused_sandbox_ids=[c.sandbox_id for c in capsules if c.auto_paused],
+            resources=pb.HostResources(
+                cpu_count=have.cpu_count,
+                memory_mb=have.memory_mb,
+                disk_free_mb=have.disk_free_mb,
+            ),
         )
 
     @unary

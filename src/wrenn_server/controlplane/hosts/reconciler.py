@@ -66,6 +66,15 @@ def reconcile(db_status: str, reported: str | None, reachable: bool) -> str:
     return reported
 
 
+def _record_resources(host: Host, resources: pb.HostResources) -> None:
+    """What the agent says about its host, for placement (an older agent says nothing)."""
+    if resources.cpu_count:
+        host.cpu_cores = resources.cpu_count
+    if resources.memory_mb:
+        host.memory_mb = resources.memory_mb
+    host.disk_free_mb = resources.disk_free_mb
+
+
 def _resuming(sandbox: Sandbox, reported: str | None, asked_at: dt.datetime) -> bool:
     """A paused capsule being resumed reads "starting" (it holds its quota again) while its
     agent still reports it paused; the resume call owns it, unless it has taken longer than any
@@ -113,12 +122,15 @@ class Reconciler:
         host_id = host.id
         reported: dict[uuid.UUID, str] = {}
         reachable = True
+        resources: pb.HostResources | None = None
         # A row changed after this moment may be newer than the agent's answer (a create or
         # resume that finished while the answer was on its way): it is left for the next pass.
         asked_at = utcnow()
         try:
             client = self.pool.client(host)
             resp = await client.call("ListSandboxes", pb.ListSandboxesRequest(), RPC_TIMEOUT)
+            if resp.HasField("resources"):
+                resources = resp.resources
             for sb in resp.sandboxes:
                 sandbox_id = _our_id(sb.sandbox_id)
                 if sandbox_id is not None:
@@ -133,6 +145,8 @@ class Reconciler:
                 return  # deleted meanwhile
             if reachable:
                 await host_service.mark_seen(session, current)
+            if resources is not None:
+                _record_resources(current, resources)
             rows = await session.scalars(
                 select(Sandbox).where(Sandbox.host_id == host_id, Sandbox.status.in_(TRACKED))
             )

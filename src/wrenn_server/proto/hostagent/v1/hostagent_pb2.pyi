@@ -115,12 +115,24 @@ class ListSandboxesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListSandboxesResponse(_message.Message):
-    __slots__ = ("sandboxes", "auto_paused_sandbox_ids")
+    __slots__ = ("sandboxes", "auto_paused_sandbox_ids", "resources")
     SANDBOXES_FIELD_NUMBER: _ClassVar[int]
     AUTO_PAUSED_SANDBOX_IDS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     sandboxes: _containers.RepeatedCompositeFieldContainer[Sandbox]
     auto_paused_sandbox_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, sandboxes: _Optional[_Iterable[_Union[Sandbox, _Mapping]]] = ..., auto_paused_sandbox_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    resources: HostResources
+    def __init__(self, sandboxes: _Optional[_Iterable[_Union[Sandbox, _Mapping]]] = ..., auto_paused_sandbox_ids: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[HostResources, _Mapping]] = ...) -> None: ...
+
+class HostResources(_message.Message):
+    __slots__ = ("cpu_count", "memory_mb", "disk_free_mb")
+    CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_MB_FIELD_NUMBER: _ClassVar[int]
+    cpu_count: int
+    memory_mb: int
+    disk_free_mb: int
+    def __init__(self, cpu_count: _Optional[int] = ..., memory_mb: _Optional[int] = ..., disk_free_mb: _Optional[int] = ...) -> None: ...
 
 class PauseAllResponse(_message.Message):
     __slots__ = ("paused_sandbox_ids", "failed_sandbox_ids")

@@ -1,0 +1,118 @@
+"""What this host can still take, checked before a capsule is booted or resumed.
+
+A capsule may not have more vCPUs than the host has CPUs. The memory its live capsules may
+reserve together (their cgroup limits: starting and running ones, idle pooled ones, and boots
+and resumes in flight; paused ones hold none) stays within physical memory times
+`memory_overcommit`, less `memory_reserve_mb` kept for the host. A new capsule's disk (a sparse
+image that can fill up to its size) must fit in the free space of the data dir, less
+`disk_reserve_mb`. Idle pooled capsules give way to a capsule someone asked for.
+
+The checks run synchronously right before the capsule is recorded (or its claim taken), so two
+concurrent requests cannot both take the last room. They complement the MemAvailable check of
+the manager, which catches a host short of memory for reasons the reservations do not show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import errors
+from .capsule import RUNNING, STARTING, Capsule
+from .config import AgentSettings
+from .pool import Pooled, WarmPool
+
+# Capsule statuses that hold their memory limit on the host.
+HOLDING = (STARTING, RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    cpu_count: int
+    memory_mb: int
+    disk_free_mb: int
+
+
+def resources(data_dir: Path) -> Resources:
+    """This host's CPUs, physical memory and the free space on `data_dir`, MiB."""
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+    return Resources(
+        cpu_count=os.cpu_count() or 1,
+        memory_mb=memory_mb,
+        disk_free_mb=shutil.disk_usage(data_dir).free // (1 << 20),
+    )
+
+
+def memory_limit_mb(settings: AgentSettings, total_mb: int) -> int:
+    """The memory capsules may reserve together on a host with `total_mb`."""
+    return int(total_mb * settings.memory_overcommit) - settings.memory_reserve_mb
+
+
+class Room:
+    """The reservations of one agent: its capsules (shared with the manager), its warm pool and
+    the claims of boots and resumes in flight."""
+
+    def __init__(
+        self, settings: AgentSettings, capsules: Mapping[str, Capsule], pool: WarmPool
+    ) -> None:
+        self.settings = settings
+        self.capsules = capsules
+        self.pool = pool
+        # handle -> memory_mb of a capsule being booted for the pool or resumed (not yet in a
+        # status that counts).
+        self.claims: dict[str, int] = {}
+
+    def held_mb(self) -> int:
+        live = sum(
+            c.memory_mb
+            for c in self.capsules.values()
+            if c.status in HOLDING and c.handle not in self.claims
+        )
+        return live + self.pool.held_mb() + sum(self.claims.values())
+
+    def make_room(
+        self, *, vcpus: int, memory_mb: int, disk_mb: int | None, evict: bool = True
+    ) -> list[Pooled]:
+        """Raise ResourceExhausted unless a capsule of this size fits (`disk_mb` None: its disk
+        exists already). Returns the pooled capsules taken out of the pool to make room (only
+        if `evict`): the caller discards them."""
+        have = resources(self.settings.data_dir)
+        if vcpus > have.cpu_count:
+            raise errors.ResourceExhausted(
+                f"this host has {have.cpu_count} CPUs: a capsule cannot have {vcpus} vCPUs here"
+            )
+        if disk_mb is not None:
+            free = have.disk_free_mb - self.settings.disk_reserve_mb
+            if disk_mb > free:
+                raise errors.ResourceExhausted(
+                    f"this host has {max(free, 0)} MiB of disk free for capsules: a {disk_mb} "
+                    "MiB disk does not fit"
+                )
+        limit = memory_limit_mb(self.settings, have.memory_mb)
+        short = self.held_mb() + memory_mb - limit
+        yielding = self.pool.held_mb() if evict else 0
+        if short > yielding:
+            raise errors.ResourceExhausted(
+                f"this host has {max(memory_mb - short + yielding, 0)} MiB of memory left for "
+                f"capsules: {memory_mb} MiB does not fit"
+            )
+        evicted: list[Pooled] = []
+        while short > 0:
+            pooled = self.pool.evict()
+            assert pooled is not None  # the pool held more than `short`
+            evicted.append(pooled)
+            short -= pooled.capsule.memory_mb
+        return evicted
+
+    @contextlib.contextmanager
+    def claim(self, capsule: Capsule) -> Iterator[None]:
+        """Count `capsule`'s memory while it is being booted or resumed."""
+        self.claims[capsule.handle] = capsule.memory_mb
+        try:
+            yield
+        finally:
+            self.claims.pop(capsule.handle, None)

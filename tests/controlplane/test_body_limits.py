@@ -116,10 +116,14 @@ async def test_limits_per_route(client: httpx.AsyncClient) -> None:
     def post(path: str, size: int, content_type: str = "application/json") -> Any:
         return client.post(path, content=b" " * size, headers={"content-type": content_type})
 
-    # Sign-in and sign-up: 64 KiB.
-    for path in ("/v1/auth/login", "/v1/auth/signup"):
+    # Sign-in, sign-up and the host agents' credential routes: 64 KiB.
+    small = ("/v1/auth/login", "/v1/auth/signup", "/v1/hosts/register", "/v1/hosts/auth/refresh")
+    for path in small:
         assert (await post(path, 64 * KiB + 1)).status_code == 413, path
         assert (await post(path, 64 * KiB)).status_code == 400, path  # read, then invalid
+    heartbeat = "/v1/hosts/host-x/heartbeat"
+    assert (await post(heartbeat, 64 * KiB + 1)).status_code == 413
+    assert (await post(heartbeat, 64 * KiB)).status_code == 401
     # Other JSON routes: 1 MiB by default (within it, the route reads the body and answers).
     assert (await post("/v1/capsules", MiB + 1)).status_code == 413
     assert (await post("/v1/capsules", MiB)).status_code in (400, 401)

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import error_response
 
 KiB = 1024
-AUTH_BODY_MAX = 64 * KiB  # sign-in, sign-up, password and token routes: small JSON
+AUTH_BODY_MAX = 64 * KiB  # sign-in, sign-up, password and host credential routes: small JSON
 
 
 class BodyTooLarge(HTTPException):
@@ -54,6 +54,10 @@ def default_rules(json_max: int, build_archive_max: int) -> list[Rule]:
     return [
         rule("/v1/auth/*", AUTH_BODY_MAX),
         rule("/v1/me/*", AUTH_BODY_MAX),
+        # Host agents' credential routes, callable before anything is authenticated.
+        rule("/v1/hosts/register", AUTH_BODY_MAX),
+        rule("/v1/hosts/auth/refresh", AUTH_BODY_MAX),
+        rule("/v1/hosts/{id}/heartbeat", AUTH_BODY_MAX),
         # Streamed to the capsule's agent as it arrives (see api/multipart.py).
         rule("/v1/capsules/{id}/files/write", json_max, None),
         rule("/v1/capsules/{id}/files/stream/write", json_max, None),

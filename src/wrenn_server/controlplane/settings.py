@@ -109,9 +109,9 @@ class Settings(BaseSettings):
     max_json_body_kb: int = Field(
         default=1024,
         ge=1,
-        description="Largest request body, KiB, of API routes that take JSON; the sign-in and "
-        "sign-up routes under /v1/auth take at most 64 KiB. Larger bodies get 413 before they "
-        "are read. File uploads stream to the capsule and are bounded by its disk.",
+        description="Largest request body, KiB, of API routes that take JSON; /v1/auth, /v1/me "
+        "and the host agents' credential routes take at most 64 KiB. Larger bodies get 413 "
+        "before they are read. File uploads stream to the capsule and are bounded by its disk.",
     )
     host_jwt_lifetime_sec: int = Field(
         default=7 * 24 * 3600,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import errors
 from .network import CapsuleNet
 
 STARTING = "starting"
@@ -23,8 +25,23 @@ PAUSED = "paused"
 POOLED = "pooled"
 
 
+# `sb-` and a canonical (lowercase, hyphenated) UUID, matched whole: ids name directories,
+# sandboxes and cgroups, so nothing else (`sb-/../..`, a trailing newline) may pass.
+SANDBOX_ID_RE = re.compile(r"sb-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def new_sandbox_id() -> str:
     return f"sb-{uuid.uuid4()}"
+
+
+def validate_sandbox_id(sandbox_id: str) -> str:
+    if not SANDBOX_ID_RE.fullmatch(sandbox_id):
+        raise errors.InvalidArgument("sandbox_id must look like sb-{uuid}")
+    return sandbox_id
+
+
+def capsule_dir(capsules_dir: Path, handle: str) -> Path:
+    return capsules_dir / validate_sandbox_id(handle)
 
 
 def capsule_key(handle: str) -> str:
@@ -57,6 +74,8 @@ class Capsule:
 
     def __post_init__(self) -> None:
         self.handle = self.handle or self.sandbox_id
+        validate_sandbox_id(self.sandbox_id)
+        validate_sandbox_id(self.handle)
 
     @property
     def key(self) -> str:

@@ -15,7 +15,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from .. import envd as envd_package
-from . import errors, firewall, network, storage
+from ..private import private_dir, private_file
+from . import datadir, errors, firewall, network, rootfs_io, storage
 from .capsule import PAUSED, RUNNING, Capsule, capsule_key
 from .config import AgentSettings
 from .dns_forwarder import DnsForwarder
@@ -46,9 +47,8 @@ class GVisorRuntime:
     # -- host setup ------------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        for d in (self.settings.capsules_dir, self.settings.templates_dir, self.runsc.root):
-            d.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.settings.capsules_dir, 0o700)
+        datadir.secure(self.settings)
+        private_dir(self.runsc.root)
         self._install_envd()
         await self.firewall.start()
 
@@ -147,11 +147,8 @@ class GVisorRuntime:
 
     def _write_resolv_conf(self, rootfs: Path) -> None:
         servers = self.settings.capsule_dns or [str(firewall.CAPSULE_RESOLVER)]
-        target = rootfs / "etc/resolv.conf"
-        with contextlib.suppress(FileNotFoundError):
-            if target.is_symlink():
-                target.unlink()
-        target.write_text("".join(f"nameserver {s}\n" for s in servers))
+        content = "".join(f"nameserver {s}\n" for s in servers)
+        _put_resolv_conf(rootfs, content)
 
     async def teardown(self, capsule: Capsule) -> None:
         """Stop the sandbox and release network and mounts; keep the capsule's files."""
@@ -192,8 +189,10 @@ class GVisorRuntime:
         assert capsule.net is not None
         image = capsule.dir / "checkpoint.new"
         shutil.rmtree(image, ignore_errors=True)
-        image.mkdir()
+        image.mkdir(mode=0o700)
         await self.runsc.checkpoint(capsule.runsc_id, image, capsule.net.netns_path)
+        for f in image.iterdir():
+            private_file(f)  # runsc writes the memory image 0644
         shutil.rmtree(capsule.checkpoint_dir, ignore_errors=True)
         image.rename(capsule.checkpoint_dir)
         await asyncio.shield(self.teardown(capsule))
@@ -253,7 +252,7 @@ class GVisorRuntime:
                 await storage.copy_tree(capsule.rootfs, staging / "rootfs")
             finally:
                 await self.runsc.thaw(capsule.runsc_id, capsule.net.netns_path)
-            (staging / "rootfs/etc/resolv.conf").write_text("")
+            _put_resolv_conf(staging / "rootfs", "")
             template = Template(
                 name=name,
                 type=IMAGE,
@@ -324,3 +323,13 @@ class GVisorRuntime:
         for cid in await self.runsc.list_ids():
             if cid not in keep:
                 await self.runsc.forget(cid)
+
+
+def _put_resolv_conf(rootfs: Path, content: str) -> None:
+    """Make the tree's /etc/resolv.conf a fresh file with `content`, through no link the tree
+    holds (capsule code made the tree: following its links would write host files). A tree
+    without a plain /etc directory keeps what it has."""
+    try:
+        rootfs_io.write_file(rootfs, "etc/resolv.conf", content.encode())
+    except (rootfs_io.UnsafePath, FileNotFoundError):
+        log.warning("no resolv.conf written under %s: its /etc is not a plain directory", rootfs)

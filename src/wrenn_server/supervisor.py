@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .private import open_private, private_dir
+
 
 @dataclass
 class Child:
@@ -34,8 +36,8 @@ class Supervisor:
         self.children: list[Child] = []
 
     def start(self, child: Child, timeout: float = 120.0) -> None:
-        child.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(child.log_path, "ab") as log:
+        private_dir(child.log_path.parent)
+        with os.fdopen(open_private(child.log_path, os.O_WRONLY | os.O_APPEND), "ab") as log:
             child.proc = subprocess.Popen(
                 child.argv,
                 stdout=log,

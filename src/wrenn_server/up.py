@@ -21,6 +21,7 @@ from .controlplane.errors import Conflict
 from .controlplane.settings import Settings
 from .hostagent.config import AgentSettings
 from .hostagent.templates import TemplateStore
+from .private import private_dir
 from .supervisor import Child, StartupError, Supervisor
 
 
@@ -54,7 +55,7 @@ def _http_ready(url: str) -> Callable[[], bool]:
 def run_platform(
     data_dir: Path, port: int, console: Console, build_progress: Callable[[], Any]
 ) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     if not _port_free(port):
         console.print(f"[red]port {port} is in use: choose another with --port[/]")
         return 1

@@ -62,6 +62,24 @@ def start(tmp: Path, name: str) -> Platform:
     return Platform(data_dir, port, proc, output)
 
 
+def assert_root_only(data_dir: Path) -> None:
+    """Nothing in the data dir is open to the host's other users (the test made the directory
+    0755: `wrenn up` tightens it): the database and its WAL, logs, secrets, credentials, template
+    metadata and disks, the paused capsule's memory image. Root filesystems keep their modes
+    below 0700 directories."""
+    seen: dict[str, int] = {}
+    for dirpath, dirnames, filenames in os.walk(data_dir):
+        dirnames[:] = [d for d in dirnames if d not in ("rootfs", "disk")]
+        for name in [".", *dirnames, *filenames]:
+            st = os.lstat(os.path.join(dirpath, name))
+            if not stat.S_ISLNK(st.st_mode):
+                seen[os.path.normpath(os.path.join(dirpath, name))] = stat.S_IMODE(st.st_mode)
+    assert {"wrenn.db", "agent.log", "controlplane.log", "template.json", "pages.img"} <= {
+        Path(p).name for p in seen
+    }, sorted(seen)
+    assert {p: oct(m) for p, m in seen.items() if m & 0o077} == {}
+
+
 @pytest.fixture
 def platforms(tmp_path: Path) -> Iterator[list[Platform]]:
     if not SEED.is_dir():
@@ -96,6 +114,7 @@ def test_two_instances_side_by_side_then_ctrl_c(platforms: list[Platform], tmp_p
     first.proc.send_signal(signal.SIGINT)
     assert first.proc.wait(60) == 0
     assert "stopped (1 capsule(s) paused)" in first.output.read_text()
+    assert_root_only(first.data_dir)
     # Its processes are gone (the capsule was paused, not left running); the other instance is
     # untouched and still answers.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

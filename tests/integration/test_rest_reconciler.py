@@ -54,9 +54,9 @@ async def wait_for_status(
 async def test_reconciler_follows_the_host(
     start_app: StartApp, agent: AgentClient, new_capsule: CapsuleFactory
 ) -> None:
-    # A capsule on the host that the control plane never made, with an id of another form:
-    # it must not keep the reconciler from doing its job.
-    await new_capsule(sandbox_id=f"sb-elsewhere-{uuid.uuid4().hex[:8]}", memory_mb=256)
+    # A capsule on the host that the control plane never made: it must not keep the reconciler
+    # from doing its job.
+    await new_capsule(sandbox_id=f"sb-{uuid.uuid4()}", memory_mb=256)
     async with start_app(reconcile_interval_sec=0.2) as rest:
         api = rest.client
         user = await new_account(api)

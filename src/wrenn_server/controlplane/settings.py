@@ -17,6 +17,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..private import private_dir
 from .errors import InsecureConfiguration
 
 DEFAULT_JWT_SECRET = "wrenn-dev-jwt-secret-never-use-in-production"
@@ -328,7 +329,7 @@ def ensure_jwt_secret(settings: Settings) -> Path:
     path = settings.jwt_secret_path
     if path.is_file() and path.read_text().strip():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     # Written whole to a private temp file, then hard-linked into place: the link fails if another
     # process won the race, and a crash never leaves a half-written secret behind.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -4,11 +4,13 @@ the mirror this machine's apt is configured with."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from . import rootfs_io
 from .proc import CommandError
 
 SUITE = "bookworm"
@@ -92,13 +94,11 @@ class _ProgressTracker:
 
 def finish_rootfs(rootfs: Path) -> None:
     """Make a fresh debootstrap tree fit to be a capsule's lower layer."""
-    (rootfs / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
+    # Through rootfs_io like every write into a root filesystem: no link in the tree is followed.
+    rootfs_io.write_file(rootfs, "etc/hosts", b"127.0.0.1\tlocalhost\n::1\tlocalhost\n")
     # Per-capsule resolv.conf is written into each capsule's own layer.
-    (rootfs / "etc/resolv.conf").write_text("")
+    rootfs_io.write_file(rootfs, "etc/resolv.conf", b"")
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        d = rootfs / junk
-        if d.is_dir():
-            for p in d.iterdir():
-                if p.is_file():
-                    p.unlink()
-    (rootfs / "opt/wrenn/envd").mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            rootfs_io.remove_files_in(rootfs, junk)
+    rootfs_io.make_dirs(rootfs, "opt/wrenn/envd")

@@ -14,7 +14,16 @@ from typing import Any
 
 from . import errors
 from .capacity import Room
-from .capsule import PAUSED, POOLED, RUNNING, STARTING, Capsule, new_sandbox_id
+from .capsule import (
+    PAUSED,
+    POOLED,
+    RUNNING,
+    STARTING,
+    Capsule,
+    capsule_dir,
+    new_sandbox_id,
+    validate_sandbox_id,
+)
 from .config import AgentSettings
 from .envd_client import EnvdClient, Event
 from .envd_keys import EnvdKeys
@@ -98,6 +107,7 @@ class SandboxManager:
     # -- lookup ----------------------------------------------------------------------------
 
     def get(self, sandbox_id: str) -> Capsule:
+        validate_sandbox_id(sandbox_id)
         try:
             return self.capsules[sandbox_id]
         except KeyError:
@@ -130,9 +140,7 @@ class SandboxManager:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def create(self, spec: CreateSpec) -> Capsule:
-        sandbox_id = spec.sandbox_id or new_sandbox_id()
-        if not sandbox_id.startswith("sb-") or len(sandbox_id) > 64:
-            raise errors.InvalidArgument("sandbox_id must look like sb-{uuid}")
+        sandbox_id = validate_sandbox_id(spec.sandbox_id or new_sandbox_id())
         if sandbox_id in self.capsules:
             raise errors.AlreadyExists(f"sandbox {sandbox_id} already exists")
         template = self._template(spec.template or self.settings.default_template)
@@ -313,7 +321,7 @@ class SandboxManager:
             disk_size_mb=disk,
             timeout_sec=spec.timeout_sec,
             token=self.keys.token_for(sandbox_id),
-            dir=s.capsules_dir / sandbox_id,
+            dir=capsule_dir(s.capsules_dir, sandbox_id),
             handle=sandbox_id,
             default_user=spec.default_user,
             default_env=dict(spec.default_env or {}),

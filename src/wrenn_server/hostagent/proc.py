@@ -7,6 +7,9 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
+
+from ..private import open_private
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,12 @@ async def run(
     --detach`, whose sandbox inherits and keeps those descriptors open (a pipe would never see EOF).
     """
     started = time.monotonic()
-    out_file = open(stdout_path, "ab") if stdout_path else None
+    # Logs of capsules' sandboxes: root's only (0600).
+    out_file = (
+        os.fdopen(open_private(Path(stdout_path), os.O_WRONLY | os.O_APPEND), "ab")
+        if stdout_path
+        else None
+    )
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 
+from ..private import private_dir, private_file
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
 from . import reaper, tls
 from .config import AgentSettings
@@ -47,7 +48,7 @@ class AgentServer:
 
     def _lock_data_dir(self) -> None:
         """One agent per data dir: a second would adopt (and fight over) the first's capsules."""
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.settings.data_dir)
         fd = os.open(self.settings.data_dir / "agent.lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -95,6 +96,8 @@ class AgentServer:
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
+        if self.settings.listen.startswith("unix:"):
+            private_file(Path(self.settings.listen.removeprefix("unix:")))
         log.info("host agent listening on %s", self.settings.listen)
         if identity is not None:
             log.info("TLS certificate SHA-256 %s", tls.fingerprint(identity.cert_pem))

@@ -15,11 +15,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
 from . import capacity, errors
-from .capsule import PAUSED, RUNNING, Capsule
+from .capsule import PAUSED, RUNNING, Capsule, validate_sandbox_id
 from .envd_client import LIST_LIMIT, Event
 from .exec_output import ExecOutput, output_limit
 from .manager import CreateSpec, SandboxManager
-from .templates import SNAPSHOT, Template
+from .templates import SNAPSHOT, Template, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,27 @@ async def _authenticate(service: HostAgentService, context: Ctx) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid agent credentials")
 
 
+# Request fields that name things on disk, checked before any handler sees them.
+_VALIDATORS: dict[str, Callable[[str], str]] = {
+    "sandbox_id": validate_sandbox_id,
+    "name": validate_name,
+    "template": validate_name,
+}
+
+
+def check_names(request: Any) -> None:
+    fields = getattr(getattr(request, "DESCRIPTOR", None), "fields_by_name", {})
+    for field, validate in _VALIDATORS.items():
+        if field in fields and (value := getattr(request, field)):
+            validate(value)
+
+
 def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(fn)
     async def wrapper(self: HostAgentService, request: Any, context: Ctx) -> Any:
         await _authenticate(self, context)
         try:
+            check_names(request)
             return await fn(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -73,6 +89,7 @@ def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncItera
     async def wrapper(self: HostAgentService, request: Any, context: Ctx) -> AsyncIterator[Any]:
         await _authenticate(self, context)
         try:
+            check_names(request)
             async for item in fn(self, request, context):
                 yield item
         except grpc.aio.AbortError:

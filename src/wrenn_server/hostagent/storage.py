@@ -18,9 +18,13 @@ from .proc import CommandError, run, run_quiet
 
 log = logging.getLogger(__name__)
 
+# Options of every host mount of capsule content.
+HOST_SAFE = "nosuid,nodev"
+
 
 async def create_image(path: Path, size_mb: int) -> None:
-    with open(path, "wb") as f:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
         f.truncate(size_mb * 1024 * 1024)
     # No journal and no reserved blocks: the image is private scratch space, and every block of
     # the limit should be usable by the capsule.
@@ -34,12 +38,14 @@ async def mount(image: Path, disk_dir: Path, lowers: list[Path], rootfs: Path) -
     """Mount the image on disk_dir and the overlay on rootfs. Undone by `unmount`."""
     disk_dir.mkdir(exist_ok=True)
     rootfs.mkdir(exist_ok=True)
-    await run("mount", "-o", "loop,noatime", str(image), str(disk_dir))
+    # nosuid,nodev: the files on it are whatever capsule code made (setuid programs, device
+    # nodes); on the host they must stay inert.
+    await run("mount", "-o", f"loop,noatime,{HOST_SAFE}", str(image), str(disk_dir))
     try:
         (disk_dir / "upper").mkdir(exist_ok=True)
         (disk_dir / "work").mkdir(exist_ok=True)
         lowerdir = ":".join(str(p) for p in lowers)
-        opts = f"lowerdir={lowerdir},upperdir={disk_dir}/upper,workdir={disk_dir}/work"
+        opts = f"{HOST_SAFE},lowerdir={lowerdir},upperdir={disk_dir}/upper,workdir={disk_dir}/work"
         await run("mount", "-t", "overlay", "overlay", "-o", opts, str(rootfs))
     except BaseException:
         await run_quiet("umount", str(disk_dir))
@@ -91,6 +97,7 @@ def mounts_under(root: Path) -> list[str]:
 
 async def copy_sparse(src: Path, dst: Path) -> None:
     await run("cp", "--sparse=always", str(src), str(dst), timeout=600)
+    os.chmod(dst, 0o600)  # a capsule's disk: root's only, whatever the source's mode was
 
 
 async def copy_tree(src: Path, dst: Path) -> None:

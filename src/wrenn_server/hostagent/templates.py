@@ -19,10 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..private import private_dir, write_private
 from . import base_image, errors
 from .storage import disk_usage
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Matched whole (fullmatch): `$` would let a trailing newline through.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 IMAGE = "image"
 SNAPSHOT = "snapshot"
 # template.json of snapshot templates made before envd tokens were derived held the token.
@@ -46,7 +48,7 @@ class Template:
 
 
 def validate_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise errors.InvalidArgument(
             "template name must be 1-128 characters of letters, digits, '.', '_' or '-'"
         )
@@ -88,7 +90,7 @@ class TemplateStore:
             return []
         out = []
         for d in sorted(self.root.iterdir()):
-            if NAME_RE.match(d.name) and (d / "template.json").is_file():
+            if NAME_RE.fullmatch(d.name) and (d / "template.json").is_file():
                 out.append(self.get(d.name))
         return out
 
@@ -99,13 +101,13 @@ class TemplateStore:
 
     def staging(self, name: str) -> Path:
         """A fresh directory to build a template in; `commit` moves it into place."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         path = self.root / f".staging-{validate_name(name)}-{uuid.uuid4().hex[:8]}"
-        path.mkdir()
+        path.mkdir(mode=0o700)
         return path
 
     def commit(self, staging: Path, template: Template, overwrite: bool) -> Template:
-        (staging / "template.json").write_text(json.dumps(asdict(template)))
+        write_private(staging / "template.json", json.dumps(asdict(template)).encode())
         target = self.dir(template.name)
         if target.exists():
             if not overwrite:

@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...private import open_private, private_dir
 from ..db.models.capsules import TemplateBuildArchive
 from ..db.session import Database
 
@@ -44,11 +45,11 @@ class DamagedArchive(Exception):
 
 async def fetch(db: Database, build_id: uuid.UUID, sha256: str, target: Path) -> None:
     """Write the archive to `target` (whole or not at all), piece by piece."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)  # teams' uploads: the server's eyes only
     tmp = target.with_name(f".{target.name}.tmp")
     digest = hashlib.sha256()
     try:
-        with open(tmp, "wb") as out:
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as out:
             seq = 0
             while True:
                 async with db.sessionmaker() as session:

@@ -13,6 +13,7 @@ Services never commit: the caller opens the transaction with `transaction()`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +29,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from ...private import open_private, private_dir, private_file
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _BEGIN_OPTION = "wrenn_sqlite_begin"
@@ -77,10 +80,9 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         if is_sqlite(url):
-            # SQLite creates the file but not its directory.
             path = make_url(url).database
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_file(Path(path))
         self.engine = create_engine(url, echo=echo)
         # expire_on_commit=False: routes read the objects a service returned after the
         # transaction committed, without another round trip.
@@ -96,6 +98,17 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """The database file, made (empty: SQLite takes that as a new database) or tightened to
+    0600 before SQLite opens it. SQLite makes its -wal and -shm files with the database file's
+    mode, so they are private too; those an older version left are tightened here."""
+    if not path.parent.exists():
+        private_dir(path.parent)
+    os.close(open_private(path, os.O_RDWR))
+    for suffix in ("-wal", "-shm", "-journal"):
+        private_file(path.with_name(path.name + suffix))
 
 
 @asynccontextmanager

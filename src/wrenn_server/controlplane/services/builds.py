@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import BinaryIO
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...private import open_private, private_dir
 from .. import ids
 from ..builds import archive, archive_store, recipe
 from ..builds.queue import BuildQueue
@@ -37,9 +39,9 @@ COPY_CHUNK = 1 << 20
 
 def _save_archive(upload: BinaryIO, target: Path, max_bytes: int) -> None:
     """Copy the upload to `target`, refusing more than `max_bytes`, then check its members."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)  # teams' uploads: the server's eyes only
     written = 0
-    with open(target, "wb") as out:
+    with os.fdopen(open_private(target, os.O_WRONLY | os.O_TRUNC), "wb") as out:
         while chunk := upload.read(COPY_CHUNK):
             written += len(chunk)
             if written > max_bytes:

@@ -69,7 +69,7 @@ class FakePool(HostClientPool):
         super().__init__(lambda _host_id: "unused")
         self.agents = agents
 
-    def client(self, host: Host) -> Any:
+    async def client(self, host: Host) -> Any:
         return self.agents[host.address or ""]
 
 

@@ -382,7 +382,23 @@ async def test_expired_registration_token(client: httpx.AsyncClient, db: Databas
 
 
 @pytest.mark.parametrize(
-    "address", ["", "10.0.0.1", "no port:80", "http://10.0.0.1:80", "a:b", "10.0.0.1:123456"]
+    "address",
+    [
+        "",
+        "10.0.0.1",
+        "no port:80",
+        "http://10.0.0.1:80",
+        "a:b",
+        "10.0.0.1:123456",
+        # gRPC would take these for its own schemes (an abstract socket, a raw target).
+        "unix-abstract:1234",
+        "ipv4:127.0.0.1:80",
+        "[::1]7000",
+        "1.2.3.4.5:80",
+        # No agent lives at a cloud metadata service, on anyone's host.
+        "169.254.169.254:80",
+        "metadata.google.internal:80",
+    ],
 )
 async def test_register_refuses_a_bad_address(client: httpx.AsyncClient, address: str) -> None:
     w = await _world(client, byoc=False)
@@ -405,6 +421,22 @@ async def test_register_refuses_a_bad_address(client: httpx.AsyncClient, address
         "0.0.0.0:7000",
         "224.0.0.1:7000",
         "unix:///run/wrenn/agent.sock",
+        # Other spellings of the same addresses, each of which got past the first check.
+        "[::ffff:127.0.0.1]:7000",
+        "[::ffff:7f00:1]:7000",
+        "127.1:7000",
+        "2130706433:7000",
+        "0x7f.1:7000",
+        "0177.0.0.1:7000",
+        "localhost.:7000",
+        "[::ffff:169.254.169.254]:80",
+        "2852039166:80",
+        "[fd00:ec2::254]:80",
+        "metadata.google.internal:80",
+        "[fe80::1]:7000",
+        "[::]:7000",
+        "unix-abstract:1234",
+        "unix:/run/wrenn/agent.sock",
     ],
 )
 async def test_byoc_hosts_may_not_point_the_control_plane_at_itself(
@@ -413,12 +445,39 @@ async def test_byoc_hosts_may_not_point_the_control_plane_at_itself(
     w = await _world(client)
     created = await _new_host(client, w.owner, type="byoc", team_id=w.team)
     resp = await _register(client, created["registration_token"], address)
-    assert_error(resp, 400, "invalid_request")
+    error = assert_error(resp, 400, "invalid_request")
+    assert "address" in error["message"] or "host" in error["message"], error
     row = await _host_row(db, created["host"]["id"])
     assert row is not None and (row.status, row.address) == ("pending", None)
     # Refused, the token was not spent.
     resp = await _register(client, created["registration_token"], BYOC_ADDRESS)
     assert resp.status_code == 201, resp.text
+
+
+async def test_addresses_are_stored_in_their_canonical_form(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """What the control plane dials is what was checked: one spelling per address. Shared
+    hosts (the platform's own) may use loopback and unix sockets; a team's may not."""
+    w = await _world(client)
+    cases = [
+        (w.owner, {"type": "byoc", "team_id": w.team}, "[::ffff:203.0.113.9]:7000"),
+        (w.owner, {"type": "byoc", "team_id": w.team}, "3405803786:7000"),
+        (w.root, {}, "127.1:7000"),
+        (w.root, {}, "unix:///run/wrenn/agent.sock"),
+    ]
+    stored = []
+    for creator, body, address in cases:
+        created = await _new_host(client, creator, **body)
+        resp = await _register(client, created["registration_token"], address)
+        assert resp.status_code == 201, resp.text
+        stored.append(resp.json()["host"]["address"])
+    assert stored == [
+        "203.0.113.9:7000",
+        "203.0.113.10:7000",
+        "127.0.0.1:7000",
+        "unix:/run/wrenn/agent.sock",
+    ]
 
 
 async def test_new_registration_token_only_before_registering(client: httpx.AsyncClient) -> None:
@@ -652,7 +711,7 @@ class _Pool(HostClientPool):
         super().__init__(lambda _host_id: "unused")
         self.agent = agent
 
-    def client(self, host: Host) -> Any:
+    async def client(self, host: Host) -> Any:
         return self.agent
 
 

@@ -119,8 +119,8 @@ class AnswerThenMeanwhile:
         self.pool = pool
         self.meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
 
-    def client(self, host: Host) -> AnswerThenMeanwhile:
-        self.real = self.pool.client(host)
+    async def client(self, host: Host) -> AnswerThenMeanwhile:
+        self.real = await self.pool.client(host)
         return self
 
     async def call(self, method: str, request: Any, timeout: float | None = None) -> Any:

@@ -107,7 +107,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     owns_db = db is None
     database = db or Database(settings.effective_database_url)
     hosts = Hosts(
-        HostClientPool(_agent_secrets(settings, codec)),
+        HostClientPool(
+            _agent_secrets(settings, codec), tenant_policy=settings.tenant_address_policy()
+        ),
         BalancedScheduler(settings.memory_overcommit),
         quotas.Limits.of(settings),
     )

@@ -9,14 +9,16 @@ generated into the data dir (`ensure_jwt_secret`, which `wrenn up` calls on a si
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..addresses import TenantAddressPolicy
 from ..private import private_dir
 from .errors import InsecureConfiguration
 
@@ -134,6 +136,17 @@ class Settings(BaseSettings):
         gt=0,
         description="A host neither heard from (heartbeat) nor reached (reconciler) for this "
         "long is marked unreachable and its capsules missing.",
+    )
+    byoc_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks (CIDR) a team's own (BYOC) host may be reached at although they "
+        "are special-use (loopback, link-local, ...): a lab whose agents run on the control "
+        "plane's machine. Unix sockets are never allowed. JSON list, e.g. [\"127.0.0.0/8\"].",
+    )
+    byoc_blocked_networks: list[str] = Field(
+        default_factory=list,
+        description="More networks (CIDR) a team's own (BYOC) host may not be reached at, e.g. "
+        "the platform's own private network. JSON list.",
     )
     dashboard_dir: Path | None = Field(
         default=None,
@@ -294,6 +307,17 @@ class Settings(BaseSettings):
         if self.smtp_host and not (self.smtp_from and self.public_url):
             raise ValueError("WRENN_SMTP_HOST needs WRENN_SMTP_FROM and WRENN_PUBLIC_URL too")
         return self
+
+    @field_validator("byoc_allowed_networks", "byoc_blocked_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
+
+    def tenant_address_policy(self) -> TenantAddressPolicy:
+        """Where BYOC hosts may be reached (see addresses.py)."""
+        return TenantAddressPolicy.of(self.byoc_allowed_networks, self.byoc_blocked_networks)
 
     @property
     def effective_database_url(self) -> str:

@@ -127,7 +127,7 @@ class Reconciler:
         # resume that finished while the answer was on its way): it is left for the next pass.
         asked_at = utcnow()
         try:
-            client = self.pool.client(host)
+            client = await self.pool.client(host)
             resp = await client.call("ListSandboxes", pb.ListSandboxesRequest(), RPC_TIMEOUT)
             if resp.HasField("resources"):
                 resources = resp.resources

@@ -9,15 +9,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from ...addresses import UnixAddress
+from ...addresses import parse as parse_address
 from ...hostagent import tls
 from .. import ids
 from ..db.models.hosts import Host
 
 _TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=-]{0,63}")
-# host:port, [v6]:port or unix:///path - what the control plane dials.
-_ADDRESS_RE = re.compile(
-    r"(unix:/[^\s]{1,240}|[A-Za-z0-9.-]{1,200}:\d{1,5}|\[[0-9a-fA-F:.]+\]:\d{1,5})"
-)
 
 
 class CreateHostRequest(BaseModel):
@@ -90,7 +88,10 @@ class RegisterHostRequest(BaseModel):
     token: str = Field(max_length=200, description="The registration token from POST /v1/hosts.")
     address: str = Field(
         max_length=255,
-        description="Where the control plane reaches the agent: ip:port or unix:///path.",
+        description="Where the control plane reaches the agent: host:port, [ipv6]:port or "
+        "unix:/path (shared hosts only). Stored in a canonical form. A BYOC host's address must "
+        "resolve to addresses that are not loopback, link-local, unspecified, multicast, "
+        "reserved or a cloud metadata service (in any notation, IPv4-mapped included).",
     )
     arch: str | None = Field(None, max_length=32)
     cpu_cores: int | None = Field(None, ge=1, le=100_000)
@@ -112,15 +113,16 @@ class RegisterHostRequest(BaseModel):
 
     @model_validator(mode="after")
     def _tls_over_network(self) -> RegisterHostRequest:
-        if self.tls_certificate is None and not self.address.startswith("unix:"):
+        if self.tls_certificate is None and not isinstance(
+            parse_address(self.address), UnixAddress
+        ):
             raise ValueError("an agent reached over the network must send its tls_certificate")
         return self
 
     @field_validator("address")
     @classmethod
     def _valid_address(cls, value: str) -> str:
-        if not _ADDRESS_RE.fullmatch(value):
-            raise ValueError("must be host:port, [ipv6]:port or unix:///path")
+        parse_address(value)  # AddressError (a ValueError) says what is wrong
         return value
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...addresses import AddressError, UnixAddress
+from ...addresses import parse as parse_address
 from ...hostagent.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
@@ -46,7 +48,12 @@ class Hosts:
         host = await session.get(Host, sandbox.host_id) if sandbox.host_id else None
         if host is None or not host.address:
             raise InvalidState("the capsule's host is gone")
-        return self.pool.client(host)
+        return await self.client_of(host)
+
+    async def client_of(self, host: Host) -> AgentClient:
+        """The host's agent client; an address the pool may not dial is an unreachable host."""
+        with agent_errors():
+            return await self.pool.client(host)
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,7 @@ async def create_capsule(
             timeout_sec=spec.timeout_sec,
         )
         session.add(sandbox)
-        client = hosts.pool.client(host)
+        client = await hosts.client_of(host)
         host_ip = _host_ip(host.address or "")
         default_user, default_env = template.default_user or "", dict(template.default_env or {})
     request = pb.CreateSandboxRequest(
@@ -170,10 +177,15 @@ def _size(template: Template, spec: CreateCapsule) -> tuple[int, int]:
 
 
 def _host_ip(address: str) -> str:
-    """The host part of an agent address; an agent on a local unix socket is this machine."""
-    if address.startswith("unix:"):
+    """The host part of an agent address (at most 45 characters: an IP address, a short name);
+    an agent on a local unix socket is this machine."""
+    try:
+        parsed = parse_address(address)
+    except AddressError:
+        return ""
+    if isinstance(parsed, UnixAddress):
         return "127.0.0.1"
-    return address.rsplit(":", 1)[0].strip("[]")
+    return parsed.host if len(parsed.host) <= 45 else ""
 
 
 @dataclass(frozen=True)
@@ -272,7 +284,7 @@ async def destroy_capsule(
             return
         host = await session.get(Host, sandbox.host_id) if sandbox.host_id else None
     if host is not None and host.address:
-        client = hosts.pool.client(host)
+        client = await hosts.client_of(host)
         await metrics.flush(db.sessionmaker, client, sandbox.id, tiers=("24h",))
         try:
             with agent_errors():

@@ -16,7 +16,6 @@ admin-scope: in the owning team's log for BYOC hosts, platform-wide (no team) fo
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import logging
 import uuid
 from collections.abc import Sequence
@@ -26,6 +25,15 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ...addresses import (
+    METADATA_IPS,
+    METADATA_NAMES,
+    AddressError,
+    TcpAddress,
+    TenantAddressPolicy,
+    check_tenant_address,
+)
+from ...addresses import parse as parse_address
 from .. import ids
 from ..db.models import Sandbox, Team
 from ..db.models.hosts import Host, HostRefreshToken, HostTag, HostToken
@@ -311,9 +319,11 @@ async def register_host(
     memory_mb: int | None,
     disk_gb: int | None,
     tls_certificate: str | None,
+    address_policy: TenantAddressPolicy,
 ) -> IssuedCredentials:
-    """Redeem a registration token: the host goes online with the agent's address, specs and
-    TLS certificate (pinned: only the agent holding its key can answer for this host)."""
+    """Redeem a registration token: the host goes online with the agent's address (in its
+    canonical form), specs and TLS certificate (pinned: only the agent holding its key can
+    answer for this host). A BYOC host's address must pass `address_policy`."""
     now = utcnow()
     row = await session.scalar(
         select(HostToken).where(HostToken.token_hash == hash_credential(token))
@@ -330,7 +340,9 @@ async def register_host(
     if not getattr(claimed, "rowcount", 0) or host is None or host.status != "pending":
         raise Unauthorized("invalid, used or expired registration token")
     if host.type == "byoc":
-        _check_byoc_address(address)
+        address = await _check_byoc_address(address, address_policy)
+    else:
+        address = _check_shared_address(address)
     host.address = address
     host.tls_certificate = tls_certificate
     host.arch, host.cpu_cores, host.memory_mb, host.disk_gb = arch, cpu_cores, memory_mb, disk_gb
@@ -341,20 +353,29 @@ async def register_host(
     return issued
 
 
-def _check_byoc_address(address: str) -> None:
-    """A BYOC host's owner chooses the address the control plane dials: it may not point the
-    control plane at itself or at its own network's special addresses."""
-    if address.startswith("unix:"):
-        raise BadRequest("a BYOC host must give a network address (host:port)")
-    host = address.rsplit(":", 1)[0].strip("[]")
+async def _check_byoc_address(address: str, policy: TenantAddressPolicy) -> str:
+    """A BYOC host's team chooses the address the control plane dials: it may not point the
+    control plane at itself, its metadata service or a socket on its machine, however written
+    (see addresses.py). The pool checks it again whenever it dials."""
     try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-            raise BadRequest("a BYOC host's address may not be loopback") from None
-        return
-    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
-        raise BadRequest("a BYOC host's address may not be loopback, link-local or unspecified")
+        parsed, _ips = await check_tenant_address(address, policy)
+    except AddressError as e:
+        raise BadRequest(str(e)) from None
+    return str(parsed)
+
+
+def _check_shared_address(address: str) -> str:
+    """A shared host is the platform's own: any address its operator chose (loopback and
+    private ones, a unix socket), but never a cloud metadata service."""
+    try:
+        parsed = parse_address(address)
+    except AddressError as e:
+        raise BadRequest(str(e)) from None
+    if isinstance(parsed, TcpAddress) and (
+        parsed.host in METADATA_NAMES or parsed.ip in METADATA_IPS
+    ):
+        raise BadRequest("a host may not be reached at a cloud metadata service's address")
+    return str(parsed)
 
 
 async def refresh_credentials(

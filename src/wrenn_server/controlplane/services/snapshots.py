@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
@@ -14,7 +15,7 @@ from ..db.models.capsules import Sandbox, Template
 from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..errors import Conflict, Forbidden, NotFound
+from ..errors import Conflict, Forbidden, NotFound, ServiceUnavailable
 from ..hosts.rpc import agent_errors
 from . import audit
 from .capsules import Hosts, get_capsule, require_status
@@ -101,12 +102,16 @@ async def delete_snapshot(
     actor: audit.Actor,
     protected: str | None = None,
 ) -> None:
-    """Delete a template: its files on every online host first, then its row.
+    """Delete a template: its files on the hosts that hold them first, then its row.
 
     `team_id` is the caller's team, whose own and the platform's templates it may delete; None
     (platform admins only) reaches any team's template, and the event is then recorded in the
     template's team with scope `admin`. `protected` names a template no one may delete (the
     platform's base template, which capsule creation falls back to): 409.
+
+    Only the template's holders (`holders`) hear of it: no other team's host learns its name,
+    and none can hold up its deletion. If a holder cannot delete the files the row stays, so
+    the delete can be retried (502, or 503 while the holder is down).
     """
     if team_id is None and not is_admin:
         raise Forbidden("only platform admins may delete another team's template")
@@ -122,10 +127,10 @@ async def delete_snapshot(
             raise Conflict(
                 f"{name!r} is the platform's base template: capsules are created from it"
             )
-        hosts_rows = list(await session.scalars(select(Host).where(Host.status == "online")))
-    # The files must go first: if any host cannot delete them, the record stays.
-    for host in hosts_rows:
-        client = hosts.pool.client(host)
+        holding = await holders(session, template)
+    # The files must go first: if a holder cannot delete them, the record stays.
+    for host in holding:
+        client = await hosts.client_of(host)
         try:
             with agent_errors():
                 await client.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=name))
@@ -147,3 +152,24 @@ async def delete_snapshot(
                 scope="admin" if platform or team_id is None else "team",
                 metadata={"platform": platform},
             )
+
+
+async def holders(session: AsyncSession, template: Template) -> list[Host]:
+    """The hosts that hold a template's files: the one recorded with it (a snapshot or built
+    image; 503 while it is not online), else - the base template, or a row from before
+    templates recorded their host - the online hosts where the template's capsules could have
+    run: shared hosts, and the team's own for a team's template. Never another team's host."""
+    if template.host_id is not None:
+        host = await session.get(Host, template.host_id)
+        if host is None:
+            return []  # deleting a host deletes its templates: only a race gets here
+        if host.status not in ("online", "draining") or not host.address:
+            raise ServiceUnavailable(
+                f"the host holding template {template.name!r} is not reachable: try again later"
+            )
+        return [host]
+    may_run = Host.type == "regular"
+    if template.team_id != ids.PLATFORM_TEAM_ID:
+        may_run = or_(may_run, and_(Host.type == "byoc", Host.team_id == template.team_id))
+    query = select(Host).where(Host.status == "online", Host.address.is_not(None), may_run)
+    return list(await session.scalars(query.order_by(Host.created_at, Host.id)))

@@ -108,7 +108,11 @@ async def list_hosts(principal: CurrentUser, session: SessionDep) -> list[HostRe
     responses=error_responses(400, 401),
 )
 async def register_host(
-    body: RegisterHostRequest, session: SessionDep, codec: CodecDep, lifetimes: LifetimesDep
+    body: RegisterHostRequest,
+    session: SessionDep,
+    codec: CodecDep,
+    lifetimes: LifetimesDep,
+    settings: SettingsDep,
 ) -> HostCredentials:
     async with transaction(session, write=True):
         issued = await hosts.register_host(
@@ -122,6 +126,7 @@ async def register_host(
             memory_mb=body.memory_mb,
             disk_gb=body.disk_gb,
             tls_certificate=body.tls_certificate,
+            address_policy=settings.tenant_address_policy(),
         )
     return _credentials(issued)
 

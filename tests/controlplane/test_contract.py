@@ -20,6 +20,7 @@ SERVED = (
     "/v1/auth/login",
     "/v1/auth/oauth",
     "/v1/me/providers",
+    "/v1/me/password",
     "/v1/auth/signup",
     "/v1/auth/switch-team",
     "/v1/teams",

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
@@ -15,7 +16,12 @@ from sqlalchemy.exc import IntegrityError
 
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.app import create_app
-from wrenn_server.controlplane.db.migrate import current_revision, head_revision, migrate
+from wrenn_server.controlplane.db.migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    migrate,
+)
 from wrenn_server.controlplane.db.models import Base, Team, TeamMember, User
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.settings import Settings
@@ -36,6 +42,9 @@ EXPECTED_TABLES = {
     "host_refresh_tokens",
     "leases",
     "team_quotas",
+    "user_tokens",
+    "invitations",
+    "login_throttle",
     "user_tokens",
     "invitations",
     "login_throttle",
@@ -152,3 +161,62 @@ async def test_unfinished_builds_with_an_archive_on_disk_fail_at_the_upgrade(
         "without": "pending",
         "done": "success",
     }
+
+
+async def test_0007_counts_oauth_emails_as_verified_and_downgrades(
+    fresh_database_url: str,
+) -> None:
+    """0007 adds verified emails: an account whose email an OAuth provider gave it is verified,
+    a password account is not (its owner never proved the address). Its downgrade drops what
+    it added, and upgrading again works."""
+    url = fresh_database_url
+    await migrate(url, "0006")
+    users = {"pw": uuid.uuid4(), "gh": uuid.uuid4(), "gh-other": uuid.uuid4()}
+    database = Database(url)
+    try:
+        async with database.engine.begin() as conn:
+            for name, user_id in users.items():
+                await conn.execute(
+                    text(
+                        "INSERT INTO users (id, email, name, is_admin, is_active, created_at, "
+                        "updated_at) VALUES (:id, :email, :name, false, true, CURRENT_TIMESTAMP, "
+                        "CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": user_id.hex, "email": f"{name}@example.com", "name": name},
+                )
+            for name, email in (("gh", "gh@example.com"), ("gh-other", "else@example.com")):
+                await conn.execute(
+                    text(
+                        "INSERT INTO oauth_identities (id, user_id, provider, provider_user_id, "
+                        "email, created_at) VALUES (:id, :user, 'github', :pid, :email, "
+                        "CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": uuid.uuid4().hex, "user": users[name].hex, "pid": name, "email": email},
+                )
+        await migrate(url, "0007")
+        async with database.sessionmaker() as session, transaction(session):
+            verified = {
+                u.name: (u.email_verified_at is not None, u.token_version)
+                for u in await session.scalars(select(User))
+            }
+        assert verified == {"pw": (False, 0), "gh": (True, 0), "gh-other": (False, 0)}
+
+        def downgrade(connection: Connection) -> None:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = connection
+            command.downgrade(cfg, "0006")
+
+        async with database.engine.connect() as conn:
+            await conn.run_sync(downgrade)
+            await conn.commit()
+        async with database.engine.connect() as conn:
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+            columns = {
+                c["name"] for c in await conn.run_sync(lambda c: inspect(c).get_columns("users"))
+            }
+        assert not {"user_tokens", "invitations", "login_throttle"} & tables
+        assert not {"email_verified_at", "token_version"} & columns
+        await migrate(url)
+        assert await current_revision(url) == head_revision()
+    finally:
+        await database.dispose()

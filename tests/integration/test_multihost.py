@@ -292,9 +292,14 @@ async def test_hosts_refuse_capsules_they_have_no_memory_for(
     created = await p.client.post("/v1/hosts", json={"type": "regular"}, headers=p.admin)
     assert created.status_code == 201, created.text
     host_id = created.json()["host"]["id"]
-    # An agent that keeps more memory for its host than the machine has: always "low".
+    # An agent that keeps more memory for its host than the machine has: always "low" (its
+    # overcommit leaves room in its reservations, so that it is MemAvailable that refuses).
+    total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
     agent = start_remote_agent(
-        p.url, created.json()["registration_token"], WRENN_AGENT_MEMORY_RESERVE_MB=str(1 << 30)
+        p.url,
+        created.json()["registration_token"],
+        WRENN_AGENT_MEMORY_RESERVE_MB=str(2 * total_mb),
+        WRENN_AGENT_MEMORY_OVERCOMMIT="16",
     )
 
     async def online() -> bool:
@@ -312,11 +317,11 @@ async def test_hosts_refuse_capsules_they_have_no_memory_for(
     too_big = await p.client.post(
         "/v1/capsules", json={"memory_mb": host["memory_mb"] + 1024}, headers=user
     )
-    error = assert_error(too_big, 503, "service_unavailable")
+    error = assert_error(too_big, 503, "insufficient_capacity")
     assert f"no available host has {host['memory_mb'] + 1024} MB" in error["message"]
     # Would fit, but the host is low on memory: the agent refuses, nothing is left behind.
     refused = await p.client.post("/v1/capsules", json={}, headers=user)
-    error = assert_error(refused, 503, "service_unavailable")
+    error = assert_error(refused, 503, "insufficient_capacity")
     assert "low on memory" in error["message"]
     listed = await p.client.get("/v1/capsules", headers=user)
     assert listed.json() == []

@@ -23,6 +23,8 @@ RUNNING = "running"
 PAUSED = "paused"
 # Booted ahead of demand, not handed to anyone yet (see pool.py).
 POOLED = "pooled"
+# Its sandbox died on its own (see SandboxManager._sandbox_exited); only destroy is left.
+DEAD = "dead"
 
 
 # `sb-` and a canonical (lowercase, hyphenated) UUID, matched whole: ids name directories,
@@ -65,6 +67,8 @@ class Capsule:
     default_env: dict[str, str] = field(default_factory=dict)
     status: str = STARTING
     auto_paused: bool = False
+    # Why a DEAD capsule's sandbox died.
+    exit_reason: str = ""
     created_at: float = field(default_factory=time.time)
     last_active_at: float = field(default_factory=time.time)
     net: CapsuleNet | None = None

@@ -17,9 +17,10 @@ from pathlib import Path
 from .. import envd as envd_package
 from ..private import private_dir, private_file
 from . import datadir, errors, firewall, network, rootfs_io, storage
-from .capsule import PAUSED, RUNNING, Capsule, capsule_key
+from .capsule import DEAD, PAUSED, RUNNING, Capsule, capsule_key
 from .config import AgentSettings
 from .dns_forwarder import DnsForwarder
+from .metrics import oom_kills
 from .proc import run, run_quiet
 from .runsc import Runsc, oci_config
 from .templates import IMAGE, SNAPSHOT, Template, TemplateStore
@@ -207,6 +208,19 @@ class GVisorRuntime:
         capsule.auto_paused = False
         capsule.save()
 
+    async def sandbox_pid(self, capsule: Capsule) -> int | None:
+        """The pid of the capsule's sandbox process (runsc's `state`; it may have died since:
+        the watcher then learns so at once), None if runsc does not know it."""
+        if capsule.net is None:
+            return None
+        state = await self.runsc.state(capsule.runsc_id, capsule.net.netns_path)
+        pid = state.get("pid") if state else None
+        return pid if isinstance(pid, int) and pid > 0 else None
+
+    def exit_reason(self, capsule: Capsule) -> str:
+        """Why the capsule's sandbox died; read before teardown, which removes its cgroup."""
+        return "out of memory" if oom_kills(capsule.cgroup) else "sandbox exited"
+
     def drop_checkpoint(self, capsule: Capsule) -> None:
         shutil.rmtree(capsule.checkpoint_dir, ignore_errors=True)
 
@@ -295,6 +309,11 @@ class GVisorRuntime:
                     log.warning("no DNS forwarder for adopted capsule %s", capsule.sandbox_id)
                 log.info("adopted running capsule %s", capsule.sandbox_id)
                 return capsule
+        if capsule.status == DEAD:
+            # Kept for the control plane to learn why, until it destroys it.
+            await self.teardown(capsule)
+            capsule.save()
+            return capsule
         if capsule.status == PAUSED and capsule.checkpoint_dir.is_dir():
             await self.teardown(capsule)
             capsule.save()

@@ -15,6 +15,7 @@ from typing import Any
 from . import errors
 from .capacity import Room
 from .capsule import (
+    DEAD,
     PAUSED,
     POOLED,
     RUNNING,
@@ -30,6 +31,7 @@ from .envd_keys import EnvdKeys
 from .exec_output import ExecOutput, ExecResult
 from .metrics import SAMPLE_INTERVAL, Point, Sampler
 from .pool import Pooled, WarmPool
+from .reaper import SandboxWatch
 from .runtime import Runtime
 from .templates import IMAGE, SNAPSHOT, Template, TemplateStore, validate_name
 
@@ -64,6 +66,12 @@ class SandboxManager:
         self._reaper: asyncio.Task[None] | None = None
         self.metrics = Sampler()
         self._sampler: asyncio.Task[None] | None = None
+        # Sandboxes watched for dying on their own: the pid watched per capsule handle, and a
+        # boot count so a late answer about an earlier sandbox is not taken for the current.
+        self._watch: SandboxWatch | None = None
+        self._sandbox_pids: dict[str, int] = {}
+        self._boots: dict[str, int] = {}
+        self._watch_tasks: set[asyncio.Task[None]] = set()
         shape = (
             settings.default_template,
             settings.default_vcpus,
@@ -78,9 +86,11 @@ class SandboxManager:
     async def start(self) -> None:
         await self.runtime.prepare()
         self.keys.key()  # a damaged key stops the agent here, not at the first snapshot
+        self._watch = SandboxWatch(self._sandbox_exit)
         for capsule in await self.runtime.recover():
             self.capsules[capsule.sandbox_id] = capsule
             if capsule.status == RUNNING:
+                self._watch_sandbox(capsule)
                 client = self._connect(capsule)
                 capsule.touch()
                 try:
@@ -95,11 +105,13 @@ class SandboxManager:
         """Stop background work. Capsules keep running: a restarted agent adopts them (but
         not pooled ones, which nobody owns yet)."""
         await self.pool.stop()
-        for task in (self._reaper, self._sampler):
+        for task in (self._reaper, self._sampler, *self._watch_tasks):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._watch is not None:
+            self._watch.close()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -119,6 +131,8 @@ class SandboxManager:
     def envd(self, sandbox_id: str) -> EnvdClient:
         """The agent of a running capsule; counts as activity for the TTL reaper."""
         capsule = self.get(sandbox_id)
+        if capsule.status == DEAD:
+            raise _died(capsule)
         if capsule.status != RUNNING:
             raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}, not running")
         capsule.touch()
@@ -196,6 +210,7 @@ class SandboxManager:
         """Make the capsule and wait for its agent. On failure the caller discards it."""
         self._check_memory()
         await self.runtime.create(capsule)
+        self._watch_sandbox(capsule)
         client = self._client_for(capsule)
         try:
             if template.type == SNAPSHOT:
@@ -332,6 +347,7 @@ class SandboxManager:
         """Remove a capsule whatever the caller's fate: cleanup has its own timeout."""
         self.capsules.pop(capsule.sandbox_id, None)
         self.metrics.forget(capsule.sandbox_id)
+        self._unwatch(capsule)
 
         async def cleanup() -> None:
             await self._disconnect(capsule.sandbox_id)
@@ -392,6 +408,7 @@ class SandboxManager:
     ) -> None:
         self._check_memory()
         await self.runtime.resume(capsule)
+        self._watch_sandbox(capsule)
         client = self._connect(capsule)
         try:
             await client.wait_ready(ENVD_START_TIMEOUT)
@@ -426,6 +443,79 @@ class SandboxManager:
                 log.exception("pause of %s failed", sandbox_id)
                 failed.append(sandbox_id)
         return paused, failed
+
+    # -- dead sandboxes --------------------------------------------------------------------
+
+    def _watch_sandbox(self, capsule: Capsule) -> None:
+        """Watch the capsule's new sandbox for dying, off the caller's path (asking runsc for
+        its pid takes a moment)."""
+        boot = self._boots[capsule.handle] = self._boots.get(capsule.handle, 0) + 1
+        task = asyncio.create_task(self._watch_pid(capsule, boot), name="watch-sandbox")
+        self._watch_tasks.add(task)
+        task.add_done_callback(self._watch_tasks.discard)
+
+    async def _watch_pid(self, capsule: Capsule, boot: int) -> None:
+        try:
+            pid = await self.runtime.sandbox_pid(capsule)
+        except Exception:
+            log.exception("cannot find the sandbox of %s to watch", capsule.sandbox_id)
+            return
+        if pid is None or self._watch is None or self._boots.get(capsule.handle) != boot:
+            return  # stopped already, or booted again since: a later task watches that one
+        self._sandbox_pids[capsule.handle] = pid
+        self._watch.watch(capsule.handle, pid)
+
+    def _unwatch(self, capsule: Capsule) -> None:
+        self._sandbox_pids.pop(capsule.handle, None)
+        self._boots.pop(capsule.handle, None)
+        if self._watch is not None:
+            self._watch.unwatch(capsule.handle)
+
+    def _sandbox_exit(self, handle: str, pid: int) -> None:
+        task = asyncio.create_task(self._sandbox_exited(handle, pid), name="sandbox-exited")
+        self._watch_tasks.add(task)
+        task.add_done_callback(self._watch_tasks.discard)
+
+    async def _sandbox_exited(self, handle: str, pid: int) -> None:
+        """A watched sandbox exited. If the agent did not stop it (pause, destroy: they hold
+        the capsule's lock, and change its status), it died: its network, mounts and runsc
+        state are released, and the capsule stays, DEAD with the reason, for the control plane
+        to see and destroy. Calls in flight fail (`explain` says why), later ones are refused."""
+        if self._sandbox_pids.get(handle) != pid:
+            return
+        capsule = next((c for c in self.capsules.values() if c.handle == handle), None)
+        if capsule is None:
+            pooled = self.pool.drop(handle)
+            if pooled is not None:
+                log.warning("a pooled capsule's sandbox died; booting another")
+                self._unwatch(pooled.capsule)
+                await self._discard_pooled(pooled)
+            return
+        async with self._lock(capsule.sandbox_id):
+            current = self.capsules.get(capsule.sandbox_id) is capsule
+            if not current or capsule.status != RUNNING or self._sandbox_pids.get(handle) != pid:
+                return
+            self._sandbox_pids.pop(handle, None)
+            capsule.exit_reason = self.runtime.exit_reason(capsule)
+            capsule.status = DEAD
+            capsule.save()
+            log.warning("capsule %s died: %s", capsule.sandbox_id, capsule.exit_reason)
+            await self._disconnect(capsule.sandbox_id)
+            try:
+                await asyncio.shield(
+                    asyncio.wait_for(self.runtime.teardown(capsule), CLEANUP_TIMEOUT)
+                )
+            except Exception:
+                log.exception("teardown of dead %s failed", capsule.sandbox_id)
+            capsule.save()
+
+    def explain(self, request: Any, error: Exception) -> Exception:
+        """The error to answer a failed call with: a call about a capsule that died meanwhile
+        (its agent vanished under it) fails because it died, and says so."""
+        capsule = self.capsules.get(getattr(request, "sandbox_id", "") or "")
+        if capsule is not None and capsule.status == DEAD:
+            return _died(capsule)
+        return error
 
     # -- metrics ---------------------------------------------------------------------------
 
@@ -546,6 +636,13 @@ class SandboxManager:
         client = self.envd(sandbox_id)
         async for ev in client.connect(pid):
             yield ev
+
+
+def _died(capsule: Capsule) -> errors.InvalidState:
+    return errors.InvalidState(
+        f"capsule {capsule.sandbox_id} is dead: its sandbox stopped ({capsule.exit_reason}); "
+        "destroy it"
+    )
 
 
 def available_memory_mb(meminfo: str = "/proc/meminfo") -> int | None:

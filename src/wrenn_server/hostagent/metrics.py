@@ -147,6 +147,16 @@ def resident_bytes(cgroup: str) -> int | None:
     return _stat_field(_CGROUP_ROOT / rel / "memory.stat", "anon")
 
 
+def oom_kills(cgroup: str) -> int:
+    """How many of the cgroup's processes its memory limit killed (v1 `memory.oom_control`,
+    v2 `memory.events`); 0 when unknown."""
+    rel = cgroup.strip("/")
+    v1 = _stat_field(_CGROUP_ROOT / "memory" / rel / "memory.oom_control", "oom_kill")
+    if v1 is not None:
+        return v1
+    return _stat_field(_CGROUP_ROOT / rel / "memory.events", "oom_kill") or 0
+
+
 def allocated_bytes(path: Path) -> int:
     try:
         return path.stat().st_blocks * 512

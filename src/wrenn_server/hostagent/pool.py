@@ -62,6 +62,16 @@ class WarmPool:
         self._wanted.set()
         return pooled
 
+    def drop(self, handle: str) -> Pooled | None:
+        """Take a ready capsule out of the pool (its sandbox died): it is the caller's to
+        discard, and a new one is booted in its place."""
+        for pooled in self._ready:
+            if pooled.capsule.handle == handle:
+                self._ready.remove(pooled)
+                self._wanted.set()
+                return pooled
+        return None
+
     def ready_for(self, shape: Shape) -> bool:
         """Whether `take(shape)` would hand a capsule over."""
         return shape == self.shape and bool(self._ready)

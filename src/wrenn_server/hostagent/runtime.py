@@ -38,5 +38,11 @@ class Runtime(Protocol):
     async def flatten(self, capsule: Capsule, name: str, overwrite: bool) -> Template:
         """Copy the capsule's merged root filesystem into an image template (it keeps running)."""
 
+    async def sandbox_pid(self, capsule: Capsule) -> int | None:
+        """The host pid of the process whose exit means the capsule died, if it runs."""
+
+    def exit_reason(self, capsule: Capsule) -> str:
+        """Why a capsule whose sandbox exited on its own died (before its teardown)."""
+
     async def recover(self) -> list[Capsule]:
-        """After a restart: adopt live and paused capsules, remove every other leftover."""
+        """After a restart: adopt live, paused and dead capsules, remove every other leftover."""

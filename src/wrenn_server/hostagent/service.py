@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
 from . import capacity, errors
-from .capsule import PAUSED, RUNNING, Capsule, validate_sandbox_id
+from .capsule import DEAD, PAUSED, RUNNING, Capsule, validate_sandbox_id
 from .envd_client import LIST_LIMIT, Event
 from .exec_output import ExecOutput, output_limit
 from .manager import CreateSpec, SandboxManager
@@ -79,7 +79,7 @@ def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         except grpc.aio.AbortError:
             raise
         except Exception as e:
-            await context.abort(*status_for(e))
+            await context.abort(*status_for(self.m.explain(request, e)))
 
     return wrapper
 
@@ -95,7 +95,7 @@ def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncItera
         except grpc.aio.AbortError:
             raise
         except Exception as e:
-            await context.abort(*status_for(e))
+            await context.abort(*status_for(self.m.explain(request, e)))
 
     return wrapper
 
@@ -107,7 +107,11 @@ def ts(epoch: float) -> Timestamp:
 
 
 def sandbox_msg(c: Capsule) -> pb.Sandbox:
-    status = {RUNNING: pb.SANDBOX_STATUS_RUNNING, PAUSED: pb.SANDBOX_STATUS_PAUSED}
+    status = {
+        RUNNING: pb.SANDBOX_STATUS_RUNNING,
+        PAUSED: pb.SANDBOX_STATUS_PAUSED,
+        DEAD: pb.SANDBOX_STATUS_DEAD,
+    }
     return pb.Sandbox(
         sandbox_id=c.sandbox_id,
         status=status.get(c.status, pb.SANDBOX_STATUS_STARTING),
@@ -119,6 +123,7 @@ def sandbox_msg(c: Capsule) -> pb.Sandbox:
         created_at=ts(c.created_at),
         last_active_at=ts(c.last_active_at),
         auto_paused=c.auto_paused,
+        exit_reason=c.exit_reason,
     )
 
 

@@ -6,6 +6,8 @@
    what its agent reports (ListSandboxes), and correct the database.
 
 - the agent paused it on its own (TTL reaper)      -> paused
+- its sandbox died (memory limit, crash)           -> error, with the agent's reason; the
+  agent is then told to destroy it (its disk)
 - the agent no longer knows it                      -> stopped (its files are gone)
 - the agent cannot be reached                       -> missing (reversible: fixed when it answers)
 - missing but the agent has it again                -> the agent's status
@@ -16,7 +18,7 @@ online host once and is idempotent.
 
 The changes it makes are audited as the system actor, in the transaction that makes them:
 running -> paused as `auto_pause` (info), -> stopped as `stopped` and -> missing as
-`marked_missing` (warnings).
+`marked_missing` (warnings), -> error as `died` (error, with the reason).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import uuid
 import grpc
 from sqlalchemy import select
 
+from ...hostagent.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
 from ..db.models.capsules import Sandbox
@@ -47,6 +50,8 @@ AGENT_STATUS = {
     pb.SANDBOX_STATUS_STARTING: "starting",
     pb.SANDBOX_STATUS_RUNNING: "running",
     pb.SANDBOX_STATUS_PAUSED: "paused",
+    # Its sandbox died on its own (memory limit, crash): the agent says why.
+    pb.SANDBOX_STATUS_DEAD: "error",
 }
 RPC_TIMEOUT = 10.0
 # Longer than a resume takes (restore, then the agent's start timeout).
@@ -121,6 +126,7 @@ class Reconciler:
     async def _reconcile_host(self, host: Host) -> None:
         host_id = host.id
         reported: dict[uuid.UUID, str] = {}
+        reasons: dict[uuid.UUID, str] = {}
         reachable = True
         resources: pb.HostResources | None = None
         # A row changed after this moment may be newer than the agent's answer (a create or
@@ -135,6 +141,8 @@ class Reconciler:
                 sandbox_id = _our_id(sb.sandbox_id)
                 if sandbox_id is not None:
                     reported[sandbox_id] = AGENT_STATUS.get(sb.status, "starting")
+                    if sb.status == pb.SANDBOX_STATUS_DEAD:
+                        reasons[sandbox_id] = sb.exit_reason or "sandbox exited"
         except grpc.aio.AioRpcError as e:
             log.warning("host %s unreachable: %s", host_id, e.code().name)
             reachable = False
@@ -159,9 +167,35 @@ class Reconciler:
                 if new != sandbox.status:
                     log.info("capsule %s: %s -> %s", sandbox.id, sandbox.status, new)
                     previous = sandbox.status
-                    await capsules.set_status_by_system(session, sandbox, new, host_id)
+                    await capsules.set_status_by_system(
+                        session, sandbox, new, host_id, reason=reasons.get(sandbox.id)
+                    )
                     if (previous, new) == ("running", "paused"):
                         auto_paused.append(sandbox.id)
         # The agent paused these on its own: copy their samples, as a pause through the API does.
         for sandbox_id in auto_paused:
             await metrics.flush(self.sessions, client, sandbox_id)
+        if reasons:
+            await self._clear_dead(client, host_id, set(reasons))
+
+    async def _clear_dead(
+        self, client: AgentClient, host_id: uuid.UUID, dead: set[uuid.UUID]
+    ) -> None:
+        """Dead capsules whose row says so (or that have none) are destroyed on their agent,
+        freeing their disks; one whose row is newer than the answer waits for the next pass.
+        Only this host is asked, about what it reported itself."""
+        async with self.sessions() as session:
+            rows = list(
+                await session.execute(
+                    select(Sandbox.id, Sandbox.status).where(Sandbox.id.in_(dead))
+                )
+            )
+        settled = {sandbox_id for sandbox_id, status in rows if status not in TRACKED}
+        unknown = dead - {sandbox_id for sandbox_id, _ in rows}
+        for sandbox_id in sorted(settled | unknown):
+            await metrics.flush(self.sessions, client, sandbox_id, tiers=("24h",))
+            wire_id = ids.SANDBOX.format(sandbox_id)
+            try:
+                await client.call("DestroySandbox", pb.SandboxRef(sandbox_id=wire_id), RPC_TIMEOUT)
+            except grpc.aio.AioRpcError as e:
+                log.warning("dead capsule %s not destroyed on host %s: %s", wire_id, host_id, e)

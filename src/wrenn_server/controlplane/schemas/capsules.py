@@ -32,6 +32,12 @@ class CreateCapsuleRequest(BaseModel):
 class Capsule(BaseModel):
     id: str
     status: str
+    status_reason: str | None = Field(
+        None,
+        description="Why the platform put the capsule in its status on its own: for `error`, "
+        'why its sandbox died ("out of memory" when its memory limit killed it, "sandbox '
+        'exited" otherwise).',
+    )
     template: str
     vcpus: int
     memory_mb: int
@@ -49,6 +55,7 @@ class Capsule(BaseModel):
         return cls(
             id=ids.SANDBOX.format(sandbox.id),
             status=sandbox.status,
+            status_reason=sandbox.status_reason,
             template=sandbox.template,
             vcpus=sandbox.vcpus,
             memory_mb=sandbox.memory_mb,

@@ -235,17 +235,25 @@ _SYSTEM_CHANGES: dict[str, tuple[str, audit.Status]] = {
     "paused": ("auto_pause", "info"),
     "stopped": ("stopped", "warning"),
     "missing": ("marked_missing", "warning"),
+    "error": ("died", "error"),
 }
 
 
 async def set_status_by_system(
-    session: AsyncSession, sandbox: Sandbox, status: str, host_id: uuid.UUID
+    session: AsyncSession,
+    sandbox: Sandbox,
+    status: str,
+    host_id: uuid.UUID,
+    *,
+    reason: str | None = None,
 ) -> None:
     """A status change the platform makes (reconciler, host monitor), audited as the system
     actor: running -> paused as `auto_pause`, -> stopped as `stopped`, -> missing as
-    `marked_missing`."""
+    `marked_missing`, -> error (its sandbox died) as `died`. `reason` is kept as the capsule's
+    status_reason and in the event."""
     previous = sandbox.status
     sandbox.status = status
+    sandbox.status_reason = reason
     sandbox.last_updated = utcnow()
     audited = _SYSTEM_CHANGES.get(status)
     # A capsule that was missing and comes back paused was not paused now; only a running one
@@ -261,7 +269,11 @@ async def set_status_by_system(
         resource_id=ids.SANDBOX.format(sandbox.id),
         action=action,
         status=level,
-        metadata={"from": previous, "host_id": ids.HOST.format(host_id)},
+        metadata={
+            "from": previous,
+            "host_id": ids.HOST.format(host_id),
+            **({"reason": reason} if reason else {}),
+        },
     )
 
 

@@ -66,6 +66,9 @@ class Sandbox(Base):
     )
     template: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), index=True)
+    # Why it is in its status, where the platform changed it on its own ("out of memory" for a
+    # capsule in `error` whose sandbox its memory limit killed); None otherwise.
+    status_reason: Mapped[str | None] = mapped_column(Text)
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mb: Mapped[int] = mapped_column(Integer)
     disk_size_mb: Mapped[int] = mapped_column(Integer, server_default=text("5120"), default=5120)

@@ -16,6 +16,7 @@ class SandboxStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SANDBOX_STATUS_STARTING: _ClassVar[SandboxStatus]
     SANDBOX_STATUS_RUNNING: _ClassVar[SandboxStatus]
     SANDBOX_STATUS_PAUSED: _ClassVar[SandboxStatus]
+    SANDBOX_STATUS_DEAD: _ClassVar[SandboxStatus]
 
 class TemplateType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -26,6 +27,7 @@ SANDBOX_STATUS_UNSPECIFIED: SandboxStatus
 SANDBOX_STATUS_STARTING: SandboxStatus
 SANDBOX_STATUS_RUNNING: SandboxStatus
 SANDBOX_STATUS_PAUSED: SandboxStatus
+SANDBOX_STATUS_DEAD: SandboxStatus
 TEMPLATE_TYPE_UNSPECIFIED: TemplateType
 TEMPLATE_TYPE_IMAGE: TemplateType
 TEMPLATE_TYPE_SNAPSHOT: TemplateType
@@ -87,7 +89,7 @@ class ResumeSandboxRequest(_message.Message):
     def __init__(self, sandbox_id: _Optional[str] = ..., timeout_sec: _Optional[int] = ..., default_user: _Optional[str] = ..., default_env: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Sandbox(_message.Message):
-    __slots__ = ("sandbox_id", "status", "template", "vcpus", "memory_mb", "disk_size_mb", "timeout_sec", "created_at", "last_active_at", "auto_paused")
+    __slots__ = ("sandbox_id", "status", "template", "vcpus", "memory_mb", "disk_size_mb", "timeout_sec", "created_at", "last_active_at", "auto_paused", "exit_reason")
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +100,7 @@ class Sandbox(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_ACTIVE_AT_FIELD_NUMBER: _ClassVar[int]
     AUTO_PAUSED_FIELD_NUMBER: _ClassVar[int]
+    EXIT_REASON_FIELD_NUMBER: _ClassVar[int]
     sandbox_id: str
     status: SandboxStatus
     template: str
@@ -108,7 +111,8 @@ class Sandbox(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     last_active_at: _timestamp_pb2.Timestamp
     auto_paused: bool
-    def __init__(self, sandbox_id: _Optional[str] = ..., status: _Optional[_Union[SandboxStatus, str]] = ..., template: _Optional[str] = ..., vcpus: _Optional[int] = ..., memory_mb: _Optional[int] = ..., disk_size_mb: _Optional[int] = ..., timeout_sec: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_active_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., auto_paused: _Optional[bool] = ...) -> None: ...
+    exit_reason: str
+    def __init__(self, sandbox_id: _Optional[str] = ..., status: _Optional[_Union[SandboxStatus, str]] = ..., template: _Optional[str] = ..., vcpus: _Optional[int] = ..., memory_mb: _Optional[int] = ..., disk_size_mb: _Optional[int] = ..., timeout_sec: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_active_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., auto_paused: _Optional[bool] = ..., exit_reason: _Optional[str] = ...) -> None: ...
 
 class ListSandboxesRequest(_message.Message):
     __slots__ = ()

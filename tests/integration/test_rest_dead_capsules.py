@@ -1,0 +1,186 @@
+"""A capsule whose sandbox dies - killed at its memory limit by code inside it, or killed from
+the host - is noticed by its agent within seconds: the REST API shows it in `error` with the
+reason (and an audit event says so), calls on it answer 409 instead of hanging or failing with
+502, and its network, mounts, loop device and files are released."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+
+from ..controlplane.helpers import assert_error
+from .rest_fixtures import Account, StartApp, make_capsule, new_account, sh
+from .traces import capsule_dir, traces_of
+
+pytestmark = pytest.mark.integration
+
+# From the sandbox's death to the REST API showing it: the agent sees it at once; the
+# reconciler (every 0.2 s here) copies it.
+DEADLINE = 10.0
+# Grows without bound, 16 MiB at a time, each page touched: far past the capsule's 128 MiB.
+ALLOCATE = "b = []\nwhile True: b.append(bytearray(16 << 20))"
+
+
+async def _capsule_when(
+    api: httpx.AsyncClient, user: Account, capsule_id: str, status: str
+) -> tuple[dict[str, Any], float]:
+    """The capsule once it has `status`, and how long that took."""
+    started = time.monotonic()
+    while True:
+        resp = await api.get(f"/v1/capsules/{capsule_id}", headers=user.h)
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        waited = time.monotonic() - started
+        if body["status"] == status:
+            return body, waited
+        assert waited < DEADLINE, f"{capsule_id} still {body['status']} after {DEADLINE} s"
+        await asyncio.sleep(0.1)
+
+
+async def _gone_from_agent(agent: AgentClient, capsule_id: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=capsule_id))
+        except grpc.aio.AioRpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND, e
+            return
+        assert time.monotonic() < deadline, f"the agent still has {capsule_id}"
+        await asyncio.sleep(0.1)
+
+
+def _loop_devices_of(directory: Path) -> list[str]:
+    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if str(directory) in line]
+
+
+def _sandbox_pid(directory: Path) -> int:
+    """The capsule's sandbox process (runsc's `runsc-sandbox`), found by its bundle."""
+    needle = f"--bundle={directory}".encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == b"runsc-sandbox" and needle in argv:
+            return int(pid)
+    raise AssertionError(f"no sandbox process for {directory}")
+
+
+async def _assert_dead(
+    api: httpx.AsyncClient, agent: AgentClient, user: Account, capsule_id: str, reason: str
+) -> None:
+    directory = capsule_dir(capsule_id)
+    body, waited = await _capsule_when(api, user, capsule_id, "error")
+    assert body["status_reason"] == reason, body
+    assert waited < DEADLINE
+
+    # Calls on it are refused with a clear conflict, not a gateway error.
+    resp = await api.post(
+        f"/v1/capsules/{capsule_id}/exec", json={"cmd": "echo", "args": ["hi"]}, headers=user.h
+    )
+    assert_error(resp, 409, "invalid_state")
+    resp = await api.post(
+        f"/v1/capsules/{capsule_id}/files/list", json={"path": "/"}, headers=user.h
+    )
+    assert_error(resp, 409, "invalid_state")
+
+    events = await api.get("/v1/audit-logs", params={"resource_type": "sandbox"}, headers=user.jwt)
+    assert events.status_code == 200, events.text
+    died = [
+        e
+        for e in events.json()["items"]
+        if e["resource_id"] == capsule_id and e["action"] == "died"
+    ]
+    assert len(died) == 1, events.json()
+    assert (died[0]["status"], died[0]["metadata"]["reason"]) == ("error", reason)
+    assert died[0]["actor"]["type"] == "system"
+
+    # The control plane had the agent destroy it: nothing of it is left on the host.
+    await _gone_from_agent(agent, capsule_id)
+    assert traces_of(capsule_id) == [] and traces_of(directory.name) == []
+    assert not directory.exists()
+    assert _loop_devices_of(directory) == []
+
+
+async def test_a_capsule_killed_at_its_memory_limit_is_reported(
+    start_app: StartApp, agent: AgentClient
+) -> None:
+    async with start_app(reconcile_interval_sec=0.2) as rest:
+        api = rest.client
+        user = await new_account(api)
+        capsule = await make_capsule(api, user, memory_mb=128)
+        capsule_id = capsule["id"]
+        assert (await sh(api, user, capsule_id, "echo up"))["stdout"] == "up\n"
+        directory = capsule_dir(capsule_id)
+        assert _loop_devices_of(directory) != []  # the check below can see one
+
+        # The process that outgrows the capsule takes the sandbox with it: the exec that
+        # was running says why, at once, instead of hanging until its timeout.
+        started = time.monotonic()
+        resp = await api.post(
+            f"/v1/capsules/{capsule_id}/exec",
+            json={"cmd": "python3", "args": ["-c", ALLOCATE], "timeout_sec": 120},
+            headers=user.h,
+        )
+        error = assert_error(resp, 409, "invalid_state")
+        assert "out of memory" in error["message"], error
+        assert time.monotonic() - started < 30
+
+        await _assert_dead(api, agent, user, capsule_id, "out of memory")
+
+
+async def test_a_sandbox_killed_from_the_host_is_reported(
+    start_app: StartApp, agent: AgentClient
+) -> None:
+    async with start_app(reconcile_interval_sec=0.2) as rest:
+        api = rest.client
+        user = await new_account(api)
+        capsule_id = (await make_capsule(api, user, memory_mb=256))["id"]
+        other_id = (await make_capsule(api, user, memory_mb=256))["id"]
+        os.kill(_sandbox_pid(capsule_dir(capsule_id)), signal.SIGKILL)
+
+        await _assert_dead(api, agent, user, capsule_id, "sandbox exited")
+        # Its neighbour is untouched.
+        assert (await sh(api, user, other_id, "echo alive"))["stdout"] == "alive\n"
+        resp = await api.get(f"/v1/capsules/{other_id}", headers=user.h)
+        assert (resp.json()["status"], resp.json()["status_reason"]) == ("running", None)
+
+
+async def test_pausing_and_destroying_are_not_deaths(
+    start_app: StartApp, agent: AgentClient
+) -> None:
+    """The agent stops sandboxes itself to pause (checkpoint) and destroy them: those exits
+    are not mistaken for deaths."""
+    async with start_app(reconcile_interval_sec=0.2) as rest:
+        api = rest.client
+        user = await new_account(api)
+        capsule_id = (await make_capsule(api, user, memory_mb=256))["id"]
+        for action, status in (("pause", "paused"), ("resume", "running"), ("pause", "paused")):
+            resp = await api.post(f"/v1/capsules/{capsule_id}/{action}", headers=user.h)
+            assert resp.status_code == 200 and resp.json()["status"] == status, resp.text
+        # Still paused over several reconciler passes (a death would show within one).
+        until = time.monotonic() + 1.5
+        while time.monotonic() < until:
+            got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=capsule_id))
+            assert got.status == pb.SANDBOX_STATUS_PAUSED
+            await asyncio.sleep(0.1)
+        resp = await api.get(f"/v1/capsules/{capsule_id}", headers=user.h)
+        assert (resp.json()["status"], resp.json()["status_reason"]) == ("paused", None)
+        assert (await api.delete(f"/v1/capsules/{capsule_id}", headers=user.h)).is_success
+        await _gone_from_agent(agent, capsule_id)

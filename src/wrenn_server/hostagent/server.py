@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import ipaddress
 import logging
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from ..addresses import is_local
 from ..private import private_dir, private_file
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
 from . import reaper, tls
@@ -131,10 +131,4 @@ class AgentServer:
 
 def _local(listen: str) -> bool:
     """A unix socket or a loopback address: nothing crosses a network."""
-    if listen.startswith("unix:"):
-        return True
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+    return is_local(listen)

@@ -27,13 +27,14 @@ from starlette.routing import Route
 
 from tests.threaded_server import serving as serving_in_thread
 from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.api.routes.oauth import SESSION_COOKIE
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.db.models import OAuthIdentity, User
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.settings import Settings
 
+from ..controlplane.github_fake import CLIENT_ID, CLIENT_SECRET, FakeGitHub, verified
 from ..controlplane.helpers import count, signup
-from ..controlplane.test_oauth import CLIENT_ID, CLIENT_SECRET, FakeGitHub, verified
 from .conftest import BUILD, SERVE_HOST, serving
 
 SESSION_KEY = "wrenn.session"
@@ -189,9 +190,11 @@ async def test_github_login_signs_in_and_finds_the_same_account(
     assert github.authorize_requests[0]["redirect_uri"] == (
         cp.url + "/v1/auth/oauth/github/callback"
     )
-    assert any(u.startswith(cp.url + "/auth/github/callback?token=") for u in visited), visited
-    # The token is gone from the address bar, and from the history.
-    assert "token" not in page.url
+    # The session never appeared in an address: the callback page took it from its cookie,
+    # which is gone now.
+    assert cp.url + "/auth/github/callback" in visited, visited
+    assert not any("token" in u for u in visited), visited
+    assert SESSION_COOKIE not in {c["name"] for c in await page.context.cookies()}
     first = await stored_session(page)
     assert first is not None and first["user"]["name"] == "Ada Lovelace"
     me = await cp.api.get("/v1/me", headers={"Authorization": f"Bearer {first['token']}"})
@@ -251,8 +254,9 @@ async def test_email_of_an_unlinkable_account_is_refused(
     await github_button(page).click()
     await expect(page).to_have_url(cp.url + "/auth/github/callback?error=email_taken")
     await expect(page.get_by_role("alert")).to_have_text(
-        "An account with this email already exists: sign in with your password, "
-        "then connect GitHub from your account."
+        "An account with this email already exists, and it has not confirmed the address "
+        "yet: sign in with its password (or reset the password by mail), then connect GitHub "
+        "from your account."
     )
     assert await stored_session(page) is None
     await page.get_by_role("link", name="Back to sign in").click()
@@ -308,7 +312,9 @@ async def test_connecting_a_github_account_linked_elsewhere_is_refused(
     github.next_code = "code-ada"
     async with httpx.AsyncClient(base_url=cp.url, follow_redirects=True) as ada_browser:
         landed = await ada_browser.get("/v1/auth/oauth/github")
-    assert landed.url.path == "/auth/github/callback" and "token" in landed.url.params
+        assert landed.url.path == "/auth/github/callback" and not landed.url.params
+        handed = await ada_browser.post("/v1/auth/oauth/github/session")
+        assert handed.status_code == 200 and handed.json()["email"] == "ada@example.com"
     # Bob tries to connect the same GitHub account to his.
     bob = await signup(cp.api, email="bob@example.com", name="Bob Builder")
     page = await open_signed_in(context, cp, bob["token"])
@@ -325,3 +331,36 @@ async def test_connecting_a_github_account_linked_elsewhere_is_refused(
     await expect(page.get_by_role("button", name="Connect GitHub", exact=True)).to_be_visible()
     saved = await stored_session(page)
     assert saved is not None and saved["user"]["user_id"] == bob["user_id"]
+
+
+async def test_a_token_in_the_callback_address_signs_nobody_in(
+    cp: ControlPlane, context: BrowserContext
+) -> None:
+    """Login CSRF: a link to the callback page carrying someone's session (the attacker's) must
+    neither sign a browser in nor replace the session it has."""
+    mallory = await signup(cp.api, email="mallory@example.com", name="Mallory")
+    params = {
+        "token": mallory["token"],
+        "user_id": mallory["user_id"],
+        "team_id": mallory["team_id"],
+        "email": "mallory@example.com",
+    }
+    trap = cp.url + "/auth/github/callback?" + urlencode(params)
+
+    page = await context.new_page()
+    await page.goto(trap)
+    await expect(page.get_by_role("alert")).to_contain_text("no sign-in to complete")
+    assert await stored_session(page) is None
+    await page.get_by_role("link", name="Back to sign in").click()
+    await expect(page).to_have_url(cp.url + "/login")
+    assert await stored_session(page) is None
+
+    # Signed in as Bob, the same link leaves Bob signed in as Bob.
+    bob = await signup(cp.api, email="bob@example.com", name="Bob Builder")
+    bobs = await open_signed_in(context, cp, bob["token"])
+    await bobs.goto(trap)
+    await expect(bobs).to_have_url(cp.url + "/dashboard/capsules")
+    nav = bobs.get_by_role("navigation", name="Main")
+    await expect(nav.get_by_text("Bob Builder", exact=True)).to_be_visible()
+    saved = await stored_session(bobs)
+    assert saved is not None and saved["token"] == bob["token"]

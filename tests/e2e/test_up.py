@@ -48,11 +48,13 @@ def start(tmp: Path, name: str) -> Platform:
         subprocess.run(["cp", "-al", str(SEED), str(data_dir / "templates/minimal")], check=True)
     port = free_port()
     output = tmp / f"{name}-{port}.out"
+    # The product's own signup setting, not the one the other tests run with.
+    env = {k: v for k, v in os.environ.items() if k != "WRENN_SIGNUP"}
     with open(output, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "wrenn_server.cli", "up", "--data-dir", str(data_dir),
              "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "WRENN_AGENT_POOL_SIZE": "0"},
+            stdout=out, stderr=subprocess.STDOUT, env={**env, "WRENN_AGENT_POOL_SIZE": "0"},
         )  # fmt: skip
     deadline = time.monotonic() + 180
     while not (data_dir / "credentials.json").exists() or "Ctrl-C" not in output.read_text():
@@ -110,6 +112,15 @@ def test_two_instances_side_by_side_then_ctrl_c(platforms: list[Platform], tmp_p
             res = http.post(f"/v1/capsules/{cid}/exec", json={"cmd": "echo hi"})
             assert res.json()["stdout"] == "hi\n"
             # Left running on purpose: Ctrl-C must stop the platform around it.
+            # The printed admin signs in; nobody else can sign up.
+            login = http.post(
+                "/v1/auth/login", json={"email": creds["email"], "password": creds["password"]}
+            )
+            assert login.status_code == 200, login.text
+            me = http.get("/v1/me", headers={"Authorization": f"Bearer {login.json()['token']}"})
+            assert me.json()["is_admin"] is True
+            stranger = {"email": "stranger@example.com", "password": "x" * 12, "name": "S"}
+            assert http.post("/v1/auth/signup", json=stranger).status_code == 403
     first = platforms[0]
     first.proc.send_signal(signal.SIGINT)
     assert first.proc.wait(60) == 0

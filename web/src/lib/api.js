@@ -1,5 +1,6 @@
 // The REST API, from the browser. Every call sends the session's JWT; errors come back as the
-// API's `{"error": {"code", "message"}}` body and are thrown as ApiError. A 401 ends the session.
+// API's `{"error": {"code", "message"}}` body and are thrown as ApiError. A 401 ends the session
+// (except from `checkPassword`, where it means a wrong password, not a dead session).
 import { goto } from '$app/navigation';
 import { session } from './session.svelte.js';
 
@@ -12,7 +13,7 @@ export class ApiError extends Error {
 	}
 }
 
-async function request(method, path, { body, query, form, raw } = {}) {
+async function request(method, path, { body, query, form, raw, keepSession } = {}) {
 	let url = path;
 	if (query) {
 		const params = new URLSearchParams();
@@ -38,7 +39,7 @@ async function request(method, path, { body, query, form, raw } = {}) {
 	} catch {
 		throw new ApiError(0, 'network', 'The control plane cannot be reached.');
 	}
-	if (resp.status === 401 && session.token) {
+	if (resp.status === 401 && session.token && !keepSession) {
 		session.clear();
 		goto('/login');
 	}
@@ -66,5 +67,7 @@ export const api = {
 	patch: (path, body) => request('PATCH', path, { body }),
 	del: (path, query) => request('DELETE', path, { query }),
 	upload: (path, form) => request('POST', path, { form }),
-	raw: (method, path, body) => request(method, path, { body, raw: true })
+	raw: (method, path, body) => request(method, path, { body, raw: true }),
+	/** A POST whose 401 says a password was wrong: the session stays. */
+	checkPassword: (path, body) => request('POST', path, { body, keepSession: true })
 };

@@ -1,5 +1,6 @@
 // Signing in with an OAuth provider (GitHub). The API runs the flow: the browser navigates to
-// /v1/auth/oauth/<provider> and comes back to /auth/<provider>/callback with a token or an error.
+// /v1/auth/oauth/<provider> and comes back to /auth/<provider>/callback, either signed in (the
+// session waits in an HttpOnly cookie that `takeSession` trades for it, once) or with an error.
 import { api } from './api.js';
 
 export const NAMES = { github: 'GitHub' };
@@ -44,6 +45,26 @@ export function takeReturnPath() {
 	return path?.startsWith('/') && !path.startsWith('//') ? path : null;
 }
 
+/** The session an OAuth flow left for this browser (read once); throws when there is none.
+ * A plain fetch, not `api`: with no sign-in to complete, a current session must stay. */
+export async function takeSession(provider) {
+	let resp;
+	try {
+		resp = await fetch(`/v1/auth/oauth/${encodeURIComponent(provider)}/session`, {
+			method: 'POST',
+			credentials: 'same-origin'
+		});
+	} catch {
+		throw new Error('The control plane cannot be reached.');
+	}
+	if (!resp.ok) {
+		throw new Error(
+			'There is no sign-in to complete in this browser: it expired, or it was started elsewhere. Please sign in again.'
+		);
+	}
+	return resp.json();
+}
+
 /** What went wrong, for a person, from the callback's `error` code. */
 export function errorMessage(code, provider, { connecting = false } = {}) {
 	const name = providerName(provider);
@@ -53,7 +74,9 @@ export function errorMessage(code, provider, { connecting = false } = {}) {
 				? `${name} was not connected: the authorization was declined, or this ${name} account is already connected to another Wrenn account.`
 				: `Sign-in with ${name} was cancelled or refused, or this account is disabled.`;
 		case 'email_taken':
-			return `An account with this email already exists: sign in with your password, then connect ${name} from your account.`;
+			return `An account with this email already exists, and it has not confirmed the address yet: sign in with its password (or reset the password by mail), then connect ${name} from your account.`;
+		case 'signup_disabled':
+			return `There is no Wrenn account for this ${name} account, and new accounts are by invitation or added by an administrator. Ask an administrator.`;
 		case 'invalid_state':
 			return `This sign-in link has expired or was started in another browser. Please try again.`;
 		case 'missing_code':

@@ -68,6 +68,9 @@ class FakeAgent(pb_grpc.HostAgentServicer):  # type: ignore[misc]
     async def CreateSandbox(self, request: pb.CreateSandboxRequest, context: Any) -> pb.Sandbox:
         return pb.Sandbox(sandbox_id=request.sandbox_id, status=pb.SANDBOX_STATUS_RUNNING)
 
+    async def CreateSnapshot(self, request: pb.CreateSnapshotRequest, context: Any) -> Any:
+        return pb.Template(name=request.name, type=pb.TEMPLATE_TYPE_SNAPSHOT, size_bytes=1)
+
 
 @pytest.fixture
 async def agents() -> AsyncIterator[Callable[[], FakeAgent]]:
@@ -233,3 +236,48 @@ async def test_a_byoc_address_is_checked_again_when_dialled(
     resp = await client.post("/v1/capsules", json={}, headers=bearer(bob["token"]))
     assert resp.status_code == 201, resp.text
     assert local.calls == ["CreateSandbox"]
+
+
+async def test_an_overwritten_template_leaves_no_files_on_its_old_host(
+    client: httpx.AsyncClient,
+    db: Database,
+    use_pool: Callable[[TenantAddressPolicy], None],
+    agents: Callable[[], FakeAgent],
+) -> None:
+    """Snapshotting over a template of the same name from a capsule on another host moves the
+    template there; the host that held it is told to delete its copy, and no other host hears
+    of it."""
+    alice = await signup(client, name="Alice")
+    old, new, bystander = agents(), agents(), agents()
+    for agent in (old, new, bystander):
+        await agent.server.start()
+    old_host, new_host = await _host(db, old), await _host(db, new)
+    await _host(db, bystander)
+    team = ids.TEAM.parse(alice["team_id"])
+    capsule = Sandbox(
+        id=uuid.uuid4(),
+        team_id=team,
+        host_id=new_host.id,
+        template="minimal",
+        status="running",
+        vcpus=1,
+        memory_mb=512,
+    )
+    await _add(
+        db,
+        Template(name="alice-snap", team_id=team, type="snapshot", host_id=old_host.id),
+        capsule,
+    )
+    use_pool(LAB)
+    resp = await client.post(
+        "/v1/snapshots",
+        params={"overwrite": "true"},
+        json={"sandbox_id": ids.SANDBOX.format(capsule.id), "name": "alice-snap"},
+        headers=bearer(alice["token"]),
+    )
+    assert resp.status_code == 201, resp.text
+    assert (new.calls, old.calls, bystander.calls) == (["CreateSnapshot"], ["DeleteSnapshot"], [])
+    assert old.deleted == ["alice-snap"]
+    async with db.sessionmaker() as session:
+        row = await session.get(Template, "alice-snap")
+        assert row is not None and row.host_id == new_host.id

@@ -54,6 +54,7 @@ AGENT_STATUS = {
     pb.SANDBOX_STATUS_DEAD: "error",
 }
 RPC_TIMEOUT = 10.0
+MAX_REASON = 200
 # Longer than a resume takes (restore, then the agent's start timeout).
 RESUME_GRACE = dt.timedelta(minutes=2)
 
@@ -142,7 +143,9 @@ class Reconciler:
                 if sandbox_id is not None:
                     reported[sandbox_id] = AGENT_STATUS.get(sb.status, "starting")
                     if sb.status == pb.SANDBOX_STATUS_DEAD:
-                        reasons[sandbox_id] = sb.exit_reason or "sandbox exited"
+                        # An agent's words (a BYOC host's owner's, maybe): kept short.
+                        reason = sb.exit_reason[:MAX_REASON] or "sandbox exited"
+                        reasons[sandbox_id] = reason
         except grpc.aio.AioRpcError as e:
             log.warning("host %s unreachable: %s", host_id, e.code().name)
             reachable = False

@@ -4,6 +4,7 @@ deleted only by their team (platform templates only by admins). Both are audited
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from sqlalchemy import and_, or_, select
@@ -15,10 +16,12 @@ from ..db.models.capsules import Sandbox, Template
 from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..errors import Conflict, Forbidden, NotFound, ServiceUnavailable
+from ..errors import Conflict, DomainError, Forbidden, NotFound, ServiceUnavailable
 from ..hosts.rpc import agent_errors
 from . import audit
 from .capsules import Hosts, get_capsule, require_status
+
+log = logging.getLogger(__name__)
 
 
 async def list_templates(db: Database, team_id: uuid.UUID, type_: str | None) -> list[Template]:
@@ -48,6 +51,7 @@ async def create_snapshot(
         existing = await session.get(Template, name)
         if existing is not None and (existing.team_id != team_id or not overwrite):
             raise Conflict(f"a template named {name!r} already exists")
+        replaced_on = existing.host_id if existing is not None else None
         client = await hosts.client_for(session, sandbox)
         previous = sandbox.status
         # Paused before the agent call: the capsule leaves the agent's running set during the
@@ -89,7 +93,27 @@ async def create_snapshot(
                 "size_bytes": made.size_bytes,
             },
         )
-        return template
+    if replaced_on is not None and replaced_on != sandbox.host_id:
+        await _forget_replaced(db, hosts, replaced_on, name)
+    return template
+
+
+async def _forget_replaced(db: Database, hosts: Hosts, host_id: uuid.UUID, name: str) -> None:
+    """An overwritten template's files on the host that held it before (best effort: the new
+    template is made; files left behind are logged)."""
+    async with db.sessionmaker() as session:
+        host = await session.get(Host, host_id)
+    if host is None or host.status != "online" or not host.address:
+        log.warning("template %r replaced: its old files stay on host %s", name, host_id)
+        return
+    try:
+        client = await hosts.client_of(host)
+        with agent_errors():
+            await client.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=name))
+    except NotFound:
+        pass
+    except DomainError as e:
+        log.warning("template %r replaced: its old files stay on host %s (%s)", name, host_id, e)
 
 
 async def delete_snapshot(

@@ -111,11 +111,14 @@ async def _assert_dead(
     assert (died[0]["status"], died[0]["metadata"]["reason"]) == ("error", reason)
     assert died[0]["actor"]["type"] == "system"
 
-    # The control plane had the agent destroy it: nothing of it is left on the host.
+    # The control plane had the agent destroy it: nothing of it is left on the host (the
+    # agent forgets it first, then cleans up).
     await _gone_from_agent(agent, capsule_id)
-    assert traces_of(capsule_id) == [] and traces_of(directory.name) == []
+    deadline = time.monotonic() + DEADLINE
+    while left := traces_of(capsule_id) + traces_of(directory.name) + _loop_devices_of(directory):
+        assert time.monotonic() < deadline, f"left on the host: {left}"
+        await asyncio.sleep(0.1)
     assert not directory.exists()
-    assert _loop_devices_of(directory) == []
 
 
 async def test_a_capsule_killed_at_its_memory_limit_is_reported(
@@ -184,3 +187,28 @@ async def test_pausing_and_destroying_are_not_deaths(
         assert (resp.json()["status"], resp.json()["status_reason"]) == ("paused", None)
         assert (await api.delete(f"/v1/capsules/{capsule_id}", headers=user.h)).is_success
         await _gone_from_agent(agent, capsule_id)
+
+
+async def test_a_pooled_capsule_that_dies_is_replaced(agent: AgentClient) -> None:
+    """Nobody owns a pooled capsule yet: if its sandbox dies, the pool drops it (nothing of it
+    is left) and boots another, and nobody is handed a dead capsule."""
+    from .test_pool import pooled_handles
+
+    deadline = time.monotonic() + 60
+    while not (handles := pooled_handles()):
+        assert time.monotonic() < deadline, "the pool did not fill"
+        await asyncio.sleep(0.2)
+    victim = sorted(handles)[0]
+    directory = capsule_dir(victim)
+    os.kill(_sandbox_pid(directory), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while traces_of(victim) or not pooled_handles() - {victim}:
+        assert time.monotonic() < deadline, f"left: {traces_of(victim)}"
+        await asyncio.sleep(0.2)
+    created = await agent.create(timeout_sec=30)
+    try:
+        assert created.status == pb.SANDBOX_STATUS_RUNNING
+        res = await agent.exec(created.sandbox_id, "echo alive")
+        assert res.stdout == b"alive\n"
+    finally:
+        await agent.destroy(created.sandbox_id)

@@ -1,7 +1,8 @@
 """A capsule whose sandbox dies - killed at its memory limit by code inside it, or killed from
 the host - is noticed by its agent within seconds: the REST API shows it in `error` with the
 reason (and an audit event says so), calls on it answer 409 instead of hanging or failing with
-502, and its network, mounts, loop device and files are released."""
+502, and its network, mounts, loop device and files are released. The agent keeps watching
+across its own restart; a pooled capsule that dies is replaced, never handed out."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import assert_error
+from .conftest import AgentProcess, CapsuleFactory
 from .rest_fixtures import Account, StartApp, make_capsule, new_account, sh
 from .traces import capsule_dir, traces_of
 
@@ -212,3 +214,39 @@ async def test_a_pooled_capsule_that_dies_is_replaced(agent: AgentClient) -> Non
         assert res.stdout == b"alive\n"
     finally:
         await agent.destroy(created.sandbox_id)
+
+
+async def _dead_on_agent(agent: AgentClient, capsule_id: str) -> pb.Sandbox:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        got: pb.Sandbox = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=capsule_id))
+        if got.status == pb.SANDBOX_STATUS_DEAD:
+            return got
+        assert time.monotonic() < deadline, f"{capsule_id} is still {got.status}"
+        await asyncio.sleep(0.1)
+
+
+async def test_watching_survives_an_agent_restart(
+    agent: AgentClient, agent_process: AgentProcess, new_capsule: CapsuleFactory
+) -> None:
+    """A capsule the restarted agent adopted is watched like one it booted, and a capsule that
+    was dead before the restart is still dead, with its reason, after it."""
+    adopted, dead = await new_capsule(memory_mb=256), await new_capsule(memory_mb=256)
+    os.kill(_sandbox_pid(capsule_dir(dead.sandbox_id)), signal.SIGKILL)
+    await _dead_on_agent(agent, dead.sandbox_id)
+
+    agent_process.kill9()
+    agent_process.start()
+
+    got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=dead.sandbox_id))
+    assert (got.status, got.exit_reason) == (pb.SANDBOX_STATUS_DEAD, "sandbox exited")
+    got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=adopted.sandbox_id))
+    assert got.status == pb.SANDBOX_STATUS_RUNNING
+    os.kill(_sandbox_pid(capsule_dir(adopted.sandbox_id)), signal.SIGKILL)
+    got = await _dead_on_agent(agent, adopted.sandbox_id)
+    assert got.exit_reason == "sandbox exited"
+    for capsule in (adopted, dead):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await agent.exec(capsule.sandbox_id, "true")
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "dead" in (refused.value.details() or "")

@@ -35,7 +35,15 @@ from fastapi import FastAPI
 from sqlalchemy import delete, select, update
 
 from wrenn_server.controlplane import ids
-from wrenn_server.controlplane.db.models import APIKey, Sandbox, Team, TeamMember, Template, User
+from wrenn_server.controlplane.db.models import (
+    APIKey,
+    Invitation,
+    Sandbox,
+    Team,
+    TeamMember,
+    Template,
+    User,
+)
 from wrenn_server.controlplane.db.models.capsules import TemplateBuild
 from wrenn_server.controlplane.db.models.hosts import Host, HostRefreshToken, HostTag, HostToken
 from wrenn_server.controlplane.db.session import Database, transaction
@@ -136,6 +144,16 @@ ROWS: tuple[Row, ...] = (
     Row("delete", "/v1/admin/templates/{name}", (403, 403, 403, 204, 401, 403)),
     Row("get", "/v1/admin/capsules", ADMIN_ONLY),
     Row("get", "/v1/admin/users", ADMIN_ONLY),
+    Row("post", "/v1/admin/users", (403, 403, 403, 201, 401, 403),
+        body={"email": "newcomer@example.com", "name": "Newcomer"}),
+    # Reactivating an active member: a no-op that leaves the world's sessions valid.
+    Row("put", "/v1/admin/users/{id}/active", (403, 403, 403, 204, 401, 403),
+        body={"active": True}, args={"id": "member"}),
+    Row("get", "/v1/admin/invitations", ADMIN_ONLY),
+    Row("post", "/v1/admin/invitations", (403, 403, 403, 201, 401, 403),
+        body={"email": "invitee@example.com"}),
+    Row("delete", "/v1/admin/invitations/{id}", (403, 403, 403, 204, 401, 403),
+        args={"id": "invitation"}),
     Row("get", "/v1/admin/audit-logs", ADMIN_ONLY),
     Row("get", "/v1/admin/builds", ADMIN_ONLY),
     Row("post", "/v1/admin/builds", (403, 403, 403, 201, 401, 403),
@@ -328,6 +346,12 @@ async def _build_world(
         body: dict[str, Any] = resp.json()
         return body
 
+    invitation = await client.post(
+        "/v1/admin/invitations",
+        json={"email": "invited@example.com"},
+        headers=bearer(platform_admin["token"]),
+    )
+    assert invitation.status_code == 201, invitation.text
     caller_key = await key(owner_token, "caller")
     owner_key = await key(owner_token, "owner's")
     member_key = await key(member_token, "member's")
@@ -372,6 +396,7 @@ async def _build_world(
         "registration_token": generate_credential(HOST_REGISTRATION_PREFIX).plaintext,
         "refresh_token": generate_credential(HOST_REFRESH_PREFIX).plaintext,
         "build": ids.BUILD.format(ids.new_id()),
+        "invitation": invitation.json()["id"],
     }
     for host in ("olive_host", "shared_host", "agent_host", "registered_host"):
         world[host] = ids.HOST.format(ids.new_id())
@@ -415,6 +440,7 @@ async def _reset(db: Database, world: dict[str, str]) -> None:
             else:
                 membership.role = role
         await session.execute(update(APIKey).where(APIKey.team_id == team).values(revoked_at=None))
+        await session.execute(update(Invitation).values(revoked_at=None))
         if await session.get(Template, SNAPSHOT) is None:
             session.add(Template(name=SNAPSHOT, team_id=team, type="snapshot"))
         await session.flush()

@@ -31,6 +31,8 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]
         "WRENN_AGENT_ADDRESS": "",
         "WRENN_RECONCILE_INTERVAL_SEC": "0.5",
         "WRENN_BUILD_WORKERS": "0",
+        # Sign-in locks long enough that none runs out while a test looks at them.
+        "WRENN_LOGIN_LOCKOUT_FIRST_SEC": "60",
     }
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
@@ -114,3 +116,29 @@ def test_two_workers_share_the_api_and_one_leads(
         "a new leader",
     )
     assert successor in _workers(proc.pid)
+
+
+def test_sign_in_throttling_holds_across_workers(
+    server: tuple[subprocess.Popen[bytes], str, Path],
+) -> None:
+    """Failed sign-ins are counted in the database: guesses spread over both processes add up,
+    and the lock holds whichever process answers next."""
+    proc, url, _db = server
+    _until(lambda: len(_workers(proc.pid)) == 2, 30, "2 workers")
+    signup = httpx.post(
+        f"{url}/v1/auth/signup",
+        json={"email": "w@example.com", "password": PASSWORD, "name": "W"},
+    )
+    assert signup.status_code == 201, signup.text
+
+    def attempt(password: str) -> httpx.Response:
+        with httpx.Client(base_url=url) as fresh:  # a new connection: either process
+            return fresh.post(
+                "/v1/auth/login", json={"email": "w@example.com", "password": password}
+            )
+
+    assert [attempt(f"guess {i}").status_code for i in range(5)] == [401] * 5
+    for _ in range(10):
+        right = attempt(PASSWORD)
+        assert right.status_code == 429, right.text
+        assert 0 < int(right.headers["retry-after"]) <= 60

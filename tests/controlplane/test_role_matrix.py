@@ -119,6 +119,7 @@ ROWS: tuple[Row, ...] = (
     Row("get", "/v1/teams/{id}", TEAM_READ),
     Row("patch", "/v1/teams/{id}", (403, 204, 404, 404, 401, 204), body={"name": "Olive 2"}),
     Row("get", "/v1/teams/{id}/members", TEAM_READ),
+    Row("get", "/v1/teams/{id}/quotas", TEAM_READ),
     Row("post", "/v1/teams/{id}/members", (403, 201, 404, 404, 401, 201),
         body={"email": "{spare_email}"}),
     # Role changes: admins manage members; only the owner manages admins; no one the owner.
@@ -140,6 +141,9 @@ ROWS: tuple[Row, ...] = (
     Row("get", "/v1/admin/teams", ADMIN_ONLY),
     Row("put", "/v1/admin/teams/{id}/byoc", (403, 403, 403, 204, 401, 403),
         body={"enabled": True}),
+    Row("get", "/v1/admin/teams/{id}/quotas", ADMIN_ONLY),
+    Row("put", "/v1/admin/teams/{id}/quotas", (403, 403, 403, 200, 401, 403),
+        body={"max_capsules": 5}),
     Row("get", "/v1/admin/templates", ADMIN_ONLY),
     Row("delete", "/v1/admin/templates/{name}", (403, 403, 403, 204, 401, 403)),
     Row("get", "/v1/admin/capsules", ADMIN_ONLY),

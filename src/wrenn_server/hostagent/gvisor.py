@@ -20,7 +20,7 @@ from . import datadir, errors, firewall, network, rootfs_io, storage
 from .capsule import DEAD, PAUSED, RUNNING, Capsule, capsule_key
 from .config import AgentSettings
 from .dns_forwarder import DnsForwarder
-from .metrics import oom_kills
+from .metrics import has_tasks, oom_kills
 from .proc import run, run_quiet
 from .runsc import Runsc, oci_config
 from .templates import IMAGE, SNAPSHOT, Template, TemplateStore
@@ -216,6 +216,10 @@ class GVisorRuntime:
         state = await self.runsc.state(capsule.runsc_id, capsule.net.netns_path)
         pid = state.get("pid") if state else None
         return pid if isinstance(pid, int) and pid > 0 else None
+
+    def sandbox_running(self, capsule: Capsule) -> bool:
+        """Whether anything of the capsule's sandbox (sandbox, gofer) still runs."""
+        return has_tasks(capsule.cgroup)
 
     def exit_reason(self, capsule: Capsule) -> str:
         """Why the capsule's sandbox died; read before teardown, which removes its cgroup."""

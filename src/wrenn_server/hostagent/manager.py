@@ -38,6 +38,9 @@ from .templates import IMAGE, SNAPSHOT, Template, TemplateStore, validate_name
 log = logging.getLogger(__name__)
 
 ENVD_START_TIMEOUT = 20.0
+# Finding a new sandbox's pid to watch: tries, and the wait between them.
+WATCH_ATTEMPTS = 5
+WATCH_RETRY_SEC = 1.0
 REKEY_TIMEOUT = 10.0
 CLEANUP_TIMEOUT = 60.0
 
@@ -455,15 +458,26 @@ class SandboxManager:
         task.add_done_callback(self._watch_tasks.discard)
 
     async def _watch_pid(self, capsule: Capsule, boot: int) -> None:
-        try:
-            pid = await self.runtime.sandbox_pid(capsule)
-        except Exception:
-            log.exception("cannot find the sandbox of %s to watch", capsule.sandbox_id)
-            return
-        if pid is None or self._watch is None or self._boots.get(capsule.handle) != boot:
-            return  # stopped already, or booted again since: a later task watches that one
-        self._sandbox_pids[capsule.handle] = pid
-        self._watch.watch(capsule.handle, pid)
+        handle = capsule.handle
+        for _attempt in range(WATCH_ATTEMPTS):
+            try:
+                pid = await self.runtime.sandbox_pid(capsule)
+            except Exception:
+                log.exception("cannot ask for the sandbox of %s", capsule.sandbox_id)
+                pid = None
+            if self._watch is None or self._boots.get(handle) != boot or capsule.net is None:
+                return  # stopped since, or booted again: a later task watches that one
+            if pid is not None:
+                self._sandbox_pids[handle] = pid
+                self._watch.watch(handle, pid)
+                return
+            if not self.runtime.sandbox_running(capsule):
+                # It died before it could be watched: an exit all the same.
+                self._sandbox_pids[handle] = 0
+                self._sandbox_exit(handle, 0)
+                return
+            await asyncio.sleep(WATCH_RETRY_SEC)
+        log.warning("the sandbox of %s cannot be watched", capsule.sandbox_id)
 
     def _unwatch(self, capsule: Capsule) -> None:
         self._sandbox_pids.pop(capsule.handle, None)

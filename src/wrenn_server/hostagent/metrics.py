@@ -147,6 +147,20 @@ def resident_bytes(cgroup: str) -> int | None:
     return _stat_field(_CGROUP_ROOT / rel / "memory.stat", "anon")
 
 
+def has_tasks(cgroup: str) -> bool:
+    """Whether any process is in the cgroup (v1: its memory controller's; v2: unified)."""
+    rel = cgroup.strip("/")
+    for procs in (
+        _CGROUP_ROOT / "memory" / rel / "cgroup.procs",
+        _CGROUP_ROOT / rel / "cgroup.procs",
+    ):
+        try:
+            return bool(procs.read_text().split())
+        except OSError:
+            continue
+    return False
+
+
 def oom_kills(cgroup: str) -> int:
     """How many of the cgroup's processes its memory limit killed (v1 `memory.oom_control`,
     v2 `memory.events`); 0 when unknown."""

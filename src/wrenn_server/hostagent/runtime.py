@@ -41,6 +41,9 @@ class Runtime(Protocol):
     async def sandbox_pid(self, capsule: Capsule) -> int | None:
         """The host pid of the process whose exit means the capsule died, if it runs."""
 
+    def sandbox_running(self, capsule: Capsule) -> bool:
+        """Whether any process of the capsule's sandbox still runs."""
+
     def exit_reason(self, capsule: Capsule) -> str:
         """Why a capsule whose sandbox exited on its own died (before its teardown)."""
 

@@ -141,7 +141,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Networks (CIDR) a team's own (BYOC) host may be reached at although they "
         "are special-use (loopback, link-local, ...): a lab whose agents run on the control "
-        "plane's machine. Unix sockets are never allowed. JSON list, e.g. [\"127.0.0.0/8\"].",
+        'plane\'s machine. Unix sockets are never allowed. JSON list, e.g. ["127.0.0.0/8"].',
     )
     byoc_blocked_networks: list[str] = Field(
         default_factory=list,

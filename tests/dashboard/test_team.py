@@ -56,8 +56,22 @@ async def test_rename_add_change_role_and_remove(platform: Platform, signed_in: 
     nav = page.get_by_role("navigation", name="Main")
     await expect(nav.get_by_role("combobox", name="Team")).to_contain_text("Renamed Crew")
 
-    # Add Bob through the typeahead: typing his address up to the '@' offers his account.
+    # Add Bob through the typeahead: the search offers only people who already share a team
+    # with the caller (it must not tell strangers which emails have accounts), so Bob first
+    # joins another team of Olivia's; Carol shares none and is not offered.
+    side = await platform.api.post("/v1/teams", json={"name": "Side"}, headers=owner.headers)
+    assert side.status_code == 201, side.text
+    added = await platform.api.post(
+        f"/v1/teams/{side.json()['id']}/members", json={"email": bob.email}, headers=owner.headers
+    )
+    assert added.status_code == 201, added.text
     field = page.get_by_label("Add member by email")
+    async with page.expect_response(lambda r: "/v1/users/search" in r.url) as searched:
+        await field.press_sequentially(carol.email.split("@")[0] + "@")
+    assert (await searched.value).ok
+    await expect(page.get_by_role("listbox")).to_contain_text("No matching accounts")
+    await expect(page.get_by_role("option", name=carol.email)).to_have_count(0)
+    await field.fill("")
     await field.press_sequentially(bob.email.split("@")[0] + "@")
     option = page.get_by_role("option", name=bob.email)
     await expect(option).to_be_visible()

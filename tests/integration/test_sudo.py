@@ -52,6 +52,24 @@ async def test_sudo_for_sudoers_only(agent: AgentClient, new_capsule: CapsuleFac
     assert "rc=1" in res.stdout.decode()
     assert "not in the sudoers file" in res.stderr.decode()
     assert (await run(agent, sid, "test -e /root/owned")).exit_code == 1
+    # Nor does a rule in a file guest owns or anyone may write (sudo ignores those too), nor a
+    # sudoers.d anyone may write.
+    res = await run(
+        agent,
+        sid,
+        "cd /etc/sudoers.d && echo 'guest ALL=(ALL) NOPASSWD:ALL' > mine && chown guest mine"
+        " && echo 'guest ALL=(ALL) NOPASSWD:ALL' > open && chmod 666 open",
+    )
+    assert res.exit_code == 0, res.stderr
+    res = await _as(agent, sid, "guest", "sudo true; echo rc=$?")
+    assert "rc=1" in res.stdout.decode()
+    res = await run(
+        agent, sid, "rm /etc/sudoers.d/mine /etc/sudoers.d/open && chmod 777 /etc/sudoers.d"
+    )
+    assert res.exit_code == 0, res.stderr
+    res = await _as(agent, sid, "dev", "sudo true; echo rc=$?")
+    assert "rc=1" in res.stdout.decode()
+    assert (await run(agent, sid, "chmod 755 /etc/sudoers.d")).exit_code == 0
     # A forged claim of identity does not help: the kernel says who is calling.
     res = await _as(agent, sid, "guest", "SUDO_USER=dev USER=root sudo true; echo rc=$?")
     assert "rc=1" in res.stdout.decode()

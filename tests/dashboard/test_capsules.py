@@ -8,6 +8,10 @@ import time
 from typing import Any
 
 from playwright.async_api import Locator, Page, expect
+from sqlalchemy import update
+
+from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.db.models.capsules import Sandbox
 
 from .conftest import Account, Platform, SignIn
 
@@ -200,3 +204,37 @@ async def test_templates_page(platform: Platform, signed_in: SignIn) -> None:
         t["name"] for t in (await platform.api.get("/v1/snapshots", headers=account.headers)).json()
     ]
     assert "my-snap" not in names and "minimal" in names
+
+
+async def test_an_errored_capsule_shows_why(platform: Platform, signed_in: SignIn) -> None:
+    account = await platform.signup()
+    other = await new_capsule(platform, account)
+    capsule = await new_capsule(platform, account)
+    cid = capsule["id"]
+    # As the reconciler records a sandbox the host's OOM killer took (error is final: it is
+    # not reconciled again).
+    async with platform.db.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Sandbox)
+            .where(Sandbox.id == ids.SANDBOX.parse(cid))
+            .values(status="error", status_reason="out of memory")
+        )
+    resp = await platform.api.get(f"/v1/capsules/{cid}", headers=account.headers)
+    assert resp.json()["status_reason"] == "out of memory"
+
+    page = await signed_in(account)
+    await page.goto(platform.url + "/dashboard/capsules")
+    errored = row(page, cid)
+    await expect(errored.locator("[data-status]")).to_have_text("error")
+    await expect(errored.locator("[data-status]")).to_have_attribute("title", "out of memory")
+    await expect(errored.get_by_test_id("status-reason")).to_have_text("out of memory")
+    # A capsule without a reason shows none.
+    await expect(row(page, other["id"]).locator("[data-status]")).to_have_text("running")
+    await expect(row(page, other["id"]).get_by_test_id("status-reason")).to_have_count(0)
+
+    await errored.get_by_role("link", name=cid).click()
+    await expect(page).to_have_url(f"{platform.url}/dashboard/capsules/{cid}")
+    info = page.get_by_role("region", name="Capsule info")
+    await expect(info.locator("[data-status]")).to_have_text("error")
+    await expect(info.get_by_test_id("status-reason")).to_have_text("- out of memory")
+    await expect(info).to_contain_text(re.compile(r"Status\s*error\s*- out of memory"))

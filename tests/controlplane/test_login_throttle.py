@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from wrenn_server.controlplane.app import create_app
-from wrenn_server.controlplane.db.models import LoginThrottle
+from wrenn_server.controlplane.db.models import LoginThrottle, User
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.services import throttle
 from wrenn_server.controlplane.settings import Settings
@@ -162,6 +162,55 @@ async def test_concurrent_guesses_cannot_slip_past_the_check(api: Client) -> Non
         )
         statuses = sorted(a.status_code for a in answers)
         assert statuses == [401] * 5 + [429] * 15
+
+
+async def new_account(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    return await client.post(
+        "/v1/auth/signup", json={"email": email, "password": PASSWORD, "name": "Someone"}
+    )
+
+
+async def test_open_signup_cannot_list_accounts_at_speed(api: Client, db: Database) -> None:
+    """The reported attack: open signup answers 409 for a taken email, so one address could
+    test emails as fast as it liked. Those 409s count like failed sign-ins of the address (in
+    the database: two processes share the count), then every signup from it waits."""
+    async with (
+        api(signup="open", login_lockout_first_sec=60.0) as first,
+        api(signup="open", login_lockout_first_sec=60.0) as second,
+    ):
+        taken = [f"taken{i}@example.com" for i in range(3)]
+        for email in taken:
+            await signup(first, email=email)
+        answers = [await new_account(first if i % 2 else second, taken[i % 3]) for i in range(25)]
+        statuses = [a.status_code for a in answers]
+        assert statuses == [409] * 20 + [429] * 5
+        assert 0 < retry_after(answers[-1]) <= 60
+        # A fresh email from that address waits too (the answer says nothing of the email).
+        fresh = await new_account(first, "fresh@example.com")
+        assert 0 < retry_after(fresh) <= 60
+        assert fresh.json() == answers[-1].json()
+        assert await count(db, User) == 3
+    async with api(signup="open", address="198.51.100.7") as elsewhere:
+        assert_error(await new_account(elsewhere, taken[0]), 409, "conflict")
+        assert (await new_account(elsewhere, "fresh@example.com")).status_code == 201
+
+
+async def test_a_successful_signup_does_not_clear_the_address(api: Client) -> None:
+    """New accounts give back their own count only: creating one now and then does not reset
+    the address between batches of taken emails."""
+    overrides: dict[str, Any] = {
+        "signup": "open",
+        "login_lockout_first_sec": 60.0,
+        "login_max_failures_per_address": 4,
+    }
+    async with api(**overrides) as client:
+        await signup(client, email="ada@example.com")
+        for _ in range(3):
+            assert (await new_account(client, "ada@example.com")).status_code == 409
+        await signup(client, email="mallory@example.com")
+        assert (await new_account(client, "ada@example.com")).status_code == 409
+        retry_after(await new_account(client, "ada@example.com"))
+        retry_after(await new_account(client, "mallory2@example.com"))
 
 
 def test_lock_lengths() -> None:

@@ -4,7 +4,8 @@ Who may sign up is the `signup` setting: `open` (anyone), `invite` (only with a 
 invitation for that email, see `invitations`) or `closed` (nobody: admins add accounts). A
 refused signup in `invite` or `closed` mode gets one generic answer whatever the email, so it
 does not tell which emails have accounts. (`open` cannot hide that: a second account with the
-same email must be refused somehow, and signing in would tell anyway.)
+same email must be refused somehow, and signing in would tell anyway; so an `open` signup that
+creates no account counts against its client address in the sign-in throttle.)
 
 Signup activates the account at once and creates the user's default team (what the contract's
 `/v1/auth/activate` does after its email round trip). The very first account of an
@@ -140,6 +141,48 @@ async def _is_first_user(session: AsyncSession) -> bool:
 
 
 async def signup(
+    db: Database,
+    *,
+    codec: TokenCodec,
+    mode: SignupMode,
+    limits: throttle.Limits,
+    email: str,
+    password: str,
+    name: str,
+    invitation: str | None,
+    address: str | None,
+) -> SignedIn:
+    """Create an active account with its default team; `email` is already normalized.
+
+    `closed`: refused. `invite`: `invitation` must be a pending invitation for `email`. Every
+    refusal of those two modes is the same `Forbidden`, whether or not the email has an account.
+    `open`: the 409 for a taken email tells that it has an account, so each signup is counted
+    against `address` like a failed sign-in (committed first, so concurrent ones see each
+    other) and the count is given back only if it creates the account: listing accounts from
+    one address gets `TooManyRequests`, whatever the email, as guessing passwords does.
+    """
+    attempt = None
+    if mode == "open":
+        async with db.sessionmaker() as session, transaction(session, write=True):
+            attempt = await throttle.begin_attempt(
+                session, limits=limits, email=None, address=address, now=utcnow()
+            )
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        signed_in = await _signup(
+            session,
+            codec=codec,
+            mode=mode,
+            email=email,
+            password=password,
+            name=name,
+            invitation=invitation,
+        )
+        if attempt is not None:
+            await throttle.attempt_succeeded(session, attempt)
+        return signed_in
+
+
+async def _signup(
     session: AsyncSession,
     *,
     codec: TokenCodec,
@@ -149,11 +192,6 @@ async def signup(
     name: str,
     invitation: str | None,
 ) -> SignedIn:
-    """Create an active account with its default team; `email` is already normalized.
-
-    `closed`: refused. `invite`: `invitation` must be a pending invitation for `email`. Every
-    refusal of those two modes is the same `Forbidden`, whether or not the email has an account.
-    """
     if mode == "closed":
         raise Forbidden(SIGNUP_CLOSED)
     if mode == "invite" and not invitation:

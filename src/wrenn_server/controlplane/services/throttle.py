@@ -15,6 +15,9 @@ So nobody is locked out for long: at worst one guess per `max_lock` gets through
 attacker, and the owner can sign in once the lock runs out (or reset the password by mail,
 which clears the account's count). Unknown emails are counted like known ones (hashed), so the
 answers do not tell which accounts exist.
+
+Open signup counts against the address only (`email` None): its 409 for a taken email would
+otherwise list the accounts at full speed (see `accounts.signup`).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class Attempt:
     """The keys one sign-in attempt was counted under, and the lock its count put on the
     address (undone if the attempt succeeds)."""
 
-    account_key: str
+    account_key: str | None
     address_key: str | None
     address_lock: dt.datetime | None = None
 
@@ -97,18 +100,26 @@ def _retry_after(rows: list[LoginThrottle], now: dt.datetime) -> int:
 
 
 async def begin_attempt(
-    session: AsyncSession, *, limits: Limits, email: str, address: str | None, now: dt.datetime
+    session: AsyncSession,
+    *,
+    limits: Limits,
+    email: str | None,
+    address: str | None,
+    now: dt.datetime,
 ) -> Attempt:
-    """Count a sign-in attempt for `email` from `address`; `TooManyRequests` if either is
-    locked. Run in a write transaction of its own, committed before the password is checked."""
-    attempt = Attempt(account_key(email), address_key(address))
-    keyed = [(attempt.account_key, limits.account_threshold)]
+    """Count a sign-in attempt for `email` (None: the address only) from `address`;
+    `TooManyRequests` if either is locked. Run in a write transaction of its own, committed
+    before the password is checked."""
+    attempt = Attempt(account_key(email) if email is not None else None, address_key(address))
+    keyed: list[tuple[str, int]] = []
+    if attempt.account_key is not None:
+        keyed.append((attempt.account_key, limits.account_threshold))
     if attempt.address_key is not None:
         keyed.append((attempt.address_key, limits.address_threshold))
     rows = [await _row(session, key, now) for key, _ in keyed]
     wait = _retry_after(rows, now)
     if wait > 0:
-        raise TooManyRequests("too many failed sign-ins: try again later", retry_after=wait)
+        raise TooManyRequests("too many failed attempts: try again later", retry_after=wait)
     for row, (_key, threshold) in zip(rows, keyed, strict=True):
         if now - row.last_failure_at > FORGET_AFTER:
             row.failures = 0
@@ -117,7 +128,7 @@ async def begin_attempt(
         seconds = lock_for(row.failures, threshold, limits)
         row.locked_until = now + dt.timedelta(seconds=seconds) if seconds else None
     await session.flush()
-    address_lock = rows[1].locked_until if len(rows) > 1 else None
+    address_lock = rows[-1].locked_until if attempt.address_key is not None else None
     return Attempt(attempt.account_key, attempt.address_key, address_lock)
 
 
@@ -125,7 +136,8 @@ async def attempt_succeeded(session: AsyncSession, attempt: Attempt) -> None:
     """The attempt was right: forget its account's failures, and take back the count it added
     to its address (that address's earlier failures, and any lock not of this attempt's
     making, stay: an attacker's own good password must not clear their address)."""
-    await clear_account(session, attempt.account_key)
+    if attempt.account_key is not None:
+        await clear_account(session, attempt.account_key)
     if attempt.address_key is None:
         return
     row = await session.scalar(

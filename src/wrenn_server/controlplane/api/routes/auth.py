@@ -66,22 +66,28 @@ async def options(settings: SettingsDep) -> AuthOptionsResponse:
     operation_id="signup",
     status_code=status.HTTP_201_CREATED,
     summary="Create an account (active at once) and its default team; by invitation or closed "
-    "as the installation's signup setting says",
-    responses=error_responses(400, 403, 409),
+    "as the installation's signup setting says (open signups that create no account are "
+    "throttled per client address like failed logins: 429 with Retry-After)",
+    responses=error_responses(400, 403, 409, 429),
 )
 async def signup(
-    body: SignupRequest, session: SessionDep, codec: CodecDep, settings: SettingsDep
+    body: SignupRequest,
+    request: Request,
+    db: DatabaseDep,
+    codec: CodecDep,
+    settings: SettingsDep,
 ) -> SignupResponse:
-    async with transaction(session, write=True):
-        signed_in = await accounts.signup(
-            session,
-            codec=codec,
-            mode=settings.signup,
-            email=body.email,
-            password=body.password,
-            name=body.name,
-            invitation=body.invitation,
-        )
+    signed_in = await accounts.signup(
+        db,
+        codec=codec,
+        mode=settings.signup,
+        limits=login_limits(settings),
+        email=body.email,
+        password=body.password,
+        name=body.name,
+        invitation=body.invitation,
+        address=client_address(request),
+    )
     return SignupResponse(message="Account created and activated.", **auth_fields(signed_in))
 
 

@@ -12,6 +12,8 @@ from wrenn_server.controlplane.db.models import Lease
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.leadership import Leadership
 
+from ..waiting import wait_for
+
 
 async def test_one_holder_at_a_time_and_a_clean_handover(db: Database) -> None:
     a, b = Leadership(db.sessionmaker), Leadership(db.sessionmaker)
@@ -27,10 +29,16 @@ async def test_one_holder_at_a_time_and_a_clean_handover(db: Database) -> None:
 
 async def test_a_lapsed_lease_is_taken_over(db: Database) -> None:
     a, b = Leadership(db.sessionmaker, ttl=0.5), Leadership(db.sessionmaker, ttl=0.5)
-    assert await a.renew()
-    await asyncio.sleep(0.6)  # `a` died: no renewal
-    assert not a.held  # and it knows it before the lease lapses in the database
-    assert await b.renew()
+    assert await a.renew()  # then `a` dies: no renewal
+
+    async def b_takes_over() -> bool:
+        won = await b.renew()
+        # `a` stops believing it leads before the lease lapses in the database
+        assert not (won and a.held), "two holders at once"
+        return won
+
+    await wait_for(b_takes_over, 5, what="the lapsed lease taken over")
+    assert not a.held
     assert not await a.renew()  # back, it finds the lease taken
 
 
@@ -59,9 +67,9 @@ async def test_only_the_holder_runs_the_loops_and_another_takes_over(db: Databas
     process_a = loops.running({"count": (0.05, counter("a"))}, a)
     await process_a.__aenter__()
     async with loops.running({"count": (0.05, counter("b"))}, b):
-        await asyncio.sleep(0.5)
-        assert runs["a"] > 3 and runs["b"] == 0
+        await wait_for(lambda: runs["a"] > 3, 5, what="`a` running its loops")
+        assert runs["b"] == 0
         await process_a.__aexit__(None, None, None)  # `a` stops, letting go of the lease
         stopped_at = runs["a"]
-        await asyncio.sleep(0.6)  # `b` renews every ttl / 3
-        assert runs["b"] > 3 and runs["a"] == stopped_at
+        await wait_for(lambda: runs["b"] > 3, 5, what="`b` taking over")  # at its next renewal
+        assert runs["a"] == stopped_at

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -16,9 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
+from ..waiting import wait_for as wait_for  # shared with the other tiers
 from .netfixtures import AGENT_NETWORK_ENV
 
 pytestmark = pytest.mark.integration
@@ -105,15 +105,6 @@ async def capsule(new_capsule: CapsuleFactory) -> pb.Sandbox:
 
 async def run(agent: AgentClient, sandbox_id: str, cmd: str, **kw: object) -> pb.ExecResponse:
     return await agent.exec(sandbox_id, cmd, **kw)
-
-
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 # -- REST API tests (tests/integration/test_rest_*.py) -------------------------------------

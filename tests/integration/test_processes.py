@@ -8,10 +8,10 @@ import signal
 import grpc
 import pytest
 
-from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from .conftest import run
+from .conftest import run, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +30,10 @@ async def collect(call: grpc.aio.UnaryStreamCall) -> tuple[int, bytes, bytes, pb
             exit_ = ev.exit
     assert exit_ is not None
     return pid, out, err, exit_
+
+
+async def no_sleep_left(agent: AgentClient, sandbox_id: str) -> bool:
+    return (await run(agent, sandbox_id, "pgrep -x sleep")).exit_code == 1
 
 
 async def test_exec_argv_env_cwd_user(agent: AgentClient, capsule: pb.Sandbox) -> None:
@@ -63,8 +67,7 @@ async def test_exec_timeout_kills_the_tree(agent: AgentClient, capsule: pb.Sandb
     sid = capsule.sandbox_id
     res = await run(agent, sid, "sleep 300 & sleep 301; echo never", timeout_sec=0.5)
     assert res.timed_out and res.stdout == b""
-    await asyncio.sleep(0.3)
-    assert (await run(agent, sid, "pgrep -x sleep")).exit_code == 1
+    await wait_for(lambda: no_sleep_left(agent, sid), 10, what="the whole tree killed")
 
 
 async def test_stream_stdin_and_signal(agent: AgentClient, capsule: pb.Sandbox) -> None:
@@ -88,8 +91,7 @@ async def test_stream_stdin_and_signal(agent: AgentClient, capsule: pb.Sandbox) 
     )
     _, _, _, exit_ = await collect(call)
     assert exit_.signal == signal.SIGKILL
-    await asyncio.sleep(0.2)
-    assert (await run(agent, sid, "pgrep -x sleep")).exit_code == 1
+    await wait_for(lambda: no_sleep_left(agent, sid), 10, what="the whole tree killed")
 
 
 async def test_reattach_by_pid(agent: AgentClient, capsule: pb.Sandbox) -> None:

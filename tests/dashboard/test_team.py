@@ -61,8 +61,9 @@ async def test_rename_add_change_role_and_remove(platform: Platform, signed_in: 
     # joins another team of Olivia's; Carol shares none and is not offered.
     side = await platform.api.post("/v1/teams", json={"name": "Side"}, headers=owner.headers)
     assert side.status_code == 201, side.text
+    in_side = await _switched(platform, owner, side.json()["id"])
     added = await platform.api.post(
-        f"/v1/teams/{side.json()['id']}/members", json={"email": bob.email}, headers=owner.headers
+        f"/v1/teams/{in_side.team_id}/members", json={"email": bob.email}, headers=in_side.headers
     )
     assert added.status_code == 201, added.text
     field = page.get_by_label("Add member by email")

@@ -4,10 +4,13 @@ file."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Error, Locator, Page, Request, Route, expect
 
 from .conftest import Account, Platform, SignIn
 from .test_capsules import new_capsule
@@ -51,6 +54,60 @@ async def toggle(folder: Locator) -> None:
 async def go(files: Locator, path: str) -> None:
     await files.get_by_label("Path").fill(path)
     await files.get_by_role("button", name="Go").click()
+
+
+class Held:
+    """A request of the page held back until the test releases it: a reply made late."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.released = asyncio.Event()
+        self.request: Request | None = None
+
+    async def sent(self) -> Request:
+        """Waits until the page has sent the request."""
+        await asyncio.wait_for(self.arrived.wait(), 30)
+        assert self.request is not None
+        return self.request
+
+    async def answered(self) -> None:
+        """Lets the reply through and waits until the page has received all of it."""
+        request = await self.sent()
+        self.released.set()
+        response = await asyncio.wait_for(request.response(), 30)
+        assert response is not None
+        await asyncio.wait_for(response.finished(), 30)
+        # and the page has run what was queued on receiving it
+        await page_settled(request)
+
+
+async def page_settled(request: Request) -> None:
+    await request.frame.evaluate(
+        "() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)))"
+    )
+
+
+@contextlib.asynccontextmanager
+async def holding(page: Page, url: str, path: str) -> AsyncIterator[Held]:
+    """Holds the page's first request to `url` about the capsule path `path` until the test
+    lets it through; every other request passes."""
+    held = Held()
+
+    async def handle(route: Route) -> None:
+        body = route.request.post_data_json
+        if held.request is None and isinstance(body, dict) and body.get("path") == path:
+            held.request = route.request
+            held.arrived.set()
+            await held.released.wait()
+        with contextlib.suppress(Error):  # the page went away meanwhile
+            await route.continue_()
+
+    await page.route(url, handle)
+    try:
+        yield held
+    finally:
+        held.released.set()
+        await page.unroute(url, handle)
 
 
 async def loaded_tree(page: Page) -> tuple[Locator, Locator]:
@@ -180,53 +237,59 @@ async def test_quick_clicks_keep_the_last_choice(platform: Platform, signed_in: 
         "seq 1 3 > /tmp/a.txt && echo b > /tmp/b.txt && ln -s /etc /tmp/link",
     )
     files, tree = await loaded_tree(page)
-    # Two folders clicked in the same instant: both open, the last one becomes the current one
-    # whichever listing comes back first.
-    await page.evaluate(
-        """() => {
-            const tree = document.querySelector('[role="tree"]');
-            tree.querySelector('[role="treeitem"][aria-label="etc"]').click();
-            tree.querySelector('[role="treeitem"][aria-label="tmp"]').click();
-        }"""
-    )
+    path = files.get_by_label("Path")
     tmp = item(tree, "tmp")
-    await expect(item(tmp, "a.txt")).to_be_visible()
-    await expect(item(tree, "etc")).to_have_attribute("aria-expanded", "true")
-    await expect(files.get_by_label("Path")).to_have_value("/tmp")
-    await expect(tmp).to_have_attribute("aria-selected", "true")
-    await page.wait_for_timeout(500)  # a late answer for /etc must not move the current folder
-    await expect(files.get_by_label("Path")).to_have_value("/tmp")
+    # Two folders clicked in the same instant, the first one's listing answered last: both
+    # open, the last one clicked becomes the current one.
+    async with holding(page, "**/files/list", "/etc") as etc_listing:
+        await page.evaluate(
+            """() => {
+                const tree = document.querySelector('[role="tree"]');
+                tree.querySelector('[role="treeitem"][aria-label="etc"]').click();
+                tree.querySelector('[role="treeitem"][aria-label="tmp"]').click();
+            }"""
+        )
+        await etc_listing.sent()
+        await expect(item(tmp, "a.txt")).to_be_visible()
+        await expect(path).to_have_value("/tmp")
+        await etc_listing.answered()
+        await expect(item(item(tree, "etc"), "passwd")).to_be_visible()  # the late answer
+    # Checked at once, not retried: a view the page corrects later is still a wrong view.
+    assert await path.input_value() == "/tmp"  # it did not move the current folder
+    assert await tmp.get_attribute("aria-selected") == "true"
 
-    # A symlink (tried as a folder first) then a file: the file wins.
-    await page.evaluate(
-        """() => {
-            const tmp = document.querySelector('[role="treeitem"][aria-label="tmp"]');
-            tmp.querySelector('[role="treeitem"][aria-label="link"]').click();
-            tmp.querySelector('[role="treeitem"][aria-label="a.txt"]').click();
-        }"""
-    )
+    # A symlink (tried as a folder first) then a file, the link's listing answered last: it
+    # opens in place, and the file stays the choice.
+    link = item(tmp, "link")
     preview = files.get_by_role("region", name="File preview")
-    await expect(preview).to_contain_text("/tmp/a.txt")
-    await page.wait_for_timeout(500)
-    await expect(files.get_by_label("Path")).to_have_value("/tmp")
-    await expect(preview).to_contain_text("/tmp/a.txt")
-    await expect(item(tmp, "a.txt")).to_have_attribute("aria-selected", "true")
+    async with holding(page, "**/files/list", "/tmp/link") as link_listing:
+        await page.evaluate(
+            """() => {
+                const tmp = document.querySelector('[role="treeitem"][aria-label="tmp"]');
+                tmp.querySelector('[role="treeitem"][aria-label="link"]').click();
+                tmp.querySelector('[role="treeitem"][aria-label="a.txt"]').click();
+            }"""
+        )
+        await link_listing.sent()
+        await expect(preview).to_contain_text("/tmp/a.txt")
+        await link_listing.answered()
+        await expect(item(link, "passwd")).to_be_visible()  # the late answer
+    assert await path.input_value() == "/tmp"
+    assert "/tmp/a.txt" in await preview.inner_text()
+    assert await item(tmp, "a.txt").get_attribute("aria-selected") == "true"
 
-    # Two files likewise: the preview is of the last one.
-    await page.evaluate(
-        """() => {
-            const tmp = document.querySelector('[role="treeitem"][aria-label="tmp"]');
-            tmp.querySelector('[role="treeitem"][aria-label="a.txt"]').click();
-            tmp.querySelector('[role="treeitem"][aria-label="b.txt"]').click();
-        }"""
-    )
-    await expect(preview).to_contain_text("/tmp/b.txt")
+    # Two files, the first one's content answered last: the preview is of the last one.
     content = preview.get_by_role("region", name="File content")
-    await expect(content.get_by_role("row")).to_have_count(1)
-    await expect(content).to_contain_text("b")
-    await page.wait_for_timeout(500)  # a late answer for a.txt must not replace it
-    await expect(content.get_by_role("row")).to_have_count(1)
-    await expect(item(tmp, "b.txt")).to_be_visible()
+    async with holding(page, "**/files/stream/read", "/tmp/b.txt") as b_read:
+        await item(tmp, "b.txt").click()
+        await b_read.sent()
+        await item(tmp, "a.txt").click()
+        await expect(preview).to_contain_text("/tmp/a.txt")
+        await expect(content.get_by_role("row")).to_have_count(3)
+        await b_read.answered()
+    assert "/tmp/a.txt" in await preview.inner_text()
+    assert await content.get_by_role("row").count() == 3  # not b.txt's one line
+    assert await item(tmp, "a.txt").get_attribute("aria-selected") == "true"
 
 
 async def test_folders_open_and_close_in_place(platform: Platform, signed_in: SignIn) -> None:

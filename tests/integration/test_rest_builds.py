@@ -10,7 +10,6 @@ import asyncio
 import datetime as dt
 import io
 import tarfile
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import assert_error
+from ..waiting import wait_for
 from .rest_fixtures import BASE_TEMPLATE, Account, StartApp, make_capsule, new_account, sh
 
 pytestmark = pytest.mark.integration
@@ -81,15 +81,13 @@ async def _wait(
     statuses: tuple[str, ...],
     timeout: float = 240,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def reached() -> dict[str, Any] | None:
         resp = await api.get(f"/v1/admin/builds/{build_id}", headers=admin.jwt)
         assert resp.status_code == 200, resp.text
         build: dict[str, Any] = resp.json()
-        if build["status"] in statuses:
-            return build
-        assert time.monotonic() < deadline, build
-        await asyncio.sleep(0.5)
+        return build if build["status"] in statuses else None
+
+    return await wait_for(reached, timeout, interval=0.5, what=f"build status in {statuses}")
 
 
 async def _build_capsule_gone(db: Database, build: dict[str, Any]) -> None:
@@ -261,25 +259,22 @@ async def test_a_running_build_can_be_cancelled(api: httpx.AsyncClient, rest_db:
     )
     build_id = resp.json()["id"]
 
-    deadline = time.monotonic() + 60
-    while (build := (await api.get(f"/v1/admin/builds/{build_id}", headers=admin.jwt)).json())[
-        "current_step"
-    ] < 1:
-        assert time.monotonic() < deadline, build
-        await asyncio.sleep(0.3)
+    async def step_running() -> bool:
+        resp = await api.get(f"/v1/admin/builds/{build_id}", headers=admin.jwt)
+        return int(resp.json()["current_step"]) >= 1
+
+    await wait_for(step_running, 60, what="the first step running")
     cancelled = await api.post(f"/v1/admin/builds/{build_id}/cancel", headers=admin.jwt)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    started = time.monotonic()
     async with rest_db.sessionmaker() as session:
         sandbox_id = (await session.get(TemplateBuild, ids.BUILD.parse(build_id))).sandbox_id  # type: ignore[union-attr]
 
-    async def capsule_status() -> str | None:
+    async def capsule_stopped() -> bool:
         async with rest_db.sessionmaker() as session:
-            return await session.scalar(select(Sandbox.status).where(Sandbox.id == sandbox_id))
+            status = await session.scalar(select(Sandbox.status).where(Sandbox.id == sandbox_id))
+        return status == "stopped"
 
-    while await capsule_status() != "stopped":
-        assert time.monotonic() - started < 30
-        await asyncio.sleep(0.3)
+    await wait_for(capsule_stopped, 30, what="the build's capsule stopped")
     final = await _wait(api, admin, build_id, ("cancelled",), timeout=30)
     assert final["completed_at"] is not None
     assert_error(
@@ -299,30 +294,35 @@ async def test_a_build_failed_by_another_process_stops_here(
         api, admin, name=_name("taken"), recipe=["RUN sleep 600"], skip_pre_post=True
     )
     build_id = ids.BUILD.parse(resp.json()["id"])
-    deadline = time.monotonic() + 60
-    while True:
+
+    async def step_running() -> TemplateBuild | None:
         async with rest_db.sessionmaker() as session:
             build = await session.get(TemplateBuild, build_id)
         assert build is not None
-        if build.status == "running" and build.sandbox_id is not None and build.current_step >= 1:
-            break
-        assert time.monotonic() < deadline, build.status
-        await asyncio.sleep(0.3)
+        running = build.status == "running" and build.sandbox_id is not None
+        return build if running and build.current_step >= 1 else None
+
+    build = await wait_for(step_running, 60, what="the first step running")
+    worker_task = f"build-{build_id}"  # the worker's task running this build (builds/workers.py)
+    assert worker_task in {t.get_name() for t in asyncio.all_tasks()}
     async with rest_db.sessionmaker() as session, session.begin():
         await session.execute(
             update(TemplateBuild)
             .where(TemplateBuild.id == build_id)
             .values(status="failed", error="taken over", completed_at=utcnow())
         )
-    started = time.monotonic()
-    while True:
+
+    async def capsule_stopped() -> bool:
         async with rest_db.sessionmaker() as session:
             capsule = await session.get(Sandbox, build.sandbox_id)
-        if capsule is not None and capsule.status == "stopped":
-            break
-        assert time.monotonic() - started < 30, capsule
-        await asyncio.sleep(0.3)
-    await asyncio.sleep(1.5)  # the worker has finished with it
+        return capsule is not None and capsule.status == "stopped"
+
+    await wait_for(capsule_stopped, 30, what="the build's capsule stopped")
+    await wait_for(
+        lambda: worker_task not in {t.get_name() for t in asyncio.all_tasks()},
+        30,
+        what="the worker finished with the build",
+    )
     async with rest_db.sessionmaker() as session:
         final = await session.get(TemplateBuild, build_id)
     assert final is not None and (final.status, final.error) == ("failed", "taken over")

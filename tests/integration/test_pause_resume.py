@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
 
@@ -29,6 +27,17 @@ async def read_counter(agent: AgentClient, sandbox_id: str) -> int:
     return int(res.stdout)
 
 
+async def counted(agent: AgentClient, sandbox_id: str, beyond: int) -> bool:
+    """Whether the counter has counted past `beyond` (it may not have written its file yet);
+    it never counts back: its count lives in its memory."""
+    res = await run(agent, sandbox_id, "cat /tmp/count")
+    if res.exit_code != 0:
+        return False
+    count = int(res.stdout)
+    assert count >= beyond, (count, beyond)
+    return count > beyond
+
+
 async def test_twenty_cycles_keep_files_and_process_state(
     agent: AgentClient, capsule: pb.Sandbox
 ) -> None:
@@ -38,7 +47,7 @@ async def test_twenty_cycles_keep_files_and_process_state(
     # The counter's pid, and its in-memory count, survive every cycle.
     pid = int((await run(agent, sid, COUNTER)).stdout)
     alive = f"tr '\\0' ' ' < /proc/{pid}/cmdline"
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: counted(agent, sid, 0), 10, what="the counter counting")
     last = await read_counter(agent, sid)
     for cycle in range(20):
         paused = await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=sid))
@@ -50,10 +59,8 @@ async def test_twenty_cycles_keep_files_and_process_state(
         assert resumed.status == pb.SANDBOX_STATUS_RUNNING
         assert (await run(agent, sid, "sha256sum /root/blob")).stdout == checksum
         assert b"count.tmp" in (await run(agent, sid, alive)).stdout
-        await asyncio.sleep(0.15)
-        now = await read_counter(agent, sid)
-        assert now > last, (cycle, now, last)
-        last = now
+        await wait_for(lambda n=last: counted(agent, sid, n), 10, what=f"counting, cycle {cycle}")
+        last = await read_counter(agent, sid)
 
 
 async def test_paused_capsule_refuses_exec_and_double_pause(

@@ -3,8 +3,6 @@ make an API key, then a capsule's whole life with real gVisor underneath."""
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import httpx
 import pytest
@@ -13,6 +11,7 @@ from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import PASSWORD, assert_error, bearer
+from ..waiting import wait_for
 from .rest_fixtures import both_dialects
 
 pytestmark = [pytest.mark.integration, both_dialects]
@@ -98,9 +97,12 @@ async def test_user_scenario(api: httpx.AsyncClient, agent: AgentClient) -> None
     )
     assert resp.status_code == 202, resp.text
     bg = resp.json()
+
+    async def ticked(lines: int) -> bool:
+        return await line_count(api, key, cid, "/work/ticks") > lines
+
     assert bg["tag"] == "ticker" and bg["pid"] > 0 and bg["sandbox_id"] == cid
-    await asyncio.sleep(0.5)
-    assert await line_count(api, key, cid, "/work/ticks") > 0
+    await wait_for(lambda: ticked(0), 10, what="the ticker writing")
 
     # Pause: memory and disk kept, nothing runs, exec is refused.
     resp = await api.post(f"/v1/capsules/{cid}/pause", headers=key)
@@ -126,8 +128,7 @@ async def test_user_scenario(api: httpx.AsyncClient, agent: AgentClient) -> None
     procs = {p["tag"]: p for p in resp.json()["processes"]}
     assert procs["ticker"]["pid"] == bg["pid"]
     before = await line_count(api, key, cid, "/work/ticks")
-    await asyncio.sleep(0.5)
-    assert await line_count(api, key, cid, "/work/ticks") > before
+    await wait_for(lambda: ticked(before), 10, what="the ticker going on")
 
     # Destroy: the record stays, as stopped (the contract's statuses include it); the capsule
     # is gone from the host, and a second destroy is a no-op.

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import pwd
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.unit.envd.procs import session_alive
+from tests.waiting import wait_until
 
 if TYPE_CHECKING:
     from conftest import Envd
 
 MiB = 1024 * 1024
+
+
+def session_commands(sid: int) -> list[str]:
+    """The command names of the live processes of session `sid`."""
+    names = []
+    for pid in session_alive(sid):
+        with contextlib.suppress(OSError):
+            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+    return names
 
 
 def wait_session_gone(sid: int, timeout: float = 5) -> None:
@@ -233,7 +244,7 @@ def test_pty_size_resize_echo_and_controlling_terminal(envd: Envd) -> None:
         assert b"echo marker-$((40+2))" in stream.stdout
         # ^C reaches the foreground process group through the terminal.
         write(b"sleep 300; echo after-sleep\n")
-        time.sleep(0.3)
+        wait_until(lambda: "sleep" in session_commands(pid), 10, what="sleep in the foreground")
         write(b"\x03")
         write(b"echo interrupted\n")
         stream.wait_for(b"interrupted\r\n")
@@ -272,7 +283,7 @@ def test_output_of_quick_processes_is_never_lost(envd: Envd) -> None:
 
 
 def test_envd_reaps_its_children(envd: Envd) -> None:
-    pids = [envd.run(cmd="true").pid for _ in range(5)]
-    time.sleep(0.1)
-    children = Path(f"/proc/{envd.proc.pid}/task/{envd.proc.pid}/children").read_text().split()
-    assert not set(map(str, pids)) & set(children)  # zombies would still be listed
+    pids = set(map(str, (envd.run(cmd="true").pid for _ in range(5))))
+    children = Path(f"/proc/{envd.proc.pid}/task/{envd.proc.pid}/children")
+    # Zombies would stay listed.
+    wait_until(lambda: not pids & set(children.read_text().split()), 5, what="children reaped")

@@ -26,7 +26,7 @@ from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.services import streams
 from wrenn_server.controlplane.settings import Settings
 
-from .conftest import SECRET, AgentProcess
+from .conftest import SECRET, AgentProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -182,13 +182,6 @@ async def running_pids(stack: Stack) -> set[int]:
     return {p["pid"] for p in r.json()["processes"]}
 
 
-async def eventually(check: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.2)
-
-
 def open_ws(http: httpx.AsyncClient, url: str) -> contextlib.AbstractAsyncContextManager[WS]:
     return cast(contextlib.AbstractAsyncContextManager[WS], httpx_ws.aconnect_ws(url, http))
 
@@ -256,7 +249,7 @@ async def test_exec_stream_stop_kills_process_tree(stack: Stack) -> None:
         r = await exec_via_rest(stack, f"kill -0 {child} 2>/dev/null && echo alive || echo gone")
         return bool(r.json()["stdout"] == "gone\n")
 
-    await eventually(child_gone)
+    await wait_for(child_gone, 20, interval=0.2, what="the child gone")
 
 
 async def test_exec_stream_disconnect_kills_process(stack: Stack) -> None:
@@ -269,7 +262,7 @@ async def test_exec_stream_disconnect_kills_process(stack: Stack) -> None:
     async def gone() -> bool:
         return pid not in await running_pids(stack)
 
-    await eventually(gone)
+    await wait_for(gone, 20, interval=0.2, what="the process gone")
 
 
 async def test_exec_stream_bad_first_message(stack: Stack) -> None:

@@ -29,6 +29,7 @@ check: gen-check
 	uv run ruff check src tests bench
 	uv run ruff format --check src tests bench
 	uv run mypy
+	uv run lint-imports
 
 # protoc sees the files under the virtual root wrenn_server/proto, so the generated modules import
 # each other as wrenn_server.proto.hostagent.v1.*

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from tests.controlplane.pgcluster import find_pg_bin, start_cluster
-from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.agentproto.client import AgentClient
 
 from ._common import agent, free_port, report, stats
 

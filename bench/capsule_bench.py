@@ -15,8 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.hostagent.capsule import capsule_key
-from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ._common import agent, report

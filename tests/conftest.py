@@ -13,7 +13,7 @@ from tests.controlplane.pgcluster import PgCluster, find_pg_bin, start_cluster
 from tests.controlplane.redisserver import redis_server
 from tests.integration.conftest import DATA_DIR, SECRET, AgentProcess
 from tests.ports import free_port
-from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.agentproto.client import AgentClient
 
 # Most tests make their accounts through the API's signup. The product's default is closed
 # signup; the tests of that setting pass it explicitly, and `wrenn up`'s test unsets this.

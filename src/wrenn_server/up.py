@@ -128,7 +128,7 @@ def run_platform(
 
 
 async def _pause_all(target: str, secret: str) -> int:
-    from .hostagent.client import AgentClient
+    from .agentproto.client import AgentClient
     from .proto.hostagent.v1 import hostagent_pb2 as pb
 
     try:

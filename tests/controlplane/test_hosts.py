@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
+from wrenn_server.agentproto.tls import fingerprint
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models import AuditLog, Sandbox
 from wrenn_server.controlplane.db.models.hosts import Host, HostToken
@@ -301,7 +302,7 @@ async def test_register_once_with_the_token(
     assert (host["id"], host["status"], host["address"]) == (host_id, "online", "10.1.2.3:7000")
     assert {k: host[k] for k in specs} == specs
     assert host["last_heartbeat_at"] is not None
-    assert host["tls_fingerprint"] == tls.fingerprint(CERTIFICATE)
+    assert host["tls_fingerprint"] == fingerprint(CERTIFICATE)
     assert len(host["tls_fingerprint"].split(":")) == 32
     assert body["refresh_token"].startswith("wrr_")
     codec: TokenCodec = app.state.codec

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from playwright.async_api import Page, expect
 
+from wrenn_server.agentproto.tls import fingerprint
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models.capsules import Sandbox
 from wrenn_server.hostagent import tls
@@ -93,9 +94,9 @@ async def test_register_and_delete_a_host(platform: Platform, signed_in: SignIn)
     )
     assert resp.status_code == 201, resp.text
     await expect(row).to_contain_text("192.0.2.10:7000", timeout=15_000)
-    fingerprint = tls.fingerprint(certificate)
-    await expect(row.get_by_title(f"TLS certificate SHA-256 {fingerprint}")).to_have_text(
-        f"TLS {fingerprint[:23]}…"
+    sha256 = fingerprint(certificate)
+    await expect(row.get_by_title(f"TLS certificate SHA-256 {sha256}")).to_have_text(
+        f"TLS {sha256[:23]}…"
     )
     await expect(row).to_contain_text("4 vCPU")
     await expect(row).to_contain_text("8.0 GB")

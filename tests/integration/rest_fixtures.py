@@ -30,6 +30,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.db.migrate import migrate
@@ -37,7 +38,6 @@ from wrenn_server.controlplane.db.models import User
 from wrenn_server.controlplane.db.models.capsules import Sandbox, Template
 from wrenn_server.controlplane.db.session import Database
 from wrenn_server.controlplane.settings import Settings
-from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.conftest import _empty_tables

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from .conftest import DATA_DIR, AgentProcess, CapsuleFactory, run

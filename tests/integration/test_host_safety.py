@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.hostagent.config import AgentSettings
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 

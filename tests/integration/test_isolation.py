@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 from tests.ports import free_port
-from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.hostagent.firewall import CAPSULE_RESOLVER
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 

@@ -26,12 +26,13 @@ import uvicorn
 from pydantic import SecretStr
 
 from tests.ports import free_port
+from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.agentproto.tls import fingerprint
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.security import TokenCodec
 from wrenn_server.controlplane.settings import Settings
 from wrenn_server.hostagent import tls
-from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import PASSWORD, assert_error, bearer
@@ -217,7 +218,7 @@ async def test_a_registered_host_runs_capsules_and_is_monitored(
     certificate = (agent.data_dir / "tls" / "agent.crt").read_bytes()
     assert (agent.data_dir / "tls" / "agent.key").stat().st_mode & 0o077 == 0
     # What an operator compares: the agent's log and the host record name the same certificate.
-    assert host["tls_fingerprint"] == tls.fingerprint(certificate)
+    assert host["tls_fingerprint"] == fingerprint(certificate)
     assert f"TLS certificate SHA-256 {host['tls_fingerprint']}" in agent.log()
     secret = p.codec.agent_secret(ids.HOST.parse(host_id))
     for kwargs in ({}, {"certificate": tls.generate().cert_pem}):

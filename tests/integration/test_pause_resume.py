@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from .conftest import CapsuleFactory, run, wait_for

@@ -14,11 +14,11 @@ import grpc
 import pytest
 from sqlalchemy import select
 
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models import Host, Sandbox, TeamQuota
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.hostagent.capsule import new_sandbox_id
-from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import assert_error

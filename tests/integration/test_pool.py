@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from wrenn_server.hostagent.client import AgentClient
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from .conftest import DATA_DIR, run, wait_for

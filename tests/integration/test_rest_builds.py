@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models import User
 from wrenn_server.controlplane.db.models.capsules import (
@@ -31,7 +32,6 @@ from wrenn_server.controlplane.db.session import Database
 from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.services import audit, capsules
 from wrenn_server.controlplane.services.capsules import CreateCapsule
-from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import assert_error

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.db.models.capsules import Sandbox
 from wrenn_server.controlplane.db.session import Database
 from wrenn_server.controlplane.settings import Settings
-from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import assert_error, count

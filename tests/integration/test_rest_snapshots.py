@@ -11,11 +11,11 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models import User
 from wrenn_server.controlplane.db.models.capsules import Template
 from wrenn_server.controlplane.db.session import Database
-from wrenn_server.hostagent.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import assert_error

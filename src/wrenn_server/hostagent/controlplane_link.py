@@ -20,8 +20,6 @@ import asyncio
 import json
 import logging
 import os
-import platform
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -30,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from ..agentproto.specs import host_specs
 from . import tls
 from .config import AgentSettings
 from .errors import StartupError
@@ -78,16 +77,6 @@ class Credentials:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-
-
-def host_specs(data_dir: Path) -> dict[str, Any]:
-    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
-    return {
-        "arch": platform.machine(),
-        "cpu_cores": os.cpu_count() or 1,
-        "memory_mb": memory_mb,
-        "disk_gb": shutil.disk_usage(data_dir).total // (1 << 30),
-    }
 
 
 class ControlPlaneLink:

@@ -14,9 +14,11 @@ from pathlib import Path
 import grpc
 
 from ..addresses import is_local
+from ..agentproto.channel import GRPC_OPTIONS
+from ..agentproto.tls import fingerprint
 from ..private import private_dir, private_file
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
-from . import reaper, tls
+from . import reaper
 from .config import AgentSettings
 from .controlplane_link import ControlPlaneLink
 from .errors import StartupError
@@ -26,11 +28,6 @@ from .service import HostAgentService
 from .templates import TemplateStore
 
 log = logging.getLogger(__name__)
-
-GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", 80 * 1024 * 1024),
-    ("grpc.max_send_message_length", 80 * 1024 * 1024),
-]
 
 
 class AgentServer:
@@ -100,7 +97,7 @@ class AgentServer:
             private_file(Path(self.settings.listen.removeprefix("unix:")))
         log.info("host agent listening on %s", self.settings.listen)
         if identity is not None:
-            log.info("TLS certificate SHA-256 %s", tls.fingerprint(identity.cert_pem))
+            log.info("TLS certificate SHA-256 %s", fingerprint(identity.cert_pem))
         if self.link is not None:
             self._heartbeats = asyncio.create_task(self.link.run_forever(), name="heartbeats")
 

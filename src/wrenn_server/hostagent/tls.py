@@ -15,9 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-# The name in every agent certificate; clients check it instead of the address (which the
-# certificate need not know: hosts move, NAT rewrites them).
-SERVER_NAME = "wrenn-host-agent"
+from ..agentproto.tls import SERVER_NAME
+
 _VALID_FOR = dt.timedelta(days=3650)
 
 
@@ -82,20 +81,3 @@ def create(data_dir: Path) -> Identity:
 
 def load_or_create(data_dir: Path) -> Identity:
     return load(data_dir) or create(data_dir)
-
-
-def is_certificate(pem: str) -> bool:
-    """True for one PEM certificate that parses (what the control plane accepts to pin)."""
-    try:
-        x509.load_pem_x509_certificate(pem.encode())
-    except ValueError:
-        return False
-    return pem.count("-----BEGIN CERTIFICATE-----") == 1
-
-
-def fingerprint(pem: str | bytes) -> str:
-    """SHA-256 of the certificate (DER), as colon-separated hex: what an operator compares
-    between the agent's log and the control plane's host record."""
-    data = pem.encode() if isinstance(pem, str) else pem
-    digest = x509.load_pem_x509_certificate(data).fingerprint(hashes.SHA256())
-    return ":".join(f"{b:02X}" for b in digest)

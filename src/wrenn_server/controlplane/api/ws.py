@@ -20,7 +20,7 @@ from fastapi import WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
-from ...hostagent.client import AgentClient
+from ...agentproto.client import AgentClient
 from ..db.session import Database
 from ..errors import DomainError
 from ..security import TokenCodec

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ...hostagent.client import AgentClient
+from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
 from ..db.models.capsules import Sandbox, Template, TemplateBuild

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...hostagent.controlplane_link import host_specs
+from ...agentproto.specs import host_specs
 from ..db.models.hosts import Host
 from ..db.types import utcnow
 

@@ -23,7 +23,7 @@ from ...addresses import (
     ip_target,
     parse,
 )
-from ...hostagent.client import AgentClient
+from ...agentproto.client import AgentClient
 from ..db.models.hosts import Host
 
 log = logging.getLogger(__name__)

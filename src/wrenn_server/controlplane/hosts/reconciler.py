@@ -30,7 +30,7 @@ import uuid
 import grpc
 from sqlalchemy import select
 
-from ...hostagent.client import AgentClient
+from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
 from ..db.models.capsules import Sandbox

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ...addresses import UnixAddress
 from ...addresses import parse as parse_address
-from ...hostagent import tls
+from ...agentproto import tls
 from .. import ids
 from ..db.models.hosts import Host
 

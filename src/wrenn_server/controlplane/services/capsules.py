@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...addresses import AddressError, UnixAddress
 from ...addresses import parse as parse_address
-from ...hostagent.client import AgentClient
+from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
 from ..db.models.capsules import Sandbox, Template

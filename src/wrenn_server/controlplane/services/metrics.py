@@ -23,7 +23,7 @@ import grpc
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...hostagent.client import AgentClient
+from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
 from ..db.models.capsules import SandboxMetric

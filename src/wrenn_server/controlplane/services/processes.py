@@ -10,7 +10,7 @@ import time
 
 import grpc
 
-from ...hostagent.client import AgentClient
+from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from ..errors import BadRequest, HostAgentError, NotFound
 from ..hosts.rpc import agent_errors

@@ -39,7 +39,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ...hostagent.client import AgentClient
+from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from ..errors import HostAgentError, ServiceUnavailable
 from ..hosts.rpc import translate

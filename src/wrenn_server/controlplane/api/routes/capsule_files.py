@@ -10,7 +10,7 @@ import grpc
 from fastapi import APIRouter, Request, status
 from fastapi.responses import StreamingResponse
 
-from ....hostagent.client import AgentClient
+from ....agentproto.client import AgentClient
 from ....proto.hostagent.v1 import hostagent_pb2 as pb
 from ...hosts.rpc import agent_errors
 from ...schemas.capsules import (

@@ -10,10 +10,8 @@ import grpc
 
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
-from . import tls
-from .server import GRPC_OPTIONS
-
-CHUNK = 256 * 1024
+from .channel import GRPC_OPTIONS
+from .tls import SERVER_NAME
 
 
 class AgentClient:
@@ -26,7 +24,7 @@ class AgentClient:
             self.channel = grpc.aio.secure_channel(
                 target,
                 grpc.ssl_channel_credentials(root_certificates=certificate),
-                options=(*GRPC_OPTIONS, ("grpc.ssl_target_name_override", tls.SERVER_NAME)),
+                options=(*GRPC_OPTIONS, ("grpc.ssl_target_name_override", SERVER_NAME)),
             )
         self.stub = pb_grpc.HostAgentStub(self.channel)  # type: ignore[no-untyped-call]
         self.metadata = (("authorization", f"Bearer {secret}"),)

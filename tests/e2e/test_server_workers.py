@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.ports import free_port
+from tests.waiting import wait_until
 
 from ..controlplane.helpers import PASSWORD
 
@@ -78,21 +79,13 @@ def _lease_holder_pid(db: Path) -> int | None:
     return int(row[0].split(":")[1]) if row and row[0] else None
 
 
-def _until(check: object, timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()  # type: ignore[operator]
-        if value:
-            return value
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-
-
 def test_two_workers_share_the_api_and_one_leads(
     server: tuple[subprocess.Popen[bytes], str, Path],
 ) -> None:
     proc, url, db = server
-    workers = _until(lambda: len(_workers(proc.pid)) == 2 and _workers(proc.pid), 30, "2 workers")
+    workers = wait_until(
+        lambda: len(_workers(proc.pid)) == 2 and _workers(proc.pid), 30, what="2 workers"
+    )
     assert isinstance(workers, set)
 
     # The API works through whichever process accepts each connection.
@@ -106,14 +99,14 @@ def test_two_workers_share_the_api_and_one_leads(
         with httpx.Client(base_url=url) as fresh:  # a new connection each time
             assert fresh.get("/v1/capsules", headers=headers).status_code == 200
 
-    leader = _until(lambda: _lease_holder_pid(db), 20, "a leader")
+    leader = wait_until(lambda: _lease_holder_pid(db), 20, what="a leader")
     assert leader in workers
-    os.kill(int(leader), signal.SIGKILL)  # type: ignore[call-overload]
+    os.kill(leader, signal.SIGKILL)
     # The other worker (or the one uvicorn starts in its place) takes over once the lease lapses.
-    successor = _until(
+    successor = wait_until(
         lambda: (pid := _lease_holder_pid(db)) not in (None, leader) and pid,
         LEASE_TTL_SEC + 15,
-        "a new leader",
+        what="a new leader",
     )
     assert successor in _workers(proc.pid)
 
@@ -124,7 +117,7 @@ def test_sign_in_throttling_holds_across_workers(
     """Failed sign-ins are counted in the database: guesses spread over both processes add up,
     and the lock holds whichever process answers next."""
     proc, url, _db = server
-    _until(lambda: len(_workers(proc.pid)) == 2, 30, "2 workers")
+    wait_until(lambda: len(_workers(proc.pid)) == 2, 30, what="2 workers")
     signup = httpx.post(
         f"{url}/v1/auth/signup",
         json={"email": "w@example.com", "password": PASSWORD, "name": "W"},

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +21,7 @@ from wrenn_server.controlplane.hosts.reconciler import Reconciler
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import assert_error
-from .conftest import SECRET, CapsuleFactory
+from .conftest import SECRET, CapsuleFactory, wait_for
 from .rest_fixtures import (
     Account,
     StartApp,
@@ -39,16 +38,12 @@ pytestmark = [pytest.mark.integration, both_dialects]
 async def wait_for_status(
     api: httpx.AsyncClient, user: Account, capsule_id: str, status: str, timeout: float = 15
 ) -> None:
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
+    async def reached() -> bool:
         resp = await api.get(f"/v1/capsules/{capsule_id}", headers=user.h)
         assert resp.status_code == 200, resp.text
-        seen = resp.json()["status"]
-        if seen == status:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{capsule_id} is {seen}, not {status}, after {timeout} s")
+        return bool(resp.json()["status"] == status)
+
+    await wait_for(reached, timeout, interval=0.1, what=f"{capsule_id} {status}")
 
 
 async def test_reconciler_follows_the_host(

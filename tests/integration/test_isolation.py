@@ -22,7 +22,7 @@ import pytest
 
 from tests.ports import free_port
 from wrenn_server.agentproto.client import AgentClient
-from wrenn_server.hostagent.firewall import CAPSULE_RESOLVER
+from wrenn_server.hostagent.egress_rules import CAPSULE_RESOLVER
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from .conftest import DATA_DIR, SECRET, AgentProcess, CapsuleFactory, run, wait_for

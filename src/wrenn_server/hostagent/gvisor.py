@@ -16,10 +16,13 @@ from pathlib import Path
 
 from .. import envd as envd_package
 from ..private import private_dir, private_file
-from . import datadir, errors, firewall, network, rootfs_io, storage
+from . import datadir, errors, network, rootfs_io, storage
 from .capsule import DEAD, PAUSED, RUNNING, Capsule, capsule_key
 from .config import AgentSettings
 from .dns_forwarder import DnsForwarder
+from .egress_rules import CAPSULE_RESOLVER, EgressPolicy
+from .firewall import Firewall
+from .host_facts import Resolvers
 from .metrics import has_tasks, oom_kills
 from .proc import run, run_quiet
 from .runsc import Runsc, oci_config
@@ -35,10 +38,9 @@ class GVisorRuntime:
         self.runsc = Runsc(settings.runsc, settings.run_dir / "runsc")
         self.ipam = network.Ipam(settings.capsule_subnet)
         self.envd_dir = settings.run_dir / "envd"
-        resolvers = firewall.Resolvers(settings.upstream_dns)
-        self.firewall = firewall.Firewall(
-            firewall.EgressPolicy(allow=settings.egress_allow, block=settings.egress_block),
-            resolvers,
+        resolvers = Resolvers(settings.upstream_dns)
+        self.firewall = Firewall(
+            EgressPolicy(allow=settings.egress_allow, block=settings.egress_block), resolvers
         )
         self.dns = DnsForwarder(resolvers.current, qps=settings.capsule_dns_qps)
 
@@ -147,7 +149,7 @@ class GVisorRuntime:
             json.dump(config, f)
 
     def _write_resolv_conf(self, rootfs: Path) -> None:
-        servers = self.settings.capsule_dns or [str(firewall.CAPSULE_RESOLVER)]
+        servers = self.settings.capsule_dns or [str(CAPSULE_RESOLVER)]
         content = "".join(f"nameserver {s}\n" for s in servers)
         _put_resolv_conf(rootfs, content)
 

@@ -18,17 +18,19 @@ from typing import Any
 import pytest
 
 from wrenn_server.hostagent.config import AgentSettings
-from wrenn_server.hostagent.firewall import (
+from wrenn_server.hostagent.egress_rules import (
     SPECIAL_PURPOSE_V4,
     SPECIAL_PURPOSE_V6,
     EgressPolicy,
+    render_ruleset,
+)
+from wrenn_server.hostagent.firewall import changed_interfaces
+from wrenn_server.hostagent.host_facts import (
     HostFacts,
     IPNetwork,
     Resolvers,
-    changed_interfaces,
     connected_networks,
     parse_resolv_conf,
-    render_ruleset,
 )
 
 

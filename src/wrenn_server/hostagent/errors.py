@@ -1,4 +1,4 @@
-"""Domain errors of the host agent, mapped to gRPC status codes in one place (service.py)."""
+"""Domain errors of the host agent, mapped to gRPC status codes in one place (rpc_guard.py)."""
 
 from __future__ import annotations
 

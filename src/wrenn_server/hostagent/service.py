@@ -1,184 +1,30 @@
-"""gRPC servicer of the HostAgent contract: translate messages, delegate to the manager, and map
-domain errors to status codes. No logic of its own."""
+"""gRPC servicer of the HostAgent contract: translate messages (messages.py), delegate to the
+manager; credentials and error mapping are rpc_guard.py's. No logic of its own."""
 
 from __future__ import annotations
 
-import functools
 import hmac
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
-
-import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
 from . import capacity, errors
-from .capsule import DEAD, PAUSED, RUNNING, Capsule, validate_sandbox_id
-from .envd_client import LIST_LIMIT, Event
+from .envd_client import LIST_LIMIT
 from .exec_output import ExecOutput, output_limit
 from .manager import CreateSpec, SandboxManager
-from .templates import SNAPSHOT, Template, validate_name
-
-log = logging.getLogger(__name__)
-
-Ctx = Any  # grpc.aio.ServicerContext (grpc ships no type information)
-
-# One table from domain errors to wire codes; anything else is INTERNAL with a generic message.
-STATUS: dict[type[errors.AgentError], grpc.StatusCode] = {
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.InvalidState: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Timeout: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-}
+from .messages import (
+    entry_msg,
+    event_msg,
+    metrics_msg,
+    process_msg,
+    process_spec,
+    sandbox_msg,
+    template_msg,
+)
+from .rpc_guard import Ctx, streaming, unary
 
 MAX_UNARY_FILE = 64 * 1024 * 1024
-CHUNK = 256 * 1024
-
-
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls], str(exc)
-    log.error("internal error", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, "internal error"
-
-
-async def _authenticate(service: HostAgentService, context: Ctx) -> None:
-    if not service.authorized(context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid agent credentials")
-
-
-# Request fields that name things on disk, checked before any handler sees them.
-_VALIDATORS: dict[str, Callable[[str], str]] = {
-    "sandbox_id": validate_sandbox_id,
-    "name": validate_name,
-    "template": validate_name,
-}
-
-
-def check_names(request: Any) -> None:
-    fields = getattr(getattr(request, "DESCRIPTOR", None), "fields_by_name", {})
-    for field, validate in _VALIDATORS.items():
-        if field in fields and (value := getattr(request, field)):
-            validate(value)
-
-
-def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    @functools.wraps(fn)
-    async def wrapper(self: HostAgentService, request: Any, context: Ctx) -> Any:
-        await _authenticate(self, context)
-        try:
-            check_names(request)
-            return await fn(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as e:
-            await context.abort(*status_for(self.m.explain(request, e)))
-
-    return wrapper
-
-
-def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    @functools.wraps(fn)
-    async def wrapper(self: HostAgentService, request: Any, context: Ctx) -> AsyncIterator[Any]:
-        await _authenticate(self, context)
-        try:
-            check_names(request)
-            async for item in fn(self, request, context):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as e:
-            await context.abort(*status_for(self.m.explain(request, e)))
-
-    return wrapper
-
-
-def ts(epoch: float) -> Timestamp:
-    t = Timestamp()
-    t.FromNanoseconds(int(epoch * 1e9))
-    return t
-
-
-def sandbox_msg(c: Capsule) -> pb.Sandbox:
-    status = {
-        RUNNING: pb.SANDBOX_STATUS_RUNNING,
-        PAUSED: pb.SANDBOX_STATUS_PAUSED,
-        DEAD: pb.SANDBOX_STATUS_DEAD,
-    }
-    return pb.Sandbox(
-        sandbox_id=c.sandbox_id,
-        status=status.get(c.status, pb.SANDBOX_STATUS_STARTING),
-        template=c.template,
-        vcpus=c.vcpus,
-        memory_mb=c.memory_mb,
-        disk_size_mb=c.disk_size_mb,
-        timeout_sec=c.timeout_sec,
-        created_at=ts(c.created_at),
-        last_active_at=ts(c.last_active_at),
-        auto_paused=c.auto_paused,
-        exit_reason=c.exit_reason,
-    )
-
-
-def template_msg(t: Template) -> pb.Template:
-    kind = pb.TEMPLATE_TYPE_SNAPSHOT if t.type == SNAPSHOT else pb.TEMPLATE_TYPE_IMAGE
-    return pb.Template(
-        name=t.name,
-        type=kind,
-        size_bytes=t.size_bytes,
-        created_at=ts(t.created_at),
-        base=t.base or "",
-    )
-
-
-def entry_msg(e: dict[str, Any]) -> pb.FileEntry:
-    return pb.FileEntry(
-        name=e["name"],
-        path=e["path"],
-        type=e["type"],
-        size=e["size"],
-        mode=e["mode"],
-        permissions=e["permissions"],
-        owner=e["owner"],
-        group=e["group"],
-        modified_at=ts(e["modified_at"]),
-        symlink_target=e.get("symlink_target") or "",
-    )
-
-
-def event_msg(ev: Event) -> pb.ProcessEvent:
-    kind = ev["type"]
-    if kind == "start":
-        return pb.ProcessEvent(start=pb.ProcessEvent.Start(pid=ev["pid"]))
-    if kind == "stdout":
-        return pb.ProcessEvent(stdout=ev["data"])
-    if kind == "stderr":
-        return pb.ProcessEvent(stderr=ev["data"])
-    return pb.ProcessEvent(
-        exit=pb.ProcessEvent.Exit(exit_code=ev["exit_code"], signal=ev.get("signal") or 0)
-    )
-
-
-def process_spec(r: pb.ExecRequest) -> dict[str, Any]:
-    if not r.cmd and not r.argv:
-        raise errors.InvalidArgument("cmd or argv is required")
-    return {
-        "cmd": r.argv[0] if r.argv else r.cmd,
-        "args": list(r.argv[1:]) if r.argv else None,
-        "env": dict(r.env) or None,
-        "cwd": r.cwd or None,
-        "user": r.user or None,
-        "stdin": r.stdin,
-        "pty": {"cols": r.pty.cols, "rows": r.pty.rows} if r.HasField("pty") else None,
-        "tag": r.tag or None,
-    }
 
 
 class HostAgentService(pb_grpc.HostAgentServicer):
@@ -197,6 +43,9 @@ class HostAgentService(pb_grpc.HostAgentServicer):
                 raw = value.encode() if isinstance(value, str) else value
                 return hmac.compare_digest(raw, self._secret)
         return False
+
+    def explain(self, request: Any, error: Exception) -> Exception:
+        return self.m.explain(request, error)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -259,24 +108,7 @@ class HostAgentService(pb_grpc.HostAgentServicer):
 
     @unary
     async def GetSandboxMetrics(self, r: pb.SandboxRef, context: Ctx) -> pb.SandboxMetrics:
-        tiers = self.m.metrics_of(r.sandbox_id)
-        return pb.SandboxMetrics(
-            tiers=[
-                pb.MetricTier(
-                    name=name,
-                    points=[
-                        pb.MetricPoint(
-                            timestamp_ms=int(p.ts * 1000),
-                            cpu_pct=p.cpu_pct,
-                            mem_bytes=p.mem_bytes,
-                            disk_bytes=p.disk_bytes,
-                        )
-                        for p in points
-                    ],
-                )
-                for name, points in tiers.items()
-            ]
-        )
+        return metrics_msg(self.m.metrics_of(r.sandbox_id))
 
     # -- processes -------------------------------------------------------------------------
 
@@ -310,23 +142,7 @@ class HostAgentService(pb_grpc.HostAgentServicer):
     @unary
     async def ListProcesses(self, r: pb.SandboxRef, context: Ctx) -> Any:
         procs = await self.m.envd(r.sandbox_id).list_processes()
-        return pb.ListProcessesResponse(
-            processes=[
-                pb.ProcessInfo(
-                    pid=p["pid"],
-                    cmd=p["cmd"],
-                    args=p.get("args") or [],
-                    cwd=p.get("cwd") or "",
-                    user=p.get("user") or "",
-                    tag=p.get("tag") or "",
-                    pty=bool(p.get("pty")),
-                    running=bool(p["running"]),
-                    exit_code=p.get("exit_code"),
-                    started_at=ts(p["started_at"]),
-                )
-                for p in procs
-            ]
-        )
+        return pb.ListProcessesResponse(processes=[process_msg(p) for p in procs])
 
     @unary
     async def SendStdin(self, r: pb.SendStdinRequest, context: Ctx) -> pb.Empty:

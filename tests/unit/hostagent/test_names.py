@@ -10,7 +10,7 @@ import pytest
 
 from wrenn_server.hostagent import errors
 from wrenn_server.hostagent.capsule import Capsule, capsule_dir, validate_sandbox_id
-from wrenn_server.hostagent.service import check_names
+from wrenn_server.hostagent.rpc_guard import check_names
 from wrenn_server.hostagent.templates import TemplateStore, validate_name
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 

@@ -1,0 +1,130 @@
+"""The agent's domain objects as protobuf messages, and requests as what envd takes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ..proto.hostagent.v1 import hostagent_pb2 as pb
+from . import errors
+from .capsule import DEAD, PAUSED, RUNNING, Capsule
+from .envd_client import Event
+from .metrics import Point
+from .templates import SNAPSHOT, Template
+
+
+def ts(epoch: float) -> Timestamp:
+    t = Timestamp()
+    t.FromNanoseconds(int(epoch * 1e9))
+    return t
+
+
+def sandbox_msg(c: Capsule) -> pb.Sandbox:
+    status = {
+        RUNNING: pb.SANDBOX_STATUS_RUNNING,
+        PAUSED: pb.SANDBOX_STATUS_PAUSED,
+        DEAD: pb.SANDBOX_STATUS_DEAD,
+    }
+    return pb.Sandbox(
+        sandbox_id=c.sandbox_id,
+        status=status.get(c.status, pb.SANDBOX_STATUS_STARTING),
+        template=c.template,
+        vcpus=c.vcpus,
+        memory_mb=c.memory_mb,
+        disk_size_mb=c.disk_size_mb,
+        timeout_sec=c.timeout_sec,
+        created_at=ts(c.created_at),
+        last_active_at=ts(c.last_active_at),
+        auto_paused=c.auto_paused,
+        exit_reason=c.exit_reason,
+    )
+
+
+def template_msg(t: Template) -> pb.Template:
+    kind = pb.TEMPLATE_TYPE_SNAPSHOT if t.type == SNAPSHOT else pb.TEMPLATE_TYPE_IMAGE
+    return pb.Template(
+        name=t.name,
+        type=kind,
+        size_bytes=t.size_bytes,
+        created_at=ts(t.created_at),
+        base=t.base or "",
+    )
+
+
+def entry_msg(e: dict[str, Any]) -> pb.FileEntry:
+    return pb.FileEntry(
+        name=e["name"],
+        path=e["path"],
+        type=e["type"],
+        size=e["size"],
+        mode=e["mode"],
+        permissions=e["permissions"],
+        owner=e["owner"],
+        group=e["group"],
+        modified_at=ts(e["modified_at"]),
+        symlink_target=e.get("symlink_target") or "",
+    )
+
+
+def event_msg(ev: Event) -> pb.ProcessEvent:
+    kind = ev["type"]
+    if kind == "start":
+        return pb.ProcessEvent(start=pb.ProcessEvent.Start(pid=ev["pid"]))
+    if kind == "stdout":
+        return pb.ProcessEvent(stdout=ev["data"])
+    if kind == "stderr":
+        return pb.ProcessEvent(stderr=ev["data"])
+    return pb.ProcessEvent(
+        exit=pb.ProcessEvent.Exit(exit_code=ev["exit_code"], signal=ev.get("signal") or 0)
+    )
+
+
+def process_spec(r: pb.ExecRequest) -> dict[str, Any]:
+    if not r.cmd and not r.argv:
+        raise errors.InvalidArgument("cmd or argv is required")
+    return {
+        "cmd": r.argv[0] if r.argv else r.cmd,
+        "args": list(r.argv[1:]) if r.argv else None,
+        "env": dict(r.env) or None,
+        "cwd": r.cwd or None,
+        "user": r.user or None,
+        "stdin": r.stdin,
+        "pty": {"cols": r.pty.cols, "rows": r.pty.rows} if r.HasField("pty") else None,
+        "tag": r.tag or None,
+    }
+
+
+def metrics_msg(tiers: dict[str, list[Point]]) -> pb.SandboxMetrics:
+    return pb.SandboxMetrics(
+        tiers=[
+            pb.MetricTier(
+                name=name,
+                points=[
+                    pb.MetricPoint(
+                        timestamp_ms=int(p.ts * 1000),
+                        cpu_pct=p.cpu_pct,
+                        mem_bytes=p.mem_bytes,
+                        disk_bytes=p.disk_bytes,
+                    )
+                    for p in points
+                ],
+            )
+            for name, points in tiers.items()
+        ]
+    )
+
+
+def process_msg(p: dict[str, Any]) -> pb.ProcessInfo:
+    return pb.ProcessInfo(
+        pid=p["pid"],
+        cmd=p["cmd"],
+        args=p.get("args") or [],
+        cwd=p.get("cwd") or "",
+        user=p.get("user") or "",
+        tag=p.get("tag") or "",
+        pty=bool(p.get("pty")),
+        running=bool(p["running"]),
+        exit_code=p.get("exit_code"),
+        started_at=ts(p["started_at"]),
+    )

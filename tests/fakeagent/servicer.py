@@ -1,0 +1,467 @@
+"""The fake host agent: the real gRPC servicer interface (`HostAgentServicer`) over in-memory
+capsules, processes, files and templates.
+
+It authenticates as the agent does (`authorization: Bearer <secret>` metadata, else
+UNAUTHENTICATED), checks sandbox ids and template names as the agent does (INVALID_ARGUMENT),
+and answers with the agent's status codes: NOT_FOUND for an unknown capsule, process, file or
+template, ALREADY_EXISTS, FAILED_PRECONDITION for the wrong state (exec on a paused capsule,
+anything but destroy on a dead one). `calls` records the methods called, in order; `faults`
+injects failures (faults.py). Tests change the world as a host would: `kill` (the sandbox died),
+`forget` (the agent lost it), `reap_idle` (the TTL reaper; also run by the server's loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import grpc
+
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
+
+from .errors import Refused, exists, invalid, not_found, wrong_state
+from .faults import Faults
+from .files import FileTree
+from .processes import Spec
+from .programs import PROGRAMS, Program, main
+from .sandbox import (
+    IMAGE,
+    PAUSED,
+    RUNNING,
+    SNAPSHOT,
+    FakeSandbox,
+    FakeTemplate,
+    check_name,
+    check_sandbox_id,
+    new_sandbox_id,
+)
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Agent = TypeVar("Agent", bound="FakeHostAgent")
+
+BASE_TEMPLATE = "minimal"
+MAX_UNARY_FILE = 64 * 1024 * 1024
+CHUNK = 256 * 1024
+DEFAULT_MAX_OUTPUT = 1 << 20
+MAX_OUTPUT = 16 << 20
+LIST_LIMIT = 10000
+
+
+def unary(
+    fn: Callable[[Agent, Req, Ctx], Awaitable[Resp]],
+) -> Callable[[Agent, Req, Ctx], Coroutine[Any, Any, Resp]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Agent, request: Req, context: Ctx) -> Resp:
+        try:
+            await self.admit(fn.__name__, request, context)
+            return await fn(self, request, context)
+        except Refused as e:
+            await context.abort(e.code, e.message)
+
+    return wrapper
+
+
+def streaming(
+    fn: Callable[[Agent, Req, Ctx], AsyncIterator[Resp]],
+) -> Callable[[Agent, Req, Ctx], AsyncIterator[Resp]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Agent, request: Req, context: Ctx) -> AsyncIterator[Resp]:
+        try:
+            await self.admit(fn.__name__, request, context)
+            async for item in fn(self, request, context):
+                yield item
+        except Refused as e:
+            await context.abort(e.code, e.message)
+
+    return wrapper
+
+
+class FakeHostAgent(pb_grpc.HostAgentServicer):
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.sandboxes: dict[str, FakeSandbox] = {}
+        self.templates: dict[str, FakeTemplate] = {
+            BASE_TEMPLATE: FakeTemplate(BASE_TEMPLATE, IMAGE)
+        }
+        self.programs: dict[str, Program] = dict(PROGRAMS)
+        self.faults = Faults()
+        self.calls: list[str] = []
+        self.resources = pb.HostResources(cpu_count=8, memory_mb=16384, disk_free_mb=200_000)
+
+    # -- the world changing under the agent ------------------------------------------------
+
+    def kill(self, sandbox_id: str, reason: str = "out of memory") -> None:
+        """The capsule's sandbox dies on its own (memory limit, crash)."""
+        self.sandboxes[sandbox_id].die(reason)
+
+    def forget(self, sandbox_id: str) -> None:
+        """The agent no longer knows the capsule (its host lost it)."""
+        self.sandboxes.pop(sandbox_id).discard()
+
+    def reap_idle(self) -> list[str]:
+        """Auto-pause running capsules idle longer than their timeout, as the TTL reaper does."""
+        now = time.time()
+        idle = [
+            s
+            for s in self.sandboxes.values()
+            if s.status == RUNNING and s.timeout_sec > 0 and now - s.last_active_at > s.timeout_sec
+        ]
+        for sandbox in idle:
+            sandbox.status, sandbox.auto_paused = PAUSED, True
+        return [s.sandbox_id for s in idle]
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def admit(self, method: str, request: object, context: Ctx) -> None:
+        expected = f"Bearer {self.secret}".encode()
+        presented = b""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                presented = value.encode() if isinstance(value, str) else value
+        if not hmac.compare_digest(presented, expected):
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "invalid agent credentials")
+        self.calls.append(method)
+        await self.faults.before(method)
+        if sandbox_id := getattr(request, "sandbox_id", ""):
+            check_sandbox_id(sandbox_id)
+        for field in ("name", "template"):
+            if value := getattr(request, field, ""):
+                check_name(value)
+
+    def get(self, sandbox_id: str) -> FakeSandbox:
+        check_sandbox_id(sandbox_id)
+        try:
+            return self.sandboxes[sandbox_id]
+        except KeyError:
+            raise not_found(f"sandbox {sandbox_id} not found") from None
+
+    def running(self, sandbox_id: str) -> FakeSandbox:
+        sandbox = self.get(sandbox_id)
+        sandbox.require_running()
+        return sandbox
+
+    def template(self, name: str) -> FakeTemplate:
+        try:
+            return self.templates[check_name(name)]
+        except KeyError:
+            raise not_found(f"template {name!r} not found") from None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @unary
+    async def CreateSandbox(self, r: pb.CreateSandboxRequest, context: Ctx) -> pb.Sandbox:
+        sandbox_id = check_sandbox_id(r.sandbox_id or new_sandbox_id())
+        if sandbox_id in self.sandboxes:
+            raise exists(f"sandbox {sandbox_id} already exists")
+        template = self.template(r.template or BASE_TEMPLATE)
+        snap = template.type == SNAPSHOT
+        vcpus = (template.vcpus if snap else 0) or r.vcpus or 1
+        memory = (template.memory_mb if snap else 0) or r.memory_mb or 512
+        disk = (template.disk_size_mb if snap else 0) or r.disk_size_mb or 5120
+        if not 1 <= vcpus <= 64:
+            raise invalid("vcpus must be between 1 and 64")
+        if not 64 <= memory <= 262144:
+            raise invalid("memory_mb must be between 64 and 262144")
+        if r.timeout_sec < 0:
+            raise invalid("timeout_sec must not be negative")
+        sandbox = FakeSandbox(
+            sandbox_id=sandbox_id,
+            template=template.name,
+            base_image=template.base if snap and template.base else template.name,
+            vcpus=vcpus,
+            memory_mb=memory,
+            disk_size_mb=disk,
+            timeout_sec=r.timeout_sec,
+            files=template.files.copy(),
+            users=set(template.users),
+            programs=self.programs,
+            default_user=r.default_user,
+            default_env=dict(r.default_env),
+        )
+        self.sandboxes[sandbox_id] = sandbox
+        return sandbox.message()
+
+    @unary
+    async def GetSandbox(self, r: pb.SandboxRef, context: Ctx) -> pb.Sandbox:
+        return self.get(r.sandbox_id).message()
+
+    @unary
+    async def ListSandboxes(
+        self, r: pb.ListSandboxesRequest, context: Ctx
+    ) -> pb.ListSandboxesResponse:
+        sandboxes = list(self.sandboxes.values())
+        return pb.ListSandboxesResponse(
+            sandboxes=[s.message() for s in sandboxes],
+            auto_paused_sandbox_ids=[s.sandbox_id for s in sandboxes if s.auto_paused],
+            resources=self.resources,
+        )
+
+    @unary
+    async def DestroySandbox(self, r: pb.SandboxRef, context: Ctx) -> pb.Empty:
+        self.get(r.sandbox_id)
+        self.sandboxes.pop(r.sandbox_id).discard()
+        return pb.Empty()
+
+    @unary
+    async def PingSandbox(self, r: pb.SandboxRef, context: Ctx) -> pb.Empty:
+        self.get(r.sandbox_id).touch()
+        return pb.Empty()
+
+    @unary
+    async def PauseSandbox(self, r: pb.SandboxRef, context: Ctx) -> pb.Sandbox:
+        sandbox = self.get(r.sandbox_id)
+        if sandbox.status != RUNNING:
+            raise wrong_state(f"sandbox {sandbox.sandbox_id} is {sandbox.status}, not running")
+        sandbox.status, sandbox.auto_paused = PAUSED, False
+        return sandbox.message()
+
+    @unary
+    async def ResumeSandbox(self, r: pb.ResumeSandboxRequest, context: Ctx) -> pb.Sandbox:
+        sandbox = self.get(r.sandbox_id)
+        if sandbox.status != PAUSED:
+            raise wrong_state(f"sandbox {sandbox.sandbox_id} is {sandbox.status}, not paused")
+        if r.HasField("timeout_sec"):
+            sandbox.timeout_sec = r.timeout_sec
+        sandbox.default_user = r.default_user or sandbox.default_user
+        sandbox.default_env = dict(r.default_env or sandbox.default_env)
+        sandbox.status, sandbox.auto_paused = RUNNING, False
+        sandbox.touch()
+        return sandbox.message()
+
+    @unary
+    async def PauseAll(self, r: pb.Empty, context: Ctx) -> pb.PauseAllResponse:
+        paused = [s for s in self.sandboxes.values() if s.status == RUNNING]
+        for sandbox in paused:
+            sandbox.status = PAUSED
+        return pb.PauseAllResponse(paused_sandbox_ids=[s.sandbox_id for s in paused])
+
+    @unary
+    async def GetSandboxMetrics(self, r: pb.SandboxRef, context: Ctx) -> pb.SandboxMetrics:
+        sandbox = self.get(r.sandbox_id)
+        point = pb.MetricPoint(
+            timestamp_ms=int(time.time() * 1000),
+            cpu_pct=1.0,
+            mem_bytes=sandbox.memory_mb << 18,
+            disk_bytes=4096,
+        )
+        return pb.SandboxMetrics(
+            tiers=[pb.MetricTier(name=name, points=[point]) for name in ("10m", "2h", "24h")]
+        )
+
+    # -- processes -------------------------------------------------------------------------
+
+    def _spec(self, r: pb.ExecRequest) -> Spec:
+        if not r.cmd and not r.argv:
+            raise invalid("cmd or argv is required")
+        return Spec(
+            argv=list(r.argv) if r.argv else ["/bin/sh", "-c", r.cmd],
+            env=dict(r.env),
+            cwd=r.cwd,
+            user=r.user,
+            tag=r.tag,
+            stdin=r.stdin,
+            pty=(r.pty.cols, r.pty.rows) if r.HasField("pty") else None,
+            shell=not r.argv,
+        )
+
+    @unary
+    async def Exec(self, r: pb.ExecRequest, context: Ctx) -> pb.ExecResponse:
+        sandbox = self.get(r.sandbox_id)
+        proc = sandbox.start(self._spec(r), main)
+        timed_out = False
+        try:
+            async with asyncio.timeout(r.timeout_sec or None):
+                async for _ev in proc.events():
+                    pass
+        except TimeoutError:
+            timed_out = True
+            proc.kill(9)
+        limit = min(r.max_output_bytes or DEFAULT_MAX_OUTPUT, MAX_OUTPUT)
+        stdout = b"".join(d for k, d in proc.output if k == "stdout")
+        stderr = b"".join(d for k, d in proc.output if k == "stderr")
+
+        def cut(data: bytes) -> bytes:
+            return data[-limit:] if r.keep_tail else data[:limit]
+
+        sandbox.touch()
+        return pb.ExecResponse(
+            pid=proc.pid,
+            exit_code=proc.exit_code if proc.exit_code is not None else -1,
+            stdout=cut(stdout),
+            stderr=cut(stderr),
+            signal=proc.signal,
+            timed_out=timed_out,
+            stdout_truncated=len(stdout) > limit,
+            stderr_truncated=len(stderr) > limit,
+        )
+
+    @streaming
+    async def ExecStream(self, r: pb.ExecRequest, context: Ctx) -> AsyncIterator[pb.ProcessEvent]:
+        proc = self.get(r.sandbox_id).start(self._spec(r), main)
+        async for ev in proc.events():
+            yield ev
+
+    @streaming
+    async def ConnectProcess(
+        self, r: pb.ProcessRef, context: Ctx
+    ) -> AsyncIterator[pb.ProcessEvent]:
+        async for ev in self.get(r.sandbox_id).process(r.pid).events():
+            yield ev
+
+    @unary
+    async def ListProcesses(self, r: pb.SandboxRef, context: Ctx) -> pb.ListProcessesResponse:
+        sandbox = self.running(r.sandbox_id)
+        return pb.ListProcessesResponse(processes=[p.info() for p in sandbox.processes.values()])
+
+    @unary
+    async def SendStdin(self, r: pb.SendStdinRequest, context: Ctx) -> pb.Empty:
+        self.get(r.sandbox_id).process(r.pid).send_stdin(r.data)
+        return pb.Empty()
+
+    @unary
+    async def CloseStdin(self, r: pb.ProcessRef, context: Ctx) -> pb.Empty:
+        self.get(r.sandbox_id).process(r.pid).close_stdin()
+        return pb.Empty()
+
+    @unary
+    async def SignalProcess(self, r: pb.SignalProcessRequest, context: Ctx) -> pb.Empty:
+        if not 1 <= r.signal <= 64:
+            raise invalid("signal must be between 1 and 64")
+        self.get(r.sandbox_id).process(r.pid).kill(r.signal)
+        return pb.Empty()
+
+    @unary
+    async def ResizePty(self, r: pb.ResizePtyRequest, context: Ctx) -> pb.Empty:
+        self.get(r.sandbox_id).process(r.pid).resize(r.size.cols, r.size.rows)
+        return pb.Empty()
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _files(self, sandbox_id: str) -> FileTree:
+        return self.running(sandbox_id).files
+
+    @unary
+    async def ReadFile(self, r: pb.FileRef, context: Ctx) -> pb.ReadFileResponse:
+        data = self._files(r.sandbox_id).read(FileTree.resolve(r.path, r.user))
+        if len(data) > MAX_UNARY_FILE:
+            raise invalid("file is larger than 64 MiB: use ReadFileStream")
+        return pb.ReadFileResponse(data=data)
+
+    @streaming
+    async def ReadFileStream(self, r: pb.FileRef, context: Ctx) -> AsyncIterator[pb.FileChunk]:
+        data = self._files(r.sandbox_id).read(FileTree.resolve(r.path, r.user))
+        for start in range(0, len(data), CHUNK):
+            yield pb.FileChunk(data=data[start : start + CHUNK])
+
+    @unary
+    async def WriteFile(self, r: pb.WriteFileRequest, context: Ctx) -> pb.FileEntry:
+        files = self._files(r.sandbox_id)
+        return files.write(FileTree.resolve(r.path, r.user), r.data, r.user or "root", r.mode)
+
+    async def WriteFileStream(
+        self, requests: AsyncIterator[pb.WriteFileStreamRequest], context: Ctx
+    ) -> pb.FileEntry:
+        # The request is a stream: admitted (and its header checked) here, not by `unary`.
+        try:
+            first = await anext(aiter(requests))
+            await self.admit("WriteFileStream", first.header, context)
+            if not first.HasField("header"):
+                raise invalid("the first message must be the header")
+            h = first.header
+            files = self._files(h.sandbox_id)
+            path = FileTree.resolve(h.path, h.user)
+            data = bytearray()
+            async for msg in requests:
+                if msg.WhichOneof("part") == "end":
+                    return files.write(path, bytes(data), h.user or "root", h.mode)
+                data += msg.chunk
+            raise invalid("the upload stopped before its end: nothing was written")
+        except Refused as e:
+            await context.abort(e.code, e.message)
+
+    @unary
+    async def ListDir(self, r: pb.ListDirRequest, context: Ctx) -> pb.ListDirResponse:
+        limit = min(r.limit or LIST_LIMIT, LIST_LIMIT)
+        path = FileTree.resolve(r.path, r.user)
+        return self._files(r.sandbox_id).list(path, r.depth or 1, limit, r.after)
+
+    @unary
+    async def Stat(self, r: pb.FileRef, context: Ctx) -> pb.FileEntry:
+        return self._files(r.sandbox_id).entry(FileTree.resolve(r.path, r.user))
+
+    @unary
+    async def MakeDir(self, r: pb.FileRef, context: Ctx) -> pb.FileEntry:
+        files = self._files(r.sandbox_id)
+        return files.make_dirs(FileTree.resolve(r.path, r.user), r.user or "root")
+
+    @unary
+    async def Move(self, r: pb.MoveRequest, context: Ctx) -> pb.FileEntry:
+        files = self._files(r.sandbox_id)
+        source, destination = FileTree.resolve(r.source, r.user), FileTree.resolve(r.destination)
+        return files.move(source, destination, r.user or "root")
+
+    @unary
+    async def Remove(self, r: pb.FileRef, context: Ctx) -> pb.Empty:
+        self._files(r.sandbox_id).remove(FileTree.resolve(r.path, r.user))
+        return pb.Empty()
+
+    # -- templates -------------------------------------------------------------------------
+
+    def _new_template(self, name: str, overwrite: bool, template: FakeTemplate) -> pb.Template:
+        if name in self.templates and not overwrite:
+            raise exists(f"template {name!r} already exists")
+        self.templates[name] = template
+        return template.message()
+
+    @unary
+    async def CreateSnapshot(self, r: pb.CreateSnapshotRequest, context: Ctx) -> pb.Template:
+        sandbox = self.get(r.sandbox_id)
+        if sandbox.status == RUNNING:
+            sandbox.status = PAUSED
+        elif sandbox.status != PAUSED:
+            raise wrong_state(f"sandbox {sandbox.sandbox_id} is {sandbox.status}")
+        snapshot = FakeTemplate(
+            name=r.name,
+            type=SNAPSHOT,
+            files=sandbox.files.copy(),
+            users=set(sandbox.users),
+            base=sandbox.base_image,
+            vcpus=sandbox.vcpus,
+            memory_mb=sandbox.memory_mb,
+            disk_size_mb=sandbox.disk_size_mb,
+        )
+        return self._new_template(r.name, r.overwrite, snapshot)
+
+    @unary
+    async def FlattenRootfs(self, r: pb.FlattenRootfsRequest, context: Ctx) -> pb.Template:
+        sandbox = self.running(r.sandbox_id)
+        image = FakeTemplate(r.name, IMAGE, sandbox.files.copy(), set(sandbox.users))
+        return self._new_template(r.name, r.overwrite, image)
+
+    @unary
+    async def DeleteSnapshot(self, r: pb.DeleteSnapshotRequest, context: Ctx) -> pb.Empty:
+        template = self.template(r.name)
+        users = [s for s in self.sandboxes.values() if s.base_image == r.name]
+        dependents = (
+            [t for t in self.templates.values() if t.type == SNAPSHOT and t.base == r.name]
+            if template.type != SNAPSHOT
+            else []
+        )
+        if users or dependents:
+            raise wrong_state(
+                f"template {r.name!r} is in use by {len(users)} capsule(s) and "
+                f"{len(dependents)} snapshot template(s)"
+            )
+        del self.templates[r.name]
+        return pb.Empty()
+
+    @unary
+    async def ListTemplates(self, r: pb.Empty, context: Ctx) -> pb.ListTemplatesResponse:
+        return pb.ListTemplatesResponse(templates=[t.message() for t in self.templates.values()])

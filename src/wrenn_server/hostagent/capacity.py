@@ -8,8 +8,8 @@ image that can fill up to its size) must fit in the free space of the data dir, 
 `disk_reserve_mb`. Idle pooled capsules give way to a capsule someone asked for.
 
 The checks run synchronously right before the capsule is recorded (or its claim taken), so two
-concurrent requests cannot both take the last room. They complement the MemAvailable check of
-the manager, which catches a host short of memory for reasons the reservations do not show.
+concurrent requests cannot both take the last room. They complement the MemAvailable check
+(`check_memory`), which catches a host short of memory for reasons the reservations do not show.
 """
 
 from __future__ import annotations
@@ -116,3 +116,27 @@ class Room:
             yield
         finally:
             self.claims.pop(capsule.handle, None)
+
+
+def check_memory(settings: AgentSettings) -> None:
+    """Refuse to start another sandbox on a host about to run out of memory: the kernel's
+    OOM killer would otherwise pick among running capsules, or the agent."""
+    available = available_memory_mb()
+    reserve = settings.memory_reserve_mb
+    if available is not None and available < reserve:
+        raise errors.ResourceExhausted(
+            f"the host is low on memory ({available} MiB available, {reserve} MiB kept "
+            "for the host)"
+        )
+
+
+def available_memory_mb(meminfo: str = "/proc/meminfo") -> int | None:
+    """The kernel's estimate of memory available without swapping, MiB (None if unknown)."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

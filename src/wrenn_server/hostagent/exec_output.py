@@ -8,11 +8,15 @@ instead, and envd streams everything (it cannot know the end before the process 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from .envd_client import Event
+from . import errors
+from .envd_client import EnvdClient, Event
 
 DEFAULT_MAX_OUTPUT = 1 << 20  # per stream, when the caller does not say
 MAX_OUTPUT = 16 << 20  # per stream, whatever the caller says: both fit one gRPC message
@@ -104,3 +108,27 @@ class ExecOutput:
         result.stdout_truncated = self._streams["stdout"].truncated
         result.stderr_truncated = self._streams["stderr"].truncated
         return result
+
+
+async def run_to_end(
+    client: EnvdClient, spec: dict[str, Any], timeout: float, output: ExecOutput
+) -> ExecResult:
+    """Run a process to its end (or kill it at `timeout` seconds, 0: none); `output` keeps a
+    bounded part of what it prints."""
+    result = output.result
+
+    async def consume() -> None:
+        async for ev in client.start_process(output.envd_spec(spec)):
+            output.collect(ev)
+
+    try:
+        if timeout > 0:
+            await asyncio.wait_for(consume(), timeout)
+        else:
+            await consume()
+    except TimeoutError:
+        result.timed_out = True
+        if result.pid:
+            with contextlib.suppress(errors.AgentError):
+                await client.signal(result.pid, signal.SIGKILL)
+    return output.finish()

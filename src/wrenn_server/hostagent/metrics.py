@@ -18,14 +18,18 @@ Buffers outlive a pause (a resumed capsule's charts go on) and go with the capsu
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .capsule import RUNNING, Capsule
+
+log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 0.5
 
@@ -218,6 +222,15 @@ class Sampler:
                 disk_bytes=allocated_bytes(capsule.disk_image),
             )
             self._series.setdefault(capsule.sandbox_id, CapsuleMetrics()).add(point)
+
+    async def run(self, capsules: Callable[[], Iterable[Capsule]]) -> None:
+        """Sample `capsules()` every SAMPLE_INTERVAL until cancelled."""
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL)
+            try:
+                self.sample(list(capsules()))
+            except Exception:
+                log.exception("metrics sample failed")
 
     def tiers(self, sandbox_id: str) -> dict[str, list[Point]]:
         series = self._series.get(sandbox_id)

@@ -8,6 +8,9 @@ from typing import Protocol
 from .capsule import Capsule
 from .templates import Template
 
+# The longest the agent waits for a destroy or teardown before it moves on (and logs).
+CLEANUP_TIMEOUT = 60.0
+
 
 class Runtime(Protocol):
     async def prepare(self) -> None:

@@ -10,9 +10,10 @@ from typing import Any
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
 from . import capacity, errors
+from .capsule_spec import CreateSpec
 from .envd_client import LIST_LIMIT
 from .exec_output import ExecOutput, output_limit
-from .manager import CreateSpec, SandboxManager
+from .manager import SandboxManager
 from .messages import (
     entry_msg,
     event_msg,
@@ -129,14 +130,14 @@ class HostAgentService(pb_grpc.HostAgentServicer):
 
     @streaming
     async def ExecStream(self, r: pb.ExecRequest, context: Ctx) -> AsyncIterator[pb.ProcessEvent]:
-        async for ev in self.m.exec_stream(r.sandbox_id, process_spec(r)):
+        async for ev in self.m.envd(r.sandbox_id).start_process(process_spec(r)):
             yield event_msg(ev)
 
     @streaming
     async def ConnectProcess(
         self, r: pb.ProcessRef, context: Ctx
     ) -> AsyncIterator[pb.ProcessEvent]:
-        async for ev in self.m.connect(r.sandbox_id, r.pid):
+        async for ev in self.m.envd(r.sandbox_id).connect(r.pid):
             yield event_msg(ev)
 
     @unary

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wrenn_server.hostagent.manager import available_memory_mb
+from wrenn_server.hostagent.capacity import available_memory_mb
 
 
 def test_reads_mem_available(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ RUNNING = "running"
 PAUSED = "paused"
 # Booted ahead of demand, not handed to anyone yet (see pool.py).
 POOLED = "pooled"
-# Its sandbox died on its own (see SandboxManager._sandbox_exited); only destroy is left.
+# Its sandbox died on its own (see sandbox_deaths.py); only destroy is left.
 DEAD = "dead"
 
 

@@ -108,7 +108,7 @@ class GVisorRuntime:
             )
             if restore_from is None:
                 self._write_resolv_conf(capsule.rootfs)
-            self._write_bundle(capsule)
+            self.write_bundle(capsule)
             if restore_from is None:
                 await self.runsc.run(
                     capsule.runsc_id,
@@ -129,7 +129,8 @@ class GVisorRuntime:
             await asyncio.shield(self.teardown(capsule))
             raise
 
-    def _write_bundle(self, capsule: Capsule) -> None:
+    def write_bundle(self, capsule: Capsule) -> None:
+        """Write the capsule's OCI runtime config (config.json), which runsc runs it by."""
         assert capsule.net is not None
         config = oci_config(
             rootfs=capsule.rootfs,

@@ -92,7 +92,10 @@ class Ipam:
         raise OSError(errno.ENOSPC, "capsule subnet exhausted")
 
     def release(self, net: IPv4Network | IPv4Address, owner: str) -> None:
-        path = self.root / str(ipaddress.ip_network(f"{net}/30", strict=False).network_address)
+        """Free the slot (given as itself or any address in it) if `owner` holds it."""
+        if isinstance(net, IPv4Address):
+            net = ipaddress.IPv4Network(f"{net}/30", strict=False)
+        path = self.root / str(net.network_address)
         with contextlib.suppress(FileNotFoundError):
             if path.read_text() == owner:
                 path.unlink()

@@ -1,0 +1,75 @@
+"""Capsule address slots (network.Ipam): /30s of the capsule subnet handed out host-wide through
+files created with O_EXCL, so agents sharing a host never hand out the same slot. Each test uses
+its own slot directory; nothing here needs root."""
+
+from __future__ import annotations
+
+import errno
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from wrenn_server.hostagent.network import Ipam
+
+SUBNET = IPv4Network("10.99.0.0/28")  # four /30 slots
+SLOTS = [IPv4Network(f"10.99.0.{n}/30") for n in (0, 4, 8, 12)]
+
+
+def test_hands_out_every_slot_once_then_refuses(tmp_path: Path) -> None:
+    ipam = Ipam(SUBNET, root=tmp_path)
+    got = [ipam.allocate(f"owner-{i}") for i in range(4)]
+    assert sorted(got) == SLOTS
+    with pytest.raises(OSError) as exc:
+        ipam.allocate("one-too-many")
+    assert exc.value.errno == errno.ENOSPC
+    assert ipam.owned() == {str(s.network_address): f"owner-{i}" for i, s in enumerate(got)}
+
+
+def test_a_released_slot_is_handed_out_again(tmp_path: Path) -> None:
+    ipam = Ipam(SUBNET, root=tmp_path)
+    got = [ipam.allocate(f"owner-{i}") for i in range(4)]
+    # Released by its capsule address, as the runtime does (any address of the /30 names it).
+    ipam.release(got[2].network_address + 2, "owner-2")
+    assert ipam.allocate("new-owner") == got[2]
+    assert ipam.owned()[str(got[2].network_address)] == "new-owner"
+
+
+def test_slots_go_round_before_one_is_reused(tmp_path: Path) -> None:
+    """A slot just freed is the last to be handed out again, so a late packet or a stale ARP
+    entry for a destroyed capsule does not reach the next one at once."""
+    ipam = Ipam(SUBNET, root=tmp_path)
+    first = ipam.allocate("a")
+    ipam.release(first, "a")
+    assert [ipam.allocate(o) for o in "bcd"] == SLOTS[1:]
+    assert ipam.allocate("e") == first
+
+
+def test_only_the_owner_releases_a_slot(tmp_path: Path) -> None:
+    ipam = Ipam(SUBNET, root=tmp_path)
+    slot = ipam.allocate("/data/a:sb-1")
+    ipam.release(slot, "/data/b:sb-1")  # another agent's capsule of the same id
+    assert ipam.owned() == {str(slot.network_address): "/data/a:sb-1"}
+    ipam.release(slot, "/data/a:sb-1")
+    assert ipam.owned() == {}
+    ipam.release(slot, "/data/a:sb-1")  # twice: nothing to do, no error
+
+
+def test_agents_sharing_the_directory_never_collide(tmp_path: Path) -> None:
+    one, other = Ipam(SUBNET, root=tmp_path), Ipam(SUBNET, root=tmp_path)
+    got = [one.allocate("one:a"), other.allocate("other:a"), one.allocate("one:b")]
+    got.append(other.allocate("other:b"))
+    assert sorted(got) == SLOTS
+    with pytest.raises(OSError):
+        one.allocate("one:c")
+
+
+def test_slot_addresses(tmp_path: Path) -> None:
+    """A /30's network and broadcast addresses are never a host or capsule address."""
+    slot = Ipam(IPv4Network("10.11.0.0/24"), root=tmp_path).allocate("x")
+    assert slot.prefixlen == 30
+    assert (slot[1], slot[2]) == (IPv4Address("10.11.0.1"), IPv4Address("10.11.0.2"))
+
+
+def test_no_directory_yet_owns_nothing(tmp_path: Path) -> None:
+    assert Ipam(SUBNET, root=tmp_path / "missing").owned() == {}

@@ -28,6 +28,15 @@ from ..fakeagent import FakeAgentServer, FakeHostAgent
 BASE_URL = "http://wrenn.test"
 
 
+class _WebSocketTransport(ASGIWebSocketTransport):
+    """httpx-ws's in-process transport, offering the WebSocket denial-response extension as
+    uvicorn does: a refused upgrade answers with the REST error, not a bare close."""
+
+    async def _handle_ws_request(self, request: httpx.Request, scope: dict[str, Any]) -> Any:
+        scope["extensions"] = {"websocket.http.response": {}}
+        return await super()._handle_ws_request(request, scope)
+
+
 @dataclass
 class Stack:
     app: FastAPI
@@ -44,7 +53,7 @@ class Stack:
         """A client that also speaks WebSocket to the app. Opened inside a test: its transport
         runs the app in a task group, which must close in the task that opened it."""
         async with (
-            ASGIWebSocketTransport(app=self.app) as transport,
+            _WebSocketTransport(app=self.app, initial_receive_timeout=10) as transport,
             httpx.AsyncClient(transport=transport, base_url=BASE_URL, timeout=30) as client,
         ):
             yield client

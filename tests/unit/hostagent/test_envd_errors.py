@@ -1,0 +1,260 @@
+"""How the host agent reads envd's answers (envd_client.py) and what the caller of its RPC then
+gets (rpc_guard.status_for): error statuses and bodies, answers that are not what envd sends,
+oversized ones, an envd that does not answer. envd is a real HTTP server on 127.0.0.1 here,
+answering with canned responses; envd runs in the capsule, where root may be hostile, so every
+answer is a potential attack."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import pytest
+
+from wrenn_server.hostagent import envd_client, errors
+from wrenn_server.hostagent.envd_client import MAX_EVENT_LINE, EnvdClient
+from wrenn_server.hostagent.rpc_guard import status_for
+
+TOKEN = "t0ken"
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: bytes | list[bytes] = b""  # a list is sent piece by piece, flushed between
+    content_type: str = "application/json"
+    hang: bool = False  # never answer (until the test ends)
+
+
+@dataclass
+class FakeEnvd:
+    """Answers each path with its canned Answer (404 for others) and records the requests."""
+
+    answers: dict[str, Answer] = field(default_factory=dict)
+    seen: list[tuple[str, str, str]] = field(default_factory=list)  # method, path, auth
+    release: threading.Event = field(default_factory=threading.Event)
+    port: int = 0
+
+
+def _handler(envd: FakeEnvd) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # the body ends when the connection does
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            if length:
+                self.rfile.read(length)
+            path = self.path.split("?", 1)[0]
+            envd.seen.append((self.command, path, self.headers.get("authorization", "")))
+            answer = envd.answers.get(path, Answer(404, b'{"error": {"code": "not_found"}}'))
+            if answer.hang:
+                envd.release.wait(30)
+                return
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            self.end_headers()
+            pieces = answer.body if isinstance(answer.body, list) else [answer.body]
+            for piece in pieces:
+                self.wfile.write(piece)
+                self.wfile.flush()
+
+        do_GET = do_POST = do_PUT = _answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def envd() -> Iterator[FakeEnvd]:
+    fake = FakeEnvd()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    server.daemon_threads = True
+    fake.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        fake.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.fixture
+async def client(envd: FakeEnvd) -> AsyncIterator[EnvdClient]:
+    c = EnvdClient("127.0.0.1", envd.port, TOKEN)
+    try:
+        yield c
+    finally:
+        await c.aclose()
+
+
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+# envd's answer -> the agent's error, the gRPC status its caller gets, and the message it sees.
+ERRORS = [
+    (400, error_body("invalid_argument", "path must be absolute"),
+     errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT, "path must be absolute"),
+    (404, error_body("not_found", "no such file: /x"),
+     errors.NotFound, grpc.StatusCode.NOT_FOUND, "no such file: /x"),
+    (409, error_body("already_exists", "/x exists"),
+     errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS, "/x exists"),
+    (403, error_body("permission_denied", "as user: /root"),
+     errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, "as user: /root"),
+    (507, error_body("resource_exhausted", "no space left"),
+     errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED, "no space left"),
+    # A conflict other than an existing file: the capsule is not in a state for it.
+    (409, error_body("not_a_directory", "/x is a file"),
+     errors.InvalidState, grpc.StatusCode.FAILED_PRECONDITION, "/x is a file"),
+    (409, b"<html>conflict</html>",
+     errors.InvalidState, grpc.StatusCode.FAILED_PRECONDITION, "conflict"),
+    # Anything envd does not document says nothing of what it carries.
+    (500, error_body("internal", "Traceback: /opt/wrenn/envd/secret.py"),
+     errors.Internal, grpc.StatusCode.INTERNAL, "internal error"),
+    (418, error_body("teapot", "host paths here"),
+     errors.Internal, grpc.StatusCode.INTERNAL, "internal error"),
+    (400, b"not json at all",
+     errors.Internal, grpc.StatusCode.INTERNAL, "internal error"),
+    (400, b'{"error": "flat string"}',
+     errors.Internal, grpc.StatusCode.INTERNAL, "internal error"),
+    (404, b'{"error": {"code": "not_found"}}',
+     errors.Internal, grpc.StatusCode.INTERNAL, "internal error"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "code", "message"),
+    ERRORS,
+    ids=[f"{e[0]}-{e[2].__name__}" for e in ERRORS],
+)
+async def test_error_answers(
+    envd: FakeEnvd,
+    client: EnvdClient,
+    status: int,
+    body: bytes,
+    error: type[errors.AgentError],
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    envd.answers["/fs/stat"] = Answer(status, body)
+    with pytest.raises(errors.AgentError) as exc:
+        await client.stat("/x")
+    assert type(exc.value) is error
+    assert status_for(exc.value) == (code, message)
+
+
+async def test_error_answers_end_a_stream_before_it_starts(
+    envd: FakeEnvd, client: EnvdClient
+) -> None:
+    envd.answers["/processes"] = Answer(404, error_body("not_found", "no such user: bob"))
+    with pytest.raises(errors.NotFound, match="no such user: bob"):
+        async for _ev in client.start_process({"cmd": "true", "user": "bob"}):
+            pass
+    envd.answers["/files"] = Answer(403, error_body("permission_denied", "denied"))
+    with pytest.raises(errors.PermissionDenied, match="denied"):
+        async for _chunk in client.read_file("/root/x"):
+            pass
+
+
+async def test_events_are_decoded_and_the_token_is_sent(envd: FakeEnvd, client: EnvdClient) -> None:
+    events = [
+        b'{"type": "start", "pid": 7}\n',
+        b'{"type": "stdout", "data": "aGVs',  # a line split across writes
+        b'bG8K"}\n\n{"type": "exit", "exit_code": 0}',  # empty lines skipped, none at the end
+    ]
+    envd.answers["/processes"] = Answer(200, events, "application/x-ndjson")
+    got = [ev async for ev in client.start_process({"cmd": "echo"})]
+    assert got == [
+        {"type": "start", "pid": 7},
+        {"type": "stdout", "data": b"hello\n"},
+        {"type": "exit", "exit_code": 0},
+    ]
+    assert envd.seen == [("POST", "/processes", f"Bearer {TOKEN}")]
+    client.set_token("new")
+    envd.answers["/health"] = Answer(200, b'{"ok": true}')
+    assert await client.health() == {"ok": True}
+    assert envd.seen[-1] == ("GET", "/health", "Bearer new")
+
+
+async def test_an_oversized_event_line_is_refused(envd: FakeEnvd, client: EnvdClient) -> None:
+    endless = [b'{"type": "stdout", "data": "'] + [b"A" * 65536] * (MAX_EVENT_LINE // 65536 + 2)
+    envd.answers["/processes"] = Answer(200, endless, "application/x-ndjson")
+    with pytest.raises(errors.Internal) as exc:
+        async for _ev in client.start_process({"cmd": "yes"}):
+            pass
+    assert str(exc.value) == "capsule agent sent an oversized event"
+    # The caller learns nothing of what the capsule sent.
+    assert status_for(exc.value) == (grpc.StatusCode.INTERNAL, "internal error")
+
+
+async def test_an_oversized_answer_is_refused(
+    envd: FakeEnvd, client: EnvdClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real bound is 64 MiB; a smaller one keeps the test fast and checks the same code.
+    monkeypatch.setattr(envd_client, "MAX_JSON", 100_000)
+    entry = {"name": "x", "path": "/x", "padding": ""}
+    fits = json.dumps({**entry, "padding": "p" * 90_000}).encode()
+    envd.answers["/fs/stat"] = Answer(200, [fits[:50_000], fits[50_000:]])
+    assert (await client.stat("/x"))["name"] == "x"
+    too_big = json.dumps({**entry, "padding": "p" * 100_001}).encode()
+    envd.answers["/fs/stat"] = Answer(200, [too_big[:60_000], too_big[60_000:]])
+    with pytest.raises(errors.Internal, match="oversized answer"):
+        await client.stat("/x")
+    # Error bodies are bounded the same way.
+    envd.answers["/fs/stat"] = Answer(400, b"x" * 100_001)
+    with pytest.raises(errors.Internal, match="oversized answer"):
+        await client.stat("/x")
+
+
+async def test_an_answer_that_is_not_json_is_refused(envd: FakeEnvd, client: EnvdClient) -> None:
+    envd.answers["/fs/stat"] = Answer(200, b"<html>hi</html>", "text/html")
+    with pytest.raises(errors.Internal) as exc:
+        await client.stat("/x")
+    assert str(exc.value) == "capsule agent sent an invalid answer"
+    assert status_for(exc.value) == (grpc.StatusCode.INTERNAL, "internal error")
+
+
+async def test_an_envd_that_is_not_there_is_unavailable() -> None:
+    from tests.ports import free_port
+
+    client = EnvdClient("127.0.0.1", free_port(), TOKEN)
+    try:
+        with pytest.raises(errors.Unavailable) as exc:
+            await client.stat("/x")
+        assert status_for(exc.value) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "capsule agent is not reachable",
+        )
+        with pytest.raises(errors.Unavailable):
+            async for _ev in client.start_process({"cmd": "true"}):
+                pass
+    finally:
+        await client.aclose()
+
+
+async def test_waiting_for_an_envd_that_never_gets_ready_times_out(
+    envd: FakeEnvd, client: EnvdClient
+) -> None:
+    envd.answers["/health"] = Answer(503, b"")
+    with pytest.raises(errors.Timeout) as exc:
+        await client.wait_ready(0.3)
+    assert status_for(exc.value)[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert len(envd.seen) > 1  # it asked again until the deadline
+    envd.answers["/health"] = Answer(200, b"{}")
+    await client.wait_ready(5)
+
+
+async def test_an_envd_that_hangs_is_cut_off(envd: FakeEnvd, client: EnvdClient) -> None:
+    """health() has its own 5 s bound; the caller then sees the capsule agent as unreachable."""
+    envd.answers["/health"] = Answer(hang=True)
+    with pytest.raises(errors.Unavailable):
+        await client.health()

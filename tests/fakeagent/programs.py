@@ -3,7 +3,8 @@
 Enough for orchestration tests: `echo`, `printf`, `cat` (stdin or files), `sleep`, `true`,
 `false`, `exit N`, file commands (`mkdir -p`, `touch`, `rm -r`, `ls`, `test -f/-d/-e`,
 `chmod`, `chown`), users (`id -u`, `useradd`, `whoami`), `pwd`, `env`, `stty size`, `nohup`,
-`setsid`, and `sh`/`bash` (`-c SCRIPT`, or reading commands from stdin: a terminal's shell).
+`setsid`, `apt-get` (a no-op), and `sh`/`bash` (`-c SCRIPT`, or reading commands from stdin:
+a terminal's shell).
 The shell runs `;`, `&&`, `||` and `&` lists with `>`, `>>`, `2>&1` and `<` redirections and
 `$NAME` expansion; an unknown command is `not found` (127), as in a real shell. Tests add their
 own programs to `FakeHostAgent.programs`.
@@ -40,9 +41,7 @@ class Run:
         return self.proc.files
 
     def path(self, path: str) -> str:
-        if not path.startswith("/") and self.proc.spec.cwd:
-            path = posixpath.join(self.proc.spec.cwd, path)
-        return FileTree.resolve(path, self.proc.spec.user)
+        return _resolve(self.proc, path)
 
     def fail(self, message: str, status: int = 1) -> int:
         self.err(f"{self.argv[0]}: {message}\n".encode())
@@ -258,6 +257,8 @@ PROGRAMS: dict[str, Program] = {
     "setsid": _exec_rest,
     "sh": _sh,
     "bash": _sh,
+    # The base image's package manager, as template builds run it (update, clean): no-ops.
+    "apt-get": _true,
 }
 
 
@@ -350,7 +351,7 @@ def _redirect(
             out, err = (err, err) if (fd, target) == (1, "2") else (out, out)
             i += 2
         elif word == "<":
-            stdin = FileTree.resolve(target, proc.spec.user)
+            stdin = _resolve(proc, target)
             i += 2
         else:
             argv.append(_expand(word, proc.spec.env))
@@ -358,8 +359,15 @@ def _redirect(
     return argv, out, err, stdin
 
 
+def _resolve(proc: FakeProcess, path: str) -> str:
+    """A path a command names: relative ones start at its working directory, else at home."""
+    if path and not path.startswith("/") and proc.spec.cwd:
+        path = posixpath.join(proc.spec.cwd, path)
+    return FileTree.resolve(path, proc.spec.user)
+
+
 def _sink(proc: FakeProcess, target: str, *, append: bool) -> Callable[[bytes], None]:
-    path = FileTree.resolve(target, proc.spec.user)
+    path = _resolve(proc, target)
     if path == DEV_NULL:
         return lambda data: None
     if not append:

@@ -1,0 +1,134 @@
+"""The reconciler, as the app runs it (its loop, under leadership), over the fake host agent:
+a capsule the agent no longer reports is stopped, one whose sandbox died is an error with the
+agent's reason and is destroyed on the agent, an unreachable agent makes its capsules missing
+and its host unreachable until it answers again, and each change is audited once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from wrenn_server.controlplane.db.models import Host
+
+from ..waiting import wait_for
+from .conftest import Stack, StartApp
+from .helpers import Account, make_capsule, new_account
+
+INTERVAL = 0.1
+
+
+async def _capsule(api: httpx.AsyncClient, account: Account, cid: str) -> dict[str, Any]:
+    resp = await api.get(f"/v1/capsules/{cid}", headers=account.h)
+    assert resp.status_code == 200, resp.text
+    capsule: dict[str, Any] = resp.json()
+    return capsule
+
+
+async def _becomes(stack: Stack, account: Account, cid: str, status: str) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        capsule = await _capsule(stack.client, account, cid)
+        return capsule if capsule["status"] == status else None
+
+    return await wait_for(reached, 20, what=f"capsule {cid} {status}")
+
+
+async def _events(stack: Stack, account: Account) -> list[tuple[str, str]]:
+    resp = await stack.client.get(
+        "/v1/audit-logs", params={"resource_type": "sandbox"}, headers=account.jwt
+    )
+    assert resp.status_code == 200, resp.text
+    return [(e["action"], e["resource_id"]) for e in reversed(resp.json()["items"])]
+
+
+async def _host_status(stack: Stack) -> str:
+    async with stack.db.sessionmaker() as session:
+        return str(await session.scalar(select(Host.status)))
+
+
+async def test_lost_and_dead_capsules(start_app: StartApp) -> None:
+    async with start_app(reconcile_interval_sec=INTERVAL) as stack:
+        api, agent = stack.client, stack.agent
+        alice = await new_account(api)
+        lost, dead, kept = [(await make_capsule(api, alice))["id"] for _ in range(3)]
+
+        agent.forget(lost)
+        agent.kill(dead, "out of memory")
+        await _becomes(stack, alice, lost, "stopped")
+        died = await _becomes(stack, alice, dead, "error")
+        assert died["status_reason"] == "out of memory"
+        # The dead capsule is destroyed on its agent (its disk freed); the other one untouched.
+        await wait_for(lambda: dead not in agent.sandboxes, what="the dead capsule destroyed")
+        assert list(agent.sandboxes) == [kept]
+        assert (await _capsule(api, alice, kept))["status"] == "running"
+
+        # Further passes change nothing and record nothing more.
+        passes = agent.calls.count("ListSandboxes")
+        await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 3, what="3 passes")
+        events = await _events(stack, alice)
+        assert [e for e in events if e[0] != "create"] == [("stopped", lost), ("died", dead)]
+        # A destroy of a capsule in error asks the agent nothing.
+        destroyed = await api.delete(f"/v1/capsules/{dead}", headers=alice.h)
+        assert destroyed.status_code == 204
+        assert agent.calls.count("DestroySandbox") == 1
+
+
+async def test_an_unreachable_agent_makes_capsules_missing_until_it_answers(
+    start_app: StartApp,
+) -> None:
+    # A host is unreachable once nothing was heard from it for host_down_after_sec.
+    async with start_app(reconcile_interval_sec=INTERVAL, host_down_after_sec=0.5) as stack:
+        api, agent = stack.client, stack.agent
+        alice = await new_account(api)
+        running = (await make_capsule(api, alice))["id"]
+        paused = (await make_capsule(api, alice))["id"]
+        assert (await api.post(f"/v1/capsules/{paused}/pause", headers=alice.h)).status_code == 200
+
+        await stack.server.stop()
+        await _becomes(stack, alice, running, "missing")
+        await _becomes(stack, alice, paused, "missing")
+        await wait_for(lambda: _is_unreachable(stack), what="the host unreachable")
+        refused = await api.post(
+            f"/v1/capsules/{running}/exec", json={"cmd": "true"}, headers=alice.h
+        )
+        assert refused.status_code == 409, refused.text
+
+        await stack.server.start()
+        await _becomes(stack, alice, running, "running")
+        await _becomes(stack, alice, paused, "paused")
+        assert await _host_status(stack) == "online"
+        assert (agent.sandboxes[running].status, agent.sandboxes[paused].status) == (
+            "running",
+            "paused",
+        )
+        events = await _events(stack, alice)
+        missing = [e for e in events if e[0] == "marked_missing"]
+        assert sorted(missing) == sorted([("marked_missing", running), ("marked_missing", paused)])
+        # Coming back is not an auto-pause.
+        assert not [e for e in events if e[0] == "auto_pause"]
+        ran = await api.post(f"/v1/capsules/{running}/exec", json={"cmd": "true"}, headers=alice.h)
+        assert ran.status_code == 200, ran.text
+
+
+async def _is_unreachable(stack: Stack) -> bool:
+    return await _host_status(stack) == "unreachable"
+
+
+async def test_the_reconciler_records_what_the_agent_reports_of_its_host(
+    start_app: StartApp,
+) -> None:
+    async with start_app(reconcile_interval_sec=INTERVAL) as stack:
+        stack.agent.resources.cpu_count = 3
+        stack.agent.resources.memory_mb = 6000
+
+        async def recorded() -> bool:
+            async with stack.db.sessionmaker() as session:
+                host = await session.scalar(select(Host))
+            return host is not None and (host.cpu_cores, host.memory_mb) == (3, 6000)
+
+        await wait_for(recorded, what="the host's resources recorded")
+        # Placement now counts them: a capsule larger than the host is refused.
+        alice = await new_account(stack.client)
+        resp = await stack.client.post("/v1/capsules", json={"vcpus": 4}, headers=alice.h)
+        assert resp.status_code == 503 and resp.json()["error"]["code"] == "insufficient_capacity"

@@ -32,16 +32,20 @@ check: gen-check
 	uv run lint-imports
 
 # protoc sees the files under the virtual root wrenn_server/proto, so the generated modules import
-# each other as wrenn_server.proto.hostagent.v1.*
+# each other as wrenn_server.proto.hostagent.v1.*. mypy-protobuf writes the type stubs (.pyi): of
+# the messages (protoc-gen-mypy), and of the gRPC stub and servicer, async forms included
+# (protoc-gen-mypy_grpc).
 gen:
 	uv run python -m grpc_tools.protoc -Iwrenn_server/proto=proto \
-		--python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		--python_out=$(PROTO_OUT) --mypy_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		--mypy_grpc_out=$(PROTO_OUT) \
 		$(patsubst proto/%,wrenn_server/proto/%,$(PROTO_FILES))
 
 gen-check:
 	@tmp=$$(mktemp -d) && \
 	uv run python -m grpc_tools.protoc -Iwrenn_server/proto=proto \
-		--python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp \
+		--python_out=$$tmp --mypy_out=$$tmp --grpc_python_out=$$tmp \
+		--mypy_grpc_out=$$tmp \
 		$(patsubst proto/%,wrenn_server/proto/%,$(PROTO_FILES)) && \
 	diff -r $$tmp/wrenn_server/proto src/wrenn_server/proto -x __init__.py -x __pycache__ && \
 	rm -rf $$tmp && echo "generated code is fresh"

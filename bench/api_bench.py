@@ -23,6 +23,7 @@ import httpx
 
 from tests.controlplane.pgcluster import find_pg_bin, start_cluster
 from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ._common import agent, free_port, report, stats
 
@@ -60,7 +61,7 @@ async def agent_round_trips(target: str, cid: str, n: int) -> list[float]:
     async with AgentClient(target, SECRET) as c:
         for _ in range(n):
             t = time.perf_counter()
-            await c.exec(cid, "true")
+            await c.exec(pb.ExecRequest(sandbox_id=cid, cmd="true"))
             samples.append(time.perf_counter() - t)
     return samples
 

@@ -39,11 +39,11 @@ async def create_then_exec(c: AgentClient, n: int, gap: float = 0.0, **kw: objec
     for _ in range(n):
         await asyncio.sleep(gap)
         t = time.perf_counter()
-        sb = await c.create(**kw)
-        res = await c.exec(sb.sandbox_id, "true")
+        sb = await c.create_sandbox(pb.CreateSandboxRequest(**kw))
+        res = await c.exec(pb.ExecRequest(sandbox_id=sb.sandbox_id, cmd="true"))
         samples.append(time.perf_counter() - t)
         assert res.exit_code == 0
-        await c.destroy(sb.sandbox_id)
+        await c.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
     return samples
 
 
@@ -51,7 +51,7 @@ async def round_trips(c: AgentClient, sandbox_id: str, n: int) -> list[float]:
     samples = []
     for _ in range(n):
         t = time.perf_counter()
-        await c.exec(sandbox_id, "true")
+        await c.exec(pb.ExecRequest(sandbox_id=sandbox_id, cmd="true"))
         samples.append(time.perf_counter() - t)
     return samples
 
@@ -61,11 +61,11 @@ async def pause_resume(c: AgentClient, sandbox_id: str, n: int) -> tuple[list[fl
     ref = pb.SandboxRef(sandbox_id=sandbox_id)
     for _ in range(n):
         t = time.perf_counter()
-        await c.call("PauseSandbox", ref)
+        await c.pause_sandbox(ref)
         pauses.append(time.perf_counter() - t)
         t = time.perf_counter()
-        await c.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sandbox_id))
-        await c.exec(sandbox_id, "true")
+        await c.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=sandbox_id))
+        await c.exec(pb.ExecRequest(sandbox_id=sandbox_id, cmd="true"))
         resumes.append(time.perf_counter() - t)
     return pauses, resumes
 
@@ -93,11 +93,11 @@ def capsule_pss_kb(handle: str) -> int:
 
 
 async def idle_memory(c: AgentClient, n: int, data_dir: Path) -> list[float]:
-    sbs = [await c.create() for _ in range(n)]
+    sbs = [await c.create_sandbox(pb.CreateSandboxRequest()) for _ in range(n)]
     await asyncio.sleep(3)
     samples = [capsule_pss_kb(handle_of(data_dir, sb.sandbox_id)) / 1024 for sb in sbs]
     for sb in sbs:
-        await c.destroy(sb.sandbox_id)
+        await c.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
     return samples
 
 
@@ -116,21 +116,19 @@ async def main(iterations: int, data_dir: Path) -> None:
                 "create -> first exec (warm pool)",
                 await create_then_exec(c, iterations, gap=2.0),
             )
-            src = await c.create()
-            await c.exec(src.sandbox_id, "echo warm > /root/w")
+            src = await c.create_sandbox(pb.CreateSandboxRequest())
+            await c.exec(pb.ExecRequest(sandbox_id=src.sandbox_id, cmd="echo warm > /root/w"))
             snap = f"bench-snap-{os.getpid()}"
-            await c.call(
-                "CreateSnapshot", pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=snap)
-            )
-            await c.destroy(src.sandbox_id)
+            await c.create_snapshot(pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=snap))
+            await c.destroy_sandbox(pb.SandboxRef(sandbox_id=src.sandbox_id))
             try:
                 report(
                     "create -> first exec (snapshot template)",
                     await create_then_exec(c, iterations, template=snap),
                 )
             finally:
-                await c.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=snap))
-            sb = await c.create()
+                await c.delete_snapshot(pb.DeleteSnapshotRequest(name=snap))
+            sb = await c.create_sandbox(pb.CreateSandboxRequest())
             await round_trips(c, sb.sandbox_id, 5)
             report(
                 "exec round trip (`true`)",
@@ -140,7 +138,7 @@ async def main(iterations: int, data_dir: Path) -> None:
             pauses, resumes = await pause_resume(c, sb.sandbox_id, iterations)
             report("pause", pauses)
             report("resume -> first exec", resumes)
-            await c.destroy(sb.sandbox_id)
+            await c.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
             mem = await idle_memory(c, 5, data_dir)
             report("host memory per idle capsule (PSS)", mem, unit="MB")
 

@@ -133,7 +133,7 @@ async def _pause_all(target: str, secret: str) -> int:
 
     try:
         async with AgentClient(target, secret) as agent:
-            res = await agent.call("PauseAll", pb.Empty(), timeout=300)
+            res = await agent.pause_all(pb.Empty(), timeout=300)
             return len(res.paused_sandbox_ids)
     except Exception:
         return 0

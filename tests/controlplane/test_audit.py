@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -62,6 +63,18 @@ class FakeAgent:
         if method == "GetSandboxMetrics":
             return pb.SandboxMetrics()
         return pb.Sandbox(sandbox_id=getattr(request, "sandbox_id", ""))
+
+
+def _rpc(name: str) -> Any:
+    async def method(self: FakeAgent, request: Any, *, timeout: float | None = 120) -> Any:
+        return await self.call(name, request, timeout)
+
+    return method
+
+
+# The agent client's methods (create_sandbox, list_sandboxes, ...) answer as `call` does.
+for _method in pb.DESCRIPTOR.services_by_name["HostAgent"].methods:
+    setattr(FakeAgent, re.sub(r"(?<!^)(?=[A-Z])", "_", _method.name).lower(), _rpc(_method.name))
 
 
 class FakePool(HostClientPool):

@@ -694,8 +694,9 @@ class _Agent:
     def __init__(self) -> None:
         self.running: list[str] | None = None
 
-    async def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        assert method == "ListSandboxes"
+    async def list_sandboxes(
+        self, request: pb.ListSandboxesRequest, *, timeout: float | None = None
+    ) -> pb.ListSandboxesResponse:
         if self.running is None:
             raise grpc.aio.AioRpcError(
                 grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down"

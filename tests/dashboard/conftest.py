@@ -180,10 +180,10 @@ async def platform(
             )
     for sandbox_id in capsules:
         with contextlib.suppress(grpc.aio.AioRpcError):
-            await agent.destroy(ids.SANDBOX.format(sandbox_id))
+            await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=ids.SANDBOX.format(sandbox_id)))
     for name in templates:
         with contextlib.suppress(grpc.aio.AioRpcError):
-            await agent.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=name))
+            await agent.delete_snapshot(pb.DeleteSnapshotRequest(name=name))
 
 
 @pytest.fixture

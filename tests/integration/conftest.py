@@ -88,14 +88,14 @@ async def new_capsule(agent: AgentClient) -> AsyncIterator[CapsuleFactory]:
     made: list[str] = []
 
     async def make(**kw: object) -> pb.Sandbox:
-        sb = await agent.create(**kw)
+        sb = await agent.create_sandbox(pb.CreateSandboxRequest(**kw))
         made.append(sb.sandbox_id)
         return sb
 
     yield make
     for sandbox_id in made:
         with contextlib.suppress(grpc.aio.AioRpcError):
-            await agent.destroy(sandbox_id)
+            await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sandbox_id))
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ async def capsule(new_capsule: CapsuleFactory) -> pb.Sandbox:
 
 
 async def run(agent: AgentClient, sandbox_id: str, cmd: str, **kw: object) -> pb.ExecResponse:
-    return await agent.exec(sandbox_id, cmd, **kw)
+    return await agent.exec(pb.ExecRequest(sandbox_id=sandbox_id, cmd=cmd, **kw))
 
 
 # -- REST API tests (tests/integration/test_rest_*.py) -------------------------------------

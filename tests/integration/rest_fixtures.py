@@ -110,10 +110,10 @@ async def rest_db(
         )
     for sandbox_id in capsules:
         with contextlib.suppress(grpc.aio.AioRpcError):
-            await agent.destroy(ids.SANDBOX.format(sandbox_id))
+            await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=ids.SANDBOX.format(sandbox_id)))
     for name in snapshots:
         with contextlib.suppress(grpc.aio.AioRpcError):
-            await agent.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=name))
+            await agent.delete_snapshot(pb.DeleteSnapshotRequest(name=name))
 
 
 @dataclass

@@ -209,7 +209,7 @@ async def test_snapshot_templates_hold_no_token_and_restored_capsules_are_rekeye
     src_token = token_of(src)
     await run(agent, src, "echo snap > /root/marker")
     tname = name()
-    await agent.call("CreateSnapshot", pb.CreateSnapshotRequest(sandbox_id=src, name=tname))
+    await agent.create_snapshot(pb.CreateSnapshotRequest(sandbox_id=src, name=tname))
     try:
         stored = (DATA_DIR / "templates" / tname / "template.json").read_text()
         assert "envd_token" not in stored and src_token not in stored
@@ -225,7 +225,7 @@ async def test_snapshot_templates_hold_no_token_and_restored_capsules_are_rekeye
             assert await envd_status(sid, src_token) == 401
             assert await envd_status(sid, token) == 200
         # The source capsule resumes and works with its own token.
-        await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=src))
+        await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=src))
         assert (await run(agent, src, "cat /root/marker")).stdout == b"snap\n"
         assert token_of(src) == src_token
     finally:
@@ -237,8 +237,8 @@ async def test_resumed_capsule_works_and_hides_its_token(
 ) -> None:
     sid = (await new_capsule()).sandbox_id
     token = token_of(sid)
-    await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=sid))
-    await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sid))
+    await agent.pause_sandbox(pb.SandboxRef(sandbox_id=sid))
+    await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=sid))
     assert (await run(agent, sid, "echo back", user="nobody")).stdout == b"back\n"
     assert token_of(sid) == token
     assert_nowhere(await probe_as(agent, sid, "nobody"), token)
@@ -285,7 +285,7 @@ async def test_capsules_and_templates_from_before_derived_tokens_keep_working(
     # Make both look like an older agent's: envd and the record agree on a random token. The
     # paused one is checkpointed holding it.
     await set_envd_token(paused, derived[paused], LEGACY)
-    await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=paused))
+    await agent.pause_sandbox(pb.SandboxRef(sandbox_id=paused))
     agent_process.stop()
     await set_envd_token(running, derived[running], LEGACY)
     for sid in (running, paused):
@@ -299,7 +299,7 @@ async def test_capsules_and_templates_from_before_derived_tokens_keep_working(
     # before a template names it, so it is resumed, re-keyed and paused again.
     assert token_of(paused) == LEGACY
     tname = name()
-    await agent.call("CreateSnapshot", pb.CreateSnapshotRequest(sandbox_id=paused, name=tname))
+    await agent.create_snapshot(pb.CreateSnapshotRequest(sandbox_id=paused, name=tname))
     try:
         assert token_of(paused) == derived[paused]
         assert LEGACY not in (DATA_DIR / "templates" / tname / "template.json").read_text()
@@ -315,14 +315,14 @@ async def test_an_older_snapshot_template_with_its_token_still_starts(
     src = (await new_capsule()).sandbox_id
     await run(agent, src, "echo older > /root/marker")
     tname = name()
-    await agent.call("CreateSnapshot", pb.CreateSnapshotRequest(sandbox_id=src, name=tname))
+    await agent.create_snapshot(pb.CreateSnapshotRequest(sandbox_id=src, name=tname))
     try:
         # What an older agent wrote: the token itself, no source capsule.
         path: Path = DATA_DIR / "templates" / tname / "template.json"
         stored = json.loads(path.read_text())
         del stored["source_capsule"]
         path.write_text(json.dumps({**stored, "envd_token": token_of(src)}))
-        listed = await agent.call("ListTemplates", pb.Empty())
+        listed = await agent.list_templates(pb.Empty())
         assert tname in [t.name for t in listed.templates]
         sid = (await new_capsule(template=tname)).sandbox_id
         assert (await run(agent, sid, "cat /root/marker")).stdout == b"older\n"

@@ -22,36 +22,34 @@ BIG = 150 * 1024 * 1024
 async def test_unary_write_read_stat_list(agent: AgentClient, capsule: pb.Sandbox) -> None:
     sid = capsule.sandbox_id
     req = pb.WriteFileRequest(sandbox_id=sid, path="/root/dir/a.txt", data=b"hello", mode=0o600)
-    entry = await agent.call("WriteFile", req)
+    entry = await agent.write_file(req)
     assert (entry.path, entry.size, entry.type, entry.mode & 0o777) == (
         "/root/dir/a.txt",
         5,
         "file",
         0o600,
     )
-    got = await agent.call("ReadFile", pb.FileRef(sandbox_id=sid, path="/root/dir/a.txt"))
+    got = await agent.read_file(pb.FileRef(sandbox_id=sid, path="/root/dir/a.txt"))
     assert got.data == b"hello"
-    await agent.call("MakeDir", pb.FileRef(sandbox_id=sid, path="/root/dir/sub/deeper"))
-    listed = await agent.call(
-        "ListDir", pb.ListDirRequest(sandbox_id=sid, path="/root/dir", depth=1)
-    )
+    await agent.make_dir(pb.FileRef(sandbox_id=sid, path="/root/dir/sub/deeper"))
+    listed = await agent.list_dir(pb.ListDirRequest(sandbox_id=sid, path="/root/dir", depth=1))
     assert sorted(e.name for e in listed.entries) == ["a.txt", "sub"]
-    deep = await agent.call("ListDir", pb.ListDirRequest(sandbox_id=sid, path="/root/dir", depth=3))
+    deep = await agent.list_dir(pb.ListDirRequest(sandbox_id=sid, path="/root/dir", depth=3))
     assert "/root/dir/sub/deeper" in [e.path for e in deep.entries]
-    moved = await agent.call(
-        "Move", pb.MoveRequest(sandbox_id=sid, source="/root/dir/a.txt", destination="/root/b.txt")
+    moved = await agent.move(
+        pb.MoveRequest(sandbox_id=sid, source="/root/dir/a.txt", destination="/root/b.txt")
     )
     assert moved.path == "/root/b.txt"
-    await agent.call("Remove", pb.FileRef(sandbox_id=sid, path="/root/dir"))
+    await agent.remove(pb.FileRef(sandbox_id=sid, path="/root/dir"))
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.call("Stat", pb.FileRef(sandbox_id=sid, path="/root/dir"))
+        await agent.stat(pb.FileRef(sandbox_id=sid, path="/root/dir"))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_files_written_as_user(agent: AgentClient, capsule: pb.Sandbox) -> None:
     sid = capsule.sandbox_id
     req = pb.WriteFileRequest(sandbox_id=sid, path="/tmp/owned", data=b"x", user="nobody")
-    assert (await agent.call("WriteFile", req)).owner == "nobody"
+    assert (await agent.write_file(req)).owner == "nobody"
     assert (await run(agent, sid, "stat -c %U /tmp/owned")).stdout == b"nobody\n"
 
 
@@ -66,27 +64,28 @@ async def test_big_file_streams_both_ways(agent: AgentClient, capsule: pb.Sandbo
             digest.update(piece)
             yield piece
 
-    entry = await agent.write_stream(sid, "/root/big.bin", chunks())
+    header = pb.WriteFileStreamRequest.Header(sandbox_id=sid, path="/root/big.bin")
+    entry = await agent.write_file_stream(header, chunks())
     assert entry.size == BIG
     res = await run(agent, sid, "sha256sum /root/big.bin | cut -d' ' -f1")
     assert res.stdout.decode().strip() == digest.hexdigest()
     back = hashlib.sha256()
     total = 0
-    async for chunk in agent.read_stream(sid, "/root/big.bin"):
-        assert len(chunk) <= 4 * 1024 * 1024
-        back.update(chunk)
-        total += len(chunk)
+    async for msg in agent.read_file_stream(pb.FileRef(sandbox_id=sid, path="/root/big.bin")):
+        assert len(msg.data) <= 4 * 1024 * 1024
+        back.update(msg.data)
+        total += len(msg.data)
     assert total == BIG and back.hexdigest() == digest.hexdigest()
     # Too big for the unary form: a clear error, not a memory spike.
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.call("ReadFile", pb.FileRef(sandbox_id=sid, path="/root/big.bin"))
+        await agent.read_file(pb.FileRef(sandbox_id=sid, path="/root/big.bin"))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_file_errors(agent: AgentClient, capsule: pb.Sandbox) -> None:
     sid = capsule.sandbox_id
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.call("ReadFile", pb.FileRef(sandbox_id=sid, path="/no/such/file"))
+        await agent.read_file(pb.FileRef(sandbox_id=sid, path="/no/such/file"))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await collect_stream(agent, sid, "/etc")
@@ -95,8 +94,8 @@ async def test_file_errors(agent: AgentClient, capsule: pb.Sandbox) -> None:
 
 async def collect_stream(agent: AgentClient, sid: str, path: str) -> bytes:
     out = b""
-    async for chunk in agent.read_stream(sid, path):
-        out += chunk
+    async for msg in agent.read_file_stream(pb.FileRef(sandbox_id=sid, path=path)):
+        out += msg.data
     return out
 
 
@@ -104,7 +103,7 @@ async def test_upload_without_its_end_writes_nothing(
     agent: AgentClient, capsule: pb.Sandbox
 ) -> None:
     sid = capsule.sandbox_id
-    await agent.call("WriteFile", pb.WriteFileRequest(sandbox_id=sid, path="/root/v", data=b"old"))
+    await agent.write_file(pb.WriteFileRequest(sandbox_id=sid, path="/root/v", data=b"old"))
 
     async def cut_short() -> AsyncIterator[pb.WriteFileStreamRequest]:
         header = pb.WriteFileStreamRequest.Header(sandbox_id=sid, path="/root/v")
@@ -114,6 +113,6 @@ async def test_upload_without_its_end_writes_nothing(
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await agent.stub.WriteFileStream(cut_short(), metadata=agent.metadata)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    got = await agent.call("ReadFile", pb.FileRef(sandbox_id=sid, path="/root/v"))
+    got = await agent.read_file(pb.FileRef(sandbox_id=sid, path="/root/v"))
     assert got.data == b"old"
     assert (await run(agent, sid, "ls -A /root | grep -c tmp")).stdout == b"0\n"

@@ -63,7 +63,7 @@ async def ok(agent: AgentClient, sandbox_id: str, cmd: str) -> bytes:
 
 
 async def drop_template(agent: AgentClient, template: str) -> None:
-    await agent.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=template))
+    await agent.delete_snapshot(pb.DeleteSnapshotRequest(name=template))
 
 
 def contents(d: Path) -> dict[str, bytes]:
@@ -85,7 +85,7 @@ async def test_a_resolv_conf_link_never_writes_the_host(
     await ok(agent, src.sandbox_id, f"ln -sf {victim} /etc/resolv.conf")
     flat, snap = name(), name()
     # The image template: the agent blanks resolv.conf in its copy of the tree.
-    await agent.call("FlattenRootfs", pb.FlattenRootfsRequest(sandbox_id=src.sandbox_id, name=flat))
+    await agent.flatten_rootfs(pb.FlattenRootfsRequest(sandbox_id=src.sandbox_id, name=flat))
     try:
         assert contents(host_dir) == before
         copied = DATA_DIR / "templates" / flat / "rootfs/etc/resolv.conf"
@@ -97,14 +97,14 @@ async def test_a_resolv_conf_link_never_writes_the_host(
         assert out == b"plain\n"
         # The snapshot template, a capsule of it, and the source resumed.
         req = pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=snap)
-        await agent.call("CreateSnapshot", req)
+        await agent.create_snapshot(req)
         restored = await new_capsule(template=snap)
         await ok(agent, restored.sandbox_id, "true")
-        await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=src.sandbox_id))
+        await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=src.sandbox_id))
         await ok(agent, src.sandbox_id, "true")
         assert contents(host_dir) == before
         for sb in (child, restored):
-            await agent.destroy(sb.sandbox_id)
+            await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
     finally:
         for t in (flat, snap):
             if (DATA_DIR / "templates" / t).exists():
@@ -126,14 +126,14 @@ async def test_an_etc_that_is_a_link_never_redirects_agent_writes(
     await ok(agent, src.sandbox_id, move)
     await ok(agent, src.sandbox_id, "test -f /etc/passwd")
     flat = name()
-    await agent.call("FlattenRootfs", pb.FlattenRootfsRequest(sandbox_id=src.sandbox_id, name=flat))
+    await agent.flatten_rootfs(pb.FlattenRootfsRequest(sandbox_id=src.sandbox_id, name=flat))
     try:
         assert contents(etc) == before
         assert (DATA_DIR / "templates" / flat / "rootfs/etc").is_symlink()
         child = await new_capsule(template=flat)
         assert contents(etc) == before
         assert await ok(agent, child.sandbox_id, "echo alive") == b"alive\n"
-        await agent.destroy(child.sandbox_id)
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=child.sandbox_id))
     finally:
         await drop_template(agent, flat)
     assert contents(etc) == before
@@ -172,11 +172,11 @@ async def test_setuid_programs_from_capsules_are_unusable_on_the_host(
     # Device nodes, if the sandbox lets capsule code make them at all, must be inert too.
     await run(agent, src.sandbox_id, "mknod /mem c 1 1; mknod /sda b 8 0; chmod 666 /mem /sda")
     flat, snap = name(), name()
-    await agent.call("FlattenRootfs", pb.FlattenRootfsRequest(sandbox_id=src.sandbox_id, name=flat))
+    await agent.flatten_rootfs(pb.FlattenRootfsRequest(sandbox_id=src.sandbox_id, name=flat))
     try:
         child = await new_capsule(template=flat)  # a live overlay over the template's tree
         req = pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=snap)
-        await agent.call("CreateSnapshot", req)
+        await agent.create_snapshot(req)
 
         found = find(str(DATA_DIR), "-perm", "-4000", "-type", "f")
         planted = [p for p in found if p.endswith(("/x", "/root/y"))]
@@ -205,7 +205,7 @@ async def test_setuid_programs_from_capsules_are_unusable_on_the_host(
         assert len(mounts) >= 2, mounts
         for point, options in mounts.items():
             assert {"nosuid", "nodev"} <= options, (point, options)
-        await agent.destroy(child.sandbox_id)
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=child.sandbox_id))
     finally:
         for t in (flat, snap):
             if (DATA_DIR / "templates" / t).exists():
@@ -239,10 +239,10 @@ async def test_everything_in_the_data_dir_is_root_only(
 ) -> None:
     running, paused = await new_capsule(), await new_capsule(memory_mb=256)
     await ok(agent, running.sandbox_id, "echo secret > /root/s")
-    await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=paused.sandbox_id))
+    await agent.pause_sandbox(pb.SandboxRef(sandbox_id=paused.sandbox_id))
     snap = name()
     req = pb.CreateSnapshotRequest(sandbox_id=running.sandbox_id, name=snap)
-    await agent.call("CreateSnapshot", req)
+    await agent.create_snapshot(req)
     try:
         checkpoint = DATA_DIR / "capsules" / paused.sandbox_id / "checkpoint"
         assert checkpoint.is_dir() and any(checkpoint.iterdir())
@@ -287,19 +287,19 @@ async def test_ids_and_names_that_leave_their_directory_are_refused(
     (host_dir / "keep").write_text("precious\n")
     victim = os.path.relpath(host_dir, DATA_DIR / "capsules" / "sb-")
     calls = [
-        ("CreateSandbox", pb.CreateSandboxRequest(sandbox_id="sb-", memory_mb=256)),
-        ("CreateSandbox", pb.CreateSandboxRequest(sandbox_id=f"sb-/{victim}", memory_mb=256)),
-        ("CreateSandbox", pb.CreateSandboxRequest(sandbox_id=f"sb-{uuid.uuid4()}\n")),
-        ("CreateSandbox", pb.CreateSandboxRequest(template="minimal\n", memory_mb=256)),
-        ("GetSandbox", pb.SandboxRef(sandbox_id="sb-/../..")),
-        ("DestroySandbox", pb.SandboxRef(sandbox_id=f"sb-/{victim}")),
-        ("CreateSnapshot", pb.CreateSnapshotRequest(sandbox_id="sb-/../..", name="x")),
-        ("DeleteSnapshot", pb.DeleteSnapshotRequest(name="minimal\n")),
-        ("DeleteSnapshot", pb.DeleteSnapshotRequest(name="../capsules")),
+        (agent.create_sandbox, pb.CreateSandboxRequest(sandbox_id="sb-", memory_mb=256)),
+        (agent.create_sandbox, pb.CreateSandboxRequest(sandbox_id=f"sb-/{victim}", memory_mb=256)),
+        (agent.create_sandbox, pb.CreateSandboxRequest(sandbox_id=f"sb-{uuid.uuid4()}\n")),
+        (agent.create_sandbox, pb.CreateSandboxRequest(template="minimal\n", memory_mb=256)),
+        (agent.get_sandbox, pb.SandboxRef(sandbox_id="sb-/../..")),
+        (agent.destroy_sandbox, pb.SandboxRef(sandbox_id=f"sb-/{victim}")),
+        (agent.create_snapshot, pb.CreateSnapshotRequest(sandbox_id="sb-/../..", name="x")),
+        (agent.delete_snapshot, pb.DeleteSnapshotRequest(name="minimal\n")),
+        (agent.delete_snapshot, pb.DeleteSnapshotRequest(name="../capsules")),
     ]
     for method, request in calls:
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await agent.call(method, request)
+            await method(request)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, request)
     assert contents(host_dir) == {"keep": b"precious\n"}
     assert (DATA_DIR / "templates/minimal/template.json").is_file()

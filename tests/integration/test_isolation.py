@@ -320,7 +320,7 @@ async def resolver_agent(agent_process: AgentProcess, tmp_path: Path) -> AsyncIt
 
 async def test_capsule_dns_goes_through_the_forwarder_only(resolver_agent: AgentClient) -> None:
     agent = resolver_agent
-    sid = (await agent.create()).sandbox_id
+    sid = (await agent.create_sandbox(pb.CreateSandboxRequest())).sandbox_id
     resolver = str(CAPSULE_RESOLVER)
     try:
         lookup = "python3 -c 'import socket; print(socket.gethostbyname(\"mirror.wrenn.test\"))'"
@@ -340,13 +340,13 @@ async def test_capsule_dns_goes_through_the_forwarder_only(resolver_agent: Agent
         assert res.stdout.startswith(b"OK") and b"neighbour" in res.stdout, res.stdout
         # Resumed, the capsule has another gateway but the same resolv.conf: still resolves.
         gateway = (await run(agent, sid, "ip route show default")).stdout
-        await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=sid))
-        await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sid))
+        await agent.pause_sandbox(pb.SandboxRef(sandbox_id=sid))
+        await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=sid))
         assert (await run(agent, sid, "ip route show default")).stdout != gateway
         res = await run(agent, sid, lookup)
         assert res.stdout == b"192.0.3.77\n", (res.stdout, res.stderr)
     finally:
-        await agent.destroy(sid)
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sid))
 
 
 async def test_fork_bomb_is_contained(agent: AgentClient, new_capsule: CapsuleFactory) -> None:
@@ -368,7 +368,7 @@ async def test_fork_bomb_is_contained(agent: AgentClient, new_capsule: CapsuleFa
     assert len(os.listdir("/proc")) < host_tasks_before + 200
     await assert_healthy(agent, neighbour.sandbox_id)
     t0 = time.monotonic()
-    await agent.destroy(bomb.sandbox_id)
+    await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=bomb.sandbox_id))
     assert time.monotonic() - t0 < 30
 
 
@@ -408,7 +408,8 @@ async def test_disk_is_capped(agent: AgentClient, new_capsule: CapsuleFactory) -
 
     # An upload past the limit is refused as such, and leaves no partial file behind.
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.write_stream(sb.sandbox_id, "/root/huge", too_much())
+        header = pb.WriteFileStreamRequest.Header(sandbox_id=sb.sandbox_id, path="/root/huge")
+        await agent.write_file_stream(header, too_much())
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     res = await run(agent, sb.sandbox_id, "ls -A /root | grep -c huge")
     assert res.stdout == b"0\n"

@@ -19,23 +19,23 @@ pytestmark = pytest.mark.integration
 
 
 async def test_create_exec_destroy_leaves_no_trace(agent: AgentClient) -> None:
-    sb = await agent.create(vcpus=1, memory_mb=256, timeout_sec=0)
+    sb = await agent.create_sandbox(pb.CreateSandboxRequest(vcpus=1, memory_mb=256, timeout_sec=0))
     try:
         assert sb.sandbox_id.startswith("sb-")
         assert sb.status == pb.SANDBOX_STATUS_RUNNING
         assert (sb.vcpus, sb.memory_mb, sb.disk_size_mb) == (1, 256, 5120)
         res = await run(agent, sb.sandbox_id, "echo hello; echo oops >&2; exit 3")
         assert (res.stdout, res.stderr, res.exit_code) == (b"hello\n", b"oops\n", 3)
-        got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
+        got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
         assert got.sandbox_id == sb.sandbox_id
-        listed = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+        listed = await agent.list_sandboxes(pb.ListSandboxesRequest())
         assert sb.sandbox_id in [s.sandbox_id for s in listed.sandboxes]
         assert set(traces_of(sb.sandbox_id)) >= {"netns", "veth", "directory", "mount", "process"}
     finally:
-        await agent.destroy(sb.sandbox_id)
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
     assert traces_of(sb.sandbox_id) == []
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
+        await agent.get_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -53,7 +53,7 @@ async def test_caller_chosen_id_and_resources(
     assert int(limit) == 512 * 1024 * 1024
     assert (cg / f"pids/wrenn/{sandbox_id}/pids.max").read_text().strip() == "1024"
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.create(sandbox_id=sandbox_id)
+        await agent.create_sandbox(pb.CreateSandboxRequest(sandbox_id=sandbox_id))
     assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
@@ -79,15 +79,17 @@ async def test_default_user_and_env(agent: AgentClient, new_capsule: CapsuleFact
 async def test_bad_create_requests_leave_nothing(
     agent: AgentClient, kwargs: dict[str, object], code: grpc.StatusCode
 ) -> None:
-    before = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+    before = await agent.list_sandboxes(pb.ListSandboxesRequest())
     sandbox_id = str(kwargs.pop("sandbox_id", f"sb-{uuid.uuid4()}"))
     # Not the warm pool's shape, so a failure after boot (unknown default user) really has a
     # booted capsule to clean up.
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.create(sandbox_id=sandbox_id, **{"memory_mb": 256, **kwargs})
+        await agent.create_sandbox(
+            pb.CreateSandboxRequest(sandbox_id=sandbox_id, **{"memory_mb": 256, **kwargs})
+        )
     assert e.value.code() == code
     assert "Traceback" not in (e.value.details() or "")
-    after = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+    after = await agent.list_sandboxes(pb.ListSandboxesRequest())
     assert len(after.sandboxes) == len(before.sandboxes)
     assert traces_of(sandbox_id) == []
 
@@ -95,13 +97,13 @@ async def test_bad_create_requests_leave_nothing(
 async def test_unknown_sandbox_is_not_found(agent: AgentClient) -> None:
     missing = f"sb-{uuid.uuid4()}"
     for method, req in [
-        ("DestroySandbox", pb.SandboxRef(sandbox_id=missing)),
-        ("PauseSandbox", pb.SandboxRef(sandbox_id=missing)),
-        ("Exec", pb.ExecRequest(sandbox_id=missing, cmd="true")),
-        ("Stat", pb.FileRef(sandbox_id=missing, path="/")),
+        (agent.destroy_sandbox, pb.SandboxRef(sandbox_id=missing)),
+        (agent.pause_sandbox, pb.SandboxRef(sandbox_id=missing)),
+        (agent.exec, pb.ExecRequest(sandbox_id=missing, cmd="true")),
+        (agent.stat, pb.FileRef(sandbox_id=missing, path="/")),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await agent.call(method, req)
+            await method(req)
         assert e.value.code() == grpc.StatusCode.NOT_FOUND, method
 
 
@@ -111,16 +113,14 @@ async def test_requests_without_the_secret_are_refused(agent_process: object) ->
     assert isinstance(agent_process, AgentProcess)
     async with AgentClient(agent_process.target, "wrong-secret") as bad:
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await bad.call("ListSandboxes", pb.ListSandboxesRequest())
+            await bad.list_sandboxes(pb.ListSandboxesRequest())
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_ping_resets_the_idle_timer(agent: AgentClient, new_capsule: CapsuleFactory) -> None:
     sb = await new_capsule()
-    before = (
-        await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
-    ).last_active_at
+    before = (await agent.get_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))).last_active_at
     await asyncio.sleep(0.05)
-    await agent.call("PingSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
-    after = (await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))).last_active_at
+    await agent.ping_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
+    after = (await agent.get_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))).last_active_at
     assert after.ToNanoseconds() > before.ToNanoseconds()

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 async def _tiers(agent: AgentClient, sandbox_id: str) -> dict[str, list[pb.MetricPoint]]:
-    resp = await agent.call("GetSandboxMetrics", pb.SandboxRef(sandbox_id=sandbox_id))
+    resp = await agent.get_sandbox_metrics(pb.SandboxRef(sandbox_id=sandbox_id))
     return {tier.name: list(tier.points) for tier in resp.tiers}
 
 
@@ -61,18 +61,18 @@ async def test_samples_follow_what_the_capsule_does(
 
     # Pause keeps the series (a resumed capsule's charts go on); destroy forgets it.
     count = len((await _tiers(agent, sid))["10m"])
-    await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=sid))
+    await agent.pause_sandbox(pb.SandboxRef(sandbox_id=sid))
     paused = (await _tiers(agent, sid))["10m"]
     assert len(paused) >= count
     await asyncio.sleep(1.2)
     assert len((await _tiers(agent, sid))["10m"]) == len(paused)  # no samples while paused
-    await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sid))
+    await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=sid))
 
     async def sampled_again() -> bool:
         return len((await _tiers(agent, sid))["10m"]) > len(paused)
 
     await wait_for(sampled_again, 10)
-    await agent.destroy(sid)
+    await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sid))
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await _tiers(agent, sid)
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND

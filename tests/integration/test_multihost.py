@@ -224,14 +224,14 @@ async def test_a_registered_host_runs_capsules_and_is_monitored(
     for kwargs in ({}, {"certificate": tls.generate().cert_pem}):
         async with AgentClient(agent.target, secret, **kwargs) as outsider:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await outsider.call("ListSandboxes", pb.ListSandboxesRequest(), 10)
+                await outsider.list_sandboxes(pb.ListSandboxesRequest(), timeout=10)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     async with AgentClient(agent.target, secret, certificate=certificate) as pinned:
-        await pinned.call("ListSandboxes", pb.ListSandboxesRequest(), 10)
+        await pinned.list_sandboxes(pb.ListSandboxesRequest(), timeout=10)
     # And it answers only the control plane's secret for this host, not the default one.
     async with AgentClient(agent.target, "dev-agent-secret", certificate=certificate) as stranger:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stranger.call("ListSandboxes", pb.ListSandboxesRequest(), 10)
+            await stranger.list_sandboxes(pb.ListSandboxesRequest(), timeout=10)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     # A user's capsule lands on the only host there is, and runs commands.

@@ -50,12 +50,12 @@ async def test_twenty_cycles_keep_files_and_process_state(
     await wait_for(lambda: counted(agent, sid, 0), 10, what="the counter counting")
     last = await read_counter(agent, sid)
     for cycle in range(20):
-        paused = await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=sid))
+        paused = await agent.pause_sandbox(pb.SandboxRef(sandbox_id=sid))
         assert paused.status == pb.SANDBOX_STATUS_PAUSED
         assert {"process", "netns", "mount"}.isdisjoint(traces_of(sid)), cycle
         if cycle % 5 == 0:
             assert_clean_fs(capsule_dir(sid) / "disk.img")
-        resumed = await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sid))
+        resumed = await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=sid))
         assert resumed.status == pb.SANDBOX_STATUS_RUNNING
         assert (await run(agent, sid, "sha256sum /root/blob")).stdout == checksum
         assert b"count.tmp" in (await run(agent, sid, alive)).stdout
@@ -67,23 +67,23 @@ async def test_paused_capsule_refuses_exec_and_double_pause(
     agent: AgentClient, capsule: pb.Sandbox
 ) -> None:
     ref = pb.SandboxRef(sandbox_id=capsule.sandbox_id)
-    await agent.call("PauseSandbox", ref)
+    await agent.pause_sandbox(ref)
     for method, req in [
-        ("Exec", pb.ExecRequest(sandbox_id=capsule.sandbox_id, cmd="true")),
-        ("PauseSandbox", ref),
+        (agent.exec, pb.ExecRequest(sandbox_id=capsule.sandbox_id, cmd="true")),
+        (agent.pause_sandbox, ref),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await agent.call(method, req)
+            await method(req)
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=capsule.sandbox_id))
+    await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=capsule.sandbox_id))
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=capsule.sandbox_id))
+        await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=capsule.sandbox_id))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_destroy_a_paused_capsule(agent: AgentClient, capsule: pb.Sandbox) -> None:
-    await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=capsule.sandbox_id))
-    await agent.destroy(capsule.sandbox_id)
+    await agent.pause_sandbox(pb.SandboxRef(sandbox_id=capsule.sandbox_id))
+    await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=capsule.sandbox_id))
     assert traces_of(capsule.sandbox_id) == []
 
 
@@ -95,31 +95,31 @@ async def test_idle_capsule_is_auto_paused_and_keeps_its_timeout(
     ref = pb.SandboxRef(sandbox_id=sb.sandbox_id)
 
     async def auto_paused() -> bool:
-        await agent.call("PingSandbox", pb.SandboxRef(sandbox_id=busy.sandbox_id))
-        listed = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+        await agent.ping_sandbox(pb.SandboxRef(sandbox_id=busy.sandbox_id))
+        listed = await agent.list_sandboxes(pb.ListSandboxesRequest())
         return sb.sandbox_id in listed.auto_paused_sandbox_ids
 
     await wait_for(auto_paused, timeout=20)
-    assert (await agent.call("GetSandbox", ref)).status == pb.SANDBOX_STATUS_PAUSED
+    assert (await agent.get_sandbox(ref)).status == pb.SANDBOX_STATUS_PAUSED
     # Pinged all along, the other one kept running.
-    busy_now = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=busy.sandbox_id))
+    busy_now = await agent.get_sandbox(pb.SandboxRef(sandbox_id=busy.sandbox_id))
     assert busy_now.status == pb.SANDBOX_STATUS_RUNNING
-    resumed = await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sb.sandbox_id))
+    resumed = await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=sb.sandbox_id))
     assert resumed.timeout_sec == 2 and not resumed.auto_paused
-    listed = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+    listed = await agent.list_sandboxes(pb.ListSandboxesRequest())
     assert sb.sandbox_id not in listed.auto_paused_sandbox_ids
 
 
 async def test_resume_can_change_timeout(agent: AgentClient, capsule: pb.Sandbox) -> None:
-    await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=capsule.sandbox_id))
+    await agent.pause_sandbox(pb.SandboxRef(sandbox_id=capsule.sandbox_id))
     req = pb.ResumeSandboxRequest(sandbox_id=capsule.sandbox_id, timeout_sec=600)
-    assert (await agent.call("ResumeSandbox", req)).timeout_sec == 600
+    assert (await agent.resume_sandbox(req)).timeout_sec == 600
 
 
 async def test_pause_all(agent: AgentClient, new_capsule: CapsuleFactory) -> None:
     a, b = await new_capsule(), await new_capsule()
-    res = await agent.call("PauseAll", pb.Empty())
+    res = await agent.pause_all(pb.Empty())
     assert {a.sandbox_id, b.sandbox_id} <= set(res.paused_sandbox_ids)
     for sb in (a, b):
-        got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sb.sandbox_id))
+        got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
         assert got.status == pb.SANDBOX_STATUS_PAUSED

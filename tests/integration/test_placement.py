@@ -51,7 +51,7 @@ def _owned_dirs() -> set[str]:
 
 
 async def _agent_ids(agent: AgentClient) -> set[str]:
-    listed = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+    listed = await agent.list_sandboxes(pb.ListSandboxesRequest())
     return {sb.sandbox_id for sb in listed.sandboxes}
 
 
@@ -135,7 +135,9 @@ async def test_the_agent_refuses_what_its_host_cannot_hold(
     for spec, named in refusals:
         sandbox_id = new_sandbox_id()
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await agent.create(sandbox_id=sandbox_id, **{"memory_mb": 256, **spec})
+            await agent.create_sandbox(
+                pb.CreateSandboxRequest(sandbox_id=sandbox_id, **{"memory_mb": 256, **spec})
+            )
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, spec
         assert named in (refused.value.details() or ""), refused.value.details()
         assert traces_of(sandbox_id) == [], spec
@@ -145,14 +147,14 @@ async def test_the_agent_refuses_what_its_host_cannot_hold(
     # stays paused (its checkpoint kept) until there is room again.
     paused = await new_capsule(memory_mb=256)
     sid = paused.sandbox_id
-    await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=sid))
+    await agent.pause_sandbox(pb.SandboxRef(sandbox_id=sid))
     hog = await new_capsule(memory_mb=LIMIT_MB)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sid))
+        await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=sid))
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sid))
+    got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=sid))
     assert got.status == pb.SANDBOX_STATUS_PAUSED
-    await agent.destroy(hog.sandbox_id)
-    resumed = await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=sid))
+    await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=hog.sandbox_id))
+    resumed = await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=sid))
     assert resumed.status == pb.SANDBOX_STATUS_RUNNING
-    assert (await agent.exec(sid, "echo back")).stdout == b"back\n"
+    assert (await agent.exec(pb.ExecRequest(sandbox_id=sid, cmd="echo back"))).stdout == b"back\n"

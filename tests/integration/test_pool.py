@@ -31,11 +31,13 @@ async def test_default_shape_comes_from_the_pool(agent: AgentClient) -> None:
 
     await wait_for(pool_ready, timeout=30)
     before = pooled_handles()
-    listed = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+    listed = await agent.list_sandboxes(pb.ListSandboxesRequest())
     assert not before & {s.sandbox_id for s in listed.sandboxes}, "pooled capsules are unowned"
 
     t = time.monotonic()
-    sb = await agent.create(timeout_sec=30, default_user="nobody", default_env={"K": "v"})
+    sb = await agent.create_sandbox(
+        pb.CreateSandboxRequest(timeout_sec=30, default_user="nobody", default_env={"K": "v"})
+    )
     took = time.monotonic() - t
     try:
         owners = {
@@ -52,7 +54,7 @@ async def test_default_shape_comes_from_the_pool(agent: AgentClient) -> None:
         assert res.stdout == b"nobody\nv\n"
         await wait_for(lambda: _async(bool(pooled_handles() - {handle})), timeout=30)
     finally:
-        await agent.destroy(sb.sandbox_id)
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
     assert traces_of(handle) == []
 
 
@@ -69,7 +71,7 @@ async def test_failed_hand_over_leaves_nothing(agent: AgentClient) -> None:
     await wait_for(pool_ready, timeout=30)
     before = pooled_handles()
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.create(default_user="no-such-user")
+        await agent.create_sandbox(pb.CreateSandboxRequest(default_user="no-such-user"))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     taken = before - pooled_handles()
     assert taken, "the pooled capsule was used"

@@ -38,7 +38,9 @@ async def no_sleep_left(agent: AgentClient, sandbox_id: str) -> bool:
 
 async def test_exec_argv_env_cwd_user(agent: AgentClient, capsule: pb.Sandbox) -> None:
     sid = capsule.sandbox_id
-    res = await agent.exec(sid, "", argv=["printf", "%s|", "a b", "$HOME"])
+    res = await agent.exec(
+        pb.ExecRequest(sandbox_id=sid, cmd="", argv=["printf", "%s|", "a b", "$HOME"])
+    )
     assert res.stdout == b"a b|$HOME|"
     res = await run(
         agent, sid, "echo $FOO; pwd; id -un", env={"FOO": "bar"}, cwd="/tmp", user="nobody"
@@ -59,7 +61,7 @@ async def test_exec_bad_input(agent: AgentClient, capsule: pb.Sandbox) -> None:
     ]
     for req, code in cases:
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await agent.call("Exec", req)
+            await agent.exec(req)
         assert e.value.code() == code, req
 
 
@@ -72,22 +74,20 @@ async def test_exec_timeout_kills_the_tree(agent: AgentClient, capsule: pb.Sandb
 
 async def test_stream_stdin_and_signal(agent: AgentClient, capsule: pb.Sandbox) -> None:
     sid = capsule.sandbox_id
-    call = agent.stream(
-        "ExecStream", pb.ExecRequest(sandbox_id=sid, cmd="cat; echo done >&2", stdin=True)
-    )
+    call = agent.exec_stream(pb.ExecRequest(sandbox_id=sid, cmd="cat; echo done >&2", stdin=True))
     first = await call.read()
     pid = first.start.pid
-    await agent.call("SendStdin", pb.SendStdinRequest(sandbox_id=sid, pid=pid, data=b"ping\n"))
-    await agent.call("CloseStdin", pb.ProcessRef(sandbox_id=sid, pid=pid))
+    await agent.send_stdin(pb.SendStdinRequest(sandbox_id=sid, pid=pid, data=b"ping\n"))
+    await agent.close_stdin(pb.ProcessRef(sandbox_id=sid, pid=pid))
     _, out, err, exit_ = await collect(call)
     assert (out, err, exit_.exit_code) == (b"ping\n", b"done\n", 0)
 
-    call = agent.stream("ExecStream", pb.ExecRequest(sandbox_id=sid, cmd="sleep 100 & sleep 100"))
+    call = agent.exec_stream(pb.ExecRequest(sandbox_id=sid, cmd="sleep 100 & sleep 100"))
     pid = (await call.read()).start.pid
-    procs = await agent.call("ListProcesses", pb.SandboxRef(sandbox_id=sid))
+    procs = await agent.list_processes(pb.SandboxRef(sandbox_id=sid))
     assert pid in [p.pid for p in procs.processes if p.running]
-    await agent.call(
-        "SignalProcess", pb.SignalProcessRequest(sandbox_id=sid, pid=pid, signal=signal.SIGKILL)
+    await agent.signal_process(
+        pb.SignalProcessRequest(sandbox_id=sid, pid=pid, signal=signal.SIGKILL)
     )
     _, _, _, exit_ = await collect(call)
     assert exit_.signal == signal.SIGKILL
@@ -96,17 +96,16 @@ async def test_stream_stdin_and_signal(agent: AgentClient, capsule: pb.Sandbox) 
 
 async def test_reattach_by_pid(agent: AgentClient, capsule: pb.Sandbox) -> None:
     sid = capsule.sandbox_id
-    call = agent.stream(
-        "ExecStream",
+    call = agent.exec_stream(
         pb.ExecRequest(sandbox_id=sid, cmd="echo first; sleep 1; echo second", tag="job"),
     )
     pid = (await call.read()).start.pid
     call.cancel()  # the caller goes away; the process keeps running
-    again = agent.stream("ConnectProcess", pb.ProcessRef(sandbox_id=sid, pid=pid))
+    again = agent.connect_process(pb.ProcessRef(sandbox_id=sid, pid=pid))
     got_pid, out, _, exit_ = await collect(again)
     assert got_pid == pid and out == b"first\nsecond\n" and exit_.exit_code == 0
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await collect(agent.stream("ConnectProcess", pb.ProcessRef(sandbox_id=sid, pid=999999)))
+        await collect(agent.connect_process(pb.ProcessRef(sandbox_id=sid, pid=999999)))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -124,14 +123,14 @@ async def test_pty(agent: AgentClient, capsule: pb.Sandbox) -> None:
     req = pb.ExecRequest(
         sandbox_id=sid, cmd="/bin/sh", pty=pb.PtySize(cols=100, rows=30), stdin=True
     )
-    call = agent.stream("ExecStream", req)
+    call = agent.exec_stream(req)
     pid = (await call.read()).start.pid
     send = pb.SendStdinRequest
-    await agent.call("SendStdin", send(sandbox_id=sid, pid=pid, data=b"tty; stty size\n"))
+    await agent.send_stdin(send(sandbox_id=sid, pid=pid, data=b"tty; stty size\n"))
     assert b"/dev/pts/" in await read_until(call, b"30 100")
     size = pb.PtySize(cols=120, rows=40)
-    await agent.call("ResizePty", pb.ResizePtyRequest(sandbox_id=sid, pid=pid, size=size))
-    await agent.call("SendStdin", send(sandbox_id=sid, pid=pid, data=b"stty size; exit 7\n"))
+    await agent.resize_pty(pb.ResizePtyRequest(sandbox_id=sid, pid=pid, size=size))
+    await agent.send_stdin(send(sandbox_id=sid, pid=pid, data=b"stty size; exit 7\n"))
     await read_until(call, b"40 120")
     _, _, _, exit_ = await collect(call)
     assert exit_.exit_code == 7

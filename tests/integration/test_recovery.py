@@ -25,18 +25,18 @@ async def test_running_and_paused_capsules_survive_kill9(
     live, paused = await new_capsule(), await new_capsule()
     await run(agent, live.sandbox_id, "echo kept > /root/f; nohup sleep 3600 >/dev/null 2>&1 &")
     await run(agent, paused.sandbox_id, "echo also-kept > /root/f")
-    await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=paused.sandbox_id))
+    await agent.pause_sandbox(pb.SandboxRef(sandbox_id=paused.sandbox_id))
 
     agent_process.kill9()
     agent_process.start()
 
-    got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=live.sandbox_id))
+    got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=live.sandbox_id))
     assert got.status == pb.SANDBOX_STATUS_RUNNING
     res = await run(agent, live.sandbox_id, "cat /root/f; pgrep -x sleep >/dev/null && echo up")
     assert res.stdout == b"kept\nup\n"
-    got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=paused.sandbox_id))
+    got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=paused.sandbox_id))
     assert got.status == pb.SANDBOX_STATUS_PAUSED
-    await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=paused.sandbox_id))
+    await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=paused.sandbox_id))
     assert (await run(agent, paused.sandbox_id, "cat /root/f")).stdout == b"also-kept\n"
 
 
@@ -45,7 +45,9 @@ async def test_kill9_during_create_leaves_nothing(
 ) -> None:
     sandbox_id = f"sb-{uuid.uuid4()}"
     # Not the warm pool's shape: this create must boot a capsule.
-    create = asyncio.ensure_future(agent.create(sandbox_id=sandbox_id, memory_mb=256))
+    create = asyncio.ensure_future(
+        agent.create_sandbox(pb.CreateSandboxRequest(sandbox_id=sandbox_id, memory_mb=256))
+    )
     # Wait until the create is under way on the host, then kill the agent mid-flight.
     for _ in range(500):
         if "netns" in traces_of(sandbox_id) or "mount" in traces_of(sandbox_id):
@@ -58,7 +60,7 @@ async def test_kill9_during_create_leaves_nothing(
     assert seen, "the agent was killed before it made anything: the test proved nothing"
     agent_process.start()
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=sandbox_id))
+        await agent.get_sandbox(pb.SandboxRef(sandbox_id=sandbox_id))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     assert traces_of(sandbox_id) == []
     assert not [p for p in (DATA_DIR / "templates").iterdir() if p.name.startswith(".")]

@@ -27,7 +27,7 @@ async def assert_untouched(
     cid = capsule["id"]
     resp = await api.get(f"/v1/capsules/{cid}", headers=owner.h)
     assert resp.status_code == 200 and resp.json()["status"] == "running"
-    on_agent = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=cid))
+    on_agent = await agent.get_sandbox(pb.SandboxRef(sandbox_id=cid))
     assert on_agent.status == pb.SANDBOX_STATUS_RUNNING
     res = await sh(api, owner, cid, "cat /root/secret /etc/hostname >/dev/null; ls /tmp")
     assert "pwned" not in res["stdout"]

@@ -468,5 +468,5 @@ async def test_a_build_whose_worker_went_quiet_is_failed_and_its_capsule_destroy
         assert rows[alive.id].status == "running"
         assert await _archive_pieces(rest_db, ids.BUILD.format(dead.id)) == 0
         assert sandbox is not None and sandbox.status == "stopped"
-        listed = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+        listed = await agent.list_sandboxes(pb.ListSandboxesRequest())
         assert ids.SANDBOX.format(capsule.id) not in {s.sandbox_id for s in listed.sandboxes}

@@ -46,7 +46,7 @@ async def capsule(api: httpx.AsyncClient, user: Account) -> dict[str, Any]:
 
 
 async def agent_ids(agent: AgentClient) -> set[str]:
-    listed = await agent.call("ListSandboxes", pb.ListSandboxesRequest())
+    listed = await agent.list_sandboxes(pb.ListSandboxesRequest())
     return {sb.sandbox_id for sb in listed.sandboxes}
 
 
@@ -69,7 +69,7 @@ async def test_create_get_list(api: httpx.AsyncClient, user: Account, agent: Age
     assert (first["template"], first["vcpus"], first["memory_mb"]) == ("minimal", 1, 512)
     assert first["timeout_sec"] == 0
     second = await make_capsule(api, user, vcpus=2, memory_mb=256, timeout_sec=600)
-    on_agent = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=second["id"]))
+    on_agent = await agent.get_sandbox(pb.SandboxRef(sandbox_id=second["id"]))
     assert (on_agent.vcpus, on_agent.memory_mb, on_agent.timeout_sec) == (2, 256, 600)
     assert on_agent.disk_size_mb == 5120  # the default disk: 5 GB, sparse
     resp = await api.get(f"/v1/capsules/{second['id']}", headers=user.h)
@@ -271,7 +271,7 @@ async def test_wrong_states_are_conflicts(
         assert_error(resp, 409, "invalid_state")
     resp = await api.get(f"/v1/capsules/{cid}/metrics", headers=user.h)
     assert resp.status_code == 200, resp.text  # a paused capsule's metrics come from the DB
-    on_agent = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=cid))
+    on_agent = await agent.get_sandbox(pb.SandboxRef(sandbox_id=cid))
     assert on_agent.status == pb.SANDBOX_STATUS_PAUSED
 
     # A paused capsule can be destroyed; after that, nothing but get and destroy works.

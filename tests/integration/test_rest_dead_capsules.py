@@ -58,7 +58,7 @@ async def _gone_from_agent(agent: AgentClient, capsule_id: str) -> None:
     deadline = time.monotonic() + DEADLINE
     while True:
         try:
-            await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=capsule_id))
+            await agent.get_sandbox(pb.SandboxRef(sandbox_id=capsule_id))
         except grpc.aio.AioRpcError as e:
             assert e.code() == grpc.StatusCode.NOT_FOUND, e
             return
@@ -185,7 +185,7 @@ async def test_pausing_and_destroying_are_not_deaths(
         # Still paused over several reconciler passes (a death would show within one).
         until = time.monotonic() + 1.5
         while time.monotonic() < until:
-            got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=capsule_id))
+            got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=capsule_id))
             assert got.status == pb.SANDBOX_STATUS_PAUSED
             await asyncio.sleep(0.1)
         resp = await api.get(f"/v1/capsules/{capsule_id}", headers=user.h)
@@ -210,19 +210,19 @@ async def test_a_pooled_capsule_that_dies_is_replaced(agent: AgentClient) -> Non
     while traces_of(victim) or not pooled_handles() - {victim}:
         assert time.monotonic() < deadline, f"left: {traces_of(victim)}"
         await asyncio.sleep(0.2)
-    created = await agent.create(timeout_sec=30)
+    created = await agent.create_sandbox(pb.CreateSandboxRequest(timeout_sec=30))
     try:
         assert created.status == pb.SANDBOX_STATUS_RUNNING
-        res = await agent.exec(created.sandbox_id, "echo alive")
+        res = await agent.exec(pb.ExecRequest(sandbox_id=created.sandbox_id, cmd="echo alive"))
         assert res.stdout == b"alive\n"
     finally:
-        await agent.destroy(created.sandbox_id)
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=created.sandbox_id))
 
 
 async def _dead_on_agent(agent: AgentClient, capsule_id: str) -> pb.Sandbox:
     deadline = time.monotonic() + DEADLINE
     while True:
-        got: pb.Sandbox = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=capsule_id))
+        got: pb.Sandbox = await agent.get_sandbox(pb.SandboxRef(sandbox_id=capsule_id))
         if got.status == pb.SANDBOX_STATUS_DEAD:
             return got
         assert time.monotonic() < deadline, f"{capsule_id} is still {got.status}"
@@ -241,15 +241,15 @@ async def test_watching_survives_an_agent_restart(
     agent_process.kill9()
     agent_process.start()
 
-    got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=dead.sandbox_id))
+    got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=dead.sandbox_id))
     assert (got.status, got.exit_reason) == (pb.SANDBOX_STATUS_DEAD, "sandbox exited")
-    got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=adopted.sandbox_id))
+    got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=adopted.sandbox_id))
     assert got.status == pb.SANDBOX_STATUS_RUNNING
     os.kill(_sandbox_pid(capsule_dir(adopted.sandbox_id)), signal.SIGKILL)
     got = await _dead_on_agent(agent, adopted.sandbox_id)
     assert got.exit_reason == "sandbox exited"
     for capsule in (adopted, dead):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await agent.exec(capsule.sandbox_id, "true")
+            await agent.exec(pb.ExecRequest(sandbox_id=capsule.sandbox_id, cmd="true"))
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "dead" in (refused.value.details() or "")

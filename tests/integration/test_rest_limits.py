@@ -107,15 +107,21 @@ async def test_the_limit_is_a_setting(start_app: StartApp) -> None:
 
 async def test_agent_exec_keeps_the_head_or_the_tail(agent: AgentClient, capsule: Any) -> None:
     sid = capsule.sandbox_id
-    head = await agent.exec(sid, "seq 1 300000", max_output_bytes=100)
+    head = await agent.exec(
+        pb.ExecRequest(sandbox_id=sid, cmd="seq 1 300000", max_output_bytes=100)
+    )
     assert head.stdout.startswith(b"1\n2\n3\n") and len(head.stdout) == 100
     assert head.stdout_truncated and not head.stderr_truncated and head.exit_code == 0
-    tail = await agent.exec(sid, "seq 1 300000 >&2", max_output_bytes=100, keep_tail=True)
+    tail = await agent.exec(
+        pb.ExecRequest(sandbox_id=sid, cmd="seq 1 300000 >&2", max_output_bytes=100, keep_tail=True)
+    )
     assert tail.stderr.endswith(b"299999\n300000\n") and len(tail.stderr) == 100
     assert tail.stderr_truncated and not tail.stdout_truncated
-    default = await agent.exec(sid, "head -c 3000000 /dev/zero")
+    default = await agent.exec(pb.ExecRequest(sandbox_id=sid, cmd="head -c 3000000 /dev/zero"))
     assert len(default.stdout) == MiB and default.stdout_truncated  # 0 = the 1 MiB default
-    whole = await agent.exec(sid, "seq 1 1000", max_output_bytes=3893)  # exactly its size
+    whole = await agent.exec(
+        pb.ExecRequest(sandbox_id=sid, cmd="seq 1 1000", max_output_bytes=3893)
+    )  # exactly its size
     assert len(whole.stdout) == 3893 and not whole.stdout_truncated
 
 
@@ -172,13 +178,15 @@ async def test_a_directory_of_200k_entries_is_listed_a_bounded_page_at_a_time(
 async def test_agent_listing_pages(agent: AgentClient, capsule: Any) -> None:
     sid = capsule.sandbox_id
     await agent.exec(
-        sid, "mkdir -p /root/p/a /root/p/b && touch /root/p/a/1 /root/p/a/2 /root/p/b/3"
+        pb.ExecRequest(
+            sandbox_id=sid,
+            cmd="mkdir -p /root/p/a /root/p/b && touch /root/p/a/1 /root/p/a/2 /root/p/b/3",
+        )
     )
     seen: list[str] = []
     after = ""
     while True:
-        res = await agent.call(
-            "ListDir",
+        res = await agent.list_dir(
             pb.ListDirRequest(sandbox_id=sid, path="/root/p", depth=2, limit=2, after=after),
         )
         assert len(res.entries) <= 2

@@ -61,9 +61,9 @@ async def test_reconciler_follows_the_host(
             await make_capsule(api, user, timeout_sec=1),
         )
 
-        await agent.destroy(gone["id"])
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=gone["id"]))
         await wait_for_status(api, user, gone["id"], "stopped")
-        await agent.call("PauseSandbox", pb.SandboxRef(sandbox_id=paused["id"]))
+        await agent.pause_sandbox(pb.SandboxRef(sandbox_id=paused["id"]))
         await wait_for_status(api, user, paused["id"], "paused")
         # Auto-paused by the agent's TTL reaper once idle for timeout_sec.
         await wait_for_status(api, user, idle["id"], "paused")
@@ -73,7 +73,7 @@ async def test_reconciler_follows_the_host(
             resp = await api.post(f"/v1/capsules/{capsule['id']}/resume", headers=user.h)
             assert resp.status_code == 200 and resp.json()["status"] == "running", resp.text
             assert (await sh(api, user, capsule["id"], "echo up"))["stdout"] == "up\n"
-        on_agent = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=idle["id"]))
+        on_agent = await agent.get_sandbox(pb.SandboxRef(sandbox_id=idle["id"]))
         assert on_agent.timeout_sec == 1  # the idle timeout survives pause and resume
         await asyncio.sleep(0.5)
         resp = await api.get(f"/v1/capsules/{paused['id']}", headers=user.h)
@@ -87,7 +87,7 @@ async def test_ping_refreshes_last_active_at(api: httpx.AsyncClient, agent: Agen
     capsule = await make_capsule(api, user)
     cid = capsule["id"]
     before = dt.datetime.fromisoformat(capsule["last_active_at"])
-    on_agent = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=cid))
+    on_agent = await agent.get_sandbox(pb.SandboxRef(sandbox_id=cid))
     agent_before = on_agent.last_active_at.ToDatetime(dt.UTC)
     await asyncio.sleep(1.1)
 
@@ -96,7 +96,7 @@ async def test_ping_refreshes_last_active_at(api: httpx.AsyncClient, agent: Agen
     resp = await api.get(f"/v1/capsules/{cid}", headers=user.h)
     after = dt.datetime.fromisoformat(resp.json()["last_active_at"])
     assert after - before >= dt.timedelta(seconds=1)
-    on_agent = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=cid))
+    on_agent = await agent.get_sandbox(pb.SandboxRef(sandbox_id=cid))
     assert on_agent.last_active_at.ToDatetime(dt.UTC) - agent_before >= dt.timedelta(seconds=1)
 
     resp = await api.post(f"/v1/capsules/{cid}/pause", headers=user.h)
@@ -118,12 +118,17 @@ class AnswerThenMeanwhile:
         self.real = await self.pool.client(host)
         return self
 
-    async def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        answer = await self.real.call(method, request, timeout)
-        if method == "ListSandboxes" and self.meanwhile is not None:
+    async def list_sandboxes(
+        self, request: pb.ListSandboxesRequest, *, timeout: float | None = None
+    ) -> pb.ListSandboxesResponse:
+        answer = await self.real.list_sandboxes(request, timeout=timeout)
+        if self.meanwhile is not None:
             meanwhile, self.meanwhile = self.meanwhile, None
             await meanwhile()
         return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["real"], name)  # every other call goes to the agent
 
 
 async def test_reconciler_keeps_changes_newer_than_the_agents_answer(

@@ -50,7 +50,7 @@ async def test_user_scenario(api: httpx.AsyncClient, agent: AgentClient) -> None
     assert capsule["status"] == "running"
     assert (capsule["template"], capsule["vcpus"], capsule["memory_mb"]) == ("minimal", 1, 512)
     assert capsule["timeout_sec"] == 0 and capsule["started_at"] is not None
-    on_agent = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=cid))
+    on_agent = await agent.get_sandbox(pb.SandboxRef(sandbox_id=cid))
     assert on_agent.status == pb.SANDBOX_STATUS_RUNNING
     resp = await api.get("/v1/capsules", headers=key)
     assert [c["id"] for c in resp.json()] == [cid]
@@ -110,7 +110,7 @@ async def test_user_scenario(api: httpx.AsyncClient, agent: AgentClient) -> None
     assert resp.json()["status"] == "paused"
     resp = await api.get(f"/v1/capsules/{cid}", headers=key)
     assert resp.json()["status"] == "paused"
-    on_agent = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=cid))
+    on_agent = await agent.get_sandbox(pb.SandboxRef(sandbox_id=cid))
     assert on_agent.status == pb.SANDBOX_STATUS_PAUSED
     resp = await api.post(f"/v1/capsules/{cid}/exec", json={"cmd": "true"}, headers=key)
     assert_error(resp, 409, "invalid_state")
@@ -137,7 +137,7 @@ async def test_user_scenario(api: httpx.AsyncClient, agent: AgentClient) -> None
     resp = await api.get(f"/v1/capsules/{cid}", headers=key)
     assert resp.status_code == 200 and resp.json()["status"] == "stopped"
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=cid))
+        await agent.get_sandbox(pb.SandboxRef(sandbox_id=cid))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     resp = await api.post(f"/v1/capsules/{cid}/exec", json={"cmd": "true"}, headers=key)
     assert_error(resp, 409, "invalid_state")

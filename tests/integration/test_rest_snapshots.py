@@ -29,7 +29,7 @@ def unique_name() -> str:
 
 
 async def agent_templates(agent: AgentClient) -> set[str]:
-    listed = await agent.call("ListTemplates", pb.Empty())
+    listed = await agent.list_templates(pb.Empty())
     return {t.name for t in listed.templates}
 
 
@@ -117,14 +117,14 @@ async def test_platform_templates_are_shared_and_only_admins_delete_them(
     # from the host for every test after this one).
     name = unique_name()
     # Not the default shape: see test_snapshot_lifecycle.
-    sb = await agent.create(memory_mb=256)
+    sb = await agent.create_sandbox(pb.CreateSandboxRequest(memory_mb=256))
     try:
-        await agent.exec(sb.sandbox_id, "echo shared > /root/marker")
-        made = await agent.call(
-            "CreateSnapshot", pb.CreateSnapshotRequest(sandbox_id=sb.sandbox_id, name=name)
+        await agent.exec(pb.ExecRequest(sandbox_id=sb.sandbox_id, cmd="echo shared > /root/marker"))
+        made = await agent.create_snapshot(
+            pb.CreateSnapshotRequest(sandbox_id=sb.sandbox_id, name=name)
         )
     finally:
-        await agent.destroy(sb.sandbox_id)
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
     async with rest_db.sessionmaker() as session, session.begin():
         session.add(
             Template(

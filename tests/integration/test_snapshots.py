@@ -27,7 +27,7 @@ def name() -> str:
 
 
 async def delete_template(agent: AgentClient, template: str) -> None:
-    await agent.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=template))
+    await agent.delete_snapshot(pb.DeleteSnapshotRequest(name=template))
     assert not (DATA_DIR / "templates" / template).exists()
 
 
@@ -39,14 +39,14 @@ async def test_snapshot_template_restores_files_and_processes(
     await run(agent, src.sandbox_id, "nohup sleep 3600 >/dev/null 2>&1 &")
     tname = name()
     req = pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=tname)
-    t = await agent.call("CreateSnapshot", req)
+    t = await agent.create_snapshot(req)
     try:
         assert t.type == pb.TEMPLATE_TYPE_SNAPSHOT and t.size_bytes > 0 and t.base == "minimal"
         # The disk was copied only after the sandbox's last hold on it was gone: a consistent
         # filesystem (copied while still mounted in the dying sandbox it came out corrupt).
         assert_clean_fs(DATA_DIR / "templates" / tname / "disk.img")
         # The source capsule is paused, not lost.
-        got = await agent.call("GetSandbox", pb.SandboxRef(sandbox_id=src.sandbox_id))
+        got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=src.sandbox_id))
         assert got.status == pb.SANDBOX_STATUS_PAUSED
         a, b = await new_capsule(template=tname), await new_capsule(template=tname)
         for sb in (a, b):
@@ -58,12 +58,12 @@ async def test_snapshot_template_restores_files_and_processes(
         await run(agent, a.sandbox_id, "echo a-only > /root/marker")
         assert (await run(agent, b.sandbox_id, "cat /root/marker")).stdout == b"from-snapshot\n"
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await agent.call("CreateSnapshot", req)
+            await agent.create_snapshot(req)
         assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
-        listed = await agent.call("ListTemplates", pb.Empty())
+        listed = await agent.list_templates(pb.Empty())
         assert tname in [x.name for x in listed.templates]
         for sb in (a, b):
-            await agent.destroy(sb.sandbox_id)
+            await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
     finally:
         await delete_template(agent, tname)
 
@@ -74,17 +74,15 @@ async def test_snapshot_overwrite_replaces_files(
     tname = name()
     src = await new_capsule()
     await run(agent, src.sandbox_id, "echo one > /root/v")
-    await agent.call(
-        "CreateSnapshot", pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=tname)
-    )
-    await agent.call("ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=src.sandbox_id))
+    await agent.create_snapshot(pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=tname))
+    await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=src.sandbox_id))
     await run(agent, src.sandbox_id, "echo two > /root/v")
     req = pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=tname, overwrite=True)
-    await agent.call("CreateSnapshot", req)
+    await agent.create_snapshot(req)
     try:
         sb = await new_capsule(template=tname)
         assert (await run(agent, sb.sandbox_id, "cat /root/v")).stdout == b"two\n"
-        await agent.destroy(sb.sandbox_id)
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
         leftovers = [p.name for p in (DATA_DIR / "templates").iterdir() if tname in p.name]
         assert leftovers == [tname]
     finally:
@@ -98,7 +96,7 @@ async def test_flatten_makes_an_image_template(
     await run(agent, src.sandbox_id, "echo baked > /etc/baked && rm /etc/hosts")
     tname = name()
     req = pb.FlattenRootfsRequest(sandbox_id=src.sandbox_id, name=tname)
-    t = await agent.call("FlattenRootfs", req)
+    t = await agent.flatten_rootfs(req)
     try:
         assert t.type == pb.TEMPLATE_TYPE_IMAGE and t.size_bytes > 50_000_000
         # The source keeps running.
@@ -108,14 +106,14 @@ async def test_flatten_makes_an_image_template(
         assert res.stdout == b"baked\ngone\n"
         # In use by a capsule: refusing to delete protects its lower layer.
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await agent.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=tname))
+            await agent.delete_snapshot(pb.DeleteSnapshotRequest(name=tname))
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        await agent.destroy(sb.sandbox_id)
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
     finally:
         await delete_template(agent, tname)
 
 
 async def test_delete_unknown_template(agent: AgentClient) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await agent.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name="no-such-template"))
+        await agent.delete_snapshot(pb.DeleteSnapshotRequest(name="no-such-template"))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND

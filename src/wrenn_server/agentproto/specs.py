@@ -7,10 +7,19 @@ import os
 import platform
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 
-def host_specs(data_dir: Path) -> dict[str, Any]:
+class HostSpecs(TypedDict):
+    """The fields of a host's registration body (and of its row) that describe the machine."""
+
+    arch: str
+    cpu_cores: int
+    memory_mb: int
+    disk_gb: int
+
+
+def host_specs(data_dir: Path) -> HostSpecs:
     memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
     return {
         "arch": platform.machine(),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
 import grpc
 
@@ -17,7 +17,13 @@ from .templates import validate_name
 
 log = logging.getLogger(__name__)
 
-Ctx = Any  # grpc.aio.ServicerContext (grpc ships no type information)
+# A string: grpc's context class is generic only in its type stubs.
+Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+# The guards keep the handler's signature, so mypy checks each handler against the generated
+# servicer (hostagent_pb2_grpc.pyi).
+_Unary = TypeVar("_Unary", bound=Callable[..., Awaitable[Any]])
+_Streaming = TypeVar("_Streaming", bound=Callable[..., AsyncIterator[Any]])
 
 # One table from domain errors to wire codes; anything else is INTERNAL with a generic message.
 STATUS: dict[type[errors.AgentError], grpc.StatusCode] = {
@@ -68,7 +74,7 @@ def check_names(request: Any) -> None:
             validate(value)
 
 
-def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def unary(fn: _Unary) -> _Unary:
     @functools.wraps(fn)
     async def wrapper(self: Guarded, request: Any, context: Ctx) -> Any:
         await _authenticate(self, context)
@@ -80,10 +86,10 @@ def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         except Exception as e:
             await context.abort(*status_for(self.explain(request, e)))
 
-    return wrapper
+    return cast(_Unary, wrapper)
 
 
-def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def streaming(fn: _Streaming) -> _Streaming:
     @functools.wraps(fn)
     async def wrapper(self: Guarded, request: Any, context: Ctx) -> AsyncIterator[Any]:
         await _authenticate(self, context)
@@ -96,4 +102,4 @@ def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncItera
         except Exception as e:
             await context.abort(*status_for(self.explain(request, e)))
 
-    return wrapper
+    return cast(_Streaming, wrapper)

@@ -75,9 +75,7 @@ class AgentServer:
             # A socket left by a killed agent; the data-dir lock says it is no one's now.
             Path(self.settings.listen.removeprefix("unix:")).unlink(missing_ok=True)
         self.server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_HostAgentServicer_to_server(  # type: ignore[no-untyped-call]
-            self.service, self.server
-        )
+        pb_grpc.add_HostAgentServicer_to_server(self.service, self.server)
         identity = self.link.tls if self.link else None
         if identity is not None:
             credentials = grpc.ssl_server_credentials([(identity.key_pem, identity.cert_pem)])

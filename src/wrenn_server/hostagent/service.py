@@ -69,7 +69,9 @@ class HostAgentService(pb_grpc.HostAgentServicer):
         return sandbox_msg(self.m.get(r.sandbox_id))
 
     @unary
-    async def ListSandboxes(self, r: pb.ListSandboxesRequest, context: Ctx) -> Any:
+    async def ListSandboxes(
+        self, r: pb.ListSandboxesRequest, context: Ctx
+    ) -> pb.ListSandboxesResponse:
         capsules = list(self.m.capsules.values())
         have = capacity.resources(self.m.settings.data_dir)
         return pb.ListSandboxesResponse(
@@ -141,7 +143,7 @@ class HostAgentService(pb_grpc.HostAgentServicer):
             yield event_msg(ev)
 
     @unary
-    async def ListProcesses(self, r: pb.SandboxRef, context: Ctx) -> Any:
+    async def ListProcesses(self, r: pb.SandboxRef, context: Ctx) -> pb.ListProcessesResponse:
         procs = await self.m.envd(r.sandbox_id).list_processes()
         return pb.ListProcessesResponse(processes=[process_msg(p) for p in procs])
 

@@ -255,7 +255,7 @@ class BuildRunner:
             keep_tail=True,
         )
         with agent_errors():
-            res: pb.ExecResponse = await client.call("Exec", request, timeout=timeout + 30)
+            res = await client.exec(request, timeout=timeout + 30)
         return res
 
     async def _exec_step(
@@ -377,10 +377,10 @@ class BuildRunner:
         with agent_errors():
             if snapshot:
                 request = pb.CreateSnapshotRequest(sandbox_id=wire_id, name=build.name)
-                made = await client.call("CreateSnapshot", request, timeout=900)
+                made = await client.create_snapshot(request, timeout=900)
             else:
                 flat = pb.FlattenRootfsRequest(sandbox_id=wire_id, name=build.name)
-                made = await client.call("FlattenRootfs", flat, timeout=900)
+                made = await client.flatten_rootfs(flat, timeout=900)
         async with self.db.sessionmaker() as session, transaction(session, write=True):
             template = Template(
                 name=build.name,
@@ -423,6 +423,9 @@ async def _write_files(
                 while chunk := await asyncio.to_thread(reader.read, CHUNK):
                     yield chunk
 
-            await client.write_stream(wire_id, target, chunks(), user="root", mode=mode)
+            header = pb.WriteFileStreamRequest.Header(
+                sandbox_id=wire_id, path=target, user="root", mode=mode
+            )
+            await client.write_file_stream(header, chunks())
     finally:
         await asyncio.to_thread(files.close)

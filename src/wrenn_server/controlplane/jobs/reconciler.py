@@ -135,7 +135,7 @@ class Reconciler:
         asked_at = utcnow()
         try:
             client = await self.pool.client(host)
-            resp = await client.call("ListSandboxes", pb.ListSandboxesRequest(), RPC_TIMEOUT)
+            resp = await client.list_sandboxes(pb.ListSandboxesRequest(), timeout=RPC_TIMEOUT)
             if resp.HasField("resources"):
                 resources = resp.resources
             for sb in resp.sandboxes:
@@ -199,6 +199,6 @@ class Reconciler:
             await metrics.flush(self.sessions, client, sandbox_id, tiers=("24h",))
             wire_id = ids.SANDBOX.format(sandbox_id)
             try:
-                await client.call("DestroySandbox", pb.SandboxRef(sandbox_id=wire_id), RPC_TIMEOUT)
+                await client.destroy_sandbox(pb.SandboxRef(sandbox_id=wire_id), timeout=RPC_TIMEOUT)
             except grpc.aio.AioRpcError as e:
                 log.warning("dead capsule %s not destroyed on host %s: %s", wire_id, host_id, e)

@@ -149,7 +149,7 @@ async def create_capsule(
         # it has no room for, the host (full since placement, or by what the database does not
         # see).
         with agent_errors(not_found=BadRequest, exhausted=InsufficientCapacity):
-            await client.call("CreateSandbox", request)
+            await client.create_sandbox(request)
     except BaseException:
         async with db.sessionmaker() as session, transaction(session, write=True):
             await session.execute(delete(Sandbox).where(Sandbox.id == sandbox.id))
@@ -300,7 +300,7 @@ async def destroy_capsule(
         await metrics.flush(db.sessionmaker, client, sandbox.id, tiers=("24h",))
         try:
             with agent_errors():
-                await client.call("DestroySandbox", pb.SandboxRef(sandbox_id=wire_id))
+                await client.destroy_sandbox(pb.SandboxRef(sandbox_id=wire_id))
         except NotFound:
             pass  # already gone on the host (destroyed, or reaped while it was down)
     await _set_status(db, sandbox.id, "stopped", event=_Event(actor, "destroy"))
@@ -318,7 +318,7 @@ async def pause_capsule(
 ) -> Sandbox:
     sandbox, client = await _load(db, hosts, team_id, wire_id, "running")
     with agent_errors():
-        await client.call("PauseSandbox", pb.SandboxRef(sandbox_id=wire_id))
+        await client.pause_sandbox(pb.SandboxRef(sandbox_id=wire_id))
     paused = await _set_status(db, sandbox.id, "paused", event=_Event(actor, "pause"))
     await metrics.flush(db.sessionmaker, client, sandbox.id)
     return paused
@@ -357,7 +357,7 @@ async def resume_capsule(
     )
     try:
         with agent_errors(exhausted=InsufficientCapacity):
-            await client.call("ResumeSandbox", request)
+            await client.resume_sandbox(request)
     except BaseException:
         await asyncio.shield(_resume_failed(db, sandbox.id))
         raise
@@ -377,7 +377,7 @@ async def _resume_failed(db: Database, sandbox_id: uuid.UUID) -> None:
 async def ping_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str) -> None:
     sandbox, client = await _load(db, hosts, team_id, wire_id, "running")
     with agent_errors():
-        await client.call("PingSandbox", pb.SandboxRef(sandbox_id=wire_id))
+        await client.ping_sandbox(pb.SandboxRef(sandbox_id=wire_id))
     async with db.sessionmaker() as session, transaction(session, write=True):
         row = await session.get(Sandbox, sandbox.id)
         if row is not None:

@@ -84,7 +84,7 @@ async def live(client: AgentClient, wire_id: str, range_: str) -> list[MetricSam
     """A running capsule's samples for `range_`, from its agent."""
     tier, span = RANGES[range_]
     with agent_errors():
-        resp = await client.call("GetSandboxMetrics", pb.SandboxRef(sandbox_id=wire_id), 10)
+        resp = await client.get_sandbox_metrics(pb.SandboxRef(sandbox_id=wire_id), timeout=10)
     samples = [_from_wire(p) for t in resp.tiers if t.name == tier for p in t.points]
     return window(samples, span, utcnow())
 
@@ -111,8 +111,8 @@ async def flush(
     """Copy the capsule's samples of `tiers` from its agent into the database (best effort)."""
     wire_id = ids.SANDBOX.format(sandbox_id)
     try:
-        resp = await client.call(
-            "GetSandboxMetrics", pb.SandboxRef(sandbox_id=wire_id), FLUSH_TIMEOUT
+        resp = await client.get_sandbox_metrics(
+            pb.SandboxRef(sandbox_id=wire_id), timeout=FLUSH_TIMEOUT
         )
     except grpc.aio.AioRpcError as e:
         log.warning("metrics of %s not copied: %s", wire_id, e.code().name)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import signal
 import time
 
-import grpc
-
 from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from ..errors import BadRequest, HostAgentError, NotFound
@@ -27,9 +25,7 @@ async def run(
     request.max_output_bytes = max_output_bytes
     started = time.monotonic()
     with agent_errors(not_found=BadRequest):
-        res: pb.ExecResponse = await client.call(
-            "Exec", request, timeout=timeout_sec + EXEC_RPC_MARGIN_SEC
-        )
+        res = await client.exec(request, timeout=timeout_sec + EXEC_RPC_MARGIN_SEC)
     # An agent that ignores the limit (an older one, or a host that is not ours to trust) does
     # not get more through.
     if len(res.stdout) > max_output_bytes:
@@ -42,20 +38,20 @@ async def run(
 async def start(client: AgentClient, request: pb.ExecRequest) -> int:
     """Start a background process and return its pid. The stream is dropped after the start
     event: the process runs on, and its output stays reattachable by pid or tag."""
-    call = client.stream("ExecStream", request)
+    call = client.exec_stream(request)
     try:
         with agent_errors(not_found=BadRequest):
             first = await call.read()
     finally:
         call.cancel()
-    if first is grpc.aio.EOF or first.WhichOneof("event") != "start":
+    if not isinstance(first, pb.ProcessEvent) or first.WhichOneof("event") != "start":
         raise HostAgentError("the process did not start")
     return int(first.start.pid)
 
 
 async def list_running(client: AgentClient, wire_id: str) -> list[pb.ProcessInfo]:
     with agent_errors():
-        res = await client.call("ListProcesses", pb.SandboxRef(sandbox_id=wire_id))
+        res = await client.list_processes(pb.SandboxRef(sandbox_id=wire_id))
     return [p for p in res.processes if p.running]
 
 
@@ -68,6 +64,6 @@ async def kill(client: AgentClient, wire_id: str, selector: str, sig: signal.Sig
     if pid is None:
         raise NotFound("process not found")
     with agent_errors():
-        await client.call(
-            "SignalProcess", pb.SignalProcessRequest(sandbox_id=wire_id, pid=pid, signal=sig)
+        await client.signal_process(
+            pb.SignalProcessRequest(sandbox_id=wire_id, pid=pid, signal=sig)
         )

@@ -61,7 +61,7 @@ async def create_snapshot(
     request = pb.CreateSnapshotRequest(sandbox_id=wire_id, name=name, overwrite=overwrite)
     try:
         with agent_errors():
-            made = await client.call("CreateSnapshot", request, timeout=600)
+            made = await client.create_snapshot(request, timeout=600)
     except BaseException:
         async with db.sessionmaker() as session, transaction(session, write=True):
             row = await session.get(Sandbox, sandbox.id)
@@ -109,7 +109,7 @@ async def _forget_replaced(db: Database, hosts: Hosts, host_id: uuid.UUID, name:
     try:
         client = await hosts.client_of(host)
         with agent_errors():
-            await client.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=name))
+            await client.delete_snapshot(pb.DeleteSnapshotRequest(name=name))
     except NotFound:
         pass
     except DomainError as e:
@@ -157,7 +157,7 @@ async def delete_snapshot(
         client = await hosts.client_of(host)
         try:
             with agent_errors():
-                await client.call("DeleteSnapshot", pb.DeleteSnapshotRequest(name=name))
+                await client.delete_snapshot(pb.DeleteSnapshotRequest(name=name))
         except NotFound:
             pass  # that host never had it
     async with db.sessionmaker() as session, transaction(session, write=True):

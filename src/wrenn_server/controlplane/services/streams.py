@@ -33,13 +33,13 @@ import json
 import logging
 import secrets
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
 
 import grpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ...agentproto.client import AgentClient
+from ...agentproto.client import AgentClient, ConnectCall, ProcessCall
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from ..errors import HostAgentError, ServiceUnavailable
 from ..hosts.rpc import translate
@@ -192,19 +192,21 @@ def _agent_errors() -> Iterator[None]:
 class _Process:
     """One process in a capsule, seen through an ExecStream or ConnectProcess call."""
 
-    def __init__(self, client: AgentClient, sandbox_id: str, call: Any) -> None:
+    def __init__(
+        self, client: AgentClient, sandbox_id: str, call: ProcessCall | ConnectCall
+    ) -> None:
         self.client = client
         self.sandbox_id = sandbox_id
         self.call = call
         self.pid = 0
         self.exited = False
 
-    async def next_event(self) -> Any:
+    async def next_event(self) -> pb.ProcessEvent | None:
         """The next ProcessEvent, None at the end of the stream."""
         with _agent_errors():
             ev = await self.call.read()
-        if ev is grpc.aio.EOF:
-            return None
+        if not isinstance(ev, pb.ProcessEvent):
+            return None  # grpc.aio.EOF
         if ev.WhichOneof("event") == "exit":
             self.exited = True
         return ev
@@ -216,9 +218,9 @@ class _Process:
         self.pid = int(ev.start.pid)
         return self.pid
 
-    async def _control(self, method: str, request: Any) -> None:
+    async def _control(self, call: Awaitable[pb.Empty]) -> None:
         with _agent_errors():
-            await self.client.call(method, request, timeout=CONTROL_TIMEOUT)
+            await call
 
     async def kill(self) -> None:
         """SIGKILL the process's whole session (the agent signals the process tree)."""
@@ -228,7 +230,7 @@ class _Process:
             sandbox_id=self.sandbox_id, pid=self.pid, signal=signal.SIGKILL
         )
         try:
-            await self._control("SignalProcess", request)
+            await self._control(self.client.signal_process(request, timeout=CONTROL_TIMEOUT))
         except SessionError:
             if not self.exited:
                 raise
@@ -236,27 +238,32 @@ class _Process:
     async def write(self, data: bytes) -> None:
         if data:
             request = pb.SendStdinRequest(sandbox_id=self.sandbox_id, pid=self.pid, data=data)
-            await self._control("SendStdin", request)
+            await self._control(self.client.send_stdin(request, timeout=CONTROL_TIMEOUT))
 
     async def resize(self, cols: int, rows: int) -> None:
         size = pb.PtySize(cols=cols, rows=rows)
         request = pb.ResizePtyRequest(sandbox_id=self.sandbox_id, pid=self.pid, size=size)
-        await self._control("ResizePty", request)
+        await self._control(self.client.resize_pty(request, timeout=CONTROL_TIMEOUT))
 
     def detach(self) -> None:
         """Stop watching; the process itself is not touched."""
         self.call.cancel()
 
 
-async def _processes(client: AgentClient, sandbox_id: str) -> list[Any]:
+async def _processes(client: AgentClient, sandbox_id: str) -> list[pb.ProcessInfo]:
     with _agent_errors():
-        res = await client.call(
-            "ListProcesses", pb.SandboxRef(sandbox_id=sandbox_id), timeout=CONTROL_TIMEOUT
+        res = await client.list_processes(
+            pb.SandboxRef(sandbox_id=sandbox_id), timeout=CONTROL_TIMEOUT
         )
     return list(res.processes)
 
 
-def _pick(candidates: list[Any]) -> Any:
+def _output(ev: pb.ProcessEvent) -> bytes:
+    """The bytes of a stdout or stderr event."""
+    return ev.stdout if ev.WhichOneof("event") == "stdout" else ev.stderr
+
+
+def _pick(candidates: list[pb.ProcessInfo]) -> pb.ProcessInfo | None:
     """Of processes sharing a selector, a running one before an exited one, then the newest."""
     if not candidates:
         return None
@@ -288,7 +295,7 @@ async def _send_output_text(channel: Channel, proc: _Process) -> None:
     while (ev := await proc.next_event()) is not None:
         kind = ev.WhichOneof("event")
         if kind in STREAMS:
-            text = decoders[kind].decode(getattr(ev, kind))
+            text = decoders[kind].decode(_output(ev))
             if text:
                 await _send_json(channel, {"type": kind, "data": text})
         elif kind == "exit":
@@ -306,7 +313,7 @@ async def _send_output_binary(channel: Channel, proc: _Process) -> None:
     while (ev := await proc.next_event()) is not None:
         kind = ev.WhichOneof("event")
         if kind in STREAMS:
-            await channel.send_bytes(getattr(ev, kind))
+            await channel.send_bytes(_output(ev))
         elif kind == "exit":
             await _send_json(channel, {"type": "exit", "exit_code": ev.exit.exit_code})
             return
@@ -397,7 +404,7 @@ async def _exec(channel: Channel, client: AgentClient, sandbox_id: str) -> int:
         cwd=start.cwd or "",
         tag=start.tag or "",
     )
-    proc = _Process(client, sandbox_id, client.stream("ExecStream", request))
+    proc = _Process(client, sandbox_id, client.exec_stream(request))
     try:
         pid = await proc.started()
         await _send_json(channel, {"type": "start", "pid": pid})
@@ -431,7 +438,7 @@ async def _pty(channel: Channel, client: AgentClient, sandbox_id: str) -> int:
             pty=pb.PtySize(cols=start.cols, rows=start.rows),
             tag=tag,
         )
-        call = client.stream("ExecStream", request)
+        call: ProcessCall | ConnectCall = client.exec_stream(request)
     else:
         want = _parse(PtyConnect, first)
         procs = await _processes(client, sandbox_id)
@@ -440,7 +447,7 @@ async def _pty(channel: Channel, client: AgentClient, sandbox_id: str) -> int:
             raise SessionError("PTY session not found")
         tag = found.tag or str(found.pid)
         ref = pb.ProcessRef(sandbox_id=sandbox_id, pid=found.pid)
-        call = client.stream("ConnectProcess", ref)
+        call = client.connect_process(ref)
     proc = _Process(client, sandbox_id, call)
     try:
         pid = await proc.started()
@@ -470,7 +477,7 @@ async def _attach(channel: Channel, client: AgentClient, sandbox_id: str, select
     if found is None:
         raise SessionError("process not found")
     ref = pb.ProcessRef(sandbox_id=sandbox_id, pid=found.pid)
-    proc = _Process(client, sandbox_id, client.stream("ConnectProcess", ref))
+    proc = _Process(client, sandbox_id, client.connect_process(ref))
     try:
         await _send_json(channel, {"type": "start", "pid": await proc.started()})
         await _first_done(_send_output_text(channel, proc), _drain(channel))

@@ -13,11 +13,12 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from . import errors
+from .envd_types import EVENT_TYPES, Event, FileEntry, ProcessInfo, ProcessSpec
 
 _ERRORS: dict[str, type[errors.AgentError]] = {
     "invalid_argument": errors.InvalidArgument,
@@ -26,8 +27,6 @@ _ERRORS: dict[str, type[errors.AgentError]] = {
     "permission_denied": errors.PermissionDenied,
     "resource_exhausted": errors.ResourceExhausted,
 }
-
-Event = dict[str, Any]
 
 # envd sends at most 64 KiB of output per event (base64: ~88 KiB); anything longer is not envd.
 MAX_EVENT_LINE = 1 << 20
@@ -38,7 +37,7 @@ LIST_LIMIT = 10000  # entries of one listing, by default and at most (envd's own
 
 @dataclass
 class Listing:
-    entries: list[dict[str, Any]]
+    entries: list[FileEntry]
     truncated: bool
     next_cursor: str
 
@@ -101,8 +100,8 @@ class EnvdClient:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.05)
 
-    async def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._json("GET", "/health", timeout=5.0)
+    async def health(self) -> dict[str, object]:
+        result: dict[str, object] = await self._json("GET", "/health", timeout=5.0)
         return result
 
     async def init(
@@ -119,7 +118,7 @@ class EnvdClient:
 
     # -- processes -------------------------------------------------------------------------
 
-    async def start_process(self, spec: dict[str, Any]) -> AsyncIterator[Event]:
+    async def start_process(self, spec: ProcessSpec) -> AsyncIterator[Event]:
         """Start a process and stream its events: start, stdout/stderr (bytes), exit."""
         async for ev in self._stream("POST", "/processes", json=spec):
             yield ev
@@ -135,16 +134,18 @@ class EnvdClient:
                 if resp.status_code >= 400:
                     _raise_for(resp.status_code, await _read_capped(resp, MAX_JSON))
                 async for line in _lines(resp, MAX_EVENT_LINE):
-                    ev: Event = json.loads(line)
-                    if ev.get("type") in ("stdout", "stderr"):
+                    ev: dict[str, Any] = json.loads(line)
+                    if ev.get("type") not in EVENT_TYPES:
+                        continue  # not an event of this protocol: nothing to pass on
+                    if ev["type"] in ("stdout", "stderr"):
                         ev["data"] = base64.b64decode(ev["data"])
-                    yield ev
+                    yield cast(Event, ev)
         except httpx.TransportError as e:
             raise errors.Unavailable("capsule agent is not reachable") from e
 
-    async def list_processes(self) -> list[dict[str, Any]]:
+    async def list_processes(self) -> list[ProcessInfo]:
         data = await self._json("GET", "/processes")
-        procs: list[dict[str, Any]] = data["processes"]
+        procs: list[ProcessInfo] = data["processes"]
         return procs
 
     async def send_stdin(self, pid: int, data: bytes) -> None:
@@ -180,9 +181,9 @@ class EnvdClient:
         body: bytes | AsyncIterator[bytes],
         user: str | None = None,
         mode: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> FileEntry:
         params = _params(path=path, user=user, mode=f"{mode:o}" if mode else None)
-        entry: dict[str, Any] = await self._json(
+        entry: FileEntry = await self._json(
             "PUT", "/files", params=params, content=body, timeout=httpx.Timeout(None, connect=5.0)
         )
         return entry
@@ -199,7 +200,7 @@ class EnvdClient:
         """The first `limit` entries (path order) past `after`."""
         params = _params(path=path, depth=depth, user=user, limit=limit, after=after)
         data = await self._json("GET", "/fs/list", params=params)
-        entries: list[dict[str, Any]] = data["entries"]
+        entries: list[FileEntry] = data["entries"]
         truncated = bool(data.get("truncated"))
         # An envd that predates paging answers with everything: page it here.
         if after:
@@ -210,21 +211,17 @@ class EnvdClient:
         cursor = entries[-1]["path"] if truncated and entries else ""
         return Listing(entries, truncated, cursor)
 
-    async def stat(self, path: str, user: str | None = None) -> dict[str, Any]:
-        entry: dict[str, Any] = await self._json(
-            "GET", "/fs/stat", params=_params(path=path, user=user)
-        )
+    async def stat(self, path: str, user: str | None = None) -> FileEntry:
+        entry: FileEntry = await self._json("GET", "/fs/stat", params=_params(path=path, user=user))
         return entry
 
-    async def mkdir(self, path: str, user: str | None = None) -> dict[str, Any]:
-        entry: dict[str, Any] = await self._json(
-            "POST", "/fs/mkdir", json={"path": path, "user": user}
-        )
+    async def mkdir(self, path: str, user: str | None = None) -> FileEntry:
+        entry: FileEntry = await self._json("POST", "/fs/mkdir", json={"path": path, "user": user})
         return entry
 
-    async def move(self, source: str, destination: str, user: str | None = None) -> dict[str, Any]:
+    async def move(self, source: str, destination: str, user: str | None = None) -> FileEntry:
         body = {"source": source, "destination": destination, "user": user}
-        entry: dict[str, Any] = await self._json("POST", "/fs/move", json=body)
+        entry: FileEntry = await self._json("POST", "/fs/move", json=body)
         return entry
 
     async def remove(self, path: str, user: str | None = None) -> None:

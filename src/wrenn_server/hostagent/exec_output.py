@@ -13,10 +13,10 @@ import contextlib
 import signal
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from . import errors
-from .envd_client import EnvdClient, Event
+from .envd_client import EnvdClient
+from .envd_types import Event, ProcessSpec
 
 DEFAULT_MAX_OUTPUT = 1 << 20  # per stream, when the caller does not say
 MAX_OUTPUT = 16 << 20  # per stream, whatever the caller says: both fit one gRPC message
@@ -84,22 +84,26 @@ class ExecOutput:
         self._streams = {name: _Capped(limit, keep_tail) for name in STREAMS}
         self.result = ExecResult(pid=0, exit_code=-1, stdout=b"", stderr=b"")
 
-    def envd_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def envd_spec(self, spec: ProcessSpec) -> ProcessSpec:
         """The process spec for envd, asking it to cut the output where we will."""
-        return spec if self.keep_tail else {**spec, "max_output": self.limit}
+        if self.keep_tail:
+            return spec
+        capped = spec.copy()
+        capped["max_output"] = self.limit
+        return capped
 
     def collect(self, ev: Event) -> None:
-        kind = ev.get("type")
-        if kind == "start":
+        if ev["type"] == "start":
             self.result.pid = int(ev["pid"])
-        elif kind in self._streams:
-            self._streams[kind].add(ev["data"])
-        elif kind == "exit":
+        elif ev["type"] == "stdout" or ev["type"] == "stderr":
+            self._streams[ev["type"]].add(ev["data"])
+        elif ev["type"] == "exit":
             self.result.exit_code = int(ev["exit_code"])
             self.result.signal = int(ev.get("signal") or 0)
-            for name in STREAMS:
-                if ev.get(f"{name}_truncated") is True:
-                    self._streams[name].truncated = True
+            if ev.get("stdout_truncated") is True:
+                self._streams["stdout"].truncated = True
+            if ev.get("stderr_truncated") is True:
+                self._streams["stderr"].truncated = True
 
     def finish(self) -> ExecResult:
         result = self.result
@@ -111,7 +115,7 @@ class ExecOutput:
 
 
 async def run_to_end(
-    client: EnvdClient, spec: dict[str, Any], timeout: float, output: ExecOutput
+    client: EnvdClient, spec: ProcessSpec, timeout: float, output: ExecOutput
 ) -> ExecResult:
     """Run a process to its end (or kill it at `timeout` seconds, 0: none); `output` keeps a
     bounded part of what it prints."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from . import errors
 from .capacity import Room, check_memory
@@ -19,6 +18,7 @@ from .config import AgentSettings
 from .envd_client import EnvdClient
 from .envd_keys import EnvdKeys
 from .envd_tokens import adopt_token, rekey, snapshot_token
+from .envd_types import ProcessSpec
 from .exec_output import ExecOutput, ExecResult, run_to_end
 from .idle_reaper import IdleReaper
 from .metrics import Point, Sampler
@@ -344,7 +344,7 @@ class SandboxManager(CapsuleTable):
     # -- in the capsule --------------------------------------------------------------------
 
     async def exec(
-        self, sandbox_id: str, spec: dict[str, Any], timeout: float, output: ExecOutput
+        self, sandbox_id: str, spec: ProcessSpec, timeout: float, output: ExecOutput
     ) -> ExecResult:
         """Run a process to its end; `output` keeps a bounded part of what it prints."""
         result = await run_to_end(self.envd(sandbox_id), spec, timeout, output)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from . import errors
 from .capsule import DEAD, PAUSED, RUNNING, Capsule
-from .envd_client import Event
+from .envd_types import Event, FileEntry, ProcessInfo, ProcessSpec
 from .metrics import Point
 from .templates import SNAPSHOT, Template
 
@@ -52,7 +50,7 @@ def template_msg(t: Template) -> pb.Template:
     )
 
 
-def entry_msg(e: dict[str, Any]) -> pb.FileEntry:
+def entry_msg(e: FileEntry) -> pb.FileEntry:
     return pb.FileEntry(
         name=e["name"],
         path=e["path"],
@@ -68,19 +66,18 @@ def entry_msg(e: dict[str, Any]) -> pb.FileEntry:
 
 
 def event_msg(ev: Event) -> pb.ProcessEvent:
-    kind = ev["type"]
-    if kind == "start":
+    if ev["type"] == "start":
         return pb.ProcessEvent(start=pb.ProcessEvent.Start(pid=ev["pid"]))
-    if kind == "stdout":
+    if ev["type"] == "stdout":
         return pb.ProcessEvent(stdout=ev["data"])
-    if kind == "stderr":
+    if ev["type"] == "stderr":
         return pb.ProcessEvent(stderr=ev["data"])
     return pb.ProcessEvent(
         exit=pb.ProcessEvent.Exit(exit_code=ev["exit_code"], signal=ev.get("signal") or 0)
     )
 
 
-def process_spec(r: pb.ExecRequest) -> dict[str, Any]:
+def process_spec(r: pb.ExecRequest) -> ProcessSpec:
     if not r.cmd and not r.argv:
         raise errors.InvalidArgument("cmd or argv is required")
     return {
@@ -115,7 +112,7 @@ def metrics_msg(tiers: dict[str, list[Point]]) -> pb.SandboxMetrics:
     )
 
 
-def process_msg(p: dict[str, Any]) -> pb.ProcessInfo:
+def process_msg(p: ProcessInfo) -> pb.ProcessInfo:
     return pb.ProcessInfo(
         pid=p["pid"],
         cmd=p["cmd"],

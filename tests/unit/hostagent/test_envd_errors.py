@@ -258,3 +258,17 @@ async def test_an_envd_that_hangs_is_cut_off(envd: FakeEnvd, client: EnvdClient)
     envd.answers["/health"] = Answer(hang=True)
     with pytest.raises(errors.Unavailable):
         await client.health()
+
+
+async def test_event_lines_of_no_known_type_are_skipped(envd: FakeEnvd, client: EnvdClient) -> None:
+    events = [
+        b'{"type": "start", "pid": 7}\n',
+        b'{"type": "progress", "data": "x"}\n{"pid": 8}\n',  # not events of this protocol
+        b'{"type": "exit", "exit_code": 3, "signal": null}\n',
+    ]
+    envd.answers["/processes"] = Answer(200, events, "application/x-ndjson")
+    got = [ev async for ev in client.start_process({"cmd": "true"})]
+    assert got == [
+        {"type": "start", "pid": 7},
+        {"type": "exit", "exit_code": 3, "signal": None},
+    ]

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 import pytest
 
+from tests.ports import free_port
 from wrenn_server.hostagent import envd_client, errors
 from wrenn_server.hostagent.envd_client import MAX_EVENT_LINE, EnvdClient
 from wrenn_server.hostagent.rpc_guard import status_for
@@ -224,8 +225,6 @@ async def test_an_answer_that_is_not_json_is_refused(envd: FakeEnvd, client: Env
 
 
 async def test_an_envd_that_is_not_there_is_unavailable() -> None:
-    from tests.ports import free_port
-
     client = EnvdClient("127.0.0.1", free_port(), TOKEN)
     try:
         with pytest.raises(errors.Unavailable) as exc:

@@ -36,8 +36,8 @@ def test_a_released_slot_is_handed_out_again(tmp_path: Path) -> None:
 
 
 def test_slots_go_round_before_one_is_reused(tmp_path: Path) -> None:
-    """A slot just freed is the last to be handed out again, so a late packet or a stale ARP
-    entry for a destroyed capsule does not reach the next one at once."""
+    """Slots are handed out in turn after the last one given: a slot just freed is the last
+    to come round again."""
     ipam = Ipam(SUBNET, root=tmp_path)
     first = ipam.allocate("a")
     ipam.release(first, "a")

@@ -87,6 +87,7 @@ class MultipartUpload:
             "on_part_begin": self._begin,
             "on_header_field": self._header_field,
             "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
             "on_headers_finished": self._headers_done,
             "on_part_data": self._part_data,
             "on_part_end": self._part_end,
@@ -97,13 +98,19 @@ class MultipartUpload:
         self._disposition, self._header_name, self._part = b"", b"", None
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_name = data[start:end].lower()
+        # A name cut across two reads of the body arrives in pieces.
+        self._header_name += data[start:end].lower()
+        if len(self._header_name) > MAX_HEADER_BYTES:
+            raise BadRequest(f"a part header is longer than {MAX_HEADER_BYTES} bytes")
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
         if self._header_name == b"content-disposition":
             self._disposition += data[start:end]
             if len(self._disposition) > MAX_HEADER_BYTES:
                 raise BadRequest(f"a part header is longer than {MAX_HEADER_BYTES} bytes")
+
+    def _header_end(self) -> None:
+        self._header_name = b""
 
     def _headers_done(self) -> None:
         _, params = parse_options_header(self._disposition)

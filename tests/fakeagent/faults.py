@@ -1,5 +1,6 @@
 """Faults a test injects into the fake agent: every call unavailable, one method failing the next
-N times with a status code, replies held until the test lets them go, a fixed delay."""
+N times with a status code, calls held until the test lets them go (before they do anything, or
+after they did it and before they answer), a fixed delay."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Faults:
         self.unavailable = False
         self._failures: dict[str, list[Refused]] = {}
         self._holds: dict[str, Hold] = {}
+        self._replies: dict[str, Hold] = {}
         self._delays: dict[str, float] = {}
 
     def fail(
@@ -44,15 +46,21 @@ class Faults:
         hold = self._holds[method] = Hold()
         return hold
 
+    def hold_reply(self, method: str) -> Hold:
+        """Calls of `method` do their work, then wait to answer until released."""
+        hold = self._replies[method] = Hold()
+        return hold
+
     def delay(self, method: str, seconds: float) -> None:
         self._delays[method] = seconds
 
     def clear(self) -> None:
         self.unavailable = False
         self._failures.clear()
-        for hold in self._holds.values():
+        for hold in (*self._holds.values(), *self._replies.values()):
             hold.release()
         self._holds.clear()
+        self._replies.clear()
         self._delays.clear()
 
     async def before(self, method: str) -> None:
@@ -67,3 +75,9 @@ class Faults:
             await hold.released.wait()
         if (seconds := self._delays.get(method)) is not None:
             await asyncio.sleep(seconds)
+
+    async def after(self, method: str) -> None:
+        """Run when a unary call has done its work, before it answers."""
+        if (hold := self._replies.get(method)) is not None:
+            hold.arrived.set()
+            await hold.released.wait()

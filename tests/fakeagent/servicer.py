@@ -61,7 +61,9 @@ def unary(
     async def wrapper(self: Agent, request: Req, context: Ctx) -> Resp:
         try:
             await self.admit(fn.__name__, request, context)
-            return await fn(self, request, context)
+            reply = await fn(self, request, context)
+            await self.faults.after(fn.__name__)
+            return reply
         except Refused as e:
             await context.abort(e.code, e.message)
 

@@ -60,6 +60,10 @@ class DeathWatch:
         boot = self._boots[capsule.handle] = self._boots.get(capsule.handle, 0) + 1
         self._spawn(self._watch_pid(capsule, boot), "watch-sandbox")
 
+    def watching(self, capsule: Capsule) -> bool:
+        """Whether the capsule's sandbox process is being watched (its pid was found)."""
+        return self._watch is not None and self._watch.watching(capsule.handle)
+
     def unwatch(self, capsule: Capsule) -> None:
         self._sandbox_pids.pop(capsule.handle, None)
         self._boots.pop(capsule.handle, None)

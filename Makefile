@@ -2,7 +2,7 @@
 PROTO_OUT := src
 PROTO_FILES := proto/hostagent/v1/hostagent.proto
 
-.PHONY: up install run test test-unit test-integration check gen gen-check bench clean
+.PHONY: up install run test test-fast test-unit test-integration check gen gen-check bench clean
 
 # The README's first command: everything installed, then the platform in the foreground.
 up:
@@ -18,6 +18,11 @@ run:
 # The README's test command: everything, real capsules included (needs root).
 test:
 	bash scripts/test.sh
+
+# Without root, in a few minutes: the unit, control plane and orchestration tiers (the fake host
+# agent), and the dashboard's mocked-API tier when it is there.
+test-fast:
+	uv run pytest tests/unit tests/controlplane tests/orchestration $(wildcard tests/webui) -q
 
 test-unit:
 	uv run pytest tests/unit -q

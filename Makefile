@@ -2,7 +2,7 @@
 PROTO_OUT := src
 PROTO_FILES := proto/hostagent/v1/hostagent.proto
 
-.PHONY: up install run test test-fast test-unit test-integration check gen gen-check bench clean
+.PHONY: up install run test test-fast test-unit test-integration check check-web gen gen-check bench clean
 
 # The README's first command: everything installed, then the platform in the foreground.
 up:
@@ -30,11 +30,17 @@ test-unit:
 test-integration:
 	uv run pytest tests/integration -q
 
-check: gen-check
+check: gen-check check-web
 	uv run ruff check src tests bench
 	uv run ruff format --check src tests bench
 	uv run mypy
 	uv run lint-imports
+
+# The dashboard: types (svelte-check), Prettier and ESLint, unit tests (Vitest), and its API types
+# fresh against the OpenAPI document. Needs web/node_modules (scripts/build-web.sh installs them).
+check-web:
+	cd web && npm run --silent check && npm run --silent lint && npm run --silent test
+	bash scripts/gen-web-api.sh --check
 
 # protoc sees the files under the virtual root wrenn_server/proto, so the generated modules import
 # each other as wrenn_server.proto.hostagent.v1.*. mypy-protobuf writes the type stubs (.pyi): of

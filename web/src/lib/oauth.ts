@@ -1,20 +1,22 @@
 // Signing in with an OAuth provider (GitHub). The API runs the flow: the browser navigates to
 // /v1/auth/oauth/<provider> and comes back to /auth/<provider>/callback, either signed in (the
 // session waits in an HttpOnly cookie that `takeSession` trades for it, once) or with an error.
-import { api } from './api.js';
+import * as auth from './api/auth';
+import * as me from './api/me';
+import type { Reply } from './api/types';
 
-export const NAMES = { github: 'GitHub' };
-export const providerName = (provider) => NAMES[provider] ?? provider;
+export const NAMES: Record<string, string> = { github: 'GitHub' };
+export const providerName = (provider: string): string => NAMES[provider] ?? provider;
 
 /** The page that starts a login: a whole-page navigation, not a fetch (the provider's pages). */
-export const loginUrl = (provider) => `/v1/auth/oauth/${encodeURIComponent(provider)}`;
+export const loginUrl = auth.oauthLoginUrl;
 
-let configured;
+let configured: Promise<string[]> | undefined;
 
 /** The providers this installation is configured for; asked once per page load. */
-export function configuredProviders() {
+export function configuredProviders(): Promise<string[]> {
 	// A failure hides the buttons rather than offering ones that would not work.
-	configured ??= api.get('/v1/auth/oauth').then(
+	configured ??= auth.oauthProviders().then(
 		(resp) => resp.providers.filter((p) => p in NAMES),
 		() => []
 	);
@@ -26,19 +28,19 @@ export function configuredProviders() {
 const RETURN_KEY = 'wrenn.oauth.return';
 
 /** Link `provider` to the signed-in account: the API sets the flow's cookies, then we leave. */
-export async function connect(provider) {
-	const { auth_url } = await api.get(`/v1/me/providers/${encodeURIComponent(provider)}/connect`);
+export async function connect(provider: string): Promise<void> {
+	const { auth_url } = await me.connectProvider(provider);
 	sessionStorage.setItem(RETURN_KEY, location.pathname);
 	location.assign(auth_url);
 }
 
 /** A login starts: a connect abandoned earlier in this tab must not claim its callback. */
-export function forgetReturnPath() {
+export function forgetReturnPath(): void {
 	sessionStorage.removeItem(RETURN_KEY);
 }
 
 /** The page a connect flow started from (read once), or null after a plain login. */
-export function takeReturnPath() {
+export function takeReturnPath(): string | null {
 	const path = sessionStorage.getItem(RETURN_KEY);
 	sessionStorage.removeItem(RETURN_KEY);
 	// Only a path of this site: never an open redirect.
@@ -47,10 +49,10 @@ export function takeReturnPath() {
 
 /** The session an OAuth flow left for this browser (read once); throws when there is none.
  * A plain fetch, not `api`: with no sign-in to complete, a current session must stay. */
-export async function takeSession(provider) {
-	let resp;
+export async function takeSession(provider: string): Promise<Reply<'oauthSession'>> {
+	let resp: Response;
 	try {
-		resp = await fetch(`/v1/auth/oauth/${encodeURIComponent(provider)}/session`, {
+		resp = await fetch(`${auth.oauthLoginUrl(provider)}/session`, {
 			method: 'POST',
 			credentials: 'same-origin'
 		});
@@ -66,7 +68,7 @@ export async function takeSession(provider) {
 }
 
 /** What went wrong, for a person, from the callback's `error` code. */
-export function errorMessage(code, provider, { connecting = false } = {}) {
+export function errorMessage(code: string | null, provider: string, { connecting = false } = {}): string {
 	const name = providerName(provider);
 	switch (code) {
 		case 'access_denied':

@@ -2,16 +2,35 @@
 // JWT's claims are display hints only; what a user may do is decided by the API on every call.
 const KEY = 'wrenn.session';
 
-function decode(token) {
+export interface SessionUser {
+	user_id: string;
+	name: string;
+	email: string;
+	team_id: string;
+	role: string | null;
+	is_admin: boolean;
+}
+
+interface Claims {
+	sub?: string;
+	name?: string;
+	email?: string;
+	team_id?: string;
+	role?: string;
+	is_admin?: boolean;
+	exp?: number;
+}
+
+function decode(token: string): Claims {
 	try {
 		const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-		return JSON.parse(atob(part));
+		return JSON.parse(atob(part)) as Claims;
 	} catch {
 		return {};
 	}
 }
 
-function load() {
+function load(): { token?: string; user?: Partial<SessionUser> } | null {
 	try {
 		return JSON.parse(localStorage.getItem(KEY) ?? 'null');
 	} catch {
@@ -20,8 +39,8 @@ function load() {
 }
 
 class Session {
-	token = $state(null);
-	user = $state(null); // { user_id, name, email, team_id, role, is_admin }
+	token = $state<string | null>(null);
+	user = $state<SessionUser | null>(null);
 
 	constructor() {
 		const saved = typeof localStorage === 'undefined' ? null : load();
@@ -29,23 +48,23 @@ class Session {
 	}
 
 	/** Adopt a new JWT (login, signup, switch team); `extra` overrides the claims. */
-	set(token, extra = {}) {
+	set(token: string, extra: Partial<SessionUser> = {}): void {
 		const claims = decode(token);
 		if (claims.exp && claims.exp * 1000 < Date.now()) return this.clear();
 		this.token = token;
 		this.user = {
-			user_id: claims.sub,
-			name: claims.name,
-			email: claims.email,
-			team_id: claims.team_id,
-			role: claims.role,
+			user_id: claims.sub ?? '',
+			name: claims.name ?? '',
+			email: claims.email ?? '',
+			team_id: claims.team_id ?? '',
+			role: claims.role ?? null,
 			is_admin: !!claims.is_admin,
 			...extra
 		};
 		localStorage.setItem(KEY, JSON.stringify({ token: this.token, user: this.user }));
 	}
 
-	clear() {
+	clear(): void {
 		this.token = null;
 		this.user = null;
 		localStorage.removeItem(KEY);

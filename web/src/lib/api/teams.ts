@@ -1,0 +1,31 @@
+// Teams of the signed-in user: list, create, rename, members and roles, leave, delete, quotas.
+import { request, seg, type RequestOptions } from './client';
+import type { Reply } from './types';
+
+type Opts = Pick<RequestOptions, 'signal' | 'timeoutMs'>;
+
+export const list = (o: Opts = {}) => request<Reply<'listTeams'>>('GET', '/v1/teams', o);
+
+export const get = (id: string, o: Opts = {}) => request<Reply<'getTeam'>>('GET', `/v1/teams/${seg(id)}`, o);
+
+export const create = (name: string, o: Opts = {}) =>
+	request<Reply<'createTeam'>>('POST', '/v1/teams', { ...o, body: { name } });
+
+export const rename = (id: string, name: string, o: Opts = {}) =>
+	request<Reply<'renameTeam'>>('PATCH', `/v1/teams/${seg(id)}`, { ...o, body: { name } });
+
+export const remove = (id: string, o: Opts = {}) => request<null>('DELETE', `/v1/teams/${seg(id)}`, o);
+
+export const leave = (id: string, o: Opts = {}) => request<null>('POST', `/v1/teams/${seg(id)}/leave`, o);
+
+export const addMember = (id: string, email: string, o: Opts = {}) =>
+	request<Reply<'addTeamMember'>>('POST', `/v1/teams/${seg(id)}/members`, { ...o, body: { email } });
+
+export const setRole = (id: string, userId: string, role: 'admin' | 'member', o: Opts = {}) =>
+	request<Reply<'updateMemberRole'>>('PATCH', `/v1/teams/${seg(id)}/members/${seg(userId)}`, { ...o, body: { role } });
+
+export const removeMember = (id: string, userId: string, o: Opts = {}) =>
+	request<null>('DELETE', `/v1/teams/${seg(id)}/members/${seg(userId)}`, o);
+
+export const quotas = (id: string, o: Opts = {}) =>
+	request<Reply<'getTeamQuotas'>>('GET', `/v1/teams/${seg(id)}/quotas`, o);

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from wrenn_server.cli import app as cli_app
 from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.agents.scheduler import BalancedScheduler
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.db.models import (
     AuditLog,
@@ -31,7 +32,6 @@ from wrenn_server.controlplane.db.models import (
     User,
 )
 from wrenn_server.controlplane.db.session import Database, transaction
-from wrenn_server.controlplane.hosts.scheduler import BalancedScheduler
 from wrenn_server.controlplane.security import TokenCodec, UserClaims
 from wrenn_server.controlplane.services.capsules import Hosts
 from wrenn_server.controlplane.settings import Settings

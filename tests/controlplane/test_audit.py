@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.agents.pool import HostClientPool
+from wrenn_server.controlplane.agents.scheduler import BalancedScheduler
 from wrenn_server.controlplane.db.models import (
     AuditLog,
     Host,
@@ -28,9 +30,7 @@ from wrenn_server.controlplane.db.models import (
 )
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
-from wrenn_server.controlplane.hosts.pool import HostClientPool
-from wrenn_server.controlplane.hosts.reconciler import Reconciler
-from wrenn_server.controlplane.hosts.scheduler import BalancedScheduler
+from wrenn_server.controlplane.jobs.reconciler import Reconciler
 from wrenn_server.controlplane.security import TokenCodec, UserClaims
 from wrenn_server.controlplane.services import audit
 from wrenn_server.controlplane.services import capsules as capsule_svc

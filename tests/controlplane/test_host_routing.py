@@ -21,10 +21,10 @@ from sqlalchemy import select
 from tests.ports import free_port
 from wrenn_server.addresses import TenantAddressPolicy
 from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.agents.pool import HostClientPool
+from wrenn_server.controlplane.agents.scheduler import BalancedScheduler
 from wrenn_server.controlplane.db.models import Host, Sandbox, Template
 from wrenn_server.controlplane.db.session import Database, transaction
-from wrenn_server.controlplane.hosts.pool import HostClientPool
-from wrenn_server.controlplane.hosts.scheduler import BalancedScheduler
 from wrenn_server.controlplane.services.capsules import Hosts
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc

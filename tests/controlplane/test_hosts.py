@@ -19,12 +19,12 @@ from sqlalchemy import select, update
 
 from wrenn_server.agentproto.tls import fingerprint
 from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.agents.pool import HostClientPool
 from wrenn_server.controlplane.db.models import AuditLog, Sandbox
 from wrenn_server.controlplane.db.models.hosts import Host, HostToken
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
-from wrenn_server.controlplane.hosts.pool import HostClientPool
-from wrenn_server.controlplane.hosts.reconciler import Reconciler
+from wrenn_server.controlplane.jobs.reconciler import Reconciler
 from wrenn_server.controlplane.security import TokenCodec
 from wrenn_server.controlplane.services import hosts as host_service
 from wrenn_server.hostagent import tls

@@ -7,10 +7,10 @@ import asyncio
 
 from sqlalchemy import delete, select
 
-from wrenn_server.controlplane import loops
 from wrenn_server.controlplane.db.models import Lease
 from wrenn_server.controlplane.db.session import Database, transaction
-from wrenn_server.controlplane.leadership import Leadership
+from wrenn_server.controlplane.jobs import loops
+from wrenn_server.controlplane.jobs.leadership import Leadership
 
 from ..waiting import wait_for
 

@@ -17,12 +17,12 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.agents.scheduler import BalancedScheduler
 from wrenn_server.controlplane.db.models import AuditLog, Host, Sandbox, Template
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.errors import QuotaExceeded
-from wrenn_server.controlplane.hosts.reconciler import Reconciler
-from wrenn_server.controlplane.hosts.scheduler import BalancedScheduler
+from wrenn_server.controlplane.jobs.reconciler import Reconciler
 from wrenn_server.controlplane.services import audit, capsules, quotas
 from wrenn_server.controlplane.services.capsules import Hosts
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb

@@ -16,14 +16,14 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.agents.local import ensure_local_host
+from wrenn_server.controlplane.agents.scheduler import BalancedScheduler
 from wrenn_server.controlplane.db.models.capsules import Sandbox, Template
 from wrenn_server.controlplane.db.models.hosts import Host
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.errors import InsufficientCapacity, ServiceUnavailable
-from wrenn_server.controlplane.hosts.local import ensure_local_host
-from wrenn_server.controlplane.hosts.reconciler import Reconciler
-from wrenn_server.controlplane.hosts.scheduler import BalancedScheduler
+from wrenn_server.controlplane.jobs.reconciler import Reconciler
 from wrenn_server.controlplane.services.capsules import Hosts
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 

@@ -20,7 +20,7 @@ from tests.waiting import wait_until
 
 from ..controlplane.helpers import PASSWORD
 
-LEASE_TTL_SEC = 15  # wrenn_server.controlplane.leadership.TTL_SEC
+LEASE_TTL_SEC = 15  # wrenn_server.controlplane.jobs.leadership.TTL_SEC
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.controlplane.agents.pool import HostClientPool
 from wrenn_server.controlplane.db.models.hosts import Host
 from wrenn_server.controlplane.db.session import Database
-from wrenn_server.controlplane.hosts.pool import HostClientPool
-from wrenn_server.controlplane.hosts.reconciler import Reconciler
+from wrenn_server.controlplane.jobs.reconciler import Reconciler
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import assert_error

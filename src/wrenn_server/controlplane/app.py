@@ -18,27 +18,26 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
-from . import loops
+from .agents.local import local_host_id
+from .agents.pool import HostClientPool
+from .agents.scheduler import BalancedScheduler
 from .api import dashboard, docs
 from .api import errors as api_errors
 from .api.aliases import SandboxAliases
 from .api.body_limits import BodyLimits, default_rules
 from .api.routes import ROUTERS
 from .builds.queue import build_queue
-from .builds.runner import BuildRunner
-from .builds.workers import Builds, BuildWorkers
 from .db.migrate import migrate
 from .db.session import Database, transaction
-from .hosts.local import local_host_id
-from .hosts.pool import HostClientPool
-from .hosts.reconciler import Reconciler
-from .hosts.scheduler import BalancedScheduler
-from .leadership import Leadership
+from .jobs import loops, periodic
+from .jobs.build_runner import BuildRunner
+from .jobs.build_workers import Builds, BuildWorkers
+from .jobs.leadership import Leadership
+from .jobs.reconciler import Reconciler
 from .security import TokenCodec
-from .services import quotas, stats
+from .services import quotas
 from .services.bootstrap import bootstrap_single_box
 from .services.capsules import Hosts
-from .services.throttle import purger as login_throttle_purger
 from .settings import Settings
 
 API_TITLE = "Wrenn API"
@@ -128,14 +127,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await prepare_database(settings, database)
         reconciler = Reconciler(database.sessionmaker, hosts.pool, settings.host_down_after_sec)
-        sampler = stats.stats_sampler(
+        sampler = periodic.stats_sampler(
             database.sessionmaker,
             retention=dt.timedelta(days=settings.stats_retention_days),
         )
         background = {
             "reconciler": (settings.reconcile_interval_sec, reconciler.run_once),
             "stats-sampler": (settings.stats_sample_interval_sec, sampler),
-            "login-throttle-purge": (300.0, login_throttle_purger(database.sessionmaker)),
+            "login-throttle-purge": (300.0, periodic.login_throttle_purger(database.sessionmaker)),
         }
         await builds.workers.start()
         try:

@@ -19,9 +19,9 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..builds.workers import Builds
 from ..db.session import Database, transaction
 from ..errors import Forbidden, Unauthorized
+from ..jobs.build_workers import Builds
 from ..security import TokenCodec
 from ..services import principals
 from ..services.capsules import Hosts

@@ -23,16 +23,16 @@ from typing import IO, Any
 from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
+from ..agents.rpc import agent_errors
+from ..builds import archive, archive_store
+from ..builds.recipe import DEFAULT_USER, Copy, Env, Run, Step, User, Workdir, describe, parse, plan
 from ..db.models.capsules import Sandbox, Template, TemplateBuild
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import DomainError
-from ..hosts.rpc import agent_errors
 from ..services import audit, capsules
 from ..services.builds import record_build_event
 from ..services.capsules import CreateCapsule, Hosts
-from . import archive, archive_store
-from .recipe import DEFAULT_USER, Copy, Env, Run, Step, User, Workdir, describe, parse, plan
 
 log = logging.getLogger(__name__)
 

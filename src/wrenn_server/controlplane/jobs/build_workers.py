@@ -25,14 +25,14 @@ from pathlib import Path
 from sqlalchemy import and_, or_, select, update
 
 from .. import ids
+from ..builds import archive_store
+from ..builds.queue import BuildQueue
 from ..db.models.capsules import TemplateBuild
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..services import audit, capsules
 from ..services.builds import record_build_event
-from . import archive_store
-from .queue import BuildQueue
-from .runner import BuildRunner
+from .build_runner import BuildRunner
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from .db.models.leases import Lease
-from .db.session import transaction
-from .db.types import utcnow
+from ..db.models.leases import Lease
+from ..db.session import transaction
+from ..db.types import utcnow
 
 log = logging.getLogger(__name__)
 

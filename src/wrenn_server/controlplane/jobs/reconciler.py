@@ -33,6 +33,7 @@ from sqlalchemy import select
 from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
+from ..agents.pool import HostClientPool
 from ..db.models.capsules import Sandbox
 from ..db.models.hosts import Host
 from ..db.session import transaction
@@ -40,7 +41,6 @@ from ..db.types import utcnow
 from ..errors import InvalidID
 from ..services import capsules, metrics
 from ..services import hosts as host_service
-from .pool import HostClientPool
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
+from ..agents.local import ensure_local_host
 from ..db.models.capsules import Template
-from ..hosts.local import ensure_local_host
 
 
 async def bootstrap_single_box(

@@ -22,14 +22,14 @@ from ...addresses import parse as parse_address
 from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
+from ..agents.pool import HostClientPool
+from ..agents.rpc import agent_errors
+from ..agents.scheduler import Scheduler
 from ..db.models.capsules import Sandbox, Template
 from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import BadRequest, InsufficientCapacity, InvalidState, NotFound
-from ..hosts.pool import HostClientPool
-from ..hosts.rpc import agent_errors
-from ..hosts.scheduler import Scheduler
 from . import audit, metrics, quotas
 
 LIVE = ("starting", "running", "paused", "missing")

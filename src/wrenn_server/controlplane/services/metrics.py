@@ -26,11 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
+from ..agents.rpc import agent_errors
 from ..db.models.capsules import SandboxMetric
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import NotFound
-from ..hosts.rpc import agent_errors
 from . import capsules  # capsules imports this module too: attributes are used at call time
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ import time
 
 from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
+from ..agents.rpc import agent_errors
 from ..errors import BadRequest, HostAgentError, NotFound
-from ..hosts.rpc import agent_errors
 
 # How much longer than the command's own timeout the agent call may take.
 EXEC_RPC_MARGIN_SEC = 30

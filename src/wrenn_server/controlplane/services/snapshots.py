@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
+from ..agents.rpc import agent_errors
 from ..db.models.capsules import Sandbox, Template
 from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import Conflict, DomainError, Forbidden, NotFound, ServiceUnavailable
-from ..hosts.rpc import agent_errors
 from . import audit
 from .capsules import Hosts, get_capsule, require_status
 

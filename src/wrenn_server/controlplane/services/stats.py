@@ -2,8 +2,9 @@
 
 - *Now* comes from the live capsule rows: running count, and what running and starting capsules
   reserve (paused ones hold no CPU or memory).
-- The stats sampler (`sample_teams`, every 10 s) writes one `sandbox_metrics_snapshots` row per
-  team that has live capsules; rows older than the retention (60 days) are purged as it goes.
+- The stats sampler (`jobs/periodic.py`, every 10 s) calls `sample_teams`, which writes one
+  `sandbox_metrics_snapshots` row per team that has live capsules, then `purge_snapshots`,
+  which drops the rows older than the retention (60 days).
 - Series bucket those rows per range (the peak of each bucket; a bucket without rows is zero:
   no live capsules then). Peaks are over the last 30 days.
 - Usage per day integrates the reserved vCPUs and memory over time: each snapshot stands for
@@ -15,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +23,7 @@ from sqlalchemy import ColumnElement, Integer, case, cast, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models.capsules import Sandbox, SandboxMetricsSnapshot
-from ..db.session import transaction
 from ..db.types import utcnow
-from .metrics import SessionFactory
 
 # Range -> (span, bucket width).
 RANGES = {
@@ -197,17 +195,3 @@ async def team_usage(
         out.append(DailyUsage(current, round(cpu * minutes, 2), round(ram * minutes, 2)))
         current += dt.timedelta(days=1)
     return out
-
-
-def stats_sampler(
-    sessions: SessionFactory, *, retention: dt.timedelta
-) -> Callable[[], Awaitable[None]]:
-    """The stats sampler's step: snapshot every team, then drop what is past the retention."""
-
-    async def step() -> None:
-        async with sessions() as session, transaction(session, write=True):
-            now = utcnow()
-            await sample_teams(session, now=now)
-            await purge_snapshots(session, before=now - retention)
-
-    return step

@@ -41,8 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ...agentproto.client import AgentClient, ConnectCall, ProcessCall
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
+from ..agents.rpc import translate
 from ..errors import HostAgentError, ServiceUnavailable
-from ..hosts.rpc import translate
 
 log = logging.getLogger(__name__)
 

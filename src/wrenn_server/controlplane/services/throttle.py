@@ -25,16 +25,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import LoginThrottle
-from ..db.session import transaction
 from ..errors import TooManyRequests
 
 FORGET_AFTER = dt.timedelta(hours=1)
@@ -165,13 +163,3 @@ async def purge(session: AsyncSession, *, now: dt.datetime) -> int:
         )
     )
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def purger(sessionmaker: async_sessionmaker[AsyncSession]) -> Callable[[], Awaitable[int]]:
-    """A background step that purges forgotten counts (run by the lease holder)."""
-
-    async def step() -> int:
-        async with sessionmaker() as session, transaction(session, write=True):
-            return await purge(session, now=dt.datetime.now(dt.UTC))
-
-    return step

@@ -2,7 +2,7 @@
 `/v1/capsules/stats` is not taken for a capsule id.
 
 Per-capsule samples come from the host agent's sampler (hostagent/metrics.py); team series and
-usage from the control plane's stats sampler (services/stats.py)."""
+usage from the control plane's stats sampler (jobs/periodic.py, services/stats.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,36 @@
+"""The periodic steps that are one service call in one transaction, run by `loops.py` while
+this process holds the lease: the team stats sampler and the login-throttle purge."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+
+from ..db.session import transaction
+from ..db.types import utcnow
+from ..services import stats, throttle
+from ..services.metrics import SessionFactory
+
+
+def stats_sampler(
+    sessions: SessionFactory, *, retention: dt.timedelta
+) -> Callable[[], Awaitable[None]]:
+    """The stats sampler's step: snapshot every team, then drop what is past the retention."""
+
+    async def step() -> None:
+        async with sessions() as session, transaction(session, write=True):
+            now = utcnow()
+            await stats.sample_teams(session, now=now)
+            await stats.purge_snapshots(session, before=now - retention)
+
+    return step
+
+
+def login_throttle_purger(sessions: SessionFactory) -> Callable[[], Awaitable[int]]:
+    """A step that purges forgotten login-throttle counts."""
+
+    async def step() -> int:
+        async with sessions() as session, transaction(session, write=True):
+            return await throttle.purge(session, now=dt.datetime.now(dt.UTC))
+
+    return step

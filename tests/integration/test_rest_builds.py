@@ -303,9 +303,8 @@ async def test_a_build_failed_by_another_process_stops_here(
         return build if running and build.current_step >= 1 else None
 
     build = await wait_for(step_running, 60, what="the first step running")
-    worker_task = (
-        f"build-{build_id}"  # the worker's task running this build (jobs/build_workers.py)
-    )
+    # The worker's task running this build (jobs/build_workers.py).
+    worker_task = f"build-{build_id}"
     assert worker_task in {t.get_name() for t in asyncio.all_tasks()}
     async with rest_db.sessionmaker() as session, session.begin():
         await session.execute(

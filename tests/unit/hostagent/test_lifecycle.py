@@ -1,0 +1,253 @@
+"""The manager's capsule lifecycle without root: create, pause, resume, destroy and what each
+leaves behind when it fails half-way. envd is a real HTTP server on 127.0.0.1 (fake_envd.py);
+the isolation (runsc, network, disks) is a stand-in runtime that records what it is asked and
+keeps the capsule's record as the real one does. Real capsules: tests/integration."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from tests.unit.hostagent.fake_envd import Answer, FakeEnvd
+from wrenn_server.hostagent import errors, manager
+from wrenn_server.hostagent.capsule import PAUSED, RUNNING, Capsule
+from wrenn_server.hostagent.capsule_spec import CreateSpec
+from wrenn_server.hostagent.config import AgentSettings
+from wrenn_server.hostagent.manager import SandboxManager
+from wrenn_server.hostagent.network import CapsuleNet
+from wrenn_server.hostagent.templates import Template, TemplateStore
+
+ID = "sb-00000000-0000-4000-8000-0000000000c1"
+SPEC = CreateSpec(sandbox_id=ID, template="minimal", memory_mb=256, disk_size_mb=64)
+
+
+@dataclass
+class StandInRuntime:
+    """Records each call; a capsule's envd is the stand-in on 127.0.0.1."""
+
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    fail_create: bool = False
+
+    def _net(self) -> CapsuleNet:
+        return CapsuleNet("wrn-x", "wvx", IPv4Address("127.0.0.1"), IPv4Address("127.0.0.1"))
+
+    async def prepare(self) -> None:
+        self.calls.append(("prepare", ""))
+
+    async def create(self, capsule: Capsule) -> None:
+        self.calls.append(("create", capsule.sandbox_id))
+        if self.fail_create:
+            raise errors.Internal()
+        capsule.dir.mkdir(parents=True)
+        capsule.net = self._net()
+        capsule.save()
+
+    async def destroy(self, capsule: Capsule) -> None:
+        self.calls.append(("destroy", capsule.sandbox_id))
+        capsule.net = None
+        shutil.rmtree(capsule.dir, ignore_errors=True)
+
+    async def teardown(self, capsule: Capsule) -> None:
+        self.calls.append(("teardown", capsule.sandbox_id))
+        capsule.net = None
+
+    def drop_checkpoint(self, capsule: Capsule) -> None:
+        self.calls.append(("drop_checkpoint", capsule.sandbox_id))
+        shutil.rmtree(capsule.checkpoint_dir)
+
+    async def pause(self, capsule: Capsule) -> None:
+        self.calls.append(("pause", capsule.sandbox_id))
+        capsule.checkpoint_dir.mkdir()
+        capsule.net = None
+        capsule.status = PAUSED
+        capsule.save()
+
+    async def resume(self, capsule: Capsule) -> None:
+        self.calls.append(("resume", capsule.sandbox_id))
+        if not capsule.checkpoint_dir.is_dir():
+            raise errors.InvalidState("capsule has no checkpoint to resume from")
+        capsule.net = self._net()
+        capsule.status = RUNNING
+        capsule.auto_paused = False
+        capsule.save()
+
+    async def snapshot(self, capsule: Capsule, name: str, overwrite: bool) -> Template:
+        raise NotImplementedError
+
+    async def flatten(self, capsule: Capsule, name: str, overwrite: bool) -> Template:
+        raise NotImplementedError
+
+    async def sandbox_pid(self, capsule: Capsule) -> int | None:
+        return os.getpid()  # a process that outlives the test: the sandbox never "dies"
+
+    def sandbox_running(self, capsule: Capsule) -> bool:
+        return True
+
+    def exit_reason(self, capsule: Capsule) -> str:
+        return "sandbox exited"
+
+    async def recover(self) -> list[Capsule]:
+        return []
+
+
+@dataclass
+class Agent:
+    m: SandboxManager
+    runtime: StandInRuntime
+    envd: FakeEnvd
+
+    def envd_calls(self) -> list[tuple[str, str]]:
+        return [(method, path) for method, path, _auth in self.envd.seen]
+
+
+@pytest.fixture
+async def agent(
+    tmp_path: Path, envd: FakeEnvd, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Agent]:
+    # An envd that never gets ready is given up on in a moment rather than 20 s.
+    monkeypatch.setattr(manager, "ENVD_START_TIMEOUT", 0.5)
+    settings = AgentSettings(
+        data_dir=tmp_path,
+        envd_port=envd.port,
+        pool_size=0,
+        memory_reserve_mb=0,
+        disk_reserve_mb=0,
+        reaper_interval_sec=3600,
+    )
+    (settings.templates_dir / "minimal").mkdir(parents=True)
+    (settings.templates_dir / "minimal" / "template.json").write_text(
+        json.dumps({"name": "minimal", "type": "image", "created_at": 0})
+    )
+    envd.answers.update(
+        {path: Answer(200, b"") for path in ("/init", "/snapshot/prepare")},
+    )
+    envd.answers["/health"] = Answer(200, b'{"status": "ok"}')
+    runtime = StandInRuntime()
+    m = SandboxManager(settings, runtime, TemplateStore(settings.templates_dir))  # type: ignore[arg-type]
+    await m.start()
+    try:
+        yield Agent(m, runtime, envd)
+    finally:
+        await m.stop()
+
+
+async def test_create_and_destroy(agent: Agent) -> None:
+    spec = CreateSpec(**{**SPEC.__dict__, "default_user": "alice", "default_env": {"A": "1"}})
+    capsule = await agent.m.create(spec)
+    assert capsule.status == RUNNING and agent.m.get(ID) is capsule
+    assert Capsule.load(capsule.dir).status == RUNNING
+    assert agent.runtime.calls[-1] == ("create", ID)
+    # Its envd was waited for, then given the defaults, with the capsule's own token.
+    assert agent.envd_calls()[-2:] == [("GET", "/health"), ("POST", "/init")]
+    assert agent.envd.seen[-1][2] == f"Bearer {agent.m.keys.token_for(ID)}"
+    assert json.loads(agent.envd.bodies[-1]) == {
+        "default_user": "alice",
+        "env": {"A": "1"},
+        "token": None,
+    }
+    assert agent.m.envd(ID) is agent.m.clients[ID]
+
+    await agent.m.destroy(ID)
+    assert agent.runtime.calls[-1] == ("destroy", ID)
+    assert ID not in agent.m.capsules and ID not in agent.m.clients
+    assert not capsule.dir.exists()
+    with pytest.raises(errors.NotFound):
+        agent.m.get(ID)
+    # The id is free again.
+    assert (await agent.m.create(SPEC)).sandbox_id == ID
+
+
+async def test_a_taken_id_is_refused_before_anything_is_made(agent: Agent) -> None:
+    await agent.m.create(SPEC)
+    calls = list(agent.runtime.calls)
+    with pytest.raises(errors.AlreadyExists):
+        await agent.m.create(SPEC)
+    assert agent.runtime.calls == calls
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        (CreateSpec(sandbox_id="sb-nope"), errors.InvalidArgument),
+        (CreateSpec(template="no-such-template"), errors.NotFound),
+        (CreateSpec(template="../etc"), errors.InvalidArgument),
+        (CreateSpec(vcpus=65), errors.InvalidArgument),
+    ],
+)
+async def test_bad_requests_make_nothing(
+    agent: Agent, spec: CreateSpec, error: type[errors.AgentError]
+) -> None:
+    with pytest.raises(error):
+        await agent.m.create(spec)
+    assert agent.runtime.calls == [("prepare", "")]
+    assert agent.m.capsules == {}
+
+
+async def test_a_capsule_whose_envd_never_answers_is_removed(agent: Agent) -> None:
+    agent.envd.answers["/health"] = Answer(503, b"")
+    with pytest.raises(errors.Timeout):
+        await agent.m.create(SPEC)
+    assert agent.runtime.calls[-2:] == [("create", ID), ("destroy", ID)]
+    assert agent.m.capsules == {} and agent.m.clients == {}
+    # Nothing of it is left to block a retry.
+    agent.envd.answers["/health"] = Answer(200, b"{}")
+    assert (await agent.m.create(SPEC)).status == RUNNING
+
+
+async def test_a_runtime_failure_leaves_nothing(agent: Agent) -> None:
+    agent.runtime.fail_create = True
+    with pytest.raises(errors.Internal):
+        await agent.m.create(SPEC)
+    assert agent.runtime.calls[-2:] == [("create", ID), ("destroy", ID)]
+    assert agent.m.capsules == {}
+
+
+async def test_pause_and_resume(agent: Agent) -> None:
+    capsule = await agent.m.create(SPEC)
+    await agent.m.pause(ID)
+    # envd flushed its writes first; the client is gone with the sandbox.
+    assert ("POST", "/snapshot/prepare") in agent.envd_calls()
+    assert agent.runtime.calls[-1] == ("pause", ID)
+    assert capsule.status == PAUSED and ID not in agent.m.clients
+    with pytest.raises(errors.InvalidState, match="is paused, not running"):
+        agent.m.envd(ID)
+    with pytest.raises(errors.InvalidState, match="not running"):
+        await agent.m.pause(ID)
+
+    await agent.m.resume(ID, timeout_sec=60)
+    assert capsule.status == RUNNING and capsule.timeout_sec == 60
+    assert agent.runtime.calls[-2:] == [("resume", ID), ("drop_checkpoint", ID)]
+    assert agent.m.envd(ID) is agent.m.clients[ID]
+    with pytest.raises(errors.InvalidState, match="not paused"):
+        await agent.m.resume(ID)
+
+
+async def test_a_resume_whose_envd_never_answers_stays_paused(agent: Agent) -> None:
+    capsule = await agent.m.create(SPEC)
+    await agent.m.pause(ID)
+    agent.envd.answers["/health"] = Answer(503, b"")
+    with pytest.raises(errors.Timeout):
+        await agent.m.resume(ID)
+    # Stopped again with its checkpoint kept, so a later resume can succeed.
+    assert agent.runtime.calls[-2:] == [("resume", ID), ("teardown", ID)]
+    assert capsule.status == PAUSED and capsule.checkpoint_dir.is_dir()
+    assert Capsule.load(capsule.dir).status == PAUSED
+    agent.envd.answers["/health"] = Answer(200, b"{}")
+    await agent.m.resume(ID)
+    assert capsule.status == RUNNING
+
+
+async def test_pause_all(agent: Agent) -> None:
+    other = "sb-00000000-0000-4000-8000-0000000000c2"
+    await agent.m.create(SPEC)
+    await agent.m.create(CreateSpec(**{**SPEC.__dict__, "sandbox_id": other}))
+    await agent.m.pause(other)
+    assert await agent.m.pause_all() == ([ID], [])
+    assert {c.status for c in agent.m.capsules.values()} == {PAUSED}

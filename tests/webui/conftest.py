@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +34,10 @@ from playwright.async_api import Error as PlaywrightError
 from tests.threaded_server import serving
 from wrenn_server.controlplane.api import dashboard
 
-BUILD = Path(__file__).resolve().parents[2] / "web" / "build"
+# web/build, or another build of the dashboard given by WRENN_WEB_BUILD.
+BUILD = Path(
+    os.environ.get("WRENN_WEB_BUILD") or Path(__file__).resolve().parents[2] / "web" / "build"
+)
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",  # as the current user, without the setuid sandbox helper

@@ -1,17 +1,17 @@
 """The audit log: who sees what in `GET /v1/audit-logs`, filters, cursor pagination, the events
 that capsule, snapshot, API key and reconciler changes record, and fire-and-forget writes.
 
-The host agent is outside the unit: a fake agent client stands in for it."""
+The host agent is outside the unit: the in-process fake agent (tests/fakeagent) stands in for it,
+behind the real gRPC interface and the real client pool."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -35,55 +35,27 @@ from wrenn_server.controlplane.security import TokenCodec, UserClaims
 from wrenn_server.controlplane.services import audit
 from wrenn_server.controlplane.services import capsules as capsule_svc
 from wrenn_server.controlplane.services import snapshots as snapshot_svc
-from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
+from ..fakeagent import FakeAgentServer, FakeTemplate
 from .helpers import assert_error, bearer, count, signup
 
 USER = audit.Actor(type="user", id=f"usr-{uuid.uuid4()}", name="Ada")
 
 
-class FakeAgent:
-    """The host agent's RPCs as the capsule services and the reconciler use them."""
-
-    def __init__(self, reported: list[pb.Sandbox] | None = None, reachable: bool = True) -> None:
-        self.calls: list[str] = []
-        self.reported = reported or []
-        self.reachable = reachable
-
-    async def call(self, method: str, request: Any, timeout: float | None = 120) -> Any:
-        self.calls.append(method)
-        if not self.reachable:
-            raise grpc.aio.AioRpcError(
-                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down"
-            )
-        if method == "CreateSnapshot":
-            return pb.Template(name=request.name, size_bytes=4096)
-        if method == "ListSandboxes":
-            return pb.ListSandboxesResponse(sandboxes=self.reported)
-        if method == "GetSandboxMetrics":
-            return pb.SandboxMetrics()
-        return pb.Sandbox(sandbox_id=getattr(request, "sandbox_id", ""))
+SECRET = "audit-test-agent-secret"
 
 
-def _rpc(name: str) -> Any:
-    async def method(self: FakeAgent, request: Any, *, timeout: float | None = 120) -> Any:
-        return await self.call(name, request, timeout)
-
-    return method
-
-
-# The agent client's methods (create_sandbox, list_sandboxes, ...) answer as `call` does.
-for _method in pb.DESCRIPTOR.services_by_name["HostAgent"].methods:
-    setattr(FakeAgent, re.sub(r"(?<!^)(?=[A-Z])", "_", _method.name).lower(), _rpc(_method.name))
+@pytest.fixture
+async def agents() -> AsyncIterator[tuple[FakeAgentServer, FakeAgentServer]]:
+    """Two fake host agents; each test makes the host rows that point at them."""
+    async with FakeAgentServer(SECRET) as one, FakeAgentServer(SECRET) as two:
+        for server in (one, two):
+            server.agent.templates["base-t"] = FakeTemplate("base-t", "image")
+        yield one, two
 
 
-class FakePool(HostClientPool):
-    def __init__(self, agents: dict[str, FakeAgent]) -> None:
-        super().__init__(lambda _host_id: "unused")
-        self.agents = agents
-
-    async def client(self, host: Host) -> Any:
-        return self.agents[host.address or ""]
+def _hosts() -> capsule_svc.Hosts:
+    return capsule_svc.Hosts(HostClientPool(lambda _host_id: SECRET), BalancedScheduler())
 
 
 async def _add(db: Database, *rows: Any) -> None:
@@ -345,12 +317,14 @@ async def _events(db: Database) -> list[AuditLog]:
         return list(await session.scalars(query))
 
 
-async def test_capsule_and_snapshot_events(db: Database) -> None:
+async def test_capsule_and_snapshot_events(
+    db: Database, agents: tuple[FakeAgentServer, FakeAgentServer]
+) -> None:
     team = await _team(db)
-    await _host(db, "fake:1")
+    server = agents[0]
+    await _host(db, server.target)
     await _add(db, Template(name="base-t", team_id=team, type="base", vcpus=1, memory_mb=256))
-    agent = FakeAgent()
-    hosts = capsule_svc.Hosts(FakePool({"fake:1": agent}), BalancedScheduler())
+    hosts = _hosts()
     key = audit.Actor(type="api_key", id=f"key-{uuid.uuid4()}", name="ci runner")
 
     spec = capsule_svc.CreateCapsule("base-t", vcpus=1, memory_mb=256, timeout_sec=0)
@@ -361,12 +335,22 @@ async def test_capsule_and_snapshot_events(db: Database) -> None:
     await snapshot_svc.create_snapshot(
         db, hosts, team_id=team, wire_id=wire, name="snap", overwrite=False, actor=key
     )
+    snapshot_size = server.agent.templates["snap"].size_bytes
     await snapshot_svc.delete_snapshot(
         db, hosts, team_id=team, name="snap", is_admin=False, actor=USER
     )
     await capsule_svc.destroy_capsule(db, hosts, team, wire, actor=USER)
-    # Destroying a stopped capsule is a no-op: nothing new is recorded.
+    # Destroying a stopped capsule is a no-op: nothing new is recorded, the agent is not asked.
     await capsule_svc.destroy_capsule(db, hosts, team, wire, actor=USER)
+    assert [c for c in server.agent.calls if c != "GetSandboxMetrics"] == [
+        "CreateSandbox",
+        "PauseSandbox",
+        "ResumeSandbox",
+        "CreateSnapshot",
+        "DeleteSnapshot",
+        "DestroySandbox",
+    ]
+    assert server.agent.sandboxes == {} and "snap" not in server.agent.templates
 
     events = await _events(db)
     assert [(e.resource_type, e.resource_id, e.action) for e in events] == [
@@ -385,26 +369,39 @@ async def test_capsule_and_snapshot_events(db: Database) -> None:
         "ci runner",
     )
     assert events[0].metadata_["template"] == "base-t"
-    assert events[3].actor_name == "ci runner" and events[3].metadata_["size_bytes"] == 4096
+    assert events[3].actor_name == "ci runner"
+    assert events[3].metadata_["size_bytes"] == snapshot_size
     assert events[1].actor_id == USER.id
 
 
-async def test_failed_capsule_operation_records_nothing(db: Database) -> None:
+async def test_failed_capsule_operation_records_nothing(
+    db: Database, agents: tuple[FakeAgentServer, FakeAgentServer]
+) -> None:
     team = await _team(db)
-    await _host(db, "fake:1")
-    hosts = capsule_svc.Hosts(FakePool({"fake:1": FakeAgent()}), BalancedScheduler())
+    host = await _host(db, agents[0].target)
+    hosts = _hosts()
     sandbox = Sandbox(
-        id=ids.new_id(), team_id=team, template="t", status="paused", vcpus=1, memory_mb=1
+        id=ids.new_id(),
+        team_id=team,
+        host_id=host,
+        template="t",
+        status="paused",
+        vcpus=1,
+        memory_mb=1,
     )
     await _add(db, sandbox)
     with pytest.raises(Exception, match="not running"):
         await capsule_svc.pause_capsule(db, hosts, team, ids.SANDBOX.format(sandbox.id), actor=USER)
     assert await count(db, AuditLog) == 0
+    assert agents[0].agent.calls == []
 
 
-async def test_reconciler_records_system_events(db: Database) -> None:
+async def test_reconciler_records_system_events(
+    db: Database, agents: tuple[FakeAgentServer, FakeAgentServer]
+) -> None:
     team = await _team(db)
-    up, down = await _host(db, "fake:up"), await _host(db, "fake:down")
+    up_agent, down_agent = agents
+    up, down = await _host(db, up_agent.target), await _host(db, down_agent.target)
 
     def capsule(host_id: uuid.UUID, status: str = "running") -> Sandbox:
         return Sandbox(
@@ -419,11 +416,11 @@ async def test_reconciler_records_system_events(db: Database) -> None:
 
     paused, gone, unchanged, lost = capsule(up), capsule(up), capsule(up), capsule(down)
     await _add(db, paused, gone, unchanged, lost)
-    reported = [
-        pb.Sandbox(sandbox_id=ids.SANDBOX.format(paused.id), status=pb.SANDBOX_STATUS_PAUSED),
-        pb.Sandbox(sandbox_id=ids.SANDBOX.format(unchanged.id), status=pb.SANDBOX_STATUS_RUNNING),
-    ]
-    pool = FakePool({"fake:up": FakeAgent(reported), "fake:down": FakeAgent(reachable=False)})
+    # The agent paused one on its own, lost another; the second host cannot be reached.
+    up_agent.agent.adopt(ids.SANDBOX.format(paused.id), status="paused")
+    up_agent.agent.adopt(ids.SANDBOX.format(unchanged.id))
+    await down_agent.stop()
+    pool = HostClientPool(lambda _host_id: SECRET)
     reconciler = Reconciler(db.sessionmaker, pool)
     await reconciler.run_once()
     await reconciler.run_once()  # idempotent: nothing changes, nothing more is recorded
@@ -447,13 +444,16 @@ async def test_reconciler_records_system_events(db: Database) -> None:
 
 
 async def test_capsule_routes_record_the_calling_principal(
-    app: FastAPI, client: httpx.AsyncClient, db: Database
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    db: Database,
+    agents: tuple[FakeAgentServer, FakeAgentServer],
 ) -> None:
     owner = await signup(client)
     team = ids.TEAM.parse(owner["team_id"])
-    await _host(db, "fake:1")
+    await _host(db, agents[0].target)
     await _add(db, Template(name="base-t", team_id=team, type="base", vcpus=1, memory_mb=256))
-    app.state.hosts = capsule_svc.Hosts(FakePool({"fake:1": FakeAgent()}), BalancedScheduler())
+    app.state.hosts = _hosts()
     key = (
         await client.post("/v1/api-keys", json={"name": "agent"}, headers=bearer(owner["token"]))
     ).json()

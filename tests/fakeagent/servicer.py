@@ -99,6 +99,26 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
 
     # -- the world changing under the agent ------------------------------------------------
 
+    def adopt(self, sandbox_id: str, status: str = RUNNING) -> FakeSandbox:
+        """A capsule the agent holds without having been asked here (a restarted agent adopts
+        the capsules it finds)."""
+        base = self.templates[BASE_TEMPLATE]
+        sandbox = FakeSandbox(
+            sandbox_id=check_sandbox_id(sandbox_id),
+            template=base.name,
+            base_image=base.name,
+            vcpus=1,
+            memory_mb=512,
+            disk_size_mb=5120,
+            timeout_sec=0,
+            files=base.files.copy(),
+            users=set(base.users),
+            programs=self.programs,
+            status=status,
+        )
+        self.sandboxes[sandbox_id] = sandbox
+        return sandbox
+
     def kill(self, sandbox_id: str, reason: str = "out of memory") -> None:
         """The capsule's sandbox dies on its own (memory limit, crash)."""
         self.sandboxes[sandbox_id].die(reason)

@@ -26,7 +26,7 @@ from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.jobs.reconciler import Reconciler
 from wrenn_server.controlplane.security import TokenCodec
-from wrenn_server.controlplane.services import hosts as host_service
+from wrenn_server.controlplane.services import host_liveness
 from wrenn_server.hostagent import tls
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
@@ -160,7 +160,7 @@ async def _capsule_row(db: Database, wire_id: str) -> Sandbox:
 async def _mark_stale_down(db: Database) -> list[str]:
     """One pass of the host monitor; the wire ids of the hosts it marked unreachable."""
     async with db.sessionmaker() as session, transaction(session, write=True):
-        stale = await host_service.mark_stale_down(session, down_after=DOWN_AFTER)
+        stale = await host_liveness.mark_stale_down(session, down_after=DOWN_AFTER)
         return [ids.HOST.format(host.id) for host in stale]
 
 

@@ -1,7 +1,7 @@
 """Host monitor and reconciler. Every few seconds:
 
 1. hosts not seen (heartbeat or answer) for `down_after` are marked unreachable and their
-   capsules missing (services/hosts.py `mark_stale_down`);
+   capsules missing (services/host_liveness.py `mark_stale_down`);
 2. for each online or unreachable host, compare the capsules the database believes it runs with
    what its agent reports (ListSandboxes), and correct the database.
 
@@ -39,8 +39,7 @@ from ..db.models.hosts import Host
 from ..db.session import transaction
 from ..db.types import utcnow
 from ..errors import InvalidID
-from ..services import capsules, metrics
-from ..services import hosts as host_service
+from ..services import capsules, host_liveness, metrics
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +113,7 @@ class Reconciler:
 
     async def run_once(self) -> None:
         async with self.sessions() as session, transaction(session, write=True):
-            await host_service.mark_stale_down(session, down_after=self.down_after)
+            await host_liveness.mark_stale_down(session, down_after=self.down_after)
         async with self.sessions() as session:
             hosts = list(
                 await session.scalars(
@@ -155,7 +154,7 @@ class Reconciler:
             if current is None:
                 return  # deleted meanwhile
             if reachable:
-                await host_service.mark_seen(session, current)
+                await host_liveness.mark_seen(session, current)
             if resources is not None:
                 _record_resources(current, resources)
             rows = await session.scalars(

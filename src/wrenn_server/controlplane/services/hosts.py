@@ -1,5 +1,5 @@
-"""Hosts: creation with a one-time registration token, the agent's registration, heartbeats and
-token refresh, tags, deletion, and the liveness rules the host monitor applies.
+"""Hosts: creation with a one-time registration token, listing, tags and deletion. The agent's
+registration and credentials are in `host_credentials.py`, liveness in `host_liveness.py`.
 
 Who may do what:
 - regular (shared) hosts: platform admins only;
@@ -7,10 +7,8 @@ Who may do what:
   (the team must have BYOC enabled and not be deleted); the team's members may list and read
   them. Other teams' hosts are as invisible as missing ones (404).
 
-Liveness: a host is *seen* when its agent heartbeats or answers the reconciler. One not seen for
-`down_after` is marked unreachable (audit `marked_down`) and its capsules missing; seen again, it
-is online (audit `marked_up`) and the reconciler restores its capsules. Host events are
-admin-scope: in the owning team's log for BYOC hosts, platform-wide (no team) for shared ones.
+Host events are admin-scope: in the owning team's log for BYOC hosts, platform-wide (no team)
+for shared ones.
 """
 
 from __future__ import annotations
@@ -22,21 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ...addresses import (
-    METADATA_IPS,
-    METADATA_NAMES,
-    AddressError,
-    TcpAddress,
-    TenantAddressPolicy,
-    check_tenant_address,
-)
-from ...addresses import parse as parse_address
 from .. import ids
 from ..db.models import Sandbox, Team
-from ..db.models.hosts import Host, HostRefreshToken, HostTag, HostToken
+from ..db.models.hosts import Host, HostTag, HostToken
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import (
@@ -46,14 +35,10 @@ from ..errors import (
     HostHasCapsules,
     InvalidState,
     NotFound,
-    Unauthorized,
 )
 from ..security import (
-    HOST_REFRESH_PREFIX,
     HOST_REGISTRATION_PREFIX,
-    TokenCodec,
     generate_credential,
-    hash_credential,
 )
 from . import audit, capsules
 from .capsules import Hosts
@@ -62,30 +47,12 @@ from .teams import ADMIN_ROLES, acting_role
 
 log = logging.getLogger(__name__)
 
-# How often a seen host's last_heartbeat_at is rewritten: liveness needs seconds, not every call.
-SEEN_RESOLUTION = dt.timedelta(seconds=10)
-
-
-@dataclass(frozen=True)
-class HostLifetimes:
-    jwt: dt.timedelta
-    refresh: dt.timedelta
-    registration: dt.timedelta
-
 
 @dataclass(frozen=True)
 class HostView:
     host: Host
     team_name: str | None
     tags: list[str]
-
-
-@dataclass(frozen=True)
-class IssuedCredentials:
-    host: Host
-    token: str
-    refresh_token: str
-    agent_secret: str
 
 
 # Access ---------------------------------------------------------------------------------------
@@ -123,7 +90,7 @@ async def _manageable(session: AsyncSession, principal: Principal, host_id: uuid
     return host
 
 
-async def _record(
+async def record(
     session: AsyncSession,
     host: Host,
     *,
@@ -132,6 +99,7 @@ async def _record(
     status: audit.Status = "success",
     metadata: dict[str, Any] | None = None,
 ) -> None:
+    """Audit a host event (admin scope; the host's type and address always in the metadata)."""
     await audit.record(
         session,
         actor=actor,
@@ -199,7 +167,7 @@ async def create_host(
     session.add(host)
     await session.flush()
     token = await _new_registration_token(session, host, principal.user_id, registration_ttl)
-    await _record(session, host, actor=principal.actor, action="add")
+    await record(session, host, actor=principal.actor, action="add")
     return HostView(host, team.name if team else None, []), token
 
 
@@ -286,195 +254,6 @@ async def remove_tag(
         raise NotFound("tag not found")
 
 
-# Registration, heartbeat, refresh -------------------------------------------------------------
-
-
-async def _issue(
-    session: AsyncSession, codec: TokenCodec, host: Host, lifetimes: HostLifetimes
-) -> IssuedCredentials:
-    refresh = generate_credential(HOST_REFRESH_PREFIX)
-    session.add(
-        HostRefreshToken(
-            host_id=host.id, token_hash=refresh.hash, expires_at=utcnow() + lifetimes.refresh
-        )
-    )
-    await session.flush()
-    return IssuedCredentials(
-        host=host,
-        token=codec.issue_host(host.id, lifetimes.jwt),
-        refresh_token=refresh.plaintext,
-        agent_secret=codec.agent_secret(host.id),
-    )
-
-
-async def register_host(
-    session: AsyncSession,
-    *,
-    codec: TokenCodec,
-    lifetimes: HostLifetimes,
-    token: str,
-    address: str,
-    arch: str | None,
-    cpu_cores: int | None,
-    memory_mb: int | None,
-    disk_gb: int | None,
-    tls_certificate: str | None,
-    address_policy: TenantAddressPolicy,
-) -> IssuedCredentials:
-    """Redeem a registration token: the host goes online with the agent's address (in its
-    canonical form), specs and TLS certificate (pinned: only the agent holding its key can
-    answer for this host). A BYOC host's address must pass `address_policy`."""
-    now = utcnow()
-    row = await session.scalar(
-        select(HostToken).where(HostToken.token_hash == hash_credential(token))
-    )
-    if row is None or row.used_at is not None or row.expires_at <= now:
-        raise Unauthorized("invalid, used or expired registration token")
-    # Claimed with a conditional update, so two agents racing with one token cannot both win.
-    claimed = await session.execute(
-        update(HostToken)
-        .where(HostToken.id == row.id, HostToken.used_at.is_(None))
-        .values(used_at=now)
-    )
-    host = await session.get(Host, row.host_id)
-    if not getattr(claimed, "rowcount", 0) or host is None or host.status != "pending":
-        raise Unauthorized("invalid, used or expired registration token")
-    if host.type == "byoc":
-        address = await _check_byoc_address(address, address_policy)
-    else:
-        address = _check_shared_address(address)
-    host.address = address
-    host.tls_certificate = tls_certificate
-    host.arch, host.cpu_cores, host.memory_mb, host.disk_gb = arch, cpu_cores, memory_mb, disk_gb
-    host.status = "online"
-    host.last_heartbeat_at = now
-    issued = await _issue(session, codec, host, lifetimes)
-    await _record(session, host, actor=audit.SYSTEM, action="register", status="info")
-    return issued
-
-
-async def _check_byoc_address(address: str, policy: TenantAddressPolicy) -> str:
-    """A BYOC host's team chooses the address the control plane dials: it may not point the
-    control plane at itself, its metadata service or a socket on its machine, however written
-    (see addresses.py). The pool checks it again whenever it dials."""
-    try:
-        parsed, _ips = await check_tenant_address(address, policy)
-    except AddressError as e:
-        raise BadRequest(str(e)) from None
-    return str(parsed)
-
-
-def _check_shared_address(address: str) -> str:
-    """A shared host is the platform's own: any address its operator chose (loopback and
-    private ones, a unix socket), but never a cloud metadata service."""
-    try:
-        parsed = parse_address(address)
-    except AddressError as e:
-        raise BadRequest(str(e)) from None
-    if isinstance(parsed, TcpAddress) and (
-        parsed.host in METADATA_NAMES or parsed.ip in METADATA_IPS
-    ):
-        raise BadRequest("a host may not be reached at a cloud metadata service's address")
-    return str(parsed)
-
-
-async def refresh_credentials(
-    session: AsyncSession, *, codec: TokenCodec, lifetimes: HostLifetimes, refresh_token: str
-) -> IssuedCredentials:
-    """A new host JWT and refresh token; the presented refresh token is revoked."""
-    now = utcnow()
-    row = await session.scalar(
-        select(HostRefreshToken).where(
-            HostRefreshToken.token_hash == hash_credential(refresh_token)
-        )
-    )
-    if row is None or row.revoked_at is not None or row.expires_at <= now:
-        raise Unauthorized("invalid, revoked or expired refresh token")
-    revoked = await session.execute(
-        update(HostRefreshToken)
-        .where(HostRefreshToken.id == row.id, HostRefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
-    host = await session.get(Host, row.host_id)
-    if not getattr(revoked, "rowcount", 0) or host is None:
-        raise Unauthorized("invalid, revoked or expired refresh token")
-    return await _issue(session, codec, host, lifetimes)
-
-
-async def authenticate_host(
-    session: AsyncSession, *, codec: TokenCodec, token: str, wire_id: str
-) -> Host:
-    """The host a host JWT names, which must be the host of the URL (403 otherwise). The token
-    is checked first: a caller without valid credentials learns nothing about the URL."""
-    token_host = codec.verify_host(token)
-    host = await session.get(Host, token_host)
-    if host is None or host.status == "pending":
-        raise Unauthorized("host not registered")
-    if wire_id != ids.HOST.format(host.id):
-        raise Forbidden("the token belongs to another host")
-    return host
-
-
-async def mark_seen(session: AsyncSession, host: Host, *, now: dt.datetime | None = None) -> None:
-    """The host's agent heartbeated or answered: it is alive."""
-    now = now or utcnow()
-    if host.status == "online" and host.last_heartbeat_at is not None:
-        if now - host.last_heartbeat_at < SEEN_RESOLUTION:
-            return
-    host.last_heartbeat_at = now
-    if host.status in ("unreachable", "offline"):
-        down_since = host.updated_at
-        host.status = "online"
-        await _record(
-            session,
-            host,
-            actor=audit.SYSTEM,
-            action="marked_up",
-            status="info",
-            metadata={"down_since": down_since.isoformat()},
-        )
-    await session.flush()
-
-
-async def mark_stale_down(
-    session: AsyncSession, *, down_after: dt.timedelta, now: dt.datetime | None = None
-) -> list[Host]:
-    """Online hosts not seen for `down_after` become unreachable; their capsules missing."""
-    now = now or utcnow()
-    stale = list(
-        await session.scalars(
-            select(Host).where(
-                Host.status == "online",
-                or_(Host.last_heartbeat_at.is_(None), Host.last_heartbeat_at < now - down_after),
-            )
-        )
-    )
-    for host in stale:
-        host.status = "unreachable"
-        missing = list(
-            await session.scalars(
-                select(Sandbox).where(
-                    Sandbox.host_id == host.id,
-                    Sandbox.status.in_(("starting", "running", "paused")),
-                )
-            )
-        )
-        for sandbox in missing:
-            await capsules.set_status_by_system(session, sandbox, "missing", host.id)
-        last_seen = host.last_heartbeat_at.isoformat() if host.last_heartbeat_at else None
-        log.warning("host %s not seen since %s: marked unreachable", host.id, last_seen)
-        await _record(
-            session,
-            host,
-            actor=audit.SYSTEM,
-            action="marked_down",
-            status="warning",
-            metadata={"last_seen": last_seen, "capsules_missing": len(missing)},
-        )
-    await session.flush()
-    return stale
-
-
 # Deletion -------------------------------------------------------------------------------------
 
 
@@ -525,7 +304,7 @@ async def delete_host(
         # A capsule placed on the host meanwhile would lose its host: refuse, let them retry.
         if await _live_capsules(session, host.id):
             raise InvalidState("capsules were started on the host meanwhile: try again")
-        await _record(
+        await record(
             session,
             host,
             actor=principal.actor,

@@ -24,8 +24,9 @@ from ...schemas.hosts import (
     RegisterHostRequest,
     valid_tag,
 )
-from ...services import hosts
-from ...services.hosts import HostLifetimes, HostView, IssuedCredentials
+from ...services import host_credentials, host_liveness, hosts
+from ...services.host_credentials import HostLifetimes, IssuedCredentials
+from ...services.hosts import HostView
 from ..deps import CodecDep, CurrentUser, DatabaseDep, HostsDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1/hosts", tags=["hosts"])
@@ -115,7 +116,7 @@ async def register_host(
     settings: SettingsDep,
 ) -> HostCredentials:
     async with transaction(session, write=True):
-        issued = await hosts.register_host(
+        issued = await host_credentials.register_host(
             session,
             codec=codec,
             lifetimes=lifetimes,
@@ -142,7 +143,7 @@ async def refresh_host_token(
     body: RefreshHostTokenRequest, session: SessionDep, codec: CodecDep, lifetimes: LifetimesDep
 ) -> HostCredentials:
     async with transaction(session, write=True):
-        issued = await hosts.refresh_credentials(
+        issued = await host_credentials.refresh_credentials(
             session, codec=codec, lifetimes=lifetimes, refresh_token=body.refresh_token
         )
     return _credentials(issued)
@@ -209,8 +210,10 @@ async def heartbeat(id: str, session: SessionDep, codec: CodecDep, token: HostTo
     if token is None:
         raise Unauthorized("missing credentials: send X-Host-Token")
     async with transaction(session, write=True):
-        host = await hosts.authenticate_host(session, codec=codec, token=token, wire_id=id)
-        await hosts.mark_seen(session, host)
+        host = await host_credentials.authenticate_host(
+            session, codec=codec, token=token, wire_id=id
+        )
+        await host_liveness.mark_seen(session, host)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

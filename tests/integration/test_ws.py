@@ -23,7 +23,7 @@ from wsproto.events import BytesMessage, TextMessage
 
 from tests.ports import free_port
 from wrenn_server.controlplane.app import create_app
-from wrenn_server.controlplane.services import streams
+from wrenn_server.controlplane.services.streams import messages, sessions
 from wrenn_server.controlplane.settings import Settings
 
 from .conftest import SECRET, AgentProcess, wait_for
@@ -368,8 +368,8 @@ async def test_pty_persists_reconnects_and_kill(stack: Stack) -> None:
 async def test_pty_keepalive_and_first_message_timeout(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(streams, "PING_INTERVAL", 0.2)
-    monkeypatch.setattr(streams, "FIRST_MESSAGE_TIMEOUT", 0.5)
+    monkeypatch.setattr(sessions, "PING_INTERVAL", 0.2)
+    monkeypatch.setattr(messages, "FIRST_MESSAGE_TIMEOUT", 0.5)
     async with stack.team_a() as http:
         async with open_ws(http, path(stack, "pty")) as ws:
             await ws.send_json({"type": "start", "cmd": "/bin/sh"})

@@ -2,7 +2,7 @@
 
 Each route checks the caller and the capsule before accepting the socket (`api/ws.open_capsule`;
 failures refuse the upgrade with the usual HTTP error), then hands it to a session in
-`services/streams.py`, which speaks the contract's messages.
+`services/streams/`, which speaks the contract's messages.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Accounts: signup, login with email and password, OAuth login, and the current user's profile.
+"""Accounts: signup, login with email and password, and the current user's profile.
 
 Who may sign up is the `signup` setting: `open` (anyone), `invite` (only with a platform admin's
 invitation for that email, see `invitations`) or `closed` (nobody: admins add accounts). A
@@ -13,10 +13,7 @@ installation becomes a platform admin.
 
 Emails are verified (`User.email_verified_at`) when the user proved they receive mail there: an
 invitation or a password reset link used, an admin creating the account, or an OAuth provider
-vouching for the address. OAuth login (`oauth_login`) links the provider to an existing account
-with the same email only if that account's email is verified: otherwise whoever registered the
-address first (without proving it) would share the account of its real owner. Linking while
-signed in (`oauth_link`) needs no such proof.
+vouching for the address. Accounts through OAuth providers: `oauth_accounts.py`.
 
 Login is throttled per account and per client address (`throttle`).
 """
@@ -35,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import OAuthIdentity, Team, User
 from ..db.session import Database, transaction
-from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from ..errors import Conflict, Forbidden, Unauthorized
 from ..security import (
     TokenCodec,
     UserClaims,
@@ -44,7 +41,6 @@ from ..security import (
     verify_password,
 )
 from . import invitations, teams, throttle
-from .oauth import ProviderProfile
 from .principals import Principal
 from .teams import TEAM_NAME_MAX
 
@@ -78,7 +74,8 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _issue(codec: TokenCodec, user: User, team_id: uuid.UUID | None, role: str | None) -> SignedIn:
+def issue(codec: TokenCodec, user: User, team_id: uuid.UUID | None, role: str | None) -> SignedIn:
+    """The user signed in, acting in `team_id` with `role`."""
     claims = UserClaims(
         user_id=user.id,
         team_id=team_id,
@@ -91,7 +88,7 @@ def _issue(codec: TokenCodec, user: User, team_id: uuid.UUID | None, role: str |
     return SignedIn(user=user, team_id=team_id, role=role, token=codec.issue(claims))
 
 
-def _default_team_name(user_name: str) -> str:
+def default_team_name(user_name: str) -> str:
     name = f"{user_name}'s Team"
     return name if len(name) <= TEAM_NAME_MAX else user_name[:TEAM_NAME_MAX]
 
@@ -113,7 +110,7 @@ async def create_account(
     if await session.scalar(select(exists().where(User.email == email))):
         raise Conflict("email already registered")
     if is_admin is None:
-        is_admin = await _is_first_user(session)
+        is_admin = await is_first_user(session)
     # argon2 takes tens of milliseconds of CPU: off the event loop, so other requests go on.
     password_hash = await asyncio.to_thread(hash_password, password)
     user = User(
@@ -131,12 +128,12 @@ async def create_account(
         # Another signup with the same email committed between the check and the insert.
         raise Conflict("email already registered") from None
     team = await teams.create_team(
-        session, owner_id=user.id, name=_default_team_name(name), is_default=True
+        session, owner_id=user.id, name=default_team_name(name), is_default=True
     )
     return user, team
 
 
-async def _is_first_user(session: AsyncSession) -> bool:
+async def is_first_user(session: AsyncSession) -> bool:
     return not await session.scalar(select(func.count()).select_from(User))
 
 
@@ -212,7 +209,7 @@ async def _signup(
             # Someone with the invitation link: still no word on whether the email is taken.
             raise Forbidden(INVALID_INVITATION) from None
         raise
-    return _issue(codec, user, team.id, "owner")
+    return issue(codec, user, team.id, "owner")
 
 
 async def login(
@@ -255,150 +252,19 @@ async def login(
             # Rare (only after the hashing parameters change).
             current.password_hash = await asyncio.to_thread(hash_password, password)
             await session.flush()
-        return await _login_as(session, codec, current)
+        return await login_as(session, codec, current)
 
 
-async def _login_as(session: AsyncSession, codec: TokenCodec, user: User) -> SignedIn:
+async def login_as(session: AsyncSession, codec: TokenCodec, user: User) -> SignedIn:
+    """The user signed in, acting in the team they land in (see `teams.login_team`)."""
     landing = await teams.login_team(session, user_id=user.id)
     team_id, role = landing if landing else (None, None)
-    return _issue(codec, user, team_id, role)
+    return issue(codec, user, team_id, role)
 
 
-def _usable(user: User | None) -> bool:
+def usable(user: User | None) -> bool:
+    """The account may sign in: it exists, is active and not deleted."""
     return user is not None and user.is_active and user.deleted_at is None
-
-
-def _identity(user: User, profile: ProviderProfile) -> OAuthIdentity:
-    return OAuthIdentity(
-        user_id=user.id,
-        provider=profile.provider,
-        provider_user_id=profile.provider_user_id,
-        email=profile.email,
-    )
-
-
-def _note_verified(user: User, profile: ProviderProfile) -> None:
-    # The provider vouches for its (verified, primary) email: if that is the account's, the
-    # account's email is proven too.
-    if user.email_verified_at is None and profile.email == user.email:
-        user.email_verified_at = utcnow()
-
-
-async def oauth_login(
-    session: AsyncSession, *, codec: TokenCodec, mode: SignupMode, profile: ProviderProfile
-) -> SignedIn:
-    """A session for the provider's user.
-
-    `Unauthorized` if the linked account is disabled; `Conflict` if the email belongs to an
-    account that may not be linked (its email unverified, or it is inactive or deleted);
-    `SignupDisabled` for a new user when signup is closed, or is by invitation and the email
-    has none."""
-    identity = await session.scalar(
-        select(OAuthIdentity).where(
-            OAuthIdentity.provider == profile.provider,
-            OAuthIdentity.provider_user_id == profile.provider_user_id,
-        )
-    )
-    if identity is not None:
-        user = await session.get(User, identity.user_id)
-        if user is None or not _usable(user):
-            raise Unauthorized("account not found or inactive")
-        identity.email = profile.email
-        _note_verified(user, profile)
-        await session.flush()
-        return await _login_as(session, codec, user)
-
-    existing = await session.scalar(select(User).where(User.email == profile.email))
-    if existing is not None:
-        if not _usable(existing) or existing.email_verified_at is None:
-            # Unverified: whoever registered this email never proved it is theirs; its owner,
-            # who just did, must not share that account. They may prove it with a password
-            # reset (which ends the other holder's access), then sign in here.
-            raise Conflict("email already registered")
-        session.add(_identity(existing, profile))
-        await session.flush()
-        return await _login_as(session, codec, existing)
-
-    now = utcnow()
-    if mode == "closed":
-        raise SignupDisabled(SIGNUP_CLOSED)
-    if (
-        mode == "invite"
-        and await invitations.accept_for_email(session, email=profile.email, now=now) is None
-    ):
-        raise SignupDisabled("signup needs an invitation: ask an administrator for one")
-    user = User(
-        email=profile.email,
-        name=profile.name,
-        password_hash=None,
-        is_active=True,
-        is_admin=await _is_first_user(session),
-        email_verified_at=now,
-    )
-    session.add(user)
-    try:
-        await session.flush()
-    except IntegrityError:
-        # A signup with the same email committed between the check and the insert.
-        raise Conflict("email already registered") from None
-    session.add(_identity(user, profile))
-    await session.flush()
-    team = await teams.create_team(
-        session, owner_id=user.id, name=_default_team_name(profile.name), is_default=True
-    )
-    return _issue(codec, user, team.id, "owner")
-
-
-async def oauth_link(
-    session: AsyncSession, *, codec: TokenCodec, user_id: uuid.UUID, profile: ProviderProfile
-) -> SignedIn:
-    """Link the provider's user to the account `user_id` (the connect flow) and sign it in.
-    `Unauthorized` if the account is gone or inactive; `Conflict` if the provider's user is
-    linked to another account or the account has another identity at this provider."""
-    user = await session.get(User, user_id)
-    if user is None or not _usable(user):
-        raise Unauthorized("account not found or inactive")
-    linked = (
-        await session.scalars(
-            select(OAuthIdentity).where(
-                OAuthIdentity.provider == profile.provider,
-                (OAuthIdentity.provider_user_id == profile.provider_user_id)
-                | (OAuthIdentity.user_id == user.id),
-            )
-        )
-    ).all()
-    if any((i.user_id, i.provider_user_id) != (user.id, profile.provider_user_id) for i in linked):
-        raise Conflict("provider account linked elsewhere")
-    if not linked:
-        session.add(_identity(user, profile))
-        try:
-            await session.flush()
-        except IntegrityError:
-            raise Conflict("provider account linked elsewhere") from None
-    _note_verified(user, profile)
-    await session.flush()
-    return await _login_as(session, codec, user)
-
-
-async def disconnect_provider(
-    session: AsyncSession, *, principal: Principal, provider: str
-) -> None:
-    """Unlink the provider from the caller's account; refused when it is the last way to log in
-    (no password and no other identity)."""
-    user = await session.get(User, principal.require_user())
-    if user is None:
-        raise Unauthorized("account not found or inactive")
-    identities = (
-        await session.scalars(select(OAuthIdentity).where(OAuthIdentity.user_id == user.id))
-    ).all()
-    mine = [i for i in identities if i.provider == provider]
-    if not mine:
-        raise NotFound("provider not connected")
-    if user.password_hash is None and len(identities) == len(mine):
-        raise BadRequest("cannot disconnect the last login method")
-    for identity in mine:
-        await session.delete(identity)
-    await session.flush()
 
 
 async def profile(session: AsyncSession, *, principal: Principal) -> Profile:
@@ -421,7 +287,7 @@ async def switch_team(
     """A new token for `team_id`, after checking the membership in the database; the name and
     admin flag come from the database too, never from the old token."""
     user = await session.get(User, principal.require_user())
-    if user is None or not _usable(user):
+    if user is None or not usable(user):
         raise Unauthorized("account not found or inactive")
     team, role = await teams.switch_target(session, user_id=user.id, team_id=team_id)
-    return _issue(codec, user, team.id, role)
+    return issue(codec, user, team.id, role)

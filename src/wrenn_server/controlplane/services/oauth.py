@@ -1,6 +1,6 @@
 """OAuth login (GitHub): the provider's configuration, the signed login state, and reading the
-user's profile from the provider. No database here: `accounts.oauth_login` turns a profile into a
-session.
+user's profile from the provider. No database here: `oauth_accounts.oauth_login` turns a profile
+into a session.
 
 - State: `<nonce>.<expiry>.<HMAC-SHA256(key, provider.nonce.expiry.link)>`, keyed by a key derived
   from the JWT secret; `link` is the id of the user connecting the provider to their account

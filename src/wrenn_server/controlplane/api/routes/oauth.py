@@ -30,7 +30,7 @@ from ...db.session import transaction
 from ...errors import Conflict, InvalidID, NotFound, Unauthorized
 from ...schemas.auth import AuthResponse, ConnectProviderResponse, OAuthProvidersResponse
 from ...schemas.common import error_responses
-from ...services import accounts, oauth, principals
+from ...services import accounts, oauth, oauth_accounts, principals
 from ...settings import Settings
 from ..deps import CodecDep, CurrentUser, SessionDep, SettingsDep
 
@@ -214,11 +214,11 @@ async def oauth_callback(
     try:
         async with transaction(session, write=True):
             if link_user is None:
-                signed_in = await accounts.oauth_login(
+                signed_in = await oauth_accounts.oauth_login(
                     session, codec=codec, mode=settings.signup, profile=profile
                 )
             else:
-                signed_in = await accounts.oauth_link(
+                signed_in = await oauth_accounts.oauth_link(
                     session, codec=codec, user_id=link_user, profile=profile
                 )
     except Conflict:
@@ -297,4 +297,4 @@ async def connect_provider(
 )
 async def disconnect_provider(provider: str, principal: CurrentUser, session: SessionDep) -> None:
     async with transaction(session, write=True):
-        await accounts.disconnect_provider(session, principal=principal, provider=provider)
+        await oauth_accounts.disconnect_provider(session, principal=principal, provider=provider)

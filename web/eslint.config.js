@@ -28,6 +28,18 @@ export default ts.config(
 		}
 	},
 	{
+		// API paths are written once, in the module of their area (src/lib/api/*.ts).
+		files: ['src/**/*.ts', 'src/**/*.js', 'src/**/*.svelte'],
+		ignores: ['src/lib/api/**', 'src/**/*.test.ts'],
+		rules: {
+			'no-restricted-syntax': [
+				'error',
+				{ selector: 'Literal[value=/^\\/v1/]', message: 'Call the API through $lib/api/<area>.' },
+				{ selector: 'TemplateElement[value.raw=/^\\/v1/]', message: 'Call the API through $lib/api/<area>.' }
+			]
+		}
+	},
+	{
 		rules: {
 			// A caught error is often deliberately ignored: `catch { ... }` says so.
 			'@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', caughtErrors: 'none' }],

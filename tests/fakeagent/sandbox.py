@@ -94,6 +94,28 @@ class FakeSandbox:
     processes: dict[int, FakeProcess] = field(default_factory=dict)
     next_pid: int = 100
 
+    @classmethod
+    def of(
+        cls,
+        template: FakeTemplate,
+        sandbox_id: str,
+        programs: Mapping[str, Callable[[Any], Awaitable[int]]],
+        **values: Any,
+    ) -> FakeSandbox:
+        """A capsule of `template`, with a copy of its files and users; `values` set its other
+        fields (sizes default to the agent's: 1 vCPU, 512 MiB, 5 GiB of disk)."""
+        snap = template.type == SNAPSHOT
+        sizes = {"vcpus": 1, "memory_mb": 512, "disk_size_mb": 5120, "timeout_sec": 0}
+        return cls(
+            sandbox_id=sandbox_id,
+            template=template.name,
+            base_image=template.base if snap and template.base else template.name,
+            files=template.files.copy(),
+            users=set(template.users),
+            programs=programs,
+            **{**sizes, **values},
+        )
+
     def touch(self) -> None:
         self.last_active_at = time.time()
 

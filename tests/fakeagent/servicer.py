@@ -13,13 +13,8 @@ injects failures (faults.py). Tests change the world as a host would: `kill` (th
 from __future__ import annotations
 
 import asyncio
-import functools
-import hmac
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
-
-import grpc
+from collections.abc import AsyncIterator
 
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
@@ -27,6 +22,7 @@ from wrenn_server.proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
 from .errors import Refused, exists, invalid, not_found, wrong_state
 from .faults import Faults
 from .files import FileTree
+from .guards import Ctx, admit, streaming, unary
 from .processes import Spec
 from .programs import PROGRAMS, Program, main
 from .sandbox import (
@@ -41,48 +37,12 @@ from .sandbox import (
     new_sandbox_id,
 )
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Agent = TypeVar("Agent", bound="FakeHostAgent")
-
 BASE_TEMPLATE = "minimal"
 MAX_UNARY_FILE = 64 * 1024 * 1024
 CHUNK = 256 * 1024
 DEFAULT_MAX_OUTPUT = 1 << 20
 MAX_OUTPUT = 16 << 20
 LIST_LIMIT = 10000
-
-
-def unary(
-    fn: Callable[[Agent, Req, Ctx], Awaitable[Resp]],
-) -> Callable[[Agent, Req, Ctx], Coroutine[Any, Any, Resp]]:
-    @functools.wraps(fn)
-    async def wrapper(self: Agent, request: Req, context: Ctx) -> Resp:
-        try:
-            await self.admit(fn.__name__, request, context)
-            reply = await fn(self, request, context)
-            await self.faults.after(fn.__name__)
-            return reply
-        except Refused as e:
-            await context.abort(e.code, e.message)
-
-    return wrapper
-
-
-def streaming(
-    fn: Callable[[Agent, Req, Ctx], AsyncIterator[Resp]],
-) -> Callable[[Agent, Req, Ctx], AsyncIterator[Resp]]:
-    @functools.wraps(fn)
-    async def wrapper(self: Agent, request: Req, context: Ctx) -> AsyncIterator[Resp]:
-        try:
-            await self.admit(fn.__name__, request, context)
-            async for item in fn(self, request, context):
-                yield item
-        except Refused as e:
-            await context.abort(e.code, e.message)
-
-    return wrapper
 
 
 class FakeHostAgent(pb_grpc.HostAgentServicer):
@@ -103,19 +63,7 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         """A capsule the agent holds without having been asked here (a restarted agent adopts
         the capsules it finds)."""
         base = self.templates[BASE_TEMPLATE]
-        sandbox = FakeSandbox(
-            sandbox_id=check_sandbox_id(sandbox_id),
-            template=base.name,
-            base_image=base.name,
-            vcpus=1,
-            memory_mb=512,
-            disk_size_mb=5120,
-            timeout_sec=0,
-            files=base.files.copy(),
-            users=set(base.users),
-            programs=self.programs,
-            status=status,
-        )
+        sandbox = FakeSandbox.of(base, check_sandbox_id(sandbox_id), self.programs, status=status)
         self.sandboxes[sandbox_id] = sandbox
         return sandbox
 
@@ -140,22 +88,6 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         return [s.sandbox_id for s in idle]
 
     # -- plumbing --------------------------------------------------------------------------
-
-    async def admit(self, method: str, request: object, context: Ctx) -> None:
-        expected = f"Bearer {self.secret}".encode()
-        presented = b""
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                presented = value.encode() if isinstance(value, str) else value
-        if not hmac.compare_digest(presented, expected):
-            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "invalid agent credentials")
-        self.calls.append(method)
-        await self.faults.before(method)
-        if sandbox_id := getattr(request, "sandbox_id", ""):
-            check_sandbox_id(sandbox_id)
-        for field in ("name", "template"):
-            if value := getattr(request, field, ""):
-                check_name(value)
 
     def get(self, sandbox_id: str) -> FakeSandbox:
         check_sandbox_id(sandbox_id)
@@ -193,17 +125,14 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
             raise invalid("memory_mb must be between 64 and 262144")
         if r.timeout_sec < 0:
             raise invalid("timeout_sec must not be negative")
-        sandbox = FakeSandbox(
-            sandbox_id=sandbox_id,
-            template=template.name,
-            base_image=template.base if snap and template.base else template.name,
+        sandbox = FakeSandbox.of(
+            template,
+            sandbox_id,
+            self.programs,
             vcpus=vcpus,
             memory_mb=memory,
             disk_size_mb=disk,
             timeout_sec=r.timeout_sec,
-            files=template.files.copy(),
-            users=set(template.users),
-            programs=self.programs,
             default_user=r.default_user,
             default_env=dict(r.default_env),
         )
@@ -393,7 +322,7 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         # The request is a stream: admitted (and its header checked) here, not by `unary`.
         try:
             first = await anext(aiter(requests))
-            await self.admit("WriteFileStream", first.header, context)
+            await admit(self, "WriteFileStream", first.header, context)
             if not first.HasField("header"):
                 raise invalid("the first message must be the header")
             h = first.header

@@ -421,7 +421,7 @@ async def test_reconciler_records_system_events(
     up_agent.agent.adopt(ids.SANDBOX.format(unchanged.id))
     await down_agent.stop()
     pool = HostClientPool(lambda _host_id: SECRET)
-    reconciler = Reconciler(db.sessionmaker, pool)
+    reconciler = Reconciler(db, pool)
     await reconciler.run_once()
     await reconciler.run_once()  # idempotent: nothing changes, nothing more is recorded
 

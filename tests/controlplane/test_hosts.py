@@ -725,7 +725,7 @@ async def test_the_reconciler_runs_the_monitor_and_brings_answering_hosts_back(
     host_id = registered["host"]["id"]
     capsule = await _capsule(db, w.team, host_id)
     agent = _Agent()
-    reconciler = Reconciler(db.sessionmaker, _Pool(agent), down_after=DOWN_AFTER.total_seconds())
+    reconciler = Reconciler(db, _Pool(agent), down_after=DOWN_AFTER.total_seconds())
 
     await reconciler.run_once()  # unreachable, but seen at registration: not down yet
     row = await _host_row(db, host_id)

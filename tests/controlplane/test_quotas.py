@@ -339,7 +339,7 @@ async def test_the_reconciler_leaves_a_resume_in_flight_alone(
             .values(status="starting", last_updated=utcnow() - dt.timedelta(seconds=1))
         )
     paused = [pb.Sandbox(sandbox_id=wire_id, status=pb.SANDBOX_STATUS_PAUSED)]
-    reconciler = Reconciler(db.sessionmaker, FakePool({"fake:1": FakeAgent(paused)}))
+    reconciler = Reconciler(db, FakePool({"fake:1": FakeAgent(paused)}))
     await reconciler.run_once()
     assert await _status(db, wire_id) == "starting"
     # A resume that never finished (its control plane died): the agent's word wins.

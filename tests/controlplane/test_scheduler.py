@@ -266,14 +266,14 @@ async def test_the_reconciler_records_what_agents_report_of_their_host(db: Datab
     async with db.sessionmaker() as session, transaction(session, write=True):
         session.add(host)
     reported = pb.HostResources(cpu_count=2, memory_mb=24_105, disk_free_mb=81_000)
-    reconciler = Reconciler(db.sessionmaker, FakePool({"fake:sized": SizedAgent(reported)}))
+    reconciler = Reconciler(db, FakePool({"fake:sized": SizedAgent(reported)}))
     await reconciler.run_once()
     async with db.sessionmaker() as session:
         row = await session.get(Host, host.id)
         assert row is not None
         assert (row.cpu_cores, row.memory_mb, row.disk_free_mb) == (2, 24_105, 81_000)
     # An agent that says nothing of its host (an older one) leaves what is known.
-    await Reconciler(db.sessionmaker, FakePool({"fake:sized": FakeAgent()})).run_once()
+    await Reconciler(db, FakePool({"fake:sized": FakeAgent()})).run_once()
     async with db.sessionmaker() as session:
         row = await session.get(Host, host.id)
         assert row is not None and row.disk_free_mb == 81_000

@@ -147,11 +147,11 @@ async def test_reconciler_keeps_changes_newer_than_the_agents_answer(
     pool = HostClientPool(lambda _host_id: SECRET)
     try:
         interleaved = AnswerThenMeanwhile(pool, meanwhile)
-        await Reconciler(rest_db.sessionmaker, interleaved).run_once()  # type: ignore[arg-type]
+        await Reconciler(rest_db, interleaved).run_once()  # type: ignore[arg-type]
         for capsule in (created, resumed):
             assert await status_of(api, user, capsule["id"]) == "running"
         # The next pass, with a fresh answer, agrees.
-        await Reconciler(rest_db.sessionmaker, pool).run_once()
+        await Reconciler(rest_db, pool).run_once()
         for capsule in (created, resumed):
             assert await status_of(api, user, capsule["id"]) == "running"
     finally:

@@ -126,15 +126,15 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await prepare_database(settings, database)
-        reconciler = Reconciler(database.sessionmaker, hosts.pool, settings.host_down_after_sec)
+        reconciler = Reconciler(database, hosts.pool, settings.host_down_after_sec)
         sampler = periodic.stats_sampler(
-            database.sessionmaker,
+            database,
             retention=dt.timedelta(days=settings.stats_retention_days),
         )
         background = {
             "reconciler": (settings.reconcile_interval_sec, reconciler.run_once),
             "stats-sampler": (settings.stats_sample_interval_sec, sampler),
-            "login-throttle-purge": (300.0, periodic.login_throttle_purger(database.sessionmaker)),
+            "login-throttle-purge": (300.0, periodic.login_throttle_purger(database)),
         }
         await builds.workers.start()
         try:

@@ -6,19 +6,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 
-from ..db.session import transaction
+from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..services import stats, throttle
-from ..services.metrics import SessionFactory
 
 
-def stats_sampler(
-    sessions: SessionFactory, *, retention: dt.timedelta
-) -> Callable[[], Awaitable[None]]:
+def stats_sampler(db: Database, *, retention: dt.timedelta) -> Callable[[], Awaitable[None]]:
     """The stats sampler's step: snapshot every team, then drop what is past the retention."""
 
     async def step() -> None:
-        async with sessions() as session, transaction(session, write=True):
+        async with db.sessionmaker() as session, transaction(session, write=True):
             now = utcnow()
             await stats.sample_teams(session, now=now)
             await stats.purge_snapshots(session, before=now - retention)
@@ -26,11 +23,11 @@ def stats_sampler(
     return step
 
 
-def login_throttle_purger(sessions: SessionFactory) -> Callable[[], Awaitable[int]]:
+def login_throttle_purger(db: Database) -> Callable[[], Awaitable[int]]:
     """A step that purges forgotten login-throttle counts."""
 
     async def step() -> int:
-        async with sessions() as session, transaction(session, write=True):
+        async with db.sessionmaker() as session, transaction(session, write=True):
             return await throttle.purge(session, now=dt.datetime.now(dt.UTC))
 
     return step

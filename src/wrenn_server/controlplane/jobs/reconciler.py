@@ -36,7 +36,7 @@ from .. import ids
 from ..agents.pool import HostClientPool
 from ..db.models.capsules import Sandbox
 from ..db.models.hosts import Host
-from ..db.session import transaction
+from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import InvalidID
 from ..services import capsules, host_liveness, metrics
@@ -56,8 +56,6 @@ RPC_TIMEOUT = 10.0
 MAX_REASON = 200
 # Longer than a resume takes (restore, then the agent's start timeout).
 RESUME_GRACE = dt.timedelta(minutes=2)
-
-SessionFactory = metrics.SessionFactory
 
 
 def reconcile(db_status: str, reported: str | None, reachable: bool) -> str:
@@ -103,18 +101,18 @@ def _our_id(wire_id: str) -> uuid.UUID | None:
 class Reconciler:
     def __init__(
         self,
-        sessions: SessionFactory,
+        db: Database,
         pool: HostClientPool,
         down_after: float = 90.0,
     ) -> None:
-        self.sessions = sessions
+        self.db = db
         self.pool = pool
         self.down_after = dt.timedelta(seconds=down_after)
 
     async def run_once(self) -> None:
-        async with self.sessions() as session, transaction(session, write=True):
+        async with self.db.sessionmaker() as session, transaction(session, write=True):
             await host_liveness.mark_stale_down(session, down_after=self.down_after)
-        async with self.sessions() as session:
+        async with self.db.sessionmaker() as session:
             hosts = list(
                 await session.scalars(
                     select(Host).where(Host.status.in_(("online", "unreachable")))
@@ -149,7 +147,7 @@ class Reconciler:
             log.warning("host %s unreachable: %s", host_id, e.code().name)
             reachable = False
         auto_paused: list[uuid.UUID] = []
-        async with self.sessions() as session, transaction(session, write=True):
+        async with self.db.sessionmaker() as session, transaction(session, write=True):
             current = await session.get(Host, host_id)
             if current is None:
                 return  # deleted meanwhile
@@ -176,7 +174,7 @@ class Reconciler:
                         auto_paused.append(sandbox.id)
         # The agent paused these on its own: copy their samples, as a pause through the API does.
         for sandbox_id in auto_paused:
-            await metrics.flush(self.sessions, client, sandbox_id)
+            await metrics.flush(self.db, client, sandbox_id)
         if reasons:
             await self._clear_dead(client, host_id, set(reasons))
 
@@ -186,7 +184,7 @@ class Reconciler:
         """Dead capsules whose row says so (or that have none) are destroyed on their agent,
         freeing their disks; one whose row is newer than the answer waits for the next pass.
         Only this host is asked, about what it reported itself."""
-        async with self.sessions() as session:
+        async with self.db.sessionmaker() as session:
             rows = list(
                 await session.execute(
                     select(Sandbox.id, Sandbox.status).where(Sandbox.id.in_(dead))
@@ -195,7 +193,7 @@ class Reconciler:
         settled = {sandbox_id for sandbox_id, status in rows if status not in TRACKED}
         unknown = dead - {sandbox_id for sandbox_id, _ in rows}
         for sandbox_id in sorted(settled | unknown):
-            await metrics.flush(self.sessions, client, sandbox_id, tiers=("24h",))
+            await metrics.flush(self.db, client, sandbox_id, tiers=("24h",))
             wire_id = ids.SANDBOX.format(sandbox_id)
             try:
                 await client.destroy_sandbox(pb.SandboxRef(sandbox_id=wire_id), timeout=RPC_TIMEOUT)

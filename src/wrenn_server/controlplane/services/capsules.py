@@ -297,7 +297,7 @@ async def destroy_capsule(
         host = await session.get(Host, sandbox.host_id) if sandbox.host_id else None
     if host is not None and host.address:
         client = await hosts.client_of(host)
-        await metrics.flush(db.sessionmaker, client, sandbox.id, tiers=("24h",))
+        await metrics.flush(db, client, sandbox.id, tiers=("24h",))
         try:
             with agent_errors():
                 await client.destroy_sandbox(pb.SandboxRef(sandbox_id=wire_id))
@@ -320,7 +320,7 @@ async def pause_capsule(
     with agent_errors():
         await client.pause_sandbox(pb.SandboxRef(sandbox_id=wire_id))
     paused = await _set_status(db, sandbox.id, "paused", event=_Event(actor, "pause"))
-    await metrics.flush(db.sessionmaker, client, sandbox.id)
+    await metrics.flush(db, client, sandbox.id)
     return paused
 
 

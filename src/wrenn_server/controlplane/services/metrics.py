@@ -14,14 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
@@ -37,8 +35,6 @@ if TYPE_CHECKING:
     from .capsules import Hosts
 
 log = logging.getLogger(__name__)
-
-SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 ALL_TIERS = ("10m", "2h", "24h")
 FLUSH_TIMEOUT = 10.0
@@ -103,7 +99,7 @@ async def stored(db: Database, sandbox_id: uuid.UUID, range_: str) -> list[Metri
 
 
 async def flush(
-    sessions: SessionFactory,
+    db: Database,
     client: AgentClient,
     sandbox_id: uuid.UUID,
     tiers: Sequence[str] = ALL_TIERS,
@@ -132,7 +128,7 @@ async def flush(
         for sample in map(_from_wire, points)
     ]
     try:
-        async with sessions() as session, transaction(session, write=True):
+        async with db.sessionmaker() as session, transaction(session, write=True):
             await session.execute(
                 delete(SandboxMetric).where(
                     SandboxMetric.sandbox_id == sandbox_id,

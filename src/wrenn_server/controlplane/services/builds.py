@@ -1,5 +1,6 @@
 """Template builds as platform admins see them: submit (recipe checked, archive checked and
-stored in the database, then queued), list, read, cancel. Running them is `builds/`' job.
+stored in the database, then queued), list, read, cancel. Running them is the build workers'
+job (`jobs/build_workers.py`).
 
 A build produces a platform template (visible to every team). Its name may not be taken by a
 template, nor by another build that has not finished.

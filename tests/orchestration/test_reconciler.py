@@ -9,7 +9,6 @@ import asyncio
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from wrenn_server.controlplane.db.models import Host
@@ -138,11 +137,6 @@ async def test_the_reconciler_records_what_the_agent_reports_of_its_host(
         assert resp.status_code == 503 and resp.json()["error"]["code"] == "insufficient_capacity"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known race: a reconciler pass between the agent's pause and the row's update records "
-    "the caller's pause as the system's auto_pause",
-)
 async def test_a_pass_during_a_pause_does_not_record_an_auto_pause(start_app: StartApp) -> None:
     async with start_app(reconcile_interval_sec=INTERVAL) as stack:
         api, agent = stack.client, stack.agent

@@ -13,8 +13,10 @@
 - missing but the agent has it again                -> the agent's status
 An agent that answers has been seen: an unreachable host comes back online (`marked_up`).
 A capsule whose row changed after the agent was asked is left alone: the answer may predate a
-create or resume that finished meanwhile (and "stopped" would be final). Each pass handles every
-online host once and is idempotent.
+create or resume that finished meanwhile (and "stopped" would be final); one a caller is
+pausing or resuming is left to that call for up to two minutes (a pause the agent made but has
+not answered yet is the caller's, not the reaper's). Each pass handles every online host once
+and is idempotent.
 
 The changes it makes are audited as the system actor, in the transaction that makes them:
 running -> paused as `auto_pause` (info), -> stopped as `stopped` and -> missing as
@@ -54,8 +56,8 @@ AGENT_STATUS = {
 }
 RPC_TIMEOUT = 10.0
 MAX_REASON = 200
-# Longer than a resume takes (restore, then the agent's start timeout).
-RESUME_GRACE = dt.timedelta(minutes=2)
+# Longer than a resume takes (restore, then the agent's start timeout), or a pause (checkpoint).
+CALL_GRACE = dt.timedelta(minutes=2)
 
 
 def reconcile(db_status: str, reported: str | None, reachable: bool) -> str:
@@ -85,7 +87,21 @@ def _resuming(sandbox: Sandbox, reported: str | None, asked_at: dt.datetime) -> 
     return (
         sandbox.status == "starting"
         and reported == "paused"
-        and asked_at - sandbox.last_updated < RESUME_GRACE
+        and asked_at - sandbox.last_updated < CALL_GRACE
+    )
+
+
+def _pausing(
+    sandbox: Sandbox, reported: str | None, auto_paused: bool, asked_at: dt.datetime
+) -> bool:
+    """A capsule a caller is pausing reads "running" until the agent has answered, while the
+    agent may already report it paused (not by its reaper): the pause call owns it, unless it
+    has taken longer than any pause does."""
+    return (
+        sandbox.status == "running"
+        and reported == "paused"
+        and not auto_paused
+        and asked_at - sandbox.last_updated < CALL_GRACE
     )
 
 
@@ -125,6 +141,7 @@ class Reconciler:
         host_id = host.id
         reported: dict[uuid.UUID, str] = {}
         reasons: dict[uuid.UUID, str] = {}
+        reaped: set[uuid.UUID] = set()  # paused by the agent's TTL reaper
         reachable = True
         resources: pb.HostResources | None = None
         # A row changed after this moment may be newer than the agent's answer (a create or
@@ -139,6 +156,8 @@ class Reconciler:
                 sandbox_id = _our_id(sb.sandbox_id)
                 if sandbox_id is not None:
                     reported[sandbox_id] = AGENT_STATUS.get(sb.status, "starting")
+                    if sb.auto_paused or sb.sandbox_id in resp.auto_paused_sandbox_ids:
+                        reaped.add(sandbox_id)
                     if sb.status == pb.SANDBOX_STATUS_DEAD:
                         # An agent's words (a BYOC host's owner's, maybe): kept short.
                         reason = sb.exit_reason[:MAX_REASON] or "sandbox exited"
@@ -162,6 +181,8 @@ class Reconciler:
                 if sandbox.last_updated >= asked_at:
                     continue
                 if _resuming(sandbox, reported.get(sandbox.id), asked_at):
+                    continue
+                if _pausing(sandbox, reported.get(sandbox.id), sandbox.id in reaped, asked_at):
                     continue
                 new = reconcile(sandbox.status, reported.get(sandbox.id), reachable)
                 if new != sandbox.status:

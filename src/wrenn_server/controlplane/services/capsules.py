@@ -317,6 +317,12 @@ async def pause_capsule(
     db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str, *, actor: audit.Actor
 ) -> Sandbox:
     sandbox, client = await _load(db, hosts, team_id, wire_id, "running")
+    # The row's time says a pause is under way: the reconciler leaves a capsule the agent
+    # reports paused (not by its reaper) to this call until the row is updated.
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        await session.execute(
+            update(Sandbox).where(Sandbox.id == sandbox.id).values(last_updated=utcnow())
+        )
     with agent_errors():
         await client.pause_sandbox(pb.SandboxRef(sandbox_id=wire_id))
     paused = await _set_status(db, sandbox.id, "paused", event=_Event(actor, "pause"))

@@ -417,7 +417,7 @@ async def test_reconciler_records_system_events(
     paused, gone, unchanged, lost = capsule(up), capsule(up), capsule(up), capsule(down)
     await _add(db, paused, gone, unchanged, lost)
     # The agent paused one on its own, lost another; the second host cannot be reached.
-    up_agent.agent.adopt(ids.SANDBOX.format(paused.id), status="paused")
+    up_agent.agent.adopt(ids.SANDBOX.format(paused.id), status="paused").auto_paused = True
     up_agent.agent.adopt(ids.SANDBOX.format(unchanged.id))
     await down_agent.stop()
     pool = HostClientPool(lambda _host_id: SECRET)

@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 
 from wrenn_server.cli import app as cli_app
 from wrenn_server.controlplane import ids
-from wrenn_server.controlplane.agents.scheduler import BalancedScheduler
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.db.models import (
     AuditLog,
@@ -33,13 +32,13 @@ from wrenn_server.controlplane.db.models import (
 )
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.security import TokenCodec, UserClaims
-from wrenn_server.controlplane.services.capsules import Hosts
 from wrenn_server.controlplane.settings import Settings
 
+from ..fakeagent import FakeAgentServer, FakeTemplate
 from .conftest import TEST_JWT_SECRET
+from .fake_hosts import SECRET, fake_hosts
 from .helpers import PASSWORD, assert_error, bearer, signup
 from .team_helpers import add_member, login, switch
-from .test_audit import FakeAgent, FakePool
 
 BASE = "minimal"  # Settings.base_template
 
@@ -315,24 +314,38 @@ async def test_template_delete_asks_online_hosts_first(
 ) -> None:
     world = await _world(client, db)
     admin_h = bearer(world["admin"]["token"])
-    await _add(
-        db,
-        Host(type="regular", address="fake:1", status="online"),
-        Host(type="regular", address="fake:2", status="offline"),
-    )
-    agent = FakeAgent()
-    down = FakeAgent()
-    app.state.hosts = Hosts(FakePool({"fake:1": agent, "fake:2": down}), BalancedScheduler())
+    async with FakeAgentServer(SECRET) as online, FakeAgentServer(SECRET) as offline:
+        await _add(
+            db,
+            Host(type="regular", address=online.target, status="online"),
+            Host(type="regular", address=offline.target, status="offline"),
+        )
+        for server in (online, offline):
+            for name in ("olive-snap", "kept"):
+                server.agent.templates[name] = FakeTemplate(name, "snapshot")
+        app.state.hosts = fake_hosts()
+        await _delete_templates(client, db, admin_h, online, offline)
+
+
+async def _delete_templates(
+    client: httpx.AsyncClient,
+    db: Database,
+    admin_h: dict[str, str],
+    online: FakeAgentServer,
+    offline: FakeAgentServer,
+) -> None:
+    agent, down = online.agent, offline.agent
 
     resp = await client.delete("/v1/admin/templates/olive-snap", headers=admin_h)
     assert resp.status_code == 204, resp.text
     assert agent.calls == ["DeleteSnapshot"]
     assert down.calls == []  # offline hosts are not asked
     assert "olive-snap" not in await _template_names(db)
+    assert "olive-snap" not in agent.templates and "olive-snap" in down.templates
 
     # A host that cannot delete the files: the record stays.
     await _add(db, Template(name="kept", team_id=ids.PLATFORM_TEAM_ID, type="snapshot"))
-    agent.reachable = False
+    agent.faults.unavailable = True
     resp = await client.delete("/v1/admin/templates/kept", headers=admin_h)
     assert resp.status_code == 502, resp.text
     assert "kept" in await _template_names(db)

@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from wrenn_server.controlplane import ids
-from wrenn_server.controlplane.agents.scheduler import BalancedScheduler
 from wrenn_server.controlplane.db.models import AuditLog, Host, Sandbox, Template
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
@@ -25,11 +24,11 @@ from wrenn_server.controlplane.errors import QuotaExceeded
 from wrenn_server.controlplane.jobs.reconciler import Reconciler
 from wrenn_server.controlplane.services import audit, capsules, quotas
 from wrenn_server.controlplane.services.capsules import Hosts
-from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
+from ..fakeagent import FakeAgentServer, FakeHostAgent, FakeTemplate
+from .fake_hosts import fake_agent, fake_hosts, fake_pool  # noqa: F401 (fixture)
 from .helpers import assert_error, bearer, count, signup
 from .team_helpers import add_member, login, switch
-from .test_audit import FakeAgent, FakePool
 
 BASE = "base-q"
 
@@ -43,22 +42,30 @@ class Team:
         self.headers = bearer(account["token"])
 
 
+@pytest.fixture(autouse=True)
+def _one_host_agent(app: FastAPI, fake_agent: FakeAgentServer) -> None:  # noqa: F811
+    """The agent of the one host `_world` makes."""
+    app.state.fake_agent = fake_agent
+
+
 async def _world(
     app: FastAPI, client: httpx.AsyncClient, db: Database, limits: quotas.Limits
-) -> tuple[Team, Team, FakeAgent]:
+) -> tuple[Team, Team, FakeHostAgent]:
     """A platform admin (the first account) and a team owner, one big host behind a fake agent,
     and platform defaults `limits`."""
     admin = Team(await signup(client, email="root@example.com"))
     owner = Team(await signup(client, email="owner@example.com"))
-    agent = FakeAgent()
-    app.state.hosts = Hosts(FakePool({"fake:1": agent}), BalancedScheduler(), limits)
+    server: FakeAgentServer = app.state.fake_agent
+    agent = server.agent
+    agent.templates[BASE] = FakeTemplate(BASE, "image")
+    app.state.hosts = fake_hosts(limits)
     async with db.sessionmaker() as session, transaction(session, write=True):
         session.add(
             Host(
                 id=ids.new_id(),
                 type="regular",
                 status="online",
-                address="fake:1",
+                address=server.target,
                 cpu_cores=64,
                 memory_mb=1 << 20,
                 last_heartbeat_at=utcnow(),
@@ -328,7 +335,7 @@ async def test_the_platform_defaults_come_from_the_settings(
 async def test_the_reconciler_leaves_a_resume_in_flight_alone(
     app: FastAPI, client: httpx.AsyncClient, db: Database
 ) -> None:
-    _admin, owner, _agent = await _world(app, client, db, _limits())
+    _admin, owner, agent = await _world(app, client, db, _limits())
     wire_id = await _created(client, owner)
     sandbox_id = ids.SANDBOX.parse(wire_id)
     # What a resume records before asking the agent, which still reports the capsule paused.
@@ -338,8 +345,8 @@ async def test_the_reconciler_leaves_a_resume_in_flight_alone(
             .where(Sandbox.id == sandbox_id)
             .values(status="starting", last_updated=utcnow() - dt.timedelta(seconds=1))
         )
-    paused = [pb.Sandbox(sandbox_id=wire_id, status=pb.SANDBOX_STATUS_PAUSED)]
-    reconciler = Reconciler(db, FakePool({"fake:1": FakeAgent(paused)}))
+    agent.sandboxes[wire_id].status = "paused"
+    reconciler = Reconciler(db, fake_pool())
     await reconciler.run_once()
     assert await _status(db, wire_id) == "starting"
     # A resume that never finished (its control plane died): the agent's word wins.

@@ -8,7 +8,6 @@ import os
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,11 +23,11 @@ from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.errors import InsufficientCapacity, ServiceUnavailable
 from wrenn_server.controlplane.jobs.reconciler import Reconciler
-from wrenn_server.controlplane.services.capsules import Hosts
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
+from ..fakeagent import FakeAgentServer, FakeTemplate
+from .fake_hosts import fake_agent, fake_hosts, fake_pool  # noqa: F401 (fixture)
 from .helpers import assert_error, bearer, signup
-from .test_audit import FakeAgent, FakePool
 
 
 def _host(
@@ -211,16 +210,20 @@ async def test_a_host_takes_only_what_it_can_hold(client: httpx.AsyncClient, db:
 
 
 async def test_a_full_host_refuses_through_the_api_and_leaves_nothing(
-    app: FastAPI, client: httpx.AsyncClient, db: Database
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    db: Database,
+    fake_agent: FakeAgentServer,  # noqa: F811
 ) -> None:
-    host = _host("fake:1", memory_mb=4000)
+    host = _host(fake_agent.target, memory_mb=4000)
     host.cpu_cores = 2
     owner = await signup(client)
     team = ids.TEAM.parse(owner["team_id"])
     async with db.sessionmaker() as session, transaction(session, write=True):
         session.add_all([host, Template(name="base-api", team_id=team, type="base")])
-    agent = FakeAgent()
-    app.state.hosts = Hosts(FakePool({"fake:1": agent}), BalancedScheduler())
+    agent = fake_agent.agent
+    agent.templates["base-api"] = FakeTemplate("base-api", "image")
+    app.state.hosts = fake_hosts()
     headers = bearer(owner["token"])
 
     async def create(**body: int) -> httpx.Response:
@@ -247,33 +250,25 @@ async def test_a_full_host_refuses_through_the_api_and_leaves_nothing(
     assert agent.calls.count("CreateSandbox") == 2
 
 
-class SizedAgent(FakeAgent):
-    """An agent that reports its host's size and free disk with its capsules."""
-
-    def __init__(self, resources: pb.HostResources) -> None:
-        super().__init__()
-        self.resources = resources
-
-    async def call(self, method: str, request: Any, timeout: float | None = 120) -> Any:
-        answer = await super().call(method, request, timeout)
-        if method == "ListSandboxes":
-            answer.resources.CopyFrom(self.resources)
-        return answer
-
-
-async def test_the_reconciler_records_what_agents_report_of_their_host(db: Database) -> None:
-    host = _host("fake:sized", memory_mb=4096)
+async def test_the_reconciler_records_what_agents_report_of_their_host(
+    db: Database,
+    fake_agent: FakeAgentServer,  # noqa: F811
+) -> None:
+    host = _host(fake_agent.target, memory_mb=4096)
     async with db.sessionmaker() as session, transaction(session, write=True):
         session.add(host)
-    reported = pb.HostResources(cpu_count=2, memory_mb=24_105, disk_free_mb=81_000)
-    reconciler = Reconciler(db, FakePool({"fake:sized": SizedAgent(reported)}))
+    fake_agent.agent.resources = pb.HostResources(
+        cpu_count=2, memory_mb=24_105, disk_free_mb=81_000
+    )
+    reconciler = Reconciler(db, fake_pool())
     await reconciler.run_once()
     async with db.sessionmaker() as session:
         row = await session.get(Host, host.id)
         assert row is not None
         assert (row.cpu_cores, row.memory_mb, row.disk_free_mb) == (2, 24_105, 81_000)
     # An agent that says nothing of its host (an older one) leaves what is known.
-    await Reconciler(db, FakePool({"fake:sized": FakeAgent()})).run_once()
+    fake_agent.agent.resources = None
+    await reconciler.run_once()
     async with db.sessionmaker() as session:
         row = await session.get(Host, host.id)
         assert row is not None and row.disk_free_mb == 81_000

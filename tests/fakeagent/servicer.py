@@ -55,7 +55,10 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         self.programs: dict[str, Program] = dict(PROGRAMS)
         self.faults = Faults()
         self.calls: list[str] = []
-        self.resources = pb.HostResources(cpu_count=8, memory_mb=16384, disk_free_mb=200_000)
+        # What ListSandboxes says of the host; None: nothing (as an older agent).
+        self.resources: pb.HostResources | None = pb.HostResources(
+            cpu_count=8, memory_mb=16384, disk_free_mb=200_000
+        )
 
     # -- the world changing under the agent ------------------------------------------------
 
@@ -148,11 +151,13 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         self, r: pb.ListSandboxesRequest, context: Ctx
     ) -> pb.ListSandboxesResponse:
         sandboxes = list(self.sandboxes.values())
-        return pb.ListSandboxesResponse(
+        response = pb.ListSandboxesResponse(
             sandboxes=[s.message() for s in sandboxes],
             auto_paused_sandbox_ids=[s.sandbox_id for s in sandboxes if s.auto_paused],
-            resources=self.resources,
         )
+        if self.resources is not None:
+            response.resources.CopyFrom(self.resources)
+        return response
 
     @unary
     async def DestroySandbox(self, r: pb.SandboxRef, context: Ctx) -> pb.Empty:

@@ -38,15 +38,7 @@ async def create_api_key(
     )
     session.add(key)
     await session.flush()
-    await audit.record(
-        session,
-        actor=principal.actor,
-        team_id=team_id,
-        resource_type="api_key",
-        resource_id=ids.API_KEY.format(key.id),
-        action="create",
-        metadata={"name": name, "key_prefix": new.prefix},
-    )
+    await record(session, principal, key, "create")
     return key, new.plaintext
 
 
@@ -75,12 +67,19 @@ async def revoke_api_key(session: AsyncSession, *, principal: Principal, key_id:
         raise Forbidden("only the key's creator or a team owner or admin may revoke it")
     key.revoked_at = dt.datetime.now(dt.UTC)
     await session.flush()
+    await record(session, principal, key, "revoke")
+
+
+async def record(
+    session: AsyncSession, principal: Principal, key: APIKey, action: str, **extra: str
+) -> None:
+    """An audit event about a key, in the key's team."""
     await audit.record(
         session,
         actor=principal.actor,
-        team_id=team_id,
+        team_id=key.team_id,
         resource_type="api_key",
         resource_id=ids.API_KEY.format(key.id),
-        action="revoke",
-        metadata={"name": key.name, "key_prefix": key.key_prefix},
+        action=action,
+        metadata={"name": key.name, "key_prefix": key.key_prefix, **extra},
     )

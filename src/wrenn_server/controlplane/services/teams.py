@@ -13,7 +13,7 @@ from .. import ids
 from ..db.models import APIKey, Sandbox, Team, TeamMember, User
 from ..db.session import Database, transaction
 from ..errors import BadRequest, Forbidden, NotFound
-from . import audit, capsules
+from . import api_keys, audit, capsules
 from .capsules import Hosts
 from .principals import Principal
 
@@ -320,15 +320,7 @@ async def _revoke_member_keys(
     now = dt.datetime.now(dt.UTC)
     for key in keys:
         key.revoked_at = now
-        await audit.record(
-            session,
-            actor=principal.actor,
-            team_id=team_id,
-            resource_type="api_key",
-            resource_id=ids.API_KEY.format(key.id),
-            action="revoke",
-            metadata={"name": key.name, "key_prefix": key.key_prefix, "reason": reason},
-        )
+        await api_keys.record(session, principal, key, "revoke", reason=reason)
     await session.flush()
 
 

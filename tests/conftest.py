@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from argon2 import PasswordHasher
 
 from tests.controlplane.pgcluster import PgCluster, find_pg_bin, start_cluster
 from tests.controlplane.redisserver import redis_server
@@ -18,6 +19,21 @@ from wrenn_server.agentproto.client import AgentClient
 # Most tests make their accounts through the API's signup. The product's default is closed
 # signup; the tests of that setting pass it explicitly, and `wrenn up`'s test unsets this.
 os.environ.setdefault("WRENN_SIGNUP", "open")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashes() -> Iterator[None]:
+    """argon2id with the least work for the in-process control planes: nearly every test signs
+    up and logs in, and the product's cost (argon2-cffi's defaults, kept by processes the tests
+    start, e.g. `wrenn up`) would be most of the fast tiers' time. Hashing and verifying still
+    run for real."""
+    from wrenn_server.controlplane import security
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "_hasher", cheap)
+        patch.setattr(security, "_DUMMY_HASH", cheap.hash("unused"))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -93,6 +93,8 @@ class FakeSandbox:
     last_active_at: float = field(default_factory=time.time)
     processes: dict[int, FakeProcess] = field(default_factory=dict)
     next_pid: int = 100
+    # Ports a tunnel reaches: the capsule's port -> a local (host, port) the test serves.
+    ports: dict[int, tuple[str, int]] = field(default_factory=dict)
 
     @classmethod
     def of(

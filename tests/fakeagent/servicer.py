@@ -36,6 +36,7 @@ from .sandbox import (
     check_sandbox_id,
     new_sandbox_id,
 )
+from .tunnel import open_port, relay
 
 BASE_TEMPLATE = "minimal"
 MAX_UNARY_FILE = 64 * 1024 * 1024
@@ -421,3 +422,19 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
     @unary
     async def ListTemplates(self, r: pb.Empty, context: Ctx) -> pb.ListTemplatesResponse:
         return pb.ListTemplatesResponse(templates=[t.message() for t in self.templates.values()])
+
+    # -- ports -----------------------------------------------------------------------------
+
+    @streaming
+    async def Tunnel(
+        self, requests: AsyncIterator[pb.TunnelFrame], context: Ctx
+    ) -> AsyncIterator[pb.TunnelFrame]:
+        it = requests.__aiter__()
+        first = await anext(it, None)
+        if first is None or first.WhichOneof("frame") != "open":
+            raise invalid("the first frame must be open")
+        sandbox = self.running(check_sandbox_id(first.open.sandbox_id))
+        reader, writer = await open_port(sandbox, first.open.port)
+        yield pb.TunnelFrame(opened=True)
+        async for frame in relay(it, reader, writer, sandbox):
+            yield frame

@@ -47,6 +47,13 @@ class Recorder:
             "request_deserializer": request_type.FromString,
             "response_serializer": response_type.SerializeToString,
         }
+        if method.client_streaming and method.server_streaming:
+
+            async def both_ways(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+                self.note(name, [r async for r in requests], context)
+                yield response_type()
+
+            return grpc.stream_stream_rpc_method_handler(both_ways, **wire)
         if method.client_streaming:
 
             async def take_stream(requests: AsyncIterator[Any], context: Any) -> Any:
@@ -95,7 +102,14 @@ async def test_each_method_calls_its_own_rpc(served: tuple[Recorder, AgentClient
         request_type = getattr(pb, method.input_type.name)
         response_type = getattr(pb, method.output_type.name)
         call: Callable[..., Any] = getattr(client, snake(method.name))
-        if method.client_streaming:
+        if method.client_streaming and method.server_streaming:
+            stream = call()
+            await stream.write(request_type())
+            await stream.done_writing()
+            answers = [msg async for msg in stream]
+            assert len(answers) == 1
+            answer = answers[0]
+        elif method.client_streaming:
 
             async def chunks() -> AsyncIterator[bytes]:
                 yield b"one"

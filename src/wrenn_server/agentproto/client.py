@@ -25,6 +25,7 @@ _Res = TypeVar("_Res", bound=Message)
 ProcessCall = grpc.aio.UnaryStreamCall[pb.ExecRequest, pb.ProcessEvent]
 ConnectCall = grpc.aio.UnaryStreamCall[pb.ProcessRef, pb.ProcessEvent]
 FileChunks = grpc.aio.UnaryStreamCall[pb.FileRef, pb.FileChunk]
+TunnelCall = grpc.aio.StreamStreamCall[pb.TunnelFrame, pb.TunnelFrame]
 
 
 class AgentClient:
@@ -225,3 +226,10 @@ class AgentClient:
         self, request: pb.Empty, *, timeout: float | None = DEFAULT_TIMEOUT
     ) -> pb.ListTemplatesResponse:
         return await self._unary(self.stub.ListTemplates, request, timeout)
+
+    # -- ports -----------------------------------------------------------------------------
+
+    def tunnel(self, *, timeout: float | None = None) -> TunnelCall:
+        """A bidirectional stream: `write()` the `open` frame, `read()` the agent's `opened`,
+        then data and `close` frames both ways (`done_writing()` also half-closes)."""
+        return self.stub.Tunnel(metadata=self.metadata, timeout=timeout)

@@ -6,7 +6,7 @@ import binascii
 import os
 import signal
 
-from . import __version__, credential, files, users
+from . import __version__, credential, files, tunnel, users
 from .errors import ApiError, bad
 from .httpio import CHUNK, ClientGone
 from .output import STREAMS
@@ -354,6 +354,25 @@ def remove(h: Handler) -> None:
     h.send_empty()
 
 
+def open_tunnel(h: Handler) -> None:
+    """101, then the connection carries raw bytes to and from the port (see tunnel.py). The agent
+    sends nothing after the request until it has read the 101, so no byte sits in rfile's buffer."""
+    text = h.query.get("port", "")
+    port = int(text) if text.isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise bad("port must be an integer from 1 to 65535")
+    if port == h.envd.server_port:
+        raise ApiError(403, "the capsule agent's own port cannot be tunnelled")
+    upstream = tunnel.open_local(port)
+    try:
+        h.send_head(101, [("Connection", "Upgrade"), ("Upgrade", "tcp")])
+    except BaseException:
+        upstream.close()
+        raise
+    h.close_connection = True
+    tunnel.splice(h.connection, upstream)
+
+
 ROUTES: Dict[Tuple[str, str], Route] = {
     ("GET", "/health"): health,
     ("POST", "/init"): init,
@@ -372,6 +391,7 @@ ROUTES: Dict[Tuple[str, str], Route] = {
     ("POST", "/fs/mkdir"): make_dir,
     ("POST", "/fs/move"): move,
     ("POST", "/fs/remove"): remove,
+    ("GET", "/tunnel"): open_tunnel,
 }
 
 

@@ -33,6 +33,7 @@ MAX_EVENT_LINE = 1 << 20
 # JSON answers: a directory listing of LIST_LIMIT entries with long paths fits easily.
 MAX_JSON = 64 << 20
 LIST_LIMIT = 10000  # entries of one listing, by default and at most (envd's own cap)
+MAX_TUNNEL_HEAD = 64 * 1024  # envd's answer to a tunnel request: its head, or an error body
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Listing:
 class EnvdClient:
     def __init__(self, host: str, port: int, token: str) -> None:
         self.base_url = f"http://{host}:{port}"
+        self._address = (host, port)
         # trust_env=False: a proxy set in the agent's environment must never see capsule traffic.
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -81,6 +83,39 @@ class EnvdClient:
             return json.loads(body)
         except ValueError:
             raise errors.Internal("capsule agent sent an invalid answer") from None
+
+    # -- tunnels ---------------------------------------------------------------------------
+
+    async def open_tunnel(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A raw connection through envd to `port` on the capsule's loopback (envd answers 101,
+        then splices; see envd/tunnel.py)."""
+        auth = self._http.headers["Authorization"]
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(*self._address, limit=MAX_TUNNEL_HEAD), 5.0
+            )
+        except (OSError, TimeoutError) as e:
+            raise errors.Unavailable("capsule agent is not reachable") from e
+        try:
+            request = (
+                f"GET /tunnel?port={port} HTTP/1.1\r\nHost: envd\r\nAuthorization: {auth}\r\n"
+                "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+            )
+            writer.write(request.encode("latin-1"))
+            # envd answers once it has connected (its own connect timeout is 5 s per address).
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15.0)
+            status, length = _tunnel_head(head)
+            if status != 101:
+                body = await asyncio.wait_for(reader.readexactly(length), 5.0)
+                _raise_tunnel(status, body, port)
+        except BaseException as e:
+            writer.close()
+            if isinstance(e, (OSError, TimeoutError, asyncio.IncompleteReadError)):
+                raise errors.Unavailable("capsule agent is not reachable") from e
+            if isinstance(e, (asyncio.LimitOverrunError, ValueError)):
+                raise errors.Internal("capsule agent sent an invalid answer") from e
+            raise
+        return reader, writer
 
     # -- health and defaults ---------------------------------------------------------------
 
@@ -256,6 +291,31 @@ async def _lines(resp: httpx.Response, limit: int) -> AsyncIterator[bytes]:
 
 def _params(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v not in (None, "")}
+
+
+def _tunnel_head(head: bytes) -> tuple[int, int]:
+    """Status and Content-Length (bounded) of envd's answer to a tunnel request."""
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    if not 0 <= length <= MAX_TUNNEL_HEAD:
+        raise ValueError("error body too long")
+    return status, length
+
+
+def _raise_tunnel(status: int, body: bytes, port: int) -> None:
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        code = ""
+    if status == 502 and code == "connection_refused":
+        # Our own words: the message is about the port, not whatever the capsule said.
+        raise errors.Unavailable(f"nothing is listening on port {port} in the capsule")
+    _raise_for(status, body)
 
 
 def _raise_for(status: int, body: bytes) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
-from . import capacity, errors
+from . import capacity, errors, tunnel
 from .capsule_spec import CreateSpec
 from .envd_client import LIST_LIMIT
 from .exec_output import ExecOutput, output_limit
@@ -266,3 +266,22 @@ class HostAgentService(pb_grpc.HostAgentServicer):
     @unary
     async def ListTemplates(self, r: pb.Empty, context: Ctx) -> pb.ListTemplatesResponse:
         return pb.ListTemplatesResponse(templates=[template_msg(t) for t in self.m.templates.all()])
+
+    # -- ports -----------------------------------------------------------------------------
+
+    @streaming
+    async def Tunnel(
+        self, requests: AsyncIterator[pb.TunnelFrame], context: Ctx
+    ) -> AsyncIterator[pb.TunnelFrame]:
+        it = requests.__aiter__()
+        first = await anext(it, None)
+        if first is None or first.WhichOneof("frame") != "open":
+            raise errors.InvalidArgument("the first frame must be open")
+        sandbox_id, port = first.open.sandbox_id, first.open.port
+        if not 1 <= port <= 65535:
+            raise errors.InvalidArgument("port must be an integer from 1 to 65535")
+        reader, writer = await self.m.envd(sandbox_id).open_tunnel(port)
+        capsule = self.m.get(sandbox_id)
+        yield pb.TunnelFrame(opened=True)
+        async for frame in tunnel.relay(it, reader, writer, capsule.touch):
+            yield frame

@@ -184,6 +184,11 @@ class HostAgentStub:
                 request_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.Empty.SerializeToString,
                 response_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.ListTemplatesResponse.FromString,
                 _registered_method=True)
+        self.Tunnel = channel.stream_stream(
+                '/wrenn.hostagent.v1.HostAgent/Tunnel',
+                request_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.SerializeToString,
+                response_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.FromString,
+                _registered_method=True)
 
 
 class HostAgentServicer:
@@ -374,6 +379,17 @@ class HostAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Tunnel(self, request_iterator, context):
+        """Ports. A TCP connection to a port of a running capsule (its loopback included, so services
+        listening only on 127.0.0.1 are reachable), bytes spliced both ways. The caller's first frame
+        is `open`; the agent answers `opened` once connected, then both sides send `data` and one
+        `close` (half-close: the sender sends no more). Refusals are status codes: NOT_FOUND,
+        FAILED_PRECONDITION (not running), UNAVAILABLE (nothing listens on the port).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -526,6 +542,11 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.ListTemplates,
                     request_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.Empty.FromString,
                     response_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.ListTemplatesResponse.SerializeToString,
+            ),
+            'Tunnel': grpc.stream_stream_rpc_method_handler(
+                    servicer.Tunnel,
+                    request_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.FromString,
+                    response_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1338,6 +1359,33 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/ListTemplates',
             wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.Empty.SerializeToString,
             wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.ListTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tunnel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/Tunnel',
+            wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.SerializeToString,
+            wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.FromString,
             options,
             channel_credentials,
             insecure,

@@ -72,6 +72,13 @@ class HostAgentStub:
     FlattenRootfs: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.FlattenRootfsRequest, _hostagent_pb2.Template]
     DeleteSnapshot: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.DeleteSnapshotRequest, _hostagent_pb2.Empty]
     ListTemplates: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.Empty, _hostagent_pb2.ListTemplatesResponse]
+    Tunnel: _grpc.StreamStreamMultiCallable[_hostagent_pb2.TunnelFrame, _hostagent_pb2.TunnelFrame]
+    """Ports. A TCP connection to a port of a running capsule (its loopback included, so services
+    listening only on 127.0.0.1 are reachable), bytes spliced both ways. The caller's first frame
+    is `open`; the agent answers `opened` once connected, then both sides send `data` and one
+    `close` (half-close: the sender sends no more). Refusals are status codes: NOT_FOUND,
+    FAILED_PRECONDITION (not running), UNAVAILABLE (nothing listens on the port).
+    """
 
 @_typing.type_check_only
 class HostAgentAsyncStub(HostAgentStub):
@@ -111,6 +118,13 @@ class HostAgentAsyncStub(HostAgentStub):
     FlattenRootfs: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.FlattenRootfsRequest, _hostagent_pb2.Template]  # type: ignore[assignment]
     DeleteSnapshot: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.DeleteSnapshotRequest, _hostagent_pb2.Empty]  # type: ignore[assignment]
     ListTemplates: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.Empty, _hostagent_pb2.ListTemplatesResponse]  # type: ignore[assignment]
+    Tunnel: _aio.StreamStreamMultiCallable[_hostagent_pb2.TunnelFrame, _hostagent_pb2.TunnelFrame]  # type: ignore[assignment]
+    """Ports. A TCP connection to a port of a running capsule (its loopback included, so services
+    listening only on 127.0.0.1 are reachable), bytes spliced both ways. The caller's first frame
+    is `open`; the agent answers `opened` once connected, then both sides send `data` and one
+    `close` (half-close: the sender sends no more). Refusals are status codes: NOT_FOUND,
+    FAILED_PRECONDITION (not running), UNAVAILABLE (nothing listens on the port).
+    """
 
 class HostAgentServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -327,5 +341,18 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
         request: _hostagent_pb2.Empty,
         context: _ServicerContext,
     ) -> _typing.Union[_hostagent_pb2.ListTemplatesResponse, _abc.Awaitable[_hostagent_pb2.ListTemplatesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Tunnel(
+        self,
+        request_iterator: _MaybeAsyncIterator[_hostagent_pb2.TunnelFrame],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_hostagent_pb2.TunnelFrame], _abc.AsyncIterator[_hostagent_pb2.TunnelFrame]]:
+        """Ports. A TCP connection to a port of a running capsule (its loopback included, so services
+        listening only on 127.0.0.1 are reachable), bytes spliced both ways. The caller's first frame
+        is `open`; the agent answers `opened` once connected, then both sides send `data` and one
+        `close` (half-close: the sender sends no more). Refusals are status codes: NOT_FOUND,
+        FAILED_PRECONDITION (not running), UNAVAILABLE (nothing listens on the port).
+        """
 
 def add_HostAgentServicer_to_server(servicer: HostAgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,6 +24,7 @@ from .agents.scheduler import BalancedScheduler
 from .api import dashboard, docs
 from .api import errors as api_errors
 from .api.aliases import SandboxAliases
+from .api.port_proxy import PortProxy
 from .api.body_limits import BodyLimits, default_rules
 from .api.routes import ROUTERS
 from .builds.queue import build_queue
@@ -168,6 +169,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     # Added first, so it runs inside SandboxAliases and sees the /v1/capsules paths.
     app.add_middleware(BodyLimits, rules=default_rules(json_max, archive_max), default=json_max)
     app.add_middleware(SandboxAliases)
+    # Outermost: a port proxy request never reaches the API's body limits or routes.
+    app.add_middleware(PortProxy, proxy_domain=settings.proxy_domain)
     for router in ROUTERS:
         app.include_router(router)
     docs.install(app, "/openapi.json")

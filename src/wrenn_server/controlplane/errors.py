@@ -84,5 +84,9 @@ class HostAgentError(DomainError):
     """A host agent failed or could not be reached (the contract's 502)."""
 
 
+class PortUnreachable(DomainError):
+    """Nothing answers on a capsule's port the port proxy was asked to reach (502)."""
+
+
 class TooLarge(DomainError):
     """The capsule has no room for it (its disk is full): the contract's 413."""

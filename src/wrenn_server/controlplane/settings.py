@@ -156,6 +156,12 @@ class Settings(BaseSettings):
     base_template: str = Field(
         default="minimal", description="The platform template capsules use when none is named."
     )
+    proxy_domain: str | None = Field(
+        default=None,
+        description="The domain (with its port, if any) under which `{port}-{capsule_id}.<domain>` "
+        "reaches a port of a capsule, e.g. `preview.example.com` behind a wildcard DNS record. "
+        "Unset: that prefix is recognised on any Host the control plane is reached at.",
+    )
 
     # Quotas: what one team may hold at once unless an admin gave it its own limits
     # (PUT /v1/admin/teams/{id}/quotas). Generous for a single box; an operator who lets

@@ -38,6 +38,7 @@ ERROR_TABLE: dict[type[errors.DomainError], tuple[int, str]] = {
     errors.TooManyRequests: (429, "rate_limited"),
     errors.ServiceUnavailable: (503, "service_unavailable"),
     errors.HostAgentError: (502, "host_error"),
+    errors.PortUnreachable: (502, "port_unreachable"),
     errors.TooLarge: (413, "file_too_large"),
 }
 

@@ -1,0 +1,179 @@
+"""The port proxy's HTTP edge: an ASGI middleware in front of everything else. A request whose
+Host is `{port}-{capsule_id}.<proxy domain>` is authenticated, then forwarded as HTTP/1.1 (h11)
+over a tunnel to that port (services/proxy.py), streamed both ways; any other request goes on
+to the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+
+import h11
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import DomainError, PortUnreachable
+from ..services import proxy
+from .errors import error_response, status_for
+
+# Hop-by-hop headers (RFC 9110 7.6.1) end at this proxy; so do the platform credentials, which
+# the capsule's code must never see.
+_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+}
+_FORWARDED = {b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-for"}
+
+
+class PortProxy:
+    def __init__(self, app: ASGIApp, proxy_domain: str | None) -> None:
+        self.app = app
+        self.proxy_domain = proxy_domain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = _header(scope["headers"], b"host")
+        target = proxy.parse_host(host, self.proxy_domain) if host else None
+        if target is None:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            # Carrying WebSocket upgrades is not built yet: refuse the handshake plainly.
+            await send({"type": "websocket.close", "code": 1008, "reason": "not supported"})
+            return None
+        try:
+            await _forward(scope, receive, send, host, target)
+        except DomainError as e:
+            status, code = status_for(e)
+            await error_response(status, code, str(e))(scope, receive, send)
+        return None
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+async def _forward(
+    scope: Scope, receive: Receive, send: Send, host: str, target: proxy.Target
+) -> None:
+    state = scope["app"].state
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    api_key = _header(headers, b"x-api-key") or None
+    authorization = _header(headers, b"authorization")
+    bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+    principal = await proxy.authenticate(state.db, state.codec, api_key=api_key, bearer=bearer)
+    tunnel = await proxy.open_tunnel(state.db, state.hosts, principal, target)
+    try:
+        await _exchange(scope, receive, send, tunnel, host, used_bearer=api_key is None)
+    finally:
+        tunnel.close()
+
+
+def _upstream_headers(scope: Scope, host: str, used_bearer: bool) -> list[tuple[bytes, bytes]]:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    named = {
+        token.strip().lower().encode("latin-1")
+        for token in _header(headers, b"connection").split(",")
+        if token.strip()
+    }
+    drop = _HOP | named | _FORWARDED | {b"x-api-key"}
+    if used_bearer:
+        drop.add(b"authorization")
+    out = [(k, v) for k, v in headers if k not in drop]
+    if any(k == b"transfer-encoding" for k, _ in headers) and not any(
+        k == b"content-length" for k, _ in headers
+    ):
+        out.append((b"transfer-encoding", b"chunked"))  # h11 frames the body again
+    client = scope.get("client")
+    out.append((b"x-forwarded-host", host.encode("latin-1")))
+    out.append((b"x-forwarded-proto", str(scope.get("scheme", "http")).encode()))
+    if client:
+        out.append((b"x-forwarded-for", str(client[0]).encode()))
+    return out
+
+
+async def _exchange(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    tunnel: proxy.Tunnel,
+    host: str,
+    *,
+    used_bearer: bool,
+) -> None:
+    """One request and its answer over the tunnel, each streamed as it comes."""
+    conn = h11.Connection(h11.CLIENT)
+    target = scope.get("raw_path") or scope["path"].encode()
+    if scope.get("query_string"):
+        target += b"?" + scope["query_string"]
+    request = h11.Request(
+        method=scope["method"], target=target, headers=_upstream_headers(scope, host, used_bearer)
+    )
+    await tunnel.send(conn.send(request) or b"")
+
+    async def request_body() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionAbortedError()
+            if body := message.get("body", b""):
+                await tunnel.send(conn.send(h11.Data(data=body)) or b"")
+            if not message.get("more_body", False):
+                await tunnel.send(conn.send(h11.EndOfMessage()) or b"")
+                return
+
+    uploading = asyncio.create_task(request_body())
+    started = False
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await tunnel.recv()
+                if uploading.done() and uploading.exception() is not None:
+                    return  # the caller left: nothing more to answer
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.InformationalResponse):
+                continue
+            if isinstance(event, h11.Response):
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": event.status_code,
+                        "headers": [(k, v) for k, v in event.headers if k not in _HOP],
+                    }
+                )
+                started = True
+            elif isinstance(event, h11.Data):
+                await send(
+                    {"type": "http.response.body", "body": bytes(event.data), "more_body": True}
+                )
+            elif isinstance(event, h11.EndOfMessage):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            else:  # ConnectionClosed before the answer ended
+                raise h11.RemoteProtocolError("connection closed")
+    except h11.RemoteProtocolError:
+        if started:
+            raise  # mid-answer: all that is left is dropping the connection
+        raise PortUnreachable(
+            f"the service on port {_port(host)} closed the connection without a valid HTTP answer"
+        ) from None
+    finally:
+        uploading.cancel()
+        with contextlib.suppress(BaseException):
+            await uploading
+
+
+def _port(host: str) -> str:
+    return host.split("-", 1)[0]

@@ -1,0 +1,133 @@
+"""The port proxy: `{port}-{capsule_id}.<proxy domain>` names a port of a capsule. Who may reach
+it (an API key of the capsule's team or a member's JWT), and a byte tunnel to it through the host
+agent holding the capsule (the control plane never dials a capsule itself)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import grpc
+
+from ...agentproto.client import TunnelCall
+from ...proto.hostagent.v1 import hostagent_pb2 as pb
+from .. import ids
+from ..agents.rpc import translate
+from ..db.session import Database, transaction
+from ..errors import HostAgentError, InvalidState, PortUnreachable, Unauthorized
+from ..security import TokenCodec
+from . import capsules, principals
+from .principals import Principal
+
+# Larger writes go to the agent in pieces of this size (gRPC messages stay small).
+FRAME = 256 * 1024
+_LABEL = re.compile(r"^([0-9]{1,5})-(" + re.escape(ids.SANDBOX.prefix) + r"[0-9a-fA-F-]{36})$")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    port: int
+    capsule_id: str
+
+
+def parse_host(host: str, proxy_domain: str | None) -> Target | None:
+    """The capsule port a Host header names, or None (not a proxy host). Without a configured
+    domain the first label alone decides, whatever follows it."""
+    host = host.strip().lower()
+    label, dot, rest = host.partition(".")
+    if not dot or not rest:
+        return None
+    if proxy_domain is not None and rest != proxy_domain.strip().lower().rstrip("."):
+        return None
+    match = _LABEL.match(label)
+    if match is None:
+        return None
+    port = int(match.group(1))
+    if not 1 <= port <= 65535:
+        return None
+    return Target(port=port, capsule_id=match.group(2))
+
+
+async def authenticate(
+    db: Database, codec: TokenCodec, *, api_key: str | None, bearer: str | None
+) -> Principal:
+    """The caller, from `X-API-Key` or `Authorization: Bearer`, re-checked in the database."""
+    async with db.sessionmaker() as session, transaction(session):
+        if api_key:
+            return await principals.principal_from_api_key(session, key=api_key)
+        if bearer:
+            return await principals.principal_from_token(session, codec=codec, token=bearer)
+    raise Unauthorized(
+        "missing credentials: send X-API-Key or Authorization: Bearer to reach a capsule's port"
+    )
+
+
+class Tunnel:
+    """A byte stream to a capsule's port: `send`, `send_eof` (half-close), `recv` (b"" at the
+    end), `close`."""
+
+    def __init__(self, call: TunnelCall, port: int) -> None:
+        self._call = call
+        self._port = port
+        self._eof_sent = False
+
+    async def send(self, data: bytes) -> None:
+        for start in range(0, len(data), FRAME):
+            await self._call.write(pb.TunnelFrame(data=data[start : start + FRAME]))
+
+    async def send_eof(self) -> None:
+        if not self._eof_sent:
+            self._eof_sent = True
+            await self._call.write(pb.TunnelFrame(close=True))
+            await self._call.done_writing()
+
+    async def recv(self) -> bytes:
+        try:
+            frame = await self._call.read()
+        except grpc.aio.AioRpcError as e:
+            raise _error(e, self._port) from None
+        if not isinstance(frame, pb.TunnelFrame) or frame.WhichOneof("frame") != "data":
+            return b""
+        return bytes(frame.data)
+
+    def close(self) -> None:
+        self._call.cancel()
+
+
+async def open_tunnel(
+    db: Database, hosts: capsules.Hosts, principal: Principal, target: Target
+) -> Tunnel:
+    """A tunnel to the port of a running capsule of the caller's team: another team's capsule
+    is not found (404), a paused one is a conflict (409), a port nobody listens on is a 502."""
+    team_id = principal.require_team()
+    async with db.sessionmaker() as session, transaction(session):
+        sandbox = await capsules.get_capsule(session, team_id, target.capsule_id)
+        if sandbox.status == "paused":
+            raise InvalidState(
+                f"capsule {target.capsule_id} is paused: resume it "
+                f"(POST /v1/capsules/{target.capsule_id}/resume) to reach its ports"
+            )
+        capsules.require_status(sandbox, "running")
+        client = await hosts.client_for(session, sandbox)
+    call = client.tunnel()
+    try:
+        opening = pb.TunnelOpen(sandbox_id=target.capsule_id, port=target.port)
+        await call.write(pb.TunnelFrame(open=opening))
+        first = await call.read()
+    except grpc.aio.AioRpcError as e:
+        call.cancel()
+        raise _error(e, target.port) from None
+    if not isinstance(first, pb.TunnelFrame) or not first.opened:
+        call.cancel()
+        raise HostAgentError("host agent error")
+    return Tunnel(call, target.port)
+
+
+def _error(error: grpc.aio.AioRpcError, port: int) -> Exception:
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        details = error.details() or ""
+        if details.startswith("nothing is listening on port"):
+            return PortUnreachable(details)
+        if "reset" in details:
+            return PortUnreachable(f"the connection to port {port} was reset")
+    return translate(error)

@@ -1,0 +1,86 @@
+"""The port proxy with real capsules, through uvicorn: the published SDK's `get_url(port)` names
+a web server started in the capsule (on every address, and on loopback only), answered through
+the host agent's tunnel; a 20 MB download streams; a port nobody listens on is a clear 502;
+without credentials 401, another team's key 404."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+from .test_sdk import sdk, server  # noqa: F401
+from .test_ws import _account
+
+pytestmark = pytest.mark.integration
+
+SIZE = 20_000_000
+
+
+def fetch(http: httpx.Client, url: str, path: str, headers: dict[str, str]) -> httpx.Response:
+    """GET `url` + `path`. `*.127.0.0.1` names do not resolve here, so the request goes to the
+    control plane's address with the URL's host name as its Host, as a resolver would send it."""
+    return http.get(path, headers={"Host": httpx.URL(url).netloc.decode(), **headers})
+
+
+def user_session(wrenn: Any, base_url: str, key: str, other_key: str) -> dict[str, Any]:
+    """What a user writes: a capsule, web servers in it, their URLs, requests to them."""
+    seen: dict[str, Any] = {}
+    creds = {"X-API-Key": key}
+    with (
+        wrenn.Capsule(api_key=key, base_url=base_url) as capsule,
+        httpx.Client(base_url=base_url, timeout=60) as http,
+    ):
+        capsule.commands.run(
+            "mkdir -p /srv/a /srv/b && echo served-a > /srv/a/index.html && "
+            f"echo served-b > /srv/b/index.html && head -c {SIZE} /dev/urandom > /srv/a/big.bin"
+        )
+        capsule.commands.run("cd /srv/a && python3 -m http.server 8000", background=True)
+        capsule.commands.run(
+            "cd /srv/b && python3 -m http.server 8001 --bind 127.0.0.1", background=True
+        )
+        urls = {port: capsule.get_url(port) for port in (8000, 8001, 8999)}
+        seen["capsule_id"], seen["url"] = capsule.capsule_id, urls[8000]
+        for port in (8000, 8001):
+            deadline = time.monotonic() + 30
+            while (resp := fetch(http, urls[port], "/", creds)).status_code == 502:
+                assert time.monotonic() < deadline, resp.text
+                time.sleep(0.1)
+            seen[port] = (resp.status_code, resp.text)
+        host = httpx.URL(urls[8000]).netloc.decode()
+        with http.stream("GET", "/big.bin", headers={"Host": host, **creds}) as resp:
+            seen["big"] = (resp.status_code, resp.headers["content-length"])
+            seen["big_received"] = sum(len(chunk) for chunk in resp.iter_raw())
+        resp = fetch(http, urls[8999], "/", creds)
+        seen["closed"] = (resp.status_code, resp.json())
+        seen["no_credentials"] = fetch(http, urls[8000], "/", {}).status_code
+        seen["other_team"] = fetch(http, urls[8000], "/", {"X-API-Key": other_key}).status_code
+    return seen
+
+
+async def test_get_url_serves_a_web_server_in_the_capsule(
+    sdk: ModuleType,  # noqa: F811
+    server: tuple[str, str],  # noqa: F811
+) -> None:
+    base_url, key = server
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as api:
+        _token, other_key = await _account(api, "other")
+    seen = await asyncio.to_thread(user_session, sdk, base_url, key, other_key)
+    assert seen["url"].startswith(f"http://8000-{seen['capsule_id']}.127.0.0.1:")
+    assert seen[8000] == (200, "served-a\n")
+    assert seen[8001] == (200, "served-b\n")  # listening on the capsule's loopback only
+    assert seen["big"] == (200, str(SIZE)) and seen["big_received"] == SIZE
+    assert seen["closed"] == (
+        502,
+        {
+            "error": {
+                "code": "port_unreachable",
+                "message": "nothing is listening on port 8999 in the capsule",
+            }
+        },
+    )
+    assert (seen["no_credentials"], seen["other_team"]) == (401, 404)

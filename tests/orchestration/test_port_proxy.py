@@ -5,13 +5,18 @@ platform's credentials), bodies both ways, and the errors (closed port 502, paus
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+import httpx_ws
 import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Message, Request
 
 from ..controlplane.helpers import assert_error
 from .conftest import Stack, StartApp
@@ -158,3 +163,67 @@ async def test_the_proxy_domain_setting(start_app: StartApp, service: int) -> No
         resp = await api.get("/v1/nothing", headers={**host(8000, cid), **alice.h})
         assert_error(resp, 404, "not_found")
         assert stack.agent.calls.count("Tunnel") == 1
+
+
+@pytest.fixture
+async def ws_echo() -> AsyncIterator[int]:
+    """A WebSocket echo server (wsproto over asyncio): text and binary back as sent; the text
+    "close" makes it close with 4001."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ws = WSConnection(ConnectionType.SERVER)
+        parts: list[Any] = []  # a message's fragments
+        try:
+            while data := await reader.read(65536):
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, Request):
+                        writer.write(ws.send(AcceptConnection()))
+                    elif isinstance(event, Message):
+                        parts.append(event.data)
+                        if not event.message_finished:
+                            continue
+                        whole = "".join(parts) if isinstance(event.data, str) else b"".join(parts)
+                        parts.clear()
+                        if whole == "close":
+                            writer.write(ws.send(CloseConnection(code=4001, reason="asked")))
+                        else:
+                            writer.write(ws.send(Message(data=whole)))
+                    elif isinstance(event, CloseConnection):
+                        writer.write(ws.send(event.response()))
+                        return
+                await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield int(server.sockets[0].getsockname()[1])
+    server.close()
+
+
+async def test_websockets_are_carried_both_ways(stack: Stack, ws_echo: int) -> None:
+    api = stack.client
+    alice, mallory = await new_account(api), await new_account(api)
+    cid = (await make_capsule(api, alice))["id"]
+    stack.agent.sandboxes[cid].ports[9000] = ("127.0.0.1", ws_echo)
+    async with stack.ws_client() as http:
+        async with httpx_ws.aconnect_ws(
+            "/socket", http, headers={**host(9000, cid), **alice.h}
+        ) as ws:
+            await ws.send_text("hello")
+            assert await ws.receive_text() == "hello"
+            await ws.send_bytes(b"\x00\x01" * 50_000)
+            assert await ws.receive_bytes() == b"\x00\x01" * 50_000
+            await ws.send_text("close")
+            with pytest.raises(httpx_ws.WebSocketDisconnect) as closed:
+                await ws.receive_text()
+            assert closed.value.code == 4001
+        for headers, status in ((host(9000, cid), 401), ({**host(9000, cid), **mallory.h}, 404)):
+            with pytest.raises(httpx_ws.WebSocketUpgradeError) as refused:
+                async with httpx_ws.aconnect_ws("/socket", http, headers=headers):
+                    pass
+            assert refused.value.response.status_code == status
+        with pytest.raises(httpx_ws.WebSocketUpgradeError) as refused:
+            async with httpx_ws.aconnect_ws("/", http, headers={**host(9001, cid), **alice.h}):
+                pass
+        assert refused.value.response.status_code == 502

@@ -10,10 +10,13 @@ import contextlib
 from collections.abc import Iterable
 
 import h11
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketState
 
 from ..errors import DomainError, PortUnreachable
 from ..services import proxy
+from . import port_proxy_ws
 from .errors import error_response, status_for
 
 # Hop-by-hop headers (RFC 9110 7.6.1) end at this proxy; so do the platform credentials, which
@@ -45,15 +48,18 @@ class PortProxy:
         if target is None:
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
-            # Carrying WebSocket upgrades is not built yet: refuse the handshake plainly.
-            await send({"type": "websocket.close", "code": 1008, "reason": "not supported"})
-            return None
+            return await _forward_websocket(WebSocket(scope, receive, send), host, target)
         try:
             await _forward(scope, receive, send, host, target)
         except DomainError as e:
-            status, code = status_for(e)
-            await error_response(status, code, str(e))(scope, receive, send)
+            await _error(e)(scope, receive, send)
         return None
+
+
+def _error(e: DomainError) -> JSONResponse:
+    status, code = status_for(e)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return error_response(status, code, str(e), headers)
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str:
@@ -63,9 +69,9 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str:
     return ""
 
 
-async def _forward(
-    scope: Scope, receive: Receive, send: Send, host: str, target: proxy.Target
-) -> None:
+async def _open(scope: Scope, target: proxy.Target) -> tuple[proxy.Tunnel, bool]:
+    """The caller checked, then a tunnel to the port; and whether a Bearer token was the
+    credential (so the Authorization header stays here)."""
     state = scope["app"].state
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     api_key = _header(headers, b"x-api-key") or None
@@ -73,8 +79,32 @@ async def _forward(
     bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
     principal = await proxy.authenticate(state.db, state.codec, api_key=api_key, bearer=bearer)
     tunnel = await proxy.open_tunnel(state.db, state.hosts, principal, target)
+    return tunnel, api_key is None
+
+
+async def _forward(
+    scope: Scope, receive: Receive, send: Send, host: str, target: proxy.Target
+) -> None:
+    tunnel, used_bearer = await _open(scope, target)
     try:
-        await _exchange(scope, receive, send, tunnel, host, used_bearer=api_key is None)
+        await _exchange(scope, receive, send, tunnel, host, used_bearer=used_bearer)
+    finally:
+        tunnel.close()
+
+
+async def _forward_websocket(websocket: WebSocket, host: str, target: proxy.Target) -> None:
+    try:
+        tunnel, used_bearer = await _open(websocket.scope, target)
+    except DomainError as e:
+        return await port_proxy_ws.refuse(websocket, _error(e))
+    try:
+        await port_proxy_ws.relay(websocket, tunnel, host, used_bearer=used_bearer)
+    except DomainError as e:
+        if websocket.client_state == WebSocketState.CONNECTING:
+            await port_proxy_ws.refuse(websocket, _error(e))
+        else:
+            with contextlib.suppress(Exception):
+                await websocket.close(code=1011)
     finally:
         tunnel.close()
 

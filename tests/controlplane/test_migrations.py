@@ -28,6 +28,7 @@ from wrenn_server.controlplane.settings import Settings
 
 EXPECTED_TABLES = {
     "users",
+    "events",
     "oauth_identities",
     "teams",
     "team_members",

@@ -8,10 +8,14 @@ migrates the schema when `migrate_on_start` is set; shutdown disposes the engine
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import signal
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,8 +28,8 @@ from .agents.scheduler import BalancedScheduler
 from .api import dashboard, docs
 from .api import errors as api_errors
 from .api.aliases import SandboxAliases
-from .api.port_proxy import PortProxy
 from .api.body_limits import BodyLimits, default_rules
+from .api.port_proxy import PortProxy
 from .api.routes import ROUTERS
 from .builds.queue import build_queue
 from .db.migrate import migrate
@@ -39,6 +43,7 @@ from .security import TokenCodec
 from .services import quotas
 from .services.bootstrap import bootstrap_single_box
 from .services.capsules import Hosts
+from .services.event_hub import EventHub
 from .settings import Settings
 
 API_TITLE = "Wrenn API"
@@ -97,6 +102,28 @@ async def prepare_database(settings: Settings, database: Database) -> None:
         )
 
 
+def _end_streams_on_exit_signal(hub: EventHub) -> None:
+    """uvicorn waits for open responses before it runs the lifespan's shutdown, so an event
+    stream would hold a stopping server forever: its exit signals also end the streams. Only
+    when uvicorn's own handler is installed (not in tests or other hosts of the app)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        owner = getattr(previous, "__self__", None)
+        if not callable(previous) or not type(owner).__module__.startswith("uvicorn"):
+            continue
+
+        def handler(
+            num: int, frame: FrameType | None, previous: Callable[..., Any] = previous
+        ) -> None:
+            loop.call_soon_threadsafe(hub.end_streams)
+            previous(num, frame)
+
+        signal.signal(signum, handler)
+
+
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
     """The application. `db` lets a caller share one database handle across apps (tests); the app
     then leaves disposing it to that caller."""
@@ -124,6 +151,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         ),
     )
 
+    event_hub = EventHub(database, poll_interval=settings.events_poll_interval_sec)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await prepare_database(settings, database)
@@ -136,12 +165,21 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             "reconciler": (settings.reconcile_interval_sec, reconciler.run_once),
             "stats-sampler": (settings.stats_sample_interval_sec, sampler),
             "login-throttle-purge": (300.0, periodic.login_throttle_purger(database)),
+            "events-purge": (
+                300.0,
+                periodic.events_purger(
+                    database, retention=dt.timedelta(hours=settings.events_retention_hours)
+                ),
+            ),
         }
         await builds.workers.start()
+        await event_hub.start()
+        _end_streams_on_exit_signal(event_hub)
         try:
             async with loops.running(background, Leadership(database.sessionmaker)):
                 yield
         finally:
+            await event_hub.close()
             await builds.workers.stop()
             await queue.close()
             await hosts.pool.close()
@@ -163,6 +201,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.codec = codec
     app.state.hosts = hosts
     app.state.builds = builds
+    app.state.events = event_hub
     api_errors.install(app)
     json_max = settings.max_json_body_kb * 1024
     archive_max = settings.build_archive_max_mb << 20

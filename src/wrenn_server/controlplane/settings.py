@@ -88,6 +88,24 @@ class Settings(BaseSettings):
         description="How often the stats sampler records each team's capsule counts and "
         "reservations (0 = never).",
     )
+    events_poll_interval_sec: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="How often each process reads new lifecycle events for its live streams.",
+    )
+    events_heartbeat_sec: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="An idle event stream gets a comment line this often, seconds.",
+    )
+    events_retention_hours: int = Field(
+        default=24,
+        ge=1,
+        description="How long lifecycle events are kept for streams resuming with "
+        "Last-Event-ID, hours.",
+    )
     stats_retention_days: int = Field(
         default=60, ge=1, description="How long the sampled team statistics are kept, days."
     )

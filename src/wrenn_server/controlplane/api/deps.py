@@ -25,6 +25,7 @@ from ..jobs.build_workers import Builds
 from ..security import TokenCodec
 from ..services import principals
 from ..services.capsules import Hosts
+from ..services.event_hub import EventHub
 from ..services.principals import Principal
 from ..settings import Settings
 
@@ -121,6 +122,14 @@ async def _builds(request: Request) -> Builds:
 
 
 BuildsDep = Annotated[Builds, Depends(_builds)]
+
+
+async def _events(request: Request) -> EventHub:
+    hub: EventHub = request.app.state.events
+    return hub
+
+
+EventsDep = Annotated[EventHub, Depends(_events)]
 
 
 @dataclass(frozen=True)

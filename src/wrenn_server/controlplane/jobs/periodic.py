@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..services import stats, throttle
+from ..services import events, stats, throttle
 
 
 def stats_sampler(db: Database, *, retention: dt.timedelta) -> Callable[[], Awaitable[None]]:
@@ -29,5 +29,15 @@ def login_throttle_purger(db: Database) -> Callable[[], Awaitable[int]]:
     async def step() -> int:
         async with db.sessionmaker() as session, transaction(session, write=True):
             return await throttle.purge(session, now=dt.datetime.now(dt.UTC))
+
+    return step
+
+
+def events_purger(db: Database, *, retention: dt.timedelta) -> Callable[[], Awaitable[int]]:
+    """A step that forgets lifecycle events past the stream's resume window."""
+
+    async def step() -> int:
+        async with db.sessionmaker() as session, transaction(session, write=True):
+            return await events.purge(session, before=utcnow() - retention)
 
     return step

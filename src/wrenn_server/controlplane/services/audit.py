@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import AuditLog
 from ..errors import BadRequest
+from . import events
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ async def record(
             )
             session.add(entry)
             await session.flush()
+            await events.record_from_audit(session, entry)
     except Exception:
         log.exception(
             "audit write failed (%s %s %s by %s %s); the action itself goes on",

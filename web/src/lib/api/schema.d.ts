@@ -778,6 +778,51 @@ export interface paths {
 		patch?: never;
 		trace?: never;
 	};
+	'/v1/events': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/**
+		 * Stream your team's lifecycle events (same as /v1/events/stream)
+		 * @description The same stream as `GET /v1/events/stream`.
+		 */
+		get: operations['streamEventsAlias'];
+		put?: never;
+		post?: never;
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	'/v1/events/stream': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/**
+		 * Stream your team's lifecycle events (server-sent events)
+		 * @description Capsule (`capsule.create`, `capsule.pause`, `capsule.resume`, `capsule.destroy`,
+		 *     `capsule.state.changed`) and snapshot (`template.snapshot.create`/`delete`) events of the
+		 *     caller's team. Each message has an `id:` (increasing), an `event:` line with its kind and a
+		 *     `data:` line with the JSON body the SDK's `SSEEvent` describes. The first message is
+		 *     `connected`; an idle stream gets a `: keepalive` comment line. Send `Last-Event-ID` to
+		 *     receive what was missed since that event (kept for `WRENN_EVENTS_RETENTION_HOURS`).
+		 */
+		get: operations['streamEvents'];
+		put?: never;
+		post?: never;
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
 	'/v1/hosts': {
 		parameters: {
 			query?: never;
@@ -4422,6 +4467,104 @@ export interface operations {
 					'application/json': {
 						[key: string]: unknown;
 					};
+				};
+			};
+		};
+	};
+	streamEventsAlias: {
+		parameters: {
+			query?: never;
+			header?: {
+				'last-event-id'?: string | null;
+			};
+			path?: never;
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description The event stream */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'text/event-stream': unknown;
+				};
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	streamEvents: {
+		parameters: {
+			query?: never;
+			header?: {
+				'last-event-id'?: string | null;
+			};
+			path?: never;
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description The event stream */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'text/event-stream': unknown;
+				};
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
 				};
 			};
 		};

@@ -11,6 +11,7 @@ from . import (
     capsule_metrics,
     capsule_ws,
     capsules,
+    events,
     hosts,
     me,
     oauth,
@@ -43,4 +44,5 @@ ROUTERS = [
     admin.router,
     admin_accounts.router,
     builds.router,
+    events.router,
 ]

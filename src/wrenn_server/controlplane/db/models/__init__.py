@@ -21,6 +21,7 @@ from .capsules import (
     TemplateBuild,
     TemplateBuildArchive,
 )
+from .events import Event
 from .hosts import Host, HostRefreshToken, HostTag, HostToken
 from .leases import Lease
 from .quotas import TeamQuota
@@ -30,6 +31,7 @@ __all__ = [
     "APIKey",
     "AuditLog",
     "Base",
+    "Event",
     "Host",
     "HostRefreshToken",
     "HostTag",

@@ -137,6 +137,38 @@ async def test_a_healthcheck_makes_a_snapshot(stack: Stack) -> None:
     assert agent.sandboxes == {}
 
 
+async def test_recipe_start_and_run_timeout(stack: Stack) -> None:
+    """The Go recipe syntax: START runs detached at its place in the recipe (as the current
+    user, in the current directory), RUN --timeout cuts its step off."""
+    api, agent = stack.client, stack.agent
+    admin = await new_admin(api, stack.db)
+    name = _name()
+    submitted = await _submit(
+        api,
+        admin,
+        name=name,
+        recipe=["RUN --timeout=5m mkdir -p /srv", "WORKDIR /srv", "START touch ready"],
+        healthcheck="test -f /srv/ready",
+    )
+    build = await _wait(api, admin, submitted["id"], "success", "failed")
+    assert build["status"] == "success", (build["error"], build["logs"])
+    assert build["result_type"] == "snapshot"
+    assert agent.templates[name].files.nodes["/srv/ready"].kind == "file"
+    cmds = [e["cmd"] for e in build["logs"]]
+    assert cmds[2:6] == [
+        "RUN --timeout=300s mkdir -p /srv", "WORKDIR /srv", "START touch ready", "RUN apt-get clean"
+    ]  # fmt: skip
+    assert cmds[6] == "HEALTHCHECK test -f /srv/ready"
+
+    slow = await _submit(
+        api, admin, name=_name(), recipe=["RUN --timeout=1s sleep 60"], skip_pre_post=True
+    )
+    failed = await _wait(api, admin, slow["id"], "success", "failed")
+    assert failed["status"] == "failed"
+    assert "RUN --timeout=1s sleep 60) timed out" in failed["error"]
+    await _build_capsule_stopped(stack, failed)
+
+
 async def test_failing_steps_and_agent_failures_fail_the_build(stack: Stack) -> None:
     api, agent = stack.client, stack.agent
     admin = await new_admin(api, stack.db)

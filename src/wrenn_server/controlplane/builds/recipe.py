@@ -1,6 +1,11 @@
 """Template build recipes: one step per line, parsed into typed steps before anything runs.
 
     RUN <shell command>      run with /bin/sh -c as the current user, in the current directory
+    RUN --timeout=<d> <cmd>  the same, cut off after the duration (Go syntax: 90s, 5m, 1h30m);
+                             without it a step may run for the build's step limit
+    START <shell command>    start the command in the background (detached, as the current user,
+                             in the current directory) and go on; with a healthcheck the template
+                             is a snapshot holding it running
     ENV <KEY>=<value>        (or `ENV KEY value`) set for later steps and kept in the template
     COPY <src> <dst>         copy a file or directory of the uploaded archive to an absolute path,
                              owned by the current user
@@ -24,6 +29,12 @@ _USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 MAX_STEPS = 200
 MAX_LINE = 8192
+# A RUN step's own timeout is at most the build's step limit (jobs/build_steps.py).
+MAX_RUN_TIMEOUT_SEC = 1800.0
+_DURATION_RE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SEC = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,13 @@ class Run:
     command: str
     # Platform steps (apt update/clean) run as root whatever the current user.
     as_root: bool = False
+    # `RUN --timeout=`: seconds the step may take (None: the build's step limit).
+    timeout_sec: float | None = None
+
+
+@dataclass(frozen=True)
+class Start:
+    command: str
 
 
 @dataclass(frozen=True)
@@ -55,14 +73,18 @@ class Workdir:
     path: str
 
 
-Step = Run | Env | Copy | User | Workdir
+Step = Run | Start | Env | Copy | User | Workdir
 
 
 def describe(step: Step) -> str:
     """The step as a recipe line (for logs)."""
     match step:
-        case Run(command, _):
+        case Run(command, _, None):
             return f"RUN {command}"
+        case Run(command, _, timeout):
+            return f"RUN --timeout={timeout:g}s {command}"
+        case Start(command):
+            return f"START {command}"
         case Env(key, value):
             return f"ENV {key}={value}"
         case Copy(src, dst):
@@ -89,12 +111,50 @@ def archive_path(path: str) -> str | None:
     return normalized
 
 
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration (`300ms`, `90s`, `5m`, `1h30m`, `1.5h`); ValueError if it is
+    not one."""
+    parts = _DURATION_RE.findall(text)
+    if not text or "".join(parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    total = 0.0
+    for part in parts:
+        number = part.rstrip("nuµμmsh")
+        total += float(number) * _UNIT_SEC[part[len(number) :]]
+    return total
+
+
+def _run(rest: str, n: int) -> Run:
+    timeout: float | None = None
+    if rest.startswith("--timeout="):
+        flag, _, rest = rest.partition(" ")
+        rest = rest.strip()
+        value = flag.removeprefix("--timeout=")
+        try:
+            timeout = parse_duration(value)
+        except ValueError:
+            raise BadRequest(
+                f"line {n}: RUN --timeout needs a duration such as 90s, 5m or 1h30m, "
+                f"not {value[:40]!r}"
+            ) from None
+        if not 0 < timeout <= MAX_RUN_TIMEOUT_SEC:
+            raise BadRequest(
+                f"line {n}: RUN --timeout must be more than 0 and at most "
+                f"{MAX_RUN_TIMEOUT_SEC / 60:.0f}m"
+            )
+    if not rest:
+        raise BadRequest(f"line {n}: RUN needs a command")
+    return Run(rest, timeout_sec=timeout)
+
+
 def _step(keyword: str, rest: str, n: int) -> Step:
     match keyword:
         case "RUN":
+            return _run(rest, n)
+        case "START":
             if not rest:
-                raise BadRequest(f"line {n}: RUN needs a command")
-            return Run(rest)
+                raise BadRequest(f"line {n}: START needs a command")
+            return Start(rest)
         case "ENV":
             key, sep, value = rest.partition("=")
             if not sep:
@@ -117,7 +177,9 @@ def _step(keyword: str, rest: str, n: int) -> Step:
             return User(rest)
         case "WORKDIR":
             return Workdir(_absolute(rest, "WORKDIR", n))
-    raise BadRequest(f"line {n}: unknown instruction {keyword!r} (RUN, ENV, COPY, USER, WORKDIR)")
+    raise BadRequest(
+        f"line {n}: unknown instruction {keyword!r} (RUN, START, ENV, COPY, USER, WORKDIR)"
+    )
 
 
 def parse(lines: list[str]) -> list[Step]:

@@ -15,7 +15,7 @@ from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from ..agents.rpc import agent_errors
 from ..builds import archive
-from ..builds.recipe import DEFAULT_USER, Copy, Env, Run, Step, User, Workdir, describe
+from ..builds.recipe import DEFAULT_USER, Copy, Env, Run, Start, Step, User, Workdir, describe
 from ..db.types import utcnow
 
 STEP_TIMEOUT_SEC = 1800
@@ -60,9 +60,12 @@ class BuildSteps:
     async def step(self, n: int, step: Step) -> None:
         ctx = self.ctx
         match step:
-            case Run(command, as_root):
+            case Run(command, as_root, timeout):
                 user = "root" if as_root else ctx.user
-                await self.exec_step(n, describe(step), command, user)
+                limit = STEP_TIMEOUT_SEC if timeout is None else max(1, round(timeout))
+                await self.exec_step(n, describe(step), command, user, limit)
+            case Start(command):
+                await self.start(n, command)
             case Env(key, value):
                 ctx.env[key] = value
                 await self.log(n, {"cmd": describe(step), "ok": True})
@@ -109,9 +112,16 @@ class BuildSteps:
             res = await self.client.exec(request, timeout=timeout + 30)
         return res
 
-    async def exec_step(self, n: int, label: str, command: str, user: str | None = None) -> None:
+    async def exec_step(
+        self,
+        n: int,
+        label: str,
+        command: str,
+        user: str | None = None,
+        timeout: int = STEP_TIMEOUT_SEC,
+    ) -> None:
         started = utcnow()
-        res = await self.exec(command, user or self.ctx.user, STEP_TIMEOUT_SEC)
+        res = await self.exec(command, user or self.ctx.user, timeout)
         ok = res.exit_code == 0 and not res.timed_out
         await self.log(
             n,

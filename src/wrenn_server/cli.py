@@ -66,27 +66,37 @@ def build_progress() -> tuple[Progress, object]:
 @image_app.command("build")
 def image_build(
     name: Annotated[
-        str, typer.Argument(help="Only 'minimal' (Debian bookworm) for now.")
+        str,
+        typer.Argument(
+            help="'minimal' (Debian bookworm) or 'code-runner' (template code-runner-beta)."
+        ),
     ] = "minimal",
     data_dir: DataDir = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
 ) -> None:
-    """Build a base template with debootstrap (about a minute; reused afterwards)."""
+    """Build a template on this host with debootstrap (minimal: about a minute; code-runner: a few
+    minutes; reused afterwards)."""
+    from .hostagent import base_image, code_runner_image
     from .hostagent.templates import TemplateStore
 
     _require_root()
-    if name != "minimal":
-        console.print(f"[red]unknown base template {name!r}; available: minimal[/]")
+    recipes = {
+        "minimal": ("minimal", base_image.MINIMAL),
+        "code-runner": (code_runner_image.NAME, code_runner_image.RECIPE),
+    }
+    if name not in recipes:
+        console.print(f"[red]unknown template {name!r}; available: {', '.join(recipes)}[/]")
         raise typer.Exit(2)
+    template, recipe = recipes[name]
     store = TemplateStore(_agent_settings(data_dir).templates_dir)
-    if store.exists(name):
+    if store.exists(template):
         if not force:
-            console.print(f"template {name!r} already built")
+            console.print(f"template {template!r} already built")
             return
-        store.delete(name)
+        store.delete(template)
     progress, update = build_progress()
     with progress:
-        t = asyncio.run(store.ensure_base(name, update))  # type: ignore[arg-type]
+        t = asyncio.run(store.ensure_base(template, update, recipe))  # type: ignore[arg-type]
     console.print(f"built {t.name}: {t.size_bytes / 1e6:.0f} MB")
 
 
@@ -194,15 +204,25 @@ async def _prepare_database(settings: Settings) -> None:
 def up(
     data_dir: DataDir = None,
     port: Annotated[int, typer.Option(help="Port of the REST API.")] = 8080,
+    code_runner: Annotated[
+        bool,
+        typer.Option(
+            "--code-runner",
+            help="Also build the code runner's template (code-runner-beta) if it is missing.",
+        ),
+    ] = False,
 ) -> None:
     """Start the whole platform on this machine: host agent and control plane as separate
-    processes, SQLite and embedded defaults. Builds the base template on first start."""
+    processes, SQLite and embedded defaults. Builds the base template on first start (and the
+    code runner's with --code-runner)."""
     from .up import run_platform
 
     _require_root()
     log.setup(os.environ.get("WRENN_LOG_LEVEL", "WARNING"))
     settings = _agent_settings(data_dir)
-    raise typer.Exit(run_platform(settings.data_dir, port, console, build_progress))
+    raise typer.Exit(
+        run_platform(settings.data_dir, port, console, build_progress, code_runner=code_runner)
+    )
 
 
 def _create_user(

@@ -19,6 +19,7 @@ from rich.console import Console
 from . import firstrun
 from .controlplane.errors import Conflict
 from .controlplane.settings import Settings
+from .hostagent import code_runner_image
 from .hostagent.config import AgentSettings
 from .hostagent.templates import TemplateStore
 from .private import private_dir
@@ -53,7 +54,11 @@ def _http_ready(url: str) -> Callable[[], bool]:
 
 
 def run_platform(
-    data_dir: Path, port: int, console: Console, build_progress: Callable[[], Any]
+    data_dir: Path,
+    port: int,
+    console: Console,
+    build_progress: Callable[[], Any],
+    code_runner: bool = False,
 ) -> int:
     private_dir(data_dir)
     if not _port_free(port):
@@ -66,6 +71,7 @@ def run_platform(
         progress, update = build_progress()
         with progress:
             asyncio.run(store.ensure_base(agent_settings.default_template, update))
+    _offer_code_runner(store, code_runner, console, build_progress)
 
     agent_secret = _secret(data_dir / "agent-secret")
     socket_path = data_dir / "agent.sock"
@@ -125,6 +131,25 @@ def run_platform(
     supervisor.stop()
     console.print(f"stopped ({paused} capsule(s) paused)")
     return code
+
+
+def _offer_code_runner(
+    store: TemplateStore, build: bool, console: Console, build_progress: Callable[[], Any]
+) -> None:
+    """Build the code runner's template when asked (once: it is kept in the data dir), or say how;
+    the control plane registers it at start once it exists."""
+    if store.exists(code_runner_image.NAME):
+        return
+    if not build:
+        console.print(
+            f"the code runner's template {code_runner_image.NAME!r} is not built: start with "
+            "--code-runner (or run `wrenn image build code-runner`, then restart) to add it"
+        )
+        return
+    console.print(f"building {code_runner_image.NAME!r} (first start only, a few minutes)")
+    progress, update = build_progress()
+    with progress:
+        asyncio.run(store.ensure_base(code_runner_image.NAME, update, code_runner_image.RECIPE))
 
 
 async def _pause_all(target: str, secret: str) -> int:

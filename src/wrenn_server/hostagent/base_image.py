@@ -8,6 +8,7 @@ import contextlib
 import re
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import rootfs_io
@@ -42,12 +43,14 @@ def debian_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
     raise RuntimeError("no Debian bookworm source found in apt's configuration")
 
 
-async def debootstrap(target: Path, progress: Progress) -> None:
+async def debootstrap(
+    target: Path, progress: Progress, packages: tuple[str, ...] = PACKAGES
+) -> None:
     """Run debootstrap into target, reporting progress from its log lines."""
     if shutil.which("debootstrap") is None:
         raise RuntimeError("debootstrap is not installed (run scripts/install-deps.sh)")
     argv = [
-        "debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+        "debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
         SUITE, str(target), debian_mirror(),
     ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
@@ -102,3 +105,57 @@ def finish_rootfs(rootfs: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             rootfs_io.remove_files_in(rootfs, junk)
     rootfs_io.make_dirs(rootfs, "opt/wrenn/envd")
+
+
+async def apt_install(rootfs: Path, packages: tuple[str, ...], progress: Progress) -> None:
+    """Install Debian packages (and what they depend on) into a finished tree with apt-get run
+    in a chroot, from the mirror debootstrap uses; apt's lists and downloads are dropped after.
+    debootstrap's own dependency resolution is too simple for large sets (alternatives)."""
+    if shutil.which("chroot") is None:
+        raise RuntimeError("chroot is not installed")
+    mirror = debian_mirror()
+    rootfs_io.write_file(rootfs, "etc/apt/sources.list", f"deb {mirror} {SUITE} main\n".encode())
+    rootfs_io.write_file(rootfs, "etc/resolv.conf", Path("/etc/resolv.conf").read_bytes())
+    proc_dir = rootfs / "proc"
+    await _checked(["mount", "-t", "proc", "proc", str(proc_dir)], progress)
+    try:
+        apt = ["chroot", str(rootfs), "/usr/bin/env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
+        progress(0.05, "apt-get update")
+        await _checked([*apt, "-q", "update"], progress)
+        progress(0.1, f"installing {len(packages)} packages")
+        install = [*apt, "-q", "-y", "--no-install-recommends", "install", *packages]
+        await _checked(install, progress)
+    finally:
+        await _checked(["umount", "--lazy", str(proc_dir)], progress)
+
+
+async def _checked(argv: list[str], progress: Progress) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    tail: list[str] = []
+    async for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip()
+        tail = [*tail[-40:], line]
+        if line.startswith(("Unpacking ", "Setting up ")):
+            progress(0.5, line)
+    if await proc.wait() != 0:
+        raise CommandError(argv, proc.returncode, "\n".join(tail))
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """What a template built on the host holds: debootstrap's packages (or, with `base`, that
+    template's tree plus packages apt installs), the finishing of the tree, and what every
+    capsule of it starts (a command, and one that passes once it is up)."""
+
+    packages: tuple[str, ...]
+    finish: Callable[[Path], None]
+    base: str | None = None
+    start_cmd: str | None = None
+    healthcheck: str | None = None
+    start_timeout_sec: float = 0.0
+
+
+MINIMAL = ImageRecipe(packages=PACKAGES, finish=finish_rootfs)

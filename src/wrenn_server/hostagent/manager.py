@@ -25,6 +25,7 @@ from .metrics import Point, Sampler
 from .pool import Pooled, WarmPool
 from .runtime import CLEANUP_TIMEOUT, Runtime
 from .sandbox_deaths import DeathWatch
+from .template_start import start_services
 from .templates import IMAGE, SNAPSHOT, Template, TemplateStore, validate_name
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class SandboxManager(CapsuleTable):
                 client.set_token(capsule.token)
             else:
                 await client.wait_ready(ENVD_START_TIMEOUT)
+                await start_services(client, template)
         except BaseException:
             await asyncio.shield(client.aclose())
             raise

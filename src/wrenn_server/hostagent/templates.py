@@ -45,6 +45,11 @@ class Template:
     vcpus: int = 0
     memory_mb: int = 0
     disk_size_mb: int = 0
+    # Image templates built with a start command: every capsule made from it runs the command
+    # and waits (at most start_timeout_sec) for the healthcheck to pass before create returns.
+    start_cmd: str | None = None
+    healthcheck: str | None = None
+    start_timeout_sec: float = 0.0
 
 
 def validate_name(name: str) -> str:
@@ -137,20 +142,46 @@ class TemplateStore:
                 if d.name.startswith((".staging-", ".trash-")):
                     shutil.rmtree(d, ignore_errors=True)
 
-    async def ensure_base(self, name: str, progress: Callable[[float, str], None]) -> Template:
-        """Build the base image template unless it exists. Safe to call concurrently."""
+    async def ensure_base(
+        self,
+        name: str,
+        progress: Callable[[float, str], None],
+        recipe: base_image.ImageRecipe = base_image.MINIMAL,
+    ) -> Template:
+        """Build an image template on the host unless it exists. Safe to call concurrently."""
+        if recipe.base is not None and not self.exists(recipe.base):
+            await self.ensure_base(recipe.base, progress)
         async with self._build_lock:
             if self.exists(name):
                 return self.get(name)
             staging = self.staging(name)
             try:
                 rootfs = staging / "rootfs"
-                await base_image.debootstrap(rootfs, progress)
-                base_image.finish_rootfs(rootfs)
+                if recipe.base is None:
+                    await base_image.debootstrap(rootfs, progress, recipe.packages)
+                else:
+                    await _copy_tree(self.dir(recipe.base) / "rootfs", rootfs)
+                    await base_image.apt_install(rootfs, recipe.packages, progress)
+                recipe.finish(rootfs)
                 t = Template(
-                    name=name, type=IMAGE, created_at=time.time(), size_bytes=disk_usage(rootfs)
+                    name=name,
+                    type=IMAGE,
+                    created_at=time.time(),
+                    size_bytes=disk_usage(rootfs),
+                    start_cmd=recipe.start_cmd,
+                    healthcheck=recipe.healthcheck,
+                    start_timeout_sec=recipe.start_timeout_sec,
                 )
                 return self.commit(staging, t, overwrite=False)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
+
+
+async def _copy_tree(src: Path, dst: Path) -> None:
+    """cp -a (owners, modes, links, device nodes kept), reflinked where the filesystem can."""
+    argv = ["cp", "-a", "--reflink=auto", str(src), str(dst)]
+    proc = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise errors.Internal(f"copying the base template failed: {err.decode()[-500:]}")

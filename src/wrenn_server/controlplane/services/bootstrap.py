@@ -1,5 +1,7 @@
-"""Rows a single box needs before anyone calls the API: its host agent as a host, and the base
-template as a platform template."""
+"""Rows a single box needs before anyone calls the API: its host agent as a host, the base
+template as a platform template, and the optional platform templates its agent has built (the
+code runner's `code-runner-beta`, made by `wrenn image build code-runner` or `wrenn up
+--code-runner`)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,28 @@ from .. import ids
 from ..agents.local import ensure_local_host
 from ..db.models.capsules import Template
 
+# Built on the host, not by every install: registered once the single box's agent has it.
+OPTIONAL_PLATFORM_TEMPLATES = ("code-runner-beta",)
+
+
+def built_on_single_box(data_dir: Path, name: str) -> bool:
+    """Whether the single box's agent (same data dir) holds the template: its metadata file is
+    written last, when the template is complete). A control plane that may not look (another
+    user than the agent's) registers none."""
+    try:
+        return (data_dir / "templates" / name / "template.json").is_file()
+    except OSError:
+        return False
+
 
 async def bootstrap_single_box(
     session: AsyncSession, *, agent_address: str, base_template: str, data_dir: Path
 ) -> None:
+    platform = [base_template]
     if agent_address:
         await ensure_local_host(session, agent_address, data_dir)
-    if await session.get(Template, base_template) is None:
-        session.add(Template(name=base_template, team_id=ids.PLATFORM_TEAM_ID, type="base"))
-        await session.flush()
+        platform += [n for n in OPTIONAL_PLATFORM_TEMPLATES if built_on_single_box(data_dir, n)]
+    for name in platform:
+        if await session.get(Template, name) is None:
+            session.add(Template(name=name, team_id=ids.PLATFORM_TEAM_ID, type="base"))
+            await session.flush()

@@ -2,21 +2,38 @@
 packages (kept in the data dir, so only the first run downloads them), its capsules start with
 Jupyter Server answering on port 8888, the `wrenn` kernelspec, and a kernel that runs code and
 draws with matplotlib, spoken to the way the published SDK speaks to it (REST, then the kernel's
-WebSocket channels, no token)."""
+WebSocket channels, no token); and the published SDK's `wrenn.code_runner.Capsule` itself,
+unchanged, through the control plane's port proxy."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
+import socket
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
 from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.app import create_app
+from wrenn_server.controlplane.db.models.capsules import Template
+from wrenn_server.controlplane.db.session import Database
+from wrenn_server.controlplane.settings import Settings
 from wrenn_server.hostagent import code_runner_image
 from wrenn_server.hostagent.templates import TemplateStore
 
-from .conftest import DATA_DIR, CapsuleFactory, run
+from .conftest import DATA_DIR, SECRET, AgentProcess, CapsuleFactory, run
+from .test_sdk import sdk  # noqa: F401
+from .test_ws import _account, _serve
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +135,88 @@ async def test_jupyter_answers_and_a_kernel_runs_code(
     # State is kept between executions; errors come back as errors.
     assert second["stdout"] == "12\n" and second["error"] == "ZeroDivisionError"
     print(f"code runner capsule created in {created_in:.1f} s")
+
+
+@pytest.fixture
+async def proxied_server(
+    code_runner: str, agent_process: AgentProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[str, str]]:
+    """A control plane (uvicorn) with the template registered; the SDK's proxy host names
+    (`8888-<id>.127.0.0.1:<port>`) resolve to loopback, as `*.localhost` names do under
+    nss-myhostname."""
+    real = socket.getaddrinfo
+
+    def loopback_names(host: Any, *args: Any, **kw: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host  # anyio passes IDNA bytes
+        if isinstance(name, str) and name.endswith(".127.0.0.1"):
+            host = "127.0.0.1"
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_names)
+    settings = Settings(
+        data_dir=tmp_path,
+        dev_mode=True,
+        agent_address=agent_process.target,
+        agent_secret=SecretStr(SECRET),
+        reconcile_interval_sec=0,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), contextlib.AsyncExitStack() as stack:
+        db: Database = app.state.db
+        async with db.sessionmaker() as session, session.begin():
+            session.add(Template(name=code_runner, team_id=ids.PLATFORM_TEAM_ID, type="base"))
+        base_url = await stack.enter_async_context(contextlib.asynccontextmanager(_serve)(app))
+        async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+            _token, key = await _account(http, "coderunner")
+        yield base_url, key
+
+
+def notebook_session(wrenn: Any, base_url: str, key: str) -> dict[str, Any]:
+    """What a user of the SDK's code runner writes."""
+    from wrenn.code_runner import Capsule
+
+    seen: dict[str, Any] = {}
+    with Capsule(api_key=key, base_url=base_url) as runner:
+        plot = runner.run_code(
+            "import matplotlib.pyplot as plt\nimport pandas as pd\n"
+            "df = pd.DataFrame({'x': [1, 2, 3]})\nprint('rows', len(df))\n"
+            "plt.plot(df['x']); plt.show()"
+        )
+        seen["stdout"] = "".join(plot.logs.stdout)
+        seen["png"] = [r.png for r in plot.results if r.png]
+        seen["html"] = runner.run_code("df").results[0].html
+        seen["kept"] = runner.run_code("len(df) * 2").text
+        failed = runner.run_code("1 / 0")
+        assert failed.error is not None
+        seen["error"] = (failed.error.name, failed.error.value, bool(failed.error.traceback))
+    return seen
+
+
+async def async_notebook_session(base_url: str, key: str) -> dict[str, Any]:
+    """The async twin, and a cell cut off by its timeout (the sync one's timeout path raises
+    queue.Empty with httpx-ws 0.9: the SDK's, not the server's)."""
+    from wrenn.code_runner import AsyncCapsule
+
+    seen: dict[str, Any] = {}
+    async with await AsyncCapsule.create(api_key=key, base_url=base_url) as runner:
+        await runner.run_code("state = 41")
+        seen["kept"] = (await runner.run_code("state + 1")).text
+        slow = await runner.run_code("import time; time.sleep(30)", timeout=2)
+        seen["timed_out"] = slow.timed_out
+    return seen
+
+
+async def test_the_published_sdk_code_runner(
+    sdk: ModuleType,  # noqa: F811
+    proxied_server: tuple[str, str],
+) -> None:
+    base_url, key = proxied_server
+    seen = await asyncio.to_thread(notebook_session, sdk, base_url, key)
+    assert seen["stdout"] == "rows 3\n"
+    assert len(seen["png"]) == 1
+    assert base64.b64decode(seen["png"][0]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert "<table" in seen["html"]
+    assert seen["kept"] == "6"
+    assert seen["error"] == ("ZeroDivisionError", "division by zero", True)
+    later = await async_notebook_session(base_url, key)
+    assert later == {"kept": "42", "timed_out": True}

@@ -6,6 +6,7 @@ platform's credentials), bodies both ways, and the errors (closed port 502, paus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -13,12 +14,16 @@ from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import httpx_ws
 import pytest
+import uvicorn
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, Request
 
 from ..controlplane.helpers import assert_error
+from ..ports import free_port
+from ..waiting import wait_for
 from .conftest import Stack, StartApp
 from .helpers import make_capsule, new_account
 
@@ -227,3 +232,58 @@ async def test_websockets_are_carried_both_ways(stack: Stack, ws_echo: int) -> N
             async with httpx_ws.aconnect_ws("/", http, headers={**host(9001, cid), **alice.h}):
                 pass
         assert refused.value.response.status_code == 502
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any) -> AsyncIterator[str]:
+    """The app behind a real uvicorn on 127.0.0.1."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    )
+    task = asyncio.create_task(server.serve())
+    await wait_for(lambda: server.started, 30, what="uvicorn started")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_a_caller_leaving_an_endless_stream_closes_the_tunnel(stack: Stack) -> None:
+    """Through uvicorn (the in-process transport buffers whole answers): a server-sent events
+    stream that never ends; the caller reads a little and leaves; the service's connection is
+    closed soon after, so nothing keeps streaming to no one."""
+    closed = asyncio.Event()
+
+    async def events(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+        writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+        try:
+            while True:
+                writer.write(b"6\r\ndata:\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.02)
+        except (ConnectionError, OSError):
+            closed.set()
+        finally:
+            writer.close()
+
+    service = await asyncio.start_server(events, "127.0.0.1", 0)
+    api = stack.client
+    alice = await new_account(api)
+    cid = (await make_capsule(api, alice))["id"]
+    stack.agent.sandboxes[cid].ports[8000] = ("127.0.0.1", service.sockets[0].getsockname()[1])
+    async with served(stack.app) as base_url:
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=30) as http,
+            http.stream("GET", "/events", headers={**host(8000, cid), **alice.h}) as resp,
+        ):
+            assert resp.status_code == 200
+            assert resp.headers["content-type"] == "text/event-stream"
+            async for chunk in resp.aiter_raw():
+                assert chunk.startswith(b"data:")
+                break
+        await wait_for(closed.is_set, 10, what="the service's connection closed")
+    service.close()

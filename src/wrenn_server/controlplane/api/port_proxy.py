@@ -152,26 +152,36 @@ async def _exchange(
     await tunnel.send(conn.send(request) or b"")
 
     async def request_body() -> None:
+        """The caller's body to the service, then a watch for the caller leaving (which ends
+        the exchange, e.g. of an endless event stream)."""
+        sending = True
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise ConnectionAbortedError()
+                return
+            if not sending:
+                continue
             if body := message.get("body", b""):
                 await tunnel.send(conn.send(h11.Data(data=body)) or b"")
             if not message.get("more_body", False):
                 await tunnel.send(conn.send(h11.EndOfMessage()) or b"")
-                return
+                sending = False
 
-    uploading = asyncio.create_task(request_body())
+    caller = asyncio.create_task(request_body())
     started = False
     try:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = await tunnel.recv()
-                if uploading.done() and uploading.exception() is not None:
+                receiving = asyncio.create_task(tunnel.recv())
+                await asyncio.wait({receiving, caller}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiving.done():
+                    receiving.cancel()
+                    with contextlib.suppress(BaseException):
+                        await receiving
+                    caller.result()  # the upload's failure, if that is what ended it
                     return  # the caller left: nothing more to answer
-                conn.receive_data(data)
+                conn.receive_data(receiving.result())
                 continue
             if isinstance(event, h11.InformationalResponse):
                 continue
@@ -200,9 +210,9 @@ async def _exchange(
             f"the service on port {_port(host)} closed the connection without a valid HTTP answer"
         ) from None
     finally:
-        uploading.cancel()
+        caller.cancel()
         with contextlib.suppress(BaseException):
-            await uploading
+            await caller
 
 
 def _port(host: str) -> str:

@@ -1,9 +1,9 @@
 """The code runner template (`wrenn image build code-runner`): built on the host from Debian's
 packages (kept in the data dir, so only the first run downloads them), its capsules start with
-Jupyter Server answering on port 8888, the `wrenn` kernelspec, and a kernel that runs code and
-draws with matplotlib, spoken to the way the published SDK speaks to it (REST, then the kernel's
-WebSocket channels, no token); and the published SDK's `wrenn.code_runner.Capsule` itself,
-unchanged, through the control plane's port proxy."""
+Jupyter Server answering on port 8888, the `wrenn` kernelspec, and a kernel that runs code,
+draws with matplotlib and restarts, spoken to the way the published SDK speaks to it (REST,
+then the kernel's WebSocket channels, no token); and the published SDK's
+`wrenn.code_runner.Capsule` itself, unchanged, through the control plane's port proxy."""
 
 from __future__ import annotations
 
@@ -84,8 +84,13 @@ async def main():
         "x = int(numpy.arange(4).sum()); print(x, pandas.__name__)\n"
         "plt.plot([1, 2, 3]); plt.show()")
     second = await execute("print(x * 2); 1 / 0")
+    restart = urllib.request.Request(
+        f"http://{BASE}/api/kernels/{kernel['id']}/restart", data=b"", method="POST")
+    urllib.request.urlopen(restart)
+    third = await execute("print('x' in dir())")
     print(json.dumps({"default": specs["default"], "specs": sorted(specs["kernelspecs"]),
-                      "kernel": kernel["name"], "first": first, "second": second}))
+                      "kernel": kernel["name"], "first": first, "second": second,
+                      "after_restart": third}))
 
 ioloop.IOLoop.current().run_sync(main, timeout=120)
 """
@@ -134,6 +139,8 @@ async def test_jupyter_answers_and_a_kernel_runs_code(
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     # State is kept between executions; errors come back as errors.
     assert second["stdout"] == "12\n" and second["error"] == "ZeroDivisionError"
+    # A restarted kernel starts afresh.
+    assert out["after_restart"] == {"stdout": "False\n", "mime": [], "error": None}
     print(f"code runner capsule created in {created_in:.1f} s")
 
 

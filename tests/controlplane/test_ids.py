@@ -33,6 +33,7 @@ def test_prefixes_match_the_wire_format() -> None:
         "log-",
         "bld-",
         "inv-",
+        "ch-",
     ]
 
 

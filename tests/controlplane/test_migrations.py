@@ -29,6 +29,7 @@ from wrenn_server.controlplane.settings import Settings
 EXPECTED_TABLES = {
     "users",
     "events",
+    "notification_channels",
     "oauth_identities",
     "teams",
     "team_members",

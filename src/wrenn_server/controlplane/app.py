@@ -40,7 +40,7 @@ from .jobs.build_workers import Builds, BuildWorkers
 from .jobs.leadership import Leadership
 from .jobs.reconciler import Reconciler
 from .security import TokenCodec
-from .services import quotas
+from .services import channels, quotas
 from .services.bootstrap import bootstrap_single_box
 from .services.capsules import Hosts
 from .services.event_hub import EventHub
@@ -165,6 +165,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             "reconciler": (settings.reconcile_interval_sec, reconciler.run_once),
             "stats-sampler": (settings.stats_sample_interval_sec, sampler),
             "login-throttle-purge": (300.0, periodic.login_throttle_purger(database)),
+            "channel-deliveries": (
+                settings.channel_delivery_interval_sec,
+                periodic.channel_deliverer(database, channels.Delivery.of(settings)),
+            ),
             "events-purge": (
                 300.0,
                 periodic.events_purger(

@@ -59,6 +59,7 @@ REFRESH_TOKEN = IdKind("hrt-", "refresh token")
 AUDIT_LOG = IdKind("log-", "audit log entry")
 BUILD = IdKind("bld-", "build")
 INVITATION = IdKind("inv-", "invitation")
+CHANNEL = IdKind("ch-", "channel")
 
 ALL_KINDS = (
     SANDBOX,
@@ -71,6 +72,7 @@ ALL_KINDS = (
     AUDIT_LOG,
     BUILD,
     INVITATION,
+    CHANNEL,
 )
 
 

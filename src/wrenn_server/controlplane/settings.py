@@ -106,6 +106,21 @@ class Settings(BaseSettings):
         description="How long lifecycle events are kept for streams resuming with "
         "Last-Event-ID, hours.",
     )
+    channel_delivery_attempts: int = Field(
+        default=4, ge=1, le=10, description="Attempts per event and webhook before giving up."
+    )
+    channel_retry_backoff_sec: float = Field(
+        default=2.0,
+        ge=0,
+        le=300,
+        description="Wait before a webhook's first retry, doubled at each further one.",
+    )
+    channel_delivery_timeout_sec: float = Field(
+        default=10.0, gt=0, le=60, description="Each webhook attempt's timeout, seconds."
+    )
+    channel_delivery_interval_sec: float = Field(
+        default=1.0, ge=0, description="How often the leader delivers new events (0 = never)."
+    )
     stats_retention_days: int = Field(
         default=60, ge=1, description="How long the sampled team statistics are kept, days."
     )

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..services import events, stats, throttle
+from ..services import channels, events, stats, throttle
 
 
 def stats_sampler(db: Database, *, retention: dt.timedelta) -> Callable[[], Awaitable[None]]:
@@ -39,5 +39,14 @@ def events_purger(db: Database, *, retention: dt.timedelta) -> Callable[[], Awai
     async def step() -> int:
         async with db.sessionmaker() as session, transaction(session, write=True):
             return await events.purge(session, before=utcnow() - retention)
+
+    return step
+
+
+def channel_deliverer(db: Database, delivery: channels.Delivery) -> Callable[[], Awaitable[int]]:
+    """A step that delivers new events to the teams' webhooks."""
+
+    async def step() -> int:
+        return await channels.deliver_pending(db, delivery)
 
     return step

@@ -778,6 +778,88 @@ export interface paths {
 		patch?: never;
 		trace?: never;
 	};
+	'/v1/channels': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** List Channels */
+		get: operations['listChannels'];
+		put?: never;
+		/**
+		 * Create Channel
+		 * @description Webhook only: config `{"url": ..., "secret": ...}` (the secret is generated if left out
+		 *     and shown only in this answer). The URL must not point at loopback, link-local, private or
+		 *     metadata addresses.
+		 */
+		post: operations['createChannel'];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	'/v1/channels/{id}': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** Get Channel */
+		get: operations['getChannel'];
+		put?: never;
+		post?: never;
+		/** Delete Channel */
+		delete: operations['deleteChannel'];
+		options?: never;
+		head?: never;
+		/** Update Channel */
+		patch: operations['updateChannel'];
+		trace?: never;
+	};
+	'/v1/channels/{id}/config': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		/**
+		 * Rotate Channel Config
+		 * @description Replaces the config (URL and secret; a new secret is generated if left out, and shown).
+		 */
+		put: operations['rotateChannelConfig'];
+		post?: never;
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	'/v1/channels/test': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/**
+		 * Test Channel
+		 * @description Sends one test message to the configuration, saving nothing; 400 if it fails.
+		 */
+		post: operations['testChannel'];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
 	'/v1/events': {
 		parameters: {
 			query?: never;
@@ -1643,6 +1725,47 @@ export interface components {
 			/** New Password */
 			new_password: string;
 		};
+		/** ChannelResponse */
+		ChannelResponse: {
+			/**
+			 * Created At
+			 * Format: date-time
+			 */
+			created_at: string;
+			/** Events */
+			events: string[];
+			/** Id */
+			id: string;
+			/** Last Attempt At */
+			last_attempt_at?: string | null;
+			/** Last Error */
+			last_error?: string | null;
+			/**
+			 * Last Status
+			 * @description success or failed: the last delivery
+			 */
+			last_status?: string | null;
+			/** Last Status Code */
+			last_status_code?: number | null;
+			/** Name */
+			name: string;
+			/** Provider */
+			provider: string;
+			/**
+			 * Secret
+			 * @description Webhook secret. Only returned on creation and rotation, never again.
+			 */
+			secret?: string | null;
+			/** Team Id */
+			team_id: string;
+			/**
+			 * Updated At
+			 * Format: date-time
+			 */
+			updated_at: string;
+			/** Url */
+			url?: string | null;
+		};
 		/** ConnectProviderResponse */
 		ConnectProviderResponse: {
 			/**
@@ -1687,6 +1810,25 @@ export interface components {
 			 * @default 1
 			 */
 			vcpus?: number;
+		};
+		/** CreateChannelRequest */
+		CreateChannelRequest: {
+			/** Config */
+			config: {
+				[key: string]: string;
+			};
+			/**
+			 * Events
+			 * @description capsule.created, capsule.running, capsule.paused, capsule.destroyed, template.snapshot.created, template.snapshot.deleted, host.up, host.down
+			 */
+			events: string[];
+			/** Name */
+			name: string;
+			/**
+			 * Provider
+			 * @enum {string}
+			 */
+			provider: 'discord' | 'slack' | 'teams' | 'googlechat' | 'telegram' | 'matrix' | 'webhook';
 		};
 		/** CreatedInvitation */
 		CreatedInvitation: {
@@ -2219,6 +2361,13 @@ export interface components {
 			 */
 			token: string;
 		};
+		/** RotateConfigRequest */
+		RotateConfigRequest: {
+			/** Config */
+			config: {
+				[key: string]: string;
+			};
+		};
 		/** SetActiveRequest */
 		SetActiveRequest: {
 			/**
@@ -2406,6 +2555,30 @@ export interface components {
 			type: 'base' | 'snapshot';
 			/** Vcpus */
 			vcpus?: number | null;
+		};
+		/** TestChannelRequest */
+		TestChannelRequest: {
+			/** Config */
+			config: {
+				[key: string]: string;
+			};
+			/**
+			 * Provider
+			 * @enum {string}
+			 */
+			provider: 'discord' | 'slack' | 'teams' | 'googlechat' | 'telegram' | 'matrix' | 'webhook';
+		};
+		/** TestChannelResponse */
+		TestChannelResponse: {
+			/** Status */
+			status: string;
+		};
+		/** UpdateChannelRequest */
+		UpdateChannelRequest: {
+			/** Events */
+			events: string[];
+			/** Name */
+			name: string;
 		};
 		/** UpdateRoleRequest */
 		UpdateRoleRequest: {
@@ -4467,6 +4640,384 @@ export interface operations {
 					'application/json': {
 						[key: string]: unknown;
 					};
+				};
+			};
+		};
+	};
+	listChannels: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ChannelResponse'][];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	createChannel: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				'application/json': components['schemas']['CreateChannelRequest'];
+			};
+		};
+		responses: {
+			/** @description Successful Response */
+			201: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ChannelResponse'];
+				};
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Conflict with the current state */
+			409: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	getChannel: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ChannelResponse'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not found */
+			404: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	deleteChannel: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Successful Response */
+			204: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content?: never;
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not found */
+			404: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	updateChannel: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				'application/json': components['schemas']['UpdateChannelRequest'];
+			};
+		};
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ChannelResponse'];
+				};
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not found */
+			404: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Conflict with the current state */
+			409: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	rotateChannelConfig: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				'application/json': components['schemas']['RotateConfigRequest'];
+			};
+		};
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ChannelResponse'];
+				};
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not found */
+			404: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	testChannel: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				'application/json': components['schemas']['TestChannelRequest'];
+			};
+		};
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['TestChannelResponse'];
+				};
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
 				};
 			};
 		};

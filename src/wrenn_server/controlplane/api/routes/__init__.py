@@ -11,6 +11,7 @@ from . import (
     capsule_metrics,
     capsule_ws,
     capsules,
+    channels,
     events,
     hosts,
     me,
@@ -45,4 +46,5 @@ ROUTERS = [
     admin_accounts.router,
     builds.router,
     events.router,
+    channels.router,
 ]

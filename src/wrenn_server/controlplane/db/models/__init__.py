@@ -21,6 +21,7 @@ from .capsules import (
     TemplateBuild,
     TemplateBuildArchive,
 )
+from .channels import NotificationChannel
 from .events import Event
 from .hosts import Host, HostRefreshToken, HostTag, HostToken
 from .leases import Lease
@@ -39,6 +40,7 @@ __all__ = [
     "Invitation",
     "Lease",
     "LoginThrottle",
+    "NotificationChannel",
     "OAuthIdentity",
     "Sandbox",
     "SandboxMetric",

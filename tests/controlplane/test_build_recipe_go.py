@@ -1,5 +1,5 @@
 """The Go system's recipe syntax: `START <cmd>` and `RUN --timeout=<duration> <cmd>`, with Go's
-duration format; its code runner recipe parses."""
+duration format, and its healthcheck flags; its code runner recipe and healthcheck parse."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import pytest
 
 from wrenn_server.controlplane.builds.recipe import (
     Env,
+    Healthcheck,
     Run,
     Start,
     describe,
     parse,
     parse_duration,
+    parse_healthcheck,
 )
 from wrenn_server.controlplane.errors import BadRequest
 
@@ -100,3 +102,38 @@ def test_start_and_timeout_keep_the_rest_of_the_line() -> None:
     # Only a leading --timeout= is the flag; later ones belong to the command.
     assert parse(["RUN curl --timeout=5 x"]) == [Run("curl --timeout=5 x")]
     assert parse(["RUN --timeout=2m30s make  all"]) == [Run("make  all", timeout_sec=150)]
+
+
+def test_the_go_healthcheck_syntax() -> None:
+    # recipes/code-runner-beta.healthcheck of the Go system, verbatim.
+    go = (
+        "--interval=5s --timeout=5s --start-period=60s --retries=5 "
+        "curl -sf http://127.0.0.1:8888/api/status"
+    )
+    assert parse_healthcheck(go) == Healthcheck(
+        "curl -sf http://127.0.0.1:8888/api/status",
+        interval_sec=5,
+        timeout_sec=5,
+        start_period_sec=60,
+        retries=5,
+    )
+    # A plain command takes the defaults; flags end at the first word that is not one.
+    assert parse_healthcheck("test -f /srv/ready") == Healthcheck("test -f /srv/ready")
+    assert parse_healthcheck("--retries=2 grep --count x f").command == "grep --count x f"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("--interval=5s", "a command is needed"),
+        ("--every=5s true", "unknown flag '--every'"),
+        ("--interval true", "unknown flag '--interval'"),
+        ("--interval=soon true", "--interval needs a duration"),
+        ("--timeout=11m true", "--timeout is at most 600s"),
+        ("--retries=-1 true", "--retries needs a whole number"),
+        ("--retries=many true", "--retries needs a whole number"),
+    ],
+)
+def test_bad_healthchecks_are_refused(text: str, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        parse_healthcheck(text)

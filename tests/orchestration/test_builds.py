@@ -168,6 +168,25 @@ async def test_recipe_start_and_run_timeout(stack: Stack) -> None:
     assert "RUN --timeout=1s sleep 60) timed out" in failed["error"]
     await _build_capsule_stopped(stack, failed)
 
+    # The Go healthcheck flags: a check that keeps failing fails the build after its retries.
+    unhealthy = await _submit(
+        api,
+        admin,
+        name=_name(),
+        recipe=["RUN true"],
+        skip_pre_post=True,
+        healthcheck="--interval=10ms --timeout=2s --retries=3 test -f /nowhere",
+    )
+    failed = await _wait(api, admin, unhealthy["id"], "success", "failed")
+    assert (failed["status"], failed["error"]) == ("failed", "healthcheck failed 3 times")
+    assert failed["logs"][-1]["attempts"] == 3
+    bad = await api.post(
+        "/v1/admin/builds",
+        json={"name": _name(), "recipe": ["RUN true"], "healthcheck": "--every=1s true"},
+        headers=admin.jwt,
+    )
+    assert bad.status_code == 400 and "unknown flag" in bad.json()["error"]["message"]
+
 
 async def test_failing_steps_and_agent_failures_fail_the_build(stack: Stack) -> None:
     api, agent = stack.client, stack.agent

@@ -208,9 +208,66 @@ def plan(steps: list[Step], *, skip_pre_post: bool) -> list[Step]:
     return [*pre, User(DEFAULT_USER), *steps, *post]
 
 
+@dataclass(frozen=True)
+class Healthcheck:
+    """A build's healthcheck: `[--interval=<d>] [--timeout=<d>] [--start-period=<d>]
+    [--retries=<n>] <command>` (the Go system's syntax; a plain command takes the defaults).
+    Failures within the start period do not count; retries 0 means until the build's limit."""
+
+    command: str
+    interval_sec: float = 1.0
+    timeout_sec: float = 10.0
+    start_period_sec: float = 0.0
+    retries: int = 0
+
+
+_HEALTHCHECK_FLAGS = {"--interval", "--timeout", "--start-period", "--retries"}
+MAX_HEALTHCHECK_SEC = 600.0
+
+
+def parse_healthcheck(text: str) -> Healthcheck:
+    words = text.strip().split(" ")
+    values: dict[str, str] = {}
+    while words and words[0].startswith("--"):
+        flag, sep, value = words.pop(0).partition("=")
+        if flag not in _HEALTHCHECK_FLAGS or not sep:
+            raise BadRequest(
+                f"healthcheck: unknown flag {flag[:40]!r} (--interval=, --timeout=, "
+                "--start-period=, --retries=)"
+            )
+        values[flag] = value
+        while words and not words[0]:
+            words.pop(0)
+    command = " ".join(words).strip()
+    if not command:
+        raise BadRequest("healthcheck: a command is needed after the flags")
+    durations: dict[str, float] = {}
+    for flag in ("--interval", "--timeout", "--start-period"):
+        if flag in values:
+            try:
+                durations[flag] = parse_duration(values[flag])
+            except ValueError:
+                raise BadRequest(f"healthcheck: {flag} needs a duration such as 5s") from None
+            if durations[flag] > MAX_HEALTHCHECK_SEC:
+                raise BadRequest(f"healthcheck: {flag} is at most {MAX_HEALTHCHECK_SEC:.0f}s")
+    retries = values.get("--retries", "0")
+    if not retries.isdigit() or int(retries) > 1000:
+        raise BadRequest("healthcheck: --retries needs a whole number (at most 1000)")
+    defaults = Healthcheck(command)
+    return Healthcheck(
+        command,
+        interval_sec=durations.get("--interval", defaults.interval_sec),
+        timeout_sec=max(durations.get("--timeout", defaults.timeout_sec), 1.0),
+        start_period_sec=durations.get("--start-period", 0.0),
+        retries=int(retries),
+    )
+
+
 def total_steps(
     lines: list[str], *, skip_pre_post: bool, start_cmd: str | None, healthcheck: str | None
 ) -> int:
     """Steps a build reports progress over: the plan, start, healthcheck, the template."""
     planned = plan(parse(lines), skip_pre_post=skip_pre_post)
+    if healthcheck:
+        parse_healthcheck(healthcheck)
     return len(planned) + bool(start_cmd) + bool(healthcheck) + 1

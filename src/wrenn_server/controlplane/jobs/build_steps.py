@@ -5,6 +5,7 @@ the runner (`build_runner.py`); a failing one raises `BuildFailed`."""
 from __future__ import annotations
 
 import asyncio
+import math
 import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,12 +16,22 @@ from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from ..agents.rpc import agent_errors
 from ..builds import archive
-from ..builds.recipe import DEFAULT_USER, Copy, Env, Run, Start, Step, User, Workdir, describe
+from ..builds.recipe import (
+    DEFAULT_USER,
+    Copy,
+    Env,
+    Run,
+    Start,
+    Step,
+    User,
+    Workdir,
+    describe,
+    parse_healthcheck,
+)
 from ..db.types import utcnow
 
 STEP_TIMEOUT_SEC = 1800
 HEALTHCHECK_TIMEOUT_SEC = 60.0
-HEALTHCHECK_ATTEMPT_SEC = 10
 OUTPUT_KEPT = 16 * 1024  # the tail of each stream a log entry keeps
 CHUNK = 1 << 20
 
@@ -159,12 +170,16 @@ class BuildSteps:
         )
 
     async def healthcheck(self, n: int, command: str) -> None:
-        """Run `command` until it passes, for at most HEALTHCHECK_TIMEOUT_SEC."""
-        deadline = asyncio.get_running_loop().time() + HEALTHCHECK_TIMEOUT_SEC
-        attempts = 0
+        """Run the healthcheck's command until it passes: for at most HEALTHCHECK_TIMEOUT_SEC
+        after its start period, and at most its retries failures after it (if it sets any)."""
+        check = parse_healthcheck(command)
+        loop = asyncio.get_running_loop()
+        counted_from = loop.time() + check.start_period_sec
+        deadline = counted_from + HEALTHCHECK_TIMEOUT_SEC
+        attempts = failures = 0
         while True:
             attempts += 1
-            res = await self.exec(command, self.ctx.user, HEALTHCHECK_ATTEMPT_SEC)
+            res = await self.exec(check.command, self.ctx.user, math.ceil(check.timeout_sec))
             if res.exit_code == 0 and not res.timed_out:
                 await self.log(
                     n,
@@ -176,7 +191,9 @@ class BuildSteps:
                     },
                 )
                 return
-            if asyncio.get_running_loop().time() >= deadline:
+            failures += loop.time() >= counted_from
+            out_of_retries = check.retries > 0 and failures >= check.retries
+            if out_of_retries or loop.time() >= deadline:
                 await self.log(
                     n,
                     {
@@ -188,8 +205,10 @@ class BuildSteps:
                         "stderr": _tail(res.stderr),
                     },
                 )
+                if out_of_retries:
+                    raise BuildFailed(f"healthcheck failed {failures} times")
                 raise BuildFailed(f"healthcheck did not pass in {HEALTHCHECK_TIMEOUT_SEC:.0f} s")
-            await asyncio.sleep(1)
+            await asyncio.sleep(check.interval_sec)
 
 
 async def _write_files(

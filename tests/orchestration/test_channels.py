@@ -19,7 +19,7 @@ from ..waiting import wait_for
 from .conftest import StartApp
 from .helpers import make_capsule, new_account
 
-LOOPBACK = ["127.0.0.0/8"]
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
 WAIT = 20.0
 
 
@@ -196,6 +196,15 @@ async def test_test_endpoint(start_app: StartApp, receiver: tuple[Receiver, str]
         ((headers, raw),) = rec.received
         _verify("t" * 24, headers, raw)
         assert json.loads(raw)["event"] == "test"
+        # A name is dialled at the address that was checked; the receiver sees the name.
+        named = url.replace("127.0.0.1", "localhost")
+        resp = await stack.client.post(
+            "/v1/channels/test",
+            json={"provider": "webhook", "config": {**config, "url": named}},
+            headers=ada.h,
+        )
+        assert resp.status_code == 200, resp.text
+        assert rec.received[-1][0]["host"] == named.removeprefix("http://")
         rec.statuses = [503]
         resp = await stack.client.post(
             "/v1/channels/test", json={"provider": "webhook", "config": config}, headers=ada.h

@@ -54,6 +54,7 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "host.down": (),
 }
 MAX_URL = 2048
+CONCURRENCY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,9 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return "sha256=" + digest.hexdigest()
 
 
-async def _check_url(url: str, policy: addresses.TenantAddressPolicy) -> None:
+async def _check_url(url: str, policy: addresses.TenantAddressPolicy) -> addresses.IPAddress:
+    """The URL checked; returns the address to dial (the one that was checked, so a name
+    that resolves elsewhere a moment later is not followed)."""
     parts = urlsplit(url)
     if len(url) > MAX_URL or parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest("config.url must be an http or https URL")
@@ -93,10 +96,11 @@ async def _check_url(url: str, policy: addresses.TenantAddressPolicy) -> None:
         raise BadRequest("config.url has a bad port") from None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     try:
-        await addresses.check_tenant_address(f"{host}:{port}", policy)
+        _, ips = await addresses.check_tenant_address(f"{host}:{port}", policy)
     except addresses.AddressError as exc:
         message = str(exc).replace("a team's host", "a channel's URL")
         raise BadRequest(message) from None
+    return ips[0]
 
 
 def _check_events(values: Sequence[str]) -> list[str]:
@@ -233,11 +237,18 @@ class Outcome:
 
 async def _post_once(url: str, secret: str, body: bytes, delivery: Delivery) -> Outcome:
     try:
-        await _check_url(url, delivery.policy)
+        ip = await _check_url(url, delivery.policy)
     except BadRequest as exc:
         return Outcome(False, None, exc.message)
+    parts = urlsplit(url)
+    hostname = parts.hostname or ""
+    netloc = f"[{ip}]" if ip.version == 6 else str(ip)
+    if parts.port:
+        netloc += f":{parts.port}"
+    pinned = parts._replace(netloc=netloc).geturl()
     timestamp = int(time.time())
     headers = {
+        "Host": parts.netloc,
         "Content-Type": "application/json",
         "User-Agent": "wrenn-webhooks",
         "X-Wrenn-Timestamp": str(timestamp),
@@ -245,7 +256,10 @@ async def _post_once(url: str, secret: str, body: bytes, delivery: Delivery) -> 
     }
     try:
         async with httpx.AsyncClient(timeout=delivery.timeout, follow_redirects=False) as client:
-            resp = await client.post(url, content=body, headers=headers)
+            # TLS is checked against the URL's name (SNI), not the pinned address.
+            resp = await client.post(
+                pinned, content=body, headers=headers, extensions={"sni_hostname": hostname}
+            )
     except httpx.HTTPError as exc:
         return Outcome(False, None, f"request failed: {type(exc).__name__}")
     if 200 <= resp.status_code < 300:
@@ -278,9 +292,25 @@ async def deliver_pending(db: Database, delivery: Delivery, *, batch: int = 100)
     """Offer every channel the events of its team after its cursor; returns deliveries made."""
     async with db.sessionmaker() as session, transaction(session):
         channels = list(await session.scalars(select(NotificationChannel)))
+    # Channels are delivered side by side (one slow receiver does not hold up the others);
+    # each channel's events one after another, in order.
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(channel: NotificationChannel) -> int:
+        async with limit:
+            return await _deliver_channel(db, channel, delivery, batch)
+
     made = 0
-    for channel in channels:
-        made += await _deliver_channel(db, channel, delivery, batch)
+    results = await asyncio.gather(*(one(c) for c in channels), return_exceptions=True)
+    for channel, result in zip(channels, results, strict=True):
+        if isinstance(result, BaseException):
+            log.error(
+                "channel %s: deliveries failed",
+                ids.CHANNEL.format(channel.id),
+                exc_info=result,
+            )
+        else:
+            made += result
     return made
 
 

@@ -196,7 +196,7 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
     async def PauseAll(self, r: pb.Empty, context: Ctx) -> pb.PauseAllResponse:
         paused = [s for s in self.sandboxes.values() if s.status == RUNNING]
         for sandbox in paused:
-            sandbox.status = PAUSED
+            sandbox.status, sandbox.auto_paused = PAUSED, True
         return pb.PauseAllResponse(paused_sandbox_ids=[s.sandbox_id for s in paused])
 
     @unary

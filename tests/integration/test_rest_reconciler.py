@@ -12,11 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.agents.pool import HostClientPool
+from wrenn_server.controlplane.db.models.capsules import Sandbox
 from wrenn_server.controlplane.db.models.hosts import Host
-from wrenn_server.controlplane.db.session import Database
+from wrenn_server.controlplane.db.session import Database, transaction
+from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.jobs.reconciler import Reconciler
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
@@ -47,7 +51,7 @@ async def wait_for_status(
 
 
 async def test_reconciler_follows_the_host(
-    start_app: StartApp, agent: AgentClient, new_capsule: CapsuleFactory
+    start_app: StartApp, agent: AgentClient, new_capsule: CapsuleFactory, rest_db: Database
 ) -> None:
     # A capsule on the host that the control plane never made: it must not keep the reconciler
     # from doing its job.
@@ -63,7 +67,16 @@ async def test_reconciler_follows_the_host(
 
         await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=gone["id"]))
         await wait_for_status(api, user, gone["id"], "stopped")
+        # Paused by a caller of the agent other than the control plane: a pause call of the
+        # control plane's own may still own the row for as long as a pause can take, so the row
+        # is made older than that.
         await agent.pause_sandbox(pb.SandboxRef(sandbox_id=paused["id"]))
+        async with rest_db.sessionmaker() as session, transaction(session, write=True):
+            await session.execute(
+                update(Sandbox)
+                .where(Sandbox.id == ids.SANDBOX.parse(paused["id"]))
+                .values(last_updated=utcnow() - dt.timedelta(minutes=5))
+            )
         await wait_for_status(api, user, paused["id"], "paused")
         # Auto-paused by the agent's TTL reaper once idle for timeout_sec.
         await wait_for_status(api, user, idle["id"], "paused")

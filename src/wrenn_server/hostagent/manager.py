@@ -294,12 +294,15 @@ class SandboxManager(CapsuleTable):
         capsule.save()
 
     async def pause_all(self) -> tuple[list[str], list[str]]:
+        """Every running capsule paused, as the agent's own decision (a shutdown, the control
+        plane lost): reported as auto-paused, like the TTL reaper's, since no caller's pause
+        owns them."""
         paused, failed = [], []
         for sandbox_id, capsule in list(self.capsules.items()):
             if capsule.status != RUNNING:
                 continue
             try:
-                await self.pause(sandbox_id)
+                await self.pause(sandbox_id, auto=True)
                 paused.append(sandbox_id)
             except Exception:
                 log.exception("pause of %s failed", sandbox_id)

@@ -251,3 +251,8 @@ async def test_pause_all(agent: Agent) -> None:
     await agent.m.pause(other)
     assert await agent.m.pause_all() == ([ID], [])
     assert {c.status for c in agent.m.capsules.values()} == {PAUSED}
+    # Paused on the agent's own decision, unlike the one a caller paused.
+    assert {c.sandbox_id: c.auto_paused for c in agent.m.capsules.values()} == {
+        ID: True,
+        other: False,
+    }

@@ -300,7 +300,7 @@ class Sandbox(_message.Message):
     disk_size_mb: _builtins.int
     timeout_sec: _builtins.int
     auto_paused: _builtins.bool
-    """True when the TTL reaper (not a caller) paused it."""
+    """True when the agent paused it on its own (TTL reaper, PauseAll), not a caller's PauseSandbox."""
     exit_reason: _builtins.str
     """Why a dead sandbox died: "out of memory" (its memory limit killed it) or "sandbox exited"."""
     @_builtins.property
@@ -356,7 +356,9 @@ class ListSandboxesResponse(_message.Message):
     def sandboxes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Sandbox]: ...
     @_builtins.property
     def auto_paused_sandbox_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Capsules the TTL reaper paused, so the control plane can tell them from crashed ones."""
+        """Capsules the agent paused on its own (auto_paused), so the control plane can tell them from
+        crashed ones and from a caller's pause still on its way.
+        """
 
     @_builtins.property
     def resources(self) -> Global___HostResources:

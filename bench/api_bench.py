@@ -146,6 +146,8 @@ def main() -> None:
                 "WRENN_AGENT_SECRET": SECRET,
                 "WRENN_DEV_MODE": "1",
                 "WRENN_LOG_LEVEL": "WARNING",
+                # The bench signs up its own account (the product's default is closed).
+                "WRENN_SIGNUP": "open",
             }
             argv = [sys.executable, "-m", "wrenn_server.cli", "server",
                     "--data-dir", cp_dir, "--port", str(port),

@@ -68,7 +68,8 @@ async def test_lost_and_dead_capsules(start_app: StartApp) -> None:
         passes = agent.calls.count("ListSandboxes")
         await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 3, what="3 passes")
         events = await _events(stack, alice)
-        assert [e for e in events if e[0] != "create"] == [("stopped", lost), ("died", dead)]
+        # Both are found in one pass, so their records share a moment: order is not asserted.
+        assert sorted(e for e in events if e[0] != "create") == [("died", dead), ("stopped", lost)]
         # A destroy of a capsule in error asks the agent nothing.
         destroyed = await api.delete(f"/v1/capsules/{dead}", headers=alice.h)
         assert destroyed.status_code == 204

@@ -13,6 +13,7 @@ import contextlib
 import json
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +31,7 @@ from wrenn_server.controlplane.db.session import Database
 from wrenn_server.controlplane.settings import Settings
 from wrenn_server.hostagent import code_runner_image
 from wrenn_server.hostagent.templates import TemplateStore
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from .conftest import DATA_DIR, SECRET, AgentProcess, CapsuleFactory, run
 from .test_sdk import sdk  # noqa: F401
@@ -38,6 +40,12 @@ from .test_ws import _account, _serve
 pytestmark = pytest.mark.integration
 
 NAME = code_runner_image.NAME
+
+JUPYTER_STATUS = (
+    "python3 -c 'import urllib.request as u; "
+    'print(u.urlopen("http://127.0.0.1:8888/api/status").status)\''
+)
+
 
 # Run in the capsule: the SDK's requests (GET/POST /api/kernels, the channels WebSocket with an
 # execute_request) with the stdlib and the tornado Jupyter itself depends on.
@@ -117,13 +125,7 @@ async def test_jupyter_answers_and_a_kernel_runs_code(
     sb = await new_capsule(template=code_runner)
     created_in = time.monotonic() - started
     # Healthy before create returned: Jupyter answers at once, no waiting here.
-    status = await run(
-        agent,
-        sb.sandbox_id,
-        "python3 -c 'import urllib.request as u; "
-        'print(u.urlopen("http://127.0.0.1:8888/api/status").status)\'',
-        timeout_sec=10,
-    )
+    status = await run(agent, sb.sandbox_id, JUPYTER_STATUS, timeout_sec=10)
     assert (status.exit_code, status.stdout.strip()) == (0, b"200"), status.stderr
 
     res = await run(
@@ -142,6 +144,23 @@ async def test_jupyter_answers_and_a_kernel_runs_code(
     # A restarted kernel starts afresh.
     assert out["after_restart"] == {"stdout": "False\n", "mime": [], "error": None}
     print(f"code runner capsule created in {created_in:.1f} s")
+
+
+async def test_a_flattened_capsule_keeps_the_start_command(
+    code_runner: str, agent: AgentClient, new_capsule: CapsuleFactory
+) -> None:
+    src = await new_capsule(template=code_runner)
+    flat = f"flat-runner-{uuid.uuid4().hex[:8]}"
+    await agent.flatten_rootfs(pb.FlattenRootfsRequest(sandbox_id=src.sandbox_id, name=flat))
+    try:
+        assert TemplateStore(DATA_DIR / "templates").get(flat).start_cmd
+        sb = await new_capsule(template=flat)
+        # Jupyter was started and healthy before create returned, as in the template's own.
+        status = await run(agent, sb.sandbox_id, JUPYTER_STATUS, timeout_sec=10)
+        assert (status.exit_code, status.stdout.strip()) == (0, b"200"), status.stderr
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
+    finally:
+        await agent.delete_snapshot(pb.DeleteSnapshotRequest(name=flat))
 
 
 @pytest.fixture

@@ -279,6 +279,8 @@ class GVisorRuntime:
                 type=IMAGE,
                 created_at=time.time(),
                 size_bytes=storage.disk_usage(staging / "rootfs"),
+                # The image's services (the code runner's Jupyter) start in its copies too.
+                **self.templates.start_settings(capsule.base_image),
             )
             return self.templates.commit(staging, template, overwrite)
         except BaseException:

@@ -81,6 +81,19 @@ class TemplateStore:
             raise errors.NotFound(f"template {name!r} not found") from None
         return data
 
+    def start_settings(self, name: str) -> dict[str, Any]:
+        """An image template's start command, healthcheck and start timeout, which a template
+        flattened from one of its capsules keeps (nothing when the template is gone)."""
+        try:
+            t = self.get(name)
+        except errors.NotFound:
+            return {}
+        return {
+            "start_cmd": t.start_cmd,
+            "healthcheck": t.healthcheck,
+            "start_timeout_sec": t.start_timeout_sec,
+        }
+
     def legacy_envd_token(self, name: str) -> str | None:
         """The envd token a snapshot template made before tokens were derived stored in its
         template.json (the only way to reach its checkpointed envd)."""

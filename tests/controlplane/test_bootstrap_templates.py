@@ -9,9 +9,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.db.models.capsules import Template
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.services.bootstrap import bootstrap_single_box
+from wrenn_server.controlplane.settings import Settings
+
+from ..waiting import wait_for
 
 
 async def _bootstrap(db: Database, data_dir: Path, agent_address: str) -> dict[str, str]:
@@ -50,3 +54,21 @@ async def test_the_code_runner_is_registered_once_built(db: Database, tmp_path: 
 async def test_without_a_local_agent_nothing_is_looked_up(db: Database, tmp_path: Path) -> None:
     _built(tmp_path, "code-runner-beta")
     assert await _bootstrap(db, tmp_path, "") == {"minimal": "base"}
+
+
+async def test_one_built_while_the_control_plane_runs_is_registered(
+    settings: Settings, db: Database, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={"agent_address": f"unix:{tmp_path / 'agent.sock'}", "reconcile_interval_sec": 0.2}
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+
+        async def registered() -> bool:
+            async with db.sessionmaker() as session:
+                return await session.get(Template, "code-runner-beta") is not None
+
+        assert not await registered()
+        _built(tmp_path, "code-runner-beta")
+        await wait_for(registered, what="the code runner registered without a restart")

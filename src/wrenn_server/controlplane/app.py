@@ -169,6 +169,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                 settings.channel_delivery_interval_sec,
                 periodic.channel_deliverer(database, channels.Delivery.of(settings)),
             ),
+            "built-templates": (
+                settings.reconcile_interval_sec if settings.agent_address else 0,
+                periodic.built_templates_registrar(database, data_dir=settings.data_dir),
+            ),
             "events-purge": (
                 300.0,
                 periodic.events_purger(

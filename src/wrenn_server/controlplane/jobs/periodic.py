@@ -1,14 +1,16 @@
 """The periodic steps that are one service call in one transaction, run by `loops.py` while
-this process holds the lease: the team stats sampler and the login-throttle purge."""
+this process holds the lease: the team stats sampler, the purges, webhook deliveries and the
+single box's built platform templates."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..services import channels, events, stats, throttle
+from ..services import bootstrap, channels, events, stats, throttle
 
 
 def stats_sampler(db: Database, *, retention: dt.timedelta) -> Callable[[], Awaitable[None]]:
@@ -48,5 +50,15 @@ def channel_deliverer(db: Database, delivery: channels.Delivery) -> Callable[[],
 
     async def step() -> int:
         return await channels.deliver_pending(db, delivery)
+
+    return step
+
+
+def built_templates_registrar(db: Database, *, data_dir: Path) -> Callable[[], Awaitable[None]]:
+    """A step that registers platform templates the single box's agent built since the start."""
+
+    async def step() -> None:
+        async with db.sessionmaker() as session, transaction(session, write=True):
+            await bootstrap.register_built_templates(session, data_dir=data_dir)
 
     return step

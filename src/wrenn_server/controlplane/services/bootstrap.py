@@ -30,11 +30,22 @@ def built_on_single_box(data_dir: Path, name: str) -> bool:
 async def bootstrap_single_box(
     session: AsyncSession, *, agent_address: str, base_template: str, data_dir: Path
 ) -> None:
-    platform = [base_template]
+    await _register(session, [base_template])
     if agent_address:
         await ensure_local_host(session, agent_address, data_dir)
-        platform += [n for n in OPTIONAL_PLATFORM_TEMPLATES if built_on_single_box(data_dir, n)]
-    for name in platform:
+        await register_built_templates(session, data_dir=data_dir)
+
+
+async def register_built_templates(session: AsyncSession, *, data_dir: Path) -> None:
+    """Register the optional platform templates the single box's agent has built; run at start
+    and periodically, so one built while the control plane runs is usable without a restart."""
+    await _register(
+        session, [n for n in OPTIONAL_PLATFORM_TEMPLATES if built_on_single_box(data_dir, n)]
+    )
+
+
+async def _register(session: AsyncSession, names: list[str]) -> None:
+    for name in names:
         if await session.get(Template, name) is None:
             session.add(Template(name=name, team_id=ids.PLATFORM_TEAM_ID, type="base"))
             await session.flush()

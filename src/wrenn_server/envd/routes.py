@@ -6,7 +6,7 @@ import binascii
 import os
 import signal
 
-from . import __version__, credential, files, tunnel, users
+from . import __version__, credential, files, ports, tunnel, users
 from .errors import ApiError, bad
 from .httpio import CHUNK, ClientGone
 from .output import STREAMS
@@ -373,6 +373,11 @@ def open_tunnel(h: Handler) -> None:
     tunnel.splice(h.connection, upstream)
 
 
+def list_ports(h: Handler) -> None:
+    """The capsule's listening TCP ports, envd's own left out."""
+    h.send_json(200, {"ports": ports.listening([h.envd.server_port], os.getpid())})
+
+
 ROUTES: Dict[Tuple[str, str], Route] = {
     ("GET", "/health"): health,
     ("POST", "/init"): init,
@@ -392,6 +397,7 @@ ROUTES: Dict[Tuple[str, str], Route] = {
     ("POST", "/fs/move"): move,
     ("POST", "/fs/remove"): remove,
     ("GET", "/tunnel"): open_tunnel,
+    ("GET", "/ports"): list_ports,
 }
 
 

@@ -25,6 +25,9 @@ class Credentials:
     password: str
     api_key: str
     team_id: str
+    # `{port}-{capsule_id}.<proxy_domain>` reaches a port of a capsule; files written before
+    # the port proxy existed lack it (`wrenn up` fills it in).
+    proxy_domain: str = ""
 
 
 def load(path: Path) -> Credentials | None:
@@ -78,13 +81,23 @@ Wrenn is running.
   API          {creds.api_url}/v1  (Swagger UI: {creds.api_url}/docs)
   admin        {creds.email} / {creds.password}
   API key      {creds.api_key}
+  port proxy   http://<port>-<capsule id>.{creds.proxy_domain}/ reaches a port of a capsule
+               (the SDK's capsule.get_url(port); send the API key as X-API-Key)
   saved in     {path} (mode 0600)
 
 Try it with the Python SDK (pip install wrenn):
 
-  export WRENN_BASE_URL={creds.api_url} WRENN_API_KEY={creds.api_key}
+  export WRENN_BASE_URL={creds.api_url} WRENN_API_KEY={creds.api_key}{_sdk_proxy_domain(creds)}
   python3 -c "from wrenn import Capsule
   with Capsule() as c: print(c.commands.run('echo hello from a capsule').stdout)"
 
 Ctrl-C stops everything.
 """
+
+
+def _sdk_proxy_domain(creds: Credentials) -> str:
+    """The SDK takes the proxy domain from WRENN_PROXY_DOMAIN, else from the base URL's host and
+    port: the variable is printed only when that would not give ours."""
+    if creds.proxy_domain == httpx.URL(creds.api_url).netloc.decode():
+        return ""
+    return f" WRENN_PROXY_DOMAIN={creds.proxy_domain}"

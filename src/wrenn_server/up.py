@@ -5,6 +5,7 @@ the data dir, so several instances (`--data-dir`, `--port`) can share a host."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import secrets
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 from rich.console import Console
 
 from . import firstrun
@@ -35,12 +37,29 @@ def _secret(path: Path) -> str:
 
 
 def _port_free(port: int) -> bool:
-    with socket.socket() as s:
+    """Free on 127.0.0.1, and on ::1 where the host has IPv6: `localhost` names (the dashboard's,
+    the port proxy's `*.localhost`) resolve to both, and clients try ::1 first, so a stranger on
+    [::1]:port would get the requests meant for the control plane."""
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
+            s = socket.socket(family)
+        except OSError:  # no IPv6 on this host
+            continue
+        with s:
+            try:
+                s.bind((address, port))
+            except OSError as e:
+                if e.errno != errno.EADDRNOTAVAIL:  # ::1 not configured
+                    return False
     return True
+
+
+def proxy_domain(settings: Settings, port: int) -> str:
+    """The port proxy's domain: WRENN_PROXY_DOMAIN, else `localhost:<port>`, which works on
+    this machine out of the box (`*.localhost` resolves to loopback: browsers do it themselves,
+    Debian with nss-myhostname, which scripts/install-deps.sh sets up) and is what the SDK
+    derives from the base URL `http://localhost:<port>`."""
+    return settings.proxy_domain or f"localhost:{port}"
 
 
 def _http_ready(url: str) -> Callable[[], bool]:
@@ -64,6 +83,12 @@ def run_platform(
     if not _port_free(port):
         console.print(f"[red]port {port} is in use: choose another with --port[/]")
         return 1
+    try:
+        # The control plane's settings (same data dir and WRENN_* environment).
+        settings = Settings(data_dir=data_dir)
+    except ValidationError as e:
+        console.print(f"[red]{e}[/]", highlight=False)
+        return 1
     agent_settings = AgentSettings(data_dir=data_dir)
     store = TemplateStore(agent_settings.templates_dir)
     if not store.exists(agent_settings.default_template):
@@ -76,7 +101,9 @@ def run_platform(
     agent_secret = _secret(data_dir / "agent-secret")
     socket_path = data_dir / "agent.sock"
     logs = data_dir / "logs"
-    api_url = f"http://127.0.0.1:{port}"
+    # `localhost`, not 127.0.0.1: the SDK derives the port proxy's domain from its base URL.
+    api_url = f"http://localhost:{port}"
+    domain = proxy_domain(settings, port)
     python = [sys.executable, "-m", "wrenn_server.cli"]
     supervisor = Supervisor()
     try:
@@ -105,19 +132,18 @@ def run_platform(
                     "WRENN_AGENT_ADDRESS": f"unix:{socket_path}",
                     "WRENN_AGENT_SECRET": agent_secret,
                     "WRENN_JWT_SECRET": _secret(data_dir / "jwt_secret"),
+                    "WRENN_PROXY_DOMAIN": domain,
                 },
                 log_path=logs / "controlplane.log",
-                ready=_http_ready(f"{api_url}/health"),
+                ready=_http_ready(f"http://127.0.0.1:{port}/health"),
             )
         )
         creds_path = data_dir / "credentials.json"
         creds = firstrun.load(creds_path)
-        if creds is None or creds.api_url != api_url:
+        if creds is None or (creds.api_url, creds.proxy_domain) != (api_url, domain):
             if creds is None:
-                # The control plane's database (same data dir and WRENN_* environment).
-                settings = Settings(data_dir=data_dir)
                 creds = firstrun.create_admin(api_url, creds_path, settings)
-            creds.api_url = api_url
+            creds.api_url, creds.proxy_domain = api_url, domain
             firstrun.save(creds_path, creds)
         console.print(firstrun.banner(creds, creds_path), soft_wrap=True, highlight=False)
     except (StartupError, httpx.HTTPError, Conflict) as e:

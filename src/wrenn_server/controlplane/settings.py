@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal, Self
@@ -24,6 +25,9 @@ from .errors import InsecureConfiguration
 
 DEFAULT_JWT_SECRET = "wrenn-dev-jwt-secret-never-use-in-production"
 JWT_SECRET_FILE = "jwt_secret"
+# A domain name (a trailing dot allowed) and an optional port: the port proxy's domain.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_PROXY_DOMAIN = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\.?(?::[0-9]{{1,5}})?")
 
 
 class Settings(BaseSettings):
@@ -353,6 +357,21 @@ class Settings(BaseSettings):
         for network in value:
             ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
         return value
+
+    @field_validator("proxy_domain")
+    @classmethod
+    def _proxy_domain(cls, value: str | None) -> str | None:
+        """A host name with an optional port, compared with Host headers as written: a URL or a
+        path would never match, so it is refused at start rather than ignored."""
+        if value is None or not value.strip():
+            return None
+        domain = value.strip().lower()
+        if not _PROXY_DOMAIN.fullmatch(domain):
+            raise ValueError(
+                f"WRENN_PROXY_DOMAIN must be a domain with an optional port, e.g. "
+                f"preview.example.com or localhost:8080, not {value!r}"
+            )
+        return domain.replace(".:", ":").rstrip(".")
 
     def tenant_address_policy(self) -> TenantAddressPolicy:
         """Where BYOC hosts may be reached (see addresses.py)."""

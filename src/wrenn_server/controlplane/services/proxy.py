@@ -32,12 +32,14 @@ class Target:
 
 def parse_host(host: str, proxy_domain: str | None) -> Target | None:
     """The capsule port a Host header names, or None (not a proxy host). Without a configured
-    domain the first label alone decides, whatever follows it."""
+    domain the first label alone decides, whatever follows it. A domain with a port
+    (`localhost:8080`) must match the Host's exactly; one without matches whatever port the
+    client wrote (`:443` behind a TLS terminator)."""
     host = host.strip().lower()
     label, dot, rest = host.partition(".")
     if not dot or not rest:
         return None
-    if proxy_domain is not None and rest != proxy_domain.strip().lower().rstrip("."):
+    if proxy_domain is not None and not _same_domain(rest, proxy_domain):
         return None
     match = _LABEL.match(label)
     if match is None:
@@ -46,6 +48,16 @@ def parse_host(host: str, proxy_domain: str | None) -> Target | None:
     if not 1 <= port <= 65535:
         return None
     return Target(port=port, capsule_id=match.group(2))
+
+
+def _same_domain(rest: str, proxy_domain: str) -> bool:
+    """`rest` (the Host after the first label, lowercase) names the proxy domain."""
+    domain = proxy_domain.strip().lower().replace(".:", ":").rstrip(".")
+    rest = rest.replace(".:", ":").rstrip(".")  # a fully qualified name's trailing dot
+    if rest == domain:
+        return True
+    name, colon, port = rest.rpartition(":")
+    return ":" not in domain and bool(colon) and port.isdigit() and name == domain
 
 
 async def authenticate(

@@ -53,6 +53,25 @@ apt-get install -y -qq --no-install-recommends \
   debootstrap iproute2 nftables util-linux e2fsprogs procps psmisc ca-certificates make \
   postgresql redis-server >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports runsc >/dev/null
+
+# The port proxy's names on a single box are `<port>-<capsule id>.localhost:<port>`: nss-myhostname
+# resolves every `*.localhost` name to loopback (browsers do so themselves; curl, Python and the
+# SDK ask the system). Its package puts `myhostname` into nsswitch.conf's hosts line; a line
+# edited by hand keeps its own order, so it is added after `files` only where it is missing.
+apt-get install -y -qq --no-install-recommends libnss-myhostname >/dev/null
+if ! grep -qE '^hosts:.*[[:space:]]myhostname([[:space:]]|$)' /etc/nsswitch.conf; then
+  if grep -qE '^hosts:.*[[:space:]]files([[:space:]]|$)' /etc/nsswitch.conf; then
+    sed -i -E '/^hosts:/ s/([[:space:]])files([[:space:]]|$)/\1files myhostname\2/' /etc/nsswitch.conf
+  elif grep -qE '^hosts:' /etc/nsswitch.conf; then
+    sed -i -E '/^hosts:/ s/^hosts:[[:space:]]*/&myhostname /' /etc/nsswitch.conf
+  else
+    echo 'hosts:          files myhostname dns' >>/etc/nsswitch.conf
+  fi
+fi
+if ! getent hosts wrenn-check.localhost >/dev/null; then
+  echo "*.localhost does not resolve: check the hosts line of /etc/nsswitch.conf" >&2
+  exit 1
+fi
 # Node.js builds the dashboard; Debian 12's own is too old for it, so only when none is there.
 if ! command -v npm >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null || true

@@ -95,6 +95,9 @@ class FakeSandbox:
     next_pid: int = 100
     # Ports a tunnel reaches: the capsule's port -> a local (host, port) the test serves.
     ports: dict[int, tuple[str, int]] = field(default_factory=dict)
+    # What ListPorts reports of a port: (address, pid, command); a port a tunnel reaches that
+    # is not named here listens on every address, its process unknown.
+    listening: dict[int, tuple[str, int | None, str | None]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -120,6 +123,13 @@ class FakeSandbox:
 
     def touch(self) -> None:
         self.last_active_at = time.time()
+
+    def listening_ports(self) -> list[pb.ListeningPort]:
+        known = {port: ("0.0.0.0", None, None) for port in self.ports} | self.listening
+        return [
+            pb.ListeningPort(port=port, address=address, pid=pid, command=command)
+            for port, (address, pid, command) in sorted(known.items())
+        ]
 
     def message(self) -> pb.Sandbox:
         status = {

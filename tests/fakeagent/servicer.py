@@ -438,3 +438,8 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         yield pb.TunnelFrame(opened=True)
         async for frame in relay(it, reader, writer, sandbox):
             yield frame
+
+    @unary
+    async def ListPorts(self, r: pb.SandboxRef, context: Ctx) -> pb.ListPortsResponse:
+        # Looking is no activity, as on the real agent.
+        return pb.ListPortsResponse(ports=self.running(r.sandbox_id).listening_ports())

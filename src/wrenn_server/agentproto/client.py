@@ -233,3 +233,8 @@ class AgentClient:
         """A bidirectional stream: `write()` the `open` frame, `read()` the agent's `opened`,
         then data and `close` frames both ways (`done_writing()` also half-closes)."""
         return self.stub.Tunnel(metadata=self.metadata, timeout=timeout)
+
+    async def list_ports(
+        self, request: pb.SandboxRef, *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> pb.ListPortsResponse:
+        return await self._unary(self.stub.ListPorts, request, timeout)

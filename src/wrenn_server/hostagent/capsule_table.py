@@ -32,14 +32,16 @@ class CapsuleTable:
     def forget_lock(self, sandbox_id: str) -> None:
         self._locks.pop(sandbox_id, None)
 
-    def envd(self, sandbox_id: str) -> EnvdClient:
-        """The agent of a running capsule; counts as activity for the TTL reaper."""
+    def envd(self, sandbox_id: str, activity: bool = True) -> EnvdClient:
+        """The agent of a running capsule; counts as activity for the TTL reaper unless the
+        caller only looks (`activity=False`)."""
         capsule = self.get(sandbox_id)
         if capsule.status == DEAD:
             raise died(capsule)
         if capsule.status != RUNNING:
             raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}, not running")
-        capsule.touch()
+        if activity:
+            capsule.touch()
         return self.clients[sandbox_id]
 
     def new_client(self, capsule: Capsule) -> EnvdClient:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from typing import Any, cast
 import httpx
 
 from . import errors
-from .envd_types import EVENT_TYPES, Event, FileEntry, ProcessInfo, ProcessSpec
+from .envd_types import EVENT_TYPES, Event, FileEntry, PortInfo, ProcessInfo, ProcessSpec
 
 _ERRORS: dict[str, type[errors.AgentError]] = {
     "invalid_argument": errors.InvalidArgument,
@@ -34,6 +35,8 @@ MAX_EVENT_LINE = 1 << 20
 MAX_JSON = 64 << 20
 LIST_LIMIT = 10000  # entries of one listing, by default and at most (envd's own cap)
 MAX_TUNNEL_HEAD = 64 * 1024  # envd's answer to a tunnel request: its head, or an error body
+MAX_PORTS = 1024  # listening ports of one answer (envd's own cap)
+MAX_COMMAND = 512  # characters of a listening process's command line (envd's own cap)
 
 
 @dataclass
@@ -83,6 +86,20 @@ class EnvdClient:
             return json.loads(body)
         except ValueError:
             raise errors.Internal("capsule agent sent an invalid answer") from None
+
+    # -- ports -----------------------------------------------------------------------------
+
+    async def list_ports(self) -> list[PortInfo]:
+        """The capsule's listening TCP ports; entries that are not envd's shape are dropped."""
+        data = await self._json("GET", "/ports")
+        raw = data.get("ports") if isinstance(data, dict) else None
+        if not isinstance(raw, list):
+            raise errors.Internal("capsule agent sent an invalid answer")
+        by_port: dict[int, PortInfo] = {}
+        for port in map(_port_info, raw[:MAX_PORTS]):
+            if port is not None:
+                by_port.setdefault(port["port"], port)
+        return [by_port[p] for p in sorted(by_port)]
 
     # -- tunnels ---------------------------------------------------------------------------
 
@@ -330,3 +347,24 @@ def _raise_for(status: int, body: bytes) -> None:
     if cls is None:
         raise errors.Internal("capsule agent error")
     raise cls(message)
+
+
+def _port_info(raw: object) -> PortInfo | None:
+    if not isinstance(raw, dict):
+        return None
+    port, address, pid, command = (raw.get(k) for k in ("port", "address", "pid", "command"))
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        return None
+    try:
+        address = str(ipaddress.ip_address(address if isinstance(address, str) else ""))
+    except ValueError:
+        return None
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 1 <= pid < 1 << 31:
+        pid = None
+    if not isinstance(command, str) or pid is None:
+        command = None
+    else:
+        # Valid UTF-8 (a lone surrogate from JSON would fail the message), NULs as spaces.
+        text = command[:MAX_COMMAND].encode("utf-8", "replace").decode("utf-8")
+        command = text.replace("\x00", " ") or None
+    return {"port": port, "address": address, "pid": pid, "command": command}

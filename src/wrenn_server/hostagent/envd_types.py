@@ -80,3 +80,12 @@ class FileEntry(TypedDict):
     group: str
     modified_at: float
     symlink_target: NotRequired[str | None]
+
+
+class PortInfo(TypedDict):
+    """GET /ports: one listening TCP port, checked by the client (envd is not trusted)."""
+
+    port: int
+    address: str
+    pid: int | None
+    command: str | None

@@ -7,7 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from . import errors
 from .capsule import DEAD, PAUSED, RUNNING, Capsule
-from .envd_types import Event, FileEntry, ProcessInfo, ProcessSpec
+from .envd_types import Event, FileEntry, PortInfo, ProcessInfo, ProcessSpec
 from .metrics import Point
 from .templates import SNAPSHOT, Template
 
@@ -109,6 +109,12 @@ def metrics_msg(tiers: dict[str, list[Point]]) -> pb.SandboxMetrics:
             )
             for name, points in tiers.items()
         ]
+    )
+
+
+def port_msg(p: PortInfo) -> pb.ListeningPort:
+    return pb.ListeningPort(
+        port=p["port"], address=p["address"], pid=p["pid"], command=p["command"]
     )
 
 

@@ -18,6 +18,7 @@ from .messages import (
     entry_msg,
     event_msg,
     metrics_msg,
+    port_msg,
     process_msg,
     process_spec,
     sandbox_msg,
@@ -285,3 +286,8 @@ class HostAgentService(pb_grpc.HostAgentServicer):
         yield pb.TunnelFrame(opened=True)
         async for frame in tunnel.relay(it, reader, writer, capsule.touch):
             yield frame
+
+    @unary
+    async def ListPorts(self, r: pb.SandboxRef, context: Ctx) -> pb.ListPortsResponse:
+        ports = await self.m.envd(r.sandbox_id, activity=False).list_ports()
+        return pb.ListPortsResponse(ports=[port_msg(p) for p in ports])

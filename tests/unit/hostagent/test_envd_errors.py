@@ -200,3 +200,35 @@ async def test_event_lines_of_no_known_type_are_skipped(envd: FakeEnvd, client: 
         {"type": "start", "pid": 7},
         {"type": "exit", "exit_code": 3, "signal": None},
     ]
+
+
+async def test_listening_ports_keep_only_what_envd_would_send(
+    envd: FakeEnvd, client: EnvdClient
+) -> None:
+    good = {"port": 8000, "address": "0.0.0.0", "pid": 42, "command": "python3 -m http.server"}
+    ports = [
+        good,
+        {"port": 8000, "address": "::", "pid": 43, "command": "a duplicate port"},
+        {"port": 3000, "address": "::1", "pid": None, "command": "a command without a pid"},
+        {"port": 5000, "address": "127.0.0.1", "pid": True, "command": "x" * 10_000},
+        {"port": 6000, "address": "127.0.0.1", "pid": 7, "command": "bad \ud800 utf-8 \x00"},
+        {"port": 0, "address": "0.0.0.0", "pid": 1, "command": "port zero"},
+        {"port": 70000, "address": "0.0.0.0", "pid": 1, "command": "port too big"},
+        {"port": "80", "address": "0.0.0.0", "pid": 1, "command": "port as text"},
+        {"port": 81, "address": "not an address", "pid": 1, "command": "x"},
+        {"port": 82, "address": "0.0.0.0", "pid": -5, "command": "negative pid"},
+        "not an object",
+    ]
+    envd.answers["/ports"] = Answer(200, json.dumps({"ports": ports}).encode())
+    assert await client.list_ports() == [
+        {"port": 82, "address": "0.0.0.0", "pid": None, "command": None},
+        {"port": 3000, "address": "::1", "pid": None, "command": None},
+        {"port": 5000, "address": "127.0.0.1", "pid": None, "command": None},
+        {"port": 6000, "address": "127.0.0.1", "pid": 7, "command": "bad ? utf-8  "},
+        good,
+    ]
+    envd.answers["/ports"] = Answer(200, json.dumps({"ports": [good] * 5000}).encode())
+    assert len(await client.list_ports()) == 1
+    envd.answers["/ports"] = Answer(200, b'{"ports": {"8000": 1}}')
+    with pytest.raises(errors.Internal, match="invalid answer"):
+        await client.list_ports()

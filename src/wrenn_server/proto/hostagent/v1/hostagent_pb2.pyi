@@ -75,6 +75,63 @@ TEMPLATE_TYPE_SNAPSHOT: TemplateType.ValueType  # 2
 Global___TemplateType: _TypeAlias = TemplateType  # noqa: Y015
 
 @_typing.final
+class ListeningPort(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    port: _builtins.int
+    address: _builtins.str
+    """The widest address the port listens on: 0.0.0.0 or :: for every address, else e.g. 127.0.0.1."""
+    pid: _builtins.int
+    """A process holding the socket, when one is found."""
+    command: _builtins.str
+    def __init__(
+        self,
+        *,
+        port: _builtins.int = ...,
+        address: _builtins.str = ...,
+        pid: _builtins.int | None = ...,
+        command: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_command", b"_command", "_pid", b"_pid", "command", b"command", "pid", b"pid"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_command", b"_command", "_pid", b"_pid", "address", b"address", "command", b"command", "pid", b"pid", "port", b"port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__command: _TypeAlias = _typing.Literal["command"]  # noqa: Y015
+    _WhichOneofArgType__command: _TypeAlias = _typing.Literal["_command", b"_command"]  # noqa: Y015
+    _WhichOneofReturnType__pid: _TypeAlias = _typing.Literal["pid"]  # noqa: Y015
+    _WhichOneofArgType__pid: _TypeAlias = _typing.Literal["_pid", b"_pid"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__command) -> _WhichOneofReturnType__command | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pid) -> _WhichOneofReturnType__pid | None: ...
+
+Global___ListeningPort: _TypeAlias = ListeningPort  # noqa: Y015
+
+@_typing.final
+class ListPortsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListeningPort]: ...
+    def __init__(
+        self,
+        *,
+        ports: _abc.Iterable[Global___ListeningPort] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPortsResponse: _TypeAlias = ListPortsResponse  # noqa: Y015
+
+@_typing.final
 class TunnelOpen(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

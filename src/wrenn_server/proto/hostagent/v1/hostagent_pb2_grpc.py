@@ -189,6 +189,11 @@ class HostAgentStub:
                 request_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.SerializeToString,
                 response_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.FromString,
                 _registered_method=True)
+        self.ListPorts = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/ListPorts',
+                request_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.SandboxRef.SerializeToString,
+                response_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.ListPortsResponse.FromString,
+                _registered_method=True)
 
 
 class HostAgentServicer:
@@ -390,6 +395,14 @@ class HostAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPorts(self, request, context):
+        """The TCP ports listening in a running capsule (FAILED_PRECONDITION when not running). Not
+        activity: watching a capsule's ports does not keep it from its idle pause.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -547,6 +560,11 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.Tunnel,
                     request_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.FromString,
                     response_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.SerializeToString,
+            ),
+            'ListPorts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPorts,
+                    request_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.SandboxRef.FromString,
+                    response_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.ListPortsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1386,6 +1404,33 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/Tunnel',
             wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.SerializeToString,
             wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.TunnelFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPorts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/ListPorts',
+            wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.SandboxRef.SerializeToString,
+            wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.ListPortsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,10 @@ class HostAgentStub:
     `close` (half-close: the sender sends no more). Refusals are status codes: NOT_FOUND,
     FAILED_PRECONDITION (not running), UNAVAILABLE (nothing listens on the port).
     """
+    ListPorts: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.SandboxRef, _hostagent_pb2.ListPortsResponse]
+    """The TCP ports listening in a running capsule (FAILED_PRECONDITION when not running). Not
+    activity: watching a capsule's ports does not keep it from its idle pause.
+    """
 
 @_typing.type_check_only
 class HostAgentAsyncStub(HostAgentStub):
@@ -124,6 +128,10 @@ class HostAgentAsyncStub(HostAgentStub):
     is `open`; the agent answers `opened` once connected, then both sides send `data` and one
     `close` (half-close: the sender sends no more). Refusals are status codes: NOT_FOUND,
     FAILED_PRECONDITION (not running), UNAVAILABLE (nothing listens on the port).
+    """
+    ListPorts: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.SandboxRef, _hostagent_pb2.ListPortsResponse]  # type: ignore[assignment]
+    """The TCP ports listening in a running capsule (FAILED_PRECONDITION when not running). Not
+    activity: watching a capsule's ports does not keep it from its idle pause.
     """
 
 class HostAgentServicer(metaclass=_abc_1.ABCMeta):
@@ -353,6 +361,16 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
         is `open`; the agent answers `opened` once connected, then both sides send `data` and one
         `close` (half-close: the sender sends no more). Refusals are status codes: NOT_FOUND,
         FAILED_PRECONDITION (not running), UNAVAILABLE (nothing listens on the port).
+        """
+
+    @_abc_1.abstractmethod
+    def ListPorts(
+        self,
+        request: _hostagent_pb2.SandboxRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.ListPortsResponse, _abc.Awaitable[_hostagent_pb2.ListPortsResponse]]:
+        """The TCP ports listening in a running capsule (FAILED_PRECONDITION when not running). Not
+        activity: watching a capsule's ports does not keep it from its idle pause.
         """
 
 def add_HostAgentServicer_to_server(servicer: HostAgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,6 +14,9 @@
   stored the same way (`wrh_`, `wrr_`).
 - Host JWTs: HS256 with the same key, `typ` "host" and `sub` the host id; a user token is never a
   host token or the reverse.
+- Preview tokens: HS256 with the same key, `typ` "preview" and an audience of their own, bound to
+  one port of one capsule of one team (`sub`, `port`, `team_id`); they open that port through the
+  port proxy and nothing else, and no other token opens a port as one.
 - Agent secrets: what the control plane presents to a registered host's agent on every call,
   HMAC(key, host id). Each host knows only its own, and none is stored: rotating the key rotates
   them all (agents fetch the new one when their host JWT, signed with the old key, is refused).
@@ -41,6 +44,8 @@ API_KEY_VISIBLE_CHARS = 12
 _JWT_ALGORITHM = "HS256"
 _JWT_TYPE = "user"
 _HOST_JWT_TYPE = "host"
+_PREVIEW_JWT_TYPE = "preview"
+_PREVIEW_AUDIENCE = "wrenn:port-preview"
 HOST_REGISTRATION_PREFIX = "wrh_"
 HOST_REFRESH_PREFIX = "wrr_"
 
@@ -80,6 +85,15 @@ class UserClaims:
     token_version: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PreviewGrant:
+    """What a preview token opens: one port of one capsule, while it belongs to one team."""
+
+    capsule_id: uuid.UUID
+    port: int
+    team_id: uuid.UUID
+
+
 class TokenCodec:
     """Issues and verifies user JWTs with one HMAC key."""
 
@@ -103,13 +117,16 @@ class TokenCodec:
         }
         return jwt.encode(payload, self._secret, algorithm=_JWT_ALGORITHM)
 
-    def _decode(self, token: str, typ: str) -> dict[str, Any]:
+    def _decode(self, token: str, typ: str, audience: str | None = None) -> dict[str, Any]:
+        # Without `audience`, a token that names one (a preview token) is refused by PyJWT.
+        required = ["exp", "iat", "sub", "typ", *(["aud"] if audience else [])]
         try:
             payload: dict[str, Any] = jwt.decode(
                 token,
                 self._secret,
                 algorithms=[_JWT_ALGORITHM],
-                options={"require": ["exp", "iat", "sub", "typ"]},
+                audience=audience,
+                options={"require": required},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired") from None
@@ -154,6 +171,39 @@ class TokenCodec:
         try:
             return ids.HOST.parse(str(payload["sub"]))
         except InvalidID:
+            raise Unauthorized("invalid token") from None
+
+    def issue_preview(
+        self, grant: PreviewGrant, lifetime: dt.timedelta, *, now: dt.datetime | None = None
+    ) -> tuple[str, dt.datetime]:
+        """A preview token for one port of one capsule, and when it expires."""
+        now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+        expires = now + lifetime
+        payload = {
+            "typ": _PREVIEW_JWT_TYPE,
+            "aud": _PREVIEW_AUDIENCE,
+            "sub": ids.SANDBOX.format(grant.capsule_id),
+            "port": grant.port,
+            "team_id": ids.TEAM.format(grant.team_id),
+            "iat": now,
+            "exp": expires,
+        }
+        return jwt.encode(payload, self._secret, algorithm=_JWT_ALGORITHM), expires
+
+    def verify_preview(self, token: str) -> tuple[PreviewGrant, dt.datetime]:
+        """What a valid preview token grants, and when it expires; `Unauthorized` otherwise."""
+        payload = self._decode(token, _PREVIEW_JWT_TYPE, audience=_PREVIEW_AUDIENCE)
+        try:
+            port = payload["port"]
+            if not isinstance(port, int) or isinstance(port, bool):
+                raise TypeError
+            grant = PreviewGrant(
+                capsule_id=ids.SANDBOX.parse(str(payload["sub"])),
+                port=port,
+                team_id=ids.TEAM.parse(str(payload["team_id"])),
+            )
+            return grant, dt.datetime.fromtimestamp(int(payload["exp"]), dt.UTC)
+        except (InvalidID, KeyError, TypeError, ValueError):
             raise Unauthorized("invalid token") from None
 
     def agent_secret(self, host_id: uuid.UUID) -> str:

@@ -1,12 +1,15 @@
 """The port proxy's HTTP edge: an ASGI middleware in front of everything else. A request whose
-Host is `{port}-{capsule_id}.<proxy domain>` is authenticated, then forwarded as HTTP/1.1 (h11)
-over a tunnel to that port (services/proxy.py), streamed both ways; any other request goes on
-to the API."""
+Host is `{port}-{capsule_id}.<proxy domain>` is authenticated (services/proxy_access.py), then
+forwarded as HTTP/1.1 (h11) over a tunnel to that port (services/proxy.py), streamed both ways;
+any other request goes on to the API. A preview link's token is turned into a host-only cookie
+by a redirect; the platform's credentials never reach the app, and the app's cookies stay on its
+own host (proxy_cookies.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import Iterable
 
 import h11
@@ -15,8 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
 from ..errors import DomainError, PortUnreachable
-from ..services import proxy
-from . import port_proxy_ws
+from ..services import proxy, proxy_access
+from . import port_proxy_ws, proxy_cookies
 from .errors import error_response, status_for
 
 # Hop-by-hop headers (RFC 9110 7.6.1) end at this proxy; so do the platform credentials, which
@@ -69,22 +72,40 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str:
     return ""
 
 
-async def _open(scope: Scope, target: proxy.Target) -> tuple[proxy.Tunnel, bool]:
-    """The caller checked, then a tunnel to the port; and whether a Bearer token was the
-    credential (so the Authorization header stays here)."""
-    state = scope["app"].state
+def _credentials(scope: Scope, *, preview_param: str | None = None) -> proxy_access.Credentials:
     headers: list[tuple[bytes, bytes]] = scope["headers"]
-    api_key = _header(headers, b"x-api-key") or None
     authorization = _header(headers, b"authorization")
     bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
-    principal = await proxy.authenticate(state.db, state.codec, api_key=api_key, bearer=bearer)
-    tunnel = await proxy.open_tunnel(state.db, state.hosts, principal, target)
-    return tunnel, api_key is None
+    return proxy_access.Credentials(
+        api_key=_header(headers, b"x-api-key") or None,
+        bearer=bearer or None,
+        preview=proxy_cookies.cookie_token(headers) or preview_param,
+    )
+
+
+async def _open(
+    scope: Scope, target: proxy.Target, *, preview_param: str | None = None
+) -> tuple[proxy.Tunnel, bool]:
+    """The caller checked, then a tunnel to the port; and whether the Authorization header
+    carries a token of this platform (so it stays here)."""
+    state = scope["app"].state
+    credentials = _credentials(scope, preview_param=preview_param)
+    access = await proxy_access.authorize(
+        state.db, state.codec, target.capsule_id, target.port, credentials
+    )
+    tunnel = await proxy.open_tunnel(state.db, state.hosts, access, target)
+    ours = credentials.bearer is not None and proxy_access.is_platform_token(
+        state.codec, credentials.bearer
+    )
+    return tunnel, ours
 
 
 async def _forward(
     scope: Scope, receive: Receive, send: Send, host: str, target: proxy.Target
 ) -> None:
+    query, token = proxy_cookies.split_preview_param(scope.get("query_string", b""))
+    if token is not None:
+        return await _redeem(scope, send, host, target, token, query)
     tunnel, used_bearer = await _open(scope, target)
     try:
         await _exchange(scope, receive, send, tunnel, host, used_bearer=used_bearer)
@@ -92,9 +113,41 @@ async def _forward(
         tunnel.close()
 
 
+async def _redeem(
+    scope: Scope, send: Send, host: str, target: proxy.Target, token: str, query: bytes
+) -> None:
+    """A preview link: its token checked and kept as a cookie of this host, and the browser
+    sent to the same address without it (so it is neither forwarded nor left in the history)."""
+    state = scope["app"].state
+    expires = await proxy_access.redeem(
+        state.db, state.codec, target.capsule_id, target.port, token
+    )
+    path = scope.get("raw_path") or scope["path"].encode()
+    location = f"{scope.get('scheme', 'http')}://{host}".encode("latin-1") + path
+    if query:
+        location += b"?" + query
+    headers = [
+        (b"location", location),
+        (b"cache-control", b"no-store"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"content-length", b"0"),
+    ]
+    if expires is not None:
+        remaining = int((expires - dt.datetime.now(dt.UTC)).total_seconds())
+        secure = scope.get("scheme") == "https"
+        headers.append(
+            (b"set-cookie", proxy_cookies.preview_cookie(token, remaining, secure=secure))
+        )
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def _forward_websocket(websocket: WebSocket, host: str, target: proxy.Target) -> None:
+    # A WebSocket cannot follow a redirect: a preview token in its query is taken as it is.
+    query, token = proxy_cookies.split_preview_param(websocket.scope.get("query_string", b""))
+    websocket.scope["query_string"] = query
     try:
-        tunnel, used_bearer = await _open(websocket.scope, target)
+        tunnel, used_bearer = await _open(websocket.scope, target, preview_param=token)
     except DomainError as e:
         return await port_proxy_ws.refuse(websocket, _error(e))
     try:
@@ -119,7 +172,7 @@ def _upstream_headers(scope: Scope, host: str, used_bearer: bool) -> list[tuple[
     drop = _HOP | named | _FORWARDED | {b"x-api-key"}
     if used_bearer:
         drop.add(b"authorization")
-    out = [(k, v) for k, v in headers if k not in drop]
+    out = [(k, v) for k, v in proxy_cookies.without_preview_cookie(headers) if k not in drop]
     if any(k == b"transfer-encoding" for k, _ in headers) and not any(
         k == b"content-length" for k, _ in headers
     ):
@@ -190,7 +243,9 @@ async def _exchange(
                     {
                         "type": "http.response.start",
                         "status": event.status_code,
-                        "headers": [(k, v) for k, v in event.headers if k not in _HOP],
+                        "headers": proxy_cookies.safe_response_headers(
+                            (k, v) for k, v in event.headers if k not in _HOP
+                        ),
                     }
                 )
                 started = True

@@ -25,6 +25,7 @@ from wsproto.events import (
 
 from ..errors import PortUnreachable
 from ..services import proxy
+from .proxy_cookies import without_preview_cookie
 
 _DENIAL_EXTENSION = "websocket.http.response"
 _SOCKET_GONE = (WebSocketDisconnect, RuntimeError, OSError)
@@ -58,7 +59,7 @@ async def relay(
     scope = websocket.scope
     upstream = WSConnection(ConnectionType.CLIENT)
     drop = _DROP | ({b"authorization"} if used_bearer else set())
-    headers = [(k, v) for k, v in scope["headers"] if k not in drop]
+    headers = [(k, v) for k, v in without_preview_cookie(scope["headers"]) if k not in drop]
     headers.append((b"x-forwarded-host", host.encode("latin-1")))
     scheme = "https" if scope.get("scheme") == "wss" else "http"
     headers.append((b"x-forwarded-proto", scheme.encode()))

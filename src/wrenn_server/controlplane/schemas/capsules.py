@@ -6,13 +6,38 @@ from __future__ import annotations
 import base64
 import codecs
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
 from ..db.models.capsules import Sandbox, Template
+
+MAX_PUBLIC_PORTS = 32
+
+
+def _sorted_unique(ports: list[int]) -> list[int]:
+    return sorted(set(ports))
+
+
+PublicPorts = Annotated[
+    list[Annotated[int, Field(ge=1, le=65535)]],
+    Field(
+        max_length=MAX_PUBLIC_PORTS,
+        description="Ports of the capsule the port proxy serves to anyone, without credentials "
+        f"(for demos; at most {MAX_PUBLIC_PORTS}, duplicates dropped). Other ports need an API "
+        "key of the team, a member's JWT or a preview token.",
+    ),
+    AfterValidator(_sorted_unique),
+]
+AutoResume = Annotated[
+    bool,
+    Field(
+        description="A request through the port proxy to the capsule while it is paused "
+        "resumes it (and waits for it); otherwise such a request gets 409."
+    ),
+]
 
 
 class CreateCapsuleRequest(BaseModel):
@@ -27,6 +52,37 @@ class CreateCapsuleRequest(BaseModel):
         le=262144,
         description="Size of the capsule's writable disk, MiB (a sparse image on its host).",
     )
+    public_ports: PublicPorts = Field(default_factory=list)
+    auto_resume: AutoResume = False
+
+
+class UpdateCapsuleRequest(BaseModel):
+    """What may change on a capsule; fields left out stay as they are."""
+
+    public_ports: PublicPorts | None = None
+    auto_resume: AutoResume | None = None
+
+
+PREVIEW_TTL_SEC = 3600
+
+
+class PortURLRequest(BaseModel):
+    ttl_seconds: int = Field(
+        PREVIEW_TTL_SEC,
+        ge=60,
+        le=24 * 3600,
+        description="How long the link (and the cookie it leaves in the browser) opens the "
+        "port, seconds.",
+    )
+
+
+class PortURL(BaseModel):
+    url: str = Field(
+        description="Opens the port in a browser: the port proxy turns its `wrenn_preview` "
+        "parameter into a cookie for that host only and redirects to the same URL without it."
+    )
+    port: int
+    expires_at: dt.datetime
 
 
 class Capsule(BaseModel):
@@ -43,6 +99,12 @@ class Capsule(BaseModel):
     memory_mb: int
     disk_size_mb: int
     timeout_sec: int
+    public_ports: list[int] = Field(
+        default_factory=list, description="Ports the port proxy serves without credentials."
+    )
+    auto_resume: bool = Field(
+        False, description="A request through the port proxy resumes the capsule when paused."
+    )
     guest_ip: str | None = None
     host_ip: str | None = None
     created_at: dt.datetime
@@ -61,6 +123,8 @@ class Capsule(BaseModel):
             memory_mb=sandbox.memory_mb,
             disk_size_mb=sandbox.disk_size_mb,
             timeout_sec=sandbox.timeout_sec,
+            public_ports=list(sandbox.public_ports or []),
+            auto_resume=sandbox.auto_resume,
             guest_ip=sandbox.guest_ip,
             host_ip=sandbox.host_ip,
             created_at=sandbox.created_at,

@@ -63,6 +63,8 @@ class CreateCapsule:
     memory_mb: int
     timeout_sec: int
     disk_size_mb: int = 5120
+    public_ports: tuple[int, ...] = ()
+    auto_resume: bool = False
 
 
 async def visible_template(session: AsyncSession, team_id: uuid.UUID, name: str) -> Template:
@@ -93,6 +95,37 @@ async def list_capsules(session: AsyncSession, team_id: uuid.UUID) -> list[Sandb
         select(Sandbox).where(Sandbox.team_id == team_id).order_by(Sandbox.created_at.desc())
     )
     return list(rows)
+
+
+async def update_capsule(
+    session: AsyncSession,
+    team_id: uuid.UUID,
+    wire_id: str,
+    *,
+    public_ports: list[int] | None,
+    auto_resume: bool | None,
+    actor: audit.Actor,
+) -> Sandbox:
+    """Change how the port proxy treats the capsule; None leaves a setting as it is."""
+    sandbox = await get_capsule(session, team_id, wire_id)
+    changed: dict[str, Any] = {}
+    if public_ports is not None and public_ports != list(sandbox.public_ports or []):
+        sandbox.public_ports = changed["public_ports"] = list(public_ports)
+    if auto_resume is not None and auto_resume != sandbox.auto_resume:
+        sandbox.auto_resume = changed["auto_resume"] = auto_resume
+    if changed:
+        sandbox.last_updated = utcnow()
+        await audit.record(
+            session,
+            actor=actor,
+            team_id=team_id,
+            resource_type="sandbox",
+            resource_id=ids.SANDBOX.format(sandbox.id),
+            action="update",
+            metadata=changed,
+        )
+        await session.flush()
+    return sandbox
 
 
 def require_status(sandbox: Sandbox, *allowed: str) -> None:
@@ -129,6 +162,8 @@ async def create_capsule(
             memory_mb=memory_mb,
             disk_size_mb=spec.disk_size_mb,
             timeout_sec=spec.timeout_sec,
+            public_ports=list(spec.public_ports),
+            auto_resume=spec.auto_resume,
         )
         session.add(sandbox)
         client = await hosts.client_of(host)

@@ -1,6 +1,7 @@
-"""The port proxy: `{port}-{capsule_id}.<proxy domain>` names a port of a capsule. Who may reach
-it (an API key of the capsule's team or a member's JWT), and a byte tunnel to it through the host
-agent holding the capsule (the control plane never dials a capsule itself)."""
+"""The port proxy: `{port}-{capsule_id}.<proxy domain>` names a port of a capsule; a byte tunnel
+to it through the host agent holding the capsule (the control plane never dials a capsule
+itself). Who may reach it is decided in `proxy_access.py`; a paused capsule with `auto_resume`
+is resumed by `proxy_resume.py`."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
 from ..agents.rpc import translate
 from ..db.session import Database, transaction
-from ..errors import HostAgentError, InvalidState, PortUnreachable, Unauthorized
-from ..security import TokenCodec
-from . import capsules, principals
-from .principals import Principal
+from ..errors import HostAgentError, InvalidState, PortUnreachable
+from . import capsules
+from .proxy_access import Access
+from .proxy_resume import resumed
 
 # Larger writes go to the agent in pieces of this size (gRPC messages stay small).
 FRAME = 256 * 1024
@@ -60,20 +61,6 @@ def _same_domain(rest: str, proxy_domain: str) -> bool:
     return ":" not in domain and bool(colon) and port.isdigit() and name == domain
 
 
-async def authenticate(
-    db: Database, codec: TokenCodec, *, api_key: str | None, bearer: str | None
-) -> Principal:
-    """The caller, from `X-API-Key` or `Authorization: Bearer`, re-checked in the database."""
-    async with db.sessionmaker() as session, transaction(session):
-        if api_key:
-            return await principals.principal_from_api_key(session, key=api_key)
-        if bearer:
-            return await principals.principal_from_token(session, codec=codec, token=bearer)
-    raise Unauthorized(
-        "missing credentials: send X-API-Key or Authorization: Bearer to reach a capsule's port"
-    )
-
-
 class Tunnel:
     """A byte stream to a capsule's port: `send`, `send_eof` (half-close), `recv` (b"" at the
     end), `close`."""
@@ -107,18 +94,24 @@ class Tunnel:
 
 
 async def open_tunnel(
-    db: Database, hosts: capsules.Hosts, principal: Principal, target: Target
+    db: Database, hosts: capsules.Hosts, access: Access, target: Target
 ) -> Tunnel:
-    """A tunnel to the port of a running capsule of the caller's team: another team's capsule
-    is not found (404), a paused one is a conflict (409), a port nobody listens on is a 502."""
-    team_id = principal.require_team()
+    """A tunnel to the port of a running capsule of the team: another team's capsule is not
+    found (404), a paused one is resumed first if it was made with `auto_resume` and a conflict
+    (409) otherwise, a port nobody listens on is a 502."""
     async with db.sessionmaker() as session, transaction(session):
-        sandbox = await capsules.get_capsule(session, team_id, target.capsule_id)
-        if sandbox.status == "paused":
-            raise InvalidState(
-                f"capsule {target.capsule_id} is paused: resume it "
-                f"(POST /v1/capsules/{target.capsule_id}/resume) to reach its ports"
-            )
+        sandbox = await capsules.get_capsule(session, access.team_id, target.capsule_id)
+        status, auto_resume = sandbox.status, sandbox.auto_resume
+    if auto_resume and status in ("paused", "starting"):
+        await resumed(db, hosts, access, target.capsule_id)
+    elif status == "paused":
+        raise InvalidState(
+            f"capsule {target.capsule_id} is paused: resume it "
+            f"(POST /v1/capsules/{target.capsule_id}/resume), or set auto_resume on it, to "
+            "reach its ports"
+        )
+    async with db.sessionmaker() as session, transaction(session):
+        sandbox = await capsules.get_capsule(session, access.team_id, target.capsule_id)
         capsules.require_status(sandbox, "running")
         client = await hosts.client_for(session, sandbox)
     call = client.tunnel()

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from ...db.session import transaction
 from ...schemas.capsules import (
     BackgroundExecResponse,
     Capsule,
@@ -15,10 +16,11 @@ from ...schemas.capsules import (
     ExecResponse,
     ProcessEntry,
     ProcessListResponse,
+    UpdateCapsuleRequest,
 )
 from ...services import capsules as svc
 from ...services import processes
-from ..deps import DatabaseDep, HostsDep, SettingsDep, TeamDep
+from ..deps import DatabaseDep, HostsDep, SessionDep, SettingsDep, TeamDep
 
 router = APIRouter(prefix="/v1/capsules", tags=["capsules"])
 
@@ -28,7 +30,13 @@ async def create_capsule(
     body: CreateCapsuleRequest, team: TeamDep, db: DatabaseDep, hosts: HostsDep
 ) -> Capsule:
     spec = svc.CreateCapsule(
-        body.template, body.vcpus, body.memory_mb, body.timeout_sec, body.disk_size_mb
+        body.template,
+        body.vcpus,
+        body.memory_mb,
+        body.timeout_sec,
+        body.disk_size_mb,
+        public_ports=tuple(body.public_ports),
+        auto_resume=body.auto_resume,
     )
     return Capsule.of(
         await svc.create_capsule(
@@ -47,6 +55,22 @@ async def list_capsules(team: TeamDep, db: DatabaseDep) -> list[Capsule]:
 async def get_capsule(id: str, team: TeamDep, db: DatabaseDep) -> Capsule:
     async with db.sessionmaker() as session:
         return Capsule.of(await svc.get_capsule(session, team.team_id, id))
+
+
+@router.patch("/{id}", operation_id="updateCapsule")
+async def update_capsule(
+    id: str, body: UpdateCapsuleRequest, team: TeamDep, session: SessionDep
+) -> Capsule:
+    async with transaction(session, write=True):
+        sandbox = await svc.update_capsule(
+            session,
+            team.team_id,
+            id,
+            public_ports=body.public_ports,
+            auto_resume=body.auto_resume,
+            actor=team.principal.actor,
+        )
+        return Capsule.of(sandbox)
 
 
 @router.delete("/{id}", status_code=status.HTTP_204_NO_CONTENT, operation_id="destroyCapsule")

@@ -74,6 +74,12 @@ class Sandbox(Base):
     disk_size_mb: Mapped[int] = mapped_column(Integer, server_default=text("5120"), default=5120)
     # 0 = never auto-pause.
     timeout_sec: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    # Ports the port proxy serves to anyone, without credentials (sorted, no duplicates).
+    public_ports: Mapped[list[int]] = mapped_column(
+        JSONType, default=json_default_list, server_default=text("'[]'")
+    )
+    # A proxied request to the capsule while it is paused resumes it (else it is refused).
+    auto_resume: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     guest_ip: Mapped[str | None] = mapped_column(String(45))
     host_ip: Mapped[str | None] = mapped_column(String(45))
     created_at: Mapped[dt.datetime] = mapped_column(

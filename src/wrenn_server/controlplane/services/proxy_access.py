@@ -1,0 +1,181 @@
+"""Who may reach a capsule's port through the port proxy.
+
+A port is open to anyone when the capsule lists it in `public_ports`. Otherwise the request needs
+an API key of the capsule's team, the JWT of a member of the capsule's team (whichever team the
+token has active), or a preview token for exactly that port of that capsule (from the link
+`POST /v1/capsules/{id}/ports/{port}/url` gives, kept by the browser as a cookie for that host
+only). No credentials: 401; credentials that do not reach the capsule: 404, as for a capsule that
+does not exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .. import ids
+from ..db.models import Team, TeamMember
+from ..db.models.capsules import Sandbox
+from ..db.session import Database, transaction
+from ..errors import InvalidID, InvalidState, NotFound, Unauthorized
+from ..security import PreviewGrant, TokenCodec
+from . import audit, capsules, principals
+
+# The query parameter a preview link carries, and the cookie the proxy turns it into.
+PREVIEW_PARAM = "wrenn_preview"
+PREVIEW_COOKIE = "wrenn_preview"
+# What a request through a public port or a preview link does is done in the platform's name.
+PROXY_ACTOR = audit.Actor(type="system", id=None, name="port proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request through the proxy carries: `X-API-Key`, `Authorization: Bearer`, and a
+    preview token (the cookie, or for a WebSocket upgrade also the query parameter)."""
+
+    api_key: str | None = None
+    bearer: str | None = None
+    preview: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A request let through to a capsule of `team_id`, done as `actor`."""
+
+    team_id: uuid.UUID
+    actor: audit.Actor
+
+
+def _capsule_uuid(capsule_id: str) -> uuid.UUID | None:
+    try:
+        return ids.SANDBOX.parse(capsule_id)
+    except InvalidID:
+        return None
+
+
+async def authorize(
+    db: Database, codec: TokenCodec, capsule_id: str, port: int, credentials: Credentials
+) -> Access:
+    """The request's access to `port` of the capsule, or `Unauthorized` / `NotFound`."""
+    sandbox_id = _capsule_uuid(capsule_id)
+    async with db.sessionmaker() as session, transaction(session):
+        sandbox = await session.get(Sandbox, sandbox_id) if sandbox_id else None
+        if sandbox is not None and port in (sandbox.public_ports or []):
+            return Access(sandbox.team_id, PROXY_ACTOR)
+        if credentials.api_key:
+            principal = await principals.principal_from_api_key(session, key=credentials.api_key)
+            allowed = sandbox is not None and principal.team_id == sandbox.team_id
+            access = Access(sandbox.team_id, principal.actor) if allowed and sandbox else None
+        elif credentials.bearer:
+            principal = await principals.principal_from_token(
+                session, codec=codec, token=credentials.bearer
+            )
+            # The capsule's team decides, not the team the token has active.
+            allowed = (
+                sandbox is not None
+                and principal.user_id is not None
+                and await _is_member(session, principal.user_id, sandbox.team_id)
+            )
+            access = Access(sandbox.team_id, principal.actor) if allowed and sandbox else None
+        elif credentials.preview:
+            grant = _grant(codec, credentials.preview, capsule_id, port)
+            allowed = sandbox is not None and await _still_holds(session, grant, sandbox)
+            access = Access(grant.team_id, PROXY_ACTOR) if allowed else None
+        else:
+            raise Unauthorized(
+                "missing credentials: send X-API-Key or Authorization: Bearer, or open the "
+                "port's preview link, to reach a capsule's port"
+            )
+    if access is None:
+        raise NotFound("capsule not found")
+    return access
+
+
+async def redeem(
+    db: Database, codec: TokenCodec, capsule_id: str, port: int, token: str
+) -> dt.datetime | None:
+    """When a preview link's token for this port stops working (for its cookie), after checking
+    it here; None when it is not valid but the port is public anyway (nothing to remember)."""
+    sandbox_id = _capsule_uuid(capsule_id)
+    async with db.sessionmaker() as session, transaction(session):
+        sandbox = await session.get(Sandbox, sandbox_id) if sandbox_id else None
+        try:
+            grant = _grant(codec, token, capsule_id, port)
+        except Unauthorized:
+            if sandbox is not None and port in (sandbox.public_ports or []):
+                return None
+            raise
+        if sandbox is None or not await _still_holds(session, grant, sandbox):
+            raise NotFound("capsule not found")
+    return _expiry(codec, token)
+
+
+async def issue(
+    session: AsyncSession,
+    codec: TokenCodec,
+    team_id: uuid.UUID,
+    capsule_id: str,
+    port: int,
+    lifetime: dt.timedelta,
+) -> tuple[str, dt.datetime]:
+    """A preview token for `port` of a capsule of the team, and when it expires."""
+    sandbox = await capsules.get_capsule(session, team_id, capsule_id)
+    if sandbox.status in ("stopped", "error"):
+        raise InvalidState(f"capsule {capsule_id} is {sandbox.status}: its ports cannot be opened")
+    grant = PreviewGrant(capsule_id=sandbox.id, port=port, team_id=team_id)
+    return codec.issue_preview(grant, lifetime)
+
+
+def _grant(codec: TokenCodec, token: str, capsule_id: str, port: int) -> PreviewGrant:
+    """The token's grant, if it is valid and for this port of this capsule."""
+    try:
+        grant, _expires = codec.verify_preview(token)
+    except Unauthorized as e:
+        if str(e) == "token expired":
+            raise Unauthorized(
+                "the preview link has expired: get a new one "
+                f"(POST /v1/capsules/{capsule_id}/ports/{port}/url)"
+            ) from None
+        raise Unauthorized("invalid preview token") from None
+    if ids.SANDBOX.format(grant.capsule_id) != capsule_id or grant.port != port:
+        raise Unauthorized("the preview token is for another capsule or port")
+    return grant
+
+
+def _expiry(codec: TokenCodec, token: str) -> dt.datetime:
+    return codec.verify_preview(token)[1]
+
+
+async def _still_holds(session: AsyncSession, grant: PreviewGrant, sandbox: Sandbox) -> bool:
+    """The capsule still belongs to the token's team, which still exists."""
+    if sandbox.team_id != grant.team_id:
+        return False
+    team = await session.get(Team, grant.team_id)
+    return team is not None and team.deleted_at is None
+
+
+async def _is_member(session: AsyncSession, user_id: uuid.UUID, team_id: uuid.UUID) -> bool:
+    role = await session.scalar(
+        select(TeamMember.role)
+        .join(Team, Team.id == TeamMember.team_id)
+        .where(
+            TeamMember.team_id == team_id,
+            TeamMember.user_id == user_id,
+            Team.deleted_at.is_(None),
+        )
+    )
+    return role is not None
+
+
+def is_platform_token(codec: TokenCodec, bearer: str) -> bool:
+    """A Bearer token this platform signed (a user's JWT): never passed on to a capsule, even
+    where it was not needed (a public port, an API key sent too)."""
+    try:
+        codec.verify(bearer)
+    except Unauthorized:
+        return False
+    return True

@@ -500,7 +500,8 @@ export interface paths {
 		delete: operations['destroyCapsule'];
 		options?: never;
 		head?: never;
-		patch?: never;
+		/** Update Capsule */
+		patch: operations['updateCapsule'];
 		trace?: never;
 	};
 	'/v1/capsules/{id}/exec': {
@@ -684,6 +685,28 @@ export interface paths {
 		put?: never;
 		/** Ping Capsule */
 		post: operations['pingCapsule'];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	'/v1/capsules/{id}/ports/{port}/url': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/**
+		 * Create Port Url
+		 * @description A link that opens `port` of the capsule in a browser until `expires_at`: the port proxy
+		 *     keeps its token as a cookie for that port's host only. Anyone holding the link can use it
+		 *     until then.
+		 */
+		post: operations['createPortURL'];
 		delete?: never;
 		options?: never;
 		head?: never;
@@ -1339,6 +1362,12 @@ export interface components {
 		/** AdminCapsule */
 		AdminCapsule: {
 			/**
+			 * Auto Resume
+			 * @description A request through the port proxy resumes the capsule when paused.
+			 * @default false
+			 */
+			auto_resume?: boolean;
+			/**
 			 * Created At
 			 * Format: date-time
 			 */
@@ -1362,6 +1391,11 @@ export interface components {
 			last_updated: string;
 			/** Memory Mb */
 			memory_mb: number;
+			/**
+			 * Public Ports
+			 * @description Ports the port proxy serves without credentials.
+			 */
+			public_ports?: number[];
 			/** Started At */
 			started_at?: string | null;
 			/** Status */
@@ -1664,6 +1698,12 @@ export interface components {
 		/** Capsule */
 		Capsule: {
 			/**
+			 * Auto Resume
+			 * @description A request through the port proxy resumes the capsule when paused.
+			 * @default false
+			 */
+			auto_resume?: boolean;
+			/**
 			 * Created At
 			 * Format: date-time
 			 */
@@ -1685,6 +1725,11 @@ export interface components {
 			last_updated: string;
 			/** Memory Mb */
 			memory_mb: number;
+			/**
+			 * Public Ports
+			 * @description Ports the port proxy serves without credentials.
+			 */
+			public_ports?: number[];
 			/** Started At */
 			started_at?: string | null;
 			/** Status */
@@ -1785,6 +1830,12 @@ export interface components {
 		/** CreateCapsuleRequest */
 		CreateCapsuleRequest: {
 			/**
+			 * Auto Resume
+			 * @description A request through the port proxy to the capsule while it is paused resumes it (and waits for it); otherwise such a request gets 409.
+			 * @default false
+			 */
+			auto_resume?: boolean;
+			/**
 			 * Disk Size Mb
 			 * @description Size of the capsule's writable disk, MiB (a sparse image on its host).
 			 * @default 5120
@@ -1795,6 +1846,11 @@ export interface components {
 			 * @default 512
 			 */
 			memory_mb?: number;
+			/**
+			 * Public Ports
+			 * @description Ports of the capsule the port proxy serves to anyone, without credentials (for demos; at most 32, duplicates dropped). Other ports need an API key of the team, a member's JWT or a preview token.
+			 */
+			public_ports?: number[];
 			/**
 			 * Template
 			 * @default minimal
@@ -2267,6 +2323,30 @@ export interface components {
 			/** Path */
 			path: string;
 		};
+		/** PortURL */
+		PortURL: {
+			/**
+			 * Expires At
+			 * Format: date-time
+			 */
+			expires_at: string;
+			/** Port */
+			port: number;
+			/**
+			 * Url
+			 * @description Opens the port in a browser: the port proxy turns its `wrenn_preview` parameter into a cookie for that host only and redirects to the same URL without it.
+			 */
+			url: string;
+		};
+		/** PortURLRequest */
+		PortURLRequest: {
+			/**
+			 * Ttl Seconds
+			 * @description How long the link (and the cookie it leaves in the browser) opens the port, seconds.
+			 * @default 3600
+			 */
+			ttl_seconds?: number;
+		};
 		/** ProcessEntry */
 		ProcessEntry: {
 			/** Args */
@@ -2572,6 +2652,16 @@ export interface components {
 		TestChannelResponse: {
 			/** Status */
 			status: string;
+		};
+		/**
+		 * UpdateCapsuleRequest
+		 * @description What may change on a capsule; fields left out stay as they are.
+		 */
+		UpdateCapsuleRequest: {
+			/** Auto Resume */
+			auto_resume?: boolean | null;
+			/** Public Ports */
+			public_ports?: number[] | null;
 		};
 		/** UpdateChannelRequest */
 		UpdateChannelRequest: {
@@ -4227,6 +4317,32 @@ export interface operations {
 			};
 		};
 	};
+	updateCapsule: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				'application/json': components['schemas']['UpdateCapsuleRequest'];
+			};
+		};
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['Capsule'];
+				};
+			};
+		};
+	};
 	execCommand: {
 		parameters: {
 			query?: never;
@@ -4525,6 +4641,33 @@ export interface operations {
 					[name: string]: unknown;
 				};
 				content?: never;
+			};
+		};
+	};
+	createPortURL: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+				port: number;
+			};
+			cookie?: never;
+		};
+		requestBody?: {
+			content: {
+				'application/json': components['schemas']['PortURLRequest'] | null;
+			};
+		};
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['PortURL'];
+				};
 			};
 		};
 	};

@@ -157,13 +157,15 @@ class FakeSandbox:
             "destroy it"
         )
 
-    def require_running(self) -> None:
-        """What every in-capsule call checks first; counts as activity."""
+    def require_running(self, activity: bool = True) -> None:
+        """What every in-capsule call checks first; counts as activity unless the caller only
+        looks."""
         if self.status == DEAD:
             raise self.died_error()
         if self.status != RUNNING:
             raise wrong_state(f"sandbox {self.sandbox_id} is {self.status}, not running")
-        self.touch()
+        if activity:
+            self.touch()
 
     # -- processes ---------------------------------------------------------------------------
 

@@ -100,9 +100,9 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         except KeyError:
             raise not_found(f"sandbox {sandbox_id} not found") from None
 
-    def running(self, sandbox_id: str) -> FakeSandbox:
+    def running(self, sandbox_id: str, activity: bool = True) -> FakeSandbox:
         sandbox = self.get(sandbox_id)
-        sandbox.require_running()
+        sandbox.require_running(activity)
         return sandbox
 
     def template(self, name: str) -> FakeTemplate:
@@ -442,4 +442,5 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
     @unary
     async def ListPorts(self, r: pb.SandboxRef, context: Ctx) -> pb.ListPortsResponse:
         # Looking is no activity, as on the real agent.
-        return pb.ListPortsResponse(ports=self.running(r.sandbox_id).listening_ports())
+        sandbox = self.running(r.sandbox_id, activity=False)
+        return pb.ListPortsResponse(ports=sandbox.listening_ports())

@@ -258,6 +258,7 @@ CAPSULE_CALLS = [
     Call("POST", "/v1/capsules/{id}/exec", {"json": {"cmd": "touch", "args": ["/tmp/pwned"]}}),
     Call("GET", "/v1/capsules/{id}/processes", {}),
     Call("DELETE", "/v1/capsules/{id}/processes/{selector}", {}),
+    Call("GET", "/v1/capsules/{id}/ports", {}),
     Call("POST", "/v1/capsules/{id}/files/write", _upload("/tmp/pwned")),
     Call("POST", "/v1/capsules/{id}/files/stream/write", _upload("/tmp/pwned")),
     Call("POST", "/v1/capsules/{id}/files/read", {"json": {"path": "/etc/hostname"}}),

@@ -111,6 +111,14 @@ def test_two_instances_side_by_side_then_ctrl_c(platforms: list[Platform], tmp_p
             cid = capsule.json()["id"]
             res = http.post(f"/v1/capsules/{cid}/exec", json={"cmd": "echo hi"})
             assert res.json()["stdout"] == "hi\n"
+            # The port proxy's domain as printed and saved, with the name resolved by the
+            # system: the control plane answers and tunnels into the capsule (where nothing
+            # listens on 8999).
+            domain = f"localhost:{p.port}"
+            assert (creds["proxy_domain"], creds["api_url"]) == (domain, f"http://{domain}")
+            assert f"http://<port>-<capsule id>.{domain}/" in printed
+            res = http.get(f"http://8999-{cid}.{domain}/")
+            assert res.status_code == 502 and "port 8999" in res.json()["error"]["message"]
             # Left running on purpose: Ctrl-C must stop the platform around it.
             # The printed admin signs in; nobody else can sign up.
             login = http.post(

@@ -44,6 +44,8 @@ from .services import channels, quotas
 from .services.bootstrap import bootstrap_single_box
 from .services.capsules import Hosts
 from .services.event_hub import EventHub
+from .services.proxy import Tunnel
+from .services.proxy_pool import TunnelPool
 from .settings import Settings
 
 API_TITLE = "Wrenn API"
@@ -152,6 +154,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     )
 
     event_hub = EventHub(database, poll_interval=settings.events_poll_interval_sec)
+    proxy_tunnels: TunnelPool[Tunnel] = TunnelPool()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -188,6 +191,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                 yield
         finally:
             await event_hub.close()
+            proxy_tunnels.close()
             await builds.workers.stop()
             await queue.close()
             await hosts.pool.close()
@@ -210,6 +214,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.hosts = hosts
     app.state.builds = builds
     app.state.events = event_hub
+    app.state.proxy_pool = proxy_tunnels
     api_errors.install(app)
     json_max = settings.max_json_body_kb * 1024
     archive_max = settings.build_archive_max_mb << 20

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
 from ..errors import DomainError, PortUnreachable
-from ..services import proxy, proxy_access
+from ..services import proxy, proxy_access, proxy_pool
 from . import port_proxy_ws, proxy_cookies
 from .errors import error_response, status_for
 
@@ -84,7 +84,11 @@ def _credentials(scope: Scope, *, preview_param: str | None = None) -> proxy_acc
 
 
 async def _open(
-    scope: Scope, target: proxy.Target, *, preview_param: str | None = None
+    scope: Scope,
+    target: proxy.Target,
+    *,
+    preview_param: str | None = None,
+    pool: proxy_pool.TunnelPool[proxy.Tunnel] | None = None,
 ) -> tuple[proxy.Tunnel, bool]:
     """The caller checked, then a tunnel to the port; and whether the Authorization header
     carries a token of this platform (so it stays here)."""
@@ -93,7 +97,7 @@ async def _open(
     access = await proxy_access.authorize(
         state.db, state.codec, target.capsule_id, target.port, credentials
     )
-    tunnel = await proxy.open_tunnel(state.db, state.hosts, access, target)
+    tunnel = await proxy.open_tunnel(state.db, state.hosts, access, target, pool)
     ours = credentials.bearer is not None and proxy_access.is_platform_token(
         state.codec, credentials.bearer
     )
@@ -106,11 +110,30 @@ async def _forward(
     query, token = proxy_cookies.split_preview_param(scope.get("query_string", b""))
     if token is not None:
         return await _redeem(scope, send, host, target, token, query)
-    tunnel, used_bearer = await _open(scope, target)
-    try:
-        await _exchange(scope, receive, send, tunnel, host, used_bearer=used_bearer)
-    finally:
-        tunnel.close()
+    pool: proxy_pool.TunnelPool[proxy.Tunnel] = scope["app"].state.proxy_pool
+    replay = proxy_pool.Replay(receive)
+    while True:
+        tunnel, used_bearer = await _open(scope, target, pool=pool)
+        kept = False
+        try:
+            kept = await _exchange(scope, replay, send, tunnel, host, used_bearer=used_bearer)
+        except PortUnreachable:
+            # A kept tunnel the app closed just as this request went out: sent again on
+            # another if the app saw nothing it could have acted on (each retry uses one up).
+            if not (_retriable(scope, tunnel) and replay.replayable):
+                raise
+            replay.rewind()
+            continue
+        finally:
+            if kept and tunnel.key is not None:
+                pool.keep(tunnel.key.target, tunnel.key.generation, tunnel)
+            else:
+                tunnel.close()
+        return
+
+
+def _retriable(scope: Scope, tunnel: proxy.Tunnel) -> bool:
+    return tunnel.reused and tunnel.received == 0 and scope["method"] in proxy_pool.IDEMPOTENT
 
 
 async def _redeem(
@@ -193,8 +216,9 @@ async def _exchange(
     host: str,
     *,
     used_bearer: bool,
-) -> None:
-    """One request and its answer over the tunnel, each streamed as it comes."""
+) -> bool:
+    """One request and its answer over the tunnel, each streamed as it comes; whether the
+    tunnel may carry another (both messages whole, and neither side asked to close)."""
     conn = h11.Connection(h11.CLIENT)
     target = scope.get("raw_path") or scope["path"].encode()
     if scope.get("query_string"):
@@ -203,6 +227,7 @@ async def _exchange(
         method=scope["method"], target=target, headers=_upstream_headers(scope, host, used_bearer)
     )
     await tunnel.send(conn.send(request) or b"")
+    sent = asyncio.Event()  # the whole request is on the tunnel
 
     async def request_body() -> None:
         """The caller's body to the service, then a watch for the caller leaving (which ends
@@ -219,6 +244,7 @@ async def _exchange(
             if not message.get("more_body", False):
                 await tunnel.send(conn.send(h11.EndOfMessage()) or b"")
                 sending = False
+                sent.set()
 
     caller = asyncio.create_task(request_body())
     started = False
@@ -233,7 +259,7 @@ async def _exchange(
                     with contextlib.suppress(BaseException):
                         await receiving
                     caller.result()  # the upload's failure, if that is what ended it
-                    return  # the caller left: nothing more to answer
+                    return False  # the caller left: nothing more to answer
                 conn.receive_data(receiving.result())
                 continue
             if isinstance(event, h11.InformationalResponse):
@@ -255,7 +281,7 @@ async def _exchange(
                 )
             elif isinstance(event, h11.EndOfMessage):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
+                return sent.is_set() and conn.our_state is h11.DONE is conn.their_state
             else:  # ConnectionClosed before the answer ended
                 raise h11.RemoteProtocolError("connection closed")
     except h11.RemoteProtocolError:

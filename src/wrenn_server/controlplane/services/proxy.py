@@ -5,6 +5,7 @@ is resumed by `proxy_resume.py`."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from ..db.session import Database, transaction
 from ..errors import HostAgentError, InvalidState, PortUnreachable
 from . import capsules
 from .proxy_access import Access
+from .proxy_pool import TunnelPool
 from .proxy_resume import resumed
 
 # Larger writes go to the agent in pieces of this size (gRPC messages stay small).
@@ -29,6 +31,15 @@ _LABEL = re.compile(r"^([0-9]{1,5})-(" + re.escape(ids.SANDBOX.prefix) + r"[0-9a
 class Target:
     port: int
     capsule_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A tunnel's place in the pool: its port, and the capsule's host and start time (a pause
+    and resume change it, so a tunnel opened before is never used after)."""
+
+    target: Target
+    generation: tuple[object, object]
 
 
 def parse_host(host: str, proxy_domain: str | None) -> Target | None:
@@ -65,10 +76,15 @@ class Tunnel:
     """A byte stream to a capsule's port: `send`, `send_eof` (half-close), `recv` (b"" at the
     end), `close`."""
 
-    def __init__(self, call: TunnelCall, port: int) -> None:
+    def __init__(self, call: TunnelCall, port: int, key: Key | None = None) -> None:
         self._call = call
         self._port = port
         self._eof_sent = False
+        # Where the pool files it once an exchange on it ended cleanly (None: never kept).
+        self.key = key
+        self.reused = False  # taken from the pool
+        self.received = 0  # bytes received since it was opened or taken
+        self._ahead: asyncio.Task[bytes] | None = None
 
     async def send(self, data: bytes) -> None:
         for start in range(0, len(data), FRAME):
@@ -81,6 +97,22 @@ class Tunnel:
             await self._call.done_writing()
 
     async def recv(self) -> bytes:
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            data = await ahead
+        else:
+            data = await self._read()
+        self.received += len(data)
+        return data
+
+    def read_ahead(self) -> asyncio.Task[bytes]:
+        """A read started now (the pool's watch over an idle tunnel); the next `recv` returns
+        its result."""
+        self.received = 0
+        self._ahead = asyncio.create_task(self._read())
+        return self._ahead
+
+    async def _read(self) -> bytes:
         try:
             frame = await self._call.read()
         except grpc.aio.AioRpcError as e:
@@ -94,11 +126,16 @@ class Tunnel:
 
 
 async def open_tunnel(
-    db: Database, hosts: capsules.Hosts, access: Access, target: Target
+    db: Database,
+    hosts: capsules.Hosts,
+    access: Access,
+    target: Target,
+    pool: TunnelPool[Tunnel] | None = None,
 ) -> Tunnel:
     """A tunnel to the port of a running capsule of the team: another team's capsule is not
     found (404), a paused one is resumed first if it was made with `auto_resume` and a conflict
-    (409) otherwise, a port nobody listens on is a 502."""
+    (409) otherwise, a port nobody listens on is a 502. With a `pool`, a live kept tunnel to
+    the port is taken if there is one (see proxy_pool.py), and a new one may be kept."""
     async with db.sessionmaker() as session, transaction(session):
         sandbox = await capsules.get_capsule(session, access.team_id, target.capsule_id)
         status, auto_resume = sandbox.status, sandbox.auto_resume
@@ -114,6 +151,9 @@ async def open_tunnel(
         sandbox = await capsules.get_capsule(session, access.team_id, target.capsule_id)
         capsules.require_status(sandbox, "running")
         client = await hosts.client_for(session, sandbox)
+        key = Key(target, (sandbox.host_id, sandbox.started_at))
+    if pool is not None and (kept := pool.take(key.target, key.generation)) is not None:
+        return kept
     call = client.tunnel()
     try:
         opening = pb.TunnelOpen(sandbox_id=target.capsule_id, port=target.port)
@@ -125,7 +165,7 @@ async def open_tunnel(
     if not isinstance(first, pb.TunnelFrame) or not first.opened:
         call.cancel()
         raise HostAgentError("host agent error")
-    return Tunnel(call, target.port)
+    return Tunnel(call, target.port, key if pool is not None else None)
 
 
 def _error(error: grpc.aio.AioRpcError, port: int) -> Exception:

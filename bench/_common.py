@@ -35,7 +35,7 @@ def report(
 
 
 @contextlib.contextmanager
-def agent(data_dir: Path, secret: str) -> Iterator[str]:
+def agent(data_dir: Path, secret: str, subnet: str = "10.202.0.0/16") -> Iterator[str]:
     """Start a host agent process for the benchmark, or use WRENN_BENCH_AGENT=host:port."""
     if os.environ.get("WRENN_BENCH_AGENT"):
         yield os.environ["WRENN_BENCH_AGENT"]
@@ -44,7 +44,7 @@ def agent(data_dir: Path, secret: str) -> Iterator[str]:
     env = {
         **os.environ,
         "WRENN_AGENT_SECRET": secret,
-        "WRENN_AGENT_CAPSULE_SUBNET": "10.202.0.0/16",
+        "WRENN_AGENT_CAPSULE_SUBNET": subnet,
     }
     argv = [sys.executable, "-m", "wrenn_server.cli", "agent", "--data-dir", str(data_dir),
             "--listen", f"127.0.0.1:{port}"]  # fmt: skip

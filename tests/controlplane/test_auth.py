@@ -122,7 +122,7 @@ async def test_duplicate_email_conflicts(client: httpx.AsyncClient, db: Database
         "/v1/auth/signup",
         json={"email": "DUP@example.com", "password": "another password", "name": "Other"},
     )
-    assert_error(resp, 409, "conflict")
+    assert_error(resp, 409, "email_taken")
     assert await count(db, User) == 1
     assert await count(db, Team) == 2  # the platform team and the first user's
 

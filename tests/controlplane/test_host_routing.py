@@ -171,7 +171,7 @@ async def test_a_templates_deletion_reaches_only_the_hosts_holding_it(
 
     # Bob's own template lives on his host only; its refusal holds up his delete alone.
     resp = await client.delete("/v1/snapshots/bob-snap", headers=bearer(bob["token"]))
-    assert_error(resp, 502, "host_error")
+    assert_error(resp, 502, "agent_error")
     assert await _templates(db) == {"bob-snap"}
     bob_agent.fail = None
     resp = await client.delete("/v1/snapshots/bob-snap", headers=bearer(bob["token"]))
@@ -204,7 +204,7 @@ async def test_a_template_whose_host_is_down_is_kept_until_it_is_back(
     )
     use_pool(LAB)
     resp = await client.delete("/v1/snapshots/alice-snap", headers=bearer(alice["token"]))
-    assert_error(resp, 503, "service_unavailable")
+    assert_error(resp, 503, "host_unavailable")
     # Not asked anywhere else instead (that would lose the files on the real holder).
     assert (holder.calls, other.calls) == ([], [])
     assert await _templates(db) == {"alice-snap"}

@@ -600,7 +600,7 @@ async def test_delete_refuses_while_capsules_run_unless_forced(
     await _capsule(db, w.team, host_id, status="stopped")  # not live: does not count
 
     resp = await client.delete(f"/v1/hosts/{host_id}", headers=bearer(w.root))
-    error = assert_error(resp, 409, "host_has_sandboxes")
+    error = assert_error(resp, 409, "has_active_sandboxes")
     assert error["sandbox_ids"] == [running]
     preview = await client.get(f"/v1/hosts/{host_id}/delete-preview", headers=bearer(w.root))
     assert preview.status_code == 200, preview.text

@@ -232,7 +232,7 @@ async def test_a_full_host_refuses_through_the_api_and_leaves_nothing(
         )
 
     for body in ({"vcpus": 4}, {"memory_mb": 4001}):
-        assert_error(await create(**body), 503, "insufficient_capacity")
+        assert_error(await create(**body), 503, "no_hosts_available")
     made = await create(memory_mb=3000)
     assert made.status_code == 201, made.text
     paused = await client.post(f"/v1/capsules/{made.json()['id']}/pause", headers=headers)
@@ -242,7 +242,7 @@ async def test_a_full_host_refuses_through_the_api_and_leaves_nothing(
     # The paused one cannot come back while the other holds the memory.
     calls = len(agent.calls)
     resumed = await client.post(f"/v1/capsules/{made.json()['id']}/resume", headers=headers)
-    assert_error(resumed, 503, "insufficient_capacity")
+    assert_error(resumed, 503, "no_hosts_available")
     assert agent.calls[calls:] == []
     async with db.sessionmaker() as session:
         rows = list(await session.scalars(select(Sandbox).where(Sandbox.team_id == team)))

@@ -107,7 +107,7 @@ async def test_closed_signup_refuses_everyone_alike(api: Client) -> None:
             json={"email": "new@example.com", "name": "Again"},
             headers=bearer(admin["token"]),
         )
-        assert_error(again, 409, "conflict")
+        assert_error(again, 409, "email_taken")
         # Only admins.
         member = await closed.post(
             "/v1/admin/users",
@@ -209,7 +209,7 @@ async def test_expired_and_revoked_invitations_are_refused(api: Client, db: Data
             json={"email": "twice@example.com"},
             headers=bearer(admin["token"]),
         )
-        assert_error(taken, 409, "conflict")
+        assert_error(taken, 409, "email_taken")
     async with db.sessionmaker() as session, transaction(session):
         actions = (
             await session.scalars(

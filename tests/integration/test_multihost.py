@@ -318,11 +318,11 @@ async def test_hosts_refuse_capsules_they_have_no_memory_for(
     too_big = await p.client.post(
         "/v1/capsules", json={"memory_mb": host["memory_mb"] + 1024}, headers=user
     )
-    error = assert_error(too_big, 503, "insufficient_capacity")
+    error = assert_error(too_big, 503, "no_hosts_available")
     assert f"no available host has {host['memory_mb'] + 1024} MB" in error["message"]
     # Would fit, but the host is low on memory: the agent refuses, nothing is left behind.
     refused = await p.client.post("/v1/capsules", json={}, headers=user)
-    error = assert_error(refused, 503, "insufficient_capacity")
+    error = assert_error(refused, 503, "no_hosts_available")
     assert "low on memory" in error["message"]
     listed = await p.client.get("/v1/capsules", headers=user)
     assert listed.json() == []

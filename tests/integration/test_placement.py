@@ -94,14 +94,14 @@ async def test_a_new_team_cannot_take_the_host(
             )
         for _ in range(2):
             refused = await api.post("/v1/capsules", json=attack, headers=user.h)
-            error = assert_error(refused, 503, "insufficient_capacity")
+            error = assert_error(refused, 503, "no_hosts_available")
             assert "64 CPUs" in error["message"]
         # Within the host's CPUs, one capsule of most of its memory fits; a second does not.
         big = {"memory_mb": int(TOTAL_MB * 0.8)}
         first = await api.post("/v1/capsules", json=big, headers=user.h)
         assert first.status_code == 201, first.text
         second = await api.post("/v1/capsules", json=big, headers=user.h)
-        error = assert_error(second, 503, "insufficient_capacity")
+        error = assert_error(second, 503, "no_hosts_available")
         assert "memory free" in error["message"]
 
         # Nothing is left of the refused ones: one row, one capsule on the agent.

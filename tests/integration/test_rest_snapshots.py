@@ -79,11 +79,11 @@ async def test_snapshot_lifecycle(api: httpx.AsyncClient, agent: AgentClient) ->
     resp = await api.get("/v1/snapshots", params={"type": "image"}, headers=user.h)
     assert_error(resp, 400, "invalid_request")
 
-    # Names are unique: a second snapshot under the name is a conflict, unless overwriting.
+    # Names are unique: a second snapshot under the name is taken, unless overwriting.
     resp = await snapshot(api, user, src["id"], name)
-    assert_error(resp, 409, "conflict")
+    assert_error(resp, 409, "template_name_taken")
     resp = await snapshot(api, user, child["id"], "minimal")
-    assert_error(resp, 409, "conflict")
+    assert_error(resp, 409, "template_name_taken")
     assert await status_of(api, user, child["id"]) == "running"  # refused before any change
     resp = await api.post(f"/v1/capsules/{src['id']}/resume", headers=user.h)
     assert resp.status_code == 200, resp.text
@@ -177,7 +177,7 @@ async def test_snapshot_requests_are_team_scoped_and_checked(
     # overwrite.
     for params in ({}, {"overwrite": "true"}):
         resp = await snapshot(api, other, theirs["id"], name, **params)
-        assert_error(resp, 409, "conflict")
+        assert_error(resp, 409, "template_name_taken")
     assert await status_of(api, other, theirs["id"]) == "running"
     assert (await listed(api, owner, type="snapshot")) == {name: "snapshot"}
     resp = await api.get("/v1/snapshots", headers=owner.h, params={"type": "snapshot"})

@@ -135,7 +135,7 @@ async def test_the_reconciler_records_what_the_agent_reports_of_its_host(
         # Placement now counts them: a capsule larger than the host is refused.
         alice = await new_account(stack.client)
         resp = await stack.client.post("/v1/capsules", json={"vcpus": 4}, headers=alice.h)
-        assert resp.status_code == 503 and resp.json()["error"]["code"] == "insufficient_capacity"
+        assert resp.status_code == 503 and resp.json()["error"]["code"] == "no_hosts_available"
 
 
 async def test_a_pass_during_a_pause_does_not_record_an_auto_pause(start_app: StartApp) -> None:

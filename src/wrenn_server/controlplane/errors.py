@@ -56,6 +56,14 @@ class InvalidState(Conflict):
     """The resource is not in a state that allows the operation (e.g. pausing a paused capsule)."""
 
 
+class NameTaken(Conflict):
+    """A template (or snapshot) of that name already exists for the team."""
+
+
+class EmailTaken(Conflict):
+    """An account with that email already exists."""
+
+
 class HostHasCapsules(Conflict):
     """A host still runs capsules; `details["sandbox_ids"]` lists them."""
 
@@ -73,7 +81,12 @@ class ServiceUnavailable(DomainError):
 
 
 class InsufficientCapacity(ServiceUnavailable):
-    """No host can hold the capsule (memory, disk or CPUs); another may later."""
+    """No host can hold the capsule (none online, or none with the memory, disk or CPUs); one
+    may later."""
+
+
+class HostUnavailable(ServiceUnavailable):
+    """The host that must do it (the capsule's, the template's) cannot be reached now."""
 
 
 class InsecureConfiguration(Exception):
@@ -81,7 +94,8 @@ class InsecureConfiguration(Exception):
 
 
 class HostAgentError(DomainError):
-    """A host agent failed or could not be reached (the contract's 502)."""
+    """A host agent failed, or the work it was given did (a command past its timeout): the
+    contract's 502."""
 
 
 class PortUnreachable(DomainError):

@@ -10,7 +10,15 @@ from collections.abc import Iterator
 
 import grpc
 
-from ..errors import BadRequest, DomainError, HostAgentError, InvalidState, NotFound, TooLarge
+from ..errors import (
+    BadRequest,
+    DomainError,
+    HostAgentError,
+    HostUnavailable,
+    InvalidState,
+    NotFound,
+    TooLarge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,9 @@ def translate(
     if cls is not None:
         return cls(error.details() or "request refused by the host")
     log.warning("host agent call failed: %s %s", error.code().name, error.details())
+    if code == grpc.StatusCode.UNAVAILABLE:
+        # Not reached (down, restarting, network): the Go system's 503, which clients retry.
+        return HostUnavailable("the host is not reachable: try again later")
     return HostAgentError("host agent error")
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models.capsules import Sandbox, Template
 from ..db.models.hosts import Host
-from ..errors import InsufficientCapacity, ServiceUnavailable
+from ..errors import HostUnavailable, InsufficientCapacity
 
 # Capsules that hold (or are about to hold) their memory on a host.
 LIVE = ("pending", "starting", "running")
@@ -89,11 +89,9 @@ class BalancedScheduler:
             query = query.where(Host.id == template.host_id)
         rows = [(host, int(mb)) for host, mb in await session.execute(query)]
         if not rows and template.host_id is not None:
-            raise ServiceUnavailable(
-                f"the host holding template {template.name!r} is not available"
-            )
+            raise HostUnavailable(f"the host holding template {template.name!r} is not available")
         if not rows:
-            raise ServiceUnavailable("no host is available to run capsules")
+            raise InsufficientCapacity("no host is available to run capsules")
         # Each filter in turn; the first that leaves no host names what is missing.
         rows = [(h, mb) for h, mb in rows if h.cpu_cores is None or vcpus <= h.cpu_cores]
         if not rows:

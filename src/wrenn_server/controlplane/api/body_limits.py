@@ -127,7 +127,7 @@ class BodyLimits:
 async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
     response = error_response(
         413,
-        "payload_too_large",
+        "too_large",
         _message(limit),
         # Closing the connection is what stops the client: the rest is never read.
         headers={"Connection": "close"},

@@ -1,7 +1,8 @@
 """The one table from domain errors to HTTP, and the handlers that write the error body.
 
-Every error leaves as `{"error": {"code": ..., "message": ...}}` with the codes the SDK knows
-(invalid_request, unauthorized, forbidden, not_found, conflict, invalid_state, ...). Validation
+Every error leaves as `{"error": {"code": ..., "message": ...}}` with the Go system's codes, which
+the SDK knows (invalid_request, unauthorized, forbidden, not_found, conflict, invalid_state,
+agent_error, host_unavailable, no_hosts_available, ...). Validation
 errors become 400 invalid_request; unknown routes 404 not_found; anything unexpected 500
 internal_error with a fixed message, the details going to the log only. Database errors that a
 retry may cure (lock timeouts, dropped connections) become 503.
@@ -32,14 +33,17 @@ ERROR_TABLE: dict[type[errors.DomainError], tuple[int, str]] = {
     errors.Forbidden: (403, "forbidden"),
     errors.NotFound: (404, "not_found"),
     errors.InvalidState: (409, "invalid_state"),
-    errors.HostHasCapsules: (409, "host_has_sandboxes"),
+    errors.HostHasCapsules: (409, "has_active_sandboxes"),
+    errors.NameTaken: (409, "template_name_taken"),
+    errors.EmailTaken: (409, "email_taken"),
     errors.Conflict: (409, "conflict"),
-    errors.InsufficientCapacity: (503, "insufficient_capacity"),
+    errors.InsufficientCapacity: (503, "no_hosts_available"),
+    errors.HostUnavailable: (503, "host_unavailable"),
     errors.TooManyRequests: (429, "rate_limited"),
     errors.ServiceUnavailable: (503, "service_unavailable"),
-    errors.HostAgentError: (502, "host_error"),
+    errors.HostAgentError: (502, "agent_error"),
     errors.PortUnreachable: (502, "port_unreachable"),
-    errors.TooLarge: (413, "file_too_large"),
+    errors.TooLarge: (413, "too_large"),
 }
 
 _HTTP_CODES = {
@@ -49,7 +53,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
-    413: "payload_too_large",
+    413: "too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
 }

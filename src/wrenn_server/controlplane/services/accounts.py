@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import OAuthIdentity, Team, User
 from ..db.session import Database, transaction
-from ..errors import Conflict, Forbidden, Unauthorized
+from ..errors import EmailTaken, Forbidden, Unauthorized
 from ..security import (
     TokenCodec,
     UserClaims,
@@ -108,7 +108,7 @@ async def create_account(
     `verified`: the email is proven (an admin made the account, or an invitation was used).
     """
     if await session.scalar(select(exists().where(User.email == email))):
-        raise Conflict("email already registered")
+        raise EmailTaken("email already registered")
     if is_admin is None:
         is_admin = await is_first_user(session)
     # argon2 takes tens of milliseconds of CPU: off the event loop, so other requests go on.
@@ -126,7 +126,7 @@ async def create_account(
         await session.flush()
     except IntegrityError:
         # Another signup with the same email committed between the check and the insert.
-        raise Conflict("email already registered") from None
+        raise EmailTaken("email already registered") from None
     team = await teams.create_team(
         session, owner_id=user.id, name=default_team_name(name), is_default=True
     )
@@ -204,7 +204,7 @@ async def _signup(
         user, team = await create_account(
             session, email=email, password=password, name=name, verified=accepted is not None
         )
-    except Conflict:
+    except EmailTaken:
         if accepted is not None:
             # Someone with the invitation link: still no word on whether the email is taken.
             raise Forbidden(INVALID_INVITATION) from None

@@ -26,7 +26,15 @@ from ..builds.queue import BuildQueue
 from ..db.models.capsules import Template, TemplateBuild
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..errors import BadRequest, Conflict, InvalidState, NotFound, ServiceUnavailable, TooLarge
+from ..errors import (
+    BadRequest,
+    Conflict,
+    InvalidState,
+    NameTaken,
+    NotFound,
+    ServiceUnavailable,
+    TooLarge,
+)
 from ..schemas.builds import CreateBuildRequest
 from . import audit
 from .principals import Principal
@@ -78,7 +86,7 @@ async def _check_free(session: AsyncSession, build: TemplateBuild) -> None:
     if await session.get(Template, build.base_template) is None:
         raise BadRequest(f"base template {build.base_template!r} not found")
     if await session.get(Template, build.name) is not None:
-        raise Conflict(f"a template named {build.name!r} already exists")
+        raise NameTaken(f"a template named {build.name!r} already exists")
     busy = await session.scalar(
         select(TemplateBuild.id).where(
             TemplateBuild.name == build.name, TemplateBuild.status.in_(ACTIVE)

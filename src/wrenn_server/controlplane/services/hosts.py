@@ -33,6 +33,7 @@ from ..errors import (
     Forbidden,
     HostAgentError,
     HostHasCapsules,
+    HostUnavailable,
     InvalidState,
     NotFound,
 )
@@ -295,7 +296,7 @@ async def delete_host(
             try:
                 await capsules.destroy_capsule(db, hosts, team_id, wire_id, actor=principal.actor)
                 continue
-            except HostAgentError:
+            except (HostAgentError, HostUnavailable):
                 log.warning("host %s did not destroy %s; marking it stopped", host_id, wire_id)
         # Not asked when it is away (every call would wait for its timeout), or it failed.
         await capsules.mark_stopped(db, sandbox_id, actor=principal.actor, reason="host deleted")

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
 from ..db.models import Invitation, User
-from ..errors import Conflict, NotFound
+from ..errors import EmailTaken, NotFound
 from ..security import hash_credential, new_one_time_token
 from . import audit
 
@@ -43,7 +43,7 @@ async def create(
     """A new invitation for `email` (already normalized) and its token (shown once).
     `Conflict` if an account already uses the email (admins may know that)."""
     if await session.scalar(select(exists().where(User.email == email))):
-        raise Conflict("an account with this email already exists")
+        raise EmailTaken("an account with this email already exists")
     await session.execute(
         update(Invitation).where(Invitation.email == email, *_pending(now)).values(revoked_at=now)
     )

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import OAuthIdentity, User
-from ..errors import BadRequest, Conflict, NotFound, Unauthorized
+from ..errors import BadRequest, Conflict, EmailTaken, NotFound, Unauthorized
 from ..security import TokenCodec
 from . import invitations, teams
 from .accounts import (
@@ -81,7 +81,7 @@ async def oauth_login(
             # Unverified: whoever registered this email never proved it is theirs; its owner,
             # who just did, must not share that account. They may prove it with a password
             # reset (which ends the other holder's access), then sign in here.
-            raise Conflict("email already registered")
+            raise EmailTaken("email already registered")
         session.add(_identity(existing, profile))
         await session.flush()
         return await login_as(session, codec, existing)
@@ -107,7 +107,7 @@ async def oauth_login(
         await session.flush()
     except IntegrityError:
         # A signup with the same email committed between the check and the insert.
-        raise Conflict("email already registered") from None
+        raise EmailTaken("email already registered") from None
     session.add(_identity(user, profile))
     await session.flush()
     team = await teams.create_team(

@@ -17,7 +17,7 @@ from ..db.models.capsules import Sandbox, Template
 from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..errors import Conflict, DomainError, Forbidden, NotFound, ServiceUnavailable
+from ..errors import Conflict, DomainError, Forbidden, HostUnavailable, NameTaken, NotFound
 from . import audit
 from .capsules import Hosts, get_capsule, require_status
 
@@ -50,7 +50,7 @@ async def create_snapshot(
         require_status(sandbox, "running", "paused")
         existing = await session.get(Template, name)
         if existing is not None and (existing.team_id != team_id or not overwrite):
-            raise Conflict(f"a template named {name!r} already exists")
+            raise NameTaken(f"a template named {name!r} already exists")
         replaced_on = existing.host_id if existing is not None else None
         client = await hosts.client_for(session, sandbox)
         previous = sandbox.status
@@ -188,7 +188,7 @@ async def holders(session: AsyncSession, template: Template) -> list[Host]:
         if host is None:
             return []  # deleting a host deletes its templates: only a race gets here
         if host.status not in ("online", "draining") or not host.address:
-            raise ServiceUnavailable(
+            raise HostUnavailable(
                 f"the host holding template {template.name!r} is not reachable: try again later"
             )
         return [host]

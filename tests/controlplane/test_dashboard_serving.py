@@ -32,7 +32,8 @@ async def served(
 
 
 async def test_pages_get_the_shell_and_assets_are_immutable(served: httpx.AsyncClient) -> None:
-    for path in ("/", "/login", "/dashboard/capsules/sb-1", "/admin/templates?tab=builds"):
+    pages = ("/", "/login", "/dashboard/capsules/sb-1", "/admin/templates?tab=builds")
+    for path in (*pages, "/auth/github/callback?code=x"):
         resp = await served.get(path)
         assert resp.status_code == 200 and resp.text == "<html>shell</html>", path
         assert resp.headers["cache-control"] == "no-cache"
@@ -43,10 +44,13 @@ async def test_pages_get_the_shell_and_assets_are_immutable(served: httpx.AsyncC
 
 
 async def test_the_api_keeps_its_answers(served: httpx.AsyncClient) -> None:
-    for path in ("/v1/nope", "/v1", "/_app/missing.js", "/openapi.nope"):
+    paths = ("/v1/nope", "/v1", "/_app/missing.js", "/openapi.nope", "/v2/capsules", "/api")
+    more = ("/api/v1/sandboxes", "/auth/oauth/github", "/auth/oauth/github/callback?code=x")
+    for path in paths + more:
         resp = await served.get(path)
         assert resp.status_code == 404, path
         assert resp.json()["error"]["code"] == "not_found", path
+        assert resp.headers["content-type"] == "application/json", path
     assert (await served.post("/dashboard/capsules")).status_code in (404, 405)
     assert (await served.get("/v1/capsules")).status_code == 401  # a real route, unchanged
     assert (await served.get("/openapi.json")).status_code == 200

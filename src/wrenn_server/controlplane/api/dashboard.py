@@ -2,8 +2,9 @@
 
 Its hashed assets are mounted at /_app (cached for a year); any other GET that no route answers
 (404) and that is not an API path gets the app's shell (`200.html`), whose router takes it from
-there. So API routes, whenever they are added, always win, and an unknown /v1 path is still a
-JSON 404.
+there. So API routes, whenever they are added, always win, and an unknown path under an API root
+(/v1, /v2, /api, /auth/oauth: the Go system's too, which clients may try) is still a JSON 404 in
+the error body, never the shell with a 200.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.types import Scope
 from .csp import inline_script_hashes
 
 SHELL = "200.html"
-API_PREFIXES = ("/v1/", "/v1", "/docs", "/openapi", "/_app/")
+API_PREFIXES = ("/v1", "/v2", "/api", "/auth/oauth", "/docs", "/openapi", "/_app/")
 STATIC_FILES = ("favicon.svg", "favicon.png", "robots.txt")
 
 

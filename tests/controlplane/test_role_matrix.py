@@ -173,6 +173,9 @@ ROWS: tuple[Row, ...] = (
     Row("get", "/v1/capsules/usage", ANY_TEAM),
     Row("get", "/v1/capsules/{id}", OWN_CAPSULE),
     Row("get", "/v1/capsules/{id}/metrics", OWN_CAPSULE),
+    Row("patch", "/v1/capsules/{id}", OWN_CAPSULE, body={"public_ports": [8000]}),
+    # A preview link may be made for a paused capsule (the proxy resumes it or says so).
+    Row("post", "/v1/capsules/{id}/ports/{port}/url", OWN_CAPSULE),
     Row("post", "/v1/capsules/{id}/pause", NOT_RUNNING),  # paused, not running
     Row("post", "/v1/capsules/{id}/resume", NOT_RUNNING),  # paused, but its host is gone
     Row("post", "/v1/capsules/{id}/ping", NOT_RUNNING),
@@ -240,7 +243,8 @@ def _default_arg(route: str, param: str) -> str:
         if route.startswith("/v1/hosts"):
             return "olive_host"
         return "team"
-    return {"uid": "member", "name": "snapshot", "selector": "selector", "tag": "tag"}[param]
+    names = {"uid": "member", "name": "snapshot", "selector": "selector", "tag": "tag"}
+    return {**names, "port": "port"}[param]
 
 
 def _fill(text: str, world: dict[str, str]) -> str:
@@ -395,6 +399,7 @@ async def _build_world(
         "capsule": ids.SANDBOX.format(capsule),
         "snapshot": SNAPSHOT,
         "selector": "1",
+        "port": "8000",
         "mel": outsider["team_id"],
         "tag": "ssd",
         "registration_token": generate_credential(HOST_REGISTRATION_PREFIX).plaintext,

@@ -9,7 +9,9 @@ import threading
 from .errors import ApiError
 
 CONNECT_TIMEOUT = 5.0
-CHUNK = 64 * 1024
+# Bigger pieces mean fewer gRPC messages per byte: at 64 KiB a proxied download spent
+# ~40% more CPU in the control plane (bench/proxy_bench.py).
+CHUNK = 256 * 1024
 REFUSED = "connection_refused"
 
 

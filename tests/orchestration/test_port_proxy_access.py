@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -216,7 +217,9 @@ async def test_bad_preview_tokens_are_refused(stack: Stack, echo: int) -> None:
     team_id = ids.TEAM.parse(alice.team_id)
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
     expired, _ = codec.issue_preview(
-        PreviewGrant(sandbox_id, 8000, team_id), dt.timedelta(hours=1), now=long_ago
+        PreviewGrant(sandbox_id, 8000, team_id, f"usr-{uuid.uuid4()}"),
+        dt.timedelta(hours=1),
+        now=long_ago,
     )
     head, payload, signature = token.split(".")
     tampered = f"{head}.{payload}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}"
@@ -240,7 +243,8 @@ async def test_bad_preview_tokens_are_refused(stack: Stack, echo: int) -> None:
 
     # Signed for the capsule but for another team (the capsule is not that team's): not found.
     forged, _ = codec.issue_preview(
-        PreviewGrant(sandbox_id, 8000, ids.TEAM.parse(mallory.team_id)), dt.timedelta(hours=1)
+        PreviewGrant(sandbox_id, 8000, ids.TEAM.parse(mallory.team_id), f"usr-{uuid.uuid4()}"),
+        dt.timedelta(hours=1),
     )
     assert_error(
         await api.get(f"/?wrenn_preview={forged}", headers=host(8000, cid)), 404, "not_found"
@@ -251,6 +255,42 @@ async def test_bad_preview_tokens_are_refused(stack: Stack, echo: int) -> None:
     assert stack.agent.calls.count("Tunnel") == 0
     # The good token does open the port it was made for.
     assert (await api.get("/", headers={**host(8000, cid), **cookie(token)})).status_code == 200
+
+
+async def test_a_preview_link_ends_with_its_makers_access(stack: Stack, echo: int) -> None:
+    """A link made with an API key stops when the key is revoked; one made by a member stops
+    when the member is removed from the team."""
+    api = stack.client
+    alice, bob = await new_account(api), await new_account(api)
+    cid = await capsule_with_port(stack, bob, 8000, echo)
+    by_key = (await preview_url(stack, bob, cid, 8000)).split("wrenn_preview=")[1]
+    assert (await api.get("/", headers={**host(8000, cid), **cookie(by_key)})).status_code == 200
+    keys = (await api.get("/v1/api-keys", headers=bob.jwt)).json()
+    key_id = next(k["id"] for k in keys if bob.key.startswith(k["key_prefix"]))
+    assert (await api.delete(f"/v1/api-keys/{key_id}", headers=bob.jwt)).status_code == 204
+    for resp in (
+        await api.get("/", headers={**host(8000, cid), **cookie(by_key)}),
+        await api.get(f"/?wrenn_preview={by_key}", headers=host(8000, cid)),
+    ):
+        body = assert_error(resp, 401, "unauthorized")
+        assert "no longer valid" in body["message"]
+
+    resp = await api.post(
+        f"/v1/teams/{bob.team_id}/members", json={"email": alice.email}, headers=bob.jwt
+    )
+    assert resp.status_code == 201, resp.text
+    uid = resp.json()["user_id"]
+    resp = await api.post("/v1/auth/switch-team", json={"team_id": bob.team_id}, headers=alice.jwt)
+    assert resp.status_code == 200, resp.text
+    in_bobs_team = {"Authorization": f"Bearer {resp.json()['token']}"}
+    resp = await api.post(f"/v1/capsules/{cid}/ports/8000/url", headers=in_bobs_team)
+    assert resp.status_code == 200, resp.text
+    by_alice = resp.json()["url"].split("wrenn_preview=")[1]
+    assert (await api.get("/", headers={**host(8000, cid), **cookie(by_alice)})).status_code == 200
+    resp = await api.delete(f"/v1/teams/{bob.team_id}/members/{uid}", headers=bob.jwt)
+    assert resp.status_code == 204, resp.text
+    resp = await api.get("/", headers={**host(8000, cid), **cookie(by_alice)})
+    assert_error(resp, 401, "unauthorized")
 
 
 async def test_a_preview_token_is_never_a_login(stack: Stack, echo: int) -> None:

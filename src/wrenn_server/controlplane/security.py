@@ -15,8 +15,9 @@
 - Host JWTs: HS256 with the same key, `typ` "host" and `sub` the host id; a user token is never a
   host token or the reverse.
 - Preview tokens: HS256 with the same key, `typ` "preview" and an audience of their own, bound to
-  one port of one capsule of one team (`sub`, `port`, `team_id`); they open that port through the
-  port proxy and nothing else, and no other token opens a port as one.
+  one port of one capsule of one team (`sub`, `port`, `team_id`) and naming who made it (`by`);
+  they open that port through the port proxy and nothing else, and no other token opens a port
+  as one.
 - Agent secrets: what the control plane presents to a registered host's agent on every call,
   HMAC(key, host id). Each host knows only its own, and none is stored: rotating the key rotates
   them all (agents fetch the new one when their host JWT, signed with the old key, is refused).
@@ -92,6 +93,9 @@ class PreviewGrant:
     capsule_id: uuid.UUID
     port: int
     team_id: uuid.UUID
+    # Who made it: a user (`usr-...`) or an API key (`key-...`); it stops working when they
+    # could no longer make it.
+    issuer: str
 
 
 class TokenCodec:
@@ -185,6 +189,7 @@ class TokenCodec:
             "sub": ids.SANDBOX.format(grant.capsule_id),
             "port": grant.port,
             "team_id": ids.TEAM.format(grant.team_id),
+            "by": grant.issuer,
             "iat": now,
             "exp": expires,
         }
@@ -201,7 +206,10 @@ class TokenCodec:
                 capsule_id=ids.SANDBOX.parse(str(payload["sub"])),
                 port=port,
                 team_id=ids.TEAM.parse(str(payload["team_id"])),
+                issuer=str(payload["by"]),
             )
+            kind = ids.API_KEY if grant.issuer.startswith(ids.API_KEY.prefix) else ids.USER
+            kind.parse(grant.issuer)
             return grant, dt.datetime.fromtimestamp(int(payload["exp"]), dt.UTC)
         except (InvalidID, KeyError, TypeError, ValueError):
             raise Unauthorized("invalid token") from None

@@ -14,7 +14,9 @@ from wrenn_server.controlplane.errors import Unauthorized
 from wrenn_server.controlplane.security import PreviewGrant, TokenCodec, UserClaims
 
 CODEC = TokenCodec("unit-" + "k" * 40, dt.timedelta(hours=1))
-GRANT = PreviewGrant(capsule_id=uuid.uuid4(), port=8000, team_id=uuid.uuid4())
+GRANT = PreviewGrant(
+    capsule_id=uuid.uuid4(), port=8000, team_id=uuid.uuid4(), issuer=f"key-{uuid.uuid4()}"
+)
 
 
 def test_a_preview_token_says_what_it_opens_and_until_when() -> None:

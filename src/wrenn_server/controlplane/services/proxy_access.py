@@ -18,12 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
-from ..db.models import Team, TeamMember
+from ..db.models import APIKey, Team, TeamMember, User
 from ..db.models.capsules import Sandbox
 from ..db.session import Database, transaction
 from ..errors import InvalidID, InvalidState, NotFound, Unauthorized
 from ..security import PreviewGrant, TokenCodec
 from . import audit, capsules, principals
+from .principals import Principal
 
 # The query parameter a preview link carries, and the cookie the proxy turns it into.
 PREVIEW_PARAM = "wrenn_preview"
@@ -117,16 +118,21 @@ async def redeem(
 async def issue(
     session: AsyncSession,
     codec: TokenCodec,
-    team_id: uuid.UUID,
+    principal: Principal,
     capsule_id: str,
     port: int,
     lifetime: dt.timedelta,
 ) -> tuple[str, dt.datetime]:
-    """A preview token for `port` of a capsule of the team, and when it expires."""
+    """A preview token for `port` of a capsule of the caller's team, and when it expires."""
+    team_id = principal.require_team()
     sandbox = await capsules.get_capsule(session, team_id, capsule_id)
     if sandbox.status in ("stopped", "error"):
         raise InvalidState(f"capsule {capsule_id} is {sandbox.status}: its ports cannot be opened")
-    grant = PreviewGrant(capsule_id=sandbox.id, port=port, team_id=team_id)
+    if principal.api_key_id is not None:
+        issuer = ids.API_KEY.format(principal.api_key_id)
+    else:
+        issuer = ids.USER.format(principal.require_user())
+    grant = PreviewGrant(capsule_id=sandbox.id, port=port, team_id=team_id, issuer=issuer)
     return codec.issue_preview(grant, lifetime)
 
 
@@ -151,11 +157,47 @@ def _expiry(codec: TokenCodec, token: str) -> dt.datetime:
 
 
 async def _still_holds(session: AsyncSession, grant: PreviewGrant, sandbox: Sandbox) -> bool:
-    """The capsule still belongs to the token's team, which still exists."""
+    """The capsule still belongs to the token's team, which still exists; `Unauthorized` when
+    whoever made the token could not make it now (a removed member, a revoked key)."""
     if sandbox.team_id != grant.team_id:
         return False
     team = await session.get(Team, grant.team_id)
-    return team is not None and team.deleted_at is None
+    if team is None or team.deleted_at is not None:
+        return False
+    if not await _issuer_holds(session, grant):
+        raise Unauthorized(
+            "the preview link is no longer valid (whoever made it lost access to the team): "
+            "get a new one"
+        )
+    return True
+
+
+async def _issuer_holds(session: AsyncSession, grant: PreviewGrant) -> bool:
+    """The token's maker is still an active member of its team, or its API key is unrevoked
+    and the key's creator still is (as `principals` requires of a caller)."""
+    if grant.issuer.startswith(ids.API_KEY.prefix):
+        creator = await session.scalar(
+            select(APIKey.created_by).where(
+                APIKey.id == ids.API_KEY.parse(grant.issuer),
+                APIKey.team_id == grant.team_id,
+                APIKey.revoked_at.is_(None),
+            )
+        )
+    else:
+        creator = ids.USER.parse(grant.issuer)
+    if creator is None:
+        return False
+    active = await session.scalar(
+        select(User.id)
+        .join(TeamMember, TeamMember.user_id == User.id)
+        .where(
+            User.id == creator,
+            User.is_active,
+            User.deleted_at.is_(None),
+            TeamMember.team_id == grant.team_id,
+        )
+    )
+    return active is not None
 
 
 async def _is_member(session: AsyncSession, user_id: uuid.UUID, team_id: uuid.UUID) -> bool:

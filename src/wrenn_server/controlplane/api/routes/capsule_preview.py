@@ -28,10 +28,12 @@ async def create_port_url(
 ) -> PortURL:
     """A link that opens `port` of the capsule in a browser until `expires_at`: the port proxy
     keeps its token as a cookie for that port's host only. Anyone holding the link can use it
-    until then."""
+    until then, or until whoever made it loses access to the team."""
     lifetime = dt.timedelta(seconds=body.ttl_seconds if body else PREVIEW_TTL_SEC)
     async with transaction(session):
-        token, expires = await proxy_access.issue(session, codec, team.team_id, id, port, lifetime)
+        token, expires = await proxy_access.issue(
+            session, codec, team.principal, id, port, lifetime
+        )
     domain = settings.proxy_domain or request.headers.get("host") or request.url.netloc
     url = (
         f"{request.url.scheme}://{port}-{id.lower()}.{domain}/?{proxy_access.PREVIEW_PARAM}={token}"

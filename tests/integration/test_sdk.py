@@ -93,7 +93,8 @@ async def test_published_sdk_works_unchanged(sdk: ModuleType, server: tuple[str,
     assert seen["after_resume"] == "kept across pause"
     assert seen["background_pid"] in seen["processes"]
     assert seen["exit_code"] == 3
-    # Leaving the `with` block destroyed the capsule.
+    # Leaving the `with` block destroyed the capsule: listed only when stopped ones are asked for.
     async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": key}) as http:
-        statuses = {c["status"] for c in (await http.get("/v1/capsules")).json()}
-    assert statuses == {"stopped"}
+        assert (await http.get("/v1/capsules")).json() == []
+        ended = (await http.get("/v1/capsules", params={"status": "stopped"})).json()
+    assert {c["status"] for c in ended} == {"stopped"}

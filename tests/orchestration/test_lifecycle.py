@@ -5,10 +5,12 @@ an agent failure leaves nothing half-made behind."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 from sqlalchemy import select
 
+from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models import AuditLog, Sandbox
 
 from ..controlplane.helpers import assert_error
@@ -148,6 +150,41 @@ async def test_a_failed_resume_leaves_the_capsule_paused(stack: Stack) -> None:
     assert agent.sandboxes[cid].status == "paused"
     resumed = await api.post(f"/v1/capsules/{cid}/resume", headers=alice.h)
     assert resumed.status_code == 200 and resumed.json()["status"] == "running"
+
+
+async def test_the_list_leaves_ended_capsules_out_unless_asked(stack: Stack) -> None:
+    api = stack.client
+    alice = await new_account(api)
+    ended = (await make_capsule(api, alice))["id"]
+    paused = (await make_capsule(api, alice))["id"]
+    running = (await make_capsule(api, alice))["id"]
+    assert (await api.delete(f"/v1/capsules/{ended}", headers=alice.h)).status_code == 204
+    assert (await api.post(f"/v1/capsules/{paused}/pause", headers=alice.h)).status_code == 200
+    errored = (await make_capsule(api, alice))["id"]
+    async with stack.db.sessionmaker() as session, session.begin():
+        row = await session.get(Sandbox, ids.SANDBOX.parse(errored))
+        assert row is not None
+        row.status = "error"
+
+    async def listed(params: Any = None) -> list[str]:
+        resp = await api.get("/v1/capsules", params=params, headers=alice.h)
+        assert resp.status_code == 200, resp.text
+        return [c["id"] for c in resp.json()]
+
+    # Newest first, as before; the stopped and the errored one only when asked for.
+    assert await listed() == [running, paused]
+    assert await listed({"status": ""}) == [running, paused]
+    assert await listed({"status": "stopped"}) == [ended]
+    assert await listed({"status": "error,stopped"}) == [errored, ended]
+    assert await listed([("status", "running"), ("status", "stopped, paused")]) == [
+        running,
+        paused,
+        ended,
+    ]
+    resp = await api.get("/v1/capsules", params={"status": "running,gone"}, headers=alice.h)
+    assert "gone" in assert_error(resp, 400, "invalid_request")["message"]
+    # A capsule that ended is still there by its id.
+    assert await capsule_status(api, alice, ended) == "stopped"
 
 
 async def test_destroy_of_a_capsule_the_agent_lost_still_stops_it(stack: Stack) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from .. import ids
 from ..agents.pool import HostClientPool
 from ..agents.rpc import agent_errors
 from ..agents.scheduler import Scheduler
-from ..db.models.capsules import Sandbox, Template
+from ..db.models.capsules import SANDBOX_STATUSES, Sandbox, Template
 from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
@@ -90,11 +91,26 @@ async def get_capsule(session: AsyncSession, team_id: uuid.UUID, wire_id: str) -
     return sandbox
 
 
-async def list_capsules(session: AsyncSession, team_id: uuid.UUID) -> list[Sandbox]:
-    rows = await session.scalars(
-        select(Sandbox).where(Sandbox.team_id == team_id).order_by(Sandbox.created_at.desc())
-    )
-    return list(rows)
+# What a list shows unless asked for other statuses: not the ended capsules (the Go system's).
+ENDED_STATUSES = ("stopped", "error")
+
+
+async def list_capsules(
+    session: AsyncSession, team_id: uuid.UUID, statuses: Collection[str] | None = None
+) -> list[Sandbox]:
+    """The team's capsules, newest first: those in `statuses`, or all but the ended ones."""
+    if statuses is not None:
+        unknown = sorted(set(statuses) - set(SANDBOX_STATUSES))
+        if unknown:
+            raise BadRequest(
+                f"unknown status {', '.join(unknown)}: one of {', '.join(SANDBOX_STATUSES)}"
+            )
+    query = select(Sandbox).where(Sandbox.team_id == team_id)
+    if statuses is None:
+        query = query.where(Sandbox.status.not_in(ENDED_STATUSES))
+    else:
+        query = query.where(Sandbox.status.in_(statuses))
+    return list(await session.scalars(query.order_by(Sandbox.created_at.desc())))
 
 
 async def update_capsule(

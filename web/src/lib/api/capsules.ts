@@ -4,7 +4,9 @@ import type { Input, QueryOf, Reply } from './types';
 
 type Opts = Pick<RequestOptions, 'signal' | 'timeoutMs'>;
 
-export const list = (o: Opts = {}) => request<Reply<'listCapsules'>>('GET', '/v1/capsules', o);
+/** Without `status` the API leaves stopped and errored capsules out (as the Go system does). */
+export const list = ({ status, ...o }: Opts & { status?: readonly string[] } = {}) =>
+	request<Reply<'listCapsules'>>('GET', '/v1/capsules', { ...o, query: { status: status?.join(',') } });
 
 export const get = (id: string, o: Opts = {}) => request<Reply<'getCapsule'>>('GET', `/v1/capsules/${seg(id)}`, o);
 

@@ -4233,7 +4233,10 @@ export interface operations {
 	};
 	listCapsules: {
 		parameters: {
-			query?: never;
+			query?: {
+				/** @description Only capsules in these statuses, comma-separated or repeated (`?status=stopped,error`). Without it, stopped and errored capsules are left out. */
+				status?: string[] | null;
+			};
 			header?: never;
 			path?: never;
 			cookie?: never;

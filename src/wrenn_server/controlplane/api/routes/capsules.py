@@ -46,9 +46,20 @@ async def create_capsule(
 
 
 @router.get("", operation_id="listCapsules")
-async def list_capsules(team: TeamDep, db: DatabaseDep) -> list[Capsule]:
+async def list_capsules(
+    team: TeamDep,
+    db: DatabaseDep,
+    status: Annotated[
+        list[str] | None,
+        Query(
+            description="Only capsules in these statuses, comma-separated or repeated "
+            "(`?status=stopped,error`). Without it, stopped and errored capsules are left out."
+        ),
+    ] = None,
+) -> list[Capsule]:
+    statuses = {s.strip() for v in status or () for s in v.split(",") if s.strip()} or None
     async with db.sessionmaker() as session:
-        return [Capsule.of(s) for s in await svc.list_capsules(session, team.team_id)]
+        return [Capsule.of(s) for s in await svc.list_capsules(session, team.team_id, statuses)]
 
 
 @router.get("/{id}", operation_id="getCapsule")

@@ -704,7 +704,7 @@ export interface paths {
 		 * Create Port Url
 		 * @description A link that opens `port` of the capsule in a browser until `expires_at`: the port proxy
 		 *     keeps its token as a cookie for that port's host only. Anyone holding the link can use it
-		 *     until then.
+		 *     until then, or until whoever made it loses access to the team.
 		 */
 		post: operations['createPortURL'];
 		delete?: never;

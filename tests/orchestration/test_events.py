@@ -213,8 +213,12 @@ def test_gap_in_ids_waits_for_the_earlier_event() -> None:
     team = object()
     sub = Subscription(team, 0)  # type: ignore[arg-type]
     hub._subs.add(sub)
-    hub._deliver([Row(1, team, {"n": 1}), Row(3, team, {"n": 3})])
-    hub._deliver([Row(2, team, {"n": 2}), Row(3, team, {"n": 3})])
+    hub._deliver(
+        [Row(1, team, {"event": "capsule.create"}), Row(3, team, {"event": "capsule.pause"})]
+    )
+    hub._deliver(
+        [Row(2, team, {"event": "capsule.resume"}), Row(3, team, {"event": "capsule.pause"})]
+    )
     got = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
     assert [m.id for m in got if m is not None] == [1, 2, 3]
 

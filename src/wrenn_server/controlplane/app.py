@@ -40,7 +40,7 @@ from .jobs.build_workers import Builds, BuildWorkers
 from .jobs.leadership import Leadership
 from .jobs.reconciler import Reconciler
 from .security import TokenCodec
-from .services import channels, quotas
+from .services import channels, event_wakeups, quotas
 from .services.bootstrap import bootstrap_single_box
 from .services.capsules import Hosts
 from .services.event_hub import EventHub
@@ -153,7 +153,17 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         ),
     )
 
-    event_hub = EventHub(database, poll_interval=settings.events_poll_interval_sec)
+    event_hub = EventHub(
+        database,
+        poll_interval=settings.effective_events_poll_interval,
+        wakeups=event_wakeups.wakeups_for(
+            settings.effective_events_wakeup,
+            database_url=database.url,
+            redis_url=settings.redis_url,
+            timeout=settings.events_listener_timeout_sec,
+            backoff_max=settings.events_listener_backoff_max_sec,
+        ),
+    )
     proxy_tunnels: TunnelPool[Tunnel] = TunnelPool()
 
     @asynccontextmanager

@@ -46,8 +46,9 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="redis:// URL of the template build queue. Unset: an in-process queue "
-        "(one control plane process only).",
+        description="redis:// URL of the template build queue (and of lifecycle event "
+        "wake-ups when the database is not PostgreSQL, see WRENN_EVENTS_WAKEUP). Unset: an "
+        "in-process queue (one control plane process only).",
     )
     host: str = Field(default="127.0.0.1", description="Address the REST API listens on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port the REST API listens on.")
@@ -92,11 +93,37 @@ class Settings(BaseSettings):
         description="How often the stats sampler records each team's capsule counts and "
         "reservations (0 = never).",
     )
-    events_poll_interval_sec: float = Field(
-        default=0.5,
+    events_wakeup: Literal["auto", "postgres", "redis", "local"] = Field(
+        default="auto",
+        description="How a control plane process learns at once that another one wrote "
+        "lifecycle events: 'postgres' (LISTEN/NOTIFY on the database), 'redis' (pub/sub on "
+        "WRENN_REDIS_URL), 'local' (this process's own writes only; the others' arrive with "
+        "the poll). 'auto': postgres on PostgreSQL, else redis when WRENN_REDIS_URL is set, "
+        "else local. The events table stays the source of truth: a wake-up only makes the "
+        "process read it.",
+    )
+    events_poll_interval_sec: float | None = Field(
+        default=None,
         gt=0,
-        le=10,
-        description="How often each process reads new lifecycle events for its live streams.",
+        le=300,
+        description="How often each process reads new lifecycle events without a wake-up (the "
+        "fallback for a lost one). Default: 5 s with postgres or redis wake-ups, 0.5 s with "
+        "local ones (how the events of other processes on one SQLite database arrive).",
+    )
+    events_listener_timeout_sec: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="Timeout of the wake-up listener's connection attempts and liveness "
+        "checks (PostgreSQL or Redis), seconds; a listener that fails reconnects with "
+        "backoff.",
+    )
+    events_listener_backoff_max_sec: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Longest wait between the wake-up listener's reconnection attempts, "
+        "seconds (doubling from 0.5 s).",
     )
     events_heartbeat_sec: float = Field(
         default=15.0,
@@ -344,6 +371,28 @@ class Settings(BaseSettings):
         "forgotten after an hour without failures, and a successful sign-in clears the "
         "account's.",
     )
+
+    @model_validator(mode="after")
+    def _events_wakeup(self) -> Self:
+        if self.events_wakeup == "redis" and not self.redis_url:
+            raise ValueError("WRENN_EVENTS_WAKEUP=redis needs WRENN_REDIS_URL")
+        if self.events_wakeup == "postgres" and self.effective_database_url.startswith("sqlite"):
+            raise ValueError("WRENN_EVENTS_WAKEUP=postgres needs a PostgreSQL database")
+        return self
+
+    @property
+    def effective_events_wakeup(self) -> Literal["postgres", "redis", "local"]:
+        if self.events_wakeup != "auto":
+            return self.events_wakeup
+        if not self.effective_database_url.startswith("sqlite"):
+            return "postgres"
+        return "redis" if self.redis_url else "local"
+
+    @property
+    def effective_events_poll_interval(self) -> float:
+        if self.events_poll_interval_sec is not None:
+            return self.events_poll_interval_sec
+        return 0.5 if self.effective_events_wakeup == "local" else 5.0
 
     @model_validator(mode="after")
     def _mail_settings(self) -> Self:

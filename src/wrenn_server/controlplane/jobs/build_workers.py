@@ -106,7 +106,12 @@ class BuildWorkers:
                 .where(TemplateBuild.id == build_id, TemplateBuild.status == "pending")
                 .values(status="running", started_at=utcnow())
             )
-            return bool(getattr(claimed, "rowcount", 0))
+            if not getattr(claimed, "rowcount", 0):
+                return False
+            build = await session.get(TemplateBuild, build_id)
+            if build is not None:
+                await record_build_event(session, build, audit.SYSTEM, "build_start", "info")
+            return True
 
     async def _run(self, build_id: uuid.UUID) -> None:
         task = asyncio.create_task(self.runner.run(build_id), name=f"build-{build_id}")

@@ -61,10 +61,12 @@ async def record(
     scope: Scope = "team",
     status: Status = "success",
     metadata: dict[str, Any] | None = None,
+    event_team_id: uuid.UUID | None = None,
 ) -> AuditLog | None:
     """Add one event to the caller's transaction; None (and a log line) if it could not be
     written. Never raises for a failed audit write; the caller's own pending changes are
-    flushed first, outside the savepoint, so their errors still reach the caller."""
+    flushed first, outside the savepoint, so their errors still reach the caller.
+    `event_team_id`: the team whose live stream gets the record of no team (a build)."""
     await session.flush()
     try:
         async with session.begin_nested():
@@ -82,7 +84,7 @@ async def record(
             )
             session.add(entry)
             await session.flush()
-            await events.record_from_audit(session, entry)
+            await events.record_from_audit(session, entry, team_id=event_team_id)
     except Exception:
         log.exception(
             "audit write failed (%s %s %s by %s %s); the action itself goes on",

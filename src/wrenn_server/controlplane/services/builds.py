@@ -36,7 +36,7 @@ from ..errors import (
     TooLarge,
 )
 from ..schemas.builds import CreateBuildRequest
-from . import audit
+from . import audit, events
 from .principals import Principal
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,18 @@ async def record_build_event(
     actor: audit.Actor,
     action: str,
     status: audit.Status = "success",
+    *,
+    team_id: uuid.UUID | None = None,
 ) -> None:
-    """A platform-wide (admin scope) event about a build, named after its template."""
+    """A platform-wide (admin scope) event about a build, named after its template. Its live
+    event goes to the team it was submitted from (`team_id` when submitted, else the team of
+    its first event)."""
+    wire_id = ids.BUILD.format(build.id)
+    metadata = {"build_id": wire_id, "status": build.status}
+    if build.error and build.status != "success":
+        metadata["error"] = build.error
+    if team_id is None:
+        team_id = await events.team_of_build(session, wire_id)
     await audit.record(
         session,
         actor=actor,
@@ -78,7 +88,8 @@ async def record_build_event(
         action=action,
         scope="admin",
         status=status,
-        metadata={"build_id": ids.BUILD.format(build.id), "status": build.status},
+        metadata=metadata,
+        event_team_id=team_id,
     )
 
 
@@ -144,7 +155,9 @@ async def create_build(
             await session.flush()
             if upload is not None:
                 await archive_store.store(session, build.id, path)
-            await record_build_event(session, build, principal.actor, "build_submit")
+            await record_build_event(
+                session, build, principal.actor, "build_submit", team_id=principal.team_id
+            )
     finally:
         path.unlink(missing_ok=True)
     try:

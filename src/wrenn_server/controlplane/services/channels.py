@@ -50,8 +50,8 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "capsule.destroyed": ("capsule.destroy",),
     "template.snapshot.created": ("template.snapshot.create",),
     "template.snapshot.deleted": ("template.snapshot.delete",),
-    "host.up": (),
-    "host.down": (),
+    "host.up": ("host.up",),
+    "host.down": ("host.down",),
 }
 MAX_URL = 2048
 CONCURRENCY = 16

@@ -1,28 +1,44 @@
-"""Lifecycle events for the live stream: written from the audit records of capsule and snapshot
-changes (in the same transaction, so an event exists exactly when its change committed), read
-back in id order, purged by age.
+"""Lifecycle events for the live stream: written from the audit records of capsule, snapshot,
+template build and (a team's own) host changes, in the same transaction (so an event exists
+exactly when its change committed), read back in id order, purged by age.
 
 The payload is the published SDK's `SSEEvent`: `event` (its kind, e.g. `capsule.create`),
 `outcome`, `resource` {id, type}, `actor` {type, id, name}, `metadata` (strings only), `error`,
-`sandbox` and `timestamp`.
+`sandbox` (the capsule as the API shows it, for capsule events) and `timestamp`.
+
+Writing an event also wakes the event hubs: on PostgreSQL the transaction NOTIFYs (delivered at
+commit, dropped with a rollback); in every case the hooks `on_commit` registered for the engine
+run after the commit (this process's own hub, and the Redis publisher).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, func, select, text
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
-from ..db.models import Event
+from .. import ids
+from ..db.models import Event, Sandbox
+from ..schemas.capsules import Capsule
 
 if TYPE_CHECKING:
     from ..db.models import AuditLog
 
-# (audit resource type, action) -> (event kind, new capsule status or None).
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "wrenn_events"
+_WROTE = "wrenn_events_written"
+
+# (audit resource type, action) -> (event kind, new status of the resource or None).
 _KINDS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("sandbox", "create"): ("capsule.create", "running"),
     ("sandbox", "pause"): ("capsule.pause", "paused"),
@@ -34,44 +50,151 @@ _KINDS: dict[tuple[str, str], tuple[str, str | None]] = {
     ("sandbox", "died"): ("capsule.state.changed", "error"),
     ("snapshot", "create"): ("template.snapshot.create", None),
     ("snapshot", "delete"): ("template.snapshot.delete", None),
+    ("template", "build_submit"): ("template.build.create", "pending"),
+    ("template", "build_start"): ("template.build.start", "running"),
+    ("template", "build"): ("template.build.finish", None),
+    ("template", "build_cancel"): ("template.build.cancel", "cancelled"),
+    ("host", "register"): ("host.up", "online"),
+    ("host", "marked_up"): ("host.up", "online"),
+    ("host", "marked_down"): ("host.down", "unreachable"),
+    ("host", "delete"): ("host.down", "removed"),
 }
-_RESOURCE_TYPES = {"sandbox": "sandbox", "snapshot": "template"}
+_RESOURCE_TYPES = {
+    "sandbox": "sandbox",
+    "snapshot": "template",
+    "template": "build",
+    "host": "host",
+}
+# The SDK's contract: these kinds carry no outcome (state changes, not actions).
+_NO_OUTCOME = {"capsule.state.changed", "host.up", "host.down"}
+
+# Every kind a stream may carry; the published SDK (0.3.0) parses only CONTRACT_KINDS and fails on
+# any other, so streams carry the others only when asked for them.
+KINDS: frozenset[str] = frozenset(kind for kind, _ in _KINDS.values())
+CONTRACT_KINDS: frozenset[str] = KINDS - {k for k in KINDS if k.startswith("template.build.")}
 
 
 def payload_of(entry: AuditLog) -> dict[str, Any] | None:
     """The stream's message for an audit record, or None if the record is no lifecycle event."""
     found = _KINDS.get((entry.resource_type, entry.action))
-    if found is None or entry.team_id is None:
+    if found is None:
         return None
     kind, status = found
-    metadata = {k: str(v) for k, v in (entry.metadata_ or {}).items() if v is not None}
+    source = {k: str(v) for k, v in (entry.metadata_ or {}).items() if v is not None}
+    resource_id = entry.resource_id
+    error: str | None = None
+    if entry.resource_type == "template":
+        # A build is its own resource; the template it makes is named in the metadata.
+        resource_id = source.pop("build_id", None)
+        error = source.pop("error", None)
+        source = {"template": entry.resource_id or "", **source}
+        status = status or source.get("status")
+    metadata = source
     if entry.action not in ("create", "delete") or entry.resource_type == "sandbox":
         metadata["action"] = entry.action
     if status is not None:
         metadata["to"] = status
     body: dict[str, Any] = {
         "event": kind,
-        "resource": {"id": entry.resource_id, "type": _RESOURCE_TYPES[entry.resource_type]},
+        "resource": {"id": resource_id, "type": _RESOURCE_TYPES[entry.resource_type]},
         "actor": {"type": entry.actor_type, "id": entry.actor_id, "name": entry.actor_name},
         "metadata": metadata,
         "sandbox": None,
         "timestamp": (entry.created_at or dt.datetime.now(dt.UTC)).isoformat(),
     }
-    # The contract: state changes carry no outcome; actions succeeded (failures record nothing).
-    if kind != "capsule.state.changed":
+    # Actions succeeded (failures record nothing), except a build, which may end in failure.
+    if kind == "template.build.finish" and status != "success":
+        body["outcome"] = "error"
+        body["error"] = error or f"the build ended {status}"
+    elif kind not in _NO_OUTCOME:
         body["outcome"] = "success"
     return body
 
 
-async def record_from_audit(session: AsyncSession, entry: AuditLog) -> Event | None:
-    """Add the event of an audit record to the caller's transaction (if it is one)."""
-    payload = payload_of(entry)
-    if payload is None or entry.team_id is None:
+async def _capsule(session: AsyncSession, wire_id: str | None) -> dict[str, Any] | None:
+    """The capsule as the API shows it (already in the session: the change just made it)."""
+    if wire_id is None:
         return None
-    event = Event(team_id=entry.team_id, kind=payload["event"], payload=payload)
+    try:
+        sandbox = await session.get(Sandbox, ids.SANDBOX.parse(wire_id))
+        return None if sandbox is None else Capsule.of(sandbox).model_dump(mode="json")
+    except Exception:  # the SDK's contract: null if the lookup failed
+        log.exception("capsule %s of an event not read", wire_id)
+        return None
+
+
+async def record_from_audit(
+    session: AsyncSession, entry: AuditLog, *, team_id: uuid.UUID | None = None
+) -> Event | None:
+    """Add the event of an audit record to the caller's transaction (if it is one), on the
+    stream of the record's team, or of `team_id` for a record of no team (a platform-wide
+    build, on the stream of the team it was submitted from)."""
+    payload = payload_of(entry)
+    team = entry.team_id or team_id
+    if payload is None or team is None:
+        return None
+    if entry.resource_type == "sandbox":
+        payload["sandbox"] = await _capsule(session, entry.resource_id)
+    event = Event(team_id=team, kind=payload["event"], payload=payload)
     session.add(event)
     await session.flush()
+    session.info[_WROTE] = True
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered to the listeners at commit, never for a rolled-back change.
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
     return event
+
+
+# After-commit hooks, per engine (so two applications in one process keep apart).
+_hooks: weakref.WeakKeyDictionary[Engine, list[Callable[[], None]]] = weakref.WeakKeyDictionary()
+
+
+def on_commit(engine: AsyncEngine, hook: Callable[[], None]) -> Callable[[], None]:
+    """Run `hook` (on the event loop, quickly) after each commit on `engine` that wrote events;
+    returns the function that removes it."""
+    hooks = _hooks.setdefault(engine.sync_engine, [])
+    hooks.append(hook)
+
+    def remove() -> None:
+        if hook in hooks:
+            hooks.remove(hook)
+
+    return remove
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: the outer one may still fail
+        return
+    if not session.info.pop(_WROTE, False):
+        return
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    for hook in list(_hooks.get(engine, ())):
+        try:
+            hook()
+        except Exception:
+            log.exception("event commit hook failed")
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop(_WROTE, None)
+
+
+async def team_of_build(session: AsyncSession, build_wire_id: str) -> uuid.UUID | None:
+    """The team a build was submitted from: that of its first event (None once purged)."""
+    team: uuid.UUID | None = await session.scalar(
+        select(Event.team_id)
+        .where(
+            Event.kind == "template.build.create",
+            Event.payload["resource"]["id"].as_string() == build_wire_id,
+        )
+        .order_by(Event.id.desc())
+        .limit(1)
+    )
+    return team
 
 
 async def latest_id(session: AsyncSession) -> int:

@@ -139,19 +139,23 @@ async def open_tunnel(
     async with db.sessionmaker() as session, transaction(session):
         sandbox = await capsules.get_capsule(session, access.team_id, target.capsule_id)
         status, auto_resume = sandbox.status, sandbox.auto_resume
-    if auto_resume and status in ("paused", "starting"):
-        await resumed(db, hosts, access, target.capsule_id)
-    elif status == "paused":
-        raise InvalidState(
-            f"capsule {target.capsule_id} is paused: resume it "
-            f"(POST /v1/capsules/{target.capsule_id}/resume), or set auto_resume on it, to "
-            "reach its ports"
-        )
-    async with db.sessionmaker() as session, transaction(session):
-        sandbox = await capsules.get_capsule(session, access.team_id, target.capsule_id)
-        capsules.require_status(sandbox, "running")
-        client = await hosts.client_for(session, sandbox)
+        # A running capsule, the usual case, needs no second look (one transaction less).
+        client = await hosts.client_for(session, sandbox) if status == "running" else None
         key = Key(target, (sandbox.host_id, sandbox.started_at))
+    if client is None:
+        if auto_resume and status in ("paused", "starting"):
+            await resumed(db, hosts, access, target.capsule_id)
+        elif status == "paused":
+            raise InvalidState(
+                f"capsule {target.capsule_id} is paused: resume it "
+                f"(POST /v1/capsules/{target.capsule_id}/resume), or set auto_resume on it, "
+                "to reach its ports"
+            )
+        async with db.sessionmaker() as session, transaction(session):
+            sandbox = await capsules.get_capsule(session, access.team_id, target.capsule_id)
+            capsules.require_status(sandbox, "running")
+            client = await hosts.client_for(session, sandbox)
+            key = Key(target, (sandbox.host_id, sandbox.started_at))
     if pool is not None and (kept := pool.take(key.target, key.generation)) is not None:
         return kept
     call = client.tunnel()

@@ -325,6 +325,10 @@ async def test_public_ports_need_no_credentials(stack: Stack, echo: int) -> None
         assert resp.status_code == 200, resp.text
         seen = resp.json()["headers"]
         assert "x-api-key" not in seen and "authorization" not in seen
+    # Nor any other token the platform signed (a preview token for another port, here).
+    preview = (await preview_url(stack, alice, cid, 8001)).split("wrenn_preview=")[1]
+    resp = await api.get("/", headers={**host(8000, cid), "Authorization": f"Bearer {preview}"})
+    assert resp.status_code == 200 and "authorization" not in resp.json()["headers"]
     # The app's own Authorization header (not a token of the platform) is the app's business.
     resp = await api.get("/", headers={**host(8000, cid), "Authorization": "Bearer app-own"})
     assert resp.json()["headers"]["authorization"] == "Bearer app-own"

@@ -89,3 +89,15 @@ def test_our_cookie_and_parameter_do_not_reach_the_app() -> None:
     assert proxy_cookies.split_preview_param(b"wrenn_preview=t") == (b"", "t")
     assert proxy_cookies.split_preview_param(b"x=1") == (b"x=1", None)
     assert proxy_cookies.split_preview_param(b"") == (b"", None)
+
+
+def test_tokens_signed_here_are_told_from_others() -> None:
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    expired, _ = CODEC.issue_preview(GRANT, dt.timedelta(hours=1), now=past)
+    host = CODEC.issue_host(uuid.uuid4(), dt.timedelta(minutes=5))
+    for token in (expired, host):
+        assert CODEC.signed_here(token)
+    other = TokenCodec("other-" + "k" * 40, dt.timedelta(hours=1))
+    foreign = other.issue_host(uuid.uuid4(), dt.timedelta(minutes=5))
+    for token in (foreign, "app-own-token", ""):
+        assert not CODEC.signed_here(token)

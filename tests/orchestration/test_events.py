@@ -266,3 +266,4 @@ async def test_published_sdk_stream_yields_the_create_event(start_app: StartApp,
         assert event.event.value == "capsule.create"
         assert event.outcome.value == "success"
         assert event.resource.id == capsule["id"]
+        assert event.sandbox is not None and event.sandbox.id == capsule["id"]

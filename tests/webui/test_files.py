@@ -62,6 +62,7 @@ def serve_files(api: MockApi) -> Callable[[Route], Awaitable[None]]:
 async def open_files(page: Page, api: MockApi) -> Locator:
     api.on("GET", "/v1/capsules/cl-aaa", {"json": capsule("cl-aaa")})
     api.on("GET", "/v1/capsules/cl-aaa/metrics", {"json": {"points": []}})
+    api.on("GET", "/v1/capsules/cl-aaa/ports", {"json": {"ports": []}})
     serve_files(api)
     await page.goto("/dashboard/capsules/cl-aaa")
     files = page.get_by_role("region", name="Files")

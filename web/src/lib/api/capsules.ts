@@ -1,4 +1,4 @@
-// Capsules of the current team: list, one, create, pause/resume/destroy, metrics and stats.
+// Capsules of the current team: list, one, create, pause/resume/destroy, metrics and stats, ports.
 import { request, seg, type RequestOptions } from './client';
 import type { Input, QueryOf, Reply } from './types';
 
@@ -26,3 +26,10 @@ export const metrics = (id: string, range: QueryOf<'getCapsuleMetrics'>['range']
 
 export const stats = (range: QueryOf<'getCapsuleStats'>['range'], o: Opts = {}) =>
 	request<Reply<'getCapsuleStats'>>('GET', '/v1/capsules/stats', { ...o, query: { range } });
+
+export const ports = (id: string, o: Opts = {}) =>
+	request<Reply<'listCapsulePorts'>>('GET', `/v1/capsules/${seg(id)}/ports`, o);
+
+/** A short-lived link that opens one port of the capsule in a browser. */
+export const portUrl = (id: string, port: number, o: Opts = {}) =>
+	request<Reply<'createPortURL'>>('POST', `/v1/capsules/${seg(id)}/ports/${port}/url`, o);

@@ -691,6 +691,27 @@ export interface paths {
 		patch?: never;
 		trace?: never;
 	};
+	'/v1/capsules/{id}/ports': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/**
+		 * List Ports
+		 * @description The TCP ports listening in a running capsule, each with its URL through the port proxy
+		 *     (under WRENN_PROXY_DOMAIN, else under the host this request was sent to).
+		 */
+		get: operations['listCapsulePorts'];
+		put?: never;
+		post?: never;
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
 	'/v1/capsules/{id}/ports/{port}/url': {
 		parameters: {
 			query?: never;
@@ -913,11 +934,13 @@ export interface paths {
 		/**
 		 * Stream your team's lifecycle events (server-sent events)
 		 * @description Capsule (`capsule.create`, `capsule.pause`, `capsule.resume`, `capsule.destroy`,
-		 *     `capsule.state.changed`) and snapshot (`template.snapshot.create`/`delete`) events of the
-		 *     caller's team. Each message has an `id:` (increasing), an `event:` line with its kind and a
-		 *     `data:` line with the JSON body the SDK's `SSEEvent` describes. The first message is
-		 *     `connected`; an idle stream gets a `: keepalive` comment line. Send `Last-Event-ID` to
-		 *     receive what was missed since that event (kept for `WRENN_EVENTS_RETENTION_HOURS`).
+		 *     `capsule.state.changed`, with the capsule in `sandbox`), snapshot
+		 *     (`template.snapshot.create`/`delete`) and host (`host.up`/`down` for the team's own hosts)
+		 *     events of the caller's team, and its template builds' events when asked for (`kinds`).
+		 *     Each message has an `id:` (increasing), an `event:` line with its kind and a `data:` line
+		 *     with the JSON body the SDK's `SSEEvent` describes. The first message is `connected`; an
+		 *     idle stream gets a `: keepalive` comment line. Send `Last-Event-ID` to receive what was
+		 *     missed since that event (kept for `WRENN_EVENTS_RETENTION_HOURS`).
 		 */
 		get: operations['streamEvents'];
 		put?: never;
@@ -2245,6 +2268,31 @@ export interface components {
 			 */
 			truncated?: boolean;
 		};
+		/** ListeningPort */
+		ListeningPort: {
+			/**
+			 * Address
+			 * @description The widest address the port listens on in the capsule: 0.0.0.0 or :: for every address, 127.0.0.1 or ::1 for loopback only (the port proxy reaches both).
+			 */
+			address: string;
+			/**
+			 * Command
+			 * @description That process's command line.
+			 */
+			command: string | null;
+			/**
+			 * Pid
+			 * @description A process holding the socket, when one is found.
+			 */
+			pid: number | null;
+			/** Port */
+			port: number;
+			/**
+			 * Url
+			 * @description The port's address through the port proxy.
+			 */
+			url: string;
+		};
 		/** LoginRequest */
 		LoginRequest: {
 			/** Email */
@@ -2322,6 +2370,11 @@ export interface components {
 		PathRequest: {
 			/** Path */
 			path: string;
+		};
+		/** PortListResponse */
+		PortListResponse: {
+			/** Ports */
+			ports: components['schemas']['ListeningPort'][];
 		};
 		/** PortURL */
 		PortURL: {
@@ -4647,6 +4700,28 @@ export interface operations {
 			};
 		};
 	};
+	listCapsulePorts: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['PortListResponse'];
+				};
+			};
+		};
+	};
 	createPortURL: {
 		parameters: {
 			query?: never;
@@ -5170,7 +5245,10 @@ export interface operations {
 	};
 	streamEventsAlias: {
 		parameters: {
-			query?: never;
+			query?: {
+				/** @description Comma-separated event kinds, or prefixes of whole words (`capsule`, `template.build`, `host`), the stream carries. Default: the kinds of the published contract (capsule, snapshot and host events); template build events (`template.build.create`, `.start`, `.finish`, `.cancel`) only when asked for, since the published SDK rejects kinds it does not know. */
+				kinds?: string | null;
+			};
 			header?: {
 				'last-event-id'?: string | null;
 			};
@@ -5219,7 +5297,10 @@ export interface operations {
 	};
 	streamEvents: {
 		parameters: {
-			query?: never;
+			query?: {
+				/** @description Comma-separated event kinds, or prefixes of whole words (`capsule`, `template.build`, `host`), the stream carries. Default: the kinds of the published contract (capsule, snapshot and host events); template build events (`template.build.create`, `.start`, `.finish`, `.cancel`) only when asked for, since the published SDK rejects kinds it does not know. */
+				kinds?: string | null;
+			};
 			header?: {
 				'last-event-id'?: string | null;
 			};

@@ -7,6 +7,7 @@ events carry the capsule in `sandbox`."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import httpx
@@ -19,8 +20,10 @@ from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.services import host_liveness
 from wrenn_server.hostagent import tls
 
+from ..waiting import wait_for
 from .conftest import StartApp
 from .helpers import Account, make_capsule, new_account, new_admin
+from .test_channels import LOOPBACK, Receiver, receiver  # noqa: F401 (a fixture)
 from .test_events import Frame, Stream, served, stream
 
 
@@ -51,6 +54,32 @@ async def _build(client: httpx.AsyncClient, admin: Account, name: str, recipe: l
     assert resp.status_code == 201, resp.text
     build_id: str = resp.json()["id"]
     return build_id
+
+
+async def _enable_byoc(api: httpx.AsyncClient, root: Account, team: Account) -> None:
+    resp = await api.put(
+        f"/v1/admin/teams/{team.team_id}/byoc", json={"enabled": True}, headers=root.jwt
+    )
+    assert resp.status_code == 204, resp.text
+
+
+async def _byoc_host(api: httpx.AsyncClient, owner: Account) -> tuple[str, str]:
+    """A host of `owner`'s team, registered at a loopback address: its id and host token."""
+    resp = await api.post(
+        "/v1/hosts", json={"type": "byoc", "team_id": owner.team_id}, headers=owner.jwt
+    )
+    assert resp.status_code == 201, resp.text
+    created: dict[str, Any] = resp.json()
+    resp = await api.post(
+        "/v1/hosts/register",
+        json={
+            "token": created["registration_token"],
+            "address": "127.0.0.1:1",
+            "tls_certificate": tls.generate().cert_pem.decode(),
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    return created["host"]["id"], resp.json()["token"]
 
 
 async def test_build_events_reach_the_submitting_team_that_asks_for_them(
@@ -103,27 +132,9 @@ async def test_byoc_host_events_reach_the_hosts_team_only(start_app: StartApp) -
         api = stack.client
         root = await new_admin(api, stack.db)
         ada, bob = await new_account(api), await new_account(api)
-        resp = await api.put(
-            f"/v1/admin/teams/{ada.team_id}/byoc", json={"enabled": True}, headers=root.jwt
-        )
-        assert resp.status_code == 204, resp.text
+        await _enable_byoc(api, root, ada)
         async with stream(url, ada.jwt) as ada_events, stream(url, bob.h) as bobs:
-            resp = await api.post(
-                "/v1/hosts", json={"type": "byoc", "team_id": ada.team_id}, headers=ada.jwt
-            )
-            assert resp.status_code == 201, resp.text
-            created: dict[str, Any] = resp.json()
-            host_id = created["host"]["id"]
-            resp = await api.post(
-                "/v1/hosts/register",
-                json={
-                    "token": created["registration_token"],
-                    "address": "127.0.0.1:1",
-                    "tls_certificate": tls.generate().cert_pem.decode(),
-                },
-            )
-            assert resp.status_code == 201, resp.text
-            host_token = resp.json()["token"]
+            host_id, host_token = await _byoc_host(api, ada)
             (registered,) = await _frames(ada_events, host_id, 1)
 
             # Not heard from: unreachable; heartbeats again: online; removed.
@@ -174,3 +185,34 @@ async def test_capsule_events_carry_the_capsule(start_app: StartApp) -> None:
         assert created.data["sandbox"]["status"] == "running"
         assert created.data["sandbox"]["template"] == capsule["template"]
         assert paused.data["sandbox"]["status"] == "paused"
+
+
+async def test_host_events_reach_a_channel_that_asked_for_them(
+    start_app: StartApp,
+    receiver: tuple[Receiver, str],  # noqa: F811 (the fixture imported above)
+) -> None:
+    rec, url = receiver
+    settings = {"byoc_allowed_networks": LOOPBACK, "channel_delivery_interval_sec": 0.1}
+    async with start_app(**settings) as stack:
+        api = stack.client
+        root = await new_admin(api, stack.db)
+        ada = await new_account(api)
+        await _enable_byoc(api, root, ada)
+        body = {
+            "name": "hosts",
+            "provider": "webhook",
+            "config": {"url": url + "/hook"},
+            "events": ["host.up", "host.down"],
+        }
+        resp = await api.post("/v1/channels", json=body, headers=ada.h)
+        assert resp.status_code == 201, resp.text
+        await make_capsule(api, ada)  # not asked for: never sent
+        host_id, _ = await _byoc_host(api, ada)
+        resp = await api.delete(f"/v1/hosts/{host_id}", headers=ada.jwt)
+        assert resp.status_code == 204, resp.text
+        await wait_for(lambda: len(rec.received) >= 2, 20, what="two deliveries")
+        sent = [json.loads(raw) for _, raw in rec.received]
+        assert [(e["event"], e["resource"]["id"]) for e in sent] == [
+            ("host.up", host_id),
+            ("host.down", host_id),
+        ]

@@ -35,7 +35,7 @@ from .helpers import make_capsule, new_account
 from .test_events import served, stream
 
 SLOW_POLL = 60.0  # far longer than any wait below: an event in time came with a wake-up
-PROMPT = 5.0
+PROMPT = 10.0
 
 OwnApp = Callable[..., contextlib.AbstractAsyncContextManager[Stack]]
 

@@ -182,6 +182,7 @@ ROWS: tuple[Row, ...] = (
     Row("post", "/v1/capsules/{id}/exec", NOT_RUNNING, body={"cmd": "true"}),
     Row("get", "/v1/capsules/{id}/processes", NOT_RUNNING),
     Row("delete", "/v1/capsules/{id}/processes/{selector}", NOT_RUNNING),
+    Row("get", "/v1/capsules/{id}/ports", NOT_RUNNING),
     Row("post", "/v1/capsules/{id}/files/write", NOT_RUNNING),
     Row("post", "/v1/capsules/{id}/files/stream/write", NOT_RUNNING),
     Row("post", "/v1/capsules/{id}/files/read", NOT_RUNNING, body={"path": "/etc/hostname"}),

@@ -1,8 +1,10 @@
 """Port proxy benchmark: a small GET's round trip through the proxy (`{port}-{id}.<domain>` as
 Host, to the control plane) vs the same request straight to the capsule's address from the host
 (the baseline, measured in the same run), with a new connection per request and with one kept
-alive; a 1 GiB download's throughput both ways, with the control plane's RSS during it; and a
-WebSocket echo's round trip both ways. Prints medians and p95.
+alive, and over one Tunnel call straight to the host agent (its and envd's part alone); a 1 GiB
+download's throughput both ways, with the control plane's RSS and the CPU time of the control
+plane and the host agent during it; and a WebSocket echo's round trip both ways. Prints medians
+and p95.
 
     sudo uv run python -m bench.proxy_bench [--iterations N]
 
@@ -13,6 +15,7 @@ does not disturb a running platform or the other benches.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import http.client
 import json
@@ -29,6 +32,8 @@ import httpx
 import httpx_ws
 
 from tests.integration.test_rest_proxy import WS_ECHO
+from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ._common import agent, free_port, report, stats
 
@@ -102,6 +107,30 @@ def round_trips(endpoint: Endpoint, n: int, keep_alive: bool) -> list[float]:
     return samples
 
 
+async def tunnel_round_trips(target: str, cid: str, n: int) -> list[float]:
+    """The same GET over one Tunnel call straight to the host agent: the agent and envd's part
+    of a proxied request, without the control plane."""
+    request = b"GET / HTTP/1.1\r\nHost: capsule\r\n\r\n"
+    samples = []
+    async with AgentClient(target, SECRET) as c:
+        call = c.tunnel()
+        await call.write(pb.TunnelFrame(open=pb.TunnelOpen(sandbox_id=cid, port=HTTP_PORT)))
+        await call.read()
+        try:
+            for _ in range(n):
+                t = time.perf_counter()
+                await call.write(pb.TunnelFrame(data=request))
+                received = b""
+                while not received.endswith(b"\r\n\r\nok\n"):
+                    frame = await call.read()
+                    assert isinstance(frame, pb.TunnelFrame) and frame.data, "tunnel ended"
+                    received += frame.data
+                samples.append(time.perf_counter() - t)
+        finally:
+            call.cancel()
+    return samples
+
+
 def download(endpoint: Endpoint, size: int) -> float:
     """Seconds to receive `size` bytes of one response."""
     address, port, headers = endpoint
@@ -139,6 +168,25 @@ def peak_rss(pid: int) -> Iterator[Callable[[], float]]:
     finally:
         done.set()
         thread.join()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def agent_pid(target: str) -> int | None:
+    """The host agent process listening at `target` (started by the bench), if found."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"agent" in argv and target.encode() in argv:
+                return int(proc.name)
+    return None
 
 
 def rss_mb(pid: int) -> float:
@@ -215,14 +263,21 @@ def run(args: argparse.Namespace, api: str, cp_pid: int, key: str, cid: str, ip:
         via = round_trips(proxied, n, keep_alive)
         report(f"GET round trip, direct ({kind})", base)
         report(f"GET round trip, proxied ({kind})", via, baseline=stats(base)["p50"])
+    agent_only = asyncio.run(tunnel_round_trips(args.target, cid, n))
+    report("GET round trip, agent Tunnel kept open", agent_only, baseline=stats(base)["p50"])
 
     idle_rss = rss_mb(cp_pid)
     rates: dict[str, list[float]] = {"direct": [], "proxied": []}
     peak = 0.0
+    pids = {"control plane": cp_pid, "host agent": agent_pid(args.target)}
+    cpu = dict.fromkeys(pids, 0.0)
     for _ in range(args.downloads):
         rates["direct"].append(GIB / download(direct, GIB) / 1e6)
+        before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
         with peak_rss(cp_pid) as seen:
             rates["proxied"].append(GIB / download(proxied, GIB) / 1e6)
+        for name, start in before.items():
+            cpu[name] += cpu_seconds(pids[name] or 0) - start
         peak = max(peak, seen())
     base_rate = stats(rates["direct"])["p50"]
     for name, values in rates.items():
@@ -232,6 +287,8 @@ def run(args: argparse.Namespace, api: str, cp_pid: int, key: str, cid: str, ip:
             line += f"   p50/baseline {s['p50'] / base_rate:5.2f}x"
         print(f"{line}   (n={len(values)})", flush=True)
     print(f"control plane RSS: {idle_rss:.1f} MB before, {peak:.1f} MB at most while proxying")
+    spent = ", ".join(f"{name} {seconds / args.downloads:.1f} s" for name, seconds in cpu.items())
+    print(f"CPU time per proxied GiB: {spent}")
 
     ws_proxied = {"Host": f"{WS_PORT}-{cid}.localhost", "X-API-Key": key}
     wait_until(lambda: bool(ws_round_trips(f"http://{ip}:{WS_PORT}", {}, 1)), "the echo server")
@@ -270,6 +327,7 @@ def main() -> None:
                 lambda: httpx.get(f"{api}/health", trust_env=False).status_code == 200,
                 "the control plane",
             )
+            args.target = target
             measure(args, api, cp.pid)
         finally:
             cp.terminate()

@@ -159,11 +159,15 @@ async def test_exec(api: httpx.AsyncClient, user: Account, capsule: dict[str, An
     res = await exec_(cmd="printf", args=["\\377\\376\\000ok"])
     assert res["encoding"] == "base64"
     assert base64.b64decode(res["stdout"]) == b"\xff\xfe\x00ok"
-    # The timeout kills the command.
+    # The timeout kills the command and fails the call (the Go system's 502 agent_error).
     started = time.monotonic()
-    res = await exec_(cmd="sleep 30", timeout_sec=1)
-    assert res["exit_code"] != 0 and time.monotonic() - started < 10
-    assert res["duration_ms"] >= 900
+    resp = await api.post(
+        f"/v1/capsules/{capsule['id']}/exec",
+        json={"cmd": "sleep 30", "timeout_sec": 1},
+        headers=user.h,
+    )
+    assert_error(resp, 502, "agent_error")
+    assert 0.9 <= time.monotonic() - started < 10
     res = await exec_(cmd="no-such-binary-here")
     assert res["exit_code"] == 127
 

@@ -261,14 +261,16 @@ class ProcessTable:
 
 
 def signal_session(sid: int, sig: int) -> None:
-    """Send `sig` to every process of session `sid`: its process group, then any stragglers."""
+    """Send `sig` to the process tree started as session `sid`: its process group, then every
+    other member of the session and every descendant (one that called setsid is still a child
+    of its parent until that parent dies, so the tree is read before anything is killed)."""
     rounds = 3 if sig == signal.SIGKILL else 1  # SIGKILL again catches anything forked meanwhile
     for _ in range(rounds):
+        others = tree_members(sid, skip_group=True)
         try:
             os.killpg(sid, sig)
         except OSError:
             pass
-        others = session_members(sid, skip_group=True)
         for pid in others:
             try:
                 os.kill(pid, sig)
@@ -283,11 +285,38 @@ def session_members(sid: int, skip_group: bool = False) -> List[int]:
 
     With `skip_group`, members of process group `sid` are left out (killpg reached them).
     """
-    members: List[int] = []
+    return [
+        pid
+        for pid, (_ppid, pgrp, session) in _live_stats().items()
+        if session == sid and not (skip_group and pgrp == sid)
+    ]
+
+
+def tree_members(sid: int, skip_group: bool = False) -> List[int]:
+    """The session's members plus the descendants of process `sid` (which may have left the
+    session with setsid); with `skip_group`, members of process group `sid` are left out."""
+    stats = _live_stats()
+    children: Dict[int, List[int]] = {}
+    for pid, (ppid, _pgrp, _session) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    found = {pid for pid, (_ppid, _pgrp, session) in stats.items() if session == sid}
+    stack = list(found | {sid})
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    found.discard(sid)
+    return sorted(pid for pid in found if not (skip_group and stats[pid][1] == sid))
+
+
+def _live_stats() -> Dict[int, Tuple[int, int, int]]:
+    """(ppid, process group, session) of every live (not zombie) process, from /proc."""
+    stats: Dict[int, Tuple[int, int, int]] = {}
     try:
         names = os.listdir("/proc")
     except OSError:
-        return members
+        return stats
     for name in names:
         if not name.isdigit():
             continue
@@ -298,9 +327,7 @@ def session_members(sid: int, skip_group: bool = False) -> List[int]:
             continue
         # The command name (field 2) may contain spaces and parentheses: split after its end.
         fields = raw[raw.rfind(b")") + 2 :].split()
-        if len(fields) < 4 or fields[0] == b"Z" or int(fields[3]) != sid:
+        if len(fields) < 4 or fields[0] == b"Z":
             continue
-        if skip_group and int(fields[2]) == sid:
-            continue
-        members.append(int(name))
-    return members
+        stats[int(name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
+    return stats

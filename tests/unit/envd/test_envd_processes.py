@@ -140,6 +140,30 @@ def test_sigkill_kills_the_whole_tree(envd: Envd) -> None:
     wait_session_gone(stream.pid)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return raw[raw.rfind(b")") + 2 :].split()[0] != b"Z"
+
+
+def test_sigkill_reaches_a_descendant_that_left_the_session(envd: Envd) -> None:
+    # setsid: neither in the process group nor in the session any more, still a descendant.
+    cmd = (
+        "python3 -c 'import os, time; os.setsid(); print(os.getpid(), flush=True); "
+        "time.sleep(300)' & wait"
+    )
+    with envd.start(cmd=cmd) as stream:
+        stream.wait_for(b"\n")
+        escaped = int(stream.stdout)
+        assert _alive(escaped) and escaped not in session_alive(stream.pid)
+        response = envd.client.post(f"/processes/{stream.pid}/signal", json={"signal": "SIGKILL"})
+        assert response.status_code == 204
+        assert stream.finish()["signal"] == 9
+    wait_until(lambda: not _alive(escaped), what="the escaped process to die")
+
+
 def test_signals_by_name_and_number(envd: Envd) -> None:
     for signal_value, code, number in (("SIGTERM", 143, 15), ("int", 130, 2), (15, 143, 15)):
         with envd.start(cmd="sleep", args=["300"]) as stream:

@@ -21,11 +21,15 @@ async def run(
     client: AgentClient, request: pb.ExecRequest, timeout_sec: int, max_output_bytes: int
 ) -> tuple[pb.ExecResponse, int]:
     """Run a command to completion; returns its result and how long it took in ms. The agent
-    keeps at most `max_output_bytes` of each stream (and says when it cut one)."""
+    keeps at most `max_output_bytes` of each stream (and says when it cut one). A command still
+    running at `timeout_sec` has its process tree killed by the agent and fails the call, as in
+    the Go system (502 agent_error), rather than answering with the killed command's result."""
     request.max_output_bytes = max_output_bytes
     started = time.monotonic()
     with agent_errors(not_found=BadRequest):
         res = await client.exec(request, timeout=timeout_sec + EXEC_RPC_MARGIN_SEC)
+    if res.timed_out:
+        raise HostAgentError(f"the command timed out after {timeout_sec} s and was killed")
     # An agent that ignores the limit (an older one, or a host that is not ours to trust) does
     # not get more through.
     if len(res.stdout) > max_output_bytes:

@@ -432,7 +432,7 @@ async def test_reattach_detach_leaves_process_running(stack: Stack) -> None:
         assert r.status_code == 204
 
 
-# -- refusals before the upgrade ---------------------------------------------------------------
+# -- streams that cannot start -----------------------------------------------------------------
 
 ENDPOINTS = ["exec/stream", "pty", "processes/1/stream"]
 
@@ -458,20 +458,72 @@ async def _refusal(http: httpx.AsyncClient, url: str) -> tuple[int, str]:
     return status, raw.json()["error"]["code"]
 
 
-async def test_unauthenticated_refused(stack: Stack) -> None:
-    for headers in ({}, {"X-API-Key": "wrn_not-a-real-key"}, {"Authorization": "Bearer nope"}):
+async def _error_frame(http: httpx.AsyncClient, url: str, first: Any = None) -> tuple[Any, int]:
+    """What a stream that cannot start says on the accepted socket (after `first`, if given),
+    and the socket's close code."""
+    async with open_ws(http, url) as ws:
+        if first is not None:
+            await ws.send_json(first)
+        msg = await next_json(ws)
+        return msg, await assert_closed(ws)
+
+
+def _error(endpoint: str, data: str) -> dict[str, Any]:
+    """The Go system's error message: a PTY's says it ends the session."""
+    return {"type": "error", "data": data} | ({"fatal": True} if endpoint == "pty" else {})
+
+
+async def test_wrong_credentials_refused(stack: Stack) -> None:
+    for headers in ({"X-API-Key": "wrn_" + "0" * 64}, {"Authorization": "Bearer nope"}):
         async with stack.client(**headers) as http:
             for endpoint in ENDPOINTS:
                 status, code = await _refusal(http, path(stack, endpoint))
                 assert (status, code) == (401, "unauthorized"), (headers, endpoint)
 
 
-async def test_other_team_capsule_refused(stack: Stack) -> None:
+async def test_no_credentials_then_an_auth_message(stack: Stack) -> None:
+    async with stack.client() as http:
+        # A browser's way: the first message carries the JWT (or an API key).
+        async with open_ws(http, path(stack, "exec/stream")) as ws:
+            await ws.send_json({"type": "auth", "token": stack.token})
+            await ws.send_json({"type": "start", "cmd": "echo $((6 * 7))"})
+            _, out, _ = await collect(ws)
+        assert out == "42\n"
+        async with open_ws(http, path(stack, "pty")) as ws:
+            await ws.send_json({"type": "auth", "token": stack.key})
+            await ws.send_json({"type": "start", "cmd": "/bin/sh", "cols": 80, "rows": 24})
+            started = await next_control(ws)
+            assert started["type"] == "started"
+            await ws.send_json({"type": "kill"})
+            assert (await next_control(ws))["type"] == "exit"
+        for endpoint in ENDPOINTS:
+            msg, code = await _error_frame(http, path(stack, endpoint), {"type": "auth"})
+            assert msg["type"] == "error" and code == 1008, endpoint
+            assert msg["data"].startswith("authentication failed"), msg
+            msg, code = await _error_frame(
+                http, path(stack, endpoint), {"type": "auth", "token": "not-a-token"}
+            )
+            assert msg["data"].startswith("authentication failed") and code == 1008, msg
+        # Nothing sent within the deadline.
+        started = time.monotonic()
+        msg, code = await _error_frame(http, path(stack, "exec/stream"))
+        assert msg["data"].startswith("authentication failed") and code == 1008, msg
+        assert 4 <= time.monotonic() - started < 20
+
+
+async def test_other_team_missing_capsule_and_process(stack: Stack) -> None:
     async with stack.client(**{"X-API-Key": stack.other_key}) as http:
         for endpoint in ENDPOINTS:
-            status, code = await _refusal(http, path(stack, endpoint))
-            assert (status, code) == (404, "not_found"), endpoint
+            msg, code = await _error_frame(http, path(stack, endpoint))
+            assert (msg, code) == (_error(endpoint, "capsule not found"), 1008), endpoint
     async with stack.team_a() as http:
         missing = "sb-00000000-0000-4000-8000-000000000000"
-        assert await _refusal(http, f"/v1/capsules/{missing}/pty") == (404, "not_found")
-        assert await _refusal(http, "/v1/capsules/not-an-id/pty") == (404, "not_found")
+        msg, code = await _error_frame(http, f"/v1/capsules/{missing}/pty")
+        assert (msg, code) == (_error("pty", "capsule not found"), 1008)
+        msg, code = await _error_frame(http, "/v1/capsules/not-an-id/exec/stream")
+        assert msg["type"] == "error" and code == 1008
+        # The capsule is there, the process is not.
+        msg, code = await _error_frame(http, path(stack, "processes/999999/stream"))
+        assert (msg, code) == (_error("exec/stream", "process not found"), 1008)
+        msg, code = await _error_frame(http, path(stack, "pty"), {"type": "connect", "tag": "x"})
+        assert (msg, code) == (_error("pty", "PTY session not found"), 1008)

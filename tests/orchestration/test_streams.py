@@ -137,21 +137,47 @@ async def test_exec_stream_stop_and_disconnect_kill_the_process(stack: Stack) ->
     assert processes[pid].signal == 9
 
 
+async def error_then_close(ws: WS) -> tuple[dict[str, Any], int]:
+    """The error message a stream that cannot start sends, and the socket's close code."""
+    return await next_json(ws), await closed_with(ws)
+
+
 async def test_exec_stream_refusals(stack: Stack) -> None:
     alice, cid = await _capsule(stack)
     bob = await new_account(stack.client)
     url = f"/v1/capsules/{cid}/exec/stream"
-    # The upgrade is refused with the REST answer: no credentials, another team's, not running.
-    for headers, status, code in (({}, 401, "unauthorized"), (bob.h, 404, "not_found")):
-        assert_error(await refused(stack, url, headers), status, code)
+    # Credentials that are sent but wrong refuse the upgrade with the REST answer.
+    for headers in ({"X-API-Key": "wrn_" + "0" * 64}, {"Authorization": "Bearer nope"}):
+        assert_error(await refused(stack, url, headers), 401, "unauthorized")
+    # A stream that cannot start opens and says why in an error message (the Go system's shape):
+    # another team's capsule, one that is not running.
+    async with open_ws(stack, url, bob.h) as ws:
+        await ws.send_json({"type": "start", "cmd": "true"})  # as the SDK does, at once
+        msg, code = await error_then_close(ws)
+    assert (msg, code) == ({"type": "error", "data": "capsule not found"}, 1008)
     assert (
         await stack.client.post(f"/v1/capsules/{cid}/pause", headers=alice.h)
     ).status_code == 200
-    assert_error(await refused(stack, url, alice.h), 409, "invalid_state")
+    async with open_ws(stack, url, alice.h) as ws:
+        msg, code = await error_then_close(ws)
+    assert msg["type"] == "error" and "paused" in msg["data"] and code == 1008
+    assert set(msg) == {"type", "data"}
+    async with open_ws(stack, f"/v1/capsules/{cid}/pty", alice.h) as ws:
+        msg, code = await error_then_close(ws)
+    assert msg["type"] == "error" and msg["fatal"] is True and code == 1008
     assert "ExecStream" not in stack.agent.calls
     assert (
         await stack.client.post(f"/v1/capsules/{cid}/resume", headers=alice.h)
     ).status_code == 200
+    # The capsule's host unreachable: the platform's failure, 1011.
+    stack.agent.faults.unavailable = True
+    try:
+        async with open_ws(stack, url, alice.h) as ws:
+            await ws.send_json({"type": "start", "cmd": "true"})
+            msg, code = await error_then_close(ws)
+    finally:
+        stack.agent.faults.unavailable = False
+    assert msg["type"] == "error" and code == 1011
 
     # A first message that is not a start, and a program the capsule does not have.
     async with open_ws(stack, url, alice.h) as ws:
@@ -166,6 +192,47 @@ async def test_exec_stream_refusals(stack: Stack) -> None:
             "data": "program not found: no-such-program",
         }
         assert await closed_with(ws) == 1008
+
+
+async def test_a_first_auth_message_authenticates_a_browser(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, cid = await _capsule(stack)
+    bob = await new_account(stack.client)
+    url = f"/v1/capsules/{cid}/exec/stream"
+    # No credentials in the request: the first message carries them, a JWT or an API key.
+    for token in (alice.token, alice.key):
+        async with open_ws(stack, url, {}) as ws:
+            await ws.send_json({"type": "auth", "token": token})
+            await ws.send_json({"type": "start", "cmd": "echo hi"})
+            msgs, out, _ = await collect(ws)
+            assert await closed_with(ws) == 1000
+        assert out == "hi\n" and msgs[-1] == {"type": "exit", "exit_code": 0}
+    async with open_ws(stack, f"/v1/capsules/{cid}/pty", {}) as ws:
+        await ws.send_json({"type": "auth", "token": alice.token})
+        await ws.send_json({"type": "start", "cmd": "bash"})
+        assert (await next_json(ws))["type"] == "started"
+    # Another team's token finds no capsule; a bad token, a message of another type, no token.
+    async with open_ws(stack, url, {}) as ws:
+        await ws.send_json({"type": "auth", "token": bob.key})
+        assert await error_then_close(ws) == ({"type": "error", "data": "capsule not found"}, 1008)
+    for first in (
+        {"type": "auth", "token": "not-a-jwt"},
+        {"type": "auth", "token": "wrn_" + "0" * 64},
+        {"type": "start", "cmd": "echo hi"},
+        {"type": "auth"},
+    ):
+        async with open_ws(stack, url, {}) as ws:
+            await ws.send_json(first)
+            msg, code = await error_then_close(ws)
+        assert msg["type"] == "error" and msg["data"].startswith("authentication failed"), first
+        assert code == 1008
+    # Nothing sent: the socket is not held open past the deadline.
+    monkeypatch.setattr("wrenn_server.controlplane.api.ws.AUTH_MESSAGE_TIMEOUT", 0.5)
+    async with open_ws(stack, url, {}) as ws:
+        msg, code = await error_then_close(ws)
+    assert msg["type"] == "error" and "auth" in msg["data"] and code == 1008
+    assert stack.agent.calls.count("ExecStream") == 3
 
 
 async def test_a_capsule_dying_ends_its_streams(stack: Stack) -> None:
@@ -259,7 +326,9 @@ async def test_rest_exec_results_timeouts_and_truncation(stack: Stack) -> None:
     done = (await run(cmd="echo out; echo err >&2; exit 4")).json()
     assert (done["stdout"], done["stderr"], done["exit_code"]) == ("out\n", "err\n", 4)
     assert done["sandbox_id"] == cid
+    # Past its timeout the command is killed and the call fails, as in the Go system.
     slow = await run(cmd="sleep", args=["300"], timeout_sec=1)
-    assert slow.status_code == 200 and slow.json()["exit_code"] == 137
+    assert "timed out after 1 s" in assert_error(slow, 502, "agent_error")["message"]
+    assert [p for p in stack.agent.sandboxes[cid].processes.values() if p.running] == []
     missing = await run(cmd="no-such-program", args=[])
     assert_error(missing, 400, "invalid_request")

@@ -12,10 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .channel import Channel, ChannelClosed, SessionError
 
 FIRST_MESSAGE_TIMEOUT = 60.0  # seconds the caller has to send its first message
+AUTH_MESSAGE_TIMEOUT = 5.0  # seconds a caller without credentials has to send its auth message
 
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+class Auth(_Message):
+    """`{"type": "auth", "token": <JWT or API key>}`: how a browser, which cannot set headers on
+    a WebSocket, authenticates (the Go system's first message)."""
+
+    token: str = Field(min_length=1, max_length=8192)
 
 
 class ExecStart(_Message):
@@ -82,11 +90,13 @@ def parse(model: type[M], msg: dict[str, Any]) -> M:
         raise SessionError(f"invalid {msg['type']} message: {'; '.join(problems)}") from None
 
 
-async def first_message(channel: Channel, *types: str) -> dict[str, Any]:
-    """The caller's first message, which must come within FIRST_MESSAGE_TIMEOUT and be one of
-    `types`."""
+async def first_message(
+    channel: Channel, *types: str, timeout: float | None = None
+) -> dict[str, Any]:
+    """The caller's first message, which must come within `timeout` seconds (default
+    FIRST_MESSAGE_TIMEOUT) and be one of `types`."""
     try:
-        async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT):
+        async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT if timeout is None else timeout):
             raw = await channel.receive()
     except TimeoutError:
         raise SessionError(f"no {' or '.join(types)} message received in time") from None

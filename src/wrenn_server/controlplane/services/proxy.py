@@ -87,8 +87,13 @@ class Tunnel:
         self._ahead: asyncio.Task[bytes] | None = None
 
     async def send(self, data: bytes) -> None:
-        for start in range(0, len(data), FRAME):
-            await self._call.write(pb.TunnelFrame(data=data[start : start + FRAME]))
+        try:
+            for start in range(0, len(data), FRAME):
+                await self._call.write(pb.TunnelFrame(data=data[start : start + FRAME]))
+        except grpc.aio.AioRpcError as e:
+            raise _error(e, self._port) from None
+        except asyncio.InvalidStateError:  # the stream already ended: the service closed
+            raise PortUnreachable(f"the connection to port {self._port} was closed") from None
 
     async def send_eof(self) -> None:
         if not self._eof_sent:

@@ -60,7 +60,7 @@ def parse_table(text: str) -> List[Socket]:
 def _read(path: str, limit: int) -> str:
     try:
         with open(path, "rb") as f:
-            return f.read(limit).decode("ascii", "replace")
+            return f.read(limit).decode("utf-8", "replace")
     except OSError:
         return ""  # no IPv6 in this kernel, or /proc not mounted
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -73,11 +74,14 @@ def test_this_machines_table_holds_a_real_listener() -> None:
 
 
 @pytest.fixture
-def http_servers() -> Iterator[tuple[int, int, subprocess.Popen[bytes]]]:
-    """python's http.server on 127.0.0.1, and a socket on 0.0.0.0 and :: of one port."""
+def http_servers(tmp_path: Path) -> Iterator[tuple[int, int, subprocess.Popen[bytes]]]:
+    """python's http.server on 127.0.0.1 (serving a folder with a name in UTF-8), and a socket
+    on 0.0.0.0 and :: of one port."""
     port = free_port()
+    folder = tmp_path / "café"
+    folder.mkdir()
     server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(folder)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -110,14 +114,16 @@ def _listed(envd: Envd, port: int, deadline: float) -> dict[str, Any]:
 
 
 def test_get_ports_names_real_listeners_and_their_processes(
-    envd: Envd, http_servers: tuple[int, int, subprocess.Popen[bytes]]
+    envd: Envd, http_servers: tuple[int, int, subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     port, both, server = http_servers
     deadline = time.monotonic() + 15
     entry = _listed(envd, port, deadline)
     assert entry["address"] == "127.0.0.1"
     assert entry["pid"] == server.pid
-    assert entry["command"] == f"{sys.executable} -m http.server {port} --bind 127.0.0.1"
+    assert entry["command"] == (
+        f"{sys.executable} -m http.server {port} --bind 127.0.0.1 -d {tmp_path / 'café'}"
+    )
     entry = _listed(envd, both, deadline)  # v4 and v6 of one port: one entry
     assert (entry["address"], entry["pid"]) == ("0.0.0.0", os.getpid())
     listed = [p["port"] for p in envd.client.get("/ports").json()["ports"]]

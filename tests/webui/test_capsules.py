@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from playwright.async_api import Page, Route, expect
 
@@ -54,6 +55,25 @@ async def test_list_renders_each_capsule(signed_in: Page, api: MockApi) -> None:
     await expect(running.get_by_role("link", name="cl-aaa")).to_have_attribute(
         "href", "/dashboard/capsules/cl-aaa"
     )
+
+
+async def test_the_list_asks_for_ended_capsules_too(signed_in: Page, api: MockApi) -> None:
+    # The API leaves stopped and errored capsules out unless asked: the page asks, so a capsule
+    # that ended stays visible with its reason.
+    page = signed_in
+    asked: list[str] = []
+
+    async def listed(route: Route) -> None:
+        asked.append(route.request.url)
+        ended = capsule("cl-dead", "error", status_reason="out of memory")
+        await route.fulfill(json=[capsule("cl-aaa"), ended])
+
+    api.on("GET", "/v1/capsules", listed)
+    await page.goto("/dashboard/capsules")
+    dead = page.locator("tr[data-capsule=cl-dead]")
+    await expect(dead.get_by_test_id("status-reason")).to_have_text("out of memory")
+    statuses = parse_qs(urlsplit(asked[0]).query)["status"][0].split(",")
+    assert {"running", "paused", "stopped", "error"} <= set(statuses)
 
 
 async def test_create_dialog_sends_the_shape_and_lists_the_new_capsule(

@@ -350,7 +350,8 @@ async def test_bad_builds_are_refused_and_leave_nothing(
         )
         assert message in error["message"], (recipe, error)
     assert_error(await _submit(api, admin, **(ok | {"name": "../etc"})), 400, "invalid_request")
-    assert_error(await _submit(api, admin, **(ok | {"name": "minimal"})), 409, "template_name_taken")
+    taken = await _submit(api, admin, **(ok | {"name": "minimal"}))
+    assert_error(taken, 409, "template_name_taken")
     assert_error(
         await _submit(api, admin, **(ok | {"base_template": "nope"})), 400, "invalid_request"
     )

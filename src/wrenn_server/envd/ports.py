@@ -3,8 +3,8 @@ with the process holding it when one is found through /proc/<pid>/fd (gVisor off
 
 from __future__ import annotations
 
-import ipaddress
 import os
+import socket
 import sys
 
 TYPE_CHECKING = False
@@ -18,6 +18,7 @@ LISTEN = "0A"
 MAX_PORTS = 1024  # a capsule may open many listeners; the answer stays small
 MAX_COMMAND = 512  # characters of a process's command line
 MAX_TABLE = 16 << 20  # bytes read of one table
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d
 
 
 class Socket:
@@ -34,10 +35,9 @@ def _address(text: str) -> str:
     raw = b"".join(
         int(text[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(text), 8)
     )
-    address = ipaddress.ip_address(raw)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
+    if len(raw) == 16 and raw[:12] == _V4_MAPPED:
+        raw = raw[12:]
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
 def parse_table(text: str) -> List[Socket]:
@@ -106,10 +106,9 @@ def command(pid: int) -> Optional[str]:
 def _rank(address: str) -> int:
     """Which address a port is shown with when it listens on several: every address first,
     loopback last."""
-    parsed = ipaddress.ip_address(address)
-    if parsed.is_unspecified:
+    if address in ("0.0.0.0", "::"):
         return 0
-    return 2 if parsed.is_loopback else 1
+    return 2 if address == "::1" or address.startswith("127.") else 1
 
 
 def merge(

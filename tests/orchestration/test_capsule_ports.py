@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import grpc
 import httpx
 import pytest
 
@@ -122,3 +123,22 @@ async def test_a_capsule_that_stopped_behind_the_control_planes_back(stack: Stac
     resp = await api.get(f"/v1/capsules/{cid}/ports", headers=alice.h)
     assert_error(resp, 409, "invalid_state")
     assert stack.agent.calls.count("ListPorts") == 1
+
+
+async def test_an_agent_without_list_ports_says_so(stack: Stack) -> None:
+    api = stack.client
+    alice = await new_account(api)
+    cid = (await make_capsule(api, alice))["id"]
+    stack.agent.faults.fail("ListPorts", grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+    body = assert_error(
+        await api.get(f"/v1/capsules/{cid}/ports", headers=alice.h), 502, "agent_error"
+    )
+    assert body["message"] == (
+        "the capsule's host runs an older agent that cannot list ports; update it"
+    )
+    # Any other failure says nothing of the agent's own message.
+    stack.agent.faults.fail("ListPorts", grpc.StatusCode.INTERNAL, "secret internals")
+    body = assert_error(
+        await api.get(f"/v1/capsules/{cid}/ports", headers=alice.h), 502, "agent_error"
+    )
+    assert "secret" not in body["message"]

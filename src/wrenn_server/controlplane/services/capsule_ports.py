@@ -6,10 +6,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import grpc
+
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
-from ..agents.rpc import agent_errors
+from ..agents.rpc import translate
 from ..db.session import Database
+from ..errors import HostAgentError
 from . import capsules
 from .capsules import Hosts
 
@@ -41,8 +44,15 @@ async def list_listening(
     port; `scheme` and `proxy_domain` make their URLs."""
     client = await capsules.running_client(db, hosts, team_id, wire_id)
     capsule_id = ids.SANDBOX.format(ids.SANDBOX.parse(wire_id, not_found=True))
-    with agent_errors():
+    try:
         res = await client.list_ports(pb.SandboxRef(sandbox_id=capsule_id))
+    except grpc.aio.AioRpcError as e:
+        if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+            # A host (a team's own, say) still running an agent from before ListPorts.
+            raise HostAgentError(
+                "the capsule's host runs an older agent that cannot list ports; update it"
+            ) from None
+        raise translate(e) from None
     return [
         ListeningPort(
             port=p.port,

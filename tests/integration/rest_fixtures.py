@@ -236,7 +236,11 @@ class Call:
     kwargs: dict[str, Any]
 
     def path(self, capsule_id: str) -> str:
-        return self.route.replace("{id}", capsule_id).replace("{selector}", "1")
+        return (
+            self.route.replace("{id}", capsule_id)
+            .replace("{selector}", "1")
+            .replace("{port}", "8000")
+        )
 
     async def send(
         self, client: httpx.AsyncClient, capsule_id: str, headers: dict[str, str]
@@ -253,12 +257,14 @@ def _upload(path: str) -> dict[str, Any]:
 # Every route under /v1/capsules/{id}, with a valid request. Destructive ones come last.
 CAPSULE_CALLS = [
     Call("GET", "/v1/capsules/{id}", {}),
+    Call("PATCH", "/v1/capsules/{id}", {"json": {"auto_resume": True, "public_ports": [8000]}}),
     Call("GET", "/v1/capsules/{id}/metrics", {}),
     Call("POST", "/v1/capsules/{id}/ping", {}),
     Call("POST", "/v1/capsules/{id}/exec", {"json": {"cmd": "touch", "args": ["/tmp/pwned"]}}),
     Call("GET", "/v1/capsules/{id}/processes", {}),
     Call("DELETE", "/v1/capsules/{id}/processes/{selector}", {}),
     Call("GET", "/v1/capsules/{id}/ports", {}),
+    Call("POST", "/v1/capsules/{id}/ports/{port}/url", {}),
     Call("POST", "/v1/capsules/{id}/files/write", _upload("/tmp/pwned")),
     Call("POST", "/v1/capsules/{id}/files/stream/write", _upload("/tmp/pwned")),
     Call("POST", "/v1/capsules/{id}/files/read", {"json": {"path": "/etc/hostname"}}),
@@ -270,9 +276,10 @@ CAPSULE_CALLS = [
     Call("POST", "/v1/capsules/{id}/resume", {}),
     Call("DELETE", "/v1/capsules/{id}", {}),
 ]
-# The routes that need a running capsule (all but get, destroy, metrics, pause and resume).
+# The routes that need a running capsule (all but get, update, destroy, metrics, pause,
+# resume, and preview links, which a paused capsule with auto_resume answers).
 RUNNING_ONLY = [
     c
     for c in CAPSULE_CALLS
-    if c.route.rsplit("/", 1)[-1] not in ("{id}", "metrics", "pause", "resume")
+    if c.route.rsplit("/", 1)[-1] not in ("{id}", "metrics", "pause", "resume", "url")
 ]

@@ -99,7 +99,8 @@ async def open_capsule(
         bearer = await _bearer(websocket)
         api_key = await _api_key(websocket)
         if bearer is None and api_key is None:
-            await websocket.accept()
+            if not await _accept(websocket):
+                return None
             accepted = True
             team = await _auth_message(websocket, db)
         else:
@@ -114,10 +115,7 @@ async def open_capsule(
                 )
                 return None
         client = await svc.running_client(db, hosts, team.team_id, capsule_id)
-        if not accepted:
-            await websocket.accept()
-        return client
-    except (ChannelClosed, *_SOCKET_GONE):
+    except ChannelClosed:
         return None
     except DomainError as exc:
         status, _code = status_for(exc)
@@ -125,6 +123,8 @@ async def open_capsule(
     except Exception:
         log.exception("websocket %s could not start", websocket.url.path)
         message, close_code = "internal error", CLOSE_INTERNAL
+    else:
+        return client if accepted or await _accept(websocket) else None
     with contextlib.suppress(*_SOCKET_GONE):
         if not accepted:
             await websocket.accept()
@@ -141,6 +141,15 @@ async def open_capsule(
                     await websocket.receive()
         await websocket.close(code=close_code)
     return None
+
+
+async def _accept(websocket: WebSocket) -> bool:
+    """Accept the upgrade; False if the caller has gone."""
+    try:
+        await websocket.accept()
+    except _SOCKET_GONE:
+        return False
+    return True
 
 
 async def _refuse(websocket: WebSocket, response: JSONResponse) -> None:

@@ -69,6 +69,8 @@ class Capsule:
     auto_paused: bool = False
     # Why a DEAD capsule's sandbox died.
     exit_reason: str = ""
+    # The version its envd reported when it last started or resumed ("" if it did not say).
+    envd_version: str = ""
     created_at: float = field(default_factory=time.time)
     last_active_at: float = field(default_factory=time.time)
     net: CapsuleNet | None = None

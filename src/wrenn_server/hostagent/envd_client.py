@@ -20,6 +20,7 @@ import httpx
 
 from . import errors
 from .envd_types import EVENT_TYPES, Event, FileEntry, PortInfo, ProcessInfo, ProcessSpec
+from .versions import clean
 
 _ERRORS: dict[str, type[errors.AgentError]] = {
     "invalid_argument": errors.InvalidArgument,
@@ -37,6 +38,7 @@ LIST_LIMIT = 10000  # entries of one listing, by default and at most (envd's own
 MAX_TUNNEL_HEAD = 64 * 1024  # envd's answer to a tunnel request: its head, or an error body
 MAX_PORTS = 1024  # listening ports of one answer (envd's own cap)
 MAX_COMMAND = 512  # characters of a listening process's command line (envd's own cap)
+MAX_HEALTH = 4096  # envd's /health answer: a status, its version and pid
 
 
 @dataclass
@@ -136,15 +138,16 @@ class EnvdClient:
 
     # -- health and defaults ---------------------------------------------------------------
 
-    async def wait_ready(self, timeout: float) -> None:
-        """Poll /health until envd answers; it needs a few hundred ms after the sandbox starts."""
+    async def wait_ready(self, timeout: float) -> str:
+        """Poll /health until envd answers; it needs a few hundred ms after the sandbox starts.
+        Returns the version it reports ("" when it sent none that looks like one)."""
         deadline = time.monotonic() + timeout
         delay = 0.005
         while True:
             try:
                 resp = await self._http.get("/health", timeout=2.0)
                 if resp.status_code == 200:
-                    return
+                    return _reported_version(resp)
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
@@ -368,3 +371,14 @@ def _port_info(raw: object) -> PortInfo | None:
         text = command[:MAX_COMMAND].encode("utf-8", "replace").decode("utf-8")
         command = text.replace("\x00", " ") or None
     return {"port": port, "address": address, "pid": pid, "command": command}
+
+
+def _reported_version(resp: httpx.Response) -> str:
+    """The version in envd's /health answer, if it is a short JSON object naming one."""
+    if len(resp.content) > MAX_HEALTH:
+        return ""
+    try:
+        body = json.loads(resp.content)
+    except ValueError:
+        return ""
+    return clean(body.get("version")) if isinstance(body, dict) else ""

@@ -140,11 +140,11 @@ class SandboxManager(CapsuleTable):
             if template.type == SNAPSHOT:
                 # The snapshot's envd still holds the snapshotted capsule's token: replace it.
                 client.set_token(snapshot_token(self.keys, self.templates, template))
-                await client.wait_ready(ENVD_START_TIMEOUT)
+                capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT)
                 await client.init(token=capsule.token)
                 client.set_token(capsule.token)
             else:
-                await client.wait_ready(ENVD_START_TIMEOUT)
+                capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT)
                 await start_services(client, template)
         except BaseException:
             await asyncio.shield(client.aclose())
@@ -273,7 +273,7 @@ class SandboxManager(CapsuleTable):
         self.deaths.watch(capsule)
         client = self.connect(capsule)
         try:
-            await client.wait_ready(ENVD_START_TIMEOUT)
+            capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT)
             await rekey(self.keys, capsule, client)
             if default_user or default_env:
                 capsule.default_user = default_user or capsule.default_user

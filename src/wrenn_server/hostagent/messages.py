@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
@@ -10,6 +12,7 @@ from .capsule import DEAD, PAUSED, RUNNING, Capsule
 from .envd_types import Event, FileEntry, PortInfo, ProcessInfo, ProcessSpec
 from .metrics import Point
 from .templates import SNAPSHOT, Template
+from .versions import ENVD_VERSION
 
 
 def ts(epoch: float) -> Timestamp:
@@ -18,7 +21,8 @@ def ts(epoch: float) -> Timestamp:
     return t
 
 
-def sandbox_msg(c: Capsule) -> pb.Sandbox:
+def sandbox_msg(c: Capsule, versions: Mapping[str, str]) -> pb.Sandbox:
+    """`c` as the control plane sees it; `versions` are the host's (runtime, agent)."""
     status = {
         RUNNING: pb.SANDBOX_STATUS_RUNNING,
         PAUSED: pb.SANDBOX_STATUS_PAUSED,
@@ -36,6 +40,7 @@ def sandbox_msg(c: Capsule) -> pb.Sandbox:
         last_active_at=ts(c.last_active_at),
         auto_paused=c.auto_paused,
         exit_reason=c.exit_reason,
+        metadata={**versions, ENVD_VERSION: c.envd_version} if c.envd_version else versions,
     )
 
 

@@ -26,6 +26,7 @@ from .gvisor import GVisorRuntime
 from .manager import SandboxManager
 from .service import HostAgentService
 from .templates import TemplateStore
+from .versions import host_versions
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class AgentServer:
             self.settings.default_template, progress or (lambda f, m: None)
         )
         reaper.install(asyncio.get_running_loop())
+        self.service.versions = await host_versions(self.settings.runsc)
         await self.manager.start()
         if self.settings.control_plane_url:
             # Registered before serving: the secret callers must present comes with it.

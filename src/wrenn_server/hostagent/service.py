@@ -32,6 +32,8 @@ MAX_UNARY_FILE = 64 * 1024 * 1024
 class HostAgentService(pb_grpc.HostAgentServicer):
     def __init__(self, manager: SandboxManager, secret: str) -> None:
         self.m = manager
+        # The host's versions every capsule reports (the runtime's is read at start-up).
+        self.versions: dict[str, str] = {}
         self.set_secret(secret)
 
     def set_secret(self, secret: str) -> None:
@@ -63,11 +65,11 @@ class HostAgentService(pb_grpc.HostAgentServicer):
             default_user=r.default_user,
             default_env=dict(r.default_env),
         )
-        return sandbox_msg(await self.m.create(spec))
+        return sandbox_msg(await self.m.create(spec), self.versions)
 
     @unary
     async def GetSandbox(self, r: pb.SandboxRef, context: Ctx) -> pb.Sandbox:
-        return sandbox_msg(self.m.get(r.sandbox_id))
+        return sandbox_msg(self.m.get(r.sandbox_id), self.versions)
 
     @unary
     async def ListSandboxes(
@@ -76,7 +78,7 @@ class HostAgentService(pb_grpc.HostAgentServicer):
         capsules = list(self.m.capsules.values())
         have = capacity.resources(self.m.settings.data_dir)
         return pb.ListSandboxesResponse(
-            sandboxes=[sandbox_msg(c) for c in capsules],
+            sandboxes=[sandbox_msg(c, self.versions) for c in capsules],
             auto_paused_sandbox_ids=[c.sandbox_id for c in capsules if c.auto_paused],
             resources=pb.HostResources(
                 cpu_count=have.cpu_count,
@@ -97,13 +99,13 @@ class HostAgentService(pb_grpc.HostAgentServicer):
 
     @unary
     async def PauseSandbox(self, r: pb.SandboxRef, context: Ctx) -> pb.Sandbox:
-        return sandbox_msg(await self.m.pause(r.sandbox_id))
+        return sandbox_msg(await self.m.pause(r.sandbox_id), self.versions)
 
     @unary
     async def ResumeSandbox(self, r: pb.ResumeSandboxRequest, context: Ctx) -> pb.Sandbox:
         timeout = r.timeout_sec if r.HasField("timeout_sec") else None
         capsule = await self.m.resume(r.sandbox_id, timeout, r.default_user, dict(r.default_env))
-        return sandbox_msg(capsule)
+        return sandbox_msg(capsule, self.versions)
 
     @unary
     async def PauseAll(self, r: pb.Empty, context: Ctx) -> pb.PauseAllResponse:

@@ -48,10 +48,17 @@ def test_sandbox(status: str, wire: int) -> None:
         status=status,
         auto_paused=True,
         exit_reason="out of memory",
+        envd_version="0.1.0",
         created_at=1700000000.25,
         last_active_at=1700000001.5,
     )
-    msg = sandbox_msg(capsule)
+    msg = sandbox_msg(capsule, {"vmm_version": "release-20240212.0", "agent_version": "0.1.0"})
+    # The host's versions and the capsule's envd's, under the Go system's keys.
+    assert dict(msg.metadata) == {
+        "vmm_version": "release-20240212.0",
+        "agent_version": "0.1.0",
+        "envd_version": "0.1.0",
+    }
     assert msg.status == wire
     assert (msg.sandbox_id, msg.template, msg.vcpus, msg.memory_mb) == (ID, "snap", 2, 512)
     assert (msg.disk_size_mb, msg.timeout_sec, msg.auto_paused) == (2048, 30, True)

@@ -338,6 +338,26 @@ Global___ResumeSandboxRequest: _TypeAlias = ResumeSandboxRequest  # noqa: Y015
 class Sandbox(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SANDBOX_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
@@ -349,6 +369,7 @@ class Sandbox(_message.Message):
     LAST_ACTIVE_AT_FIELD_NUMBER: _builtins.int
     AUTO_PAUSED_FIELD_NUMBER: _builtins.int
     EXIT_REASON_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     sandbox_id: _builtins.str
     status: Global___SandboxStatus.ValueType
     template: _builtins.str
@@ -364,6 +385,12 @@ class Sandbox(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def last_active_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Versions of what runs it, as the Go system names them: vmm_version (runsc), agent_version
+        (this agent), envd_version (the capsule's agent, as it answered when it last started).
+        """
+
     def __init__(
         self,
         *,
@@ -378,10 +405,11 @@ class Sandbox(_message.Message):
         last_active_at: _timestamp_pb2.Timestamp | None = ...,
         auto_paused: _builtins.bool = ...,
         exit_reason: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_active_at", b"last_active_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_paused", b"auto_paused", "created_at", b"created_at", "disk_size_mb", b"disk_size_mb", "exit_reason", b"exit_reason", "last_active_at", b"last_active_at", "memory_mb", b"memory_mb", "sandbox_id", b"sandbox_id", "status", b"status", "template", b"template", "timeout_sec", b"timeout_sec", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_paused", b"auto_paused", "created_at", b"created_at", "disk_size_mb", b"disk_size_mb", "exit_reason", b"exit_reason", "last_active_at", b"last_active_at", "memory_mb", b"memory_mb", "metadata", b"metadata", "sandbox_id", b"sandbox_id", "status", b"status", "template", b"template", "timeout_sec", b"timeout_sec", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

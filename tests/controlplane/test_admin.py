@@ -248,12 +248,13 @@ async def test_templates_list(client: httpx.AsyncClient, db: Database) -> None:
     assert resp.status_code == 200, resp.text
     by_name = {t["name"]: t for t in resp.json()}
     assert set(by_name) == {BASE, "olive-snap", "mel-snap"}
-    assert by_name[BASE]["is_platform"] is True
+    assert (by_name[BASE]["platform"], by_name[BASE]["protected"]) == (True, True)
     assert by_name[BASE]["team_id"] == ids.TEAM.format(ids.PLATFORM_TEAM_ID)
     assert by_name["olive-snap"] == {
         **by_name["olive-snap"],
         "team_id": world["owner"]["team_id"],
-        "is_platform": False,
+        "platform": False,
+        "protected": False,
         "type": "snapshot",
         "vcpus": 2,
         "memory_mb": 1024,

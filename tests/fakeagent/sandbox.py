@@ -27,6 +27,8 @@ SNAPSHOT = "snapshot"
 # As the agent checks them (hostagent/capsule.py, templates.py): matched whole.
 SANDBOX_ID_RE = re.compile(r"sb-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# What a real agent reports of every capsule: its host's runtime and agent, the capsule's envd.
+VERSIONS = {"vmm_version": "release-fake.0", "agent_version": "0.1.0", "envd_version": "0.1.0"}
 
 
 def check_sandbox_id(sandbox_id: str) -> str:
@@ -89,6 +91,8 @@ class FakeSandbox:
     status: str = RUNNING
     auto_paused: bool = False
     exit_reason: str = ""
+    # The versions it reports (set when it starts or resumes, from FakeHostAgent.versions).
+    versions: dict[str, str] = field(default_factory=lambda: dict(VERSIONS))
     created_at: float = field(default_factory=time.time)
     last_active_at: float = field(default_factory=time.time)
     processes: dict[int, FakeProcess] = field(default_factory=dict)
@@ -149,6 +153,7 @@ class FakeSandbox:
             last_active_at=timestamp(self.last_active_at),
             auto_paused=self.auto_paused,
             exit_reason=self.exit_reason,
+            metadata=self.versions,
         )
 
     def died_error(self) -> Refused:

@@ -30,6 +30,7 @@ from .sandbox import (
     PAUSED,
     RUNNING,
     SNAPSHOT,
+    VERSIONS,
     FakeSandbox,
     FakeTemplate,
     check_name,
@@ -56,6 +57,8 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         self.programs: dict[str, Program] = dict(PROGRAMS)
         self.faults = Faults()
         self.calls: list[str] = []
+        # What capsules started or resumed from now on report of the versions that run them.
+        self.versions: dict[str, str] = dict(VERSIONS)
         # What ListSandboxes says of the host; None: nothing (as an older agent).
         self.resources: pb.HostResources | None = pb.HostResources(
             cpu_count=8, memory_mb=16384, disk_free_mb=200_000
@@ -140,6 +143,7 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
             default_user=r.default_user,
             default_env=dict(r.default_env),
         )
+        sandbox.versions = dict(self.versions)
         self.sandboxes[sandbox_id] = sandbox
         return sandbox.message()
 
@@ -189,6 +193,7 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         sandbox.default_user = r.default_user or sandbox.default_user
         sandbox.default_env = dict(r.default_env or sandbox.default_env)
         sandbox.status, sandbox.auto_paused = RUNNING, False
+        sandbox.versions = dict(self.versions)
         sandbox.touch()
         return sandbox.message()
 

@@ -26,10 +26,19 @@ class SetBYOCRequest(BaseModel):
 
 class AdminTemplate(TemplateOut):
     team_id: str = Field(description="The owning team; the platform's all-zeros team for base.")
+    default_user: str | None = Field(None, description="The user commands run as by default.")
+    default_env: dict[str, str] = Field(
+        default_factory=dict, description="Environment every capsule from it starts with."
+    )
 
     @classmethod
-    def of_admin(cls, t: Template) -> AdminTemplate:
-        return cls(**TemplateOut.of(t).model_dump(), team_id=ids.TEAM.format(t.team_id))
+    def of_admin(cls, t: Template, *, base_template: str) -> AdminTemplate:
+        return cls(
+            **TemplateOut.of(t, base_template=base_template).model_dump(),
+            team_id=ids.TEAM.format(t.team_id),
+            default_user=t.default_user,
+            default_env=dict(t.default_env or {}),
+        )
 
 
 class AdminCapsule(Capsule):

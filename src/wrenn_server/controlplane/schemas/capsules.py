@@ -54,6 +54,13 @@ class CreateCapsuleRequest(BaseModel):
     )
     public_ports: PublicPorts = Field(default_factory=list)
     auto_resume: AutoResume = False
+    metadata: dict[str, str] | None = Field(
+        None,
+        description="Your labels for the capsule, set at create time only: at most 20 keys; "
+        "keys match `[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}`; values are at most 64 printable "
+        "characters. The platform's keys (kernel_version, vmm_version, agent_version, "
+        "envd_version) are refused.",
+    )
 
 
 class UpdateCapsuleRequest(BaseModel):
@@ -111,6 +118,12 @@ class Capsule(BaseModel):
     started_at: dt.datetime | None = None
     last_active_at: dt.datetime | None = None
     last_updated: dt.datetime
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="The labels given at create time and, once it has run, the versions that "
+        "run it, set by the platform: vmm_version (gVisor's runsc), agent_version (its host "
+        "agent), envd_version (the agent inside it).",
+    )
 
     @classmethod
     def of(cls, sandbox: Sandbox) -> Capsule:
@@ -131,6 +144,7 @@ class Capsule(BaseModel):
             started_at=sandbox.started_at,
             last_active_at=sandbox.last_active_at,
             last_updated=sandbox.last_updated,
+            metadata=dict(sandbox.meta or {}),
         )
 
 
@@ -297,14 +311,23 @@ class TemplateOut(BaseModel):
     memory_mb: int | None = None
     size_bytes: int
     created_at: dt.datetime
-    is_platform: bool = Field(False, description="A platform template, visible to every team.")
-    default_user: str | None = Field(None, description="The user commands run as by default.")
-    default_env: dict[str, str] = Field(
-        default_factory=dict, description="Environment every capsule from it starts with."
+    platform: bool = Field(
+        False, description="A platform template, visible to every team (else the team's own)."
+    )
+    protected: bool = Field(
+        False,
+        description="The platform's base template, which capsules are created from by "
+        "default: it cannot be deleted.",
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="A snapshot's: the `metadata` of the capsule it was taken from.",
     )
 
     @classmethod
-    def of(cls, t: Template) -> TemplateOut:
+    def of(cls, t: Template, *, base_template: str) -> TemplateOut:
+        """`base_template`: the platform's base template's name (settings), the protected one."""
+        platform = t.team_id == ids.PLATFORM_TEAM_ID
         return cls(
             name=t.name,
             type=t.type,  # type: ignore[arg-type]
@@ -312,7 +335,7 @@ class TemplateOut(BaseModel):
             memory_mb=t.memory_mb,
             size_bytes=t.size_bytes,
             created_at=t.created_at,
-            is_platform=t.team_id == ids.PLATFORM_TEAM_ID,
-            default_user=t.default_user,
-            default_env=dict(t.default_env or {}),
+            platform=platform,
+            protected=platform and t.name == base_template,
+            metadata=dict(t.meta or {}),
         )

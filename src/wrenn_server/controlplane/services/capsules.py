@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
@@ -31,7 +31,7 @@ from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import BadRequest, InsufficientCapacity, InvalidState, NotFound
-from . import audit, metrics, quotas
+from . import audit, capsule_metadata, metrics, quotas
 
 LIVE = ("starting", "running", "paused", "missing")
 
@@ -66,6 +66,8 @@ class CreateCapsule:
     disk_size_mb: int = 5120
     public_ports: tuple[int, ...] = ()
     auto_resume: bool = False
+    # The creator's labels (checked by create_capsule).
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 async def visible_template(session: AsyncSession, team_id: uuid.UUID, name: str) -> Template:
@@ -96,9 +98,13 @@ ENDED_STATUSES = ("stopped", "error")
 
 
 async def list_capsules(
-    session: AsyncSession, team_id: uuid.UUID, statuses: Collection[str] | None = None
+    session: AsyncSession,
+    team_id: uuid.UUID,
+    statuses: Collection[str] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> list[Sandbox]:
-    """The team's capsules, newest first: those in `statuses`, or all but the ended ones."""
+    """The team's capsules, newest first: those in `statuses`, or all but the ended ones; with
+    `metadata`, only those carrying every one of its key/value pairs."""
     if statuses is not None:
         unknown = sorted(set(statuses) - set(SANDBOX_STATUSES))
         if unknown:
@@ -110,6 +116,8 @@ async def list_capsules(
         query = query.where(Sandbox.status.not_in(ENDED_STATUSES))
     else:
         query = query.where(Sandbox.status.in_(statuses))
+    for key, value in (metadata or {}).items():
+        query = query.where(Sandbox.meta[key].as_string() == value)
     return list(await session.scalars(query.order_by(Sandbox.created_at.desc())))
 
 
@@ -154,6 +162,7 @@ async def create_capsule(
 ) -> Sandbox:
     # The quota check, the placement and the row that holds the slot commit together, under
     # the team's lock: a concurrent create of the same team sees this one's row.
+    labels = capsule_metadata.labels(spec.metadata)
     async with db.sessionmaker() as session, transaction(session, write=True):
         template = await visible_template(session, team_id, spec.template)
         vcpus, memory_mb = _size(template, spec)
@@ -180,6 +189,7 @@ async def create_capsule(
             timeout_sec=spec.timeout_sec,
             public_ports=list(spec.public_ports),
             auto_resume=spec.auto_resume,
+            meta=labels,
         )
         session.add(sandbox)
         client = await hosts.client_of(host)
@@ -200,7 +210,7 @@ async def create_capsule(
         # it has no room for, the host (full since placement, or by what the database does not
         # see).
         with agent_errors(not_found=BadRequest, exhausted=InsufficientCapacity):
-            await client.create_sandbox(request)
+            made = await client.create_sandbox(request)
     except BaseException:
         async with db.sessionmaker() as session, transaction(session, write=True):
             await session.execute(delete(Sandbox).where(Sandbox.id == sandbox.id))
@@ -211,6 +221,7 @@ async def create_capsule(
         "running",
         started=True,
         host_ip=host_ip if host_ip else None,
+        reported=made.metadata,
         event=_Event(
             actor,
             "create",
@@ -255,6 +266,7 @@ async def _set_status(
     *,
     started: bool = False,
     host_ip: str | None = None,
+    reported: Mapping[str, str] | None = None,
     event: _Event | None = None,
 ) -> Sandbox:
     async with db.sessionmaker() as session, transaction(session, write=True):
@@ -268,6 +280,10 @@ async def _set_status(
             sandbox.started_at = sandbox.last_active_at = now
         if host_ip:
             sandbox.host_ip = host_ip
+        if reported is not None:
+            # The versions its host runs it with now (an agent updated between a pause and a
+            # resume reports its new ones).
+            sandbox.meta = capsule_metadata.with_platform(sandbox.meta or {}, reported)
         if event is not None:
             await audit.record(
                 session,
@@ -414,11 +430,18 @@ async def resume_capsule(
     )
     try:
         with agent_errors(exhausted=InsufficientCapacity):
-            await client.resume_sandbox(request)
+            resumed = await client.resume_sandbox(request)
     except BaseException:
         await asyncio.shield(_resume_failed(db, sandbox.id))
         raise
-    return await _set_status(db, sandbox.id, "running", started=True, event=_Event(actor, "resume"))
+    return await _set_status(
+        db,
+        sandbox.id,
+        "running",
+        started=True,
+        reported=resumed.metadata,
+        event=_Event(actor, "resume"),
+    )
 
 
 async def _resume_failed(db: Database, sandbox_id: uuid.UUID) -> None:

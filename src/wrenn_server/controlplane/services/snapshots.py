@@ -77,6 +77,7 @@ async def create_snapshot(
         template.size_bytes = made.size_bytes
         template.host_id = sandbox.host_id
         template.created_at = utcnow()
+        template.meta = dict(sandbox.meta or {})
         base = await session.get(Template, sandbox.template)
         if base is not None:
             template.default_user, template.default_env = base.default_user, base.default_env

@@ -122,12 +122,15 @@ async def set_team_quotas(
     responses=error_responses(400, 401, 403),
 )
 async def list_templates(
-    principal: CurrentAdmin, session: SessionDep, team_id: TeamFilter = None
+    principal: CurrentAdmin,
+    session: SessionDep,
+    settings: SettingsDep,
+    team_id: TeamFilter = None,
 ) -> list[AdminTemplate]:
     team = _team_filter(team_id)
     async with transaction(session):
         templates = await admin.list_templates(session, team)
-    return [AdminTemplate.of_admin(t) for t in templates]
+    return [AdminTemplate.of_admin(t, base_template=settings.base_template) for t in templates]
 
 
 @router.delete(

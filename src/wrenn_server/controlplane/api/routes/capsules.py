@@ -20,6 +20,7 @@ from ...schemas.capsules import (
 )
 from ...services import capsules as svc
 from ...services import processes
+from ...services.capsule_metadata import parse_filter
 from ..deps import DatabaseDep, HostsDep, SessionDep, SettingsDep, TeamDep
 
 router = APIRouter(prefix="/v1/capsules", tags=["capsules"])
@@ -37,6 +38,7 @@ async def create_capsule(
         body.disk_size_mb,
         public_ports=tuple(body.public_ports),
         auto_resume=body.auto_resume,
+        metadata=body.metadata or {},
     )
     return Capsule.of(
         await svc.create_capsule(
@@ -56,10 +58,19 @@ async def list_capsules(
             "(`?status=stopped,error`). Without it, stopped and errored capsules are left out."
         ),
     ] = None,
+    metadata: Annotated[
+        list[str] | None,
+        Query(
+            description="Only capsules whose `metadata` has this `key:value`; repeated, every "
+            "pair must match (`?metadata=env:prod&metadata=owner:ci`)."
+        ),
+    ] = None,
 ) -> list[Capsule]:
     statuses = {s.strip() for v in status or () for s in v.split(",") if s.strip()} or None
+    wanted = parse_filter(metadata or ())
     async with db.sessionmaker() as session:
-        return [Capsule.of(s) for s in await svc.list_capsules(session, team.team_id, statuses)]
+        found = await svc.list_capsules(session, team.team_id, statuses, wanted)
+        return [Capsule.of(s) for s in found]
 
 
 @router.get("/{id}", operation_id="getCapsule")

@@ -19,6 +19,7 @@ async def create_snapshot(
     team: TeamDep,
     db: DatabaseDep,
     hosts: HostsDep,
+    settings: SettingsDep,
     overwrite: Annotated[Literal["true"] | None, Query()] = None,
 ) -> TemplateOut:
     template = await svc.create_snapshot(
@@ -30,14 +31,18 @@ async def create_snapshot(
         overwrite=overwrite == "true",
         actor=team.principal.actor,
     )
-    return TemplateOut.of(template)
+    return TemplateOut.of(template, base_template=settings.base_template)
 
 
 @router.get("", operation_id="listSnapshots")
 async def list_snapshots(
-    team: TeamDep, db: DatabaseDep, type: Literal["base", "snapshot"] | None = None
+    team: TeamDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    type: Literal["base", "snapshot"] | None = None,
 ) -> list[TemplateOut]:
-    return [TemplateOut.of(t) for t in await svc.list_templates(db, team.team_id, type)]
+    found = await svc.list_templates(db, team.team_id, type)
+    return [TemplateOut.of(t, base_template=settings.base_template) for t in found]
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, operation_id="deleteSnapshot")

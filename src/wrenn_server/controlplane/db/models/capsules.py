@@ -80,6 +80,11 @@ class Sandbox(Base):
     )
     # A proxied request to the capsule while it is paused resumes it (else it is refused).
     auto_resume: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    # The wire's `metadata` (`metadata` itself is SQLAlchemy's): the creator's labels and the
+    # versions its host reports (services/capsule_metadata.py).
+    meta: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONType, default=json_default_dict, server_default=text("'{}'")
+    )
     guest_ip: Mapped[str | None] = mapped_column(String(45))
     host_ip: Mapped[str | None] = mapped_column(String(45))
     created_at: Mapped[dt.datetime] = mapped_column(
@@ -117,6 +122,10 @@ class Template(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
     default_user: Mapped[str | None] = mapped_column(String(64))
     default_env: Mapped[dict[str, str]] = mapped_column(JSONType, default=json_default_dict)
+    # The wire's `metadata`: a snapshot's are its capsule's at the time (as the Go system's).
+    meta: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONType, default=json_default_dict, server_default=text("'{}'")
+    )
     created_at: Mapped[dt.datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )

@@ -31,8 +31,8 @@ def capsule(cid: str, status: str = "running", **extra: Any) -> dict[str, Any]:
 
 
 TEMPLATES = [
-    {"name": "minimal", "type": "image", "is_platform": True, "vcpus": None, "memory_mb": None},
-    {"name": "py-snap", "type": "snapshot", "is_platform": False, "vcpus": 2, "memory_mb": 1024},
+    {"name": "minimal", "type": "image", "platform": True, "vcpus": None, "memory_mb": None},
+    {"name": "py-snap", "type": "snapshot", "platform": False, "vcpus": 2, "memory_mb": 1024},
 ]
 
 

@@ -153,11 +153,28 @@ export interface paths {
 			path?: never;
 			cookie?: never;
 		};
-		/** List every team with its member count and quotas (platform admins) */
+		/** A page of every team (deleted ones last) with its owner, member and capsule counts and quotas (platform admins) */
 		get: operations['adminListTeams'];
 		put?: never;
 		post?: never;
 		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	'/v1/admin/teams/{id}': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		post?: never;
+		/** Delete a team (platform admins): its capsules are destroyed, its templates deleted, its API keys revoked and its members removed; the platform team cannot be */
+		delete: operations['adminDeleteTeam'];
 		options?: never;
 		head?: never;
 		patch?: never;
@@ -239,7 +256,7 @@ export interface paths {
 			path?: never;
 			cookie?: never;
 		};
-		/** List every account (platform admins) */
+		/** A page of every account, newest first, with the teams each is in and owns (platform admins) */
 		get: operations['adminListUsers'];
 		put?: never;
 		/** Add an account with its default team (platform admins); its email counts as verified */
@@ -1415,6 +1432,13 @@ export interface components {
 			/** Memory Mb */
 			memory_mb: number;
 			/**
+			 * Metadata
+			 * @description The labels given at create time and, once it has run, the versions that run it, set by the platform: vmm_version (gVisor's runsc), agent_version (its host agent), envd_version (the agent inside it).
+			 */
+			metadata?: {
+				[key: string]: string;
+			};
+			/**
 			 * Public Ports
 			 * @description Ports the port proxy serves without credentials.
 			 */
@@ -1440,10 +1464,25 @@ export interface components {
 		/** AdminTeam */
 		AdminTeam: {
 			/**
+			 * Active Sandbox Count
+			 * @description Capsules running, paused or starting.
+			 */
+			active_sandbox_count: number;
+			/**
+			 * Channel Count
+			 * @description Notification channels.
+			 */
+			channel_count: number;
+			/**
 			 * Created At
 			 * Format: date-time
 			 */
 			created_at: string;
+			/**
+			 * Deleted At
+			 * @description When a platform admin deleted the team; deleted teams are listed last.
+			 */
+			deleted_at: string | null;
 			/** Id */
 			id: string;
 			/** Is Byoc */
@@ -1452,12 +1491,38 @@ export interface components {
 			member_count: number;
 			/** Name */
 			name: string;
+			/**
+			 * Owner Email
+			 * @description The owner's email; empty if the team has none.
+			 */
+			owner_email: string;
+			/**
+			 * Owner Name
+			 * @description The owner's name; empty if the team has none.
+			 */
+			owner_name: string;
 			quotas: components['schemas']['TeamQuotasResponse'];
 			/**
 			 * Slug
 			 * @description Immutable 12-char hex slug (e.g. a1b2c3-d1e2f3).
 			 */
 			slug: string;
+		};
+		/** AdminTeamPage */
+		AdminTeamPage: {
+			/** Page */
+			page: number;
+			/** Per Page */
+			per_page: number;
+			/** Teams */
+			teams: components['schemas']['AdminTeam'][];
+			/**
+			 * Total
+			 * @description How many there are in all pages.
+			 */
+			total: number;
+			/** Total Pages */
+			total_pages: number;
 		};
 		/** AdminTemplate */
 		AdminTemplate: {
@@ -1478,16 +1543,29 @@ export interface components {
 			 * @description The user commands run as by default.
 			 */
 			default_user?: string | null;
-			/**
-			 * Is Platform
-			 * @description A platform template, visible to every team.
-			 * @default false
-			 */
-			is_platform?: boolean;
 			/** Memory Mb */
 			memory_mb?: number | null;
+			/**
+			 * Metadata
+			 * @description A snapshot's: the `metadata` of the capsule it was taken from.
+			 */
+			metadata?: {
+				[key: string]: string;
+			};
 			/** Name */
 			name: string;
+			/**
+			 * Platform
+			 * @description A platform template, visible to every team (else the team's own).
+			 * @default false
+			 */
+			platform?: boolean;
+			/**
+			 * Protected
+			 * @description The platform's base template, which capsules are created from by default: it cannot be deleted.
+			 * @default false
+			 */
+			protected?: boolean;
 			/** Size Bytes */
 			size_bytes: number;
 			/**
@@ -1503,8 +1581,8 @@ export interface components {
 			/** Vcpus */
 			vcpus?: number | null;
 		};
-		/** AdminUser */
-		AdminUser: {
+		/** AdminUserListed */
+		AdminUserListed: {
 			/**
 			 * Created At
 			 * Format: date-time
@@ -1517,14 +1595,51 @@ export interface components {
 			 * @description Whether the user proved they receive mail at the address (a mailed link used, an OAuth provider vouching for it, or an admin adding or inviting them).
 			 */
 			email_verified: boolean;
+			/**
+			 * Id
+			 * @description The same as user_id (the Go system's name for it).
+			 */
+			id: string;
 			/** Is Active */
 			is_active: boolean;
 			/** Is Admin */
 			is_admin: boolean;
 			/** Name */
 			name: string;
+			/**
+			 * Status
+			 * @description The Go system's account status: disabled while deactivated.
+			 * @enum {string}
+			 */
+			status: 'active' | 'disabled';
+			/**
+			 * Teams Joined
+			 * @description Live teams the user is a member of.
+			 */
+			teams_joined: number;
+			/**
+			 * Teams Owned
+			 * @description Live teams the user owns.
+			 */
+			teams_owned: number;
 			/** User Id */
 			user_id: string;
+		};
+		/** AdminUserPage */
+		AdminUserPage: {
+			/** Page */
+			page: number;
+			/** Per Page */
+			per_page: number;
+			/**
+			 * Total
+			 * @description How many there are in all pages.
+			 */
+			total: number;
+			/** Total Pages */
+			total_pages: number;
+			/** Users */
+			users: components['schemas']['AdminUserListed'][];
 		};
 		/** APIKeyResponse */
 		APIKeyResponse: {
@@ -1612,6 +1727,12 @@ export interface components {
 		};
 		/** AuthOptionsResponse */
 		AuthOptionsResponse: {
+			/**
+			 * Email Verification
+			 * @description Whether an open signup must confirm its email through a mailed link.
+			 * @default false
+			 */
+			email_verification?: boolean;
 			/**
 			 * Password Reset
 			 * @description Whether password reset by mail is available (an SMTP server is configured).
@@ -1749,6 +1870,13 @@ export interface components {
 			/** Memory Mb */
 			memory_mb: number;
 			/**
+			 * Metadata
+			 * @description The labels given at create time and, once it has run, the versions that run it, set by the platform: vmm_version (gVisor's runsc), agent_version (its host agent), envd_version (the agent inside it).
+			 */
+			metadata?: {
+				[key: string]: string;
+			};
+			/**
 			 * Public Ports
 			 * @description Ports the port proxy serves without credentials.
 			 */
@@ -1870,6 +1998,13 @@ export interface components {
 			 */
 			memory_mb?: number;
 			/**
+			 * Metadata
+			 * @description Your labels for the capsule, set at create time only: at most 20 keys; keys match `[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}`; values are at most 64 printable characters. The platform's keys (kernel_version, vmm_version, agent_version, envd_version) are refused.
+			 */
+			metadata?: {
+				[key: string]: string;
+			} | null;
+			/**
 			 * Public Ports
 			 * @description Ports of the capsule the port proxy serves to anyone, without credentials (for demos; at most 32, duplicates dropped). Other ports need an API key of the team, a member's JWT or a preview token.
 			 */
@@ -1955,6 +2090,11 @@ export interface components {
 			 * @description Whether the user proved they receive mail at the address (a mailed link used, an OAuth provider vouching for it, or an admin adding or inviting them).
 			 */
 			email_verified: boolean;
+			/**
+			 * Id
+			 * @description The same as user_id (the Go system's name for it).
+			 */
+			id: string;
 			/** Is Active */
 			is_active: boolean;
 			/** Is Admin */
@@ -1966,6 +2106,12 @@ export interface components {
 			 * @description The generated password (shown once), or null when the request set one.
 			 */
 			password: string | null;
+			/**
+			 * Status
+			 * @description The Go system's account status: disabled while deactivated.
+			 * @enum {string}
+			 */
+			status: 'active' | 'disabled';
 			/** User Id */
 			user_id: string;
 		};
@@ -2535,10 +2681,17 @@ export interface components {
 		 * SignupResponse
 		 * @description The contract's signup answer (`message`) plus a session.
 		 *
-		 *     This deployment has no mail server, so accounts are active at once: the response also
-		 *     carries what `/v1/auth/activate` would return, and the client may skip the login step.
+		 *     Without email verification the account is active at once: the response also carries what
+		 *     `/v1/auth/activate` would return, and the client may skip the login step. With it
+		 *     (`activation_required`), `token` and `team_id` are empty until the mailed link is used.
 		 */
 		SignupResponse: {
+			/**
+			 * Activation Required
+			 * @description The account waits for its email to be confirmed through the mailed link (POST /v1/auth/activate); no session yet.
+			 * @default false
+			 */
+			activation_required?: boolean;
 			/** Email */
 			email: string;
 			/** Message */
@@ -2657,28 +2810,29 @@ export interface components {
 			 * Format: date-time
 			 */
 			created_at: string;
-			/**
-			 * Default Env
-			 * @description Environment every capsule from it starts with.
-			 */
-			default_env?: {
-				[key: string]: string;
-			};
-			/**
-			 * Default User
-			 * @description The user commands run as by default.
-			 */
-			default_user?: string | null;
-			/**
-			 * Is Platform
-			 * @description A platform template, visible to every team.
-			 * @default false
-			 */
-			is_platform?: boolean;
 			/** Memory Mb */
 			memory_mb?: number | null;
+			/**
+			 * Metadata
+			 * @description A snapshot's: the `metadata` of the capsule it was taken from.
+			 */
+			metadata?: {
+				[key: string]: string;
+			};
 			/** Name */
 			name: string;
+			/**
+			 * Platform
+			 * @description A platform template, visible to every team (else the team's own).
+			 * @default false
+			 */
+			platform?: boolean;
+			/**
+			 * Protected
+			 * @description The platform's base template, which capsules are created from by default: it cannot be deleted.
+			 * @default false
+			 */
+			protected?: boolean;
 			/** Size Bytes */
 			size_bytes: number;
 			/**
@@ -3303,7 +3457,10 @@ export interface operations {
 	};
 	adminListTeams: {
 		parameters: {
-			query?: never;
+			query?: {
+				/** @description 1-based page number. */
+				page?: number;
+			};
 			header?: never;
 			path?: never;
 			cookie?: never;
@@ -3316,7 +3473,16 @@ export interface operations {
 					[name: string]: unknown;
 				};
 				content: {
-					'application/json': components['schemas']['AdminTeam'][];
+					'application/json': components['schemas']['AdminTeamPage'];
+				};
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
 				};
 			};
 			/** @description Missing or invalid credentials */
@@ -3330,6 +3496,62 @@ export interface operations {
 			};
 			/** @description Not allowed */
 			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	adminDeleteTeam: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Successful Response */
+			204: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content?: never;
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not found */
+			404: {
 				headers: {
 					[name: string]: unknown;
 				};
@@ -3636,7 +3858,10 @@ export interface operations {
 	};
 	adminListUsers: {
 		parameters: {
-			query?: never;
+			query?: {
+				/** @description 1-based page number. */
+				page?: number;
+			};
 			header?: never;
 			path?: never;
 			cookie?: never;
@@ -3649,7 +3874,16 @@ export interface operations {
 					[name: string]: unknown;
 				};
 				content: {
-					'application/json': components['schemas']['AdminUser'][];
+					'application/json': components['schemas']['AdminUserPage'];
+				};
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
 				};
 			};
 			/** @description Missing or invalid credentials */
@@ -4287,6 +4521,8 @@ export interface operations {
 	listCapsules: {
 		parameters: {
 			query?: {
+				/** @description Only capsules whose `metadata` has this `key:value`; repeated, every pair must match (`?metadata=env:prod&metadata=owner:ci`). */
+				metadata?: string[] | null;
 				/** @description Only capsules in these statuses, comma-separated or repeated (`?status=stopped,error`). Without it, stopped and errored capsules are left out. */
 				status?: string[] | null;
 			};

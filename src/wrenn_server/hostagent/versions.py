@@ -16,8 +16,9 @@ VMM_VERSION = "vmm_version"
 AGENT_VERSION = "agent_version"
 ENVD_VERSION = "envd_version"
 
-# What a version may look like; envd answers from inside the capsule, so its word is checked.
-_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+# What a version may look like (Debian's runsc is `0.0~20240729.0`); envd answers from inside
+# the capsule, so its word is checked.
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}")
 _RUNSC_RE = re.compile(r"runsc version (\S+)")
 
 

@@ -13,8 +13,8 @@ from wrenn_server.hostagent.envd_client import _reported_version
 from wrenn_server.hostagent.versions import clean, host_versions, runsc_version
 
 
-def _script(tmp_path: Path, body: str) -> str:
-    path = tmp_path / "runsc"
+def _script(tmp_path: Path, body: str, name: str = "runsc") -> str:
+    path = tmp_path / name
     path.write_text("#!/bin/sh\n" + body + "\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
@@ -23,6 +23,8 @@ def _script(tmp_path: Path, body: str) -> str:
 async def test_runsc_version_read_from_its_output(tmp_path: Path) -> None:
     fake = _script(tmp_path, 'echo "runsc version release-20240212.0"; echo "spec: 1.1.0"')
     assert await runsc_version(fake) == "release-20240212.0"
+    debian = _script(tmp_path, 'echo "runsc version 0.0~20240729.0"; echo "spec: 1.0.2-dev"', "deb")
+    assert await runsc_version(debian) == "0.0~20240729.0"
     found = await host_versions(fake)
     assert found["vmm_version"] == "release-20240212.0"
     assert found["agent_version"]  # the installed package's

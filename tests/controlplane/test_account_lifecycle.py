@@ -138,9 +138,17 @@ async def test_deactivation_ends_sign_in_sessions_and_keys(
     denied = await client.post(
         "/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD}
     )
-    assert_error(denied, 401, "unauthorized")
-    users = (await client.get("/v1/admin/users", headers=bearer(admin["token"]))).json()
-    assert [u["is_active"] for u in users if u["email"] == "ada@example.com"] == [False]
+    # The Go system's answer to the right password of a deactivated account; a wrong one is
+    # still the same 401 as for any other account.
+    assert_error(denied, 403, "account_disabled")
+    wrong = await client.post(
+        "/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD + "x"}
+    )
+    assert_error(wrong, 401, "unauthorized")
+    users = (await client.get("/v1/admin/users", headers=bearer(admin["token"]))).json()["users"]
+    assert [(u["is_active"], u["status"]) for u in users if u["email"] == "ada@example.com"] == [
+        (False, "disabled")
+    ]
 
     resp = await set_active(client, admin, ada["user_id"], True)
     assert resp.status_code == 204

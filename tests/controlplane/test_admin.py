@@ -7,6 +7,7 @@ The first account of an installation is a platform admin; later signups are not.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from pathlib import Path
 from typing import Any
@@ -185,14 +186,25 @@ async def test_teams_list_and_byoc(client: httpx.AsyncClient, db: Database) -> N
 
     resp = await client.get("/v1/admin/teams", headers=admin_h)
     assert resp.status_code == 200, resp.text
-    teams = {t["id"]: t for t in resp.json()}
-    # Each account's default team; the deleted team and the platform team are not listed.
-    assert set(teams) == {world[k]["team_id"] for k in ("admin", "owner", "member")}
+    page = resp.json()
+    assert {k: page[k] for k in ("total", "page", "per_page", "total_pages")} == {
+        "total": 4,
+        "page": 1,
+        "per_page": 100,
+        "total_pages": 1,
+    }
+    # Each account's default team and, listed last, the deleted team; never the platform team.
+    listed = [t["id"] for t in page["teams"]]
+    assert listed[-1] == gone_id and page["teams"][-1]["deleted_at"] is not None
+    teams = {t["id"]: t for t in page["teams"]}
+    assert set(teams) == {gone_id} | {world[k]["team_id"] for k in ("admin", "owner", "member")}
     assert ids.TEAM.format(ids.PLATFORM_TEAM_ID) not in teams
     olive = teams[owner["team_id"]]
     assert olive["member_count"] == 2
     assert olive["is_byoc"] is False
     assert olive["name"] == "Olive's Team" and len(olive["slug"]) == 13
+    assert (olive["owner_name"], olive["owner_email"]) == ("Olive", "owner@example.com")
+    assert olive["deleted_at"] is None and olive["active_sandbox_count"] == 0
     assert teams[world["admin"]["team_id"]]["member_count"] == 1
 
     path = f"/v1/admin/teams/{owner['team_id']}/byoc"
@@ -203,7 +215,7 @@ async def test_teams_list_and_byoc(client: httpx.AsyncClient, db: Database) -> N
     listed = await client.get("/v1/teams", headers=bearer(owner["token"]))
     assert [t["is_byoc"] for t in listed.json() if t["id"] == owner["team_id"]] == [True]
     resp = await client.get("/v1/admin/teams", headers=admin_h)
-    assert {t["id"]: t["is_byoc"] for t in resp.json()}[owner["team_id"]] is True
+    assert {t["id"]: t["is_byoc"] for t in resp.json()["teams"]}[owner["team_id"]] is True
 
     resp = await client.put(path, json={"enabled": False}, headers=admin_h)
     assert resp.status_code == 204, resp.text
@@ -382,27 +394,40 @@ async def test_users_list(client: httpx.AsyncClient, db: Database) -> None:
     world = await _world(client, db)
     resp = await client.get("/v1/admin/users", headers=bearer(world["admin"]["token"]))
     assert resp.status_code == 200, resp.text
-    users = resp.json()
+    assert {k: v for k, v in resp.json().items() if k != "users"} == {
+        "total": 3,
+        "page": 1,
+        "per_page": 100,
+        "total_pages": 1,
+    }
+    users = resp.json()["users"]
+    # Newest first, as the Go system lists them.
     assert [u["email"] for u in users] == [
-        "root@example.com",
-        "owner@example.com",
         "member@example.com",
+        "owner@example.com",
+        "root@example.com",
     ]
     assert set(users[0]) == {
         "user_id",
+        "id",
         "name",
         "email",
         "is_admin",
         "is_active",
+        "status",
         "email_verified",
         "created_at",
+        "teams_joined",
+        "teams_owned",
     }
-    assert [(u["name"], u["is_admin"]) for u in users] == [
-        ("Root", True),
-        ("Olive", False),
-        ("Mel", False),
+    assert [(u["name"], u["is_admin"], u["status"]) for u in users] == [
+        ("Mel", False, "active"),
+        ("Olive", False, "active"),
+        ("Root", True, "active"),
     ]
-    assert users[1]["user_id"] == world["owner"]["user_id"]
+    # Mel is in her own team and Olive's; Olive owns hers.
+    assert [(u["teams_joined"], u["teams_owned"]) for u in users] == [(2, 1), (1, 1), (1, 1)]
+    assert users[1]["user_id"] == users[1]["id"] == world["owner"]["user_id"]
     assert all("password" not in key for u in users for key in u)
     assert PASSWORD not in resp.text and "argon2" not in resp.text
 
@@ -473,3 +498,101 @@ async def test_cli_create_user(cli_env: Path) -> None:
     result = await invoke("--email", "not-an-email", "--name", "X")
     assert result.exit_code == 2
     assert await _login(cli_env, "x@example.com", "short") == (401, None)
+
+
+async def test_users_and_teams_are_listed_by_pages(client: httpx.AsyncClient, db: Database) -> None:
+    """100 a page as the Go system's `?page`, with the totals; a page past the end is empty."""
+    admin = await signup(client, email="root@example.com", name="Root")
+    admin_h = bearer(admin["token"])
+    start = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    await _add(
+        db,
+        *(
+            User(
+                email=f"u{n:03}@example.com",
+                name=f"U{n}",
+                is_active=True,
+                created_at=start + dt.timedelta(minutes=n),
+            )
+            for n in range(104)
+        ),
+        *(
+            Team(name=f"T{n}", slug=f"t{n:012}", created_at=start + dt.timedelta(minutes=n))
+            for n in range(102)
+        ),
+    )
+
+    async def page(kind: str, number: int | str | None) -> dict[str, Any]:
+        params = {} if number is None else {"page": number}
+        resp = await client.get(f"/v1/admin/{kind}", params=params, headers=admin_h)
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    first = await page("users", None)
+    assert (first["total"], first["page"], first["per_page"], first["total_pages"]) == (
+        105,
+        1,
+        100,
+        2,
+    )
+    # Newest first: the admin, then the inserted accounts from the last.
+    emails = [u["email"] for u in first["users"]]
+    assert emails[:2] == ["root@example.com", "u103@example.com"]
+    assert len(emails) == 100
+    second = await page("users", 2)
+    assert [u["email"] for u in second["users"]] == [
+        f"u{n:03}@example.com" for n in range(4, -1, -1)
+    ]
+    assert (second["page"], second["total"]) == (2, 105)
+    assert (await page("users", 3))["users"] == []
+
+    teams = await page("teams", 1)
+    assert (teams["total"], teams["total_pages"], len(teams["teams"])) == (103, 2, 100)
+    assert teams["teams"][0]["id"] == admin["team_id"]
+    last = await page("teams", 2)
+    assert [t["name"] for t in last["teams"]] == ["T2", "T1", "T0"]
+    assert all(t["owner_email"] == "" and t["member_count"] == 0 for t in last["teams"])
+
+    for kind in ("users", "teams"):
+        for bad in (0, -1, "x", "1.5"):
+            resp = await client.get(f"/v1/admin/{kind}", params={"page": bad}, headers=admin_h)
+            assert_error(resp, 400, "invalid_request")
+
+
+async def test_team_deletion_refusals(client: httpx.AsyncClient, db: Database) -> None:
+    world = await _world(client, db)
+    admin_h = bearer(world["admin"]["token"])
+    team = world["owner"]["team_id"]
+    for headers in (bearer(world["owner"]["token"]), bearer(world["member_token"])):
+        assert_error(
+            await client.delete(f"/v1/admin/teams/{team}", headers=headers), 403, "forbidden"
+        )
+    resp = await client.delete(f"/v1/admin/teams/{team}", headers={"X-API-Key": world["api_key"]})
+    assert_error(resp, 401, "unauthorized")
+    platform = ids.TEAM.format(ids.PLATFORM_TEAM_ID)
+    assert_error(
+        await client.delete(f"/v1/admin/teams/{platform}", headers=admin_h), 403, "forbidden"
+    )
+    for bad in ("nope", f"usr-{uuid.uuid4()}"):
+        resp = await client.delete(f"/v1/admin/teams/{bad}", headers=admin_h)
+        assert_error(resp, 400, "invalid_request")
+    missing = await client.delete(f"/v1/admin/teams/team-{uuid.uuid4()}", headers=admin_h)
+    assert_error(missing, 404, "not_found")
+    # Nothing changed by the refusals: the owner's key still works.
+    resp = await client.get("/v1/capsules", headers={"X-API-Key": world["api_key"]})
+    assert resp.status_code == 200, resp.text
+
+    # The team's own templates go with it; the platform's stay.
+    assert (await client.delete(f"/v1/admin/teams/{team}", headers=admin_h)).status_code == 204
+    assert await _template_names(db) == {BASE}
+    resp = await client.get("/v1/capsules", headers={"X-API-Key": world["api_key"]})
+    assert_error(resp, 401, "unauthorized")
+    async with db.sessionmaker() as session:
+        gone = await session.get(Team, ids.TEAM.parse(team))
+        assert gone is not None and gone.deleted_at is not None
+    events = [e for e in await _admin_events(db) if e.resource_type == "team"]
+    assert [(e.action, e.resource_id, e.actor_id) for e in events] == [
+        ("delete", team, world["admin"]["user_id"])
+    ]
+    assert events[0].metadata_["members_removed"] == 2

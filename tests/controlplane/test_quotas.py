@@ -270,7 +270,7 @@ async def test_admins_set_a_teams_limits_and_members_read_them(
     other = await client.get(f"/v1/teams/{owner.id}/quotas", headers=admin.headers)
     assert_error(other, 404, "not_found")
     listed = await client.get("/v1/admin/teams", headers=admin.headers)
-    assert {t["id"]: t["quotas"] for t in listed.json()}[owner.id] == body
+    assert {t["id"]: t["quotas"] for t in listed.json()["teams"]}[owner.id] == body
 
     # Audited with the old and new values.
     async with db.sessionmaker() as session:

@@ -38,14 +38,14 @@ async def test_teams_byoc_toggle_and_users(platform: Platform, signed_in: SignIn
     await switch.click()
     await expect(page.get_by_role("status").filter(has_text="BYOC enabled")).to_be_visible()
     await expect(switch).to_be_checked()
-    teams = (await platform.api.get("/v1/admin/teams", headers=admin.headers)).json()
+    teams = (await platform.api.get("/v1/admin/teams", headers=admin.headers)).json()["teams"]
     assert next(t for t in teams if t["id"] == other.team_id)["is_byoc"] is True
     assert next(t for t in teams if t["id"] == admin.team_id)["is_byoc"] is False
 
     await switch.click()
     await expect(switch).not_to_be_checked()
     await expect(page.get_by_role("status").filter(has_text="BYOC disabled")).to_be_visible()
-    teams = (await platform.api.get("/v1/admin/teams", headers=admin.headers)).json()
+    teams = (await platform.api.get("/v1/admin/teams", headers=admin.headers)).json()["teams"]
     assert next(t for t in teams if t["id"] == other.team_id)["is_byoc"] is False
 
     await page.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()

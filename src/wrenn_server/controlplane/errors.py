@@ -44,6 +44,10 @@ class QuotaExceeded(Forbidden):
     numbers."""
 
 
+class AccountDisabled(Forbidden):
+    """The account was deactivated by a platform admin (sign-in refused until reactivated)."""
+
+
 class NotFound(DomainError):
     """The resource does not exist, or is not visible to the principal."""
 

@@ -30,6 +30,7 @@ ERROR_TABLE: dict[type[errors.DomainError], tuple[int, str]] = {
     errors.BadRequest: (400, "invalid_request"),
     errors.Unauthorized: (401, "unauthorized"),
     errors.QuotaExceeded: (403, "quota_exceeded"),
+    errors.AccountDisabled: (403, "account_disabled"),
     errors.Forbidden: (403, "forbidden"),
     errors.NotFound: (404, "not_found"),
     errors.InvalidState: (409, "invalid_state"),

@@ -11,6 +11,8 @@
 - the agent no longer knows it                      -> stopped (its files are gone)
 - the agent cannot be reached                       -> missing (reversible: fixed when it answers)
 - missing but the agent has it again                -> the agent's status
+- its row says it ended but the agent still has it  -> destroyed on the agent (it was stopped
+  while its host could not be reached)
 An agent that answers has been seen: an unreachable host comes back online (`marked_up`).
 A capsule whose row changed after the agent was asked is left alone: the answer may predate a
 create or resume that finished meanwhile (and "stopped" would be final); one a caller is
@@ -196,19 +198,25 @@ class Reconciler:
         # The agent paused these on its own: copy their samples, as a pause through the API does.
         for sandbox_id in auto_paused:
             await metrics.flush(self.db, client, sandbox_id)
-        if reasons:
-            await self._clear_dead(client, host_id, set(reasons))
+        if reported:
+            await self._clear_dead(client, host_id, set(reasons), set(reported) - set(reasons))
 
     async def _clear_dead(
-        self, client: AgentClient, host_id: uuid.UUID, dead: set[uuid.UUID]
+        self,
+        client: AgentClient,
+        host_id: uuid.UUID,
+        dead: set[uuid.UUID],
+        live: set[uuid.UUID],
     ) -> None:
         """Dead capsules whose row says so (or that have none) are destroyed on their agent,
         freeing their disks; one whose row is newer than the answer waits for the next pass.
-        Only this host is asked, about what it reported itself."""
+        So are live ones whose row says they ended (stopped while their host could not be
+        reached, as when their team was deleted): an ended row is final. Only this host is
+        asked, about what it reported itself."""
         async with self.db.sessionmaker() as session:
             rows = list(
                 await session.execute(
-                    select(Sandbox.id, Sandbox.status).where(Sandbox.id.in_(dead))
+                    select(Sandbox.id, Sandbox.status).where(Sandbox.id.in_(dead | live))
                 )
             )
         settled = {sandbox_id for sandbox_id, status in rows if status not in TRACKED}

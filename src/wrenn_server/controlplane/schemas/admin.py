@@ -4,6 +4,7 @@ fields follow the ones of the team-scoped schemas they extend."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from pydantic import BaseModel, Field, StrictBool
 
@@ -17,6 +18,35 @@ from .teams import TeamResponse
 class AdminTeam(TeamResponse):
     member_count: int
     quotas: TeamQuotasResponse
+    deleted_at: dt.datetime | None = Field(
+        description="When a platform admin deleted the team; deleted teams are listed last."
+    )
+    owner_name: str = Field(description="The owner's name; empty if the team has none.")
+    owner_email: str = Field(description="The owner's email; empty if the team has none.")
+    active_sandbox_count: int = Field(description="Capsules running, paused or starting.")
+    channel_count: int = Field(description="Notification channels.")
+
+
+class Page(BaseModel):
+    """The paging fields of the Go system's admin lists (`?page`, 1-based)."""
+
+    total: int = Field(description="How many there are in all pages.")
+    page: int
+    per_page: int
+    total_pages: int
+
+    @staticmethod
+    def numbers(total: int, page: int, per_page: int) -> dict[str, int]:
+        return {
+            "total": total,
+            "page": page,
+            "per_page": per_page,
+            "total_pages": (total + per_page - 1) // per_page,
+        }
+
+
+class AdminTeamPage(Page):
+    teams: list[AdminTeam]
 
 
 class SetBYOCRequest(BaseModel):
@@ -56,6 +86,7 @@ class AdminCapsule(Capsule):
 
 class AdminUser(BaseModel):
     user_id: str
+    id: str = Field(description="The same as user_id (the Go system's name for it).")
     name: str
     email: str
     is_admin: bool
@@ -64,12 +95,17 @@ class AdminUser(BaseModel):
         description="Whether the user proved they receive mail at the address (a mailed link "
         "used, an OAuth provider vouching for it, or an admin adding or inviting them)."
     )
+    status: Literal["active", "disabled"] = Field(
+        description="The Go system's account status: disabled while deactivated."
+    )
     created_at: dt.datetime
 
     @classmethod
     def of(cls, user: User) -> AdminUser:
         return cls(
             user_id=ids.USER.format(user.id),
+            id=ids.USER.format(user.id),
+            status="active" if user.is_active else "disabled",
             name=user.name,
             email=user.email,
             is_admin=user.is_admin,
@@ -77,3 +113,12 @@ class AdminUser(BaseModel):
             email_verified=user.email_verified_at is not None,
             created_at=user.created_at,
         )
+
+
+class AdminUserListed(AdminUser):
+    teams_joined: int = Field(description="Live teams the user is a member of.")
+    teams_owned: int = Field(description="Live teams the user owns.")
+
+
+class AdminUserPage(Page):
+    users: list[AdminUserListed]

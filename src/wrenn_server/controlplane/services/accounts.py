@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import OAuthIdentity, Team, User
 from ..db.session import Database, transaction
-from ..errors import EmailTaken, Forbidden, Unauthorized
+from ..errors import AccountDisabled, EmailTaken, Forbidden, Unauthorized
 from ..security import (
     TokenCodec,
     UserClaims,
@@ -222,8 +222,8 @@ async def login(
     address: str | None,
 ) -> SignedIn:
     """A session for valid credentials; one `Unauthorized` for every kind of failure, so the
-    answer does not reveal which emails have accounts; `TooManyRequests` while the account or
-    the address is throttled.
+    answer does not reveal which emails have accounts (a deactivated account's right password
+    is `AccountDisabled`); `TooManyRequests` while the account or the address is throttled.
 
     Three short transactions: count the attempt (committed before the password is checked, so
     concurrent guesses see each other), check the password outside any transaction (argon2
@@ -242,11 +242,15 @@ async def login(
         current = await session.get(User, user.id)
         if (
             current is None
-            or not current.is_active
             or current.deleted_at is not None
             or current.password_hash != stored_hash
         ):
             raise Unauthorized("invalid email or password")
+        if not current.is_active:
+            # Told only to whoever knows the password, so it reveals no account (as Go's).
+            raise AccountDisabled(
+                "your account has been deactivated: contact your administrator to regain access"
+            )
         await throttle.attempt_succeeded(session, attempt)
         if stored_hash is not None and password_needs_rehash(stored_hash):
             # Rare (only after the hashing parameters change).

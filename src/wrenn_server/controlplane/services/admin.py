@@ -2,7 +2,8 @@
 
 Callers are platform admins (the route dependency re-reads `is_admin` from the database). The
 platform team (`ids.PLATFORM_TEAM_ID`, owner of the base templates) is not a team anyone works
-in, so it is neither listed nor toggled here. Template deletion lives in `snapshots`.
+in, so it is neither listed nor toggled here. Template deletion lives in `snapshots`, the team list
+and team deletion in `admin_teams`.
 """
 
 from __future__ import annotations
@@ -10,33 +11,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, ScalarSelect, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
 from ..db.models import Sandbox, Team, TeamMember, Template, User
 from ..errors import BadRequest, NotFound
 from . import accounts, audit
-
-
-@dataclass(frozen=True, slots=True)
-class TeamSummary:
-    team: Team
-    member_count: int
-
-
-async def list_teams(session: AsyncSession) -> list[TeamSummary]:
-    """All live teams (oldest first) with their member counts."""
-    members = (
-        select(TeamMember.team_id, func.count().label("n")).group_by(TeamMember.team_id).subquery()
-    )
-    rows = await session.execute(
-        select(Team, func.coalesce(members.c.n, 0))
-        .outerjoin(members, members.c.team_id == Team.id)
-        .where(Team.deleted_at.is_(None), Team.id != ids.PLATFORM_TEAM_ID)
-        .order_by(Team.created_at, Team.id)
-    )
-    return [TeamSummary(team=team, member_count=int(n)) for team, n in rows]
 
 
 async def set_byoc(
@@ -78,10 +59,43 @@ async def list_capsules(session: AsyncSession, team_id: uuid.UUID | None) -> lis
     return list(await session.scalars(query.order_by(Sandbox.created_at.desc(), Sandbox.id)))
 
 
-async def list_users(session: AsyncSession) -> list[User]:
-    """Every account that is not deleted, oldest first."""
-    query = select(User).where(User.deleted_at.is_(None)).order_by(User.created_at, User.email)
-    return list(await session.scalars(query))
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    user: User
+    teams_joined: int
+    teams_owned: int
+
+
+async def list_users(
+    session: AsyncSession, *, limit: int, offset: int
+) -> tuple[list[UserRow], int]:
+    """One page of the accounts that are not deleted, newest first (as the Go system orders
+    them), with the live teams each is in and owns; and how many there are in all."""
+
+    def memberships(*extra: ColumnElement[bool]) -> ScalarSelect[int]:
+        return (
+            select(func.count())
+            .select_from(TeamMember)
+            .join(Team, Team.id == TeamMember.team_id)
+            .where(TeamMember.user_id == User.id, Team.deleted_at.is_(None), *extra)
+            .correlate(User)
+            .scalar_subquery()
+        )
+
+    rows = await session.execute(
+        select(User, memberships(), memberships(TeamMember.role == "owner"))
+        .where(User.deleted_at.is_(None))
+        .order_by(User.created_at.desc(), User.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    total = await session.scalar(
+        select(func.count()).select_from(User).where(User.deleted_at.is_(None))
+    )
+    return [
+        UserRow(user=user, teams_joined=int(joined or 0), teams_owned=int(owned or 0))
+        for user, joined, owned in rows
+    ], int(total or 0)
 
 
 async def create_user(

@@ -15,16 +15,30 @@ from fastapi import APIRouter, Query, Response, status
 from ... import ids
 from ...db.session import transaction
 from ...errors import BadRequest
-from ...schemas.admin import AdminCapsule, AdminTeam, AdminTemplate, AdminUser, SetBYOCRequest
+from ...schemas.admin import (
+    AdminCapsule,
+    AdminTeam,
+    AdminTeamPage,
+    AdminTemplate,
+    AdminUser,
+    AdminUserListed,
+    AdminUserPage,
+    Page,
+    SetBYOCRequest,
+)
 from ...schemas.common import error_responses
 from ...schemas.quotas import QuotaOverrides, TeamQuotasResponse
-from ...services import admin, quotas, snapshots
+from ...services import admin, admin_teams, quotas, snapshots
 from ..deps import CurrentAdmin, DatabaseDep, HostsDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 # The names snapshots can be given (CreateSnapshotRequest); base templates follow it too.
 _TEMPLATE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+# The Go system's page size of its admin lists.
+PER_PAGE = 100
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number.")]
 
 TeamFilter = Annotated[
     str | None, Query(max_length=64, description="Only this team's (team-<uuid>).")
@@ -38,28 +52,61 @@ def _team_filter(team_id: str | None) -> uuid.UUID | None:
 @router.get(
     "/teams",
     operation_id="adminListTeams",
-    summary="List every team with its member count and quotas (platform admins)",
-    responses=error_responses(401, 403),
+    summary="A page of every team (deleted ones last) with its owner, member and capsule counts "
+    "and quotas (platform admins)",
+    responses=error_responses(400, 401, 403),
 )
 async def list_teams(
-    principal: CurrentAdmin, session: SessionDep, hosts: HostsDep
-) -> list[AdminTeam]:
+    principal: CurrentAdmin, session: SessionDep, hosts: HostsDep, page: PageNumber = 1
+) -> AdminTeamPage:
     async with transaction(session):
-        summaries = await admin.list_teams(session)
+        rows, total = await admin_teams.list_teams(
+            session, limit=PER_PAGE, offset=(page - 1) * PER_PAGE
+        )
         team_quotas = await quotas.all_team_quotas(session, hosts.limits)
     untouched = quotas.TeamQuotas(hosts.limits, quotas.Overrides(), quotas.Usage())
-    return [
-        AdminTeam(
-            id=ids.TEAM.format(s.team.id),
-            name=s.team.name,
-            slug=s.team.slug,
-            is_byoc=s.team.is_byoc,
-            created_at=s.team.created_at,
-            member_count=s.member_count,
-            quotas=TeamQuotasResponse.of(team_quotas.get(s.team.id, untouched), hosts.limits),
-        )
-        for s in summaries
-    ]
+    return AdminTeamPage(
+        teams=[
+            AdminTeam(
+                id=ids.TEAM.format(r.team.id),
+                name=r.team.name,
+                slug=r.team.slug,
+                is_byoc=r.team.is_byoc,
+                created_at=r.team.created_at,
+                deleted_at=r.team.deleted_at,
+                member_count=r.member_count,
+                owner_name=r.owner_name,
+                owner_email=r.owner_email,
+                active_sandbox_count=r.active_capsule_count,
+                channel_count=r.channel_count,
+                quotas=TeamQuotasResponse.of(team_quotas.get(r.team.id, untouched), hosts.limits),
+            )
+            for r in rows
+        ],
+        **Page.numbers(total, page, PER_PAGE),
+    )
+
+
+@router.delete(
+    "/teams/{id}",
+    operation_id="adminDeleteTeam",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a team (platform admins): its capsules are destroyed, its templates "
+    "deleted, its API keys revoked and its members removed; the platform team cannot be",
+    responses=error_responses(400, 401, 403, 404),
+)
+async def delete_team(
+    id: str, principal: CurrentAdmin, db: DatabaseDep, hosts: HostsDep, settings: SettingsDep
+) -> Response:
+    team_id = ids.TEAM.parse(id)
+    await admin_teams.delete_team(
+        db,
+        hosts,
+        actor=principal.actor,
+        team_id=team_id,
+        protected_template=settings.base_template,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.put(
@@ -180,10 +227,23 @@ async def list_capsules(
 @router.get(
     "/users",
     operation_id="adminListUsers",
-    summary="List every account (platform admins)",
-    responses=error_responses(401, 403),
+    summary="A page of every account, newest first, with the teams each is in and owns "
+    "(platform admins)",
+    responses=error_responses(400, 401, 403),
 )
-async def list_users(principal: CurrentAdmin, session: SessionDep) -> list[AdminUser]:
+async def list_users(
+    principal: CurrentAdmin, session: SessionDep, page: PageNumber = 1
+) -> AdminUserPage:
     async with transaction(session):
-        users = await admin.list_users(session)
-    return [AdminUser.of(u) for u in users]
+        rows, total = await admin.list_users(session, limit=PER_PAGE, offset=(page - 1) * PER_PAGE)
+    return AdminUserPage(
+        users=[
+            AdminUserListed(
+                **AdminUser.of(r.user).model_dump(),
+                teams_joined=r.teams_joined,
+                teams_owned=r.teams_owned,
+            )
+            for r in rows
+        ],
+        **Page.numbers(total, page, PER_PAGE),
+    )

@@ -24,7 +24,10 @@ async def test_signup_creates_active_account_and_default_team(
     client: httpx.AsyncClient, db: Database
 ) -> None:
     body = await signup(client, email="Ada@Example.COM", name="  Ada  ")
-    assert set(body) == {"message", "token", "user_id", "team_id", "email", "name"}
+    assert set(body) == {
+        "message", "token", "user_id", "team_id", "email", "name", "activation_required"
+    }  # fmt: skip
+    assert body["activation_required"] is False
     assert body["email"] == "ada@example.com"
     assert body["name"] == "Ada"
     user_id = ids.USER.parse(body["user_id"])

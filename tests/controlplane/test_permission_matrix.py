@@ -29,7 +29,7 @@ from .helpers import bearer, signup
 
 # Routes anyone may call.
 PUBLIC = ("/health", "/openapi", "/docs", "/v1/auth/signup", "/v1/auth/login", "/v1/auth/oauth",
-          "/v1/auth/options", "/v1/me/password/reset")  # fmt: skip
+          "/v1/auth/options", "/v1/auth/activate", "/v1/me/password/reset")  # fmt: skip
 # Routes only a user session may call (an API key is refused there too).
 JWT_ONLY = ("/v1/me", "/v1/api-keys", "/v1/teams", "/v1/users", "/v1/audit-logs", "/v1/admin",
             "/v1/auth/switch-team", "/v1/hosts")  # fmt: skip

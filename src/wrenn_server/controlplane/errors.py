@@ -35,8 +35,25 @@ class Unauthorized(DomainError):
     """No credentials, or credentials that do not identify an active principal."""
 
 
+class WrongPassword(Unauthorized):
+    """The current password given to change it is not the account's."""
+
+
+class InvalidToken(BadRequest):
+    """A mailed link's token (password reset, activation) is unknown, used or expired."""
+
+
+class AlreadyActivated(BadRequest):
+    """The account of an activation link is active already."""
+
+
 class Forbidden(DomainError):
     """The principal is known but may not do this."""
+
+
+class AccountNotActivated(Forbidden):
+    """The credentials are right but the account's email was never confirmed (signup with
+    email verification)."""
 
 
 class QuotaExceeded(Forbidden):
@@ -66,6 +83,14 @@ class NameTaken(Conflict):
 
 class EmailTaken(Conflict):
     """An account with that email already exists."""
+
+
+class OwnsTeamWithMembers(Conflict):
+    """The account owns a team others are members of, so it cannot be deleted."""
+
+
+class SignupCooldown(Conflict):
+    """An activation mail for that email went out moments ago."""
 
 
 class HostHasCapsules(Conflict):

@@ -348,6 +348,14 @@ class Settings(BaseSettings):
     invitation_ttl_sec: int = Field(
         default=7 * 24 * 3600, ge=60, description="How long an invitation stays valid, seconds."
     )
+    signup_verify_email: bool = Field(
+        default=False,
+        description="With open signup: a new account stays inactive until its email is "
+        "confirmed through a mailed link (POST /v1/auth/activate). Needs SMTP.",
+    )
+    activation_ttl_sec: int = Field(
+        default=1800, ge=60, description="How long an activation link stays valid, seconds."
+    )
     login_max_failures: int = Field(
         default=5,
         ge=1,
@@ -398,6 +406,8 @@ class Settings(BaseSettings):
     def _mail_settings(self) -> Self:
         if self.smtp_host and not (self.smtp_from and self.public_url):
             raise ValueError("WRENN_SMTP_HOST needs WRENN_SMTP_FROM and WRENN_PUBLIC_URL too")
+        if self.signup_verify_email and not self.smtp_host:
+            raise ValueError("WRENN_SIGNUP_VERIFY_EMAIL needs an SMTP server (WRENN_SMTP_HOST)")
         return self
 
     @field_validator("byoc_allowed_networks", "byoc_blocked_networks")

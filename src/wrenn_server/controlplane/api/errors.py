@@ -27,8 +27,12 @@ log = logging.getLogger("wrenn.controlplane")
 # Most specific first: the first class in an error's MRO that is listed here decides.
 ERROR_TABLE: dict[type[errors.DomainError], tuple[int, str]] = {
     errors.InvalidID: (400, "invalid_request"),
+    errors.InvalidToken: (400, "invalid_token"),
+    errors.AlreadyActivated: (400, "already_activated"),
     errors.BadRequest: (400, "invalid_request"),
+    errors.WrongPassword: (401, "wrong_password"),
     errors.Unauthorized: (401, "unauthorized"),
+    errors.AccountNotActivated: (403, "account_not_activated"),
     errors.QuotaExceeded: (403, "quota_exceeded"),
     errors.AccountDisabled: (403, "account_disabled"),
     errors.Forbidden: (403, "forbidden"),
@@ -37,6 +41,8 @@ ERROR_TABLE: dict[type[errors.DomainError], tuple[int, str]] = {
     errors.HostHasCapsules: (409, "has_active_sandboxes"),
     errors.NameTaken: (409, "template_name_taken"),
     errors.EmailTaken: (409, "email_taken"),
+    errors.OwnsTeamWithMembers: (409, "owns_team_with_members"),
+    errors.SignupCooldown: (409, "signup_cooldown"),
     errors.Conflict: (409, "conflict"),
     errors.InsufficientCapacity: (503, "no_hosts_available"),
     errors.HostUnavailable: (503, "host_unavailable"),

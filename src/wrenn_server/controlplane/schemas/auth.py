@@ -71,11 +71,36 @@ class AuthResponse(BaseModel):
 class SignupResponse(AuthResponse):
     """The contract's signup answer (`message`) plus a session.
 
-    This deployment has no mail server, so accounts are active at once: the response also
-    carries what `/v1/auth/activate` would return, and the client may skip the login step.
+    Without email verification the account is active at once: the response also carries what
+    `/v1/auth/activate` would return, and the client may skip the login step. With it
+    (`activation_required`), `token` and `team_id` are empty until the mailed link is used.
     """
 
     message: str
+    activation_required: bool = Field(
+        default=False,
+        description="The account waits for its email to be confirmed through the mailed link "
+        "(POST /v1/auth/activate); no session yet.",
+    )
+
+
+class ActivateRequest(BaseModel):
+    token: OneTimeToken
+
+
+class ResendActivationRequest(BaseModel):
+    # Not format-checked: a malformed address simply awaits no activation (same answer).
+    email: str = Field(max_length=320)
+
+
+class UpdateMeRequest(BaseModel):
+    name: DisplayName
+
+
+class DeleteAccountRequest(BaseModel):
+    confirmation: str = Field(
+        max_length=320, description="The account's email address, to confirm the deletion."
+    )
 
 
 class MeResponse(BaseModel):
@@ -118,6 +143,10 @@ class AuthOptionsResponse(BaseModel):
     signup: str = Field(description="Who may sign up: 'open', 'invite' or 'closed'.")
     password_reset: bool = Field(
         description="Whether password reset by mail is available (an SMTP server is configured)."
+    )
+    email_verification: bool = Field(
+        default=False,
+        description="Whether an open signup must confirm its email through a mailed link.",
     )
 
 

@@ -30,9 +30,9 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import OAuthIdentity, Team, User
+from ..db.models import OAuthIdentity, Team, User, UserToken
 from ..db.session import Database, transaction
-from ..errors import AccountDisabled, EmailTaken, Forbidden, Unauthorized
+from ..errors import AccountDisabled, AccountNotActivated, EmailTaken, Forbidden, Unauthorized
 from ..security import (
     TokenCodec,
     UserClaims,
@@ -46,6 +46,7 @@ from .teams import TEAM_NAME_MAX
 
 SignupMode = Literal["open", "invite", "closed"]
 
+ACTIVATION = "activation"  # the purpose of an activation link's `UserToken`
 SIGNUP_CLOSED = "signup is closed: ask an administrator for an account"
 INVALID_INVITATION = "this invitation is not valid (used, expired, revoked, or for another email)"
 
@@ -246,6 +247,10 @@ async def login(
             or current.password_hash != stored_hash
         ):
             raise Unauthorized("invalid email or password")
+        if not current.is_active and await awaiting_activation(session, current.id):
+            raise AccountNotActivated(
+                "please check your email and activate your account before signing in"
+            )
         if not current.is_active:
             # Told only to whoever knows the password, so it reveals no account (as Go's).
             raise AccountDisabled(
@@ -266,6 +271,26 @@ async def login_as(session: AsyncSession, codec: TokenCodec, user: User) -> Sign
     return issue(codec, user, team_id, role)
 
 
+async def awaiting_activation(session: AsyncSession, user_id: uuid.UUID) -> bool:
+    """The account signed up with email verification and was never activated: inactive,
+    unverified, with an activation link outstanding (an admin's deactivation is none of these)."""
+    return bool(
+        await session.scalar(
+            select(
+                exists().where(
+                    User.id == user_id,
+                    User.is_active.is_(False),
+                    User.email_verified_at.is_(None),
+                    User.deleted_at.is_(None),
+                    UserToken.user_id == User.id,
+                    UserToken.purpose == ACTIVATION,
+                    UserToken.used_at.is_(None),
+                )
+            )
+        )
+    )
+
+
 def usable(user: User | None) -> bool:
     """The account may sign in: it exists, is active and not deleted."""
     return user is not None and user.is_active and user.deleted_at is None
@@ -283,6 +308,18 @@ async def profile(session: AsyncSession, *, principal: Principal) -> Profile:
         )
     ).all()
     return Profile(user=user, providers=list(providers))
+
+
+async def rename(
+    session: AsyncSession, *, codec: TokenCodec, principal: Principal, name: str
+) -> SignedIn:
+    """Set the user's display name; a new token (it carries the name) for the same team."""
+    user = await session.get(User, principal.require_user(), with_for_update=True)
+    if user is None or not usable(user):
+        raise Unauthorized("account not found or inactive")
+    user.name = name
+    await session.flush()
+    return issue(codec, user, principal.team_id, principal.role)
 
 
 async def switch_team(

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .. import ids
 from ..db.models import APIKey, OAuthIdentity, User, UserToken
 from ..db.session import Database, transaction
-from ..errors import BadRequest, Unauthorized
+from ..errors import BadRequest, InvalidToken, Unauthorized, WrongPassword
 from ..mail import Mailer, MailError
 from ..security import hash_credential, hash_password, new_one_time_token, verify_password
 from . import audit, throttle
@@ -72,7 +72,7 @@ async def change_password(
     address: str | None,
 ) -> None:
     """Set a new password. An account with a password must give the current one (checked like a
-    sign-in, throttled with it: `Unauthorized` if wrong); an OAuth-only account adds one with
+    sign-in, throttled with it: `WrongPassword` if wrong); an OAuth-only account adds one with
     `confirm` equal to `new`. Every JWT of the user is revoked, this request's included."""
     async with db.sessionmaker() as session, transaction(session):
         user = await session.get(User, user_id)
@@ -88,7 +88,7 @@ async def change_password(
                 session, limits=limits, email=email, address=address, now=utcnow()
             )
         if not await asyncio.to_thread(verify_password, stored_hash, current):
-            raise Unauthorized("current password is incorrect")
+            raise WrongPassword("current password is incorrect")
     elif confirm != new:
         raise BadRequest("confirm_password must match new_password")
     new_hash = await asyncio.to_thread(hash_password, new)
@@ -96,7 +96,7 @@ async def change_password(
         user = await session.get(User, user_id, with_for_update=True)
         if user is None or user.password_hash != stored_hash:
             # Changed (or reset) meanwhile: the current password checked is no longer it.
-            raise Unauthorized("current password is incorrect")
+            raise WrongPassword("current password is incorrect")
         user.password_hash = new_hash
         await _revoke_sessions(session, user)
         if attempt is not None:
@@ -151,7 +151,7 @@ async def request_reset(db: Database, mailer: Mailer, links: ResetLinks, *, emai
 
 
 async def confirm_reset(db: Database, *, token: str, new: str) -> None:
-    """Set the password of the reset token's account; `BadRequest` if the token is unknown,
+    """Set the password of the reset token's account; `InvalidToken` if the token is unknown,
     used, expired, or its account inactive. The token and every other pending reset token of
     the account are used up; every JWT of the user is revoked."""
     new_hash = await asyncio.to_thread(hash_password, new)
@@ -163,7 +163,7 @@ async def confirm_reset(db: Database, *, token: str, new: str) -> None:
             )
         )
         if row is None or row.used_at is not None or row.expires_at <= now:
-            raise BadRequest(INVALID_RESET)
+            raise InvalidToken(INVALID_RESET)
         # Conditional: of two concurrent uses of one token, only one updates the row.
         used = await session.execute(
             update(UserToken)
@@ -171,10 +171,10 @@ async def confirm_reset(db: Database, *, token: str, new: str) -> None:
             .values(used_at=now)
         )
         if getattr(used, "rowcount", 0) != 1:
-            raise BadRequest(INVALID_RESET)
+            raise InvalidToken(INVALID_RESET)
         user = await session.get(User, row.user_id, with_for_update=True)
         if user is None or not user.is_active or user.deleted_at is not None:
-            raise BadRequest(INVALID_RESET)
+            raise InvalidToken(INVALID_RESET)
         await session.execute(
             update(UserToken)
             .where(

@@ -126,12 +126,12 @@ class APIKey(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
-TOKEN_PURPOSES = ("password_reset",)
+TOKEN_PURPOSES = ("password_reset", "activation")
 
 
 class UserToken(Base):
-    """A one-time token mailed to a user (password reset). Only its SHA-256 is stored; using it
-    sets `used_at`, so it works once."""
+    """A one-time token mailed to a user (password reset, account activation). Only its SHA-256
+    is stored; using it sets `used_at`, so it works once."""
 
     __tablename__ = "user_tokens"
     __table_args__ = (CheckConstraint(enum_check("purpose", TOKEN_PURPOSES), name="purpose"),)

@@ -348,6 +348,40 @@ export interface paths {
 		patch?: never;
 		trace?: never;
 	};
+	'/v1/auth/activate': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/** Activate an account with its mailed link's token (single use, expiring): the default team is created and the user signed in */
+		post: operations['activate'];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
+	'/v1/auth/activate/resend': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		get?: never;
+		put?: never;
+		/** Mail a new activation link (older ones stop working): the same answer whether or not the email awaits activation (503 if email verification is off) */
+		post: operations['resendActivation'];
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
 	'/v1/auth/login': {
 		parameters: {
 			query?: never;
@@ -357,7 +391,7 @@ export interface paths {
 		};
 		get?: never;
 		put?: never;
-		/** Log in with email and password (throttled per account and per client address: 429 with Retry-After) */
+		/** Log in with email and password (throttled per account and per client address: 429 with Retry-After; 403 account_not_activated before the email is confirmed) */
 		post: operations['login'];
 		delete?: never;
 		options?: never;
@@ -459,7 +493,7 @@ export interface paths {
 		};
 		get?: never;
 		put?: never;
-		/** Create an account (active at once) and its default team; by invitation or closed as the installation's signup setting says (open signups that create no account are throttled per client address like failed logins: 429 with Retry-After) */
+		/** Create an account (active at once, or after its email is confirmed when signup verifies emails) and its default team; by invitation or closed as the installation's signup setting says (open signups that create no account are throttled per client address like failed logins: 429 with Retry-After) */
 		post: operations['signup'];
 		delete?: never;
 		options?: never;
@@ -1135,10 +1169,12 @@ export interface paths {
 		get: operations['getMe'];
 		put?: never;
 		post?: never;
-		delete?: never;
+		/** Delete your account (confirmation: your email). Refused (409 owns_team_with_members) while you own a team with other members; the teams you own go with it, their capsules destroyed; your API keys are revoked and every session ends */
+		delete: operations['deleteMe'];
 		options?: never;
 		head?: never;
-		patch?: never;
+		/** Change your display name; a new token carrying it (same team; older tokens stay valid) */
+		patch: operations['updateMe'];
 		trace?: never;
 	};
 	'/v1/me/password': {
@@ -1389,6 +1425,11 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
 	schemas: {
+		/** ActivateRequest */
+		ActivateRequest: {
+			/** Token */
+			token: string;
+		};
 		/** AddMemberRequest */
 		AddMemberRequest: {
 			/** Email */
@@ -1581,8 +1622,11 @@ export interface components {
 			/** Vcpus */
 			vcpus?: number | null;
 		};
-		/** AdminUserListed */
-		AdminUserListed: {
+		/**
+		 * AdminUser
+		 * @description An account as the admin user list shows it.
+		 */
+		AdminUser: {
 			/**
 			 * Created At
 			 * Format: date-time
@@ -1639,7 +1683,7 @@ export interface components {
 			/** Total Pages */
 			total_pages: number;
 			/** Users */
-			users: components['schemas']['AdminUserListed'][];
+			users: components['schemas']['AdminUser'][];
 		};
 		/** APIKeyResponse */
 		APIKeyResponse: {
@@ -2173,6 +2217,14 @@ export interface components {
 			 */
 			password?: string | null;
 		};
+		/** DeleteAccountRequest */
+		DeleteAccountRequest: {
+			/**
+			 * Confirmation
+			 * @description The account's email address, to confirm the deletion.
+			 */
+			confirmation: string;
+		};
 		/**
 		 * ErrorBody
 		 * @description `{"error": {"code": ..., "message": ...}}`, the body of every error response.
@@ -2640,6 +2692,11 @@ export interface components {
 			 */
 			token: string;
 		};
+		/** ResendActivationRequest */
+		ResendActivationRequest: {
+			/** Email */
+			email: string;
+		};
 		/** RotateConfigRequest */
 		RotateConfigRequest: {
 			/** Config */
@@ -2874,6 +2931,11 @@ export interface components {
 		UpdateChannelRequest: {
 			/** Events */
 			events: string[];
+			/** Name */
+			name: string;
+		};
+		/** UpdateMeRequest */
+		UpdateMeRequest: {
 			/** Name */
 			name: string;
 		};
@@ -4223,6 +4285,79 @@ export interface operations {
 			};
 		};
 	};
+	activate: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				'application/json': components['schemas']['ActivateRequest'];
+			};
+		};
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['AuthResponse'];
+				};
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	resendActivation: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				'application/json': components['schemas']['ResendActivationRequest'];
+			};
+		};
+		responses: {
+			/** @description Successful Response */
+			204: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content?: never;
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Temporarily unavailable */
+			503: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
 	login: {
 		parameters: {
 			query?: never;
@@ -4256,6 +4391,15 @@ export interface operations {
 			};
 			/** @description Missing or invalid credentials */
 			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
 				headers: {
 					[name: string]: unknown;
 				};
@@ -6254,6 +6398,106 @@ export interface operations {
 				};
 				content: {
 					'application/json': components['schemas']['MeResponse'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	deleteMe: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				'application/json': components['schemas']['DeleteAccountRequest'];
+			};
+		};
+		responses: {
+			/** @description Successful Response */
+			204: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content?: never;
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Conflict with the current state */
+			409: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Temporarily unavailable */
+			503: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	updateMe: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				'application/json': components['schemas']['UpdateMeRequest'];
+			};
+		};
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['AuthResponse'];
+				};
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
 				};
 			};
 			/** @description Missing or invalid credentials */

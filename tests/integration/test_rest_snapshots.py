@@ -83,7 +83,7 @@ async def test_snapshot_lifecycle(api: httpx.AsyncClient, agent: AgentClient) ->
     resp = await snapshot(api, user, src["id"], name)
     assert_error(resp, 409, "template_name_taken")
     resp = await snapshot(api, user, child["id"], "minimal")
-    assert_error(resp, 409, "template_name_taken")
+    assert_error(resp, 409, "name_reserved")  # a platform template's
     assert await status_of(api, user, child["id"]) == "running"  # refused before any change
     resp = await api.post(f"/v1/capsules/{src['id']}/resume", headers=user.h)
     assert resp.status_code == 200, resp.text

@@ -179,3 +179,29 @@ async def test_published_sdk_reads_metadata_and_template_fields(
         assert (by_name["minimal"].platform, by_name["minimal"].protected) == (True, True)
         assert (by_name["snap-b"].platform, by_name["snap-b"].protected) == (False, False)
         assert by_name["snap-b"].metadata == got.metadata
+
+
+async def test_a_platform_templates_name_is_reserved(stack: Stack) -> None:
+    api, agent = stack.client, stack.agent
+    ada, bob = await new_account(api), await new_account(api)
+    capsule = await make_capsule(api, ada)
+    calls = len(agent.calls)
+    for params in ({}, {"overwrite": "true"}):
+        resp = await api.post(
+            "/v1/snapshots",
+            json={"sandbox_id": capsule["id"], "name": "minimal"},
+            params=params,
+            headers=ada.h,
+        )
+        assert_error(resp, 409, "name_reserved")
+    assert len(agent.calls) == calls  # refused before the agent is asked
+    # Another team's name is taken (names are still one per platform, see the docs).
+    made = await api.post(
+        "/v1/snapshots", json={"sandbox_id": capsule["id"], "name": "ada-x"}, headers=ada.h
+    )
+    assert made.status_code == 201, made.text
+    theirs = await make_capsule(api, bob)
+    resp = await api.post(
+        "/v1/snapshots", json={"sandbox_id": theirs["id"], "name": "ada-x"}, headers=bob.h
+    )
+    assert_error(resp, 409, "template_name_taken")

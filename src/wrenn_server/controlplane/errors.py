@@ -81,6 +81,10 @@ class NameTaken(Conflict):
     """A template (or snapshot) of that name already exists for the team."""
 
 
+class NameReserved(Conflict):
+    """The name is a platform template's, which no team may take."""
+
+
 class EmailTaken(Conflict):
     """An account with that email already exists."""
 

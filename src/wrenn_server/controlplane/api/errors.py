@@ -40,6 +40,7 @@ ERROR_TABLE: dict[type[errors.DomainError], tuple[int, str]] = {
     errors.InvalidState: (409, "invalid_state"),
     errors.HostHasCapsules: (409, "has_active_sandboxes"),
     errors.NameTaken: (409, "template_name_taken"),
+    errors.NameReserved: (409, "name_reserved"),
     errors.EmailTaken: (409, "email_taken"),
     errors.OwnsTeamWithMembers: (409, "owns_team_with_members"),
     errors.SignupCooldown: (409, "signup_cooldown"),

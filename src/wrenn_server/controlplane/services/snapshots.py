@@ -17,7 +17,15 @@ from ..db.models.capsules import Sandbox, Template
 from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..errors import Conflict, DomainError, Forbidden, HostUnavailable, NameTaken, NotFound
+from ..errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    HostUnavailable,
+    NameReserved,
+    NameTaken,
+    NotFound,
+)
 from . import audit
 from .capsules import Hosts, get_capsule, require_status
 
@@ -49,6 +57,9 @@ async def create_snapshot(
         sandbox = await get_capsule(session, team_id, wire_id)
         require_status(sandbox, "running", "paused")
         existing = await session.get(Template, name)
+        if existing is not None and existing.team_id == ids.PLATFORM_TEAM_ID != team_id:
+            # The Go system's answer: a platform template's name is no team's to take.
+            raise NameReserved(f"{name!r} is the name of a platform template")
         if existing is not None and (existing.team_id != team_id or not overwrite):
             raise NameTaken(f"a template named {name!r} already exists")
         replaced_on = existing.host_id if existing is not None else None

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, StrictBool
 
 from .. import ids
 from ..db.models import Invitation
-from .admin import AdminUser
+from .admin import AdminAccount
 from .auth import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, DisplayName, Email
 
 
@@ -26,7 +26,7 @@ class CreateUserRequest(BaseModel):
     is_admin: StrictBool = Field(default=False, description="Make the user a platform admin.")
 
 
-class CreatedUser(AdminUser):
+class CreatedUser(AdminAccount):
     password: str | None = Field(
         description="The generated password (shown once), or null when the request set one."
     )

@@ -84,7 +84,7 @@ class AdminCapsule(Capsule):
         )
 
 
-class AdminUser(BaseModel):
+class AdminAccount(BaseModel):
     user_id: str
     id: str = Field(description="The same as user_id (the Go system's name for it).")
     name: str
@@ -101,7 +101,7 @@ class AdminUser(BaseModel):
     created_at: dt.datetime
 
     @classmethod
-    def of(cls, user: User) -> AdminUser:
+    def of(cls, user: User) -> AdminAccount:
         return cls(
             user_id=ids.USER.format(user.id),
             id=ids.USER.format(user.id),
@@ -115,10 +115,12 @@ class AdminUser(BaseModel):
         )
 
 
-class AdminUserListed(AdminUser):
+class AdminUser(AdminAccount):
+    """An account as the admin user list shows it."""
+
     teams_joined: int = Field(description="Live teams the user is a member of.")
     teams_owned: int = Field(description="Live teams the user owns.")
 
 
 class AdminUserPage(Page):
-    users: list[AdminUserListed]
+    users: list[AdminUser]

@@ -4,7 +4,20 @@ import type { Input, Reply } from './types';
 
 type Opts = Pick<RequestOptions, 'signal' | 'timeoutMs'>;
 
-export const users = (o: Opts = {}) => request<Reply<'adminListUsers'>>('GET', '/v1/admin/users', o);
+/** One page (1-based, 100 a page) of the accounts, newest first, with the totals. */
+export const usersPage = (page = 1, o: Opts = {}) =>
+	request<Reply<'adminListUsers'>>('GET', '/v1/admin/users', { ...o, query: { page } });
+
+/** Every page after `first` (the lists are 100 a page). */
+async function rest<P extends { total_pages: number }>(first: P, get: (page: number) => Promise<P>): Promise<P[]> {
+	const pages = [first];
+	for (let n = 2; n <= first.total_pages; n++) pages.push(await get(n));
+	return pages;
+}
+
+/** Every account, each page in turn. */
+export const users = async (o: Opts = {}) =>
+	(await rest(await usersPage(1, o), (n) => usersPage(n, o))).flatMap((p) => p.users);
 
 export const createUser = (body: Input<'adminCreateUser'>, o: Opts = {}) =>
 	request<Reply<'adminCreateUser'>>('POST', '/v1/admin/users', { ...o, body });
@@ -20,7 +33,16 @@ export const invite = (email: string, o: Opts = {}) =>
 export const revokeInvitation = (id: string, o: Opts = {}) =>
 	request<null>('DELETE', `/v1/admin/invitations/${seg(id)}`, o);
 
-export const teams = (o: Opts = {}) => request<Reply<'adminListTeams'>>('GET', '/v1/admin/teams', o);
+/** One page (1-based, 100 a page) of the teams, deleted ones last, with the totals. */
+export const teamsPage = (page = 1, o: Opts = {}) =>
+	request<Reply<'adminListTeams'>>('GET', '/v1/admin/teams', { ...o, query: { page } });
+
+/** Every team, deleted ones included (`deleted_at`), each page in turn. */
+export const teams = async (o: Opts = {}) =>
+	(await rest(await teamsPage(1, o), (n) => teamsPage(n, o))).flatMap((p) => p.teams);
+
+/** Delete a team: its capsules are destroyed, its templates deleted, its keys revoked. */
+export const deleteTeam = (id: string, o: Opts = {}) => request<null>('DELETE', `/v1/admin/teams/${seg(id)}`, o);
 
 export const setByoc = (id: string, enabled: boolean, o: Opts = {}) =>
 	request<Reply<'adminSetTeamBYOC'>>('PUT', `/v1/admin/teams/${seg(id)}/byoc`, { ...o, body: { enabled } });

@@ -16,12 +16,12 @@ from ... import ids
 from ...db.session import transaction
 from ...errors import BadRequest
 from ...schemas.admin import (
+    AdminAccount,
     AdminCapsule,
     AdminTeam,
     AdminTeamPage,
     AdminTemplate,
     AdminUser,
-    AdminUserListed,
     AdminUserPage,
     Page,
     SetBYOCRequest,
@@ -238,8 +238,8 @@ async def list_users(
         rows, total = await admin.list_users(session, limit=PER_PAGE, offset=(page - 1) * PER_PAGE)
     return AdminUserPage(
         users=[
-            AdminUserListed(
-                **AdminUser.of(r.user).model_dump(),
+            AdminUser(
+                **AdminAccount.of(r.user).model_dump(),
                 teams_joined=r.teams_joined,
                 teams_owned=r.teams_owned,
             )

@@ -25,7 +25,7 @@ from ...schemas.accounts_admin import (
     InvitationRequest,
     SetActiveRequest,
 )
-from ...schemas.admin import AdminUser
+from ...schemas.admin import AdminAccount
 from ...schemas.common import error_responses
 from ...services import admin, invitations
 from ...settings import Settings
@@ -60,7 +60,7 @@ async def create_user(
             password=body.password or generated or "",
             is_admin=body.is_admin,
         )
-    return CreatedUser(**AdminUser.of(user).model_dump(), password=generated)
+    return CreatedUser(**AdminAccount.of(user).model_dump(), password=generated)
 
 
 @router.put(

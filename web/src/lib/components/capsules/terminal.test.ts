@@ -133,6 +133,26 @@ describe('TerminalSession', () => {
 		expect(sessionStorage.getItem('wrenn.pty.cl-1')).toBeNull();
 	});
 
+	it('keeps the tag when neither a reattach nor a fresh start is allowed (a paused capsule)', () => {
+		sessionStorage.setItem('wrenn.pty.cl-1', 'pty-9');
+		session().connect();
+		sockets[0].server({ type: 'error', data: 'capsule cl-1 is paused', fatal: true });
+		sockets[1].server({ type: 'error', data: 'capsule cl-1 is paused', fatal: true });
+		expect(view.last).toEqual({ kind: 'failed', message: 'capsule cl-1 is paused' });
+		expect(sessionStorage.getItem('wrenn.pty.cl-1')).toBe('pty-9');
+		expect(sockets).toHaveLength(2);
+	});
+
+	it('sends raw bytes as they are', () => {
+		const s = session();
+		s.connect();
+		sockets[0].server({ type: 'started', tag: 'pty-1', pid: 5 });
+		const sent: Uint8Array[] = [];
+		(sockets[0] as unknown as { send: (d: Uint8Array) => void }).send = (d) => sent.push(d);
+		s.inputBinary('\x1b[M \xff!');
+		expect(Array.from(sent[0])).toEqual([0x1b, 0x5b, 0x4d, 0x20, 0xff, 0x21]);
+	});
+
 	it('says why a shell cannot start, and does not retry', () => {
 		session().connect();
 		sockets[0].server({ type: 'error', data: 'capsule cl-1 is paused', fatal: true });

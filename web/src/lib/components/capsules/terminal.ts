@@ -90,6 +90,12 @@ export class TerminalSession {
 		if (this.ws?.readyState === OPEN && this.started) this.ws.send(inputFrame(text));
 	}
 
+	/** Raw bytes (one per character, as xterm.js reports some mouse events), to stdin. */
+	inputBinary(data: string): void {
+		const bytes = Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff);
+		if (this.ws?.readyState === OPEN && this.started) this.ws.send(bytes);
+	}
+
 	resize(size: Size): void {
 		if (this.ws?.readyState === OPEN && this.started) this.ws.send(resizeFrame(size));
 	}
@@ -110,7 +116,9 @@ export class TerminalSession {
 		}
 	}
 
-	private socket(tag: string | null): void {
+	/** `gone`: the tag whose reattach was refused, put back if a fresh start is refused too (the
+	 * capsule is paused, say: its shell may well be there again once it runs). */
+	private socket(tag: string | null, gone: string | null = null): void {
 		clearTimeout(this.timer);
 		this.drop();
 		this.view.state({ kind: 'connecting' });
@@ -152,9 +160,10 @@ export class TerminalSession {
 						// if that fails too, its error is the one shown.
 						done = true;
 						this.storage.removeItem(keyOf(this.capsuleId));
-						this.socket(null);
+						this.socket(null, tag);
 					} else {
 						done = true;
+						if (gone) this.storage.setItem(keyOf(this.capsuleId), gone);
 						this.drop();
 						this.view.state({ kind: 'failed', message: frame.message });
 					}

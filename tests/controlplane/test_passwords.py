@@ -357,3 +357,23 @@ async def test_the_owner_of_a_pre_registered_email_takes_it_back(
     assert ids.USER.parse(victim["user_id"])
     me = (await client.get("/v1/me", headers=bearer(victim["token"]))).json()
     assert me["providers"] == ["github"]
+
+
+async def test_a_change_and_a_reset_are_told_to_the_account_by_mail(
+    api: httpx.AsyncClient, mail: MailServer
+) -> None:
+    ada = await signup(api, email="ada@example.com")
+    resp = await api.post(
+        "/v1/me/password",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=bearer(ada["token"]),
+    )
+    assert resp.status_code == 204, resp.text
+    notice = await mail.wait_for("ada@example.com")
+    assert notice.message["Subject"] == "Your Wrenn password was changed"
+    await request_reset(api, "ada@example.com")
+    token = reset_token(await mail.wait_for("ada@example.com", count=2))
+    assert (await confirm(api, token, "yet another passphrase")).status_code == 204
+    notice = await mail.wait_for("ada@example.com", count=3)
+    assert notice.message["Subject"] == "Your Wrenn password was reset"
+    assert "every session" in notice.body and "http" not in notice.body

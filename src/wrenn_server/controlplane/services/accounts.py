@@ -8,8 +8,9 @@ same email must be refused somehow, and signing in would tell anyway; so an `ope
 creates no account counts against its client address in the sign-in throttle.)
 
 Signup activates the account at once and creates the user's default team (what the contract's
-`/v1/auth/activate` does after its email round trip). The very first account of an
-installation becomes a platform admin.
+`/v1/auth/activate` does after its email round trip), unless open signup verifies emails: then
+`activation.py` creates it inactive and mails the link. The very first account of an
+installation becomes a platform admin. Deleting one's own account: `account_deletion.py`.
 
 Emails are verified (`User.email_verified_at`) when the user proved they receive mail there: an
 invitation or a password reset link used, an admin creating the account, or an OAuth provider

@@ -70,10 +70,11 @@ async def change_password(
     new: str,
     confirm: str | None,
     address: str | None,
-) -> None:
+) -> str:
     """Set a new password. An account with a password must give the current one (checked like a
     sign-in, throttled with it: `WrongPassword` if wrong); an OAuth-only account adds one with
-    `confirm` equal to `new`. Every JWT of the user is revoked, this request's included."""
+    `confirm` equal to `new`. Every JWT of the user is revoked, this request's included.
+    Returns the account's email (for the notice)."""
     async with db.sessionmaker() as session, transaction(session):
         user = await session.get(User, user_id)
         if user is None:
@@ -101,6 +102,23 @@ async def change_password(
         await _revoke_sessions(session, user)
         if attempt is not None:
             await throttle.attempt_succeeded(session, attempt)
+        return user.email
+
+
+async def notify_changed(mailer: Mailer, *, email: str, reset: bool) -> None:
+    """Tell the account's address its password changed, so an owner who did not do it learns
+    of it. Runs after the answer went out; failures are logged."""
+    how = "reset through a mailed link" if reset else "changed"
+    try:
+        await mailer.send(
+            email,
+            f"Your Wrenn password was {'reset' if reset else 'changed'}",
+            f"The password of the Wrenn account {email} was just {how}, and every session of "
+            f"the account was signed out.\n\nIf you did not do this, reset your password now "
+            f"and tell your administrator.\n",
+        )
+    except MailError as exc:
+        log.warning("password change notice not sent: %s", exc)
 
 
 async def request_reset(db: Database, mailer: Mailer, links: ResetLinks, *, email: str) -> None:
@@ -150,10 +168,10 @@ async def request_reset(db: Database, mailer: Mailer, links: ResetLinks, *, emai
         log.exception("password reset request failed")
 
 
-async def confirm_reset(db: Database, *, token: str, new: str) -> None:
+async def confirm_reset(db: Database, *, token: str, new: str) -> str:
     """Set the password of the reset token's account; `InvalidToken` if the token is unknown,
     used, expired, or its account inactive. The token and every other pending reset token of
-    the account are used up; every JWT of the user is revoked."""
+    the account are used up; every JWT of the user is revoked. The account's email."""
     new_hash = await asyncio.to_thread(hash_password, new)
     now = utcnow()
     async with db.sessionmaker() as session, transaction(session, write=True):
@@ -190,6 +208,7 @@ async def confirm_reset(db: Database, *, token: str, new: str) -> None:
             user.email_verified_at = now
             await _forget_unproven_holder(session, user, now)
         await throttle.clear_account(session, throttle.account_key(user.email))
+        return user.email
 
 
 async def _forget_unproven_holder(session: AsyncSession, user: User, now: dt.datetime) -> None:

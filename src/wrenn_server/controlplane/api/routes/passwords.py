@@ -40,18 +40,19 @@ def _reset_mail(settings: Settings) -> tuple[Mailer, passwords.ResetLinks]:
     "",
     operation_id="changePassword",
     status_code=_NO_CONTENT,
-    summary="Change the password (or add one to an OAuth-only account); every session of the "
-    "user ends, this one included",
+    summary="Change the password (or add one to an OAuth-only account; 401 wrong_password if "
+    "the current one is wrong); every session of the user ends, this one included",
     responses=error_responses(400, 401, 429),
 )
 async def change_password(
     body: ChangePasswordRequest,
     principal: CurrentUser,
     request: Request,
+    background: BackgroundTasks,
     db: DatabaseDep,
     settings: SettingsDep,
 ) -> Response:
-    await passwords.change_password(
+    email = await passwords.change_password(
         db,
         user_id=principal.require_user(),
         limits=login_limits(settings),
@@ -60,7 +61,14 @@ async def change_password(
         confirm=body.confirm_password,
         address=client_address(request),
     )
+    _notify(background, settings, email, reset=False)
     return Response(status_code=_NO_CONTENT)
+
+
+def _notify(background: BackgroundTasks, settings: Settings, email: str, *, reset: bool) -> None:
+    mailer = Mailer.from_settings(settings)
+    if mailer is not None:
+        background.add_task(passwords.notify_changed, mailer, email=email, reset=reset)
 
 
 @router.post(
@@ -93,6 +101,12 @@ async def request_reset(
     "user ends",
     responses=error_responses(400),
 )
-async def confirm_reset(body: PasswordResetConfirm, db: DatabaseDep) -> Response:
-    await passwords.confirm_reset(db, token=body.token, new=body.new_password)
+async def confirm_reset(
+    body: PasswordResetConfirm,
+    background: BackgroundTasks,
+    db: DatabaseDep,
+    settings: SettingsDep,
+) -> Response:
+    email = await passwords.confirm_reset(db, token=body.token, new=body.new_password)
+    _notify(background, settings, email, reset=True)
     return Response(status_code=_NO_CONTENT)

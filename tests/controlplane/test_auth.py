@@ -114,6 +114,11 @@ async def test_login_refused_for_deactivated_account(
     resp = await client.post(
         "/v1/auth/login", json={"email": "gone@example.com", "password": PASSWORD}
     )
+    # Told only to whoever knows the password; a wrong one learns nothing.
+    assert_error(resp, 403, "account_disabled")
+    resp = await client.post(
+        "/v1/auth/login", json={"email": "gone@example.com", "password": "not the password"}
+    )
     assert_error(resp, 401, "unauthorized")
     # Tokens issued before the deactivation stop working too (the DB is re-checked).
     assert_error(await client.get("/v1/me", headers=bearer(body["token"])), 401, "unauthorized")

@@ -11,8 +11,15 @@ import httpx
 from sqlalchemy import select
 
 from wrenn_server.controlplane import ids
-from wrenn_server.controlplane.db.models import APIKey, AuditLog, Team, TeamMember, User
-from wrenn_server.controlplane.db.session import Database
+from wrenn_server.controlplane.db.models import (
+    APIKey,
+    AuditLog,
+    OAuthIdentity,
+    Team,
+    TeamMember,
+    User,
+)
+from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.security import TokenCodec
 from wrenn_server.controlplane.settings import Settings
 
@@ -107,6 +114,10 @@ async def test_delete_account(client: httpx.AsyncClient, db: Database) -> None:
         await client.post("/v1/api-keys", json={"name": "k2"}, headers=bearer(in_owner_team))
     ).json()
 
+    user_id = ids.USER.parse(ada["user_id"])
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        session.add(OAuthIdentity(user_id=user_id, provider="github", provider_user_id="42"))
+
     resp = await delete_me(client, ada["token"], " ADA@example.com ")
     assert resp.status_code == 204, resp.text
     assert resp.content == b""
@@ -122,8 +133,8 @@ async def test_delete_account(client: httpx.AsyncClient, db: Database) -> None:
         assert_error(await client.get("/v1/capsules", headers=headers), 401, "unauthorized")
     assert_error(await password_login(client, "ada@example.com"), 401, "unauthorized")
 
-    user_id = ids.USER.parse(ada["user_id"])
     async with db.sessionmaker() as session:
+        assert not (await session.scalars(select(OAuthIdentity))).all()
         user = await session.get(User, user_id)
         assert user is not None and user.deleted_at is not None and not user.is_active
         assert user.password_hash is None and user.email != "ada@example.com"

@@ -58,6 +58,8 @@ async def _owned_teams(session: AsyncSession, user_id: uuid.UUID) -> list[Team]:
             TeamMember.user_id == user_id,
             TeamMember.role == "owner",
             Team.deleted_at.is_(None),
+            # Never the platform's own team, whoever is recorded in it.
+            Team.id != ids.PLATFORM_TEAM_ID,
         )
         .order_by(Team.created_at, Team.id)
     )

@@ -99,6 +99,9 @@ ANY_TEAM = (200,) * 6  # any caller, about its own active team
 OLIVE_HOST_READ = (200, 200, 404, 200, 401, 200)  # Olive's members and platform admins
 OLIVE_HOST_WRITE = (403, 204, 404, 204, 401, 204)  # Olive's owner/admin and platform admins
 SHARED_HOST_WRITE = (404, 404, 404, 204, 401, 404)  # platform admins; others do not see it
+# Platform capsules: platform admins' sessions, about the platform team's capsules only (Olive's
+# capsule is not one: 404).
+PLATFORM_CAPSULE = (403, 403, 403, 404, 401, 403)
 
 # fmt: off
 ROWS: tuple[Row, ...] = (
@@ -161,6 +164,31 @@ ROWS: tuple[Row, ...] = (
     Row("delete", "/v1/admin/invitations/{id}", (403, 403, 403, 204, 401, 403),
         args={"id": "invitation"}),
     Row("get", "/v1/admin/audit-logs", ADMIN_ONLY),
+    # The world has no base template: a platform admin's create gets as far as checking it.
+    Row("post", "/v1/admin/capsules", (403, 403, 403, 400, 401, 403), body={}),
+    *(
+        Row(method, "/v1/admin/capsules/{id}" + tail, PLATFORM_CAPSULE, body=body,
+            args={"id": "capsule"})
+        for method, tail, body in (
+            ("get", "", None),
+            ("patch", "", {"public_ports": [8000]}),
+            ("delete", "", None),
+            ("post", "/pause", None),
+            ("post", "/resume", None),
+            ("post", "/ping", None),
+            ("post", "/exec", {"cmd": "true"}),
+            ("get", "/processes", None),
+            ("delete", "/processes/{selector}", None),
+            ("post", "/files/write", None),
+            ("post", "/files/stream/write", None),
+            ("post", "/files/read", {"path": "/etc/hostname"}),
+            ("post", "/files/stream/read", {"path": "/etc/hostname"}),
+            ("post", "/files/list", {"path": "/"}),
+            ("post", "/files/mkdir", {"path": "/tmp/d"}),
+            ("post", "/files/remove", {"path": "/tmp/d"}),
+            ("post", "/snapshot", {"name": "platform-snap"}),
+        )
+    ),
     Row("get", "/v1/admin/builds", ADMIN_ONLY),
     Row("post", "/v1/admin/builds", (403, 403, 403, 201, 401, 403),
         body={"name": "matrix-build", "recipe": ["RUN true"], "base_template": "{snapshot}"}),

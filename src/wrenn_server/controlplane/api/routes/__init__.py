@@ -3,6 +3,7 @@
 from . import (
     admin,
     admin_accounts,
+    admin_capsules,
     api_keys,
     audit,
     auth,
@@ -48,6 +49,7 @@ ROUTERS = [
     hosts.router,
     admin.router,
     admin_accounts.router,
+    admin_capsules.router,
     builds.router,
     events.router,
     channels.router,

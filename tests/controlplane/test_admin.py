@@ -30,6 +30,7 @@ from wrenn_server.controlplane.db.models import (
     TeamQuota,
     Template,
     User,
+    UserToken,
 )
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.security import TokenCodec, UserClaims
@@ -596,3 +597,38 @@ async def test_team_deletion_refusals(client: httpx.AsyncClient, db: Database) -
         ("delete", team, world["admin"]["user_id"])
     ]
     assert events[0].metadata_["members_removed"] == 2
+
+
+async def test_users_list_status_as_the_go_system_names_it(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """active; inactive (signed up with email verification, link not used yet); disabled
+    (deactivated by an admin, even if it never activated)."""
+    admin = await signup(client, email="root@example.com", name="Root")
+    waiting = User(email="waiting@example.com", name="W", is_active=False)
+    disabled = User(email="disabled@example.com", name="D", is_active=False)
+    await _add(db, waiting, disabled)
+    link = UserToken(
+        user_id=waiting.id,
+        purpose="activation",
+        token_hash="a" * 64,
+        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+    )
+    await _add(db, link)
+    resp = await client.get("/v1/admin/users", headers=bearer(admin["token"]))
+    assert resp.status_code == 200, resp.text
+    statuses = {u["email"]: (u["status"], u["is_active"]) for u in resp.json()["users"]}
+    assert statuses == {
+        "root@example.com": ("active", True),
+        "waiting@example.com": ("inactive", False),
+        "disabled@example.com": ("disabled", False),
+    }
+    # Once the link is used (or the admin deactivates it afterwards), it is no longer waiting.
+    async with db.sessionmaker() as session, transaction(session, write=True):
+        await session.execute(
+            update(UserToken).where(UserToken.id == link.id).values(used_at=dt.datetime.now(dt.UTC))
+        )
+    resp = await client.get("/v1/admin/users", headers=bearer(admin["token"]))
+    assert {u["email"]: u["status"] for u in resp.json()["users"]}["waiting@example.com"] == (
+        "disabled"
+    )

@@ -95,8 +95,9 @@ class AdminAccount(BaseModel):
         description="Whether the user proved they receive mail at the address (a mailed link "
         "used, an OAuth provider vouching for it, or an admin adding or inviting them)."
     )
-    status: Literal["active", "disabled"] = Field(
-        description="The Go system's account status: disabled while deactivated."
+    status: Literal["active", "inactive", "disabled"] = Field(
+        description="The Go system's account status: inactive until a signup's emailed link is "
+        "used (with email verification), disabled while deactivated by an admin."
     )
     created_at: dt.datetime
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, ScalarSelect, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
-from ..db.models import Sandbox, Team, TeamMember, Template, User
+from ..db.models import Sandbox, Team, TeamMember, Template, User, UserToken
 from ..errors import BadRequest, NotFound
 from . import accounts, audit
 
@@ -64,6 +64,7 @@ class UserRow:
     user: User
     teams_joined: int
     teams_owned: int
+    awaiting_activation: bool  # signed up with email verification and never activated
 
 
 async def list_users(
@@ -82,8 +83,18 @@ async def list_users(
             .scalar_subquery()
         )
 
+    # As `accounts.awaiting_activation`, for every row at once.
+    activation_link = (
+        exists()
+        .where(
+            UserToken.user_id == User.id,
+            UserToken.purpose == accounts.ACTIVATION,
+            UserToken.used_at.is_(None),
+        )
+        .correlate(User)
+    )
     rows = await session.execute(
-        select(User, memberships(), memberships(TeamMember.role == "owner"))
+        select(User, memberships(), memberships(TeamMember.role == "owner"), activation_link)
         .where(User.deleted_at.is_(None))
         .order_by(User.created_at.desc(), User.id)
         .limit(limit)
@@ -93,8 +104,15 @@ async def list_users(
         select(func.count()).select_from(User).where(User.deleted_at.is_(None))
     )
     return [
-        UserRow(user=user, teams_joined=int(joined or 0), teams_owned=int(owned or 0))
-        for user, joined, owned in rows
+        UserRow(
+            user=user,
+            teams_joined=int(joined or 0),
+            teams_owned=int(owned or 0),
+            awaiting_activation=bool(linked)
+            and not user.is_active
+            and user.email_verified_at is None,
+        )
+        for user, joined, owned, linked in rows
     ], int(total or 0)
 
 

@@ -1910,10 +1910,10 @@ export interface components {
 			name: string;
 			/**
 			 * Status
-			 * @description The Go system's account status: disabled while deactivated.
+			 * @description The Go system's account status: inactive until a signup's emailed link is used (with email verification), disabled while deactivated by an admin.
 			 * @enum {string}
 			 */
-			status: 'active' | 'disabled';
+			status: 'active' | 'inactive' | 'disabled';
 			/**
 			 * Teams Joined
 			 * @description Live teams the user is a member of.
@@ -2410,10 +2410,10 @@ export interface components {
 			password: string | null;
 			/**
 			 * Status
-			 * @description The Go system's account status: disabled while deactivated.
+			 * @description The Go system's account status: inactive until a signup's emailed link is used (with email verification), disabled while deactivated by an admin.
 			 * @enum {string}
 			 */
-			status: 'active' | 'disabled';
+			status: 'active' | 'inactive' | 'disabled';
 			/** User Id */
 			user_id: string;
 		};

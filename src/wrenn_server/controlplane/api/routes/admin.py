@@ -239,7 +239,10 @@ async def list_users(
     return AdminUserPage(
         users=[
             AdminUser(
-                **AdminAccount.of(r.user).model_dump(),
+                **(
+                    AdminAccount.of(r.user).model_dump()
+                    | ({"status": "inactive"} if r.awaiting_activation else {})
+                ),
                 teams_joined=r.teams_joined,
                 teams_owned=r.teams_owned,
             )

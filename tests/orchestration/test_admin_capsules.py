@@ -10,6 +10,7 @@ from wrenn_server.controlplane import ids
 from ..controlplane.helpers import assert_error
 from .conftest import Stack
 from .helpers import make_capsule, new_account, new_admin
+from .test_streams import closed_with, collect, next_json, open_ws, refused
 
 ADMIN = "/v1/admin/capsules"
 PLATFORM = ids.TEAM.format(ids.PLATFORM_TEAM_ID)
@@ -81,3 +82,40 @@ async def test_platform_capsules_make_platform_templates(stack: Stack) -> None:
     assert cid not in agent.sandboxes
     listed = await api.get(ADMIN, params={"team_id": PLATFORM}, headers=root.jwt)
     assert [(c["id"], c["status"]) for c in listed.json()] == [(cid, "stopped")]
+
+
+async def test_platform_capsule_streams(stack: Stack) -> None:
+    """The exec stream of a platform capsule, for a platform admin only; the streams reach no
+    team's capsule."""
+    api = stack.client
+    root = await new_admin(api, stack.db)
+    alice = await new_account(api)
+    alices = (await make_capsule(api, alice))["id"]
+    resp = await api.post(ADMIN, json={}, headers=root.jwt)
+    assert resp.status_code == 201, resp.text
+    url = f"{ADMIN}/{resp.json()['id']}/exec/stream"
+
+    async with open_ws(stack, url, root.jwt) as ws:
+        await ws.send_json({"type": "start", "cmd": "echo platform"})
+        msgs, out, _ = await collect(ws)
+        assert await closed_with(ws) == 1000
+    assert out == "platform\n" and msgs[-1] == {"type": "exit", "exit_code": 0}
+
+    # An API key (the admin's too) is no platform admin's session: the upgrade is refused.
+    for headers in (root.h, alice.h):
+        assert_error(await refused(stack, url, headers), 401, "unauthorized")
+    # A user who is no platform admin is told on the socket, as any stream that cannot start.
+    async with open_ws(stack, url, alice.jwt) as ws:
+        await ws.send_json({"type": "start", "cmd": "true"})
+        msg, code = await next_json(ws), await closed_with(ws)
+    assert (msg, code) == ({"type": "error", "data": "this needs a platform admin"}, 1008)
+    async with open_ws(stack, f"{ADMIN}/{alices}/exec/stream", root.jwt) as ws:
+        await ws.send_json({"type": "start", "cmd": "true"})
+        msg, code = await next_json(ws), await closed_with(ws)
+    assert (msg, code) == ({"type": "error", "data": "capsule not found"}, 1008)
+    # The first-message authentication of browsers works the same way.
+    async with open_ws(stack, url, {}) as ws:
+        await ws.send_json({"type": "auth", "token": root.token})
+        await ws.send_json({"type": "start", "cmd": "echo again"})
+        _, out, _ = await collect(ws)
+    assert out == "again\n"

@@ -31,8 +31,9 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.websockets import WebSocketDisconnect
 
 from ...agentproto.client import AgentClient
+from .. import ids
 from ..db.session import Database
-from ..errors import DomainError, Unauthorized
+from ..errors import DomainError, Forbidden, Unauthorized
 from ..security import TokenCodec, looks_like_api_key
 from ..services import capsules as svc
 from ..services.capsules import Hosts
@@ -55,15 +56,22 @@ async def _team(
     db: Database,
     bearer: HTTPAuthorizationCredentials | None,
     api_key: str | None,
+    platform: bool = False,
 ) -> TeamContext:
     codec: TokenCodec = websocket.app.state.codec
     # The same principal rules as `CurrentPrincipal`, called by hand.
     async with db.sessionmaker() as session:
         principal = await _principal(session, codec, bearer, api_key)
+    if platform:
+        # The platform team's capsules: as `CurrentAdmin`, a platform admin's user session.
+        principal.require_user()
+        if not principal.is_admin:
+            raise Forbidden("this needs a platform admin")
+        return TeamContext(principal, ids.PLATFORM_TEAM_ID)
     return TeamContext(principal, principal.require_team())
 
 
-async def _auth_message(websocket: WebSocket, db: Database) -> TeamContext:
+async def _auth_message(websocket: WebSocket, db: Database, platform: bool) -> TeamContext:
     """The team of the token in the caller's first message (on an accepted socket)."""
     channel = SocketChannel(websocket)
     try:
@@ -80,18 +88,24 @@ async def _auth_message(websocket: WebSocket, db: Database) -> TeamContext:
         else HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
     )
     try:
-        return await _team(websocket, db, bearer, None if bearer else token)
+        return await _team(websocket, db, bearer, None if bearer else token, platform)
     except Unauthorized as e:
         raise Unauthorized(f"authentication failed: {e.message}") from None
 
 
 async def open_capsule(
-    websocket: WebSocket, capsule_id: str, *, pty: bool = False, sends_first: bool = True
+    websocket: WebSocket,
+    capsule_id: str,
+    *,
+    pty: bool = False,
+    sends_first: bool = True,
+    platform: bool = False,
 ) -> AgentClient | None:
     """Check the caller and the capsule: the agent client of the caller's running capsule, on
     an accepted socket. None when the stream cannot start (the caller was told, as the module
     docstring says) or the caller has gone. `sends_first`: the caller opens the conversation
-    (a start or connect message)."""
+    (a start or connect message). `platform`: a platform admin's stream to a capsule of the
+    platform team (`/v1/admin/capsules`)."""
     db: Database = websocket.app.state.db
     hosts: Hosts = websocket.app.state.hosts
     accepted = False
@@ -102,10 +116,10 @@ async def open_capsule(
             if not await _accept(websocket):
                 return None
             accepted = True
-            team = await _auth_message(websocket, db)
+            team = await _auth_message(websocket, db, platform)
         else:
             try:
-                team = await _team(websocket, db, bearer, api_key)
+                team = await _team(websocket, db, bearer, api_key, platform)
             except Unauthorized as exc:
                 await _refuse(
                     websocket,

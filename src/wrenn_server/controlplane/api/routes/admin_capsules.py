@@ -6,7 +6,8 @@ The routes are the team capsule and file routes themselves, mounted again under 
 one dependency swapped: the team they act in is the platform team, and the caller must be a
 platform admin's user session (re-checked in the database; API keys are refused). So they behave
 exactly as the team routes do. The list is `GET /v1/admin/capsules` (every team's, or
-`?team_id=` the platform's). Streams (exec stream, PTY) are not mounted here.
+`?team_id=` the platform's). The streams (exec stream, PTY, reattaching to a process) are the
+team streams' sessions, opened by `api/ws.open_capsule` for the platform team.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, WebSocket, status
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
@@ -23,8 +24,9 @@ from ... import ids
 from ...errors import Conflict
 from ...schemas.capsules import TemplateOut
 from ...schemas.common import error_responses
-from ...services import snapshots
+from ...services import snapshots, streams
 from ..deps import CurrentAdmin, DatabaseDep, HostsDep, SettingsDep, TeamContext
+from ..ws import SocketChannel, close, open_capsule
 from . import capsule_files, capsules
 
 PREFIX = "/v1/admin/capsules"
@@ -124,3 +126,28 @@ async def snapshot_capsule(
         actor=team.principal.actor,
     )
     return TemplateOut.of(template, base_template=settings.base_template)
+
+
+@router.websocket(PREFIX + "/{id}/exec/stream", name="adminExecStream")
+async def exec_stream(websocket: WebSocket, id: str) -> None:
+    client = await open_capsule(websocket, id, platform=True)
+    if client is None:
+        return
+    await close(websocket, await streams.exec_session(SocketChannel(websocket), client, id))
+
+
+@router.websocket(PREFIX + "/{id}/pty", name="adminPtySession")
+async def pty_session(websocket: WebSocket, id: str) -> None:
+    client = await open_capsule(websocket, id, pty=True, platform=True)
+    if client is None:
+        return
+    await close(websocket, await streams.pty_session(SocketChannel(websocket), client, id))
+
+
+@router.websocket(PREFIX + "/{id}/processes/{selector}/stream", name="adminConnectProcess")
+async def connect_process(websocket: WebSocket, id: str, selector: str) -> None:
+    client = await open_capsule(websocket, id, sends_first=False, platform=True)
+    if client is None:
+        return
+    channel = SocketChannel(websocket)
+    await close(websocket, await streams.attach_session(channel, client, id, selector))

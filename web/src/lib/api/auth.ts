@@ -11,6 +11,14 @@ export const login = (body: Input<'login'>, o: Opts = {}) =>
 export const signup = (body: Input<'signup'>, o: Opts = {}) =>
 	request<Reply<'signup'>>('POST', '/v1/auth/signup', { ...o, body });
 
+/** A signup's mailed link (`#token=...`): confirms the email and answers a session. */
+export const activate = (token: string, o: Opts = {}) =>
+	request<Reply<'activate'>>('POST', '/v1/auth/activate', { ...o, body: { token } });
+
+/** Mails a new activation link; the same answer whether or not the email awaits one. */
+export const resendActivation = (email: string, o: Opts = {}) =>
+	request<null>('POST', '/v1/auth/activate/resend', { ...o, body: { email } });
+
 export const switchTeam = (teamId: string, o: Opts = {}) =>
 	request<Reply<'switchTeam'>>('POST', '/v1/auth/switch-team', { ...o, body: { team_id: teamId } });
 

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.ports import free_port
-
 from ..controlplane.helpers import PASSWORD
+from ..server_process import start_server
 
 
 def test_open_stream_ends_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
     env = {
         **os.environ,
         "WRENN_JWT_SECRET": "events-test-secret-" + "e" * 32,
@@ -26,24 +21,8 @@ def test_open_stream_ends_on_sigterm(tmp_path: Path) -> None:
         "WRENN_BUILD_WORKERS": "0",
         "WRENN_SIGNUP": "open",
     }
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wrenn_server.cli", "server", "--data-dir", str(tmp_path),
-             "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    proc, url, log = start_server(tmp_path, env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         resp = httpx.post(
             f"{url}/v1/auth/signup",
             json={"email": "ev@example.com", "password": PASSWORD, "name": "Ev"},

@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,17 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ports import free_port
 from tests.waiting import wait_until
 
 from ..controlplane.helpers import PASSWORD
+from ..server_process import start_server
 
 LEASE_TTL_SEC = 15  # wrenn_server.controlplane.jobs.leadership.TTL_SEC
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
-    port = free_port()
     env = {
         **os.environ,
         "WRENN_JWT_SECRET": "workers-test-secret-" + "w" * 32,
@@ -35,23 +33,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]
         # Sign-in locks long enough that none runs out while a test looks at them.
         "WRENN_LOGIN_LOCKOUT_FIRST_SEC": "60",
     }
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wrenn_server.cli", "server", "--data-dir", str(tmp_path),
-             "--port", str(port), "--workers", "2"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, log.read_text()
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    proc, url, log = start_server(tmp_path, env, "--workers", "2")
     yield proc, url, tmp_path / "wrenn.db"
     proc.send_signal(signal.SIGTERM)
     try:

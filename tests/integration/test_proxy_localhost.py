@@ -13,7 +13,6 @@ is the capsule's: `<the control plane's port>-<capsule>` reaches the capsule's o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import ipaddress
 import json
@@ -21,7 +20,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ import pytest
 
 from tests.ports import free_port
 
+from ..server_process import start_server
 from .conftest import SECRET, AgentProcess
 from .netfixtures import host_ipv4_addresses, quote
 from .test_rest_proxy import WS_ECHO
@@ -78,7 +77,6 @@ def control_plane(
     try them all), over the session's agent."""
     data_dir = tmp_path_factory.mktemp("localhost-controlplane")
     port = free_port()
-    log = data_dir.parent / "localhost-controlplane.log"
     env = {
         **os.environ,
         "WRENN_AGENT_ADDRESS": agent_process.target,
@@ -88,20 +86,9 @@ def control_plane(
         "WRENN_SIGNUP": "open",
         "WRENN_RECONCILE_INTERVAL_SEC": "0",  # the session's agent holds other tests' capsules
     }
-    argv = [sys.executable, "-m", "wrenn_server.cli", "server", "--data-dir", str(data_dir),
-            "--host", "0.0.0.0", "--port", str(port)]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    proc, url, log = start_server(data_dir, env, "--host", "0.0.0.0", port=port)
     try:
-        deadline = time.monotonic() + 60
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
-            while True:
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                with contextlib.suppress(httpx.HTTPError):
-                    if http.get("/health").status_code == 200:
-                        break
-                time.sleep(0.1)
+        with httpx.Client(base_url=url, trust_env=False) as http:
             email = f"localhost-{secrets.token_hex(4)}@example.com"
             body = {"email": email, "password": "localhost-password", "name": "L"}
             token = http.post("/v1/auth/signup", json=body).json()["token"]

@@ -9,6 +9,7 @@ never go out in clear by accident).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -20,6 +21,19 @@ from .settings import Settings
 
 class MailError(Exception):
     """The message could not be handed to the SMTP server."""
+
+
+@dataclass(frozen=True, slots=True)
+class MailedLinks:
+    """Where the one-time links of a mail point: `<base_url>/<page>#token=...` (a fragment: the
+    token never reaches a server log or a Referer header), valid for `ttl`."""
+
+    base_url: str
+    page: str
+    ttl: dt.timedelta
+
+    def link(self, token: str) -> str:
+        return f"{self.base_url.rstrip('/')}/{self.page}#token={token}"
 
 
 @dataclass(frozen=True, slots=True)

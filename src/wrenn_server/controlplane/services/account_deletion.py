@@ -14,7 +14,6 @@ sign in to it again. The original email is kept in the audit record of the delet
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
 from sqlalchemy import ColumnElement, delete, func, select, update
@@ -32,6 +31,7 @@ from ..db.models import (
     UserToken,
 )
 from ..db.session import Database, transaction
+from ..db.types import utcnow
 from ..errors import BadRequest, Conflict, OwnsTeamWithMembers, Unauthorized
 from . import api_keys, audit, capsules
 from .capsules import Hosts
@@ -39,10 +39,6 @@ from .principals import Principal
 
 _DEAD_CAPSULE_STATUSES = ("stopped", "error")
 LAST_ADMIN = "the last platform admin cannot delete their account: make another user an admin first"
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def deleted_email(user_id: uuid.UUID) -> str:

@@ -22,7 +22,6 @@ Login is throttled per account and per client address (`throttle`).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Literal
@@ -33,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import OAuthIdentity, Team, User, UserToken
 from ..db.session import Database, transaction
+from ..db.types import utcnow
 from ..errors import AccountDisabled, AccountNotActivated, EmailTaken, Forbidden, Unauthorized
 from ..security import (
     TokenCodec,
@@ -70,10 +70,6 @@ class SignedIn:
 class Profile:
     user: User
     providers: list[str]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def issue(codec: TokenCodec, user: User, team_id: uuid.UUID | None, role: str | None) -> SignedIn:

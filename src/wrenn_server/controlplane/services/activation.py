@@ -26,8 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import User, UserToken
 from ..db.session import Database, transaction
+from ..db.types import utcnow
 from ..errors import AlreadyActivated, EmailTaken, InvalidToken, SignupCooldown
-from ..mail import Mailer, MailError
+from ..mail import MailedLinks, Mailer, MailError
 from ..security import TokenCodec, hash_credential, hash_password, new_one_time_token
 from . import accounts, teams, throttle
 from .accounts import ACTIVATION, SignedIn
@@ -36,22 +37,6 @@ log = logging.getLogger("wrenn.controlplane.activation")
 
 RESEND_COOLDOWN = dt.timedelta(seconds=60)
 INVALID_ACTIVATION = "activation link is invalid or has expired"
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class ActivationLinks:
-    """Where activation links point: `<base_url>/activate#token=...` (a fragment: the token
-    never reaches a server log or a Referer header)."""
-
-    base_url: str
-    ttl: dt.timedelta
-
-    def link(self, token: str) -> str:
-        return f"{self.base_url.rstrip('/')}/activate#token={token}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +50,7 @@ class Pending:
 async def signup(
     db: Database,
     *,
-    links: ActivationLinks,
+    links: MailedLinks,
     limits: throttle.Limits,
     email: str,
     password: str,
@@ -88,7 +73,7 @@ async def signup(
 
 
 async def _create_pending(
-    session: AsyncSession, *, links: ActivationLinks, email: str, password_hash: str, name: str
+    session: AsyncSession, *, links: MailedLinks, email: str, password_hash: str, name: str
 ) -> Pending:
     now = utcnow()
     user = await session.scalar(select(User).where(User.email == email).with_for_update())
@@ -120,7 +105,7 @@ async def _create_pending(
 
 
 async def _new_token(
-    session: AsyncSession, user: User, links: ActivationLinks, now: dt.datetime
+    session: AsyncSession, user: User, links: MailedLinks, now: dt.datetime
 ) -> str:
     plaintext, token_hash = new_one_time_token()
     session.add(
@@ -148,7 +133,7 @@ async def _use_up(session: AsyncSession, user: User, now: dt.datetime) -> None:
     )
 
 
-async def send_link(mailer: Mailer, links: ActivationLinks, *, email: str, token: str) -> None:
+async def send_link(mailer: Mailer, links: MailedLinks, *, email: str, token: str) -> None:
     """Mail the activation link; runs after the answer went out, so failures are logged."""
     minutes = max(1, int(links.ttl.total_seconds() // 60))
     try:
@@ -164,7 +149,7 @@ async def send_link(mailer: Mailer, links: ActivationLinks, *, email: str, token
         log.warning("activation mail not sent: %s", exc)
 
 
-async def resend(db: Database, mailer: Mailer, links: ActivationLinks, *, email: str) -> None:
+async def resend(db: Database, mailer: Mailer, links: MailedLinks, *, email: str) -> None:
     """Mail a new activation link to `email` if its account awaits activation (and none was
     sent in the last minute); older links stop working. After the answer: failures logged."""
     now = utcnow()

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import OAuthIdentity, User
+from ..db.types import utcnow
 from ..errors import BadRequest, Conflict, EmailTaken, NotFound, Unauthorized
 from ..security import TokenCodec
 from . import invitations, teams
@@ -29,7 +30,6 @@ from .accounts import (
     issue,
     login_as,
     usable,
-    utcnow,
 )
 from .oauth import ProviderProfile
 from .principals import Principal

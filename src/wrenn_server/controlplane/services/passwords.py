@@ -20,7 +20,6 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
-from dataclasses import dataclass
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,8 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .. import ids
 from ..db.models import APIKey, OAuthIdentity, User, UserToken
 from ..db.session import Database, transaction
+from ..db.types import utcnow
 from ..errors import BadRequest, InvalidToken, Unauthorized, WrongPassword
-from ..mail import Mailer, MailError
+from ..mail import MailedLinks, Mailer, MailError
 from ..security import hash_credential, hash_password, new_one_time_token, verify_password
 from . import audit, throttle
 
@@ -38,22 +38,6 @@ log = logging.getLogger("wrenn.controlplane.passwords")
 RESET = "password_reset"
 RESET_COOLDOWN = dt.timedelta(seconds=60)
 INVALID_RESET = "this reset link is not valid (used, expired, or replaced by a newer one)"
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class ResetLinks:
-    """Where reset links point: `<base_url>/reset-password#token=...` (a fragment: the token
-    never reaches a server log or a Referer header)."""
-
-    base_url: str
-    ttl: dt.timedelta
-
-    def link(self, token: str) -> str:
-        return f"{self.base_url.rstrip('/')}/reset-password#token={token}"
 
 
 async def _revoke_sessions(session: AsyncSession, user: User) -> None:
@@ -121,7 +105,7 @@ async def notify_changed(mailer: Mailer, *, email: str, reset: bool) -> None:
         log.warning("password change notice not sent: %s", exc)
 
 
-async def request_reset(db: Database, mailer: Mailer, links: ResetLinks, *, email: str) -> None:
+async def request_reset(db: Database, mailer: Mailer, links: MailedLinks, *, email: str) -> None:
     """Mail a reset link to `email` if it is an active account's (and none was sent in the
     last minute). Runs after the answer went out; failures are logged, never raised."""
     now = utcnow()

@@ -10,7 +10,7 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 from ... import ids
 from ...db.session import transaction
 from ...errors import ServiceUnavailable
-from ...mail import Mailer
+from ...mail import MailedLinks, Mailer
 from ...schemas.auth import (
     ActivateRequest,
     AuthOptionsResponse,
@@ -68,7 +68,7 @@ async def options(settings: SettingsDep) -> AuthOptionsResponse:
     )
 
 
-def _verification(settings: Settings) -> tuple[Mailer, activation.ActivationLinks] | None:
+def _verification(settings: Settings) -> tuple[Mailer, MailedLinks] | None:
     """The mailer and links of signup with email verification, if it is on (open signup)."""
     mailer = Mailer.from_settings(settings)
     if (
@@ -79,7 +79,7 @@ def _verification(settings: Settings) -> tuple[Mailer, activation.ActivationLink
     ):
         return None
     ttl = dt.timedelta(seconds=settings.activation_ttl_sec)
-    return mailer, activation.ActivationLinks(base_url=settings.public_url, ttl=ttl)
+    return mailer, MailedLinks(base_url=settings.public_url, page="activate", ttl=ttl)
 
 
 @router.post(

@@ -8,7 +8,7 @@ import datetime as dt
 from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
 from ...errors import ServiceUnavailable
-from ...mail import Mailer
+from ...mail import MailedLinks, Mailer
 from ...schemas.auth import (
     ChangePasswordRequest,
     PasswordResetConfirm,
@@ -26,13 +26,12 @@ router = APIRouter(prefix="/v1/me/password", tags=["account"])
 _NO_CONTENT = status.HTTP_204_NO_CONTENT
 
 
-def _reset_mail(settings: Settings) -> tuple[Mailer, passwords.ResetLinks]:
+def _reset_mail(settings: Settings) -> tuple[Mailer, MailedLinks]:
     mailer = Mailer.from_settings(settings)
     if mailer is None or not settings.public_url:
         raise ServiceUnavailable("password reset by mail is not configured on this server")
-    links = passwords.ResetLinks(
-        base_url=settings.public_url, ttl=dt.timedelta(seconds=settings.password_reset_ttl_sec)
-    )
+    ttl = dt.timedelta(seconds=settings.password_reset_ttl_sec)
+    links = MailedLinks(base_url=settings.public_url, page="reset-password", ttl=ttl)
     return mailer, links
 
 

@@ -15,10 +15,6 @@ async function rest<P extends { total_pages: number }>(first: P, get: (page: num
 	return pages;
 }
 
-/** Every account, each page in turn. */
-export const users = async (o: Opts = {}) =>
-	(await rest(await usersPage(1, o), (n) => usersPage(n, o))).flatMap((p) => p.users);
-
 export const createUser = (body: Input<'adminCreateUser'>, o: Opts = {}) =>
 	request<Reply<'adminCreateUser'>>('POST', '/v1/admin/users', { ...o, body });
 

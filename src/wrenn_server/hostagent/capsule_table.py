@@ -4,6 +4,8 @@ operation at a time) and, while it runs, the client of its envd."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from . import errors
@@ -17,7 +19,10 @@ class CapsuleTable:
         self.settings = settings
         self.capsules: dict[str, Capsule] = {}
         self.clients: dict[str, EnvdClient] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # A lock lives while someone holds or waits for it (the count): a destroyed capsule's
+        # or a failed create's lock goes with its last user, never leaks, never is swapped for
+        # a second one while a waiter still holds the first.
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def get(self, sandbox_id: str) -> Capsule:
         validate_sandbox_id(sandbox_id)
@@ -26,11 +31,31 @@ class CapsuleTable:
         except KeyError:
             raise errors.NotFound(f"sandbox {sandbox_id} not found") from None
 
-    def lock(self, sandbox_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def lock(self, sandbox_id: str) -> AsyncIterator[None]:
+        """One lifecycle operation on a capsule at a time. Whoever waited must re-check the
+        capsule (`current`): the operation before it may have destroyed it."""
+        lock, users = self._locks.get(sandbox_id, (asyncio.Lock(), 0))
+        self._locks[sandbox_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[sandbox_id]
+            if users == 1:
+                del self._locks[sandbox_id]
+            else:
+                self._locks[sandbox_id] = (lock, users - 1)
 
-    def forget_lock(self, sandbox_id: str) -> None:
-        self._locks.pop(sandbox_id, None)
+    def lock_users(self, sandbox_id: str) -> int:
+        """How many operations hold or wait for the capsule's lock."""
+        return self._locks.get(sandbox_id, (None, 0))[1]
+
+    def current(self, capsule: Capsule) -> None:
+        """Under the capsule's lock: it is still this host's (not destroyed, nor discarded by
+        a failed create, while the caller waited)."""
+        if self.capsules.get(capsule.sandbox_id) is not capsule:
+            raise errors.NotFound(f"sandbox {capsule.sandbox_id} not found")
 
     def envd(self, sandbox_id: str, activity: bool = True) -> EnvdClient:
         """The agent of a running capsule; counts as activity for the TTL reaper unless the

@@ -95,6 +95,9 @@ class SandboxManager(CapsuleTable):
         template = self._template(spec.template or self.settings.default_template)
         capsule = new_capsule(self.settings, sandbox_id, template, spec, self.keys)
         async with self.lock(sandbox_id):
+            # A create of the same id that held the lock first may have taken it meanwhile.
+            if sandbox_id in self.capsules:
+                raise errors.AlreadyExists(f"sandbox {sandbox_id} already exists")
             # A pooled capsule handed over already holds what this one needs.
             handover = template.type == IMAGE and self.pool.ready_for(capsule.shape)
             evicted = [] if handover else self._make_room(capsule, disk=True)
@@ -218,8 +221,8 @@ class SandboxManager(CapsuleTable):
     async def destroy(self, sandbox_id: str) -> None:
         capsule = self.get(sandbox_id)
         async with self.lock(sandbox_id):
+            self.current(capsule)  # a destroy that held the lock first already did it
             await self._discard(capsule)
-        self.forget_lock(sandbox_id)
         log.info("destroyed %s", sandbox_id)
 
     def ping(self, sandbox_id: str) -> None:
@@ -230,6 +233,7 @@ class SandboxManager(CapsuleTable):
     async def pause(self, sandbox_id: str, auto: bool = False) -> Capsule:
         capsule = self.get(sandbox_id)
         async with self.lock(sandbox_id):
+            self.current(capsule)
             if capsule.status != RUNNING:
                 raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}, not running")
             await self._pause_locked(capsule)
@@ -255,6 +259,7 @@ class SandboxManager(CapsuleTable):
     ) -> Capsule:
         capsule = self.get(sandbox_id)
         async with self.lock(sandbox_id):
+            self.current(capsule)
             if capsule.status != PAUSED:
                 raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}, not paused")
             if timeout_sec is not None:
@@ -315,6 +320,7 @@ class SandboxManager(CapsuleTable):
         validate_name(name)
         capsule = self.get(sandbox_id)
         async with self.lock(sandbox_id):
+            self.current(capsule)
             if capsule.status == PAUSED and capsule.token != self.keys.token_for(capsule.handle):
                 # Checkpointed before envd tokens were derived: its envd answers to a token no
                 # template may hold. Resumed once, it is re-keyed; then paused again below.
@@ -328,9 +334,10 @@ class SandboxManager(CapsuleTable):
 
     async def flatten(self, sandbox_id: str, name: str, overwrite: bool) -> Template:
         validate_name(name)
-        client = self.envd(sandbox_id)
         capsule = self.get(sandbox_id)
         async with self.lock(sandbox_id):
+            self.current(capsule)
+            client = self.envd(sandbox_id)  # running now, not only before the wait
             await client.prepare_snapshot()
             return await self.runtime.flatten(capsule, name, overwrite)
 

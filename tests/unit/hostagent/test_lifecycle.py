@@ -5,6 +5,7 @@ keeps the capsule's record as the real one does. Real capsules: tests/integratio
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -196,6 +197,7 @@ async def test_a_capsule_whose_envd_never_answers_is_removed(agent: Agent) -> No
         await agent.m.create(SPEC)
     assert agent.runtime.calls[-2:] == [("create", ID), ("destroy", ID)]
     assert agent.m.capsules == {} and agent.m.clients == {}
+    assert agent.m.lock_users(ID) == 0
     # Nothing of it is left to block a retry.
     agent.envd.answers["/health"] = Answer(200, b"{}")
     assert (await agent.m.create(SPEC)).status == RUNNING
@@ -207,6 +209,45 @@ async def test_a_runtime_failure_leaves_nothing(agent: Agent) -> None:
         await agent.m.create(SPEC)
     assert agent.runtime.calls[-2:] == [("create", ID), ("destroy", ID)]
     assert agent.m.capsules == {}
+    assert agent.m.lock_users(ID) == 0  # its lock went with it
+
+
+async def waiting_for_lock(agent: Agent, users: int) -> None:
+    """Until `users` operations hold or wait for the capsule's lock."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while agent.m.lock_users(ID) < users:
+        assert asyncio.get_running_loop().time() < deadline, "the operations never queued"
+        await asyncio.sleep(0.001)
+
+
+async def test_an_operation_that_waited_for_a_destroy_finds_no_capsule(agent: Agent) -> None:
+    """A pause (or a second destroy) queued behind a destroy must not act on the discarded
+    capsule: it answers NOT_FOUND and the runtime never hears of it."""
+    await agent.m.create(SPEC)
+    async with agent.m.lock(ID):  # as a lifecycle operation in progress would
+        destroy = asyncio.create_task(agent.m.destroy(ID))
+        pause = asyncio.create_task(agent.m.pause(ID))
+        again = asyncio.create_task(agent.m.destroy(ID))
+        await waiting_for_lock(agent, 4)
+    await destroy
+    with pytest.raises(errors.NotFound):
+        await pause
+    with pytest.raises(errors.NotFound):
+        await again
+    assert [c for c in agent.runtime.calls if c[0] in ("pause", "destroy")] == [("destroy", ID)]
+    assert agent.m.capsules == {} and agent.m.lock_users(ID) == 0
+
+
+async def test_a_create_that_waited_for_the_same_id_is_refused(agent: Agent) -> None:
+    async with agent.m.lock(ID):
+        first = asyncio.create_task(agent.m.create(SPEC))
+        second = asyncio.create_task(agent.m.create(SPEC))
+        await waiting_for_lock(agent, 3)
+    capsule = await first
+    with pytest.raises(errors.AlreadyExists):
+        await second
+    assert agent.m.get(ID) is capsule and capsule.status == RUNNING
+    assert [c for c in agent.runtime.calls if c[0] == "create"] == [("create", ID)]
 
 
 async def test_pause_and_resume(agent: Agent) -> None:

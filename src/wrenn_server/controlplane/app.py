@@ -143,7 +143,12 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         quotas.Limits.of(settings),
     )
     archives = settings.data_dir / "builds"
-    queue = build_queue(settings.redis_url)
+    queue = build_queue(
+        settings.redis_url,
+        connect_timeout=settings.redis_connect_timeout_sec,
+        socket_timeout=settings.redis_socket_timeout_sec,
+        health_check_interval=settings.redis_health_check_interval_sec,
+    )
     builds = Builds(
         queue=queue,
         archives=archives,

@@ -50,6 +50,23 @@ class Settings(BaseSettings):
         "wake-ups when the database is not PostgreSQL, see WRENN_EVENTS_WAKEUP). Unset: an "
         "in-process queue (one control plane process only).",
     )
+    redis_connect_timeout_sec: float = Field(
+        default=5.0, gt=0, le=60, description="How long connecting to Redis may take, seconds."
+    )
+    redis_socket_timeout_sec: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="How long one Redis command may wait for its answer, seconds (a build "
+        "queue's blocking read: its own wait plus this). A Redis that does not answer makes "
+        "POST /v1/admin/builds a 503 instead of a hung request.",
+    )
+    redis_health_check_interval_sec: float = Field(
+        default=30.0,
+        ge=0,
+        description="A Redis connection idle this long is pinged before it is used, seconds "
+        "(0 = never).",
+    )
     host: str = Field(default="127.0.0.1", description="Address the REST API listens on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port the REST API listens on.")
     dev_mode: bool = Field(

@@ -28,7 +28,8 @@ from ..db.models.hosts import Host
 
 log = logging.getLogger(__name__)
 
-# How long a closed client's calls may still finish (a host whose address or name changed).
+# How long a replaced client's calls may still finish (a host whose address or certificate
+# changed) before its channel is closed.
 RETIRE_GRACE = 30.0
 
 
@@ -48,14 +49,17 @@ class HostClientPool:
         *,
         tenant_policy: TenantAddressPolicy | None = None,
         recheck_after: float = 30.0,
+        retire_grace: float = RETIRE_GRACE,
     ) -> None:
         self._secret_for = secret_for
+        self.retire_grace = retire_grace
         self.tenant_policy = tenant_policy or TenantAddressPolicy()
         self.recheck_after = recheck_after
         self._clients: dict[uuid.UUID, tuple[tuple[str, str | None], AgentClient]] = {}
         # BYOC hosts: (registered address, checked target, when checked).
         self._checked: dict[uuid.UUID, tuple[str, str, float]] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
+        # Replaced clients whose channels are closing (their calls get `retire_grace` seconds).
+        self._retiring: dict[asyncio.Task[None], AgentClient] = {}
 
     async def client(self, host: Host) -> AgentClient:
         """The host's client; over TLS, trusting only the certificate pinned for it, when the
@@ -93,9 +97,17 @@ class HostClientPool:
         return target
 
     def _retire(self, client: AgentClient) -> None:
-        task = asyncio.ensure_future(client.channel.close(RETIRE_GRACE))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        task = asyncio.ensure_future(self._close_after_grace(client))
+        self._retiring[task] = client
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+    async def _close_after_grace(self, client: AgentClient) -> None:
+        # Not `channel.close(grace)`: a close already waiting out its grace cannot be hurried
+        # (a second close is a no-op), and the pool's own close must end every call at once.
+        try:
+            await asyncio.sleep(self.retire_grace)
+        finally:
+            await client.close()  # calls still running are cancelled
 
     async def evict(self, host_id: uuid.UUID) -> None:
         self._checked.pop(host_id, None)
@@ -104,7 +116,10 @@ class HostClientPool:
             await cached[1].close()
 
     async def close(self) -> None:
+        """Every channel closed, the replaced ones still in their grace too (their calls are
+        cancelled: the process is stopping)."""
         for host_id in list(self._clients):
             await self.evict(host_id)
         for task in list(self._retiring):
-            task.cancel()
+            task.cancel()  # its grace ends now: the channel is closed on the way out
+            await asyncio.gather(task, return_exceptions=True)

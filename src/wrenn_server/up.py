@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import secrets
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import grpc
 import httpx
 from pydantic import ValidationError
 from rich.console import Console
@@ -25,7 +28,10 @@ from .hostagent import code_runner_image
 from .hostagent.config import AgentSettings
 from .hostagent.templates import TemplateStore
 from .private import private_dir
+from .proto.hostagent.v1 import hostagent_pb2 as pb
 from .supervisor import Child, StartupError, Supervisor
+
+log = logging.getLogger(__name__)
 
 
 def _secret(path: Path) -> str:
@@ -153,7 +159,7 @@ def run_platform(
     code = supervisor.wait()
     console.print("stopping: pausing running capsules (they resume with their memory)")
     supervisor.stop(keep=1)  # the control plane first: no new work arrives
-    paused = asyncio.run(_pause_all(f"unix:{socket_path}", agent_secret))
+    paused = asyncio.run(_pause_all(f"unix:{socket_path}", agent_secret, console, logs))
     supervisor.stop()
     console.print(f"stopped ({paused} capsule(s) paused)")
     return code
@@ -178,13 +184,77 @@ def _offer_code_runner(
         asyncio.run(store.ensure_base(code_runner_image.NAME, update, code_runner_image.RECIPE))
 
 
-async def _pause_all(target: str, secret: str) -> int:
-    from .agentproto.client import AgentClient
-    from .proto.hostagent.v1 import hostagent_pb2 as pb
+# How long `wrenn up`'s shutdown waits for the agent to pause every running capsule, in all.
+SHUTDOWN_PAUSE_TIMEOUT = 300.0
+# How long listing the capsules may take when the pause itself failed (to say which were left).
+LIST_TIMEOUT = 10.0
 
+
+class PausingAgent(Protocol):
+    async def pause_all(
+        self, request: pb.Empty, *, timeout: float | None = ...
+    ) -> pb.PauseAllResponse: ...
+
+    async def list_sandboxes(
+        self, request: pb.ListSandboxesRequest, *, timeout: float | None = ...
+    ) -> pb.ListSandboxesResponse: ...
+
+
+@dataclass
+class PauseReport:
+    paused: list[str] = field(default_factory=list)
+    # Capsule id -> why it was not paused.
+    failed: dict[str, str] = field(default_factory=dict)
+    # Set when not even the running capsules could be listed: how many were left is unknown.
+    unknown: str | None = None
+
+
+async def pause_for_shutdown(
+    agent: PausingAgent, *, timeout: float = SHUTDOWN_PAUSE_TIMEOUT
+) -> PauseReport:
+    """Every running capsule paused by the agent (one failing does not stop the others: the
+    agent goes on and logs each failure's cause), within `timeout` seconds in all. Never
+    raises: a failure is reported per capsule, or as `unknown` when the agent cannot say."""
     try:
-        async with AgentClient(target, secret) as agent:
-            res = await agent.pause_all(pb.Empty(), timeout=300)
-            return len(res.paused_sandbox_ids)
-    except Exception:
-        return 0
+        res = await agent.pause_all(pb.Empty(), timeout=timeout)
+    except Exception as e:
+        reason = _reason(e)
+        try:
+            listed = await agent.list_sandboxes(pb.ListSandboxesRequest(), timeout=LIST_TIMEOUT)
+        except Exception as listing:
+            unlisted = f"the capsules could not be listed: {_reason(listing)}"
+            return PauseReport(unknown=f"{reason}; {unlisted}")
+        running = pb.SandboxStatus.SANDBOX_STATUS_RUNNING
+        left = [sb.sandbox_id for sb in listed.sandboxes if sb.status == running]
+        return PauseReport(failed=dict.fromkeys(left, reason))
+    failed = dict.fromkeys(res.failed_sandbox_ids, "its pause failed (the agent log says why)")
+    return PauseReport(paused=list(res.paused_sandbox_ids), failed=failed)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"the agent answered {error.code().name}: {error.details()}"
+    return f"{type(error).__name__}: {error}"
+
+
+async def _pause_all(target: str, secret: str, console: Console, logs: Path) -> int:
+    """Pause for shutdown, print each capsule left running and why; the number paused."""
+    from .agentproto.client import AgentClient
+
+    async with AgentClient(target, secret) as agent:
+        report = await pause_for_shutdown(agent)
+    return tell_pauses(report, console, logs)
+
+
+def tell_pauses(report: PauseReport, console: Console, logs: Path) -> int:
+    for sandbox_id, reason in report.failed.items():
+        log.warning("capsule %s was not paused: %s", sandbox_id, reason)
+        console.print(f"[yellow]capsule {sandbox_id} was not paused: {reason}[/]")
+    if report.failed:
+        console.print(
+            f"[yellow]{len(report.failed)} capsule(s) not paused (see {logs / 'agent.log'})[/]"
+        )
+    if report.unknown:
+        log.warning("capsules may not have been paused: %s", report.unknown)
+        console.print(f"[yellow]capsules may not have been paused: {report.unknown}[/]")
+    return len(report.paused)

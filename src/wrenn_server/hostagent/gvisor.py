@@ -187,17 +187,19 @@ class GVisorRuntime:
             await self.teardown(capsule)
         except Exception:
             log.exception("teardown of %s failed", capsule.sandbox_id)
-        shutil.rmtree(capsule.dir, ignore_errors=True)
+        # Directory removals here and below run in threads: a capsule's disk and checkpoint
+        # are large, and the event loop serves every other capsule meanwhile.
+        await asyncio.to_thread(shutil.rmtree, capsule.dir, ignore_errors=True)
 
     async def pause(self, capsule: Capsule) -> None:
         assert capsule.net is not None
         image = capsule.dir / "checkpoint.new"
-        shutil.rmtree(image, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, image, ignore_errors=True)
         image.mkdir(mode=0o700)
         await self.runsc.checkpoint(capsule.runsc_id, image, capsule.net.netns_path)
         for f in image.iterdir():
             private_file(f)  # runsc writes the memory image 0644
-        shutil.rmtree(capsule.checkpoint_dir, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, capsule.checkpoint_dir, ignore_errors=True)
         image.rename(capsule.checkpoint_dir)
         await asyncio.shield(self.teardown(capsule))
         capsule.status = PAUSED
@@ -246,7 +248,7 @@ class GVisorRuntime:
                 name=name,
                 type=SNAPSHOT,
                 created_at=time.time(),
-                size_bytes=storage.disk_usage(staging),
+                size_bytes=await asyncio.to_thread(storage.disk_usage, staging),
                 base=capsule.base_image,
                 # Names the token of the checkpointed envd (envd_keys.py): the manager made
                 # sure that envd answers to the token derived from this handle.
@@ -255,9 +257,9 @@ class GVisorRuntime:
                 memory_mb=capsule.memory_mb,
                 disk_size_mb=capsule.disk_size_mb,
             )
-            return self.templates.commit(staging, template, overwrite)
+            return await self.templates.commit_async(staging, template, overwrite)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
             raise
 
     async def flatten(self, capsule: Capsule, name: str, overwrite: bool) -> Template:
@@ -278,19 +280,19 @@ class GVisorRuntime:
                 name=name,
                 type=IMAGE,
                 created_at=time.time(),
-                size_bytes=storage.disk_usage(staging / "rootfs"),
+                size_bytes=await asyncio.to_thread(storage.disk_usage, staging / "rootfs"),
                 # The image's services (the code runner's Jupyter) start in its copies too.
                 **self.templates.start_settings(capsule.base_image),
             )
-            return self.templates.commit(staging, template, overwrite)
+            return await self.templates.commit_async(staging, template, overwrite)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
             raise
 
     # -- restart ---------------------------------------------------------------------------
 
     async def recover(self) -> list[Capsule]:
-        self.templates.sweep()
+        await asyncio.to_thread(self.templates.sweep)
         kept: list[Capsule] = []
         root = self.settings.capsules_dir
         for d in sorted(root.iterdir()) if root.is_dir() else []:
@@ -307,7 +309,7 @@ class GVisorRuntime:
             log.warning("removing unreadable capsule directory %s", d.name)
             for point in storage.mounts_under(d):
                 await run_quiet("umount", "-l", point)
-            shutil.rmtree(d, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, d, ignore_errors=True)
             return None
         if capsule.status == RUNNING and capsule.net is not None:
             state = await self.runsc.state(capsule.runsc_id, capsule.net.netns_path)

@@ -287,7 +287,8 @@ class SandboxManager(CapsuleTable):
         except BaseException:
             await asyncio.shield(self._repause_failed(capsule))
             raise
-        self.runtime.drop_checkpoint(capsule)
+        # A checkpoint holds the capsule's memory image: removed in a thread, off the loop.
+        await asyncio.to_thread(self.runtime.drop_checkpoint, capsule)
         capsule.touch()
         capsule.save()
 
@@ -341,7 +342,7 @@ class SandboxManager(CapsuleTable):
             await client.prepare_snapshot()
             return await self.runtime.flatten(capsule, name, overwrite)
 
-    def delete_template(self, name: str) -> None:
+    async def delete_template(self, name: str) -> None:
         validate_name(name)
         template = self.templates.get(name)
         users = [c.sandbox_id for c in self.capsules.values() if c.base_image == name]
@@ -351,7 +352,7 @@ class SandboxManager(CapsuleTable):
                 f"template {name!r} is in use by {len(users)} capsule(s) and "
                 f"{len(dependents)} snapshot template(s)"
             )
-        self.templates.delete(name)
+        await self.templates.delete_async(name)
 
     # -- in the capsule --------------------------------------------------------------------
 

@@ -263,7 +263,7 @@ class HostAgentService(pb_grpc.HostAgentServicer):
 
     @unary
     async def DeleteSnapshot(self, r: pb.DeleteSnapshotRequest, context: Ctx) -> pb.Empty:
-        self.m.delete_template(r.name)
+        await self.m.delete_template(r.name)
         return pb.Empty()
 
     @unary

@@ -125,24 +125,52 @@ class TemplateStore:
         return path
 
     def commit(self, staging: Path, template: Template, overwrite: bool) -> Template:
+        trash = self._swap_in(staging, template, overwrite)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        return template
+
+    async def commit_async(self, staging: Path, template: Template, overwrite: bool) -> Template:
+        """`commit` for async callers: the renames at once (nobody sees the template half
+        there), the replaced tree removed in a thread, so the event loop keeps serving."""
+        trash = self._swap_in(staging, template, overwrite)
+        if trash is not None:
+            await asyncio.to_thread(shutil.rmtree, trash, ignore_errors=True)
+        return template
+
+    def _swap_in(self, staging: Path, template: Template, overwrite: bool) -> Path | None:
+        """Move the staged template into place; the replaced one, if any, to a trash path."""
         write_private(staging / "template.json", json.dumps(asdict(template)).encode())
         target = self.dir(template.name)
+        trash = None
         if target.exists():
             if not overwrite:
                 raise errors.AlreadyExists(f"template {template.name!r} already exists")
-            trash = self.root / f".trash-{template.name}-{uuid.uuid4().hex[:8]}"
+            trash = self._trash(template.name)
             target.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
         staging.rename(target)
-        return template
+        return trash
 
     def delete(self, name: str) -> None:
+        shutil.rmtree(self.discard(name))
+
+    async def delete_async(self, name: str) -> None:
+        """`delete` for async callers: a template's tree can be gigabytes in many files, so
+        it is removed in a thread; the rename before it makes it gone at once."""
+        await asyncio.to_thread(shutil.rmtree, self.discard(name))
+
+    def discard(self, name: str) -> Path:
+        """Take the template out of the store (a rename); its tree, to remove, is returned.
+        A crash before the removal leaves a trash directory `sweep` removes."""
         target = self.dir(name)
         if not target.exists():
             raise errors.NotFound(f"template {name!r} not found")
-        trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
+        trash = self._trash(name)
         target.rename(trash)
-        shutil.rmtree(trash)
+        return trash
+
+    def _trash(self, name: str) -> Path:
+        return self.root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
 
     def dependents(self, name: str) -> list[str]:
         """Snapshot templates whose lower layer is this image template."""
@@ -175,19 +203,20 @@ class TemplateStore:
                 else:
                     await _copy_tree(self.dir(recipe.base) / "rootfs", rootfs)
                     await base_image.apt_install(rootfs, recipe.packages, progress)
-                recipe.finish(rootfs)
+                # Walks and removals over a whole rootfs: in threads, not the event loop.
+                await asyncio.to_thread(recipe.finish, rootfs)
                 t = Template(
                     name=name,
                     type=IMAGE,
                     created_at=time.time(),
-                    size_bytes=disk_usage(rootfs),
+                    size_bytes=await asyncio.to_thread(disk_usage, rootfs),
                     start_cmd=recipe.start_cmd,
                     healthcheck=recipe.healthcheck,
                     start_timeout_sec=recipe.start_timeout_sec,
                 )
-                return self.commit(staging, t, overwrite=False)
+                return await self.commit_async(staging, t, overwrite=False)
             except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
+                await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
                 raise
 
 

@@ -6,6 +6,7 @@ keeps the capsule's record as the real one does. Real capsules: tests/integratio
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -297,3 +298,53 @@ async def test_pause_all(agent: Agent) -> None:
         ID: True,
         other: False,
     }
+
+
+def big_template(agent: Agent, name: str, files: int) -> Path:
+    """An image template whose rootfs holds `files` empty files, 200 to a directory."""
+    d = agent.m.settings.templates_dir / name
+    (d / "rootfs").mkdir(parents=True)
+    (d / "template.json").write_text(json.dumps({"name": name, "type": "image", "created_at": 0}))
+    for i in range(0, files, 200):
+        sub = d / "rootfs" / str(i)
+        sub.mkdir()
+        for j in range(200):
+            (sub / str(j)).touch()
+    return d
+
+
+async def test_deleting_a_big_template_does_not_stall_the_agent(agent: Agent) -> None:
+    """Every RPC, the TTL reaper and the heartbeats share the agent's event loop: a template
+    of many files is removed off it, so a coroutine ticking every 10 ms keeps ticking."""
+    d = big_template(agent, "big", 20_000)
+    ticks: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            ticks.append(loop.time())
+            if done.is_set():
+                return
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)  # its first tick
+    start = asyncio.get_running_loop().time()
+    await agent.m.delete_template("big")
+    took = asyncio.get_running_loop().time() - start
+    done.set()
+    await task
+    assert not d.exists() and not agent.m.templates.exists("big")
+    assert not list(agent.m.settings.templates_dir.glob(".trash-*"))
+    max_gap = max(b - a for a, b in itertools.pairwise(ticks))
+    # Removed on the loop, the gap would be the whole delete (20k files: well over 0.2 s).
+    bound = min(0.2, took / 2)
+    assert max_gap < bound, f"the event loop stalled {max_gap:.3f} s during a {took:.3f} s delete"
+
+
+async def test_a_template_in_use_is_not_deleted(agent: Agent) -> None:
+    await agent.m.create(SPEC)
+    with pytest.raises(errors.InvalidState, match="in use by 1 capsule"):
+        await agent.m.delete_template("minimal")
+    assert agent.m.templates.exists("minimal")

@@ -143,6 +143,12 @@ async def test_a_failed_resume_leaves_the_capsule_paused(stack: Stack) -> None:
     alice = await new_account(api)
     cid = (await make_capsule(api, alice))["id"]
     assert (await api.post(f"/v1/capsules/{cid}/pause", headers=alice.h)).status_code == 200
+    # The host out of capsule addresses (or memory): a 503 saying so, the capsule still paused.
+    no_address = "the host has no free capsule network address"
+    agent.faults.fail("ResumeSandbox", grpc.StatusCode.RESOURCE_EXHAUSTED, no_address)
+    resp = await api.post(f"/v1/capsules/{cid}/resume", headers=alice.h)
+    assert assert_error(resp, 503, "no_hosts_available")["message"] == no_address
+    assert await capsule_status(api, alice, cid) == "paused"
     agent.faults.fail("ResumeSandbox", grpc.StatusCode.UNAVAILABLE)
     resp = await api.post(f"/v1/capsules/{cid}/resume", headers=alice.h)
     assert_error(resp, 503, "host_unavailable")

@@ -9,7 +9,6 @@ that outlive a crashed agent.
 from __future__ import annotations
 
 import contextlib
-import errno
 import ipaddress
 import logging
 import os
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+from . import errors
 from .proc import run, run_quiet
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,9 @@ class Ipam:
                 f.write(owner)
             self._next = (self._next + i + 1) % n
             return net
-        raise OSError(errno.ENOSPC, "capsule subnet exhausted")
+        # The caller's RESOURCE_EXHAUSTED (the control plane's 503), not an INTERNAL error:
+        # capsules being destroyed free addresses, and other hosts may have some.
+        raise errors.ResourceExhausted("the host has no free capsule network address")
 
     def release(self, net: IPv4Network | IPv4Address, owner: str) -> None:
         """Free the slot (given as itself or any address in it) if `owner` holds it."""

@@ -4,13 +4,15 @@ its own slot directory; nothing here needs root."""
 
 from __future__ import annotations
 
-import errno
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+import grpc
 import pytest
 
+from wrenn_server.hostagent import errors
 from wrenn_server.hostagent.network import Ipam
+from wrenn_server.hostagent.rpc_guard import status_for
 
 SUBNET = IPv4Network("10.99.0.0/28")  # four /30 slots
 SLOTS = [IPv4Network(f"10.99.0.{n}/30") for n in (0, 4, 8, 12)]
@@ -20,9 +22,13 @@ def test_hands_out_every_slot_once_then_refuses(tmp_path: Path) -> None:
     ipam = Ipam(SUBNET, root=tmp_path)
     got = [ipam.allocate(f"owner-{i}") for i in range(4)]
     assert sorted(got) == SLOTS
-    with pytest.raises(OSError) as exc:
+    with pytest.raises(errors.ResourceExhausted) as exc:
         ipam.allocate("one-too-many")
-    assert exc.value.errno == errno.ENOSPC
+    # The caller is told what ran out (RESOURCE_EXHAUSTED), not an internal error.
+    assert status_for(exc.value) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "the host has no free capsule network address",
+    )
     assert ipam.owned() == {str(s.network_address): f"owner-{i}" for i, s in enumerate(got)}
 
 
@@ -60,7 +66,7 @@ def test_agents_sharing_the_directory_never_collide(tmp_path: Path) -> None:
     got = [one.allocate("one:a"), other.allocate("other:a"), one.allocate("one:b")]
     got.append(other.allocate("other:b"))
     assert sorted(got) == SLOTS
-    with pytest.raises(OSError):
+    with pytest.raises(errors.ResourceExhausted):
         one.allocate("one:c")
 
 

@@ -56,8 +56,8 @@ class IdleReaper:
         try:
             await self.lifecycle.pause(capsule.sandbox_id, auto=True)
             log.info("auto-paused idle %s", capsule.sandbox_id)
-        except errors.InvalidState:
-            pass
+        except (errors.InvalidState, errors.NotFound):
+            pass  # paused, died or destroyed by someone else meanwhile: nothing to reap
         except Exception:
             log.exception("auto-pause of %s failed; destroying it", capsule.sandbox_id)
             with contextlib.suppress(errors.NotFound):

@@ -204,16 +204,19 @@ async def test_admin_adds_invites_and_deactivates(
         assert reyes.status_code == 200
         users = page.get_by_role("table", name="Users")
         row = users.get_by_role("row").filter(has_text="reyes@example.com")
-        await expect(row).to_contain_text("active")
+        await expect(row.get_by_test_id("status")).to_have_text("active")
 
         # Deactivate her: her session ends.
         await row.get_by_role("button", name="Deactivate").click()
         confirm = page.get_by_role("dialog", name="Deactivate reyes@example.com")
         await confirm.get_by_role("button", name="Deactivate").click()
-        await expect(row).to_contain_text("inactive")
+        await expect(row.get_by_test_id("status")).to_have_text("deactivated")
         headers = {"Authorization": f"Bearer {reyes.json()['token']}"}
         assert (await cp.api.get("/v1/me", headers=headers)).status_code == 401
         await row.get_by_role("button", name="Reactivate").click()
+        confirm = page.get_by_role("dialog", name="Reactivate reyes@example.com")
+        await confirm.get_by_role("button", name="Reactivate").click()
+        await expect(row.get_by_test_id("status")).to_have_text("active")
         await expect(row.get_by_role("button", name="Deactivate")).to_be_visible()
         # No button to deactivate oneself.
         own = users.get_by_role("row").filter(has_text="skinner@example.com")

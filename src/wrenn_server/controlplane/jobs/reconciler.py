@@ -43,7 +43,7 @@ from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import InvalidID
-from ..services import capsules, host_liveness, metrics
+from ..services import capsule_status, host_liveness, metrics
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class Reconciler:
                 if new != sandbox.status:
                     log.info("capsule %s: %s -> %s", sandbox.id, sandbox.status, new)
                     previous = sandbox.status
-                    await capsules.set_status_by_system(
+                    await capsule_status.set_status_by_system(
                         session, sandbox, new, host_id, reason=reasons.get(sandbox.id)
                     )
                     if (previous, new) == ("running", "paused"):

@@ -32,6 +32,7 @@ from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import BadRequest, InsufficientCapacity, InvalidState, NotFound
 from . import audit, capsule_metadata, metrics, quotas
+from .capsule_status import StatusEvent, set_status
 
 LIVE = ("starting", "running", "paused", "missing")
 
@@ -215,14 +216,14 @@ async def create_capsule(
         async with db.sessionmaker() as session, transaction(session, write=True):
             await session.execute(delete(Sandbox).where(Sandbox.id == sandbox.id))
         raise
-    return await _set_status(
+    return await set_status(
         db,
         sandbox.id,
         "running",
         started=True,
         host_ip=host_ip if host_ip else None,
         reported=made.metadata,
-        event=_Event(
+        event=StatusEvent(
             actor,
             "create",
             {"template": sandbox.template, "vcpus": vcpus, "memory_mb": memory_mb},
@@ -248,100 +249,6 @@ def _host_ip(address: str) -> str:
     if isinstance(parsed, UnixAddress):
         return "127.0.0.1"
     return parsed.host if len(parsed.host) <= 45 else ""
-
-
-@dataclass(frozen=True)
-class _Event:
-    """The audit event of a status change: who did what."""
-
-    actor: audit.Actor
-    action: str
-    metadata: dict[str, Any] | None = None
-
-
-async def _set_status(
-    db: Database,
-    sandbox_id: uuid.UUID,
-    status: str,
-    *,
-    started: bool = False,
-    host_ip: str | None = None,
-    reported: Mapping[str, str] | None = None,
-    event: _Event | None = None,
-) -> Sandbox:
-    async with db.sessionmaker() as session, transaction(session, write=True):
-        sandbox = await session.get(Sandbox, sandbox_id)
-        if sandbox is None:
-            raise NotFound("capsule not found")
-        now = utcnow()
-        sandbox.status = status
-        sandbox.last_updated = now
-        if started:
-            sandbox.started_at = sandbox.last_active_at = now
-        if host_ip:
-            sandbox.host_ip = host_ip
-        if reported is not None:
-            # The versions its host runs it with now (an agent updated between a pause and a
-            # resume reports its new ones).
-            sandbox.meta = capsule_metadata.with_platform(sandbox.meta or {}, reported)
-        if event is not None:
-            await audit.record(
-                session,
-                actor=event.actor,
-                team_id=sandbox.team_id,
-                resource_type="sandbox",
-                resource_id=ids.SANDBOX.format(sandbox.id),
-                action=event.action,
-                metadata=event.metadata,
-            )
-        return sandbox
-
-
-# (action, status) of the audit event of a change the platform makes on its own, by new status.
-_SYSTEM_CHANGES: dict[str, tuple[str, audit.Status]] = {
-    "paused": ("auto_pause", "info"),
-    "stopped": ("stopped", "warning"),
-    "missing": ("marked_missing", "warning"),
-    "error": ("died", "error"),
-}
-
-
-async def set_status_by_system(
-    session: AsyncSession,
-    sandbox: Sandbox,
-    status: str,
-    host_id: uuid.UUID,
-    *,
-    reason: str | None = None,
-) -> None:
-    """A status change the platform makes (reconciler, host monitor), audited as the system
-    actor: running -> paused as `auto_pause`, -> stopped as `stopped`, -> missing as
-    `marked_missing`, -> error (its sandbox died) as `died`. `reason` is kept as the capsule's
-    status_reason and in the event."""
-    previous = sandbox.status
-    sandbox.status = status
-    sandbox.status_reason = reason
-    sandbox.last_updated = utcnow()
-    audited = _SYSTEM_CHANGES.get(status)
-    # A capsule that was missing and comes back paused was not paused now; only a running one
-    # that the agent paused on its own was auto-paused.
-    if audited is None or (status == "paused" and previous == "missing"):
-        return
-    action, level = audited
-    await audit.record(
-        session,
-        actor=audit.SYSTEM,
-        team_id=sandbox.team_id,
-        resource_type="sandbox",
-        resource_id=ids.SANDBOX.format(sandbox.id),
-        action=action,
-        status=level,
-        metadata={
-            "from": previous,
-            "host_id": ids.HOST.format(host_id),
-            **({"reason": reason} if reason else {}),
-        },
-    )
 
 
 async def _load(
@@ -370,14 +277,16 @@ async def destroy_capsule(
                 await client.destroy_sandbox(pb.SandboxRef(sandbox_id=wire_id))
         except NotFound:
             pass  # already gone on the host (destroyed, or reaped while it was down)
-    await _set_status(db, sandbox.id, "stopped", event=_Event(actor, "destroy"))
+    await set_status(db, sandbox.id, "stopped", event=StatusEvent(actor, "destroy"))
 
 
 async def mark_stopped(
     db: Database, sandbox_id: uuid.UUID, *, actor: audit.Actor, reason: str
 ) -> None:
     """Record a capsule as stopped without its host (which is gone or being removed)."""
-    await _set_status(db, sandbox_id, "stopped", event=_Event(actor, "destroy", {"reason": reason}))
+    await set_status(
+        db, sandbox_id, "stopped", event=StatusEvent(actor, "destroy", {"reason": reason})
+    )
 
 
 async def pause_capsule(
@@ -392,7 +301,7 @@ async def pause_capsule(
         )
     with agent_errors():
         await client.pause_sandbox(pb.SandboxRef(sandbox_id=wire_id))
-    paused = await _set_status(db, sandbox.id, "paused", event=_Event(actor, "pause"))
+    paused = await set_status(db, sandbox.id, "paused", event=StatusEvent(actor, "pause"))
     await metrics.flush(db, client, sandbox.id)
     return paused
 
@@ -434,13 +343,13 @@ async def resume_capsule(
     except BaseException:
         await asyncio.shield(_resume_failed(db, sandbox.id))
         raise
-    return await _set_status(
+    return await set_status(
         db,
         sandbox.id,
         "running",
         started=True,
         reported=resumed.metadata,
-        event=_Event(actor, "resume"),
+        event=StatusEvent(actor, "resume"),
     )
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db.models import Sandbox
 from ..db.models.hosts import Host
 from ..db.types import utcnow
-from . import audit, capsules
+from . import audit, capsule_status
 from .hosts import record
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ async def mark_stale_down(
             )
         )
         for sandbox in missing:
-            await capsules.set_status_by_system(session, sandbox, "missing", host.id)
+            await capsule_status.set_status_by_system(session, sandbox, "missing", host.id)
         last_seen = host.last_heartbeat_at.isoformat() if host.last_heartbeat_at else None
         log.warning("host %s not seen since %s: marked unreachable", host.id, last_seen)
         await record(

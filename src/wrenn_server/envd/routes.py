@@ -6,7 +6,7 @@ import binascii
 import os
 import signal
 
-from . import __version__, credential, files, ports, tunnel, users
+from . import __version__, credential, fields, files, ports, tunnel, users
 from .errors import ApiError, bad
 from .httpio import CHUNK, ClientGone
 from .output import STREAMS
@@ -14,7 +14,7 @@ from .processes import Spec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Optional, Tuple
+    from typing import Callable, Dict, Optional, Tuple
 
     from .record import Process
     from .server import Handler
@@ -26,62 +26,6 @@ STREAM_IDLE_CHECK = 2.0  # seconds between checks that an idle stream's client i
 PTY_TERM = "xterm-256color"
 MAX_OUTPUT = 1 << 30  # the largest max_output a caller may ask for
 LIST_LIMIT = 10000  # entries of one directory listing, by default and at most
-
-
-# -- body fields ----------------------------------------------------------------------------
-
-
-def _str(body: Body, key: str, required: bool = False) -> Optional[str]:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise bad("%s is required" % key)
-        return None
-    if not isinstance(value, str):
-        raise bad("%s must be a string" % key)
-    if "\x00" in value:
-        raise bad("%s contains a NUL byte" % key)
-    return value
-
-
-def _required(body: Body, key: str) -> str:
-    value = _str(body, key, required=True)
-    if not value:
-        raise bad("%s must not be empty" % key)
-    return value
-
-
-def _int(body: Body, key: str, low: int, high: int) -> int:
-    value = body.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise bad("%s must be an integer from %d to %d" % (key, low, high))
-    return value
-
-
-def _str_list(body: Body, key: str) -> Optional[List[str]]:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise bad("%s must be a list of strings" % key)
-    if any("\x00" in v for v in value):
-        raise bad("%s contains a NUL byte" % key)
-    return [str(v) for v in value]
-
-
-def _env(body: Body, key: str) -> Optional[Dict[str, str]]:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise bad("%s must be an object of strings" % key)
-    env: Dict[str, str] = {}
-    for name, text in value.items():
-        valid = isinstance(name, str) and isinstance(text, str) and name and "=" not in name
-        if not valid or "\x00" in name + text:
-            raise bad("%s: invalid variable %r" % (key, name))
-        env[name] = text
-    return env
 
 
 def _query_path(h: Handler, user: users.User) -> str:
@@ -97,9 +41,9 @@ def health(h: Handler) -> None:
 
 def init(h: Handler) -> None:
     body = h.json_body()
-    default_user = _str(body, "default_user")
-    env = _env(body, "env")
-    token = _str(body, "token")
+    default_user = fields.text(body, "default_user")
+    env = fields.env_vars(body, "env")
+    token = fields.text(body, "token")
     if default_user is not None:
         users.lookup(default_user)
     if token is not None and not credential.valid(token.encode()):
@@ -129,20 +73,20 @@ def snapshot_prepare(h: Handler) -> None:
 
 def start_process(h: Handler) -> None:
     body = h.json_body()
-    cmd = _required(body, "cmd")
-    args = _str_list(body, "args")
-    extra_env = _env(body, "env")
+    cmd = fields.required(body, "cmd")
+    args = fields.text_list(body, "args")
+    extra_env = fields.env_vars(body, "env")
     state = h.envd.state
-    user = state.user(_str(body, "user"))
+    user = state.user(fields.text(body, "user"))
     stdin = body.get("stdin", False)
     if not isinstance(stdin, bool):
         raise bad("stdin must be a boolean")
     pty = _pty_size(body.get("pty"))
-    tag = _str(body, "tag")
+    tag = fields.text(body, "tag")
     max_output = None
     if body.get("max_output") is not None:
-        max_output = _int(body, "max_output", 0, MAX_OUTPUT)
-    cwd = _cwd(_str(body, "cwd"), user)
+        max_output = fields.integer(body, "max_output", 0, MAX_OUTPUT)
+    cwd = _cwd(fields.text(body, "cwd"), user)
     env = users.environment(user)
     if pty is not None:
         env["TERM"] = PTY_TERM
@@ -157,7 +101,7 @@ def _pty_size(value: object) -> Optional[Tuple[int, int]]:
         return None
     if not isinstance(value, dict):
         raise bad("pty must be an object with cols and rows")
-    return _int(value, "cols", 1, 65535), _int(value, "rows", 1, 65535)
+    return fields.integer(value, "cols", 1, 65535), fields.integer(value, "rows", 1, 65535)
 
 
 def _cwd(cwd: Optional[str], user: users.User) -> str:
@@ -252,7 +196,7 @@ def send_signal(h: Handler) -> None:
 
 def resize(h: Handler) -> None:
     body = h.json_body()
-    cols, rows = _int(body, "cols", 1, 65535), _int(body, "rows", 1, 65535)
+    cols, rows = fields.integer(body, "cols", 1, 65535), fields.integer(body, "rows", 1, 65535)
     h.envd.table.get(h.pid).resize(cols, rows)
     h.send_empty()
 
@@ -335,22 +279,22 @@ def stat_path(h: Handler) -> None:
 
 def make_dir(h: Handler) -> None:
     body = h.json_body()
-    user = h.envd.state.user(_str(body, "user"))
-    h.send_json(200, files.make_dirs(users.resolve_path(_required(body, "path"), user), user))
+    user = h.envd.state.user(fields.text(body, "user"))
+    h.send_json(200, files.make_dirs(users.resolve_path(fields.required(body, "path"), user), user))
 
 
 def move(h: Handler) -> None:
     body = h.json_body()
-    user = h.envd.state.user(_str(body, "user"))
-    source = users.resolve_path(_required(body, "source"), user)
-    destination = users.resolve_path(_required(body, "destination"), user)
+    user = h.envd.state.user(fields.text(body, "user"))
+    source = users.resolve_path(fields.required(body, "source"), user)
+    destination = users.resolve_path(fields.required(body, "destination"), user)
     h.send_json(200, files.move(source, destination, user))
 
 
 def remove(h: Handler) -> None:
     body = h.json_body()
-    user = h.envd.state.user(_str(body, "user"))
-    files.remove(users.resolve_path(_required(body, "path"), user))
+    user = h.envd.state.user(fields.text(body, "user"))
+    files.remove(users.resolve_path(fields.required(body, "path"), user))
     h.send_empty()
 
 

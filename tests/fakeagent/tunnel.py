@@ -54,6 +54,10 @@ async def relay(
             yield pb.TunnelFrame(data=data)
         yield pb.TunnelFrame(close=True)
         await task
+    except (ConnectionError, OSError):  # as the real agent answers a reset
+        raise Refused(
+            grpc.StatusCode.UNAVAILABLE, "the connection to the capsule's port was reset"
+        ) from None
     finally:
         task.cancel()
         with contextlib.suppress(BaseException):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from wrenn_server.hostagent.envd_client import _reported_version
-from wrenn_server.hostagent.versions import clean, host_versions, runsc_version
+from wrenn_server.hostagent.versions import clean
 
 
 def _script(tmp_path: Path, body: str, name: str = "runsc") -> str:
@@ -20,20 +23,33 @@ def _script(tmp_path: Path, body: str, name: str = "runsc") -> str:
     return str(path)
 
 
-async def test_runsc_version_read_from_its_output(tmp_path: Path) -> None:
+def _in_fresh_process(call: str, runsc: str) -> object:
+    """`versions.<call>(runsc)` run in a process of its own: in this one, envd's unit tests
+    leave a reaper thread that reaps every child, asyncio's included."""
+    code = (
+        "import asyncio, json, sys\n"
+        "from wrenn_server.hostagent import versions\n"
+        f"print(json.dumps(asyncio.run(versions.{call}(sys.argv[1]))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, runsc], capture_output=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_runsc_version_read_from_its_output(tmp_path: Path) -> None:
     fake = _script(tmp_path, 'echo "runsc version release-20240212.0"; echo "spec: 1.1.0"')
-    assert await runsc_version(fake) == "release-20240212.0"
+    assert _in_fresh_process("runsc_version", fake) == "release-20240212.0"
     debian = _script(tmp_path, 'echo "runsc version 0.0~20240729.0"; echo "spec: 1.0.2-dev"', "deb")
-    assert await runsc_version(debian) == "0.0~20240729.0"
-    found = await host_versions(fake)
-    assert found["vmm_version"] == "release-20240212.0"
+    assert _in_fresh_process("runsc_version", debian) == "0.0~20240729.0"
+    found = _in_fresh_process("host_versions", fake)
+    assert isinstance(found, dict) and found["vmm_version"] == "release-20240212.0"
     assert found["agent_version"]  # the installed package's
 
 
-async def test_runsc_that_fails_or_is_missing_gives_no_version(tmp_path: Path) -> None:
-    assert await runsc_version(_script(tmp_path, "exit 3")) == ""
-    assert await runsc_version(os.path.join(tmp_path, "absent")) == ""
-    assert "vmm_version" not in await host_versions(_script(tmp_path, "echo nonsense"))
+def test_runsc_that_fails_or_is_missing_gives_no_version(tmp_path: Path) -> None:
+    assert _in_fresh_process("runsc_version", _script(tmp_path, "exit 3")) == ""
+    assert _in_fresh_process("runsc_version", os.path.join(tmp_path, "absent")) == ""
+    found = _in_fresh_process("host_versions", _script(tmp_path, "echo nonsense"))
+    assert isinstance(found, dict) and "vmm_version" not in found
 
 
 @pytest.mark.parametrize(

@@ -22,21 +22,30 @@ Login is throttled per account and per client address (`throttle`).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import OAuthIdentity, Team, User, UserToken
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..errors import AccountDisabled, AccountNotActivated, EmailTaken, Forbidden, Unauthorized
+from ..errors import (
+    AccountDisabled,
+    AccountNotActivated,
+    EmailTaken,
+    Forbidden,
+    InvalidToken,
+    Unauthorized,
+)
 from ..security import (
     TokenCodec,
     UserClaims,
+    hash_credential,
     hash_password,
     password_needs_rehash,
     verify_password,
@@ -329,3 +338,25 @@ async def switch_team(
         raise Unauthorized("account not found or inactive")
     team, role = await teams.switch_target(session, user_id=user.id, team_id=team_id)
     return issue(codec, user, team.id, role)
+
+
+async def redeem_one_time_token(
+    session: AsyncSession, *, token: str, purpose: str, invalid: str, now: dt.datetime
+) -> UserToken:
+    """Use up a mailed one-time token (reset, activation): `InvalidToken(invalid)` if it is
+    unknown, used or expired. Of two concurrent uses of one token, only one gets it."""
+    row = await session.scalar(
+        select(UserToken).where(
+            UserToken.token_hash == hash_credential(token), UserToken.purpose == purpose
+        )
+    )
+    if row is None or row.used_at is not None or row.expires_at <= now:
+        raise InvalidToken(invalid)
+    used = await session.execute(
+        update(UserToken)
+        .where(UserToken.id == row.id, UserToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+    if getattr(used, "rowcount", 0) != 1:
+        raise InvalidToken(invalid)
+    return row

@@ -29,7 +29,7 @@ from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import AlreadyActivated, EmailTaken, InvalidToken, SignupCooldown
 from ..mail import MailedLinks, Mailer, MailError
-from ..security import TokenCodec, hash_credential, hash_password, new_one_time_token
+from ..security import TokenCodec, hash_password, new_one_time_token
 from . import accounts, teams, throttle
 from .accounts import ACTIVATION, SignedIn
 
@@ -181,21 +181,9 @@ async def activate(db: Database, *, codec: TokenCodec, token: str) -> SignedIn:
     `AlreadyActivated` if the account is active. Creates the default team and signs in."""
     now = utcnow()
     async with db.sessionmaker() as session, transaction(session, write=True):
-        row = await session.scalar(
-            select(UserToken).where(
-                UserToken.token_hash == hash_credential(token), UserToken.purpose == ACTIVATION
-            )
+        row = await accounts.redeem_one_time_token(
+            session, token=token, purpose=ACTIVATION, invalid=INVALID_ACTIVATION, now=now
         )
-        if row is None or row.used_at is not None or row.expires_at <= now:
-            raise InvalidToken(INVALID_ACTIVATION)
-        # Conditional: of two concurrent uses of one token, only one updates the row.
-        used = await session.execute(
-            update(UserToken)
-            .where(UserToken.id == row.id, UserToken.used_at.is_(None))
-            .values(used_at=now)
-        )
-        if getattr(used, "rowcount", 0) != 1:
-            raise InvalidToken(INVALID_ACTIVATION)
         user = await session.get(User, row.user_id, with_for_update=True)
         if user is None or user.deleted_at is not None:
             raise InvalidToken(INVALID_ACTIVATION)

@@ -30,8 +30,8 @@ from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import BadRequest, InvalidToken, Unauthorized, WrongPassword
 from ..mail import MailedLinks, Mailer, MailError
-from ..security import hash_credential, hash_password, new_one_time_token, verify_password
-from . import audit, throttle
+from ..security import hash_password, new_one_time_token, verify_password
+from . import accounts, audit, throttle
 
 log = logging.getLogger("wrenn.controlplane.passwords")
 
@@ -159,21 +159,9 @@ async def confirm_reset(db: Database, *, token: str, new: str) -> str:
     new_hash = await asyncio.to_thread(hash_password, new)
     now = utcnow()
     async with db.sessionmaker() as session, transaction(session, write=True):
-        row = await session.scalar(
-            select(UserToken).where(
-                UserToken.token_hash == hash_credential(token), UserToken.purpose == RESET
-            )
+        row = await accounts.redeem_one_time_token(
+            session, token=token, purpose=RESET, invalid=INVALID_RESET, now=now
         )
-        if row is None or row.used_at is not None or row.expires_at <= now:
-            raise InvalidToken(INVALID_RESET)
-        # Conditional: of two concurrent uses of one token, only one updates the row.
-        used = await session.execute(
-            update(UserToken)
-            .where(UserToken.id == row.id, UserToken.used_at.is_(None))
-            .values(used_at=now)
-        )
-        if getattr(used, "rowcount", 0) != 1:
-            raise InvalidToken(INVALID_RESET)
         user = await session.get(User, row.user_id, with_for_update=True)
         if user is None or not user.is_active or user.deleted_at is not None:
             raise InvalidToken(INVALID_RESET)

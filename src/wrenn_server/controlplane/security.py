@@ -18,6 +18,10 @@
   one port of one capsule of one team (`sub`, `port`, `team_id`) and naming who made it (`by`);
   they open that port through the port proxy and nothing else, and no other token opens a port
   as one.
+- E2B access tokens (the `envdAccessToken` and `trafficAccessToken` an E2B create or connect
+  returns): HS256 with the same key, `typ` "e2b-access" and an audience per kind, naming one capsule
+  (`sub`, its wire id) of one team. They carry no expiry: the capsule's own lifetime bounds them,
+  as the SDK keeps them for as long as it holds the sandbox.
 - Agent secrets: what the control plane presents to a registered host's agent on every call,
   HMAC(key, host id). Each host knows only its own, and none is stored: rotating the key rotates
   them all (agents fetch the new one when their host JWT, signed with the old key, is refused).
@@ -31,7 +35,7 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 from argon2 import PasswordHasher
@@ -47,6 +51,9 @@ _JWT_TYPE = "user"
 _HOST_JWT_TYPE = "host"
 _PREVIEW_JWT_TYPE = "preview"
 _PREVIEW_AUDIENCE = "wrenn:port-preview"
+_E2B_JWT_TYPE = "e2b-access"
+_E2B_AUDIENCES = {"envd": "wrenn:e2b-envd", "traffic": "wrenn:e2b-traffic"}
+E2bAccessKind = Literal["envd", "traffic"]
 HOST_REGISTRATION_PREFIX = "wrh_"
 HOST_REFRESH_PREFIX = "wrr_"
 
@@ -212,6 +219,40 @@ class TokenCodec:
             kind.parse(grant.issuer)
             return grant, dt.datetime.fromtimestamp(int(payload["exp"]), dt.UTC)
         except (InvalidID, KeyError, TypeError, ValueError):
+            raise Unauthorized("invalid token") from None
+
+    def issue_e2b_access(self, capsule_id: str, team_id: uuid.UUID, kind: E2bAccessKind) -> str:
+        """An E2B access token of `kind` for one capsule (its wire id) of one team."""
+        payload = {
+            "typ": _E2B_JWT_TYPE,
+            "aud": _E2B_AUDIENCES[kind],
+            "sub": capsule_id,
+            "team_id": ids.TEAM.format(team_id),
+            # Two tokens for one capsule differ, so a leaked one is told apart from a new one.
+            "jti": secrets.token_hex(8),
+        }
+        return jwt.encode(payload, self._secret, algorithm=_JWT_ALGORITHM)
+
+    def verify_e2b_access(self, token: str, kind: E2bAccessKind) -> tuple[str, uuid.UUID]:
+        """The capsule (wire id) and team a valid E2B access token of `kind` names;
+        `Unauthorized` otherwise (another kind, a bad signature, malformed claims)."""
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[_JWT_ALGORITHM],
+                audience=_E2B_AUDIENCES[kind],
+                options={"require": ["aud", "sub", "typ"]},
+            )
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid token") from None
+        if payload.get("typ") != _E2B_JWT_TYPE:
+            raise Unauthorized("invalid token")
+        try:
+            capsule_id = str(payload["sub"])
+            ids.SANDBOX.parse(capsule_id)
+            return capsule_id, ids.TEAM.parse(str(payload["team_id"]))
+        except (InvalidID, KeyError):
             raise Unauthorized("invalid token") from None
 
     def signed_here(self, token: str) -> bool:

@@ -1,0 +1,78 @@
+"""E2B access tokens, without IO: each names one capsule of one team and one kind (envd or
+traffic); no other kind, capsule, key or token type stands in for it, and it stands in for none."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+
+import pytest
+
+from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.errors import Unauthorized
+from wrenn_server.controlplane.security import PreviewGrant, TokenCodec, UserClaims
+
+CODEC = TokenCodec("unit-" + "k" * 40, dt.timedelta(hours=1))
+TEAM = uuid.uuid4()
+CAPSULE = ids.SANDBOX.format(uuid.uuid4())
+
+
+def test_a_token_names_its_capsule_and_team_for_its_own_kind_only() -> None:
+    for kind, other in (("envd", "traffic"), ("traffic", "envd")):
+        token = CODEC.issue_e2b_access(CAPSULE, TEAM, kind)  # type: ignore[arg-type]
+        assert CODEC.verify_e2b_access(token, kind) == (CAPSULE, TEAM)  # type: ignore[arg-type]
+        with pytest.raises(Unauthorized):
+            CODEC.verify_e2b_access(token, other)  # type: ignore[arg-type]
+
+
+def test_tokens_for_two_capsules_each_name_their_own() -> None:
+    second = ids.SANDBOX.format(uuid.uuid4())
+    a = CODEC.issue_e2b_access(CAPSULE, TEAM, "envd")
+    b = CODEC.issue_e2b_access(second, TEAM, "envd")
+    assert CODEC.verify_e2b_access(a, "envd")[0] == CAPSULE
+    assert CODEC.verify_e2b_access(b, "envd")[0] == second
+
+
+def _tamper(token: str, **claims: object) -> str:
+    head, body, sig = token.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    payload.update(claims)
+    raw = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    return f"{head}.{raw}.{sig}"
+
+
+def test_a_tampered_token_or_one_signed_with_another_key_is_refused() -> None:
+    token = CODEC.issue_e2b_access(CAPSULE, TEAM, "envd")
+    for bad in (
+        _tamper(token, sub=ids.SANDBOX.format(uuid.uuid4())),
+        _tamper(token, team_id=ids.TEAM.format(uuid.uuid4())),
+        token[:-2] + ("AA" if not token.endswith("AA") else "BB"),
+        "not-a-token",
+        "",
+    ):
+        with pytest.raises(Unauthorized):
+            CODEC.verify_e2b_access(bad, "envd")
+    other = TokenCodec("other-" + "k" * 40, dt.timedelta(hours=1))
+    with pytest.raises(Unauthorized):
+        other.verify_e2b_access(token, "envd")
+
+
+def test_e2b_tokens_and_other_tokens_never_stand_in_for_each_other() -> None:
+    e2b = CODEC.issue_e2b_access(CAPSULE, TEAM, "envd")
+    with pytest.raises(Unauthorized):
+        CODEC.verify(e2b)
+    with pytest.raises(Unauthorized):
+        CODEC.verify_host(e2b)
+    with pytest.raises(Unauthorized):
+        CODEC.verify_preview(e2b)
+    preview, _ = CODEC.issue_preview(
+        PreviewGrant(uuid.uuid4(), 8000, TEAM, f"key-{uuid.uuid4()}"), dt.timedelta(minutes=5)
+    )
+    login = CODEC.issue(UserClaims(uuid.uuid4(), TEAM, "owner", False, "A", "a@example.com"))
+    host = CODEC.issue_host(uuid.uuid4(), dt.timedelta(minutes=5))
+    for token in (preview, login, host):
+        for kind in ("envd", "traffic"):
+            with pytest.raises(Unauthorized):
+                CODEC.verify_e2b_access(token, kind)

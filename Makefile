@@ -1,6 +1,8 @@
 # One command vocabulary: install | run | test | check | gen | bench
 PROTO_OUT := src
 PROTO_FILES := proto/hostagent/v1/hostagent.proto
+# E2B's envd protocol: messages only (served with connectrpc, not gRPC).
+E2B_PROTO_FILES := proto/e2b/process/process.proto proto/e2b/filesystem/filesystem.proto
 
 .PHONY: up install run test test-fast test-unit test-integration check check-web gen gen-check bench clean
 
@@ -51,6 +53,9 @@ gen:
 		--python_out=$(PROTO_OUT) --mypy_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
 		--mypy_grpc_out=$(PROTO_OUT) \
 		$(patsubst proto/%,wrenn_server/proto/%,$(PROTO_FILES))
+	uv run python -m grpc_tools.protoc -Iwrenn_server/proto=proto \
+		--python_out=$(PROTO_OUT) --mypy_out=$(PROTO_OUT) \
+		$(patsubst proto/%,wrenn_server/proto/%,$(E2B_PROTO_FILES))
 
 gen-check:
 	@tmp=$$(mktemp -d) && \
@@ -58,6 +63,9 @@ gen-check:
 		--python_out=$$tmp --mypy_out=$$tmp --grpc_python_out=$$tmp \
 		--mypy_grpc_out=$$tmp \
 		$(patsubst proto/%,wrenn_server/proto/%,$(PROTO_FILES)) && \
+	uv run python -m grpc_tools.protoc -Iwrenn_server/proto=proto \
+		--python_out=$$tmp --mypy_out=$$tmp \
+		$(patsubst proto/%,wrenn_server/proto/%,$(E2B_PROTO_FILES)) && \
 	diff -r $$tmp/wrenn_server/proto src/wrenn_server/proto -x __init__.py -x __pycache__ && \
 	rm -rf $$tmp && echo "generated code is fresh"
 

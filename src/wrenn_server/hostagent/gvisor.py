@@ -196,9 +196,14 @@ class GVisorRuntime:
         image = capsule.dir / "checkpoint.new"
         await asyncio.to_thread(shutil.rmtree, image, ignore_errors=True)
         image.mkdir(mode=0o700)
-        await self.runsc.checkpoint(capsule.runsc_id, image, capsule.net.netns_path)
-        for f in image.iterdir():
-            private_file(f)  # runsc writes the memory image 0644
+        try:
+            await self.runsc.checkpoint(capsule.runsc_id, image, capsule.net.netns_path)
+            for f in image.iterdir():
+                private_file(f)  # runsc writes the memory image 0644
+        except BaseException:
+            # A half-written image (a full disk) would hold the space every capsule needs.
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, image, ignore_errors=True))
+            raise
         await asyncio.to_thread(shutil.rmtree, capsule.checkpoint_dir, ignore_errors=True)
         image.rename(capsule.checkpoint_dir)
         await asyncio.shield(self.teardown(capsule))

@@ -13,6 +13,7 @@ import grpc
 
 from . import errors
 from .capsule import validate_sandbox_id
+from .exhaustion import host_exhausted
 from .templates import validate_name
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls], str(exc)
+    exhausted = host_exhausted(exc)
+    if exhausted is not None:
+        log.warning("%s", exhausted, exc_info=exc)
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exhausted)
     log.error("internal error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, "internal error"
 

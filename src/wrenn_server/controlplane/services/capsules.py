@@ -299,7 +299,8 @@ async def pause_capsule(
         await session.execute(
             update(Sandbox).where(Sandbox.id == sandbox.id).values(last_updated=utcnow())
         )
-    with agent_errors():
+    # A checkpoint that does not fit on the host's disk: the host's 503, not the capsule's 413.
+    with agent_errors(exhausted=InsufficientCapacity):
         await client.pause_sandbox(pb.SandboxRef(sandbox_id=wire_id))
     paused = await set_status(db, sandbox.id, "paused", event=StatusEvent(actor, "pause"))
     await metrics.flush(db, client, sandbox.id)

@@ -22,6 +22,7 @@ from ..errors import (
     DomainError,
     Forbidden,
     HostUnavailable,
+    InsufficientCapacity,
     NameReserved,
     NameTaken,
     NotFound,
@@ -71,7 +72,9 @@ async def create_snapshot(
         sandbox.last_updated = utcnow()
     request = pb.CreateSnapshotRequest(sandbox_id=wire_id, name=name, overwrite=overwrite)
     try:
-        with agent_errors():
+        # Out of room here is the host's (its disk, its memory for a resume), not the
+        # capsule's: 503 like a create or resume.
+        with agent_errors(exhausted=InsufficientCapacity):
             made = await client.create_snapshot(request, timeout=600)
     except BaseException:
         async with db.sessionmaker() as session, transaction(session, write=True):

@@ -27,3 +27,7 @@ def exists(message: str) -> Refused:
 
 def wrong_state(message: str) -> Refused:
     return Refused(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+def denied(message: str) -> Refused:
+    return Refused(grpc.StatusCode.PERMISSION_DENIED, message)

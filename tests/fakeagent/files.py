@@ -15,7 +15,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from .errors import exists, invalid, not_found
+from .errors import denied, exists, invalid, not_found
+from .watches import Watches
 
 FILE = "file"
 DIR = "dir"
@@ -48,6 +49,7 @@ class FileTree:
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {path: Node(DIR, DIR_MODE, "root") for path in SKELETON}
         self.nodes["/etc/hostname"] = Node(FILE, DEFAULT_FILE_MODE, "root", b"capsule\n")
+        self.watches = Watches()
 
     def copy(self) -> FileTree:
         """An independent copy (a snapshot's or an image's files)."""
@@ -93,6 +95,16 @@ class FileTree:
             modified_at=timestamp(node.modified_at),
         )
 
+    def check_listable(self, path: str, user: str) -> None:
+        """A directory `user` may list (as envd checks before a watch): root may list any; others
+        by the owner's or the others' read and search bits (the fake has no groups)."""
+        node = self.node(path)
+        if node.kind != DIR:
+            raise invalid(f"not a directory: {path}")
+        bits = node.mode >> 6 if node.owner == user else node.mode
+        if user != "root" and bits & 0o5 != 0o5:
+            raise denied(f"permission denied: {path}")
+
     # -- operations --------------------------------------------------------------------------
 
     def read(self, path: str) -> bytes:
@@ -107,6 +119,7 @@ class FileTree:
         self.make_dirs(posixpath.dirname(path), user)
         old = self.nodes.get(path)
         self.nodes[path] = Node(FILE, mode or (old.mode if old else DEFAULT_FILE_MODE), user, data)
+        self.watches.notify("write" if old else "create", path)
         return self.entry(path)
 
     def append(self, path: str, data: bytes, user: str = "root") -> None:
@@ -123,6 +136,7 @@ class FileTree:
             current = posixpath.dirname(current)
         for directory in reversed(missing):
             self.nodes[directory] = Node(DIR, DIR_MODE, user)
+            self.watches.notify("create", directory)
         return self.entry(path)
 
     def children(self, path: str, depth: int) -> list[str]:
@@ -152,11 +166,14 @@ class FileTree:
         moved = [source, *self.children(source, depth=1 << 30)]
         for old in moved:
             self.nodes[destination + old[len(source) :]] = self.nodes.pop(old)
+        self.watches.notify("rename", source)
+        self.watches.notify("create", destination)
         return self.entry(destination)
 
     def remove(self, path: str) -> None:
         if path == "/":
             raise invalid("refusing to remove /")
         self.node(path)
-        for gone in [path, *self.children(path, depth=1 << 30)]:
+        for gone in reversed([path, *self.children(path, depth=1 << 30)]):
             del self.nodes[gone]
+            self.watches.notify("remove", gone)

@@ -374,6 +374,19 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         self._files(r.sandbox_id).remove(FileTree.resolve(r.path, r.user))
         return pb.Empty()
 
+    @streaming
+    async def WatchDir(self, r: pb.WatchDirRequest, context: Ctx) -> AsyncIterator[pb.FsEvent]:
+        files = self._files(r.sandbox_id)
+        path = FileTree.resolve(r.path, r.user)
+        files.check_listable(path, r.user or "root")
+        watch = files.watches.add(path, r.recursive)
+        try:
+            yield pb.FsEvent(type=pb.FS_EVENT_TYPE_STARTED)
+            while (event := await watch.queue.get()) is not None:
+                yield event
+        finally:
+            files.watches.remove(watch)
+
     # -- templates -------------------------------------------------------------------------
 
     def _new_template(self, name: str, overwrite: bool, template: FakeTemplate) -> pb.Template:

@@ -26,6 +26,7 @@ ProcessCall = grpc.aio.UnaryStreamCall[pb.ExecRequest, pb.ProcessEvent]
 ConnectCall = grpc.aio.UnaryStreamCall[pb.ProcessRef, pb.ProcessEvent]
 FileChunks = grpc.aio.UnaryStreamCall[pb.FileRef, pb.FileChunk]
 TunnelCall = grpc.aio.StreamStreamCall[pb.TunnelFrame, pb.TunnelFrame]
+WatchCall = grpc.aio.UnaryStreamCall[pb.WatchDirRequest, pb.FsEvent]
 
 
 class AgentClient:
@@ -204,6 +205,11 @@ class AgentClient:
         self, request: pb.FileRef, *, timeout: float | None = DEFAULT_TIMEOUT
     ) -> pb.Empty:
         return await self._unary(self.stub.Remove, request, timeout)
+
+    def watch_dir(self, request: pb.WatchDirRequest, *, timeout: float | None = None) -> WatchCall:
+        """A directory's events: FS_EVENT_TYPE_STARTED once the watch is in place, then one
+        FsEvent per change, until the directory goes (the stream ends) or `cancel()`."""
+        return self.stub.WatchDir(request, metadata=self.metadata, timeout=timeout)
 
     # Templates.
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import binascii
+import json
 import os
 import signal
 
-from . import __version__, credential, fields, files, ports, tunnel, users
+from . import __version__, credential, fields, files, ports, tunnel, users, watch
 from .errors import ApiError, bad
 from .httpio import CHUNK, ClientGone
 from .output import STREAMS
@@ -298,6 +299,42 @@ def remove(h: Handler) -> None:
     h.send_empty()
 
 
+def watch_dir(h: Handler) -> None:
+    """Stream a directory's filesystem events (see watch.py) until the client goes or the
+    directory does."""
+    user = h.envd.state.user(h.query.get("user"))
+    path = _query_path(h, user)
+    recursive = h.query.get("recursive", "false")
+    if recursive not in ("true", "false"):
+        raise bad("recursive must be true or false")
+    watcher = watch.open_watch(path, recursive == "true", user)
+    try:
+        h.start_chunked("application/x-ndjson")
+        h.write_chunk(b'{"type":"start"}\n')
+        while True:
+            events, end = watcher.wait(STREAM_IDLE_CHECK)
+            lines = [
+                json.dumps({"type": "event", "op": op, "name": name}) + "\n"
+                if op != "overflow"
+                else '{"type":"overflow"}\n'
+                for op, name in events
+            ]
+            if end == "limit":
+                error = ApiError(413, "too many directories to watch (at most %d)" % watch.MAX_DIRS)
+                lines.append(json.dumps({"type": "error", **error.body()["error"]}) + "\n")
+            elif end is not None:
+                lines.append('{"type":"end","reason":"%s"}\n' % end)
+            if lines:
+                h.write_chunk("".join(lines).encode())
+            if end is not None:
+                h.end_chunked()
+                return
+            if not events and h.client_gone():
+                raise ClientGone()
+    finally:
+        watch.release(watcher)
+
+
 def open_tunnel(h: Handler) -> None:
     """101, then the connection carries raw bytes to and from the port (see tunnel.py). The agent
     sends nothing after the request until it has read the 101, so no byte sits in rfile's buffer."""
@@ -340,6 +377,7 @@ ROUTES: Dict[Tuple[str, str], Route] = {
     ("POST", "/fs/mkdir"): make_dir,
     ("POST", "/fs/move"): move,
     ("POST", "/fs/remove"): remove,
+    ("GET", "/fs/watch"): watch_dir,
     ("GET", "/tunnel"): open_tunnel,
     ("GET", "/ports"): list_ports,
 }

@@ -19,7 +19,16 @@ from typing import Any, cast
 import httpx
 
 from . import errors
-from .envd_types import EVENT_TYPES, Event, FileEntry, PortInfo, ProcessInfo, ProcessSpec
+from .envd_types import (
+    EVENT_TYPES,
+    WATCH_OPS,
+    Event,
+    FileEntry,
+    PortInfo,
+    ProcessInfo,
+    ProcessSpec,
+    WatchEvent,
+)
 from .versions import clean
 
 _ERRORS: dict[str, type[errors.AgentError]] = {
@@ -282,6 +291,26 @@ class EnvdClient:
     async def remove(self, path: str, user: str | None = None) -> None:
         await self._request("POST", "/fs/remove", json={"path": path, "user": user})
 
+    async def watch_dir(
+        self, path: str, recursive: bool, user: str | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        """A directory's changes (docs/envd-api.md): "started" first, then one event per change,
+        until envd ends the stream (the directory went) or the caller stops iterating."""
+        params = _params(path=path, recursive="true" if recursive else "false", user=user)
+        timeout = httpx.Timeout(None, connect=5.0)
+        try:
+            async with self._http.stream(
+                "GET", "/fs/watch", params=params, timeout=timeout
+            ) as resp:
+                if resp.status_code >= 400:
+                    _raise_for(resp.status_code, await _read_capped(resp, MAX_JSON))
+                async for line in _lines(resp, MAX_EVENT_LINE):
+                    event = _watch_event(line)
+                    if event is not None:
+                        yield event
+        except httpx.TransportError as e:
+            raise errors.Unavailable("capsule agent is not reachable") from e
+
 
 async def _read_capped(resp: httpx.Response, limit: int) -> bytes:
     body = bytearray()
@@ -307,6 +336,29 @@ async def _lines(resp: httpx.Response, limit: int) -> AsyncIterator[bytes]:
             raise errors.Internal("capsule agent sent an oversized event")
     if pending.strip():
         yield bytes(pending)
+
+
+def _watch_event(line: bytes) -> WatchEvent | None:
+    """One line of a watch stream as an event; None for lines that carry none (the stream's
+    end). An error line raises it."""
+    try:
+        raw = json.loads(line)
+        kind = raw["type"]
+    except (ValueError, KeyError, TypeError):
+        raise errors.Internal("capsule agent sent an invalid event") from None
+    if kind == "start":
+        return {"op": "started", "name": ""}
+    if kind == "overflow":
+        return {"op": "overflow", "name": ""}
+    if kind == "error":
+        _raise_for(500, json.dumps({"error": raw}).encode())
+    if kind != "event":
+        return None
+    op, name = raw.get("op"), raw.get("name")
+    if op not in WATCH_OPS or not isinstance(name, str):
+        raise errors.Internal("capsule agent sent an invalid event")
+    # Valid UTF-8 for the message (a lone surrogate from JSON would fail it).
+    return {"op": op, "name": name.encode("utf-8", "replace").decode("utf-8")}
 
 
 def _params(**kw: Any) -> dict[str, Any]:

@@ -56,6 +56,19 @@ Event = StartEvent | StdoutEvent | StderrEvent | ExitEvent
 EVENT_TYPES = ("start", "stdout", "stderr", "exit")
 
 
+class WatchEvent(TypedDict):
+    """One change of GET /fs/watch: `op` one of WATCH_OPS, `name` relative to the watched
+    directory ("" for the directory itself; the stream ends after it was removed or moved)."""
+
+    op: str
+    name: str
+
+
+# What a watch reports: E2B's filesystem event types, "overflow" (events were lost), and
+# "started" (the watch is in place; always first).
+WATCH_OPS = ("create", "write", "remove", "rename", "chmod", "overflow", "started")
+
+
 class ProcessInfo(TypedDict):
     pid: int
     cmd: str

@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from . import errors
 from .capsule import DEAD, PAUSED, RUNNING, Capsule
-from .envd_types import Event, FileEntry, PortInfo, ProcessInfo, ProcessSpec
+from .envd_types import Event, FileEntry, PortInfo, ProcessInfo, ProcessSpec, WatchEvent
 from .metrics import Point
 from .templates import SNAPSHOT, Template
 from .versions import ENVD_VERSION
@@ -80,6 +80,21 @@ def event_msg(ev: Event) -> pb.ProcessEvent:
     return pb.ProcessEvent(
         exit=pb.ProcessEvent.Exit(exit_code=ev["exit_code"], signal=ev.get("signal") or 0)
     )
+
+
+_FS_EVENT_TYPES = {
+    "create": pb.FS_EVENT_TYPE_CREATE,
+    "write": pb.FS_EVENT_TYPE_WRITE,
+    "remove": pb.FS_EVENT_TYPE_REMOVE,
+    "rename": pb.FS_EVENT_TYPE_RENAME,
+    "chmod": pb.FS_EVENT_TYPE_CHMOD,
+    "overflow": pb.FS_EVENT_TYPE_OVERFLOW,
+    "started": pb.FS_EVENT_TYPE_STARTED,
+}
+
+
+def fs_event_msg(ev: WatchEvent) -> pb.FsEvent:
+    return pb.FsEvent(type=_FS_EVENT_TYPES[ev["op"]], name=ev["name"])
 
 
 def process_spec(r: pb.ExecRequest) -> ProcessSpec:

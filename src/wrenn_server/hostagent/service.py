@@ -17,6 +17,7 @@ from .manager import SandboxManager
 from .messages import (
     entry_msg,
     event_msg,
+    fs_event_msg,
     metrics_msg,
     port_msg,
     process_msg,
@@ -250,6 +251,11 @@ class HostAgentService(pb_grpc.HostAgentServicer):
     async def Remove(self, r: pb.FileRef, context: Ctx) -> pb.Empty:
         await self.m.envd(r.sandbox_id).remove(r.path, r.user or None)
         return pb.Empty()
+
+    @streaming
+    async def WatchDir(self, r: pb.WatchDirRequest, context: Ctx) -> AsyncIterator[pb.FsEvent]:
+        async for ev in self.m.envd(r.sandbox_id).watch_dir(r.path, r.recursive, r.user or None):
+            yield fs_event_msg(ev)
 
     # -- templates -------------------------------------------------------------------------
 

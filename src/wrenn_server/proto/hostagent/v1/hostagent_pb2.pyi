@@ -53,6 +53,44 @@ are gone, `Sandbox.exit_reason` says why, and only DestroySandbox is accepted.
 """
 Global___SandboxStatus: _TypeAlias = SandboxStatus  # noqa: Y015
 
+class _FsEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FsEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FsEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FS_EVENT_TYPE_UNSPECIFIED: _FsEventType.ValueType  # 0
+    FS_EVENT_TYPE_CREATE: _FsEventType.ValueType  # 1
+    """created, or moved in"""
+    FS_EVENT_TYPE_WRITE: _FsEventType.ValueType  # 2
+    FS_EVENT_TYPE_REMOVE: _FsEventType.ValueType  # 3
+    FS_EVENT_TYPE_RENAME: _FsEventType.ValueType  # 4
+    """moved away"""
+    FS_EVENT_TYPE_CHMOD: _FsEventType.ValueType  # 5
+    """any attribute changed"""
+    FS_EVENT_TYPE_OVERFLOW: _FsEventType.ValueType  # 6
+    """the capsule's event queue overflowed: events were lost"""
+    FS_EVENT_TYPE_STARTED: _FsEventType.ValueType  # 7
+    """the watch is in place (always first)"""
+
+class FsEventType(_FsEventType, metaclass=_FsEventTypeEnumTypeWrapper):
+    """Values 1 to 5 are those of E2B's filesystem.EventType."""
+
+FS_EVENT_TYPE_UNSPECIFIED: FsEventType.ValueType  # 0
+FS_EVENT_TYPE_CREATE: FsEventType.ValueType  # 1
+"""created, or moved in"""
+FS_EVENT_TYPE_WRITE: FsEventType.ValueType  # 2
+FS_EVENT_TYPE_REMOVE: FsEventType.ValueType  # 3
+FS_EVENT_TYPE_RENAME: FsEventType.ValueType  # 4
+"""moved away"""
+FS_EVENT_TYPE_CHMOD: FsEventType.ValueType  # 5
+"""any attribute changed"""
+FS_EVENT_TYPE_OVERFLOW: FsEventType.ValueType  # 6
+"""the capsule's event queue overflowed: events were lost"""
+FS_EVENT_TYPE_STARTED: FsEventType.ValueType  # 7
+"""the watch is in place (always first)"""
+Global___FsEventType: _TypeAlias = FsEventType  # noqa: Y015
+
 class _TemplateType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -1243,6 +1281,61 @@ class ListDirResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDirResponse: _TypeAlias = ListDirResponse  # noqa: Y015
+
+@_typing.final
+class WatchDirRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    RECURSIVE_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    sandbox_id: _builtins.str
+    path: _builtins.str
+    recursive: _builtins.bool
+    """Every directory below `path` too (those `user` may list, and those created later)."""
+    user: _builtins.str
+    """Who watches (empty: the capsule's default user); a directory it cannot list is refused."""
+    def __init__(
+        self,
+        *,
+        sandbox_id: _builtins.str = ...,
+        path: _builtins.str = ...,
+        recursive: _builtins.bool = ...,
+        user: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "recursive", b"recursive", "sandbox_id", b"sandbox_id", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchDirRequest: _TypeAlias = WatchDirRequest  # noqa: Y015
+
+@_typing.final
+class FsEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    type: Global___FsEventType.ValueType
+    name: _builtins.str
+    """Relative to the watched directory; empty for the directory itself (removed or moved:
+    the stream then ends).
+    """
+    def __init__(
+        self,
+        *,
+        type: Global___FsEventType.ValueType = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FsEvent: _TypeAlias = FsEvent  # noqa: Y015
 
 @_typing.final
 class MoveRequest(_message.Message):

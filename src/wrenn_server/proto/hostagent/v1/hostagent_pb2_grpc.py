@@ -164,6 +164,11 @@ class HostAgentStub:
                 request_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.FileRef.SerializeToString,
                 response_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.Empty.FromString,
                 _registered_method=True)
+        self.WatchDir = channel.unary_stream(
+                '/wrenn.hostagent.v1.HostAgent/WatchDir',
+                request_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.WatchDirRequest.SerializeToString,
+                response_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.FsEvent.FromString,
+                _registered_method=True)
         self.CreateSnapshot = channel.unary_unary(
                 '/wrenn.hostagent.v1.HostAgent/CreateSnapshot',
                 request_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.CreateSnapshotRequest.SerializeToString,
@@ -359,6 +364,14 @@ class HostAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchDir(self, request, context):
+        """A directory's filesystem events until the caller cancels or the directory goes: first
+        FS_EVENT_TYPE_STARTED once the watch is in place, then one FsEvent per change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateSnapshot(self, request, context):
         """Templates.
         """
@@ -535,6 +548,11 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.Remove,
                     request_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.FileRef.FromString,
                     response_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.Empty.SerializeToString,
+            ),
+            'WatchDir': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDir,
+                    request_deserializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.WatchDirRequest.FromString,
+                    response_serializer=wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.FsEvent.SerializeToString,
             ),
             'CreateSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSnapshot,
@@ -1269,6 +1287,33 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/Remove',
             wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.FileRef.SerializeToString,
             wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDir(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/WatchDir',
+            wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.WatchDirRequest.SerializeToString,
+            wrenn__server_dot_proto_dot_hostagent_dot_v1_dot_hostagent__pb2.FsEvent.FromString,
             options,
             channel_credentials,
             insecure,

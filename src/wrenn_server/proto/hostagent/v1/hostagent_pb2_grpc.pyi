@@ -67,6 +67,10 @@ class HostAgentStub:
     MakeDir: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.FileRef, _hostagent_pb2.FileEntry]
     Move: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.MoveRequest, _hostagent_pb2.FileEntry]
     Remove: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.FileRef, _hostagent_pb2.Empty]
+    WatchDir: _grpc.UnaryStreamMultiCallable[_hostagent_pb2.WatchDirRequest, _hostagent_pb2.FsEvent]
+    """A directory's filesystem events until the caller cancels or the directory goes: first
+    FS_EVENT_TYPE_STARTED once the watch is in place, then one FsEvent per change.
+    """
     CreateSnapshot: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.CreateSnapshotRequest, _hostagent_pb2.Template]
     """Templates."""
     FlattenRootfs: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.FlattenRootfsRequest, _hostagent_pb2.Template]
@@ -117,6 +121,10 @@ class HostAgentAsyncStub(HostAgentStub):
     MakeDir: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.FileRef, _hostagent_pb2.FileEntry]  # type: ignore[assignment]
     Move: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.MoveRequest, _hostagent_pb2.FileEntry]  # type: ignore[assignment]
     Remove: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.FileRef, _hostagent_pb2.Empty]  # type: ignore[assignment]
+    WatchDir: _aio.UnaryStreamMultiCallable[_hostagent_pb2.WatchDirRequest, _hostagent_pb2.FsEvent]  # type: ignore[assignment]
+    """A directory's filesystem events until the caller cancels or the directory goes: first
+    FS_EVENT_TYPE_STARTED once the watch is in place, then one FsEvent per change.
+    """
     CreateSnapshot: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.CreateSnapshotRequest, _hostagent_pb2.Template]  # type: ignore[assignment]
     """Templates."""
     FlattenRootfs: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.FlattenRootfsRequest, _hostagent_pb2.Template]  # type: ignore[assignment]
@@ -320,6 +328,16 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
         request: _hostagent_pb2.FileRef,
         context: _ServicerContext,
     ) -> _typing.Union[_hostagent_pb2.Empty, _abc.Awaitable[_hostagent_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchDir(
+        self,
+        request: _hostagent_pb2.WatchDirRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_hostagent_pb2.FsEvent], _abc.AsyncIterator[_hostagent_pb2.FsEvent]]:
+        """A directory's filesystem events until the caller cancels or the directory goes: first
+        FS_EVENT_TYPE_STARTED once the watch is in place, then one FsEvent per change.
+        """
 
     @_abc_1.abstractmethod
     def CreateSnapshot(

@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from .agents.local import local_host_id
 from .agents.pool import HostClientPool
 from .agents.scheduler import BalancedScheduler
-from .api import dashboard, docs
+from .api import dashboard, docs, e2b_errors
 from .api import errors as api_errors
 from .api.aliases import SandboxAliases
 from .api.body_limits import BodyLimits, default_rules
@@ -191,6 +191,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                 settings.reconcile_interval_sec if settings.agent_address else 0,
                 periodic.built_templates_registrar(database, data_dir=settings.data_dir),
             ),
+            "e2b-lifecycle": (
+                settings.e2b_lifecycle_interval_sec,
+                periodic.e2b_expirer(database, hosts),
+            ),
             "events-purge": (
                 300.0,
                 periodic.events_purger(
@@ -242,5 +246,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         app.include_router(router)
     docs.install(app, "/openapi.json")
     dashboard.install(app, settings.dashboard_dir or dashboard.DEFAULT_DIR)
+    # Last: it wraps every error handler, the dashboard's 404 included.
+    e2b_errors.install(app)
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
     return app

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         description="How often the reconciler compares the database with the host agents "
         "(0 = never).",
     )
+    e2b_lifecycle_interval_sec: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often capsules made through the E2B API are checked for their end "
+        "(killed, or paused with autoPause; 0 = never).",
+    )
     stats_sample_interval_sec: float = Field(
         default=10.0,
         ge=0,

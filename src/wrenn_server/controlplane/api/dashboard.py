@@ -20,7 +20,19 @@ from starlette.types import Scope
 from .csp import inline_script_hashes
 
 SHELL = "200.html"
-API_PREFIXES = ("/v1", "/v2", "/api", "/auth/oauth", "/docs", "/openapi", "/_app/")
+# The last three: E2B's control API (routes/e2b_*.py).
+API_PREFIXES = (
+    "/v1",
+    "/v2",
+    "/api",
+    "/auth/oauth",
+    "/docs",
+    "/openapi",
+    "/_app/",
+    "/sandboxes",
+    "/snapshots",
+    "/templates",
+)
 STATIC_FILES = ("favicon.svg", "favicon.png", "robots.txt")
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..services import bootstrap, channels, events, stats, throttle
+from ..services import bootstrap, channels, e2b_sandboxes, events, stats, throttle
+from ..services.capsules import Hosts
 
 
 def stats_sampler(db: Database, *, retention: dt.timedelta) -> Callable[[], Awaitable[None]]:
@@ -50,6 +51,15 @@ def channel_deliverer(db: Database, delivery: channels.Delivery) -> Callable[[],
 
     async def step() -> int:
         return await channels.deliver_pending(db, delivery)
+
+    return step
+
+
+def e2b_expirer(db: Database, hosts: Hosts) -> Callable[[], Awaitable[int]]:
+    """A step that ends the E2B sandboxes whose time is up (killed, or paused)."""
+
+    async def step() -> int:
+        return await e2b_sandboxes.expire_due(db, hosts)
 
     return step
 

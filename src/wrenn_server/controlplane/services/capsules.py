@@ -69,6 +69,8 @@ class CreateCapsule:
     auto_resume: bool = False
     # The creator's labels (checked by create_capsule).
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Added to the template's default environment (E2B's envVars).
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 async def visible_template(session: AsyncSession, team_id: uuid.UUID, name: str) -> Template:
@@ -195,7 +197,8 @@ async def create_capsule(
         session.add(sandbox)
         client = await hosts.client_of(host)
         host_ip = _host_ip(host.address or "")
-        default_user, default_env = template.default_user or "", dict(template.default_env or {})
+        default_user = template.default_user or ""
+        default_env = {**(template.default_env or {}), **spec.env}
     request = pb.CreateSandboxRequest(
         sandbox_id=ids.SANDBOX.format(sandbox.id),
         template=sandbox.template,
@@ -308,8 +311,16 @@ async def pause_capsule(
 
 
 async def resume_capsule(
-    db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str, *, actor: audit.Actor
+    db: Database,
+    hosts: Hosts,
+    team_id: uuid.UUID,
+    wire_id: str,
+    *,
+    actor: audit.Actor,
+    env: Mapping[str, str] | None = None,
 ) -> Sandbox:
+    """Resume a paused capsule; `env` is added to its template's default environment, as at
+    its create (E2B's envVars)."""
     # A paused capsule holds no vCPUs or memory: taking them back is checked like a create,
     # and the row says "starting" (which counts) until the agent has answered.
     async with db.sessionmaker() as session, transaction(session, write=True):
@@ -336,7 +347,7 @@ async def resume_capsule(
         sandbox_id=wire_id,
         timeout_sec=sandbox.timeout_sec,
         default_user=(template.default_user or "") if template else "",
-        default_env=dict(template.default_env or {}) if template else {},
+        default_env={**((template.default_env or {}) if template else {}), **(env or {})},
     )
     try:
         with agent_errors(exhausted=InsufficientCapacity):

@@ -15,6 +15,8 @@ from . import (
     capsule_ws,
     capsules,
     channels,
+    e2b_sandboxes,
+    e2b_snapshots,
     events,
     hosts,
     me,
@@ -53,4 +55,6 @@ ROUTERS = [
     builds.router,
     events.router,
     channels.router,
+    e2b_sandboxes.router,
+    e2b_snapshots.router,
 ]

@@ -22,6 +22,7 @@ from .capsules import (
     TemplateBuildArchive,
 )
 from .channels import NotificationChannel
+from .e2b import E2bSandbox, E2bSnapshot
 from .events import Event
 from .hosts import Host, HostRefreshToken, HostTag, HostToken
 from .leases import Lease
@@ -31,6 +32,8 @@ __all__ = [
     "ROLES",
     "APIKey",
     "AuditLog",
+    "E2bSandbox",
+    "E2bSnapshot",
     "Base",
     "Event",
     "Host",

@@ -289,5 +289,52 @@ def admin_create_user(
         typer.echo(f"password: {password}")
 
 
+@app.command("migrate")
+def migrate_command(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Change nothing: exit 1 if migrations are pending (or the revision is unknown).",
+        ),
+    ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Control plane data directory (as for `wrenn server`)."),
+    ] = None,
+) -> None:
+    """Upgrade the control plane database (WRENN_DATABASE_URL, or the SQLite file in the data dir)
+    to this version's newest schema revision. `wrenn server` does it at start unless
+    WRENN_MIGRATE_ON_START=false; run this first where migrations are a separate step."""
+    from .controlplane.db.migrate import (
+        UnknownRevision,
+        current_revision,
+        migrate,
+        pending_revisions,
+    )
+    from .controlplane.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    url = Settings(**overrides).effective_database_url  # type: ignore[arg-type]
+    current = asyncio.run(current_revision(url))
+    try:
+        pending = pending_revisions(current)
+    except UnknownRevision as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    shown = current or "none (empty database)"
+    if not pending:
+        typer.echo(f"database at {shown}: up to date")
+        return
+    if check:
+        typer.echo(f"database at {shown}: {len(pending)} pending ({', '.join(pending)})")
+        raise typer.Exit(1)
+    typer.echo(f"migrating from {shown} to {pending[-1]} ({', '.join(pending)})")
+    asyncio.run(migrate(url))
+    typer.echo(f"database at {asyncio.run(current_revision(url))}: up to date")
+
+
 if __name__ == "__main__":
     app()

@@ -35,6 +35,27 @@ def head_revision() -> str:
     return head
 
 
+def pending_revisions(current: str | None) -> list[str]:
+    """The revisions an upgrade from `current` (None: an empty database) to the newest applies,
+    oldest first. Raises UnknownRevision for a revision this version does not have (a newer
+    version migrated the database)."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+        raise UnknownRevision(current)
+    return [s.revision for s in scripts.iterate_revisions("head", current)][::-1]
+
+
+class UnknownRevision(Exception):
+    """The database is at a revision this version's migrations do not know."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(
+            f"the database is at revision {revision}, which this version does not know "
+            "(a newer version migrated it): run that version, or restore a backup"
+        )
+        self.revision = revision
+
+
 def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 

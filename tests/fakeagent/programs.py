@@ -216,6 +216,8 @@ async def _exec_rest(run: Run) -> int:
 
 async def _sh(run: Run) -> int:
     args = run.argv[1:]
+    if args and args[0] in ("-l", "--login"):  # a login shell (E2B's SDKs run `bash -l -c`)
+        args = args[1:]
     if args and args[0] == "-c":
         return await script(run.proc, args[1] if len(args) > 1 else "", run.out, run.err)
     status = 0

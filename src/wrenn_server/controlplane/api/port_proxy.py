@@ -3,7 +3,10 @@ Host is `{port}-{capsule_id}.<proxy domain>` is authenticated (services/proxy_ac
 forwarded as HTTP/1.1 (h11) over a tunnel to that port (services/proxy.py), streamed both ways;
 any other request goes on to the API. A preview link's token is turned into a host-only cookie
 by a redirect; the platform's credentials never reach the app, and the app's cookies stay on its
-own host (proxy_cookies.py)."""
+own host (proxy_cookies.py). E2B's SDKs name the capsule and port in `E2b-Sandbox-Id` and
+`E2b-Sandbox-Port` headers instead of the host (on any host: the control plane's own address),
+and envd's port (49983) of a capsule, in either form, is E2B's in-sandbox protocol served here
+(api/e2b_envd.py), not a port of the capsule."""
 
 from __future__ import annotations
 
@@ -17,9 +20,10 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
-from ..errors import DomainError, PortUnreachable
+from ..errors import BadRequest, DomainError, PortUnreachable
 from ..services import proxy, proxy_access, proxy_pool
-from . import port_proxy_ws, proxy_cookies
+from ..services.e2b_envd.target import ENVD_PORT
+from . import e2b_envd, port_proxy_ws, proxy_cookies
 from .errors import error_response, status_for
 
 # Hop-by-hop headers (RFC 9110 7.6.1) end at this proxy; so do the platform credentials, which
@@ -36,6 +40,8 @@ _HOP = {
     b"upgrade",
 }
 _FORWARDED = {b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-for"}
+# E2B's credentials and routing headers end here too.
+_E2B = {b"x-access-token", b"e2b-traffic-access-token", b"e2b-sandbox-id", b"e2b-sandbox-port"}
 
 
 class PortProxy:
@@ -47,9 +53,19 @@ class PortProxy:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         host = _header(scope["headers"], b"host")
-        target = proxy.parse_host(host, self.proxy_domain) if host else None
+        try:
+            target = e2b_target(scope["headers"])
+        except DomainError as e:
+            return await _error(e)(scope, receive, send)
+        if target is None:
+            target = proxy.parse_host(host, self.proxy_domain) if host else None
         if target is None:
             return await self.app(scope, receive, send)
+        if target.port == ENVD_PORT:
+            # E2B's envd protocol, served here for the capsule (never the capsule's own port).
+            if scope["type"] == "websocket":
+                return await WebSocket(scope, receive, send).close(code=1008)
+            return await e2b_envd.serve(scope, receive, send, target.capsule_id)
         if scope["type"] == "websocket":
             return await _forward_websocket(WebSocket(scope, receive, send), host, target)
         try:
@@ -57,6 +73,18 @@ class PortProxy:
         except DomainError as e:
             await _error(e)(scope, receive, send)
         return None
+
+
+def e2b_target(headers: Iterable[tuple[bytes, bytes]]) -> proxy.Target | None:
+    """The capsule port E2B's SDKs name in headers when they send every in-sandbox call to one
+    address (`E2B_SANDBOX_URL`): `E2b-Sandbox-Id` and `E2b-Sandbox-Port`; None without them."""
+    capsule_id = _header(headers, b"e2b-sandbox-id").strip()
+    port = _header(headers, b"e2b-sandbox-port").strip()
+    if not capsule_id and not port:
+        return None
+    if not capsule_id or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise BadRequest("E2b-Sandbox-Id and E2b-Sandbox-Port (1-65535) go together")
+    return proxy.Target(port=int(port), capsule_id=capsule_id)
 
 
 def _error(e: DomainError) -> JSONResponse:
@@ -80,6 +108,8 @@ def _credentials(scope: Scope, *, preview_param: str | None = None) -> proxy_acc
         api_key=_header(headers, b"x-api-key") or None,
         bearer=bearer or None,
         preview=proxy_cookies.cookie_token(headers) or preview_param,
+        e2b_envd=_header(headers, b"x-access-token") or None,
+        e2b_traffic=_header(headers, b"e2b-traffic-access-token") or None,
     )
 
 
@@ -192,7 +222,7 @@ def _upstream_headers(scope: Scope, host: str, used_bearer: bool) -> list[tuple[
         for token in _header(headers, b"connection").split(",")
         if token.strip()
     }
-    drop = _HOP | named | _FORWARDED | {b"x-api-key"}
+    drop = _HOP | named | _FORWARDED | _E2B | {b"x-api-key"}
     if used_bearer:
         drop.add(b"authorization")
     out = [(k, v) for k, v in proxy_cookies.without_preview_cookie(headers) if k not in drop]

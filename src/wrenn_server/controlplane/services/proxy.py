@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from ...agentproto.client import TunnelCall
+from ...agentproto.client import AgentClient, TunnelCall
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
 from ..agents.rpc import translate
@@ -141,26 +141,8 @@ async def open_tunnel(
     found (404), a paused one is resumed first if it was made with `auto_resume` and a conflict
     (409) otherwise, a port nobody listens on is a 502. With a `pool`, a live kept tunnel to
     the port is taken if there is one (see proxy_pool.py), and a new one may be kept."""
-    async with db.sessionmaker() as session, transaction(session):
-        sandbox = await capsules.get_capsule(session, access.team_id, target.capsule_id)
-        status, auto_resume = sandbox.status, sandbox.auto_resume
-        # A running capsule, the usual case, needs no second look (one transaction less).
-        client = await hosts.client_for(session, sandbox) if status == "running" else None
-        key = Key(target, (sandbox.host_id, sandbox.started_at))
-    if client is None:
-        if auto_resume and status in ("paused", "starting"):
-            await resumed(db, hosts, access, target.capsule_id)
-        elif status == "paused":
-            raise InvalidState(
-                f"capsule {target.capsule_id} is paused: resume it "
-                f"(POST /v1/capsules/{target.capsule_id}/resume), or set auto_resume on it, "
-                "to reach its ports"
-            )
-        async with db.sessionmaker() as session, transaction(session):
-            sandbox = await capsules.get_capsule(session, access.team_id, target.capsule_id)
-            capsules.require_status(sandbox, "running")
-            client = await hosts.client_for(session, sandbox)
-            key = Key(target, (sandbox.host_id, sandbox.started_at))
+    client, generation = await running_agent(db, hosts, access, target.capsule_id)
+    key = Key(target, generation)
     if pool is not None and (kept := pool.take(key.target, key.generation)) is not None:
         return kept
     call = client.tunnel()
@@ -175,6 +157,35 @@ async def open_tunnel(
         call.cancel()
         raise HostAgentError("host agent error")
     return Tunnel(call, target.port, key if pool is not None else None)
+
+
+async def running_agent(
+    db: Database, hosts: capsules.Hosts, access: Access, capsule_id: str
+) -> tuple[AgentClient, tuple[object, object]]:
+    """The agent of a running capsule of the team, by the proxy's rules: another team's capsule
+    is not found (404), a paused one is resumed first if it was made with `auto_resume` and a
+    conflict (409) otherwise. Also the capsule's host and start time (see `Key`)."""
+    async with db.sessionmaker() as session, transaction(session):
+        sandbox = await capsules.get_capsule(session, access.team_id, capsule_id)
+        status, auto_resume = sandbox.status, sandbox.auto_resume
+        # A running capsule, the usual case, needs no second look (one transaction less).
+        client = await hosts.client_for(session, sandbox) if status == "running" else None
+        generation: tuple[object, object] = (sandbox.host_id, sandbox.started_at)
+    if client is None:
+        if auto_resume and status in ("paused", "starting"):
+            await resumed(db, hosts, access, capsule_id)
+        elif status == "paused":
+            raise InvalidState(
+                f"capsule {capsule_id} is paused: resume it "
+                f"(POST /v1/capsules/{capsule_id}/resume), or set auto_resume on it, "
+                "to reach its ports"
+            )
+        async with db.sessionmaker() as session, transaction(session):
+            sandbox = await capsules.get_capsule(session, access.team_id, capsule_id)
+            capsules.require_status(sandbox, "running")
+            client = await hosts.client_for(session, sandbox)
+            generation = (sandbox.host_id, sandbox.started_at)
+    return client, generation
 
 
 def _error(error: grpc.aio.AioRpcError, port: int) -> Exception:

@@ -4,8 +4,10 @@ A port is open to anyone when the capsule lists it in `public_ports`. Otherwise 
 an API key of the capsule's team, the JWT of a member of the capsule's team (whichever team the
 token has active), or a preview token for exactly that port of that capsule (from the link
 `POST /v1/capsules/{id}/ports/{port}/url` gives, kept by the browser as a cookie for that host
-only). No credentials: 401; credentials that do not reach the capsule: 404, as for a capsule that
-does not exist.
+only), or an E2B access token of the capsule (`X-Access-Token`, `E2B-Traffic-Access-Token`). No
+credentials: 401; credentials that do not reach the capsule: 404, as for a capsule that does not
+exist. The E2B envd protocol (services/e2b_envd) takes neither public ports nor preview tokens:
+it runs commands, so only the team's credentials and the capsule's envd token open it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..db.models import APIKey, Team, TeamMember, User
 from ..db.models.capsules import Sandbox
 from ..db.session import Database, transaction
 from ..errors import InvalidID, InvalidState, NotFound, Unauthorized
-from ..security import PreviewGrant, TokenCodec
+from ..security import E2bAccessKind, PreviewGrant, TokenCodec
 from . import audit, capsules, principals
 from .principals import Principal
 
@@ -31,16 +33,22 @@ PREVIEW_PARAM = "wrenn_preview"
 PREVIEW_COOKIE = "wrenn_preview"
 # What a request through a public port or a preview link does is done in the platform's name.
 PROXY_ACTOR = audit.Actor(type="system", id=None, name="port proxy")
+# ... and so is one carrying an E2B access token.
+E2B_TOKEN_ACTOR = audit.Actor(type="system", id=None, name="E2B access token")
 
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What a request through the proxy carries: `X-API-Key`, `Authorization: Bearer`, and a
-    preview token (the cookie, or for a WebSocket upgrade also the query parameter)."""
+    """What a request through the proxy carries: `X-API-Key`, `Authorization: Bearer`, a
+    preview token (the cookie, or for a WebSocket upgrade also the query parameter), and E2B's
+    access tokens (`X-Access-Token`: the envd kind, `E2B-Traffic-Access-Token`: the traffic
+    kind)."""
 
     api_key: str | None = None
     bearer: str | None = None
     preview: str | None = None
+    e2b_envd: str | None = None
+    e2b_traffic: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +70,35 @@ async def authorize(
     db: Database, codec: TokenCodec, capsule_id: str, port: int, credentials: Credentials
 ) -> Access:
     """The request's access to `port` of the capsule, or `Unauthorized` / `NotFound`."""
+    return await _authorize(db, codec, capsule_id, port, credentials)
+
+
+async def authorize_envd(
+    db: Database, codec: TokenCodec, capsule_id: str, credentials: Credentials
+) -> Access:
+    """The request's access to the capsule's E2B envd protocol: the capsule's envd token, an
+    API key of its team or a member's JWT; never a public port, a preview or a traffic token."""
+    only_team = Credentials(
+        api_key=credentials.api_key, bearer=credentials.bearer, e2b_envd=credentials.e2b_envd
+    )
+    return await _authorize(db, codec, capsule_id, None, only_team)
+
+
+async def _authorize(
+    db: Database, codec: TokenCodec, capsule_id: str, port: int | None, credentials: Credentials
+) -> Access:
     sandbox_id = _capsule_uuid(capsule_id)
     async with db.sessionmaker() as session, transaction(session):
         sandbox = await session.get(Sandbox, sandbox_id) if sandbox_id else None
-        if sandbox is not None and port in (sandbox.public_ports or []):
+        if sandbox is not None and port is not None and port in (sandbox.public_ports or []):
             return Access(sandbox.team_id, PROXY_ACTOR)
-        if credentials.api_key:
+        if credentials.e2b_envd or credentials.e2b_traffic:
+            # Checked before any other credentials the request carries, so a wrong token is
+            # refused rather than passed over.
+            team_id = _e2b_team(codec, credentials, capsule_id)
+            allowed = sandbox is not None and sandbox.team_id == team_id
+            access = Access(team_id, E2B_TOKEN_ACTOR) if allowed else None
+        elif credentials.api_key:
             principal = await principals.principal_from_api_key(session, key=credentials.api_key)
             allowed = sandbox is not None and principal.team_id == sandbox.team_id
             access = Access(sandbox.team_id, principal.actor) if allowed and sandbox else None
@@ -82,7 +113,7 @@ async def authorize(
                 and await _is_member(session, principal.user_id, sandbox.team_id)
             )
             access = Access(sandbox.team_id, principal.actor) if allowed and sandbox else None
-        elif credentials.preview:
+        elif credentials.preview and port is not None:
             grant = _grant(codec, credentials.preview, capsule_id, port)
             allowed = sandbox is not None and await _still_holds(session, grant, sandbox)
             access = Access(grant.team_id, PROXY_ACTOR) if allowed else None
@@ -134,6 +165,22 @@ async def issue(
         issuer = ids.USER.format(principal.require_user())
     grant = PreviewGrant(capsule_id=sandbox.id, port=port, team_id=team_id, issuer=issuer)
     return codec.issue_preview(grant, lifetime)
+
+
+def _e2b_team(codec: TokenCodec, credentials: Credentials, capsule_id: str) -> uuid.UUID:
+    """The team of a valid E2B access token for this capsule (either kind); `Unauthorized`
+    for a token that is invalid or names another capsule."""
+    tokens: list[tuple[str | None, E2bAccessKind]] = [
+        (credentials.e2b_envd, "envd"),
+        (credentials.e2b_traffic, "traffic"),
+    ]
+    for token, kind in tokens:
+        if token:
+            named, team_id = codec.verify_e2b_access(token, kind)
+            if named != capsule_id:
+                raise Unauthorized("the access token is for another sandbox")
+            return team_id
+    raise Unauthorized("invalid access token")
 
 
 def _grant(codec: TokenCodec, token: str, capsule_id: str, port: int) -> PreviewGrant:

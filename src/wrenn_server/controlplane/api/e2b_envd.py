@@ -1,0 +1,150 @@
+"""E2B's in-sandbox protocol for one capsule at the HTTP edge: the Connect services
+(api/e2b_connect.py), envd's `/files` (downloads and uploads, octet-stream or multipart,
+streamed both ways), `/health` and `/envs`. The port proxy hands a request here when it is for
+envd's port of a capsule (`E2b-Sandbox-Port: 49983` or `49983-{id}.{domain}`); the caller's
+credentials are checked on first use (services/e2b_envd/target.py), so a refusal is answered in
+the protocol's own framing. envd's HTTP errors are `{"code": status, "message"}`, as E2B's SDKs
+read them."""
+
+from __future__ import annotations
+
+import os.path
+from collections.abc import AsyncIterator, Iterable
+from urllib.parse import parse_qs, quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from ...proto.hostagent.v1 import hostagent_pb2 as pb
+from ..errors import BadRequest, DomainError, HostAgentError, TooLarge
+from ..services import proxy_access
+from ..services.e2b_envd import files
+from ..services.e2b_envd.filesystem import FilesystemService
+from ..services.e2b_envd.process import ProcessService
+from ..services.e2b_envd.target import Envd, Opener, basic_user, opener
+from . import e2b_multipart
+from .e2b_connect import FILESYSTEM_PREFIX, PROCESS_PREFIX, FilesystemApp, ProcessApp
+from .errors import status_for
+
+# What a gzip upload may inflate to (an octet-stream one is as large as it is sent).
+MAX_INFLATED_BYTES = 16 * 1024 * 1024 * 1024
+
+
+async def serve(scope: Scope, receive: Receive, send: Send, capsule_id: str) -> None:
+    state = scope["app"].state
+    open_envd = opener(state.db, state.hosts, state.codec, capsule_id, credentials(scope))
+    path: str = scope["path"]
+    if path.startswith(PROCESS_PREFIX):
+        return await ProcessApp(ProcessService(open_envd))(scope, receive, send)
+    if path.startswith(FILESYSTEM_PREFIX):
+        return await FilesystemApp(FilesystemService(open_envd))(scope, receive, send)
+    request = Request(scope, receive)
+    try:
+        response = await _http(request, path, open_envd)
+    except DomainError as e:
+        response = _error(e)
+    await response(scope, receive, send)
+
+
+def credentials(scope: Scope) -> proxy_access.Credentials:
+    headers = _headers(scope["headers"])
+    authorization = headers.get("authorization", "")
+    bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+    return proxy_access.Credentials(
+        api_key=headers.get("x-api-key") or None,
+        bearer=bearer or None,
+        e2b_envd=headers.get("x-access-token") or None,
+    )
+
+
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+
+
+async def _http(request: Request, path: str, open_envd: Opener) -> Response:
+    method = request.method
+    if path == "/health" and method == "GET":
+        await open_envd()
+        return Response(status_code=204)
+    if path == "/envs" and method == "GET":
+        envd = await open_envd()
+        return JSONResponse(await files.environment(envd, _user(request)))
+    if path == "/files" and method == "GET":
+        return await _download(request, await open_envd())
+    if path == "/files" and method == "POST":
+        return await _upload(request, await open_envd())
+    if path in ("/health", "/envs", "/files"):
+        return _envd_error(405, f"method {method} not allowed")
+    return _envd_error(404, f"no such path: {path}")
+
+
+def _query(request: Request) -> dict[str, str]:
+    parsed = parse_qs(request.scope.get("query_string", b"").decode("latin-1"))
+    return {name: values[0] for name, values in parsed.items() if values}
+
+
+def _user(request: Request) -> str:
+    user = _query(request).get("username")
+    return user if user is not None else basic_user(request.headers.get("authorization"))
+
+
+async def _download(request: Request, envd: Envd) -> Response:
+    ref = files.file_ref(envd, _query(request).get("path"), _user(request))
+    chunks = await files.read(envd, ref)
+    name = os.path.basename(ref.path) or "download"
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"},
+    )
+
+
+async def _upload(request: Request, envd: Envd) -> Response:
+    query, user = _query(request), _user(request)
+    content_type = request.headers.get("content-type", "")
+    boundary = e2b_multipart.boundary_of(content_type)
+    if boundary is None:
+        if not content_type.startswith("application/octet-stream"):
+            raise BadRequest("expected an application/octet-stream or multipart/form-data body")
+        ref = files.file_ref(envd, query.get("path"), user)
+        body: AsyncIterator[bytes] = request.stream()
+        if request.headers.get("content-encoding", "").lower() == "gzip":
+            body = files.gunzipped(body, MAX_INFLATED_BYTES)
+        entry = await files.write(envd, ref, body)
+        return JSONResponse([_write_info(entry)])
+    parts = e2b_multipart.FileParts(request.stream(), boundary)
+    written: list[dict[str, str]] = []
+    async for field, filename in parts.parts():
+        if field != "file":
+            async for _ in parts.chunks():  # not ours: skipped
+                pass
+            continue
+        ref = files.file_ref(envd, filename or query.get("path"), user)
+        if query.get("path") and not written:
+            ref.path = query["path"]
+        written.append(_write_info(await files.write(envd, ref, parts.chunks())))
+    if not written:
+        raise BadRequest("the multipart body has no 'file' part")
+    return JSONResponse(written)
+
+
+def _write_info(entry: pb.FileEntry) -> dict[str, str]:
+    return {
+        "name": entry.name,
+        "type": "dir" if entry.type == "dir" else "file",
+        "path": entry.path,
+    }
+
+
+def _error(e: DomainError) -> Response:
+    status, _code = status_for(e)
+    if isinstance(e, TooLarge):
+        status = 507  # envd's "not enough disk space"
+    elif isinstance(e, HostAgentError):
+        status = 500  # a 502 would read as "the sandbox is gone" to E2B's SDKs
+    return _envd_error(status, str(e))
+
+
+def _envd_error(status: int, message: str) -> Response:
+    return JSONResponse({"code": status, "message": message}, status_code=status)

@@ -1,0 +1,71 @@
+"""The capsule an E2B envd request is for, as its credentials reach it, and the user it acts as
+(E2B's SDKs name it in `Authorization: Basic base64(user:)`; none means the capsule's default
+user)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ....agentproto.client import AgentClient
+from ...db.session import Database
+from ...errors import Unauthorized
+from ...security import TokenCodec
+from .. import proxy, proxy_access
+from ..capsules import Hosts
+
+# The port E2B's SDKs address envd on (E2b-Sandbox-Port, `49983-{id}.{domain}`).
+ENVD_PORT = 49983
+MAX_USER_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Envd:
+    """A running capsule reached through the protocol."""
+
+    client: AgentClient
+    capsule_id: str
+    access: proxy_access.Access
+
+
+Opener = Callable[[], Awaitable[Envd]]
+
+
+def opener(
+    db: Database,
+    hosts: Hosts,
+    codec: TokenCodec,
+    capsule_id: str,
+    credentials: proxy_access.Credentials,
+) -> Opener:
+    """Checks the credentials and finds the capsule's agent when first called (so a refusal is
+    answered in the protocol's own framing), the same `Envd` after."""
+    found: list[Envd] = []
+
+    async def open_envd() -> Envd:
+        if not found:
+            access = await proxy_access.authorize_envd(db, codec, capsule_id, credentials)
+            client, _generation = await proxy.running_agent(db, hosts, access, capsule_id)
+            found.append(Envd(client, capsule_id, access))
+        return found[0]
+
+    return open_envd
+
+
+def basic_user(authorization: str | None) -> str:
+    """The user of an `Authorization: Basic` header ('' for none: the capsule's default)."""
+    if not authorization:
+        return ""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthorized("invalid Basic authorization header") from None
+    user = decoded.partition(":")[0]
+    if len(user) > MAX_USER_CHARS or any(c in user for c in "/\x00\n"):
+        raise Unauthorized(f"invalid username: '{user[:MAX_USER_CHARS]}'")
+    return user

@@ -381,15 +381,14 @@ async def expire_due(db: Database, hosts: Hosts, *, now: dt.datetime | None = No
     were. One that cannot be is logged and tried again on the next pass."""
     now = now or utcnow()
     async with db.sessionmaker() as session:
-        due = list(
-            (
-                await session.execute(
-                    select(Sandbox.id, Sandbox.team_id, E2bSandbox.auto_pause)
-                    .join(E2bSandbox, E2bSandbox.sandbox_id == Sandbox.id)
-                    .where(E2bSandbox.end_at <= now, Sandbox.status == "running")
-                )
-            ).tuples()
-        )
+        due = [
+            (row.id, row.team_id, row.auto_pause)
+            for row in await session.execute(
+                select(Sandbox.id, Sandbox.team_id, E2bSandbox.auto_pause)
+                .join(E2bSandbox, E2bSandbox.sandbox_id == Sandbox.id)
+                .where(E2bSandbox.end_at <= now, Sandbox.status == "running")
+            )
+        ]
     done = 0
     for sandbox_id, team_id, auto_pause in due:
         wire_id = ids.SANDBOX.format(sandbox_id)

@@ -9,7 +9,7 @@ import asyncio
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -28,6 +28,9 @@ class Credentials:
     # `{port}-{capsule_id}.<proxy_domain>` reaches a port of a capsule; files written before
     # the port proxy existed lack it (`wrenn up` fills it in).
     proxy_domain: str = ""
+    # What the stock `e2b` SDK is pointed at (E2B_API_URL, E2B_SANDBOX_URL): `api_url` and
+    # `sandbox_url`, both this control plane (in-sandbox calls go to it with E2B's headers).
+    e2b: dict[str, str] = field(default_factory=dict)
 
 
 def load(path: Path) -> Credentials | None:
@@ -64,6 +67,12 @@ def create_admin(
     return creds
 
 
+def e2b_urls(api_url: str) -> dict[str, str]:
+    """What the E2B SDK's environment points at: this control plane, for both its API and the
+    in-sandbox calls."""
+    return {"api_url": api_url, "sandbox_url": api_url}
+
+
 def save(path: Path, creds: Credentials) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
@@ -90,6 +99,13 @@ Try it with the Python SDK (pip install wrenn):
   export WRENN_BASE_URL={creds.api_url} WRENN_API_KEY={creds.api_key}{_sdk_proxy_domain(creds)}
   python3 -c "from wrenn import Capsule
   with Capsule() as c: print(c.commands.run('echo hello from a capsule').stdout)"
+
+Or with E2B's SDK (pip install e2b), unchanged:
+
+  export E2B_API_KEY={creds.api_key} E2B_API_URL={creds.e2b.get("api_url", creds.api_url)} \\
+    E2B_SANDBOX_URL={creds.e2b.get("sandbox_url", creds.api_url)}
+  python3 -c "from e2b import Sandbox
+  with Sandbox.create() as s: print(s.commands.run('echo hello from E2B').stdout)"
 
 Ctrl-C stops everything.
 """

@@ -146,10 +146,15 @@ def run_platform(
         )
         creds_path = data_dir / "credentials.json"
         creds = firstrun.load(creds_path)
-        if creds is None or (creds.api_url, creds.proxy_domain) != (api_url, domain):
+        e2b = firstrun.e2b_urls(api_url)
+        if creds is None or (creds.api_url, creds.proxy_domain, creds.e2b) != (
+            api_url,
+            domain,
+            e2b,
+        ):
             if creds is None:
                 creds = firstrun.create_admin(api_url, creds_path, settings)
-            creds.api_url, creds.proxy_domain = api_url, domain
+            creds.api_url, creds.proxy_domain, creds.e2b = api_url, domain, e2b
             firstrun.save(creds_path, creds)
         console.print(firstrun.banner(creds, creds_path), soft_wrap=True, highlight=False)
     except (StartupError, httpx.HTTPError, Conflict) as e:

@@ -57,6 +57,26 @@ def test_the_banner_prints_the_proxy_domain(tmp_path: Path) -> None:
     assert "WRENN_API_KEY=wrn_key WRENN_PROXY_DOMAIN=preview.example.com\n" in other
 
 
+def test_credentials_keep_the_e2b_urls_and_the_banner_prints_e2b_variables(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "credentials.json"
+    with_e2b = creds("localhost:8080")
+    with_e2b.e2b = firstrun.e2b_urls("http://localhost:8080")
+    firstrun.save(path, with_e2b)
+    saved = json.loads(path.read_text())["e2b"]
+    assert saved == {"api_url": "http://localhost:8080", "sandbox_url": "http://localhost:8080"}
+    assert firstrun.load(path) == with_e2b
+    # A file from before keeps loading, without them.
+    legacy = {k: v for k, v in json.loads(path.read_text()).items() if k != "e2b"}
+    path.write_text(json.dumps(legacy))
+    loaded = firstrun.load(path)
+    assert loaded is not None and loaded.e2b == {} and loaded.api_key == "wrn_key"
+    printed = firstrun.banner(with_e2b, path)
+    assert "export E2B_API_KEY=wrn_key E2B_API_URL=http://localhost:8080" in printed
+    assert "E2B_SANDBOX_URL=http://localhost:8080\n" in printed
+
+
 def test_a_port_taken_on_ipv6_loopback_is_taken() -> None:
     port = free_port()
     assert _port_free(port)

@@ -105,8 +105,9 @@ def test_two_instances_side_by_side_then_ctrl_c(platforms: list[Platform], tmp_p
         printed = p.output.read_text()
         assert creds["api_key"] in printed and "WRENN_BASE_URL" in printed
         # E2B's SDK is pointed at this control plane, for its API and the in-sandbox calls.
-        assert creds["e2b"] == {"api_url": p.url, "sandbox_url": p.url}
-        assert f"E2B_SANDBOX_URL={p.url}" in printed and "E2B_API_KEY=" in printed
+        local = f"http://localhost:{p.port}"
+        assert creds["e2b"] == {"api_url": local, "sandbox_url": local}
+        assert f"E2B_SANDBOX_URL={local}" in printed and "E2B_API_KEY=" in printed
         headers = {"X-API-Key": creds["api_key"]}
         with httpx.Client(base_url=p.url, headers=headers, timeout=60, trust_env=False) as http:
             capsule = http.post("/v1/capsules", json={"memory_mb": 256})

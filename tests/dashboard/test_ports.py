@@ -46,14 +46,14 @@ async def test_the_capsule_page_lists_a_server_and_opens_it(
     api, headers = platform.api, account.headers
     resp = await api.post(
         f"/v1/capsules/{cid}/exec",
-        json={"cmd": "mkdir -p /srv && echo 'served from the capsule' > /srv/index.html"},
+        json={"cmd": "mkdir -p /tmp/srv && echo 'served from the capsule' > /tmp/srv/index.html"},
         headers=headers,
     )
     assert resp.status_code == 200 and resp.json()["exit_code"] == 0, resp.text
     command = "python3 -m http.server 8000 --bind 127.0.0.1"
     resp = await api.post(
         f"/v1/capsules/{cid}/exec",
-        json={"cmd": "python3", "args": command.split()[1:], "cwd": "/srv", "background": True},
+        json={"cmd": "python3", "args": command.split()[1:], "cwd": "/tmp/srv", "background": True},
         headers=headers,
     )
     assert resp.status_code == 202, resp.text

@@ -107,6 +107,21 @@ async def run(agent: AgentClient, sandbox_id: str, cmd: str, **kw: object) -> pb
     return await agent.exec(pb.ExecRequest(sandbox_id=sandbox_id, cmd=cmd, **kw))
 
 
+# The base template's default user, as whom commands run when no user is named.
+DEFAULT_USER = "wrenn-user"
+HOME = f"/home/{DEFAULT_USER}"
+
+
+async def run_as_root(
+    agent: AgentClient, sandbox_id: str, cmd: str, **kw: object
+) -> pb.ExecResponse:
+    """`run` as the capsule's root unless another user is named. Attacks run this way: root is
+    the strongest code in a capsule (its default user reaches it with sudo), so what holds
+    against it holds against everyone there."""
+    kw.setdefault("user", "root")
+    return await run(agent, sandbox_id, cmd, **kw)
+
+
 # -- REST API tests (tests/integration/test_rest_*.py) -------------------------------------
 # The control plane in-process over this agent; see rest_fixtures.py. pg_cluster is the control
 # plane tests' throwaway PostgreSQL cluster.

@@ -16,7 +16,8 @@ import pytest
 from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from .conftest import DATA_DIR, AgentProcess, CapsuleFactory, run
+from .conftest import DATA_DIR, AgentProcess, CapsuleFactory
+from .conftest import run_as_root as run  # attacks as the capsule's root unless named
 from .test_snapshots import delete_template, name
 from .traces import capsule_dir
 
@@ -91,7 +92,7 @@ async def test_no_capsule_user_can_read_the_token(
     sid = (await new_capsule()).sandbox_id
     token = token_of(sid)
     await run(agent, sid, "useradd -m dev")
-    for user in ("nobody", "dev"):
+    for user in ("nobody", "dev", "wrenn-user"):
         found = await probe_as(agent, sid, user)
         # The probe did read pid 1's environment (gVisor lets any user read it): there is no
         # token in it, nor in any other place the user can read.
@@ -207,7 +208,7 @@ async def test_snapshot_templates_hold_no_token_and_restored_capsules_are_rekeye
 ) -> None:
     src = (await new_capsule()).sandbox_id
     src_token = token_of(src)
-    await run(agent, src, "echo snap > /root/marker")
+    await run(agent, src, "echo snap > /home/wrenn-user/marker")
     tname = name()
     await agent.create_snapshot(pb.CreateSnapshotRequest(sandbox_id=src, name=tname))
     try:
@@ -218,7 +219,7 @@ async def test_snapshot_templates_hold_no_token_and_restored_capsules_are_rekeye
             sid = (await new_capsule(template=tname)).sandbox_id
             token = token_of(sid)
             assert token != src_token
-            assert (await run(agent, sid, "cat /root/marker")).stdout == b"snap\n"
+            assert (await run(agent, sid, "cat /home/wrenn-user/marker")).stdout == b"snap\n"
             # The restored envd was re-keyed: nobody there can find either token, and the
             # source's token no longer opens it.
             assert_nowhere(await probe_as(agent, sid, "nobody"), token, src_token)
@@ -226,7 +227,7 @@ async def test_snapshot_templates_hold_no_token_and_restored_capsules_are_rekeye
             assert await envd_status(sid, token) == 200
         # The source capsule resumes and works with its own token.
         await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=src))
-        assert (await run(agent, src, "cat /root/marker")).stdout == b"snap\n"
+        assert (await run(agent, src, "cat /home/wrenn-user/marker")).stdout == b"snap\n"
         assert token_of(src) == src_token
     finally:
         await delete_template(agent, tname)
@@ -281,7 +282,7 @@ async def test_capsules_and_templates_from_before_derived_tokens_keep_working(
     re-keys such capsules (when found running, or on resume) and still starts such templates."""
     running, paused = (await new_capsule()).sandbox_id, (await new_capsule()).sandbox_id
     derived = {sid: token_of(sid) for sid in (running, paused)}
-    await run(agent, paused, "echo old > /root/marker")
+    await run(agent, paused, "echo old > /home/wrenn-user/marker")
     # Make both look like an older agent's: envd and the record agree on a random token. The
     # paused one is checkpointed holding it.
     await set_envd_token(paused, derived[paused], LEGACY)
@@ -304,7 +305,7 @@ async def test_capsules_and_templates_from_before_derived_tokens_keep_working(
         assert token_of(paused) == derived[paused]
         assert LEGACY not in (DATA_DIR / "templates" / tname / "template.json").read_text()
         sid = (await new_capsule(template=tname)).sandbox_id
-        assert (await run(agent, sid, "cat /root/marker")).stdout == b"old\n"
+        assert (await run(agent, sid, "cat /home/wrenn-user/marker")).stdout == b"old\n"
     finally:
         await delete_template(agent, tname)
 
@@ -313,7 +314,7 @@ async def test_an_older_snapshot_template_with_its_token_still_starts(
     agent: AgentClient, new_capsule: CapsuleFactory
 ) -> None:
     src = (await new_capsule()).sandbox_id
-    await run(agent, src, "echo older > /root/marker")
+    await run(agent, src, "echo older > /home/wrenn-user/marker")
     tname = name()
     await agent.create_snapshot(pb.CreateSnapshotRequest(sandbox_id=src, name=tname))
     try:
@@ -325,7 +326,7 @@ async def test_an_older_snapshot_template_with_its_token_still_starts(
         listed = await agent.list_templates(pb.Empty())
         assert tname in [t.name for t in listed.templates]
         sid = (await new_capsule(template=tname)).sandbox_id
-        assert (await run(agent, sid, "cat /root/marker")).stdout == b"older\n"
+        assert (await run(agent, sid, "cat /home/wrenn-user/marker")).stdout == b"older\n"
         assert await envd_status(sid, token_of(src)) == 401
     finally:
         await delete_template(agent, tname)

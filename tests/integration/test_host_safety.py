@@ -20,7 +20,8 @@ from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.hostagent.config import AgentSettings
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from .conftest import DATA_DIR, AgentProcess, CapsuleFactory, run
+from .conftest import DATA_DIR, AgentProcess, CapsuleFactory
+from .conftest import run_as_root as run  # attacks as the capsule's root
 
 pytestmark = pytest.mark.integration
 

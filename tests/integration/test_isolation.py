@@ -25,7 +25,8 @@ from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.hostagent.egress_rules import CAPSULE_RESOLVER
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from .conftest import DATA_DIR, SECRET, AgentProcess, CapsuleFactory, run, wait_for
+from .conftest import DATA_DIR, SECRET, AgentProcess, CapsuleFactory, wait_for
+from .conftest import run_as_root as run  # attacks as the capsule's root
 from .netfixtures import (
     INTERNET_ADDR,
     connect_script,
@@ -408,7 +409,9 @@ async def test_disk_is_capped(agent: AgentClient, new_capsule: CapsuleFactory) -
 
     # An upload past the limit is refused as such, and leaves no partial file behind.
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        header = pb.WriteFileStreamRequest.Header(sandbox_id=sb.sandbox_id, path="/root/huge")
+        header = pb.WriteFileStreamRequest.Header(
+            sandbox_id=sb.sandbox_id, path="/root/huge", user="root"
+        )
         await agent.write_file_stream(header, too_much())
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     res = await run(agent, sb.sandbox_id, "ls -A /root | grep -c huge")

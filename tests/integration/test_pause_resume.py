@@ -42,8 +42,12 @@ async def test_twenty_cycles_keep_files_and_process_state(
     agent: AgentClient, capsule: pb.Sandbox
 ) -> None:
     sid = capsule.sandbox_id
-    await run(agent, sid, "head -c 20000000 /dev/urandom > /root/blob && sha256sum /root/blob")
-    checksum = (await run(agent, sid, "sha256sum /root/blob")).stdout
+    await run(
+        agent,
+        sid,
+        "head -c 20000000 /dev/urandom > /home/wrenn-user/blob && sha256sum /home/wrenn-user/blob",
+    )
+    checksum = (await run(agent, sid, "sha256sum /home/wrenn-user/blob")).stdout
     # The counter's pid, and its in-memory count, survive every cycle.
     pid = int((await run(agent, sid, COUNTER)).stdout)
     alive = f"tr '\\0' ' ' < /proc/{pid}/cmdline"
@@ -57,7 +61,7 @@ async def test_twenty_cycles_keep_files_and_process_state(
             assert_clean_fs(capsule_dir(sid) / "disk.img")
         resumed = await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=sid))
         assert resumed.status == pb.SANDBOX_STATUS_RUNNING
-        assert (await run(agent, sid, "sha256sum /root/blob")).stdout == checksum
+        assert (await run(agent, sid, "sha256sum /home/wrenn-user/blob")).stdout == checksum
         assert b"count.tmp" in (await run(agent, sid, alive)).stdout
         await wait_for(lambda n=last: counted(agent, sid, n), 10, what=f"counting, cycle {cycle}")
         last = await read_counter(agent, sid)

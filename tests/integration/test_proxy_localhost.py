@@ -140,14 +140,14 @@ def user_session(wrenn: Any, cp: ControlPlane) -> dict[str, Any]:
         httpx.Client(headers={"X-API-Key": cp.key}, timeout=120, trust_env=False) as http,
     ):
         made = capsule.commands.run(
-            f"mkdir -p /srv && echo served > /srv/index.html && "
-            f"head -c {BIG} /dev/urandom > /srv/big.bin && sha256sum /srv/big.bin",
+            f"mkdir -p /tmp/srv && echo served > /tmp/srv/index.html && "
+            f"head -c {BIG} /dev/urandom > /tmp/srv/big.bin && sha256sum /tmp/srv/big.bin",
             timeout=120,
         )
         seen["sha256_inside"] = made.stdout.split()[0]
-        capsule.commands.run("cd /srv && python3 -m http.server 8000", background=True)
-        capsule.files.write("/srv/ws.py", WS_ECHO)
-        capsule.commands.run("python3 /srv/ws.py", background=True)
+        capsule.commands.run("cd /tmp/srv && python3 -m http.server 8000", background=True)
+        capsule.files.write("/tmp/srv/ws.py", WS_ECHO)
+        capsule.commands.run("python3 /tmp/srv/ws.py", background=True)
         url, ws_url = capsule.get_url(8000), capsule.get_url(9000)
         seen["capsule_id"], seen["url"] = capsule.capsule_id, url
         seen["addresses"] = resolves_to_loopback(url)
@@ -261,9 +261,9 @@ def attack_session(wrenn: Any, cp: ControlPlane) -> dict[str, Any]:
         wrenn.Capsule(api_key=cp.key, base_url=cp.base_url) as attacker,
         httpx.Client(headers={"X-API-Key": cp.key}, timeout=60, trust_env=False) as http,
     ):
-        attacker.files.write("/srv/decoy.py", DECOY)
-        attacker.files.write("/srv/attack.py", ATTACK)
-        attacker.commands.run(f"python3 /srv/decoy.py {cp.port}", background=True)
+        attacker.files.write("/tmp/srv/decoy.py", DECOY)
+        attacker.files.write("/tmp/srv/attack.py", ATTACK)
+        attacker.commands.run(f"python3 /tmp/srv/decoy.py {cp.port}", background=True)
         own_host = f"{cp.port}-{victim.capsule_id}.localhost:{cp.port}"
         host_addrs = [a for a in host_ipv4_addresses() if not a.startswith("127.")]
         # Loopback first (the capsule's own), then the host's addresses and the gateway.
@@ -274,8 +274,9 @@ def attack_session(wrenn: Any, cp: ControlPlane) -> dict[str, Any]:
                    "host": own_host, "addresses": addresses, "names": names}  # fmt: skip
             deadline = time.monotonic() + 30
             while True:
+                # As root (the default user's sudo), which drops to nobody for the second.
                 res = attacker.commands.run(
-                    f"python3 /srv/attack.py {quote(json.dumps(cfg))}", timeout=60
+                    f"sudo python3 /tmp/srv/attack.py {quote(json.dumps(cfg))}", timeout=60
                 )
                 assert res.exit_code == 0, res.stderr
                 out = json.loads(res.stdout)

@@ -23,8 +23,10 @@ async def test_running_and_paused_capsules_survive_kill9(
     agent: AgentClient, agent_process: AgentProcess, new_capsule: CapsuleFactory
 ) -> None:
     live, paused = await new_capsule(), await new_capsule()
-    await run(agent, live.sandbox_id, "echo kept > /root/f; nohup sleep 3600 >/dev/null 2>&1 &")
-    await run(agent, paused.sandbox_id, "echo also-kept > /root/f")
+    await run(
+        agent, live.sandbox_id, "echo kept > /home/wrenn-user/f; nohup sleep 3600 >/dev/null 2>&1 &"
+    )
+    await run(agent, paused.sandbox_id, "echo also-kept > /home/wrenn-user/f")
     await agent.pause_sandbox(pb.SandboxRef(sandbox_id=paused.sandbox_id))
 
     agent_process.kill9()
@@ -32,12 +34,14 @@ async def test_running_and_paused_capsules_survive_kill9(
 
     got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=live.sandbox_id))
     assert got.status == pb.SANDBOX_STATUS_RUNNING
-    res = await run(agent, live.sandbox_id, "cat /root/f; pgrep -x sleep >/dev/null && echo up")
+    res = await run(
+        agent, live.sandbox_id, "cat /home/wrenn-user/f; pgrep -x sleep >/dev/null && echo up"
+    )
     assert res.stdout == b"kept\nup\n"
     got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=paused.sandbox_id))
     assert got.status == pb.SANDBOX_STATUS_PAUSED
     await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=paused.sandbox_id))
-    assert (await run(agent, paused.sandbox_id, "cat /root/f")).stdout == b"also-kept\n"
+    assert (await run(agent, paused.sandbox_id, "cat /home/wrenn-user/f")).stdout == b"also-kept\n"
 
 
 async def test_kill9_during_create_leaves_nothing(

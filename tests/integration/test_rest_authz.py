@@ -29,7 +29,7 @@ async def assert_untouched(
     assert resp.status_code == 200 and resp.json()["status"] == "running"
     on_agent = await agent.get_sandbox(pb.SandboxRef(sandbox_id=cid))
     assert on_agent.status == pb.SANDBOX_STATUS_RUNNING
-    res = await sh(api, owner, cid, "cat /root/secret /etc/hostname >/dev/null; ls /tmp")
+    res = await sh(api, owner, cid, "cat /home/wrenn-user/secret /etc/hostname >/dev/null; ls /tmp")
     assert "pwned" not in res["stdout"]
     resp = await api.get(f"/v1/capsules/{cid}/processes", headers=owner.h)
     assert "keeper" in {p["tag"] for p in resp.json()["processes"]}
@@ -37,7 +37,7 @@ async def assert_untouched(
 
 async def owned_capsule(api: httpx.AsyncClient, owner: Account) -> dict[str, Any]:
     capsule = await make_capsule(api, owner)
-    await sh(api, owner, capsule["id"], "echo mine > /root/secret")
+    await sh(api, owner, capsule["id"], "echo mine > /home/wrenn-user/secret")
     resp = await api.post(
         f"/v1/capsules/{capsule['id']}/exec",
         json={"cmd": "sleep", "args": ["600"], "background": True, "tag": "keeper"},

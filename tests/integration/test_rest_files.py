@@ -146,7 +146,7 @@ async def test_big_file_streams_both_ways_without_being_held(
         boundary = uuid.uuid4().hex
         sent = hashlib.sha256()
         body = multipart(
-            [("path", b"/root/big.bin"), ("file", data_chunks(BIG, 7, sent))], boundary
+            [("path", b"/home/wrenn-user/big.bin"), ("file", data_chunks(BIG, 7, sent))], boundary
         )
         with peak_memory_growth() as upload:
             resp = await http.post(
@@ -155,7 +155,12 @@ async def test_big_file_streams_both_ways_without_being_held(
                 headers=multipart_headers(user, boundary),
             )
         assert resp.status_code == 204, resp.text
-        res = await sh(http, user, cid, "stat -c %s /root/big.bin; sha256sum /root/big.bin")
+        res = await sh(
+            http,
+            user,
+            cid,
+            "stat -c %s /home/wrenn-user/big.bin; sha256sum /home/wrenn-user/big.bin",
+        )
         size, digest = res["stdout"].split()[:2]
         assert (int(size), digest) == (BIG, sent.hexdigest())
 
@@ -164,7 +169,7 @@ async def test_big_file_streams_both_ways_without_being_held(
             async with http.stream(
                 "POST",
                 f"/v1/capsules/{cid}/files/stream/read",
-                json={"path": "/root/big.bin"},
+                json={"path": "/home/wrenn-user/big.bin"},
                 headers=user.h,
             ) as resp:
                 assert resp.status_code == 200
@@ -219,28 +224,32 @@ async def test_mkdir_list_remove(
         assert resp.status_code == 200, resp.text
         return {e["path"]: e["type"] for e in resp.json()["entries"]}
 
-    resp = await api.post(f"{url}/mkdir", json={"path": "/root/a/b"}, headers=user.h)
+    resp = await api.post(f"{url}/mkdir", json={"path": "/home/wrenn-user/a/b"}, headers=user.h)
     assert resp.status_code == 200, resp.text
     entry = resp.json()["entry"]
-    assert (entry["name"], entry["path"], entry["type"]) == ("b", "/root/a/b", "directory")
+    assert (entry["name"], entry["path"], entry["type"]) == (
+        "b",
+        "/home/wrenn-user/a/b",
+        "directory",
+    )
     assert entry["permissions"].startswith("d") and entry["owner"]
     resp = await api.post(
         f"{url}/write",
-        data={"path": "/root/a/b/f.txt"},
+        data={"path": "/home/wrenn-user/a/b/f.txt"},
         files={"file": ("f.txt", b"x")},
         headers=user.h,
     )
     assert resp.status_code == 204, resp.text
-    assert await names("/root/a") == {"/root/a/b": "directory"}
-    assert await names("/root/a", depth=2) == {
-        "/root/a/b": "directory",
-        "/root/a/b/f.txt": "file",
+    assert await names("/home/wrenn-user/a") == {"/home/wrenn-user/a/b": "directory"}
+    assert await names("/home/wrenn-user/a", depth=2) == {
+        "/home/wrenn-user/a/b": "directory",
+        "/home/wrenn-user/a/b/f.txt": "file",
     }
 
-    resp = await api.post(f"{url}/remove", json={"path": "/root/a"}, headers=user.h)
+    resp = await api.post(f"{url}/remove", json={"path": "/home/wrenn-user/a"}, headers=user.h)
     assert resp.status_code == 204, resp.text
-    assert "/root/a" not in await names("/root")
-    resp = await api.post(f"{url}/list", json={"path": "/root/a"}, headers=user.h)
+    assert "/home/wrenn-user/a" not in await names("/home/wrenn-user")
+    resp = await api.post(f"{url}/list", json={"path": "/home/wrenn-user/a"}, headers=user.h)
     assert_error(resp, 404, "not_found")
     for route, body in [("mkdir", {"path": ""}), ("list", {"path": "/", "depth": -1})]:
         resp = await api.post(f"{url}/{route}", json=body, headers=user.h)
@@ -257,13 +266,13 @@ async def test_uploads_replace_files_and_can_be_empty(
     for route, content in [("write", b"first version\n"), ("stream/write", b""), ("write", b"2")]:
         resp = await api.post(
             f"/v1/capsules/{cid}/files/{route}",
-            data={"path": "/root/f"},
+            data={"path": "/home/wrenn-user/f"},
             files={"file": ("f", content)},
             headers=user.h,
         )
         assert resp.status_code == 204, resp.text
         resp = await api.post(
-            f"/v1/capsules/{cid}/files/read", json={"path": "/root/f"}, headers=user.h
+            f"/v1/capsules/{cid}/files/read", json={"path": "/home/wrenn-user/f"}, headers=user.h
         )
         assert resp.status_code == 200 and resp.content == content
 
@@ -281,30 +290,44 @@ async def test_bad_multipart_bodies_are_refused_and_write_nothing(
         return data_chunks(8 * MiB, 1, hashlib.sha256())
 
     cases: list[tuple[str, dict[str, str], Any]] = [
-        ("json instead", user.h, b'{"path": "/root/x"}'),
+        ("json instead", user.h, b'{"path": "/home/wrenn-user/x"}'),
         ("no boundary", user.h | {"Content-Type": "multipart/form-data"}, b"x"),
-        ("no file", headers, multipart([("path", b"/root/x")], boundary)),
+        ("no file", headers, multipart([("path", b"/home/wrenn-user/x")], boundary)),
         ("no path", headers, multipart([("file", b"data")], boundary)),
-        ("file first", headers, multipart([("file", b"data"), ("path", b"/root/x")], boundary)),
-        ("big file first", headers, multipart([("file", big()), ("path", b"/root/x")], boundary)),
+        (
+            "file first",
+            headers,
+            multipart([("file", b"data"), ("path", b"/home/wrenn-user/x")], boundary),
+        ),
+        (
+            "big file first",
+            headers,
+            multipart([("file", big()), ("path", b"/home/wrenn-user/x")], boundary),
+        ),
         ("empty path", headers, multipart([("path", b""), ("file", b"data")], boundary)),
         ("garbage", headers, b"this is not multipart at all\r\n" * 10),
         ("cut short", headers, f"--{boundary}\r\nContent-Disposition: form-da".encode()),
-        ("two paths", headers, multipart([("path", b"/root/x"), ("path", b"/root/y")], boundary)),
+        (
+            "two paths",
+            headers,
+            multipart([("path", b"/home/wrenn-user/x"), ("path", b"/home/wrenn-user/y")], boundary),
+        ),
         (
             "two files",
             headers,
-            multipart([("path", b"/root/x"), ("file", b"a"), ("file", b"b")], boundary),
+            multipart([("path", b"/home/wrenn-user/x"), ("file", b"a"), ("file", b"b")], boundary),
         ),
         (
             "file cut short",
             headers,
-            multipart([("path", b"/root/x"), ("file", b"some data")], boundary, close=False),
+            multipart(
+                [("path", b"/home/wrenn-user/x"), ("file", b"some data")], boundary, close=False
+            ),
         ),
         (
             "big file cut short",
             headers,
-            multipart([("path", b"/root/x"), ("file", big())], boundary, close=False),
+            multipart([("path", b"/home/wrenn-user/x"), ("file", big())], boundary, close=False),
         ),
     ]
     for label, case_headers, body in cases:
@@ -312,5 +335,5 @@ async def test_bad_multipart_bodies_are_refused_and_write_nothing(
             resp = await api.post(url, content=body, headers=case_headers)
         assert resp.status_code == 400, (label, resp.text)
         assert_error(resp, 400, "invalid_request")
-    res = await sh(api, user, cid, "ls /root")
+    res = await sh(api, user, cid, "ls /home/wrenn-user")
     assert "x" not in res["stdout"].split()

@@ -135,14 +135,14 @@ async def test_a_directory_of_200k_entries_is_listed_a_bounded_page_at_a_time(
             rest.client,
             user,
             cid,
-            "mkdir /root/big && cd /root/big && "
+            "mkdir /home/wrenn-user/big && cd /home/wrenn-user/big && "
             "python3 -c \"import os; [os.symlink('x', 'entry-%06d' % i) for i in range(200000)]\"",
         )
 
         async def page(**body: Any) -> Any:
             resp = await rest.client.post(
                 f"/v1/capsules/{cid}/files/list",
-                json={"path": "/root/big", **body},
+                json={"path": "/home/wrenn-user/big", **body},
                 headers=user.h,
             )
             assert resp.status_code == 200, resp.text
@@ -155,7 +155,7 @@ async def test_a_directory_of_200k_entries_is_listed_a_bounded_page_at_a_time(
         assert len(first["entries"]) == 10000 and first["truncated"] is True
         names = [e["name"] for e in first["entries"]]
         assert names == [f"entry-{i:06d}" for i in range(10000)]
-        assert first["next_cursor"] == "/root/big/entry-009999"
+        assert first["next_cursor"] == "/home/wrenn-user/big/entry-009999"
         assert control_plane["growth"] < 64 * MiB, control_plane
         assert agent_growth < 64 * MiB, agent_growth
 
@@ -163,13 +163,13 @@ async def test_a_directory_of_200k_entries_is_listed_a_bounded_page_at_a_time(
         assert [e["name"] for e in second["entries"]] == [
             f"entry-{i:06d}" for i in range(10000, 10005)
         ]
-        last = await page(cursor="/root/big/entry-199997")
+        last = await page(cursor="/home/wrenn-user/big/entry-199997")
         assert [e["name"] for e in last["entries"]] == ["entry-199998", "entry-199999"]
         assert last["truncated"] is False and last["next_cursor"] is None
 
         too_many = await rest.client.post(
             f"/v1/capsules/{cid}/files/list",
-            json={"path": "/root/big", "limit": 10001},
+            json={"path": "/home/wrenn-user/big", "limit": 10001},
             headers=user.h,
         )
         assert too_many.status_code == 400
@@ -180,18 +180,26 @@ async def test_agent_listing_pages(agent: AgentClient, capsule: Any) -> None:
     await agent.exec(
         pb.ExecRequest(
             sandbox_id=sid,
-            cmd="mkdir -p /root/p/a /root/p/b && touch /root/p/a/1 /root/p/a/2 /root/p/b/3",
+            cmd="mkdir -p p/a p/b && touch p/a/1 p/a/2 p/b/3",  # in the home
         )
     )
     seen: list[str] = []
     after = ""
     while True:
         res = await agent.list_dir(
-            pb.ListDirRequest(sandbox_id=sid, path="/root/p", depth=2, limit=2, after=after),
+            pb.ListDirRequest(
+                sandbox_id=sid, path="/home/wrenn-user/p", depth=2, limit=2, after=after
+            ),
         )
         assert len(res.entries) <= 2
         seen += [e.path for e in res.entries]
         if not res.truncated:
             break
         after = res.next_cursor
-    assert seen == ["/root/p/a", "/root/p/a/1", "/root/p/a/2", "/root/p/b", "/root/p/b/3"]
+    assert seen == [
+        "/home/wrenn-user/p/a",
+        "/home/wrenn-user/p/a/1",
+        "/home/wrenn-user/p/a/2",
+        "/home/wrenn-user/p/b",
+        "/home/wrenn-user/p/b/3",
+    ]

@@ -81,14 +81,15 @@ def user_session(wrenn: Any, base_url: str, key: str, other_key: str) -> dict[st
         httpx.Client(base_url=base_url, timeout=60) as http,
     ):
         capsule.commands.run(
-            "mkdir -p /srv/a /srv/b && echo served-a > /srv/a/index.html && "
-            f"echo served-b > /srv/b/index.html && head -c {SIZE} /dev/urandom > /srv/a/big.bin"
+            "mkdir -p /tmp/srv/a /tmp/srv/b && echo served-a > /tmp/srv/a/index.html && "
+            "echo served-b > /tmp/srv/b/index.html && "
+            f"head -c {SIZE} /dev/urandom > /tmp/srv/a/big.bin"
         )
-        capsule.commands.run("cd /srv/a && python3 -m http.server 8000", background=True)
-        capsule.files.write("/srv/ws.py", WS_ECHO)
-        capsule.commands.run("python3 /srv/ws.py", background=True)
+        capsule.commands.run("cd /tmp/srv/a && python3 -m http.server 8000", background=True)
+        capsule.files.write("/tmp/srv/ws.py", WS_ECHO)
+        capsule.commands.run("python3 /tmp/srv/ws.py", background=True)
         capsule.commands.run(
-            "cd /srv/b && python3 -m http.server 8001 --bind 127.0.0.1", background=True
+            "cd /tmp/srv/b && python3 -m http.server 8001 --bind 127.0.0.1", background=True
         )
         urls = {port: capsule.get_url(port) for port in (8000, 8001, 8999)}
         seen["capsule_id"], seen["url"] = capsule.capsule_id, urls[8000]

@@ -31,7 +31,7 @@ async def test_a_preview_link_and_auto_resume_with_a_real_capsule(
                 f"/v1/capsules/{cid}/exec",
                 json={
                     "cmd": "/bin/sh",
-                    "args": ["-c", "mkdir -p /srv && echo previewed > /srv/index.html"],
+                    "args": ["-c", "mkdir -p /tmp/srv && echo previewed > /tmp/srv/index.html"],
                 },
                 headers=creds,
             )
@@ -40,7 +40,7 @@ async def test_a_preview_link_and_auto_resume_with_a_real_capsule(
                 f"/v1/capsules/{cid}/exec",
                 json={
                     "cmd": "python3",
-                    "args": ["-m", "http.server", "8000", "--directory", "/srv"],
+                    "args": ["-m", "http.server", "8000", "--directory", "/tmp/srv"],
                     "background": True,
                 },
                 headers=creds,

@@ -54,7 +54,7 @@ async def test_snapshot_lifecycle(api: httpx.AsyncClient, agent: AgentClient) ->
     # from snapshots of pooled capsules intermittently fail every command with "unknown user:
     # root" (a host agent bug, reproducible over gRPC alone).
     src = await make_capsule(api, user, memory_mb=256)
-    await sh(api, user, src["id"], "echo v1 > /root/marker")
+    await sh(api, user, src["id"], "echo v1 > /home/wrenn-user/marker")
     name = unique_name()
 
     resp = await snapshot(api, user, src["id"], name)
@@ -70,7 +70,7 @@ async def test_snapshot_lifecycle(api: httpx.AsyncClient, agent: AgentClient) ->
     # A new capsule from the snapshot has the file.
     child = await make_capsule(api, user, template=name)
     assert child["template"] == name
-    assert (await sh(api, user, child["id"], "cat /root/marker"))["stdout"] == "v1\n"
+    assert (await sh(api, user, child["id"], "cat /home/wrenn-user/marker"))["stdout"] == "v1\n"
 
     # Listing: the platform's base template and the team's snapshot, filterable by type.
     assert (await listed(api, user)) == {"minimal": "base", name: "snapshot"}
@@ -87,12 +87,12 @@ async def test_snapshot_lifecycle(api: httpx.AsyncClient, agent: AgentClient) ->
     assert await status_of(api, user, child["id"]) == "running"  # refused before any change
     resp = await api.post(f"/v1/capsules/{src['id']}/resume", headers=user.h)
     assert resp.status_code == 200, resp.text
-    await sh(api, user, src["id"], "echo v2 > /root/marker")
+    await sh(api, user, src["id"], "echo v2 > /home/wrenn-user/marker")
     resp = await snapshot(api, user, src["id"], name, overwrite="true")
     assert resp.status_code == 201, resp.text
     assert resp.json()["created_at"] >= template["created_at"]
     newer = await make_capsule(api, user, template=name)
-    assert (await sh(api, user, newer["id"], "cat /root/marker"))["stdout"] == "v2\n"
+    assert (await sh(api, user, newer["id"], "cat /home/wrenn-user/marker"))["stdout"] == "v2\n"
     assert (await listed(api, user, type="snapshot")) == {name: "snapshot"}
 
     # Delete: gone from the list and the host; a second delete and new capsules are refused.
@@ -119,7 +119,9 @@ async def test_platform_templates_are_shared_and_only_admins_delete_them(
     # Not the default shape: see test_snapshot_lifecycle.
     sb = await agent.create_sandbox(pb.CreateSandboxRequest(memory_mb=256))
     try:
-        await agent.exec(pb.ExecRequest(sandbox_id=sb.sandbox_id, cmd="echo shared > /root/marker"))
+        await agent.exec(
+            pb.ExecRequest(sandbox_id=sb.sandbox_id, cmd="echo shared > /home/wrenn-user/marker")
+        )
         made = await agent.create_snapshot(
             pb.CreateSnapshotRequest(sandbox_id=sb.sandbox_id, name=name)
         )
@@ -141,7 +143,9 @@ async def test_platform_templates_are_shared_and_only_admins_delete_them(
     for account in (user, admin):
         assert (await listed(api, account, type="snapshot")) == {name: "snapshot"}
     capsule = await make_capsule(api, user, template=name)
-    assert (await sh(api, user, capsule["id"], "cat /root/marker"))["stdout"] == "shared\n"
+    assert (await sh(api, user, capsule["id"], "cat /home/wrenn-user/marker"))[
+        "stdout"
+    ] == "shared\n"
 
     # Only a platform admin's session may delete it: not a team member, not an API key.
     for headers in (user.h, user.jwt, admin.h):

@@ -71,14 +71,14 @@ def user_session(wrenn: Any, base_url: str, key: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     with wrenn.Capsule(api_key=key, base_url=base_url) as capsule:
         seen["echo"] = capsule.commands.run("echo hello from the sdk").stdout
-        capsule.files.write("/root/notes.txt", "kept across pause")
-        seen["read"] = capsule.files.read("/root/notes.txt")
-        seen["listed"] = sorted(e.name for e in capsule.files.list("/root"))
+        capsule.files.write("/home/wrenn-user/notes.txt", "kept across pause")
+        seen["read"] = capsule.files.read("/home/wrenn-user/notes.txt")
+        seen["listed"] = sorted(e.name for e in capsule.files.list("/home/wrenn-user"))
         handle = capsule.commands.run("sleep 300", background=True)
         seen["background_pid"] = handle.pid
         capsule.pause()
         capsule.resume()
-        seen["after_resume"] = capsule.commands.run("cat /root/notes.txt").stdout
+        seen["after_resume"] = capsule.commands.run("cat /home/wrenn-user/notes.txt").stdout
         seen["processes"] = [p.pid for p in capsule.commands.list()]
         seen["exit_code"] = capsule.commands.run("exit 3").exit_code
     return seen

@@ -35,7 +35,7 @@ async def test_snapshot_template_restores_files_and_processes(
     agent: AgentClient, new_capsule: CapsuleFactory
 ) -> None:
     src = await new_capsule()
-    await run(agent, src.sandbox_id, "echo from-snapshot > /root/marker")
+    await run(agent, src.sandbox_id, "echo from-snapshot > /home/wrenn-user/marker")
     await run(agent, src.sandbox_id, "nohup sleep 3600 >/dev/null 2>&1 &")
     tname = name()
     req = pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=tname)
@@ -51,12 +51,14 @@ async def test_snapshot_template_restores_files_and_processes(
         a, b = await new_capsule(template=tname), await new_capsule(template=tname)
         for sb in (a, b):
             assert (
-                await run(agent, sb.sandbox_id, "cat /root/marker")
+                await run(agent, sb.sandbox_id, "cat /home/wrenn-user/marker")
             ).stdout == b"from-snapshot\n"
             assert (await run(agent, sb.sandbox_id, "pgrep -x sleep")).exit_code == 0
         # Later writes stay private to each capsule.
-        await run(agent, a.sandbox_id, "echo a-only > /root/marker")
-        assert (await run(agent, b.sandbox_id, "cat /root/marker")).stdout == b"from-snapshot\n"
+        await run(agent, a.sandbox_id, "echo a-only > /home/wrenn-user/marker")
+        assert (
+            await run(agent, b.sandbox_id, "cat /home/wrenn-user/marker")
+        ).stdout == b"from-snapshot\n"
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await agent.create_snapshot(req)
         assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
@@ -73,15 +75,15 @@ async def test_snapshot_overwrite_replaces_files(
 ) -> None:
     tname = name()
     src = await new_capsule()
-    await run(agent, src.sandbox_id, "echo one > /root/v")
+    await run(agent, src.sandbox_id, "echo one > /home/wrenn-user/v")
     await agent.create_snapshot(pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=tname))
     await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=src.sandbox_id))
-    await run(agent, src.sandbox_id, "echo two > /root/v")
+    await run(agent, src.sandbox_id, "echo two > /home/wrenn-user/v")
     req = pb.CreateSnapshotRequest(sandbox_id=src.sandbox_id, name=tname, overwrite=True)
     await agent.create_snapshot(req)
     try:
         sb = await new_capsule(template=tname)
-        assert (await run(agent, sb.sandbox_id, "cat /root/v")).stdout == b"two\n"
+        assert (await run(agent, sb.sandbox_id, "cat /home/wrenn-user/v")).stdout == b"two\n"
         await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
         leftovers = [p.name for p in (DATA_DIR / "templates").iterdir() if tname in p.name]
         assert leftovers == [tname]
@@ -93,7 +95,7 @@ async def test_flatten_makes_an_image_template(
     agent: AgentClient, new_capsule: CapsuleFactory
 ) -> None:
     src = await new_capsule()
-    await run(agent, src.sandbox_id, "echo baked > /etc/baked && rm /etc/hosts")
+    await run(agent, src.sandbox_id, "echo baked > /etc/baked && rm /etc/hosts", user="root")
     tname = name()
     req = pb.FlattenRootfsRequest(sandbox_id=src.sandbox_id, name=tname)
     t = await agent.flatten_rootfs(req)

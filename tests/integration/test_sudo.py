@@ -1,5 +1,6 @@
 """sudo inside a capsule (envd/sudo.py): gVisor keeps setuid binaries from elevating, so envd
-runs commands for callers it identifies by their socket credentials and a NOPASSWD rule."""
+runs commands for callers it identifies by their socket credentials and a NOPASSWD rule. The base
+template's default user has one; other users (nobody) stay unprivileged."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from .conftest import CapsuleFactory, run
+from .conftest import HOME, CapsuleFactory
+from .conftest import run_as_root as run  # setting up users and rules needs root
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +79,33 @@ async def test_sudo_for_sudoers_only(agent: AgentClient, new_capsule: CapsuleFac
     res = await _as(agent, sid, "dev", "timeout -s INT 1 sudo sleep 30; echo rc=$?", timeout_sec=20)
     assert res.stdout.decode().strip() == "rc=124", res.stderr
     assert (await run(agent, sid, "pgrep -x sleep")).exit_code == 1
+
+
+async def test_default_user_is_a_sudoer_and_nobody_is_not(
+    agent: AgentClient, new_capsule: CapsuleFactory
+) -> None:
+    """Commands run as wrenn-user in its home with a login's environment, and it reaches root
+    through sudo (the one deliberate way up); nobody cannot, by sudo or by su."""
+    sid = (await new_capsule()).sandbox_id
+    res = await agent.exec(
+        pb.ExecRequest(sandbox_id=sid, cmd="id -un; pwd; echo $HOME $USER $LOGNAME $SHELL $LANG")
+    )
+    assert res.stdout.decode().split() == [
+        "wrenn-user",
+        HOME,
+        HOME,
+        "wrenn-user",
+        "wrenn-user",
+        "/bin/bash",
+        "C.UTF-8",
+    ], res.stderr
+    res = await agent.exec(pb.ExecRequest(sandbox_id=sid, cmd="sudo id -u; sudo -n -i pwd"))
+    assert res.stdout.decode().split() == ["0", "/root"], res.stderr
+    res = await _as(agent, sid, "nobody", "sudo id -u; echo rc=$?; su -c 'id -u' root; echo rc=$?")
+    assert res.stdout.decode().split() == ["rc=1", "rc=1"], res.stdout
+    assert "nobody is not in the sudoers file" in res.stderr.decode()
+    # Nor can nobody give itself a rule: sudoers.d is root's.
+    res = await _as(
+        agent, sid, "nobody", "echo 'nobody ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/x; sudo true"
+    )
+    assert res.exit_code != 0

@@ -527,3 +527,34 @@ async def test_other_team_missing_capsule_and_process(stack: Stack) -> None:
         assert (msg, code) == (_error("exec/stream", "process not found"), 1008)
         msg, code = await _error_frame(http, path(stack, "pty"), {"type": "connect", "tag": "x"})
         assert (msg, code) == (_error("pty", "PTY session not found"), 1008)
+
+
+# -- users -------------------------------------------------------------------------------------
+
+
+async def test_commands_run_as_the_default_user_unless_another_is_named(stack: Stack) -> None:
+    """The base template's wrenn-user, in its home (a `cd` does not carry over to the next
+    command); `user` on REST exec, on the exec stream's and the PTY's start picks another, and
+    an unknown one is a clear 400 or error frame."""
+    home = "/home/wrenn-user"
+    r = await exec_via_rest(stack, "id -un; pwd; cd /tmp; echo $HOME $USER $LANG")
+    assert r.status_code == 200, r.text
+    assert r.json()["stdout"].split() == ["wrenn-user", home, home, "wrenn-user", "C.UTF-8"]
+    assert (await exec_via_rest(stack, "pwd")).json()["stdout"] == f"{home}\n"
+    r = await exec_via_rest(stack, "id -un; echo $HOME", user="root")
+    assert r.status_code == 200 and r.json()["stdout"].split() == ["root", "/root"], r.text
+    r = await exec_via_rest(stack, "true", user="no-such-user")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", r.text
+    assert "no-such-user" in r.json()["error"]["message"]
+    async with stack.team_a() as http:
+        async with open_ws(http, path(stack, "exec/stream")) as ws:
+            await ws.send_json({"type": "start", "cmd": "id -un", "user": "nobody"})
+            _msgs, out, _err = await collect(ws)
+        assert out == "nobody\n"
+        async with open_ws(http, path(stack, "pty")) as ws:
+            await ws.send_json({"type": "start", "cmd": "/bin/sh", "user": "root"})
+            assert (await next_json(ws))["type"] == "started"
+            await ws.send_bytes(b"echo I am $(id -un) in $(pwd)\n")
+            await read_pty_until(ws, b"I am root in /root")
+            await ws.send_bytes(b"exit\n")
+            assert await next_control(ws) == {"type": "exit", "exit_code": 0}

@@ -1,12 +1,15 @@
 """Building the base template: a Debian bookworm minbase root filesystem made with debootstrap from
-the mirror this machine's apt is configured with."""
+the mirror this machine's apt is configured with, the tools agents reach for installed with apt
+from the same mirror, and the default user `wrenn-user` (home, passwordless sudo)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,13 @@ from .proc import CommandError
 
 SUITE = "bookworm"
 PACKAGES = ("python3", "sudo", "curl", "ca-certificates", "procps", "iproute2")
+# Installed with apt after debootstrap (its own resolver is too simple for these);
+# build-essential costs ~5 MB over the compilers it needs (docs/performance.md has the sizes).
+TOOLS = ("git", "less", "python3-pip", "python3-venv", "build-essential")
+# The user commands, files and terminals of a capsule act as unless the caller names another.
+DEFAULT_USER = "wrenn-user"
+DEFAULT_UID = 1000
+LOCALE = "C.UTF-8"  # built into Debian's libc: no locales package needed
 
 Progress = Callable[[float, str], None]
 
@@ -101,10 +111,61 @@ def finish_rootfs(rootfs: Path) -> None:
     rootfs_io.write_file(rootfs, "etc/hosts", b"127.0.0.1\tlocalhost\n::1\tlocalhost\n")
     # Per-capsule resolv.conf is written into each capsule's own layer.
     rootfs_io.write_file(rootfs, "etc/resolv.conf", b"")
-    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+    for junk in ("var/cache/apt/archives", "var/cache/apt", "var/lib/apt/lists"):
         with contextlib.suppress(FileNotFoundError):
             rootfs_io.remove_files_in(rootfs, junk)
     rootfs_io.make_dirs(rootfs, "opt/wrenn/envd")
+
+
+def add_default_user(rootfs: Path, name: str = DEFAULT_USER) -> None:
+    """The base template's default user: a home from /etc/skel, bash, and passwordless sudo
+    (envd's sudo honours the same rule file, see envd/sudo.py). The system's UTF-8 locale too,
+    for login shells that read /etc/default/locale."""
+    argv = ["chroot", str(rootfs), "useradd", "--create-home", "--shell", "/bin/bash",
+            "--uid", str(DEFAULT_UID), "--user-group", name]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise CommandError(argv, done.returncode, done.stderr[-2000:])
+    rootfs_io.make_dirs(rootfs, "etc/sudoers.d")
+    rule = f"{name} ALL=(ALL) NOPASSWD:ALL\n".encode()
+    rootfs_io.write_file(rootfs, f"etc/sudoers.d/{name}", rule, mode=0o440)
+    rootfs_io.write_file(rootfs, "etc/default/locale", f"LANG={LOCALE}\n".encode())
+
+
+# Translations, manuals and documentation (but each package's copyright notice) are left out
+# of the base template, as Debian's container images do: nobody reads them in a capsule and they
+# are a sixth of it. dpkg keeps leaving them out of what is installed later.
+DPKG_EXCLUDES = b"""path-exclude=/usr/share/locale/*
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/doc/*
+path-include=/usr/share/doc/*/copyright
+"""
+
+
+def slim(rootfs: Path) -> None:
+    """Drop what DPKG_EXCLUDES leaves out from a freshly built tree (nothing in it is a
+    capsule's yet), and tell dpkg to leave it out from now on."""
+    for rel in ("usr/share/locale", "usr/share/man"):
+        for child in (rootfs / rel).iterdir() if (rootfs / rel).is_dir() else ():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    doc = rootfs / "usr/share/doc"
+    for dirpath, _dirs, files in os.walk(doc, topdown=False):
+        for name in files:
+            if name != "copyright":
+                os.unlink(os.path.join(dirpath, name))
+        if dirpath != str(doc) and not os.listdir(dirpath):
+            os.rmdir(dirpath)
+    rootfs_io.make_dirs(rootfs, "etc/dpkg/dpkg.cfg.d")
+    rootfs_io.write_file(rootfs, "etc/dpkg/dpkg.cfg.d/excludes", DPKG_EXCLUDES)
+
+
+def finish_minimal(rootfs: Path) -> None:
+    finish_rootfs(rootfs)
+    slim(rootfs)
+    add_default_user(rootfs)
 
 
 async def apt_install(rootfs: Path, packages: tuple[str, ...], progress: Progress) -> None:
@@ -153,9 +214,15 @@ class ImageRecipe:
     packages: tuple[str, ...]
     finish: Callable[[Path], None]
     base: str | None = None
+    # Installed with apt over debootstrap's tree (recipes without a base only).
+    extra_packages: tuple[str, ...] = ()
+    # The user a capsule of it runs things as when the caller names none ("": envd's, root).
+    default_user: str = ""
     start_cmd: str | None = None
     healthcheck: str | None = None
     start_timeout_sec: float = 0.0
 
 
-MINIMAL = ImageRecipe(packages=PACKAGES, finish=finish_rootfs)
+MINIMAL = ImageRecipe(
+    packages=PACKAGES, extra_packages=TOOLS, finish=finish_minimal, default_user=DEFAULT_USER
+)

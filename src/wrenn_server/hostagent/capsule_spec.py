@@ -52,7 +52,8 @@ def new_capsule(
         token=keys.token_for(sandbox_id),
         dir=capsule_dir(s.capsules_dir, sandbox_id),
         handle=sandbox_id,
-        default_user=spec.default_user,
+        # A snapshot's envd already holds the default user it was taken with.
+        default_user=spec.default_user or ("" if snap else template.default_user),
         default_env=dict(spec.default_env or {}),
         status=STARTING,
     )

@@ -50,6 +50,9 @@ class Template:
     start_cmd: str | None = None
     healthcheck: str | None = None
     start_timeout_sec: float = 0.0
+    # Image templates: the user a capsule runs things as when neither the caller nor the control
+    # plane names one ("": envd's own, root). The base template's is wrenn-user.
+    default_user: str = ""
 
 
 def validate_name(name: str) -> str:
@@ -82,8 +85,9 @@ class TemplateStore:
         return data
 
     def start_settings(self, name: str) -> dict[str, Any]:
-        """An image template's start command, healthcheck and start timeout, which a template
-        flattened from one of its capsules keeps (nothing when the template is gone)."""
+        """An image template's start command, healthcheck, start timeout and default user,
+        which a template flattened from one of its capsules keeps (nothing when the template is
+        gone)."""
         try:
             t = self.get(name)
         except errors.NotFound:
@@ -92,6 +96,7 @@ class TemplateStore:
             "start_cmd": t.start_cmd,
             "healthcheck": t.healthcheck,
             "start_timeout_sec": t.start_timeout_sec,
+            "default_user": t.default_user,
         }
 
     def legacy_envd_token(self, name: str) -> str | None:
@@ -199,7 +204,10 @@ class TemplateStore:
             try:
                 rootfs = staging / "rootfs"
                 if recipe.base is None:
-                    await base_image.debootstrap(rootfs, progress, recipe.packages)
+                    first, rest = _phases(progress, 0.6 if recipe.extra_packages else 1.0)
+                    await base_image.debootstrap(rootfs, first, recipe.packages)
+                    if recipe.extra_packages:
+                        await base_image.apt_install(rootfs, recipe.extra_packages, rest)
                 else:
                     await _copy_tree(self.dir(recipe.base) / "rootfs", rootfs)
                     await base_image.apt_install(rootfs, recipe.packages, progress)
@@ -213,11 +221,26 @@ class TemplateStore:
                     start_cmd=recipe.start_cmd,
                     healthcheck=recipe.healthcheck,
                     start_timeout_sec=recipe.start_timeout_sec,
+                    default_user=recipe.default_user,
                 )
                 return await self.commit_async(staging, t, overwrite=False)
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
                 raise
+
+
+def _phases(
+    progress: Callable[[float, str], None], split: float
+) -> tuple[Callable[[float, str], None], Callable[[float, str], None]]:
+    """One progress bar over two steps: the first fills [0, split], the second the rest."""
+
+    def first(fraction: float, step: str) -> None:
+        progress(fraction * split, step)
+
+    def rest(fraction: float, step: str) -> None:
+        progress(split + fraction * (1.0 - split), step)
+
+    return first, rest
 
 
 async def _copy_tree(src: Path, dst: Path) -> None:

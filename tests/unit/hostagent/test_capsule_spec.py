@@ -83,3 +83,16 @@ def test_the_bounds_themselves_are_fine(settings: AgentSettings, keys: EnvdKeys)
     spec = CreateSpec(vcpus=64, memory_mb=64, disk_size_mb=1048576, timeout_sec=0)
     c = new_capsule(settings, ID, IMAGE_T, spec, keys)
     assert (c.vcpus, c.memory_mb, c.disk_size_mb, c.timeout_sec) == (64, 64, 1048576, 0)
+
+
+def test_the_default_user_is_the_callers_else_an_image_templates(
+    settings: AgentSettings, keys: EnvdKeys
+) -> None:
+    """The base template's capsules run as its user (wrenn-user) unless the create names one;
+    a snapshot's envd already holds the user it was taken with, so none is sent for it."""
+    image = Template(name="minimal", type=IMAGE, created_at=0, default_user="wrenn-user")
+    assert new_capsule(settings, ID, image, CreateSpec(), keys).default_user == "wrenn-user"
+    named = CreateSpec(default_user="root")
+    assert new_capsule(settings, ID, image, named, keys).default_user == "root"
+    assert new_capsule(settings, ID, IMAGE_T, CreateSpec(), keys).default_user == ""
+    assert new_capsule(settings, ID, SNAP_T, CreateSpec(), keys).default_user == ""

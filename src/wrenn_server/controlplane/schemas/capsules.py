@@ -156,6 +156,12 @@ class ExecRequest(BaseModel):
     tag: str | None = Field(None, max_length=128)
     envs: dict[str, str] | None = None
     cwd: str | None = None
+    user: str | None = Field(
+        None,
+        max_length=32,
+        description="The user to run as; by default the template's (wrenn-user in the base "
+        "template, which has passwordless sudo). `root` is allowed: the capsule is the caller's.",
+    )
 
     def to_pb(self, wire_id: str) -> pb.ExecRequest:
         return pb.ExecRequest(
@@ -164,6 +170,7 @@ class ExecRequest(BaseModel):
             cmd=self.cmd,
             env=self.envs or {},
             cwd=self.cwd or "",
+            user=self.user or "",
             timeout_sec=0 if self.background else self.timeout_sec,
             tag=self.tag or "",
         )

@@ -32,6 +32,7 @@ class ExecStart(_Message):
     envs: dict[str, str] | None = None
     cwd: str | None = None
     tag: str | None = Field(None, max_length=128)
+    user: str | None = Field(None, max_length=32)
 
 
 class PtyStart(_Message):
@@ -41,7 +42,7 @@ class PtyStart(_Message):
     rows: int = Field(24, ge=1, le=65535)
     envs: dict[str, str] | None = None
     cwd: str | None = None
-    user: str | None = None
+    user: str | None = Field(None, max_length=32)
 
 
 class PtyConnect(_Message):

@@ -174,6 +174,7 @@ async def _exec(channel: Channel, client: AgentClient, sandbox_id: str) -> int:
         env=start.envs or {},
         cwd=start.cwd or "",
         tag=start.tag or "",
+        user=start.user or "",
     )
     proc = Process(client, sandbox_id, client.exec_stream(request))
     try:

@@ -8,7 +8,6 @@ refusals, the `49983-{id}.{domain}` host form)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -73,3 +72,230 @@ async def test_commands_run_to_their_end(stack: Stack) -> None:
         with pytest.raises(CommandExitException) as failed:
             await sbx.commands.run("exit 3")
         assert failed.value.exit_code == 3
+
+
+async def wait_until(predicate: Any, what: str, timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_background_commands_take_stdin_and_are_listed_connected_and_killed(
+    stack: Stack,
+) -> None:
+    async with e2b_capsule(stack) as (_, _, _, sbx):
+        handle = await sbx.commands.run("cat", background=True, stdin=True)
+        await sbx.commands.send_stdin(handle.pid, "one\n")
+        listed = await sbx.commands.list()
+        assert [(p.pid, p.cmd, p.args) for p in listed] == [
+            (handle.pid, "/bin/bash", ["-l", "-c", "cat"])
+        ]
+        seen: list[str] = []
+        again = await sbx.commands.connect(handle.pid)
+        await sbx.commands.close_stdin(handle.pid)
+        result = await again.wait()
+        seen.append(result.stdout)
+        assert result.exit_code == 0 and "one\n" in seen[0]
+
+        tagged = await sbx.commands.run("sleep 100", background=True)
+        assert await sbx.commands.kill(tagged.pid) is True
+        with pytest.raises(CommandExitException) as killed:
+            await tagged.wait()
+        assert killed.value.exit_code == -1
+        assert await sbx.commands.kill(tagged.pid) is False  # gone: NOT_FOUND
+        with pytest.raises(NotFoundException):
+            await sbx.commands.connect(tagged.pid)
+
+
+async def test_a_commands_timeout_kills_it(stack: Stack) -> None:
+    async with e2b_capsule(stack) as (_, cid, _, sbx):
+        with pytest.raises(TimeoutException):
+            await sbx.commands.run("sleep 100", timeout=0.5)
+        sandbox = stack.agent.sandboxes[cid]
+        await wait_until(lambda: not any(p.running for p in sandbox.processes.values()), "the kill")
+
+
+async def test_commands_get_their_user_environment_and_directory(stack: Stack) -> None:
+    async with e2b_capsule(stack) as (_, cid, _, sbx):
+        result = await sbx.commands.run(
+            "echo $GREETING; pwd", envs={"GREETING": "hi"}, cwd="/tmp", user="root"
+        )
+        assert result.stdout == "hi\n/tmp\n"
+        (spec,) = [p.spec for p in stack.agent.sandboxes[cid].processes.values()]
+        assert (spec.user, spec.cwd, spec.env["GREETING"]) == ("root", "/tmp", "hi")
+
+
+async def test_files_are_written_read_listed_and_moved(stack: Stack) -> None:
+    async with e2b_capsule(stack) as (_, _, _, sbx):
+        info = await sbx.files.write("/data/a.txt", "hello")
+        assert (info.name, info.path) == ("a.txt", "/data/a.txt")
+        assert await sbx.files.read("/data/a.txt") == "hello"
+        big = bytes(range(256)) * 8192  # 2 MiB, streamed both ways
+        await sbx.files.write("/data/big.bin", big)
+        assert await sbx.files.read("/data/big.bin", format="bytes") == big
+        many = await sbx.files.write_files(
+            [{"path": "/data/x", "data": "1"}, {"path": "/data/y", "data": b"2"}]
+        )
+        assert [w.path for w in many] == ["/data/x", "/data/y"]
+        assert await sbx.files.read("/data/y") == "2"
+        await sbx.files.write("/data/gz", b"zipped" * 1000, gzip=True)
+        assert await sbx.files.read("/data/gz", format="bytes") == b"zipped" * 1000
+
+        assert await sbx.files.make_dir("/data/sub") is True
+        assert await sbx.files.make_dir("/data/sub") is False  # ALREADY_EXISTS
+        await sbx.files.write("/data/sub/deep.txt", "d")
+        names = sorted(e.name for e in await sbx.files.list("/data"))
+        assert names == ["a.txt", "big.bin", "gz", "sub", "x", "y"]
+        deep = sorted(e.path for e in await sbx.files.list("/data", depth=2))
+        assert "/data/sub/deep.txt" in deep
+        stat = await sbx.files.get_info("/data/a.txt")
+        assert (stat.name, stat.size, stat.type.value) == ("a.txt", 5, "file")
+
+        moved = await sbx.files.rename("/data/a.txt", "/data/b.txt")
+        assert moved.path == "/data/b.txt"
+        assert await sbx.files.exists("/data/a.txt") is False
+        assert await sbx.files.exists("/data/b.txt") is True
+        await sbx.files.remove("/data/b.txt")
+        assert await sbx.files.exists("/data/b.txt") is False
+        with pytest.raises(NotFoundException):
+            await sbx.files.read("/data/nothing")
+        with pytest.raises(NotFoundException):
+            await sbx.files.list("/nowhere")
+
+
+async def test_a_directory_is_watched(stack: Stack) -> None:
+    async with e2b_capsule(stack) as (_, _, _, sbx):
+        await sbx.files.make_dir("/w")
+        events: list[Any] = []
+        handle = await sbx.files.watch_dir("/w", on_event=events.append, recursive=True)
+        await sbx.files.write("/w/new.txt", "x")
+        await wait_until(lambda: any(e.name == "new.txt" for e in events), "the create event")
+        assert events[0].type.value == "create"
+        await handle.stop()
+
+
+async def test_a_terminal_runs_a_shell(stack: Stack) -> None:
+    from e2b import PtySize
+
+    async with e2b_capsule(stack) as (_, cid, _, sbx):
+        output = bytearray()
+        terminal = await sbx.pty.create(PtySize(rows=24, cols=80), on_data=output.extend)
+        await sbx.pty.send_stdin(terminal.pid, b"echo from-the-pty\n")
+        await wait_until(lambda: b"from-the-pty" in output, "the terminal's output")
+        await sbx.pty.resize(terminal.pid, PtySize(rows=40, cols=120))
+        proc = stack.agent.sandboxes[cid].processes[terminal.pid]
+        assert proc.size == (120, 40)
+        assert await sbx.pty.kill(terminal.pid) is True
+        with pytest.raises(CommandExitException):
+            await terminal.wait()
+
+
+def connect_post(url: str, method: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+    return httpx.post(
+        f"{url}/{method}",
+        content=json.dumps(body),
+        headers={"Content-Type": "application/json", **headers},
+        timeout=20,
+    )
+
+
+async def test_refusals_are_connect_errors(stack: Stack) -> None:
+    async with e2b_capsule(stack) as (owner, cid, url, _):
+        route = {"E2b-Sandbox-Id": cid, "E2b-Sandbox-Port": str(ENVD_PORT)}
+        stat = "filesystem.Filesystem/Stat"
+        cases: list[tuple[dict[str, str], int, str]] = [
+            ({}, 401, "unauthenticated"),
+            ({"X-Access-Token": "nonsense"}, 401, "unauthenticated"),
+            # The traffic kind opens ports, never envd; another capsule's token opens nothing.
+            ({"X-Access-Token": envd_token(owner, cid, "traffic")}, 401, "unauthenticated"),
+        ]
+        other = await new_account(stack.client)
+        other_cid = str((await make_capsule(stack.client, other))["id"])
+        cases.append(({"X-Access-Token": envd_token(other, other_cid)}, 401, "unauthenticated"))
+        cases.append(({"X-API-Key": other.key}, 404, "not_found"))  # another team's capsule
+        for headers, status, code in cases:
+            resp = await asyncio.to_thread(
+                connect_post, url, stat, {"path": "/"}, {**route, **headers}
+            )
+            assert (resp.status_code, resp.json()["code"]) == (status, code), headers
+        # The team's API key works as well as the capsule's token.
+        resp = await asyncio.to_thread(
+            connect_post, url, stat, {"path": "/"}, {**route, "X-API-Key": owner.key}
+        )
+        assert resp.status_code == 200 and resp.json()["entry"]["type"] == "FILE_TYPE_DIRECTORY"
+        token = {**route, "X-Access-Token": envd_token(owner, cid)}
+        resp = await asyncio.to_thread(connect_post, url, stat, {"path": ""}, token)
+        assert (resp.status_code, resp.json()["code"]) == (400, "invalid_argument")
+        resp = await asyncio.to_thread(
+            connect_post, url, "process.Process/SendSignal", {"process": {"pid": 999}}, token
+        )
+        assert (resp.status_code, resp.json()["code"]) == (400, "invalid_argument")  # no signal
+        resp = await asyncio.to_thread(
+            connect_post,
+            url,
+            "process.Process/SendSignal",
+            {"process": {"pid": 999}, "signal": "SIGNAL_SIGKILL"},
+            token,
+        )
+        assert (resp.status_code, resp.json()["code"]) == (404, "not_found")
+        async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+            assert (await http.get("/health", headers=token)).status_code == 204
+            refused = await http.get("/files", params={"path": "/etc/hostname"}, headers=route)
+            assert refused.status_code == 401 and refused.json()["code"] == 401
+            bad_port = {**route, "E2b-Sandbox-Port": "nope"}
+            assert (await http.get("/health", headers=bad_port)).status_code == 400
+
+
+async def test_the_sdk_maps_refusals_to_its_exceptions(stack: Stack) -> None:
+    async with e2b_capsule(stack) as (owner, cid, url, _):
+        no_token = sandbox(url, cid, None)
+        with pytest.raises(AuthenticationException):
+            await no_token.commands.run("echo hi")
+        with pytest.raises(AuthenticationException):
+            await no_token.files.read("/etc/hostname")
+        wrong = sandbox(url, cid, envd_token(owner, cid, "traffic"))
+        with pytest.raises(AuthenticationException):
+            await wrong.files.list("/")
+        good = sandbox(url, cid, envd_token(owner, cid))
+        with pytest.raises(InvalidArgumentException):
+            await good.files.list("/", depth=100)
+
+
+async def test_the_host_form_and_other_ports(stack: Stack) -> None:
+    """`49983-{id}.{domain}` is envd too; any other port in the header form goes to the
+    capsule's port through the proxy, with E2B's access tokens (either kind) as credentials,
+    which never reach the capsule."""
+    account = await new_account(stack.client)
+    cid = str((await make_capsule(stack.client, account))["id"])
+    token = envd_token(account, cid)
+    resp = await stack.client.get(
+        "/health", headers={"Host": f"{ENVD_PORT}-{cid}.wrenn.test", "X-Access-Token": token}
+    )
+    assert resp.status_code == 204
+    received: list[bytes] = []
+
+    async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(app, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stack.agent.sandboxes[cid].ports[49999] = ("127.0.0.1", port)
+    try:
+        route = {"E2b-Sandbox-Id": cid, "E2b-Sandbox-Port": "49999"}
+        for credential in (
+            {"X-Access-Token": token},
+            {"E2B-Traffic-Access-Token": envd_token(account, cid, "traffic")},
+        ):
+            resp = await stack.client.get("/execute", headers={**route, **credential})
+            assert (resp.status_code, resp.text) == (200, "ok")
+        head = b"\n".join(received).lower()
+        assert b"x-access-token" not in head and b"e2b-traffic-access-token" not in head
+        assert b"e2b-sandbox-id" not in head
+        resp = await stack.client.get("/execute", headers=route)
+        assert resp.status_code == 401
+    finally:
+        server.close()

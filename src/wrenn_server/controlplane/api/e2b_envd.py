@@ -8,13 +8,15 @@ read them."""
 
 from __future__ import annotations
 
+import asyncio
 import os.path
 from collections.abc import AsyncIterator, Iterable
 from urllib.parse import parse_qs, quote
 
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from ..errors import BadRequest, DomainError, HostAgentError, TooLarge
@@ -23,6 +25,7 @@ from ..services.e2b_envd import files
 from ..services.e2b_envd.filesystem import FilesystemService
 from ..services.e2b_envd.process import ProcessService
 from ..services.e2b_envd.target import Envd, Opener, basic_user, opener
+from ..services.e2b_envd.watching import Watchers
 from . import e2b_multipart
 from .e2b_connect import FILESYSTEM_PREFIX, PROCESS_PREFIX, FilesystemApp, ProcessApp
 from .errors import status_for
@@ -35,16 +38,34 @@ async def serve(scope: Scope, receive: Receive, send: Send, capsule_id: str) -> 
     state = scope["app"].state
     open_envd = opener(state.db, state.hosts, state.codec, capsule_id, credentials(scope))
     path: str = scope["path"]
+    gone = asyncio.Event()
+
+    async def watched() -> Message:
+        """The request's messages, noting the client's leaving for the streams."""
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+        return message
+
     if path.startswith(PROCESS_PREFIX):
-        return await ProcessApp(ProcessService(open_envd))(scope, receive, send)
+        return await ProcessApp(ProcessService(open_envd, gone))(scope, watched, send)
     if path.startswith(FILESYSTEM_PREFIX):
-        return await FilesystemApp(FilesystemService(open_envd))(scope, receive, send)
+        service = FilesystemService(open_envd, _watchers(state), gone)
+        return await FilesystemApp(service)(scope, watched, send)
     request = Request(scope, receive)
     try:
         response = await _http(request, path, open_envd)
     except DomainError as e:
         response = _error(e)
     await response(scope, receive, send)
+
+
+def _watchers(state: State) -> Watchers:
+    """This process's polled directory watches (made on first use)."""
+    watchers: Watchers | None = getattr(state, "e2b_watchers", None)
+    if watchers is None:
+        watchers = state.e2b_watchers = Watchers()
+    return watchers
 
 
 def credentials(scope: Scope) -> proxy_access.Credentials:

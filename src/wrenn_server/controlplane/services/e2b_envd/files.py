@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from ....proto.hostagent.v1 import hostagent_pb2 as pb
 from ...agents.rpc import agent_errors
 from ...errors import BadRequest, HostAgentError
+from .pacing import messages
 from .target import Envd
 
 MAX_ENV_BYTES = 1024 * 1024
@@ -38,7 +39,7 @@ async def read(envd: Envd, ref: pb.FileRef) -> AsyncIterator[bytes]:
             if isinstance(first, pb.FileChunk):
                 yield bytes(first.data)
                 with agent_errors():
-                    async for chunk in call:
+                    async for chunk in messages(call, pb.FileChunk):
                         yield bytes(chunk.data)
         finally:
             call.cancel()

@@ -1,10 +1,10 @@
 """`filesystem.Filesystem` (E2B's envd filesystem service) over the host agent's file RPCs:
 Stat, MakeDir (ALREADY_EXISTS for a directory that is there, as envd answers), Move, ListDir
-(every page, to the depth asked), Remove. Watching directories is left unimplemented here until
-the agent can watch one."""
+(every page, to the depth asked), Remove, and watching a directory (watching.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,44 +16,25 @@ from connectrpc.request import RequestContext
 from ....proto.e2b.filesystem import filesystem_pb2 as e2b
 from ....proto.hostagent.v1 import hostagent_pb2 as pb
 from ...errors import BadRequest
+from . import watching
+from .entries import entry_info
 from .errors import as_connect
+from .pacing import KEEPALIVE, DeadlinePassed, keepalive_interval, messages, paced
 from .target import Envd, Opener, basic_user
 
 # A listing this long is refused rather than held in memory (envd has no limit; a directory
 # tree of a million entries would be one message).
 MAX_LIST_ENTRIES = 100_000
 MAX_DEPTH = 64
-_TYPES = {
-    "file": e2b.FILE_TYPE_FILE,
-    "dir": e2b.FILE_TYPE_DIRECTORY,
-    "symlink": e2b.FILE_TYPE_SYMLINK,
-}
-_WATCH_UNIMPLEMENTED = "watching directories is not supported by this server yet"
-
-
-def entry_info(entry: pb.FileEntry) -> e2b.EntryInfo:
-    info = e2b.EntryInfo(
-        name=entry.name,
-        type=_TYPES.get(entry.type, e2b.FILE_TYPE_UNSPECIFIED),
-        path=entry.path,
-        size=entry.size,
-        mode=entry.mode,
-        permissions=entry.permissions,
-        owner=entry.owner,
-        group=entry.group,
-        is_symlink=entry.type == "symlink",
-    )
-    info.modified_time.CopyFrom(entry.modified_at)
-    if entry.type == "symlink":
-        info.symlink_target = entry.symlink_target
-    return info
 
 
 class FilesystemService:
     """One request's service: the capsule is found (and the caller checked) on first use."""
 
-    def __init__(self, open_envd: Opener) -> None:
+    def __init__(self, open_envd: Opener, watchers: watching.Watchers, gone: asyncio.Event) -> None:
         self._open = open_envd
+        self._watchers = watchers
+        self._gone = gone  # set when the client leaves
 
     async def _ref(self, path: str, ctx: RequestContext[Any, Any]) -> tuple[Envd, pb.FileRef]:
         if not path:
@@ -154,25 +135,62 @@ class FilesystemService:
         request: e2b.WatchDirRequest,
         ctx: RequestContext[e2b.WatchDirRequest, e2b.WatchDirResponse],
     ) -> AsyncIterator[e2b.WatchDirResponse]:
-        raise ConnectError(Code.UNIMPLEMENTED, _WATCH_UNIMPLEMENTED)
+        return self._watch_dir(request, ctx)
+
+    async def _watch_dir(
+        self,
+        request: e2b.WatchDirRequest,
+        ctx: RequestContext[e2b.WatchDirRequest, e2b.WatchDirResponse],
+    ) -> AsyncIterator[e2b.WatchDirResponse]:
+        with as_connect():
+            envd, ref = await self._ref(request.path, ctx)
+            call = await watching.open_watch(envd, ref.path, request.recursive, ref.user)
+            try:
+                yield e2b.WatchDirResponse(start=e2b.WatchDirResponse.StartEvent())
+                events = messages(call, pb.FsEvent)
+                async for event in paced(
+                    events, keepalive_interval(ctx.request_headers), ctx.timeout_ms, self._gone
+                ):
+                    if event is KEEPALIVE:
+                        yield e2b.WatchDirResponse(keepalive=e2b.WatchDirResponse.KeepAlive())
+                        continue
+                    assert isinstance(event, pb.FsEvent)
+                    converted = await watching.filesystem_event(
+                        envd, ref.path, event, request.include_entry, ref.user
+                    )
+                    yield e2b.WatchDirResponse(filesystem=converted)
+            except DeadlinePassed:
+                raise ConnectError(Code.DEADLINE_EXCEEDED, "the watch's timeout passed") from None
+            finally:
+                call.cancel()
 
     async def create_watcher(
         self,
         request: e2b.CreateWatcherRequest,
         ctx: RequestContext[e2b.CreateWatcherRequest, e2b.CreateWatcherResponse],
     ) -> e2b.CreateWatcherResponse:
-        raise ConnectError(Code.UNIMPLEMENTED, _WATCH_UNIMPLEMENTED)
+        with as_connect():
+            envd, ref = await self._ref(request.path, ctx)
+            watcher_id = await self._watchers.create(
+                envd, ref.path, request.recursive, request.include_entry, ref.user
+            )
+        return e2b.CreateWatcherResponse(watcher_id=watcher_id)
 
     async def get_watcher_events(
         self,
         request: e2b.GetWatcherEventsRequest,
         ctx: RequestContext[e2b.GetWatcherEventsRequest, e2b.GetWatcherEventsResponse],
     ) -> e2b.GetWatcherEventsResponse:
-        raise ConnectError(Code.UNIMPLEMENTED, _WATCH_UNIMPLEMENTED)
+        with as_connect():
+            envd = await self._open()
+        return e2b.GetWatcherEventsResponse(events=self._watchers.fetch(envd, request.watcher_id))
 
     async def remove_watcher(
         self,
         request: e2b.RemoveWatcherRequest,
         ctx: RequestContext[e2b.RemoveWatcherRequest, e2b.RemoveWatcherResponse],
     ) -> e2b.RemoveWatcherResponse:
-        raise ConnectError(Code.UNIMPLEMENTED, _WATCH_UNIMPLEMENTED)
+        with as_connect():
+            envd = await self._open()
+        self._watchers.remove(envd, request.watcher_id)
+        return e2b.RemoveWatcherResponse()

@@ -6,6 +6,7 @@ leaves a stream early leaves the process running."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
@@ -29,8 +30,9 @@ _Event = e2b.ProcessEvent
 class ProcessService:
     """One request's service: the capsule is found (and the caller checked) on first use."""
 
-    def __init__(self, open_envd: Opener) -> None:
+    def __init__(self, open_envd: Opener, gone: asyncio.Event) -> None:
         self._open = open_envd
+        self._gone = gone  # set when the client leaves
 
     async def list(
         self, request: e2b.ListRequest, ctx: RequestContext[e2b.ListRequest, e2b.ListResponse]
@@ -69,7 +71,7 @@ class ProcessService:
             pid: int | None = None
             try:
                 async for event in paced(
-                    call, keepalive_interval(ctx.request_headers), ctx.timeout_ms
+                    call, keepalive_interval(ctx.request_headers), ctx.timeout_ms, self._gone
                 ):
                     if event is KEEPALIVE:
                         yield e2b.StartResponse(event=_Event(keepalive=_Event.KeepAlive()))
@@ -111,7 +113,7 @@ class ProcessService:
             )
             try:
                 async for event in paced(
-                    call, keepalive_interval(ctx.request_headers), ctx.timeout_ms
+                    call, keepalive_interval(ctx.request_headers), ctx.timeout_ms, self._gone
                 ):
                     if event is KEEPALIVE:
                         yield e2b.ConnectResponse(event=_Event(keepalive=_Event.KeepAlive()))

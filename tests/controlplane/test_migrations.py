@@ -50,6 +50,8 @@ EXPECTED_TABLES = {
     "audit_logs",
     "sandbox_metrics",
     "sandbox_metrics_snapshots",
+    "e2b_sandboxes",
+    "e2b_snapshots",
 }
 
 

@@ -68,7 +68,8 @@ def image_build(
     name: Annotated[
         str,
         typer.Argument(
-            help="'minimal' (Debian bookworm) or 'code-runner' (template code-runner-beta)."
+            help="'minimal' (Debian bookworm), 'code-runner' (template code-runner-beta) or "
+            "'code-interpreter' (template code-interpreter-v1, for E2B's code interpreter SDK)."
         ),
     ] = "minimal",
     data_dir: DataDir = None,
@@ -76,13 +77,14 @@ def image_build(
 ) -> None:
     """Build a template on this host with debootstrap (minimal: about a minute; code-runner: a few
     minutes; reused afterwards)."""
-    from .hostagent import base_image, code_runner_image
+    from .hostagent import base_image, code_interpreter_image, code_runner_image
     from .hostagent.templates import TemplateStore
 
     _require_root()
     recipes = {
         "minimal": ("minimal", base_image.MINIMAL),
         "code-runner": (code_runner_image.NAME, code_runner_image.RECIPE),
+        "code-interpreter": (code_interpreter_image.NAME, code_interpreter_image.RECIPE),
     }
     if name not in recipes:
         console.print(f"[red]unknown template {name!r}; available: {', '.join(recipes)}[/]")
@@ -96,7 +98,10 @@ def image_build(
         store.delete(template)
     progress, update = build_progress()
     with progress:
-        t = asyncio.run(store.ensure_base(template, update, recipe))  # type: ignore[arg-type]
+        if name == "code-interpreter":  # on the code runner's template: that one first
+            t = asyncio.run(code_interpreter_image.ensure(store, update))  # type: ignore[arg-type]
+        else:
+            t = asyncio.run(store.ensure_base(template, update, recipe))  # type: ignore[arg-type]
     console.print(f"built {t.name}: {t.size_bytes / 1e6:.0f} MB")
 
 

@@ -24,7 +24,7 @@ from rich.console import Console
 from . import firstrun
 from .controlplane.errors import Conflict
 from .controlplane.settings import Settings
-from .hostagent import code_runner_image
+from .hostagent import code_interpreter_image, code_runner_image
 from .hostagent.config import AgentSettings
 from .hostagent.templates import TemplateStore
 from .private import private_dir
@@ -173,20 +173,24 @@ def run_platform(
 def _offer_code_runner(
     store: TemplateStore, build: bool, console: Console, build_progress: Callable[[], Any]
 ) -> None:
-    """Build the code runner's template when asked (once: it is kept in the data dir), or say how;
-    the control plane registers it at start once it exists."""
-    if store.exists(code_runner_image.NAME):
+    """Build the code runner's template and the code interpreter's on it when asked (once: they
+    are kept in the data dir), or say how; the control plane registers them once they exist."""
+    if store.exists(code_runner_image.NAME) and store.exists(code_interpreter_image.NAME):
         return
     if not build:
         console.print(
-            f"the code runner's template {code_runner_image.NAME!r} is not built: start with "
-            "--code-runner (or run `wrenn image build code-runner`, then restart) to add it"
+            f"the code runner's templates ({code_runner_image.NAME!r}, "
+            f"{code_interpreter_image.NAME!r}) are not built: start with --code-runner (or run "
+            "`wrenn image build code-interpreter`, then restart) to add them"
         )
         return
-    console.print(f"building {code_runner_image.NAME!r} (first start only, a few minutes)")
+    console.print(
+        f"building {code_runner_image.NAME!r} and {code_interpreter_image.NAME!r} "
+        "(first start only, a few minutes)"
+    )
     progress, update = build_progress()
     with progress:
-        asyncio.run(store.ensure_base(code_runner_image.NAME, update, code_runner_image.RECIPE))
+        asyncio.run(code_interpreter_image.ensure(store, update))
 
 
 # How long `wrenn up`'s shutdown waits for the agent to pause every running capsule, in all.

@@ -50,6 +50,11 @@ async def test_the_code_runner_is_registered_once_built(db: Database, tmp_path: 
     assert await _bootstrap(db, tmp_path, address) == expected
     assert await _bootstrap(db, tmp_path, address) == expected
 
+    # The code interpreter's, built on it, likewise.
+    _built(tmp_path, "code-interpreter-v1")
+    expected["code-interpreter-v1"] = "base"
+    assert await _bootstrap(db, tmp_path, address) == expected
+
 
 async def test_without_a_local_agent_nothing_is_looked_up(db: Database, tmp_path: Path) -> None:
     _built(tmp_path, "code-runner-beta")

@@ -1,7 +1,7 @@
 """Rows a single box needs before anyone calls the API: its host agent as a host, the base
 template as a platform template, and the optional platform templates its agent has built (the
-code runner's `code-runner-beta`, made by `wrenn image build code-runner` or `wrenn up
---code-runner`)."""
+code runner's `code-runner-beta` and the code interpreter's `code-interpreter-v1` on it, made by
+`wrenn image build code-runner|code-interpreter` or `wrenn up --code-runner`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..agents.local import ensure_local_host
 from ..db.models.capsules import Template
 
 # Built on the host, not by every install: registered once the single box's agent has it.
-OPTIONAL_PLATFORM_TEMPLATES = ("code-runner-beta",)
+OPTIONAL_PLATFORM_TEMPLATES = ("code-runner-beta", "code-interpreter-v1")
 
 
 def built_on_single_box(data_dir: Path, name: str) -> bool:

@@ -332,10 +332,10 @@ async def test_capsule_and_snapshot_events(
     wire = ids.SANDBOX.format(made.id)
     await capsule_svc.pause_capsule(db, hosts, team, wire, actor=USER)
     await capsule_svc.resume_capsule(db, hosts, team, wire, actor=USER)
-    await snapshot_svc.create_snapshot(
+    snap = await snapshot_svc.create_snapshot(
         db, hosts, team_id=team, wire_id=wire, name="snap", overwrite=False, actor=key
     )
-    snapshot_size = server.agent.templates["snap"].size_bytes
+    snapshot_size = server.agent.templates[snap.storage_name].size_bytes
     await snapshot_svc.delete_snapshot(
         db, hosts, team_id=team, name="snap", is_admin=False, actor=USER
     )

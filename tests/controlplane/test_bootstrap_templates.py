@@ -72,7 +72,12 @@ async def test_one_built_while_the_control_plane_runs_is_registered(
 
         async def registered() -> bool:
             async with db.sessionmaker() as session:
-                return await session.get(Template, "code-runner-beta") is not None
+                return (
+                    await session.scalar(
+                        select(Template).where(Template.name == "code-runner-beta")
+                    )
+                    is not None
+                )
 
         assert not await registered()
         _built(tmp_path, "code-runner-beta")

@@ -279,5 +279,5 @@ async def test_an_overwritten_template_leaves_no_files_on_its_old_host(
     assert (new.calls, old.calls, bystander.calls) == (["CreateSnapshot"], ["DeleteSnapshot"], [])
     assert old.deleted == ["alice-snap"]
     async with db.sessionmaker() as session:
-        row = await session.get(Template, "alice-snap")
+        row = await session.scalar(select(Template).where(Template.name == "alice-snap"))
         assert row is not None and row.host_id == new_host.id

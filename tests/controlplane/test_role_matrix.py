@@ -74,6 +74,7 @@ PREFIXES = (
     "/v1/hosts",
 )
 SNAPSHOT = "olive-snap"
+PLATFORM_BASE = "matrix-base"
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
@@ -191,7 +192,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row("get", "/v1/admin/builds", ADMIN_ONLY),
     Row("post", "/v1/admin/builds", (403, 403, 403, 201, 401, 403),
-        body={"name": "matrix-build", "recipe": ["RUN true"], "base_template": "{snapshot}"}),
+        body={"name": "matrix-build", "recipe": ["RUN true"], "base_template": PLATFORM_BASE}),
     Row("get", "/v1/admin/builds/{id}", ADMIN_ONLY, args={"id": "build"}),
     Row("post", "/v1/admin/builds/{id}/cancel", ADMIN_ONLY, args={"id": "build"}),
     # --- Capsules (user sessions and API keys alike, in the caller's active team)
@@ -399,6 +400,8 @@ async def _build_world(
     capsule = ids.new_id()
     async with db.sessionmaker() as session, transaction(session, write=True):
         session.add(Template(name=SNAPSHOT, team_id=team_uuid, type="snapshot"))
+        # What builds start from: a platform template.
+        session.add(Template(name=PLATFORM_BASE, team_id=ids.PLATFORM_TEAM_ID, type="base"))
         await session.flush()
         # No host: nothing any route does can reach a host agent.
         session.add(
@@ -481,7 +484,7 @@ async def _reset(db: Database, world: dict[str, str]) -> None:
                 membership.role = role
         await session.execute(update(APIKey).where(APIKey.team_id == team).values(revoked_at=None))
         await session.execute(update(Invitation).values(revoked_at=None))
-        if await session.get(Template, SNAPSHOT) is None:
+        if await session.scalar(select(Template).where(Template.name == SNAPSHOT)) is None:
             session.add(Template(name=SNAPSHOT, team_id=team, type="snapshot"))
         await session.flush()
         await session.execute(

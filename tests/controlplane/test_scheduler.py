@@ -159,8 +159,8 @@ async def test_round_robin_over_the_equal_hosts_a_team_may_use(
         held = await session.get(Host, b.id)
         await session.delete(held)
     async with db.sessionmaker() as session:
-        assert await session.get(Template, "snap-x") is None
-        assert await session.get(Template, "base-x") is not None
+        assert await session.scalar(select(Template).where(Template.name == "snap-x")) is None
+        assert await session.scalar(select(Template).where(Template.name == "base-x")) is not None
 
 
 async def test_the_single_box_host_is_weighed_by_this_machine(db: Database, tmp_path: Path) -> None:

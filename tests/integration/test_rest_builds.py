@@ -148,7 +148,7 @@ async def test_recipe_makes_an_image_template(api: httpx.AsyncClient, rest_db: D
     assert (build["default_user"], build["default_env"]) == ("builder", {"GREETING": "hello"})
     await _build_capsule_gone(rest_db, build)
     async with rest_db.sessionmaker() as session:
-        template = await session.get(Template, name)
+        template = await session.scalar(select(Template).where(Template.name == name))
     assert template is not None and template.type == "base" and template.size_bytes > 0
     assert template.team_id == ids.PLATFORM_TEAM_ID
     assert template.host_id is not None  # capsules from it run where its files are
@@ -245,7 +245,7 @@ async def test_a_failing_step_fails_the_build(
     assert len(build["logs"]) == 3  # the default user, then two recipe steps
     await _build_capsule_gone(rest_db, build)
     async with rest_db.sessionmaker() as session:
-        assert await session.get(Template, name) is None
+        assert await session.scalar(select(Template).where(Template.name == name)) is None
     # The name is free again for a new build.
     again = await _submit(api, admin, name=name, recipe=["RUN true"], skip_pre_post=True)
     assert again.status_code == 201, again.text

@@ -55,7 +55,11 @@ async def test_deleting_a_team_destroys_its_capsules_first(stack: Stack) -> None
         "/v1/snapshots", json={"sandbox_id": source, "name": "alice-snap"}, headers=alice.h
     )
     assert snap.status_code == 201, snap.text
-    assert "alice-snap" in agent.templates
+    async with stack.db.sessionmaker() as session:
+        stored = await session.scalar(
+            select(Template.storage_name).where(Template.name == "alice-snap")
+        )
+    assert stored in agent.templates
     bobs = (await make_capsule(api, bob))["id"]
     # Bob is also a member of Alice's team, and acts in it.
     await add_member(api, alice.token, alice.team_id, bob.email)
@@ -79,9 +83,9 @@ async def test_deleting_a_team_destroys_its_capsules_first(stack: Stack) -> None
     # The capsules are gone from the agent (Bob's own stays), and recorded stopped.
     assert set(agent.sandboxes) == {bobs}
     assert agent.calls.count("DestroySandbox") == len(live_before)
-    assert "alice-snap" not in agent.templates
+    assert stored not in agent.templates
     async with stack.db.sessionmaker() as session:
-        assert await session.get(Template, "alice-snap") is None
+        assert await session.scalar(select(Template).where(Template.name == "alice-snap")) is None
     assert await capsule_status(api, bob, bobs) == "running"
     # Its key, the owner's session and the member's session in it stop working.
     assert_error(await api.get("/v1/capsules", headers=alice.h), 401, "unauthorized")

@@ -104,7 +104,7 @@ async def test_recipe_makes_an_image_template(stack: Stack) -> None:
     assert template.files.read("/opt/app/greeting.txt") == b"hello\n"
     assert "FlattenRootfs" in agent.calls and "CreateSnapshot" not in agent.calls
     async with stack.db.sessionmaker() as session:
-        row = await session.get(Template, name)
+        row = await session.scalar(select(Template).where(Template.name == name))
     assert row is not None and row.type == "base" and row.team_id == ids.PLATFORM_TEAM_ID
 
     # A capsule of the new template: the recipe's files, started as its user with its env.

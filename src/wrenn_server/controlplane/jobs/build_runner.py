@@ -190,6 +190,7 @@ class BuildRunner:
         async with self.db.sessionmaker() as session, transaction(session, write=True):
             template = Template(
                 name=build.name,
+                storage_name=build.name,  # a platform template's files are stored by its name
                 team_id=ids.PLATFORM_TEAM_ID,
                 # An image template is what capsules boot from, as the platform's base is.
                 type="snapshot" if snapshot else "base",

@@ -152,6 +152,7 @@ async def delete_team(
                 is_admin=True,
                 actor=actor,
                 protected=protected_template,
+                owner=team_id,
             )
         except NotFound:
             continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
@@ -46,6 +47,11 @@ async def register_built_templates(session: AsyncSession, *, data_dir: Path) -> 
 
 async def _register(session: AsyncSession, names: list[str]) -> None:
     for name in names:
-        if await session.get(Template, name) is None:
-            session.add(Template(name=name, team_id=ids.PLATFORM_TEAM_ID, type="base"))
+        # Files stored under the name that are a team's template (one from before names were
+        # per team) are not the platform's to register.
+        taken = await session.scalar(select(Template.id).where(Template.storage_name == name))
+        if taken is None:
+            session.add(
+                Template(name=name, storage_name=name, team_id=ids.PLATFORM_TEAM_ID, type="base")
+            )
             await session.flush()

@@ -2,8 +2,10 @@
 stored in the database, then queued), list, read, cancel. Running them is the build workers'
 job (`jobs/build_workers.py`).
 
-A build produces a platform template (visible to every team). Its name may not be taken by a
-template, nor by another build that has not finished.
+A build produces a platform template (visible to every team) from a platform template. Its name
+may not be taken by a platform template (nor be a team's template's storage name from before
+names were per team), nor by another build that has not finished. A team's template of that
+name stays the team's (services/templates.py).
 """
 
 from __future__ import annotations
@@ -23,20 +25,19 @@ from ...private import open_private, private_dir
 from .. import ids
 from ..builds import archive, archive_store, recipe
 from ..builds.queue import BuildQueue
-from ..db.models.capsules import Template, TemplateBuild
+from ..db.models.capsules import TemplateBuild
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import (
     BadRequest,
     Conflict,
     InvalidState,
-    NameTaken,
     NotFound,
     ServiceUnavailable,
     TooLarge,
 )
 from ..schemas.builds import CreateBuildRequest
-from . import audit, events
+from . import audit, events, templates
 from .principals import Principal
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,10 @@ async def record_build_event(
 
 
 async def _check_free(session: AsyncSession, build: TemplateBuild) -> None:
-    if await session.get(Template, build.base_template) is None:
+    # A build runs in a capsule of the platform team, from a platform template.
+    if await templates.platform_template(session, build.base_template) is None:
         raise BadRequest(f"base template {build.base_template!r} not found")
-    if await session.get(Template, build.name) is not None:
-        raise NameTaken(f"a template named {build.name!r} already exists")
+    await templates.check_name(session, ids.PLATFORM_TEAM_ID, build.name, overwrite=False)
     busy = await session.scalar(
         select(TemplateBuild.id).where(
             TemplateBuild.name == build.name, TemplateBuild.status.in_(ACTIVE)

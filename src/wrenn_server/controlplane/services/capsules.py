@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...addresses import AddressError, UnixAddress
@@ -31,8 +31,9 @@ from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import BadRequest, InsufficientCapacity, InvalidState, NotFound
-from . import audit, capsule_metadata, metrics, quotas
+from . import audit, capsule_metadata, metrics, quotas, templates
 from .capsule_status import StatusEvent, set_status
+from .templates import visible_template as visible_template
 
 LIVE = ("starting", "running", "paused", "missing")
 
@@ -71,21 +72,6 @@ class CreateCapsule:
     metadata: Mapping[str, str] = field(default_factory=dict)
     # Added to the template's default environment (E2B's envVars).
     env: Mapping[str, str] = field(default_factory=dict)
-
-
-async def visible_template(session: AsyncSession, team_id: uuid.UUID, name: str) -> Template:
-    """The template a request names, if the team may use it. A name in a request body, not the
-    resource of the URL: an unknown one makes the request invalid (400), as a missing one
-    would."""
-    template = await session.scalar(
-        select(Template).where(
-            Template.name == name,
-            or_(Template.team_id == team_id, Template.team_id == ids.PLATFORM_TEAM_ID),
-        )
-    )
-    if template is None:
-        raise BadRequest(f"template {name!r} not found")
-    return template
 
 
 async def get_capsule(session: AsyncSession, team_id: uuid.UUID, wire_id: str) -> Sandbox:
@@ -185,6 +171,7 @@ async def create_capsule(
             team_id=team_id,
             host_id=host.id,
             template=template.name,
+            template_id=template.id,
             status="starting",
             vcpus=vcpus,
             memory_mb=memory_mb,
@@ -199,9 +186,10 @@ async def create_capsule(
         host_ip = _host_ip(host.address or "")
         default_user = template.default_user or ""
         default_env = {**(template.default_env or {}), **spec.env}
+        stored_as = template.storage_name
     request = pb.CreateSandboxRequest(
         sandbox_id=ids.SANDBOX.format(sandbox.id),
-        template=sandbox.template,
+        template=stored_as,
         vcpus=vcpus,
         memory_mb=memory_mb,
         disk_size_mb=spec.disk_size_mb,
@@ -342,7 +330,7 @@ async def resume_capsule(
         )
         sandbox.status = "starting"
         sandbox.last_updated = utcnow()
-        template = await session.get(Template, sandbox.template)
+        template = await templates.by_id(session, sandbox.template_id)
     request = pb.ResumeSandboxRequest(
         sandbox_id=wire_id,
         timeout_sec=sandbox.timeout_sec,

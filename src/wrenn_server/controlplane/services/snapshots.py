@@ -1,6 +1,8 @@
-"""Snapshot templates: made from a team's capsule, listed with the platform's templates,
+"""Snapshot templates: made from a team's capsule under a name of the team's own (the
+platform's names are reserved; services/templates.py), listed with the platform's templates,
 deleted only by their team (platform templates only by admins). Both are audited
-(resource_type `snapshot`, resource_id the template name) in the transaction that records them."""
+(resource_type `snapshot`, resource_id the template name) in the transaction that records them;
+the host agents are told the template's storage name, never its name."""
 
 from __future__ import annotations
 
@@ -23,11 +25,9 @@ from ..errors import (
     Forbidden,
     HostUnavailable,
     InsufficientCapacity,
-    NameReserved,
-    NameTaken,
     NotFound,
 )
-from . import audit
+from . import audit, templates
 from .capsules import Hosts, get_capsule, require_status
 
 log = logging.getLogger(__name__)
@@ -53,16 +53,19 @@ async def create_snapshot(
     overwrite: bool,
     actor: audit.Actor,
 ) -> Template:
+    """Snapshot a capsule of the team into the team's template `name` (a platform template for
+    the platform team); with `overwrite`, the team's template of that name is replaced."""
     name = name or ids.new_snapshot_name()
     async with db.sessionmaker() as session, transaction(session, write=True):
         sandbox = await get_capsule(session, team_id, wire_id)
         require_status(sandbox, "running", "paused")
-        existing = await session.get(Template, name)
-        if existing is not None and existing.team_id == ids.PLATFORM_TEAM_ID != team_id:
-            # The Go system's answer: a platform template's name is no team's to take.
-            raise NameReserved(f"{name!r} is the name of a platform template")
-        if existing is not None and (existing.team_id != team_id or not overwrite):
-            raise NameTaken(f"a template named {name!r} already exists")
+        existing = await templates.check_name(session, team_id, name, overwrite=overwrite)
+        new_id = ids.new_id()
+        stored_as = (
+            existing.storage_name
+            if existing is not None
+            else templates.storage_name(team_id, name, new_id)
+        )
         replaced_on = existing.host_id if existing is not None else None
         client = await hosts.client_for(session, sandbox)
         previous = sandbox.status
@@ -70,7 +73,7 @@ async def create_snapshot(
         # snapshot, and the reconciler must not take it for gone.
         sandbox.status = "paused"
         sandbox.last_updated = utcnow()
-    request = pb.CreateSnapshotRequest(sandbox_id=wire_id, name=name, overwrite=overwrite)
+    request = pb.CreateSnapshotRequest(sandbox_id=wire_id, name=stored_as, overwrite=overwrite)
     try:
         # Out of room here is the host's (its disk, its memory for a resume), not the
         # capsule's: 503 like a create or resume.
@@ -82,17 +85,53 @@ async def create_snapshot(
             if row is not None and row.status == "paused":
                 row.status = previous
         raise
+    try:
+        template, replaced = await _record_snapshot(
+            db, sandbox, team_id, name, stored_as, new_id, made.size_bytes, overwrite, actor
+        )
+    except DomainError:
+        # Another request took the name meanwhile: these files are no template's.
+        await _forget(db, hosts, sandbox.host_id, stored_as)
+        raise
+    if replaced is not None and replaced != (sandbox.host_id, stored_as):
+        await _forget(db, hosts, *replaced)
+    elif replaced_on is not None and replaced_on != sandbox.host_id:
+        await _forget(db, hosts, replaced_on, stored_as)
+    return template
+
+
+async def _record_snapshot(
+    db: Database,
+    sandbox: Sandbox,
+    team_id: uuid.UUID,
+    name: str,
+    stored_as: str,
+    new_id: uuid.UUID,
+    size_bytes: int,
+    overwrite: bool,
+    actor: audit.Actor,
+) -> tuple[Template, tuple[uuid.UUID | None, str] | None]:
+    """The snapshot's row (a new one, or the replaced template's updated), checked again under
+    the team's lock: the name may have been taken while the agent worked. Also returns where
+    the files of a template replaced in between are (host, storage name)."""
     async with db.sessionmaker() as session, transaction(session, write=True):
-        template = await session.get(Template, name)
+        await templates.lock_names(session, team_id)
+        template = await templates.check_name(session, team_id, name, overwrite=overwrite)
+        replaced: tuple[uuid.UUID | None, str] | None = None
         if template is None:
-            template = Template(name=name, team_id=team_id, type="snapshot")
+            template = Template(id=new_id, name=name, team_id=team_id, type="snapshot")
+            template.storage_name = stored_as
             session.add(template)
+        elif template.storage_name != stored_as:
+            replaced = (template.host_id, template.storage_name)
+            template.storage_name = stored_as
+        template.type = "snapshot"
         template.vcpus, template.memory_mb = sandbox.vcpus, sandbox.memory_mb
-        template.size_bytes = made.size_bytes
+        template.size_bytes = size_bytes
         template.host_id = sandbox.host_id
         template.created_at = utcnow()
         template.meta = dict(sandbox.meta or {})
-        base = await session.get(Template, sandbox.template)
+        base = await templates.by_id(session, sandbox.template_id)
         if base is not None:
             template.default_user, template.default_env = base.default_user, base.default_env
         await audit.record(
@@ -103,32 +142,31 @@ async def create_snapshot(
             resource_id=name,
             action="create",
             metadata={
-                "sandbox_id": wire_id,
+                "sandbox_id": ids.SANDBOX.format(sandbox.id),
                 "overwrite": overwrite,
-                "size_bytes": made.size_bytes,
+                "size_bytes": size_bytes,
             },
         )
-    if replaced_on is not None and replaced_on != sandbox.host_id:
-        await _forget_replaced(db, hosts, replaced_on, name)
-    return template
+    return template, replaced
 
 
-async def _forget_replaced(db: Database, hosts: Hosts, host_id: uuid.UUID, name: str) -> None:
-    """An overwritten template's files on the host that held it before (best effort: the new
-    template is made; files left behind are logged)."""
+async def _forget(db: Database, hosts: Hosts, host_id: uuid.UUID | None, stored_as: str) -> None:
+    """Files no template refers to any more (an overwritten template's on the host that held
+    it before; a snapshot that lost its name to another request), deleted best effort: what
+    cannot be is logged."""
     async with db.sessionmaker() as session:
-        host = await session.get(Host, host_id)
+        host = await session.get(Host, host_id) if host_id is not None else None
     if host is None or host.status != "online" or not host.address:
-        log.warning("template %r replaced: its old files stay on host %s", name, host_id)
+        log.warning("template files %r stay on host %s", stored_as, host_id)
         return
     try:
         client = await hosts.client_of(host)
         with agent_errors():
-            await client.delete_snapshot(pb.DeleteSnapshotRequest(name=name))
+            await client.delete_snapshot(pb.DeleteSnapshotRequest(name=stored_as))
     except NotFound:
         pass
     except DomainError as e:
-        log.warning("template %r replaced: its old files stay on host %s (%s)", name, host_id, e)
+        log.warning("template files %r stay on host %s (%s)", stored_as, host_id, e)
 
 
 async def delete_snapshot(
@@ -140,12 +178,14 @@ async def delete_snapshot(
     is_admin: bool,
     actor: audit.Actor,
     protected: str | None = None,
+    owner: uuid.UUID | None = None,
 ) -> None:
     """Delete a template: its files on the hosts that hold them first, then its row.
 
-    `team_id` is the caller's team, whose own and the platform's templates it may delete; None
-    (platform admins only) reaches any team's template, and the event is then recorded in the
-    template's team with scope `admin`. `protected` names a template no one may delete (the
+    `team_id` is the caller's team, whose own and the platform's templates it may delete (the
+    name means its own first); None (platform admins only) reaches any team's template - the
+    `owner`'s, or the only one of that name - and the event is then recorded in the template's
+    team with scope `admin`. `protected` names a platform template no one may delete (the
     platform's base template, which capsule creation falls back to): 409.
 
     Only the template's holders (`holders`) hear of it: no other team's host learns its name,
@@ -155,30 +195,33 @@ async def delete_snapshot(
     if team_id is None and not is_admin:
         raise Forbidden("only platform admins may delete another team's template")
     async with db.sessionmaker() as session:
-        template = await session.get(Template, name)
-        if template is None or (
-            team_id is not None and template.team_id not in (team_id, ids.PLATFORM_TEAM_ID)
-        ):
-            raise NotFound(f"template {name!r} not found")
-        if template.team_id == ids.PLATFORM_TEAM_ID and not is_admin:
+        if team_id is None:
+            template = await templates.any_team(session, name, owner)
+        else:
+            found = await templates.find_visible(session, team_id, name)
+            if found is None:
+                raise NotFound(f"template {name!r} not found")
+            template = found
+        platform = template.team_id == ids.PLATFORM_TEAM_ID
+        if platform and not is_admin:
             raise Forbidden("platform templates can only be deleted by platform admins")
-        if protected is not None and name == protected:
+        if platform and protected is not None and name == protected:
             raise Conflict(
                 f"{name!r} is the platform's base template: capsules are created from it"
             )
         holding = await holders(session, template)
+        template_id, stored_as = template.id, template.storage_name
     # The files must go first: if a holder cannot delete them, the record stays.
     for host in holding:
         client = await hosts.client_of(host)
         try:
             with agent_errors():
-                await client.delete_snapshot(pb.DeleteSnapshotRequest(name=name))
+                await client.delete_snapshot(pb.DeleteSnapshotRequest(name=stored_as))
         except NotFound:
             pass  # that host never had it
     async with db.sessionmaker() as session, transaction(session, write=True):
-        row = await session.get(Template, name)
+        row = await session.get(Template, template_id)
         if row is not None:
-            platform = row.team_id == ids.PLATFORM_TEAM_ID
             await session.delete(row)
             await audit.record(
                 session,

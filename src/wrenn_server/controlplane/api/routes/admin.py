@@ -184,8 +184,8 @@ async def list_templates(
     "/templates/{name}",
     operation_id="adminDeleteTemplate",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Delete any template: its files on every online host, then its record "
-    "(platform admins; the base template cannot be deleted)",
+    summary="Delete any team's template or a platform one: its files on the hosts holding "
+    "them, then its record (platform admins; the base template cannot be deleted)",
     responses=error_responses(400, 401, 403, 404, 409),
 )
 async def delete_template(
@@ -194,6 +194,13 @@ async def delete_template(
     db: DatabaseDep,
     hosts: HostsDep,
     settings: SettingsDep,
+    team_id: Annotated[
+        str | None,
+        Query(
+            description="The owning team (`team_id` of the listing), where several teams "
+            "have a template of that name; the platform's is the all-zeros team."
+        ),
+    ] = None,
 ) -> Response:
     if not _TEMPLATE_NAME_RE.fullmatch(name):
         raise BadRequest("invalid template name")
@@ -205,6 +212,7 @@ async def delete_template(
         is_admin=True,
         actor=principal.actor,
         protected=settings.base_template,
+        owner=_team_filter(team_id),
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     Uuid,
     false,
     func,
@@ -49,6 +50,13 @@ BUILD_STATUSES = ("pending", "running", "success", "failed", "cancelled")
 METRIC_TIERS = ("10m", "2h", "24h")
 
 
+def _storage_default(context: Any) -> str:
+    """A row inserted without a storage name keeps its name as one (the platform's
+    templates; services/templates.py gives a team's its own)."""
+    name: str = context.get_current_parameters()["name"]
+    return name
+
+
 class Sandbox(Base):
     """A capsule as the control plane knows it; the host agent owns the running thing."""
 
@@ -64,7 +72,12 @@ class Sandbox(Base):
     host_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("hosts.id", ondelete="SET NULL"), index=True
     )
+    # The template's name as its team knows it (what the API shows) ...
     template: Mapped[str] = mapped_column(Text)
+    # ... and the row it was, for what a resume or a snapshot takes from it (its default user
+    # and environment). No foreign key: a template deleted later leaves capsules from it as
+    # they are, and a SQLite table with children cannot be rebuilt without touching them.
+    template_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     # Why it is in its status, where the platform changed it on its own ("out of memory" for a
     # capsule in `error` whose sandbox its memory limit killed); None otherwise.
@@ -98,18 +111,27 @@ class Sandbox(Base):
 
 
 class Template(Base):
-    """A template capsules start from. Names are global: the host agent keys its files by name.
+    """A template capsules start from. Names are unique per team: platform templates (team
+    `ids.PLATFORM_TEAM_ID`, visible to every team) form a namespace of their own, and two
+    teams may both have a template `x` (services/templates.py says which one a name means).
 
-    Platform templates belong to `ids.PLATFORM_TEAM_ID` and are visible to every team.
+    The host agent keys its files by `storage_name`, unique across the platform: a platform
+    template's is its name; a team's is its name with the row's id appended (one from before
+    names were per team kept its name, under which its files were stored).
     """
 
     __tablename__ = "templates"
-    __table_args__ = (CheckConstraint(enum_check("type", TEMPLATE_TYPES), name="type"),)
+    __table_args__ = (
+        CheckConstraint(enum_check("type", TEMPLATE_TYPES), name="type"),
+        UniqueConstraint("team_id", "name"),
+    )
 
-    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(Text)
     team_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("teams.id", ondelete="CASCADE"), index=True
     )
+    storage_name: Mapped[str] = mapped_column(Text, unique=True, default=_storage_default)
     type: Mapped[str] = mapped_column(String(16))
     # The host holding the files of a snapshot or built image, where capsules from it must run
     # (deleting the host deletes the row: the files went with it). NULL for base templates,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..services import bootstrap, channels, e2b_sandboxes, events, stats, throttle
+from ..services import bootstrap, channels, e2b_lifecycle, events, stats, throttle
 from ..services.capsules import Hosts
 
 
@@ -59,7 +59,7 @@ def e2b_expirer(db: Database, hosts: Hosts) -> Callable[[], Awaitable[int]]:
     """A step that ends the E2B sandboxes whose time is up (killed, or paused)."""
 
     async def step() -> int:
-        return await e2b_sandboxes.expire_due(db, hosts)
+        return await e2b_lifecycle.expire_due(db, hosts)
 
     return step
 

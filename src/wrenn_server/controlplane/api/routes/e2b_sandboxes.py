@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from ... import ids
 from ...schemas import e2b as wire
+from ...services import e2b_lifecycle as lifecycle
 from ...services import e2b_sandboxes as svc
 from ...services import e2b_snapshots
 from ..deps import CodecDep, DatabaseDep, HostsDep, SettingsDep, TeamDep
@@ -191,7 +192,9 @@ async def kill_sandbox(sandbox_id: str, team: TeamDep, db: DatabaseDep, hosts: H
 async def set_timeout(
     sandbox_id: str, body: wire.TimeoutRequest, team: TeamDep, db: DatabaseDep
 ) -> None:
-    await svc.set_timeout(db, team.team_id, sandbox_id, body.timeout, actor=team.principal.actor)
+    await lifecycle.set_timeout(
+        db, team.team_id, sandbox_id, body.timeout, actor=team.principal.actor
+    )
 
 
 @router.post("/sandboxes/{sandbox_id}/refreshes", status_code=status.HTTP_204_NO_CONTENT)
@@ -201,13 +204,15 @@ async def refresh(
     db: DatabaseDep,
     body: wire.RefreshRequest | None = None,
 ) -> None:
-    duration = body.duration if body is not None else wire.RefreshRequest.model_validate({}).duration
-    await svc.refresh(db, team.team_id, sandbox_id, duration, actor=team.principal.actor)
+    duration = (
+        body.duration if body is not None else wire.RefreshRequest.model_validate({}).duration
+    )
+    await lifecycle.refresh(db, team.team_id, sandbox_id, duration, actor=team.principal.actor)
 
 
 @router.post("/sandboxes/{sandbox_id}/pause", status_code=status.HTTP_204_NO_CONTENT)
 async def pause(sandbox_id: str, team: TeamDep, db: DatabaseDep, hosts: HostsDep) -> None:
-    await svc.pause(db, hosts, team.team_id, sandbox_id, actor=team.principal.actor)
+    await lifecycle.pause(db, hosts, team.team_id, sandbox_id, actor=team.principal.actor)
 
 
 @router.post(
@@ -224,7 +229,7 @@ async def resume(
     body: wire.ResumeRequest | None = None,
 ) -> wire.Sandbox:
     body = body or wire.ResumeRequest.model_validate({})
-    made = await svc.connect(
+    made = await lifecycle.connect(
         db,
         hosts,
         site,
@@ -250,7 +255,7 @@ async def connect(
     body: wire.ConnectRequest | None = None,
 ) -> wire.Sandbox:
     body = body or wire.ConnectRequest.model_validate({})
-    made = await svc.connect(
+    made = await lifecycle.connect(
         db, hosts, site, team.team_id, sandbox_id, body.timeout, actor=team.principal.actor
     )
     # E2B's answer: 201 when the call resumed it, 200 when it was running.

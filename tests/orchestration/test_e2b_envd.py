@@ -243,6 +243,10 @@ async def test_refusals_are_connect_errors(stack: Stack) -> None:
             assert (await http.get("/health", headers=token)).status_code == 204
             refused = await http.get("/files", params={"path": "/etc/hostname"}, headers=route)
             assert refused.status_code == 401 and refused.json()["code"] == 401
+            signed = await http.get(
+                "/files", params={"path": "/a", "signature": "v1_x"}, headers=route
+            )
+            assert signed.status_code == 401 and "signed" in signed.json()["message"]
             bad_port = {**route, "E2b-Sandbox-Port": "nope"}
             assert (await http.get("/health", headers=bad_port)).status_code == 400
 
@@ -299,3 +303,28 @@ async def test_the_host_form_and_other_ports(stack: Stack) -> None:
         assert resp.status_code == 401
     finally:
         server.close()
+
+
+async def test_a_paused_capsule_follows_the_proxys_rules(stack: Stack) -> None:
+    """Paused: refused (failed_precondition) unless the capsule resumes on its own."""
+    account = await new_account(stack.client)
+    plain = str((await make_capsule(stack.client, account))["id"])
+    resuming = str((await make_capsule(stack.client, account, auto_resume=True))["id"])
+    for cid in (plain, resuming):
+        resp = await stack.client.post(f"/v1/capsules/{cid}/pause", headers=account.h)
+        assert resp.status_code == 200, resp.text
+    async with served(stack.app) as url:
+        for cid, status, code in ((plain, 400, "failed_precondition"), (resuming, 200, None)):
+            headers = {
+                "E2b-Sandbox-Id": cid,
+                "E2b-Sandbox-Port": str(ENVD_PORT),
+                "X-Access-Token": envd_token(account, cid),
+            }
+            resp = await asyncio.to_thread(
+                connect_post, url, "filesystem.Filesystem/Stat", {"path": "/"}, headers
+            )
+            assert resp.status_code == status, resp.text
+            if code is not None:
+                assert resp.json()["code"] == code
+        resp = await stack.client.get(f"/v1/capsules/{resuming}", headers=account.h)
+        assert resp.json()["status"] == "running"

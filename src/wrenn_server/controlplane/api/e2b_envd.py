@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
-from ..errors import BadRequest, DomainError, HostAgentError, TooLarge
+from ..errors import BadRequest, DomainError, HostAgentError, TooLarge, Unauthorized
 from ..services import proxy_access
 from ..services.e2b_envd import files
 from ..services.e2b_envd.filesystem import FilesystemService
@@ -91,6 +91,11 @@ async def _http(request: Request, path: str, open_envd: Opener) -> Response:
     if path == "/envs" and method == "GET":
         envd = await open_envd()
         return JSONResponse(await files.environment(envd, _user(request)))
+    if path == "/files" and "signature" in _query(request) and not _has_credentials(request):
+        # Checking one needs the very token it was made with, which this server does not keep.
+        raise Unauthorized(
+            "signed file URLs are not supported: send the sandbox's X-Access-Token header"
+        )
     if path == "/files" and method == "GET":
         return await _download(request, await open_envd())
     if path == "/files" and method == "POST":
@@ -98,6 +103,11 @@ async def _http(request: Request, path: str, open_envd: Opener) -> Response:
     if path in ("/health", "/envs", "/files"):
         return _envd_error(405, f"method {method} not allowed")
     return _envd_error(404, f"no such path: {path}")
+
+
+def _has_credentials(request: Request) -> bool:
+    found = credentials(request.scope)
+    return bool(found.e2b_envd or found.api_key or found.bearer)
 
 
 def _query(request: Request) -> dict[str, str]:

@@ -45,6 +45,11 @@ def opener(
     found: list[Envd] = []
 
     async def open_envd() -> Envd:
+        if not (credentials.e2b_envd or credentials.api_key or credentials.bearer):
+            raise Unauthorized(
+                "missing credentials: send the sandbox's envd access token in X-Access-Token "
+                "(or an API key of its team in X-API-Key)"
+            )
         if not found:
             access = await proxy_access.authorize_envd(db, codec, capsule_id, credentials)
             client, _generation = await proxy.running_agent(db, hosts, access, capsule_id)

@@ -264,6 +264,9 @@ async def test_the_sdk_maps_refusals_to_its_exceptions(stack: Stack) -> None:
         good = sandbox(url, cid, envd_token(owner, cid))
         with pytest.raises(InvalidArgumentException):
             await good.files.list("/", depth=100)
+        with pytest.raises(InvalidArgumentException):  # not kept: refused, never dropped
+            await good.files.write("/m.txt", "x", metadata={"owner": "me"})
+        assert await good.files.exists("/m.txt") is False
 
 
 async def test_the_host_form_and_other_ports(stack: Stack) -> None:

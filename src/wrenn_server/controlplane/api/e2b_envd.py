@@ -133,6 +133,9 @@ async def _download(request: Request, envd: Envd) -> Response:
 
 async def _upload(request: Request, envd: Envd) -> Response:
     query, user = _query(request), _user(request)
+    if any(name.lower().startswith("x-metadata-") for name in request.headers):
+        # Refused rather than dropped: code relying on it must not run on without it.
+        raise BadRequest("file metadata (X-Metadata-* headers) is not supported")
     content_type = request.headers.get("content-type", "")
     boundary = e2b_multipart.boundary_of(content_type)
     if boundary is None:

@@ -1,0 +1,155 @@
+"""E2B path vs Wrenn's REST path, on the same server and capsules: create -> first command, a
+command's round trip, and a 100 MB file written and read back, each through the stock `e2b` SDK
+(E2B's control API and in-sandbox protocol, served by the control plane) and through Wrenn's REST
+API (httpx). The control plane runs as `wrenn server` (SQLite) over a host agent of its own.
+
+    sudo uv run python -m bench.e2b_bench [--iterations N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from e2b import Sandbox
+
+from ._common import agent, free_port, report, stats
+
+SECRET = "bench-secret"
+BIG = 100 * 1024 * 1024
+FILE = "/home/wrenn-user/big.bin"
+
+
+def timed(fn: Callable[[], object], n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return samples
+
+
+def rest_create_exec(http: httpx.Client) -> None:
+    cid = http.post("/v1/capsules", json={}).raise_for_status().json()["id"]
+    http.post(f"/v1/capsules/{cid}/exec", json={"cmd": "true"}).raise_for_status()
+    http.delete(f"/v1/capsules/{cid}")
+
+
+def e2b_create_exec(opts: dict[str, str]) -> None:
+    sbx = Sandbox.create("base", **opts)
+    sbx.commands.run("true")
+    sbx.kill()
+
+
+def rest_write(http: httpx.Client, cid: str, payload: bytes) -> None:
+    http.post(
+        f"/v1/capsules/{cid}/files/stream/write",
+        data={"path": FILE},
+        files={"file": ("big.bin", payload)},
+    ).raise_for_status()
+
+
+def rest_read(http: httpx.Client, cid: str) -> None:
+    with http.stream("POST", f"/v1/capsules/{cid}/files/stream/read", json={"path": FILE}) as r:
+        r.raise_for_status()
+        got = sum(len(chunk) for chunk in r.iter_bytes())
+    assert got == BIG, got
+
+
+def run(iterations: int, api: str) -> None:
+    with httpx.Client(base_url=api, timeout=300, trust_env=False) as anon:
+        body = {"email": "bench@wrenn.local", "password": "bench-password-123", "name": "Bench"}
+        token = anon.post("/v1/auth/signup", json=body).json()["token"]
+        key = anon.post(
+            "/v1/api-keys", json={"name": "bench"}, headers={"Authorization": f"Bearer {token}"}
+        ).json()["key"]
+    opts = {"api_key": key, "api_url": api, "sandbox_url": api}
+    payload = os.urandom(BIG)
+    with httpx.Client(
+        base_url=api, timeout=300, headers={"X-API-Key": key}, trust_env=False
+    ) as http:
+        try:
+            rest_create_exec(http)
+            e2b_create_exec(opts)
+            rest = timed(lambda: rest_create_exec(http), iterations)
+            report("create -> first command, REST", rest)
+            e2b = timed(lambda: e2b_create_exec(opts), iterations)
+            report("create -> first command, E2B SDK", e2b, baseline=stats(rest)["p50"])
+
+            sbx = Sandbox.create("base", timeout=3600, **opts)
+            cid = sbx.sandbox_id
+            exec_rest = timed(
+                lambda: http.post(
+                    f"/v1/capsules/{cid}/exec", json={"cmd": "true"}
+                ).raise_for_status(),
+                iterations * 10,
+            )
+            report("exec round trip, REST", exec_rest)
+            exec_e2b = timed(lambda: sbx.commands.run("true"), iterations * 10)
+            report("exec round trip, E2B SDK", exec_e2b, baseline=stats(exec_rest)["p50"])
+
+            write_rest = timed(lambda: rest_write(http, cid, payload), 3)
+            report("100 MB write, REST (multipart stream)", write_rest, unit="s")
+            read_rest = timed(lambda: rest_read(http, cid), 3)
+            report("100 MB read, REST (stream)", read_rest, unit="s")
+            write_e2b = timed(lambda: sbx.files.write(FILE, payload), 3)
+            report("100 MB write, E2B SDK", write_e2b, baseline=stats(write_rest)["p50"], unit="s")
+
+            def e2b_read() -> None:
+                assert len(sbx.files.read(FILE, format="bytes")) == BIG
+
+            read_e2b = timed(e2b_read, 3)
+            report("100 MB read, E2B SDK", read_e2b, baseline=stats(read_rest)["p50"], unit="s")
+        finally:
+            for item in http.get("/v1/capsules").json():
+                if item["status"] != "stopped":
+                    http.delete(f"/v1/capsules/{item['id']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/wrenn-bench"))
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root")
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    cp = None
+    with agent(args.data_dir, SECRET) as target, tempfile.TemporaryDirectory() as cp_dir:
+        try:
+            port = free_port()
+            env = {
+                **os.environ,
+                "WRENN_AGENT_ADDRESS": target,
+                "WRENN_AGENT_SECRET": SECRET,
+                "WRENN_DEV_MODE": "1",
+                "WRENN_LOG_LEVEL": "WARNING",
+                "WRENN_SIGNUP": "open",
+                "WRENN_PROXY_DOMAIN": f"localhost:{port}",
+            }
+            argv = [sys.executable, "-m", "wrenn_server.cli", "server",
+                    "--data-dir", cp_dir, "--port", str(port)]  # fmt: skip
+            cp = subprocess.Popen(argv, env=env)
+            api = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{api}/health", trust_env=False).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            run(args.iterations, api)
+        finally:
+            if cp is not None:
+                cp.terminate()
+                cp.wait(30)
+
+
+if __name__ == "__main__":
+    main()

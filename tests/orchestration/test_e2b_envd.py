@@ -8,15 +8,15 @@ refusals, the `49983-{id}.{domain}` host form)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from e2b import AsyncSandbox, CommandExitException, ConnectionConfig
+from e2b import AsyncSandbox, CommandExitException, ConnectionConfig, FileType
 from e2b.exceptions import (
     AuthenticationException,
     InvalidArgumentException,
@@ -25,7 +25,8 @@ from e2b.exceptions import (
 )
 from packaging.version import Version
 
-from wrenn_server.controlplane.security import TokenCodec
+from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.security import E2bAccessKind, TokenCodec
 
 from ..controlplane.conftest import TEST_JWT_SECRET
 from .conftest import Stack
@@ -35,9 +36,10 @@ from .test_port_proxy import served
 ENVD_PORT = 49983
 
 
-def envd_token(account: Account, capsule_id: str, kind: str = "envd") -> str:
-    codec = TokenCodec(TEST_JWT_SECRET, __import__("datetime").timedelta(hours=1))
-    return codec.issue_e2b_access(capsule_id, uuid.UUID(account.team_id[5:]), kind)  # type: ignore[arg-type]
+def envd_token(account: Account, capsule_id: str, kind: E2bAccessKind = "envd") -> str:
+    """The token the E2B control API hands out with the sandbox (the same key signs it)."""
+    codec = TokenCodec(TEST_JWT_SECRET, dt.timedelta(hours=1))
+    return codec.issue_e2b_access(capsule_id, ids.TEAM.parse(account.team_id), kind)
 
 
 def sandbox(url: str, capsule_id: str, token: str | None) -> AsyncSandbox:
@@ -150,7 +152,7 @@ async def test_files_are_written_read_listed_and_moved(stack: Stack) -> None:
         deep = sorted(e.path for e in await sbx.files.list("/data", depth=2))
         assert "/data/sub/deep.txt" in deep
         stat = await sbx.files.get_info("/data/a.txt")
-        assert (stat.name, stat.size, stat.type.value) == ("a.txt", 5, "file")
+        assert (stat.name, stat.size, stat.type) == ("a.txt", 5, FileType.FILE)
 
         moved = await sbx.files.rename("/data/a.txt", "/data/b.txt")
         assert moved.path == "/data/b.txt"

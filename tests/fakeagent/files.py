@@ -22,8 +22,11 @@ FILE = "file"
 DIR = "dir"
 DEFAULT_FILE_MODE = 0o644
 DIR_MODE = 0o755
+# The base template's default user (its home is in the skeleton, its own).
+DEFAULT_USER = "wrenn-user"
 # The directories every capsule of the base template starts with.
-SKELETON = ("/", "/etc", "/home", "/home/user", "/root", "/tmp", "/usr", "/usr/bin", "/var")
+SKELETON = ("/", "/etc", "/home", "/home/user", f"/home/{DEFAULT_USER}", "/root", "/tmp", "/usr",
+            "/usr/bin", "/var")  # fmt: skip
 
 
 @dataclass
@@ -48,6 +51,7 @@ def timestamp(epoch: float) -> Timestamp:
 class FileTree:
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {path: Node(DIR, DIR_MODE, "root") for path in SKELETON}
+        self.nodes[f"/home/{DEFAULT_USER}"].owner = DEFAULT_USER
         self.nodes["/etc/hostname"] = Node(FILE, DEFAULT_FILE_MODE, "root", b"capsule\n")
         self.watches = Watches()
 

@@ -15,7 +15,7 @@ import grpc
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from .errors import Refused, invalid, not_found, wrong_state
-from .files import FileTree, timestamp
+from .files import DEFAULT_USER, FileTree, timestamp
 from .processes import FakeProcess, Spec
 
 RUNNING = "running"
@@ -52,8 +52,10 @@ class FakeTemplate:
     name: str
     type: str
     files: FileTree = field(default_factory=FileTree)
-    users: set[str] = field(default_factory=lambda: {"root", "user"})
+    users: set[str] = field(default_factory=lambda: {"root", "user", DEFAULT_USER})
     base: str = ""
+    # Who commands and file operations act as when the caller names nobody ("": root).
+    default_user: str = ""
     vcpus: int = 0
     memory_mb: int = 0
     disk_size_mb: int = 0

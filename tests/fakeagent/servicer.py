@@ -21,7 +21,7 @@ from wrenn_server.proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
 
 from .errors import Refused, exists, invalid, not_found, wrong_state
 from .faults import Faults
-from .files import FileTree
+from .files import DEFAULT_USER, FileTree
 from .guards import Ctx, admit, streaming, unary
 from .processes import Spec
 from .programs import PROGRAMS, Program, main
@@ -52,7 +52,7 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         self.secret = secret
         self.sandboxes: dict[str, FakeSandbox] = {}
         self.templates: dict[str, FakeTemplate] = {
-            BASE_TEMPLATE: FakeTemplate(BASE_TEMPLATE, IMAGE)
+            BASE_TEMPLATE: FakeTemplate(BASE_TEMPLATE, IMAGE, default_user=DEFAULT_USER)
         }
         self.programs: dict[str, Program] = dict(PROGRAMS)
         self.faults = Faults()
@@ -108,6 +108,12 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
         sandbox.require_running(activity)
         return sandbox
 
+    def _path(self, sandbox_id: str, path: str, user: str) -> tuple[str, str]:
+        """A file operation's path and who it acts as: the request's user, else the capsule's
+        default (as envd); a relative path starts at that user's home."""
+        user = user or self.get(sandbox_id).default_user or "root"
+        return FileTree.resolve(path, user), user
+
     def template(self, name: str) -> FakeTemplate:
         try:
             return self.templates[check_name(name)]
@@ -140,7 +146,9 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
             memory_mb=memory,
             disk_size_mb=disk,
             timeout_sec=r.timeout_sec,
-            default_user=r.default_user,
+            # The template's default user unless the caller names one (the agent sends an
+            # image's to envd; a snapshot's envd still holds the one it was taken with).
+            default_user=r.default_user or template.default_user,
             default_env=dict(r.default_env),
         )
         sandbox.versions = dict(self.versions)
@@ -311,21 +319,24 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
 
     @unary
     async def ReadFile(self, r: pb.FileRef, context: Ctx) -> pb.ReadFileResponse:
-        data = self._files(r.sandbox_id).read(FileTree.resolve(r.path, r.user))
+        path, _user = self._path(r.sandbox_id, r.path, r.user)
+        data = self._files(r.sandbox_id).read(path)
         if len(data) > MAX_UNARY_FILE:
             raise invalid("file is larger than 64 MiB: use ReadFileStream")
         return pb.ReadFileResponse(data=data)
 
     @streaming
     async def ReadFileStream(self, r: pb.FileRef, context: Ctx) -> AsyncIterator[pb.FileChunk]:
-        data = self._files(r.sandbox_id).read(FileTree.resolve(r.path, r.user))
+        path, _user = self._path(r.sandbox_id, r.path, r.user)
+        data = self._files(r.sandbox_id).read(path)
         for start in range(0, len(data), CHUNK):
             yield pb.FileChunk(data=data[start : start + CHUNK])
 
     @unary
     async def WriteFile(self, r: pb.WriteFileRequest, context: Ctx) -> pb.FileEntry:
         files = self._files(r.sandbox_id)
-        return files.write(FileTree.resolve(r.path, r.user), r.data, r.user or "root", r.mode)
+        path, user = self._path(r.sandbox_id, r.path, r.user)
+        return files.write(path, r.data, user, r.mode)
 
     async def WriteFileStream(
         self, requests: AsyncIterator[pb.WriteFileStreamRequest], context: Ctx
@@ -338,11 +349,11 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
                 raise invalid("the first message must be the header")
             h = first.header
             files = self._files(h.sandbox_id)
-            path = FileTree.resolve(h.path, h.user)
+            path, user = self._path(h.sandbox_id, h.path, h.user)
             data = bytearray()
             async for msg in requests:
                 if msg.WhichOneof("part") == "end":
-                    return files.write(path, bytes(data), h.user or "root", h.mode)
+                    return files.write(path, bytes(data), user, h.mode)
                 data += msg.chunk
             raise invalid("the upload stopped before its end: nothing was written")
         except Refused as e:
@@ -351,34 +362,38 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
     @unary
     async def ListDir(self, r: pb.ListDirRequest, context: Ctx) -> pb.ListDirResponse:
         limit = min(r.limit or LIST_LIMIT, LIST_LIMIT)
-        path = FileTree.resolve(r.path, r.user)
+        path, _user = self._path(r.sandbox_id, r.path, r.user)
         return self._files(r.sandbox_id).list(path, r.depth or 1, limit, r.after)
 
     @unary
     async def Stat(self, r: pb.FileRef, context: Ctx) -> pb.FileEntry:
-        return self._files(r.sandbox_id).entry(FileTree.resolve(r.path, r.user))
+        path, _user = self._path(r.sandbox_id, r.path, r.user)
+        return self._files(r.sandbox_id).entry(path)
 
     @unary
     async def MakeDir(self, r: pb.FileRef, context: Ctx) -> pb.FileEntry:
         files = self._files(r.sandbox_id)
-        return files.make_dirs(FileTree.resolve(r.path, r.user), r.user or "root")
+        path, user = self._path(r.sandbox_id, r.path, r.user)
+        return files.make_dirs(path, user)
 
     @unary
     async def Move(self, r: pb.MoveRequest, context: Ctx) -> pb.FileEntry:
         files = self._files(r.sandbox_id)
-        source, destination = FileTree.resolve(r.source, r.user), FileTree.resolve(r.destination)
-        return files.move(source, destination, r.user or "root")
+        source, user = self._path(r.sandbox_id, r.source, r.user)
+        destination, _user = self._path(r.sandbox_id, r.destination, r.user)
+        return files.move(source, destination, user)
 
     @unary
     async def Remove(self, r: pb.FileRef, context: Ctx) -> pb.Empty:
-        self._files(r.sandbox_id).remove(FileTree.resolve(r.path, r.user))
+        path, _user = self._path(r.sandbox_id, r.path, r.user)
+        self._files(r.sandbox_id).remove(path)
         return pb.Empty()
 
     @streaming
     async def WatchDir(self, r: pb.WatchDirRequest, context: Ctx) -> AsyncIterator[pb.FsEvent]:
         files = self._files(r.sandbox_id)
-        path = FileTree.resolve(r.path, r.user)
-        files.check_listable(path, r.user or "root")
+        path, user = self._path(r.sandbox_id, r.path, r.user)
+        files.check_listable(path, user)
         watch = files.watches.add(path, r.recursive)
         try:
             yield pb.FsEvent(type=pb.FS_EVENT_TYPE_STARTED)
@@ -408,6 +423,7 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
             files=sandbox.files.copy(),
             users=set(sandbox.users),
             base=sandbox.base_image,
+            default_user=sandbox.default_user,
             vcpus=sandbox.vcpus,
             memory_mb=sandbox.memory_mb,
             disk_size_mb=sandbox.disk_size_mb,
@@ -417,7 +433,9 @@ class FakeHostAgent(pb_grpc.HostAgentServicer):
     @unary
     async def FlattenRootfs(self, r: pb.FlattenRootfsRequest, context: Ctx) -> pb.Template:
         sandbox = self.running(r.sandbox_id)
+        base = self.templates.get(sandbox.base_image)
         image = FakeTemplate(r.name, IMAGE, sandbox.files.copy(), set(sandbox.users))
+        image.default_user = base.default_user if base else ""  # kept, as the agent does
         return self._new_template(r.name, r.overwrite, image)
 
     @unary

@@ -41,7 +41,7 @@ async def test_upload_download_list_mkdir_remove(stack: Stack) -> None:
     assert (await _upload(api, alice, cid, "/data/big.bin", big)).status_code == 204
     assert (await _upload(api, alice, cid, "notes.txt", b"hi\n", "stream/write")).status_code == 204
     assert files.read("/data/big.bin") == big
-    assert files.read("/root/notes.txt") == b"hi\n"  # relative: the user's home
+    assert files.read("/home/wrenn-user/notes.txt") == b"hi\n"  # relative: the user's home
 
     for route in ("read", "stream/read"):
         got = await _post(api, alice, f"/v1/capsules/{cid}/files/{route}", path="/data/big.bin")

@@ -22,7 +22,7 @@ from wrenn_server.controlplane.db.migrate import (
     head_revision,
     migrate,
 )
-from wrenn_server.controlplane.db.models import Base, Team, TeamMember, User
+from wrenn_server.controlplane.db.models import Base, Sandbox, Team, TeamMember, Template, User
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.settings import Settings
 
@@ -217,6 +217,101 @@ async def test_0007_counts_oauth_emails_as_verified_and_downgrades(
             }
         assert not {"user_tokens", "invitations", "login_throttle"} & tables
         assert not {"email_verified_at", "token_version"} & columns
+        await migrate(url)
+        assert await current_revision(url) == head_revision()
+    finally:
+        await database.dispose()
+
+
+async def test_0014_makes_template_names_per_team_with_rows_in_place(
+    fresh_database_url: str,
+) -> None:
+    """0014 on a database with templates and capsules: every template gets an id and keeps its
+    name as its storage name (its files on the hosts), each capsule the id of its template; a
+    second team may then use a name, the same team may not. The downgrade refuses while a
+    template is stored under a name of its own, and works once it is gone."""
+    url = fresh_database_url
+    await migrate(url, "0013")
+    team = uuid.uuid4()
+    templates = {"minimal": ids.PLATFORM_TEAM_ID, "olive-snap": team}
+    capsules = {uuid.uuid4(): "minimal", uuid.uuid4(): "olive-snap", uuid.uuid4(): "deleted"}
+    database = Database(url)
+    try:
+        async with database.engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO teams (id, name, slug) VALUES (:id, 'Olive', 'olive-000001')"),
+                {"id": team.hex},
+            )
+            for name, owner in templates.items():
+                await conn.execute(
+                    text(
+                        "INSERT INTO templates (name, team_id, type, size_bytes, default_env, "
+                        "metadata) VALUES (:name, :team, 'base', 7, '{}', '{}')"
+                    ),
+                    {"name": name, "team": owner.hex},
+                )
+            for capsule_id, template in capsules.items():
+                await conn.execute(
+                    text(
+                        "INSERT INTO sandboxes (id, team_id, template, status, vcpus, memory_mb, "
+                        "public_ports, metadata) VALUES (:id, :team, :template, 'paused', 1, 512, "
+                        "'[]', '{}')"
+                    ),
+                    {"id": capsule_id.hex, "team": team.hex, "template": template},
+                )
+        await migrate(url, "0014")
+        async with database.sessionmaker() as session, transaction(session):
+            rows = {t.name: t for t in await session.scalars(select(Template))}
+            assert {n: (t.team_id, t.storage_name, t.size_bytes) for n, t in rows.items()} == {
+                name: (owner, name, 7) for name, owner in templates.items()
+            }
+            assert len({t.id for t in rows.values()}) == 2
+            found = {s.id: s.template_id for s in await session.scalars(select(Sandbox))}
+            assert found == {
+                capsule_id: rows[name].id if name in rows else None
+                for capsule_id, name in capsules.items()
+            }
+        # Names are per team now; storage names stay unique.
+        async with database.sessionmaker() as session:
+            async with transaction(session, write=True):
+                session.add(
+                    Template(
+                        name="olive-snap",
+                        storage_name="olive-snap.1",
+                        team_id=ids.PLATFORM_TEAM_ID,
+                        type="snapshot",
+                    )
+                )
+            for clash in (
+                Template(name="olive-snap", storage_name="other", team_id=team, type="snapshot"),
+                Template(name="fresh", storage_name="minimal", team_id=team, type="snapshot"),
+            ):
+                with pytest.raises(IntegrityError):
+                    async with transaction(session, write=True):
+                        session.add(clash)
+                session.expunge_all()
+
+        def downgrade(connection: Connection) -> None:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = connection
+            command.downgrade(cfg, "0013")
+
+        async with database.engine.connect() as conn:
+            with pytest.raises(RuntimeError, match="stored under a name of their own"):
+                await conn.run_sync(downgrade)
+            await conn.rollback()
+        async with database.engine.begin() as conn:
+            await conn.execute(text("DELETE FROM templates WHERE storage_name <> name"))
+        async with database.engine.connect() as conn:
+            await conn.run_sync(downgrade)
+            await conn.commit()
+        async with database.engine.connect() as conn:
+            names = (await conn.execute(text("SELECT name FROM templates"))).scalars().all()
+            columns = {
+                c["name"]
+                for c in await conn.run_sync(lambda c: inspect(c).get_columns("sandboxes"))
+            }
+        assert sorted(names) == ["minimal", "olive-snap"] and "template_id" not in columns
         await migrate(url)
         assert await current_revision(url) == head_revision()
     finally:

@@ -332,3 +332,51 @@ async def test_snapshots(served: tuple[Stack, str]) -> None:
     assert await snapshot_ids() == []
     named = await sbx.create_snapshot(name="my-snap")
     assert named.snapshot_id == "my-snap"
+
+
+async def test_the_older_calls_and_snapshot_pages(served: tuple[Stack, str]) -> None:
+    """The v1 create and connect, the older resume, and snapshot pages, with plain HTTP."""
+    stack, _url = served
+    account = await new_account(stack.client)
+    k = {"X-API-KEY": account.key}
+    client = stack.client
+    resp = await client.post(
+        "/sandboxes",
+        json={"templateID": "base", "timeout": 60, "secure": False, "metadata": {"v": "1"}},
+        headers=k,
+    )
+    assert resp.status_code == 201, resp.text
+    made = resp.json()
+    wire_id = made["sandboxID"]
+    # Secure whatever was asked: a token every time.
+    assert made["envdAccessToken"] and made["trafficAccessToken"] and made["clientID"]
+    assert made["envdVersion"] == "0.6.4" and made["templateID"] == "minimal"
+    resp = await client.post(f"/sandboxes/{wire_id}/connect", json={"timeout": 60}, headers=k)
+    assert resp.status_code == 200 and resp.json()["sandboxID"] == wire_id
+    assert (await client.post(f"/sandboxes/{wire_id}/pause", headers=k)).status_code == 204
+    e2b_error(await client.post(f"/sandboxes/{wire_id}/pause", headers=k), 409)
+    resp = await client.post(
+        f"/sandboxes/{wire_id}/resume", json={"timeout": 60, "autoPause": True}, headers=k
+    )
+    assert resp.status_code == 201, resp.text
+    detail = (await client.get(f"/sandboxes/{wire_id}", headers=k)).json()
+    assert detail["state"] == "running" and detail["lifecycle"]["onTimeout"] == "pause"
+    assert detail["metadata"]["v"] == "1"
+    # Snapshot names: given, taken (409), paged.
+    for name in ("snap-a", "snap-b", "snap-c"):
+        resp = await client.post(f"/sandboxes/{wire_id}/snapshots", json={"name": name}, headers=k)
+        assert resp.status_code == 201 and resp.json() == {"snapshotID": name, "names": [name]}
+    e2b_error(
+        await client.post(f"/sandboxes/{wire_id}/snapshots", json={"name": "snap-a"}, headers=k),
+        409,
+    )
+    first = await client.get("/snapshots?limit=2", headers=k)
+    assert len(first.json()) == 2 and first.headers["x-next-token"]
+    rest = await client.get(
+        "/snapshots", params={"limit": 2, "nextToken": first.headers["x-next-token"]}, headers=k
+    )
+    assert "x-next-token" not in rest.headers
+    names = [s["snapshotID"] for s in first.json() + rest.json()]
+    assert sorted(names) == ["snap-a", "snap-b", "snap-c"]
+    e2b_error(await client.get("/snapshots?nextToken=nope", headers=k), 400)
+    e2b_error(await client.delete("/templates/minimal", headers=k), 404)

@@ -106,7 +106,9 @@ async def rest_db(
     async with database.sessionmaker() as session:
         capsules = list(await session.scalars(select(Sandbox.id)))
         snapshots = list(
-            await session.scalars(select(Template.name).where(Template.name != BASE_TEMPLATE))
+            await session.scalars(
+                select(Template.storage_name).where(Template.storage_name != BASE_TEMPLATE)
+            )
         )
     for sandbox_id in capsules:
         with contextlib.suppress(grpc.aio.AioRpcError):

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.controlplane import ids
@@ -33,6 +33,18 @@ async def agent_templates(agent: AgentClient) -> set[str]:
     return {t.name for t in listed.templates}
 
 
+async def stored_as(db: Database, user: Account, name: str) -> str:
+    """The name the host agent holds the team's template under (its own, per team)."""
+    async with db.sessionmaker() as session:
+        stored = await session.scalar(
+            select(Template.storage_name).where(
+                Template.team_id == ids.TEAM.parse(user.team_id), Template.name == name
+            )
+        )
+    assert stored is not None
+    return stored
+
+
 async def snapshot(
     api: httpx.AsyncClient, user: Account, capsule_id: str, name: str | None, **params: str
 ) -> httpx.Response:
@@ -48,7 +60,9 @@ async def listed(api: httpx.AsyncClient, user: Account, **params: str) -> dict[s
     return {t["name"]: t["type"] for t in resp.json()}
 
 
-async def test_snapshot_lifecycle(api: httpx.AsyncClient, agent: AgentClient) -> None:
+async def test_snapshot_lifecycle(
+    api: httpx.AsyncClient, agent: AgentClient, rest_db: Database
+) -> None:
     user = await new_account(api)
     # Not the default shape, which the agent hands over from its warm pool: capsules restored
     # from snapshots of pooled capsules intermittently fail every command with "unknown user:
@@ -63,7 +77,8 @@ async def test_snapshot_lifecycle(api: httpx.AsyncClient, agent: AgentClient) ->
     assert (template["name"], template["type"]) == (name, "snapshot")
     assert (template["vcpus"], template["memory_mb"]) == (1, 256)
     assert template["size_bytes"] > 0 and template["created_at"]
-    assert name in await agent_templates(agent)
+    stored = await stored_as(rest_db, user, name)
+    assert stored in await agent_templates(agent)
     # The source capsule is paused by the snapshot, not lost.
     assert await status_of(api, user, src["id"]) == "paused"
 
@@ -102,7 +117,7 @@ async def test_snapshot_lifecycle(api: httpx.AsyncClient, agent: AgentClient) ->
         ).status_code == 204
     resp = await api.delete(f"/v1/snapshots/{name}", headers=user.h)
     assert resp.status_code == 204, resp.text
-    assert name not in await agent_templates(agent)
+    assert stored not in await agent_templates(agent)
     assert name not in await listed(api, user)
     resp = await api.delete(f"/v1/snapshots/{name}", headers=user.h)
     assert_error(resp, 404, "not_found")
@@ -160,7 +175,7 @@ async def test_platform_templates_are_shared_and_only_admins_delete_them(
 
 
 async def test_snapshot_requests_are_team_scoped_and_checked(
-    api: httpx.AsyncClient, agent: AgentClient
+    api: httpx.AsyncClient, agent: AgentClient, rest_db: Database
 ) -> None:
     owner, other = await new_account(api), await new_account(api)
     src = await make_capsule(api, owner)
@@ -177,16 +192,12 @@ async def test_snapshot_requests_are_team_scoped_and_checked(
     assert_error(resp, 404, "not_found")
     resp = await api.post("/v1/capsules", json={"template": name}, headers=other.h)
     assert_error(resp, 400, "invalid_request")
-    # Template names are global (the host keys files by name), and never another team's to
-    # overwrite.
-    for params in ({}, {"overwrite": "true"}):
-        resp = await snapshot(api, other, theirs["id"], name, **params)
-        assert_error(resp, 409, "template_name_taken")
-    assert await status_of(api, other, theirs["id"]) == "running"
+    # (Names are per team: the other team may take the name for a template of its own, which
+    # test_two_teams_snapshot_into_the_same_name does.)
     assert (await listed(api, owner, type="snapshot")) == {name: "snapshot"}
     resp = await api.get("/v1/snapshots", headers=owner.h, params={"type": "snapshot"})
     assert resp.json()[0]["created_at"] == made["created_at"]
-    assert name in await agent_templates(agent)
+    assert await stored_as(rest_db, owner, name) in await agent_templates(agent)
 
     # Bad requests change nothing.
     for body in (
@@ -210,3 +221,44 @@ async def test_snapshot_requests_are_team_scoped_and_checked(
     assert re.fullmatch(r"template-[0-9a-f]{8}", auto)
     assert (await listed(api, other, type="snapshot")) == {auto: "snapshot"}
     assert auto not in await listed(api, owner)
+
+
+async def test_two_teams_snapshot_into_the_same_name(
+    api: httpx.AsyncClient, agent: AgentClient, rest_db: Database
+) -> None:
+    """Names are per team: two teams snapshot their capsules into the same name, the host
+    holds both, and each team's new capsules start from its own; one team deleting its
+    template leaves the other's."""
+    ada, bob = await new_account(api), await new_account(api)
+    name = unique_name()
+    for who in (ada, bob):
+        # Not the default shape: see test_snapshot_lifecycle.
+        src = await make_capsule(api, who, memory_mb=256)
+        await sh(api, who, src["id"], f"echo {who.email} > /home/wrenn-user/owner")
+        resp = await snapshot(api, who, src["id"], name)
+        assert resp.status_code == 201, resp.text
+        assert (resp.json()["name"], resp.json()["platform"]) == (name, False)
+    adas, bobs = await stored_as(rest_db, ada, name), await stored_as(rest_db, bob, name)
+    assert adas != bobs and {adas, bobs} <= await agent_templates(agent)
+
+    children = {}
+    for who in (ada, bob):
+        assert (await listed(api, who, type="snapshot")) == {name: "snapshot"}
+        child = await make_capsule(api, who, template=name)
+        assert child["template"] == name
+        owner = await sh(api, who, child["id"], "cat /home/wrenn-user/owner")
+        assert owner["stdout"] == f"{who.email}\n"
+        children[who.email] = child["id"]
+
+    # Ada's template goes (its capsule first: a template in use stays); Bob's stays.
+    gone = await api.delete(f"/v1/capsules/{children[ada.email]}", headers=ada.h)
+    assert gone.status_code == 204, gone.text
+    resp = await api.delete(f"/v1/snapshots/{name}", headers=ada.h)
+    assert resp.status_code == 204, resp.text
+    on_host = await agent_templates(agent)
+    assert adas not in on_host and bobs in on_host
+    resp = await api.post("/v1/capsules", json={"template": name}, headers=ada.h)
+    assert_error(resp, 400, "invalid_request")
+    again = await make_capsule(api, bob, template=name)
+    owner = await sh(api, bob, again["id"], "cat /home/wrenn-user/owner")
+    assert owner["stdout"] == f"{bob.email}\n"

@@ -506,8 +506,8 @@ async def test_symlinks_to_folders_open_like_folders(platform: Platform, signed_
 
 
 async def test_unreadable_folder_keeps_the_tree(platform: Platform, signed_in: SignIn) -> None:
-    """A folder that cannot be listed shows its error in place. (Not by permissions: the
-    capsule's file service reads as root; the folder is removed after it was listed.)"""
+    """A folder that cannot be listed shows its error in place (here: removed after it was
+    listed)."""
     page, account, capsule = await open_files(platform, signed_in)
     await run(
         platform,

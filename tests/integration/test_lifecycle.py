@@ -12,7 +12,7 @@ import pytest
 from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from .conftest import CapsuleFactory, run
+from .conftest import DEFAULT_USER, HOME, CapsuleFactory, run
 from .traces import traces_of
 
 pytestmark = pytest.mark.integration
@@ -61,6 +61,22 @@ async def test_default_user_and_env(agent: AgentClient, new_capsule: CapsuleFact
     sb = await new_capsule(default_user="nobody", default_env={"GREETING": "hi"})
     res = await run(agent, sb.sandbox_id, "id -un; echo $GREETING")
     assert res.stdout == b"nobody\nhi\n"
+
+
+async def test_the_base_templates_user_is_the_default_and_a_flattened_template_keeps_it(
+    agent: AgentClient, new_capsule: CapsuleFactory
+) -> None:
+    sb = await new_capsule()
+    res = await run(agent, sb.sandbox_id, "id -un; pwd; locale 2>&1 | grep -c warning")
+    assert res.stdout == f"{DEFAULT_USER}\n{HOME}\n0\n".encode(), res.stderr
+    flat = f"flat-{uuid.uuid4().hex[:8]}"
+    await agent.flatten_rootfs(pb.FlattenRootfsRequest(sandbox_id=sb.sandbox_id, name=flat))
+    try:
+        child = await new_capsule(template=flat)
+        assert (await run(agent, child.sandbox_id, "id -un")).stdout == b"wrenn-user\n"
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=child.sandbox_id))
+    finally:
+        await agent.delete_snapshot(pb.DeleteSnapshotRequest(name=flat))
 
 
 @pytest.mark.parametrize(

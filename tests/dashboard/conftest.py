@@ -175,7 +175,9 @@ async def platform(
             capsules = list(await session.scalars(select(Sandbox.id)))
             templates = list(
                 await session.scalars(
-                    select(Template.name).where(Template.name != settings.base_template)
+                    select(Template.storage_name).where(
+                        Template.storage_name != settings.base_template
+                    )
                 )
             )
     for sandbox_id in capsules:

@@ -48,8 +48,9 @@ export const setQuotas = (id: string, body: Input<'adminSetTeamQuotas'>, o: Opts
 
 export const templates = (o: Opts = {}) => request<Reply<'adminListTemplates'>>('GET', '/v1/admin/templates', o);
 
-export const deleteTemplate = (name: string, o: Opts = {}) =>
-	request<null>('DELETE', `/v1/admin/templates/${seg(name)}`, o);
+/** Names are per team: `teamId` (the listing's `team_id`) says whose template of that name. */
+export const deleteTemplate = (name: string, teamId: string, o: Opts = {}) =>
+	request<null>('DELETE', `/v1/admin/templates/${seg(name)}`, { ...o, query: { team_id: teamId } });
 
 export const builds = (o: Opts = {}) => request<Reply<'adminListBuilds'>>('GET', '/v1/admin/builds', o);
 

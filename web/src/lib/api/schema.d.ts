@@ -500,7 +500,7 @@ export interface paths {
 		get?: never;
 		put?: never;
 		post?: never;
-		/** Delete any template: its files on every online host, then its record (platform admins; the base template cannot be deleted) */
+		/** Delete any team's template or a platform one: its files on the hosts holding them, then its record (platform admins; the base template cannot be deleted) */
 		delete: operations['adminDeleteTemplate'];
 		options?: never;
 		head?: never;
@@ -2523,6 +2523,11 @@ export interface components {
 			 * @default 30
 			 */
 			timeout_sec?: number;
+			/**
+			 * User
+			 * @description The user to run as; by default the template's (wrenn-user in the base template, which has passwordless sudo). `root` is allowed: the capsule is the caller's.
+			 */
+			user?: string | null;
 		};
 		/** ExecResponse */
 		ExecResponse: {
@@ -4592,7 +4597,10 @@ export interface operations {
 	};
 	adminDeleteTemplate: {
 		parameters: {
-			query?: never;
+			query?: {
+				/** @description The owning team (`team_id` of the listing), where several teams have a template of that name; the platform's is the all-zeros team. */
+				team_id?: string | null;
+			};
 			header?: never;
 			path: {
 				name: string;

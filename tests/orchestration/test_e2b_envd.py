@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -42,12 +42,18 @@ def envd_token(account: Account, capsule_id: str, kind: E2bAccessKind = "envd") 
     return codec.issue_e2b_access(capsule_id, ids.TEAM.parse(account.team_id), kind)
 
 
-def sandbox(url: str, capsule_id: str, token: str | None) -> AsyncSandbox:
+def sandbox(
+    url: str, capsule_id: str, token: str | None, http_version: Literal["1.1", "2"] = "2"
+) -> AsyncSandbox:
     headers = {"E2b-Sandbox-Id": capsule_id, "E2b-Sandbox-Port": str(ENVD_PORT)}
     if token is not None:
         headers["X-Access-Token"] = token
     config = ConnectionConfig(
-        sandbox_url=url, api_key="unused", extra_sandbox_headers=headers, request_timeout=20
+        sandbox_url=url,
+        api_key="unused",
+        extra_sandbox_headers=headers,
+        request_timeout=20,
+        http_version=http_version,
     )
     return AsyncSandbox(
         sandbox_id=capsule_id,
@@ -67,8 +73,11 @@ async def e2b_capsule(stack: Stack) -> AsyncIterator[tuple[Account, str, str, As
         yield account, cid, url, sandbox(url, cid, envd_token(account, cid))
 
 
-async def test_commands_run_to_their_end(stack: Stack) -> None:
-    async with e2b_capsule(stack) as (_, _, _, sbx):
+@pytest.mark.parametrize("http_version", ["1.1", "2"])
+async def test_commands_run_to_their_end(stack: Stack, http_version: Literal["1.1", "2"]) -> None:
+    """Whatever E2B_HTTP_VERSION says: the SDK speaks HTTP/1.1 to a plain http:// URL."""
+    async with e2b_capsule(stack) as (account, cid, url, _):
+        sbx = sandbox(url, cid, envd_token(account, cid), http_version)
         result = await sbx.commands.run("echo hello; echo oops >&2")
         assert (result.exit_code, result.stdout, result.stderr) == (0, "hello\n", "oops\n")
         with pytest.raises(CommandExitException) as failed:
@@ -333,3 +342,52 @@ async def test_a_paused_capsule_follows_the_proxys_rules(stack: Stack) -> None:
                 assert resp.json()["code"] == code
         resp = await stack.client.get(f"/v1/capsules/{resuming}", headers=account.h)
         assert resp.json()["status"] == "running"
+
+
+async def test_ordered_input_streams_to_stdin(stack: Stack) -> None:
+    async with e2b_capsule(stack) as (_, _, _, sbx):
+        handle = await sbx.commands.run("cat", background=True, stdin=True)
+        stream = sbx.commands.stream_input(handle.pid)
+        for line in ("a\n", "b\n", "c\n"):
+            await stream.send(line)
+        await stream.close()
+        await sbx.commands.close_stdin(handle.pid)
+        assert (await handle.wait()).stdout == "a\nb\nc\n"
+
+
+def _frames(data: bytes) -> list[tuple[int, dict[str, Any]]]:
+    """Connect's streaming envelopes: flags, then a JSON message."""
+    out = []
+    while data:
+        flags, size = data[0], int.from_bytes(data[1:5], "big")
+        out.append((flags, json.loads(data[5 : 5 + size])))
+        data = data[5 + size :]
+    return out
+
+
+async def test_a_quiet_stream_carries_keepalives(stack: Stack) -> None:
+    """Plain Connect streaming over HTTP/1.1 (envelopes, the end message): a command silent for
+    longer than the asked interval gets keepalive events in between."""
+    async with e2b_capsule(stack) as (account, cid, url, _):
+        start = {"process": {"cmd": "/bin/bash", "args": ["-l", "-c", "sleep 2.5; echo done"]}}
+        body = json.dumps(start).encode()
+        headers = {
+            "Content-Type": "application/connect+json",
+            "Keepalive-Ping-Interval": "1",
+            "E2b-Sandbox-Id": cid,
+            "E2b-Sandbox-Port": str(ENVD_PORT),
+            "X-Access-Token": envd_token(account, cid),
+        }
+        async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+            resp = await http.post(
+                "/process.Process/Start",
+                content=b"\0" + len(body).to_bytes(4, "big") + body,
+                headers=headers,
+            )
+        assert resp.status_code == 200, resp.text
+        frames = _frames(resp.content)
+        events = [next(iter(m["event"])) for flags, m in frames if flags == 0]
+        assert events[0] == "start" and events[-1] == "end"
+        assert events.count("keepalive") >= 1
+        assert frames[-1][0] == 2  # the end-of-stream message, without an error
+        assert "error" not in frames[-1][1]

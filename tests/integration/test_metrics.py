@@ -51,7 +51,7 @@ async def test_samples_follow_what_the_capsule_does(
     await burn
 
     before = (await _tiers(agent, sid))["10m"][-1].disk_bytes
-    await run(agent, sid, "head -c 50000000 /dev/urandom > /data.bin && sync")
+    await run(agent, sid, "head -c 50000000 /dev/urandom > data.bin && sync")
 
     async def disk_grew() -> bool:
         last = (await _tiers(agent, sid))["10m"][-1].disk_bytes

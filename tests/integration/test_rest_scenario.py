@@ -12,9 +12,11 @@ from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import PASSWORD, assert_error, bearer
 from ..waiting import wait_for
+from .conftest import HOME
 from .rest_fixtures import both_dialects
 
 pytestmark = [pytest.mark.integration, both_dialects]
+WORK = f"{HOME}/work"  # the default user's to write
 
 
 async def line_count(api: httpx.AsyncClient, key: dict[str, str], cid: str, path: str) -> int:
@@ -67,29 +69,29 @@ async def test_user_scenario(api: httpx.AsyncClient, agent: AgentClient) -> None
     assert isinstance(out["duration_ms"], int) and out["duration_ms"] >= 0
 
     # Files: write (multipart path + file), list, read back.
-    resp = await api.post(f"/v1/capsules/{cid}/files/mkdir", json={"path": "/work"}, headers=key)
+    resp = await api.post(f"/v1/capsules/{cid}/files/mkdir", json={"path": WORK}, headers=key)
     assert resp.status_code == 200, resp.text
     content = b"notes from the user\n" * 100
     resp = await api.post(
         f"/v1/capsules/{cid}/files/write",
-        data={"path": "/work/notes.txt"},
+        data={"path": f"{WORK}/notes.txt"},
         files={"file": ("notes.txt", content, "text/plain")},
         headers=key,
     )
     assert resp.status_code == 204, resp.text
-    resp = await api.post(f"/v1/capsules/{cid}/files/list", json={"path": "/work"}, headers=key)
+    resp = await api.post(f"/v1/capsules/{cid}/files/list", json={"path": WORK}, headers=key)
     assert resp.status_code == 200, resp.text
     entries = {e["name"]: e for e in resp.json()["entries"]}
     assert entries["notes.txt"]["type"] == "file"
     assert entries["notes.txt"]["size"] == len(content)
-    assert entries["notes.txt"]["path"] == "/work/notes.txt"
+    assert entries["notes.txt"]["path"] == f"{WORK}/notes.txt"
     resp = await api.post(
-        f"/v1/capsules/{cid}/files/read", json={"path": "/work/notes.txt"}, headers=key
+        f"/v1/capsules/{cid}/files/read", json={"path": f"{WORK}/notes.txt"}, headers=key
     )
     assert resp.status_code == 200 and resp.content == content
 
     # A background process that keeps appending to a file.
-    loop = "while true; do date +%s%N >> /work/ticks; sleep 0.1; done"
+    loop = f"while true; do date +%s%N >> {WORK}/ticks; sleep 0.1; done"
     resp = await api.post(
         f"/v1/capsules/{cid}/exec",
         json={"cmd": "sh", "args": ["-c", loop], "background": True, "tag": "ticker"},
@@ -99,7 +101,7 @@ async def test_user_scenario(api: httpx.AsyncClient, agent: AgentClient) -> None
     bg = resp.json()
 
     async def ticked(lines: int) -> bool:
-        return await line_count(api, key, cid, "/work/ticks") > lines
+        return await line_count(api, key, cid, f"{WORK}/ticks") > lines
 
     assert bg["tag"] == "ticker" and bg["pid"] > 0 and bg["sandbox_id"] == cid
     await wait_for(lambda: ticked(0), 10, what="the ticker writing")
@@ -120,14 +122,14 @@ async def test_user_scenario(api: httpx.AsyncClient, agent: AgentClient) -> None
     assert resp.status_code == 200, resp.text
     assert resp.json()["status"] == "running"
     resp = await api.post(
-        f"/v1/capsules/{cid}/files/read", json={"path": "/work/notes.txt"}, headers=key
+        f"/v1/capsules/{cid}/files/read", json={"path": f"{WORK}/notes.txt"}, headers=key
     )
     assert resp.status_code == 200 and resp.content == content
     resp = await api.get(f"/v1/capsules/{cid}/processes", headers=key)
     assert resp.status_code == 200, resp.text
     procs = {p["tag"]: p for p in resp.json()["processes"]}
     assert procs["ticker"]["pid"] == bg["pid"]
-    before = await line_count(api, key, cid, "/work/ticks")
+    before = await line_count(api, key, cid, f"{WORK}/ticks")
     await wait_for(lambda: ticked(before), 10, what="the ticker going on")
 
     # Destroy: the record stays, as stopped (the contract's statuses include it); the capsule

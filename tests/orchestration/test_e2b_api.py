@@ -380,3 +380,18 @@ async def test_the_older_calls_and_snapshot_pages(served: tuple[Stack, str]) -> 
     assert sorted(names) == ["snap-a", "snap-b", "snap-c"]
     e2b_error(await client.get("/snapshots?nextToken=nope", headers=k), 400)
     e2b_error(await client.delete("/templates/minimal", headers=k), 404)
+
+
+async def test_connects_arriving_together_all_reach_the_resumed_sandbox(
+    served: tuple[Stack, str],
+) -> None:
+    stack, url = served
+    account = await new_account(stack.client)
+    opts = sdk(url, account)
+    sbx = await AsyncSandbox.create("base", **opts)
+    assert await sbx.pause() is True
+    together = await asyncio.gather(
+        *(AsyncSandbox.connect(sbx.sandbox_id, timeout=60, **opts) for _ in range(4))
+    )
+    assert {s.sandbox_id for s in together} == {sbx.sandbox_id}
+    assert await capsule_status(stack.client, account, sbx.sandbox_id) == "running"

@@ -158,6 +158,24 @@ async def test_a_failed_resume_leaves_the_capsule_paused(stack: Stack) -> None:
     assert resumed.status_code == 200 and resumed.json()["status"] == "running"
 
 
+async def test_resumes_arriving_together_resume_once(stack: Stack) -> None:
+    """One resume reaches the agent; the others are refused (409) instead of failing on the
+    agent and putting the capsule back to paused under the one that resumed it."""
+    api, agent = stack.client, stack.agent
+    alice = await new_account(api)
+    cid = (await make_capsule(api, alice))["id"]
+    assert (await api.post(f"/v1/capsules/{cid}/pause", headers=alice.h)).status_code == 200
+    before = agent.calls.count("ResumeSandbox")
+    answers = await asyncio.gather(
+        *(api.post(f"/v1/capsules/{cid}/resume", headers=alice.h) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in answers).count(200) == 1
+    for refused in (r for r in answers if r.status_code != 200):
+        assert_error(refused, 409, "invalid_state")
+    assert agent.calls.count("ResumeSandbox") - before == 1
+    assert await capsule_status(api, alice, cid) == "running"
+
+
 async def test_the_list_leaves_ended_capsules_out_unless_asked(stack: Stack) -> None:
     api = stack.client
     alice = await new_account(api)

@@ -328,8 +328,15 @@ async def resume_capsule(
         await hosts.scheduler.check_room(
             session, host, vcpus=sandbox.vcpus, memory_mb=sandbox.memory_mb
         )
-        sandbox.status = "starting"
-        sandbox.last_updated = utcnow()
+        # Conditional: of resumes arriving together (each read "paused" before taking the
+        # team's lock), only the first gets the capsule; the others are refused, not sent on.
+        claimed = await session.execute(
+            update(Sandbox)
+            .where(Sandbox.id == sandbox.id, Sandbox.status == "paused")
+            .values(status="starting", last_updated=utcnow())
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            raise InvalidState("capsule is being resumed")
         template = await templates.by_id(session, sandbox.template_id)
     request = pb.ResumeSandboxRequest(
         sandbox_id=wire_id,

@@ -4,6 +4,7 @@ that kills each running sandbox at its end, or pauses it with autoPause."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -21,6 +22,9 @@ from .capsules import Hosts
 from .e2b_sandboxes import STATE_OF, Reached, Site, find, reached
 
 log = logging.getLogger(__name__)
+
+# How long a connect waits for a resume another call started (a resume takes seconds at most).
+RESUME_WAIT_SEC = 60.0
 
 
 async def set_end(
@@ -94,9 +98,18 @@ async def connect(
             raise InvalidState("sandbox is already running")
         await set_end(db, sandbox, end_at, extend_only=True, actor=actor)
         return reached(site, sandbox)
-    resumed = await capsules.resume_capsule(
-        db, hosts, team_id, wire_id, actor=actor, env=row.env if row is not None else None
-    )
+    try:
+        resumed = await capsules.resume_capsule(
+            db, hosts, team_id, wire_id, actor=actor, env=row.env if row is not None else None
+        )
+    except InvalidState:
+        # Another call is resuming it: reached once that is done, like a running one (the
+        # older resume call still refuses it).
+        if resume_only:
+            raise
+        sandbox = await _resumed_by_another(db, team_id, wire_id)
+        await set_end(db, sandbox, end_at, extend_only=True, actor=actor)
+        return reached(site, sandbox)
     async with db.sessionmaker() as session, transaction(session, write=True):
         current = await session.get(E2bSandbox, sandbox.id)
         if current is None:
@@ -106,6 +119,18 @@ async def connect(
         if auto_pause is not None:
             current.auto_pause = auto_pause
     return reached(site, resumed, resumed=True)
+
+
+async def _resumed_by_another(db: Database, team_id: uuid.UUID, wire_id: str) -> Sandbox:
+    """The sandbox once another call's resume of it has ended: running, else InvalidState."""
+    deadline = asyncio.get_running_loop().time() + RESUME_WAIT_SEC
+    while True:
+        sandbox, _ = await find(db, team_id, wire_id)
+        if sandbox.status == "running":
+            return sandbox
+        if sandbox.status != "starting" or asyncio.get_running_loop().time() > deadline:
+            raise InvalidState(f"sandbox is {sandbox.status}, not running")
+        await asyncio.sleep(0.2)
 
 
 async def expire_due(db: Database, hosts: Hosts, *, now: dt.datetime | None = None) -> int:

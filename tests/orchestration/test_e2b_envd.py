@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -391,3 +392,49 @@ async def test_a_quiet_stream_carries_keepalives(stack: Stack) -> None:
         assert events.count("keepalive") >= 1
         assert frames[-1][0] == 2  # the end-of-stream message, without an error
         assert "error" not in frames[-1][1]
+
+
+async def test_the_sync_sdk_polls_its_watcher(stack: Stack) -> None:
+    """The synchronous SDK's watch is CreateWatcher / GetWatcherEvents / RemoveWatcher: the
+    events wait in the control plane between polls; a removed watcher is not found."""
+    from e2b import Sandbox
+
+    async with e2b_capsule(stack) as (account, cid, url, asbx):
+        await asbx.files.make_dir("/polled")
+        headers = {
+            "E2b-Sandbox-Id": cid,
+            "E2b-Sandbox-Port": str(ENVD_PORT),
+            "X-Access-Token": envd_token(account, cid),
+        }
+        config = ConnectionConfig(sandbox_url=url, api_key="unused", extra_sandbox_headers=headers)
+
+        def scenario() -> list[str]:
+            sbx = Sandbox(
+                sandbox_id=cid,
+                sandbox_domain=None,
+                envd_version=Version("0.6.4"),
+                envd_access_token=headers["X-Access-Token"],
+                traffic_access_token=None,
+                connection_config=config,
+            )
+            handle = sbx.files.watch_dir("/polled")
+            sbx.files.write("/polled/one", "1")
+            names: list[str] = []
+            deadline = time.monotonic() + 10
+            while "one" not in names and time.monotonic() < deadline:
+                names += [e.name for e in handle.get_new_events()]
+            watcher_id: str = handle._watcher_id  # what the SDK polls with
+            handle.stop()
+            return [*names, watcher_id]
+
+        *names, watcher_id = await asyncio.to_thread(scenario)
+        assert "one" in names
+        for gone in (watcher_id, "never-made"):
+            resp = await asyncio.to_thread(
+                connect_post,
+                url,
+                "filesystem.Filesystem/GetWatcherEvents",
+                {"watcherId": gone},
+                headers,
+            )
+            assert (resp.status_code, resp.json()["code"]) == (404, "not_found")

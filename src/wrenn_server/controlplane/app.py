@@ -43,6 +43,7 @@ from .security import TokenCodec
 from .services import channels, event_wakeups, quotas
 from .services.bootstrap import bootstrap_single_box
 from .services.capsules import Hosts
+from .services.e2b_envd.watching import Watchers
 from .services.event_hub import EventHub
 from .services.proxy import Tunnel
 from .services.proxy_pool import TunnelPool
@@ -170,6 +171,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         ),
     )
     proxy_tunnels: TunnelPool[Tunnel] = TunnelPool()
+    e2b_watchers = Watchers()  # E2B's polled directory watches (services/e2b_envd)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -211,6 +213,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         finally:
             await event_hub.close()
             proxy_tunnels.close()
+            e2b_watchers.close()
             await builds.workers.stop()
             await queue.close()
             await hosts.pool.close()
@@ -234,6 +237,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.builds = builds
     app.state.events = event_hub
     app.state.proxy_pool = proxy_tunnels
+    app.state.e2b_watchers = e2b_watchers
     api_errors.install(app)
     json_max = settings.max_json_body_kb * 1024
     archive_max = settings.build_archive_max_mb << 20

@@ -13,7 +13,6 @@ import os.path
 from collections.abc import AsyncIterator, Iterable
 from urllib.parse import parse_qs, quote
 
-from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -25,7 +24,6 @@ from ..services.e2b_envd import files
 from ..services.e2b_envd.filesystem import FilesystemService
 from ..services.e2b_envd.process import ProcessService
 from ..services.e2b_envd.target import Envd, Opener, basic_user, opener
-from ..services.e2b_envd.watching import Watchers
 from . import e2b_multipart
 from .e2b_connect import FILESYSTEM_PREFIX, PROCESS_PREFIX, FilesystemApp, ProcessApp
 from .errors import status_for
@@ -50,7 +48,7 @@ async def serve(scope: Scope, receive: Receive, send: Send, capsule_id: str) -> 
     if path.startswith(PROCESS_PREFIX):
         return await ProcessApp(ProcessService(open_envd, gone))(scope, watched, send)
     if path.startswith(FILESYSTEM_PREFIX):
-        service = FilesystemService(open_envd, _watchers(state), gone)
+        service = FilesystemService(open_envd, state.e2b_watchers, gone)
         return await FilesystemApp(service)(scope, watched, send)
     request = Request(scope, receive)
     try:
@@ -58,14 +56,6 @@ async def serve(scope: Scope, receive: Receive, send: Send, capsule_id: str) -> 
     except DomainError as e:
         response = _error(e)
     await response(scope, receive, send)
-
-
-def _watchers(state: State) -> Watchers:
-    """This process's polled directory watches (made on first use)."""
-    watchers: Watchers | None = getattr(state, "e2b_watchers", None)
-    if watchers is None:
-        watchers = state.e2b_watchers = Watchers()
-    return watchers
 
 
 def credentials(scope: Scope) -> proxy_access.Credentials:

@@ -438,3 +438,19 @@ async def test_the_sync_sdk_polls_its_watcher(stack: Stack) -> None:
                 headers,
             )
             assert (resp.status_code, resp.json()["code"]) == (404, "not_found")
+
+
+async def test_a_public_envd_port_opens_nothing(stack: Stack) -> None:
+    """Listing 49983 in a capsule's public ports does not make its command runner public."""
+    account = await new_account(stack.client)
+    cid = str((await make_capsule(stack.client, account, public_ports=[ENVD_PORT]))["id"])
+    for headers in (
+        {"E2b-Sandbox-Id": cid, "E2b-Sandbox-Port": str(ENVD_PORT)},
+        {"Host": f"{ENVD_PORT}-{cid}.wrenn.test"},
+    ):
+        resp = await stack.client.post(
+            "/process.Process/List",
+            content=b"{}",
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert (resp.status_code, resp.json()["code"]) == (401, "unauthenticated")

@@ -1,6 +1,6 @@
 """The E2B envd protocol's small parts: a stream's pace (keepalives when quiet, the deadline,
-the end when the client leaves, the source's error), the Basic auth user, and the multipart
-upload parser (several files, each streamed, a body cut short refused)."""
+the end when the client leaves, the source's error), the Basic auth user, the multipart upload
+parser (several files, each streamed, a body cut short refused), and refusals as Connect codes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
 
 from wrenn_server.controlplane.api.e2b_multipart import FileParts, boundary_of
-from wrenn_server.controlplane.errors import BadRequest, Unauthorized
+from wrenn_server.controlplane.errors import BadRequest, NotFound, Unauthorized
+from wrenn_server.controlplane.services.e2b_envd.errors import as_connect
 from wrenn_server.controlplane.services.e2b_envd.pacing import (
     KEEPALIVE,
     DeadlinePassed,
@@ -115,3 +119,30 @@ async def test_a_multipart_body_cut_short_is_refused() -> None:
         async for _name, _filename in parts.parts():
             async for _chunk in parts.chunks():
                 pass
+
+
+def _rpc(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "message"),
+    [
+        (_rpc(grpc.StatusCode.NOT_FOUND, "no such file"), Code.NOT_FOUND, "no such file"),
+        (_rpc(grpc.StatusCode.INVALID_ARGUMENT, "bad path"), Code.INVALID_ARGUMENT, "bad path"),
+        (_rpc(grpc.StatusCode.PERMISSION_DENIED, "denied"), Code.PERMISSION_DENIED, "denied"),
+        (_rpc(grpc.StatusCode.ALREADY_EXISTS, "exists"), Code.ALREADY_EXISTS, "exists"),
+        (_rpc(grpc.StatusCode.RESOURCE_EXHAUSTED, "disk full"), Code.RESOURCE_EXHAUSTED, None),
+        (_rpc(grpc.StatusCode.FAILED_PRECONDITION, "exited"), Code.FAILED_PRECONDITION, None),
+        # The agent's own failure: nothing of it leaks.
+        (_rpc(grpc.StatusCode.INTERNAL, "/var/lib/secret"), Code.INTERNAL, "host agent error"),
+        (Unauthorized("who?"), Code.UNAUTHENTICATED, "who?"),
+        (NotFound("capsule not found"), Code.NOT_FOUND, "capsule not found"),
+    ],
+)
+def test_refusals_become_connect_codes(error: Exception, code: Code, message: str | None) -> None:
+    with pytest.raises(ConnectError) as raised, as_connect():
+        raise error
+    assert raised.value.code == code
+    if message is not None:
+        assert raised.value.message == message

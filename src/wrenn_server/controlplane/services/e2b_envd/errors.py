@@ -28,6 +28,13 @@ _CODES: list[tuple[type[errors.DomainError], Code]] = [
 ]
 
 
+# Agent refusals E2B's SDKs tell apart, kept as they are (REST folds them into 400 and 409).
+_AS_IS = {
+    grpc.StatusCode.PERMISSION_DENIED: Code.PERMISSION_DENIED,
+    grpc.StatusCode.ALREADY_EXISTS: Code.ALREADY_EXISTS,
+}
+
+
 def connect_error(error: errors.DomainError) -> ConnectError:
     for cls, code in _CODES:
         if isinstance(error, cls):
@@ -42,6 +49,9 @@ def as_connect(*, not_found: type[errors.DomainError] = errors.NotFound) -> Iter
     try:
         yield
     except grpc.aio.AioRpcError as e:
+        code = _AS_IS.get(e.code())
+        if code is not None:  # the agent's message is about the caller's request: safe to pass on
+            raise ConnectError(code, e.details() or "refused") from None
         raise connect_error(translate(e, not_found=not_found)) from None
     except errors.DomainError as e:
         raise connect_error(e) from None

@@ -6,6 +6,8 @@ leaves that team's meaning its own."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from sqlalchemy import select
 
@@ -237,3 +239,35 @@ async def test_a_build_starts_from_a_platform_template_only(stack: Stack) -> Non
     # A second build of that name is refused: the platform's x exists.
     resp = await api.post("/v1/admin/builds", json=body, headers=root.jwt)
     assert_error(resp, 409, "template_name_taken")
+
+
+async def test_a_name_taken_while_the_agent_snapshots_leaves_no_files(stack: Stack) -> None:
+    """The name is checked again once the agent has made the files: taken meanwhile (by the
+    team, or by the platform), the request is refused and its files deleted."""
+    api, agent = stack.client, stack.agent
+    ada = await new_account(api)
+    team = ids.TEAM.parse(ada.team_id)
+    for name, owner, code in (
+        ("raced", team, "template_name_taken"),
+        ("raced-platform", ids.PLATFORM_TEAM_ID, "name_reserved"),
+    ):
+        cid = (await make_capsule(api, ada))["id"]
+        before = set(agent.templates)
+        hold = agent.faults.hold_reply("CreateSnapshot")
+        request = asyncio.create_task(
+            api.post("/v1/snapshots", json={"sandbox_id": cid, "name": name}, headers=ada.h)
+        )
+        await asyncio.wait_for(hold.arrived.wait(), 10)
+        made = set(agent.templates) - before
+        assert len(made) == 1 and next(iter(made)).startswith(f"{name}.")
+        async with stack.db.sessionmaker() as session, session.begin():
+            session.add(
+                Template(name=name, storage_name=f"{name}-theirs", team_id=owner, type="base")
+            )
+        hold.release()
+        assert_error(await request, 409, code)
+        agent.faults.clear()
+        assert set(agent.templates) == before
+        async with stack.db.sessionmaker() as session:
+            rows = list(await session.scalars(select(Template).where(Template.name == name)))
+        assert [(r.team_id, r.storage_name) for r in rows] == [(owner, f"{name}-theirs")]

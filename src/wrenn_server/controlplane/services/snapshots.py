@@ -90,8 +90,11 @@ async def create_snapshot(
             db, sandbox, team_id, name, stored_as, new_id, made.size_bytes, overwrite, actor
         )
     except DomainError:
-        # Another request took the name meanwhile: these files are no template's.
-        await _forget(db, hosts, sandbox.host_id, stored_as)
+        # Another request took the name meanwhile: these files (under a storage name of their
+        # own; a platform template's is its name, which the winner's files may have) are no
+        # template's.
+        if stored_as != name:
+            await _forget(db, hosts, sandbox.host_id, stored_as)
         raise
     if replaced is not None and replaced != (sandbox.host_id, stored_as):
         await _forget(db, hosts, *replaced)

@@ -454,3 +454,14 @@ async def test_a_public_envd_port_opens_nothing(stack: Stack) -> None:
             headers={**headers, "Content-Type": "application/json"},
         )
         assert (resp.status_code, resp.json()["code"]) == (401, "unauthenticated")
+
+
+async def test_a_background_commands_timeout_kills_it_after_its_client_left(stack: Stack) -> None:
+    async with e2b_capsule(stack) as (_, cid, _, sbx):
+        handle = await sbx.commands.run("sleep 100", background=True, timeout=1)
+        keeper = await sbx.commands.run("sleep 100", background=True, timeout=0)
+        await handle.disconnect()
+        await keeper.disconnect()
+        processes = stack.agent.sandboxes[cid].processes
+        await wait_until(lambda: not processes[handle.pid].running, "the kill at the timeout")
+        assert processes[keeper.pid].running  # no timeout: it runs on

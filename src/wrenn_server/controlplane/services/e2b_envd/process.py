@@ -1,8 +1,8 @@
 """`process.Process` (E2B's envd process service) over the host agent's process RPCs: Start is
 ExecStream (the command, its environment, directory, user, tag, stdin and terminal), Connect is
 ConnectProcess, input, stdin's end, signals and terminal sizes go to their RPCs. As envd does,
-Start's deadline (the SDK's command `timeout`) kills the process when it passes; a client that
-leaves a stream early leaves the process running."""
+Start's deadline (the SDK's command `timeout`) kills the process when it passes, whether or not
+the client is still there; a client that leaves early leaves the process running until then."""
 
 from __future__ import annotations
 
@@ -66,12 +66,16 @@ class ProcessService:
         with as_connect(not_found=BadRequest):
             envd = await self._open()
             exec_request = _exec_request(envd, request, ctx)
+            timeout_ms = ctx.timeout_ms
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout_ms is None else loop.time() + timeout_ms / 1000
             call = envd.client.exec_stream(exec_request)
             is_pty = request.HasField("pty")
             pid: int | None = None
+            ended = False
             try:
                 async for event in paced(
-                    call, keepalive_interval(ctx.request_headers), ctx.timeout_ms, self._gone
+                    call, keepalive_interval(ctx.request_headers), timeout_ms, self._gone
                 ):
                     if event is KEEPALIVE:
                         yield e2b.StartResponse(event=_Event(keepalive=_Event.KeepAlive()))
@@ -82,8 +86,10 @@ class ProcessService:
                     converted = _event(event, is_pty)
                     yield e2b.StartResponse(event=converted)
                     if converted.WhichOneof("event") == "end":
+                        ended = True
                         return
             except DeadlinePassed:
+                ended = True
                 if pid is not None:
                     await _kill_quietly(envd, pid)
                 raise ConnectError(
@@ -91,6 +97,11 @@ class ProcessService:
                 ) from None
             finally:
                 call.cancel()
+                if not ended and pid is not None and deadline is not None:
+                    # The client left first: the timeout still ends the process, as envd's does.
+                    _kill_at(envd, pid, deadline)
+            if self._gone.is_set():
+                return
         raise ConnectError(Code.UNAVAILABLE, "the process stream ended before the process")
 
     def connect(
@@ -294,6 +305,29 @@ async def _send(envd: Envd, pid: int, data: e2b.ProcessInput) -> None:
         await envd.client.send_stdin(
             pb.SendStdinRequest(sandbox_id=envd.capsule_id, pid=pid, data=payload)
         )
+
+
+# Kills waiting for their deadline (a reference, so they are not collected before they run).
+_KILLS: set[asyncio.Task[None]] = set()
+
+
+def _kill_at(envd: Envd, pid: int, deadline: float) -> None:
+    """Kill the process at the event loop time `deadline` if it is still the one that was
+    started (its start time unchanged: a pid reused by then is left alone)."""
+
+    async def kill() -> None:
+        with contextlib.suppress(Exception):
+            started = {p.pid: p.started_at for p in await _running(envd)}.get(pid)
+            if started is None:
+                return
+            await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))
+            now = {p.pid: p.started_at for p in await _running(envd)}.get(pid)
+            if now is not None and now == started:
+                await _kill_quietly(envd, pid)
+
+    task = asyncio.create_task(kill())
+    _KILLS.add(task)
+    task.add_done_callback(_KILLS.discard)
 
 
 async def _kill_quietly(envd: Envd, pid: int) -> None:

@@ -6,12 +6,15 @@ and its host unreachable until it answers again, and each change is audited once
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from wrenn_server.controlplane.db.models import Host
+from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.db.models import Host, Sandbox
+from wrenn_server.controlplane.jobs.reconciler import ABANDONED
 
 from ..waiting import wait_for
 from .conftest import Stack, StartApp
@@ -154,3 +157,38 @@ async def test_a_pass_during_a_pause_does_not_record_an_auto_pause(start_app: St
             reply.release()
         assert (await pause).status_code == 200
         assert [action for action, _ in await _events(stack, alice)] == ["create", "pause"]
+
+
+async def test_a_create_abandoned_by_a_dead_control_plane_becomes_an_error(
+    start_app: StartApp,
+) -> None:
+    """A row left `starting` by a create whose control plane died (the agent dropped the
+    capsule with the call) is marked error with the reason once it is older than any create;
+    a create under way (younger) is left to its call."""
+    async with start_app(reconcile_interval_sec=INTERVAL) as stack:
+        api, agent = stack.client, stack.agent
+        alice = await new_account(api)
+        abandoned = (await make_capsule(api, alice))["id"]
+        agent.forget(abandoned)
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=11)
+        async with stack.db.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Sandbox)
+                .where(Sandbox.id == ids.SANDBOX.parse(abandoned))
+                .values(status="starting", last_updated=long_ago)
+            )
+        hold = agent.faults.hold("CreateSandbox")
+        creating = asyncio.create_task(api.post("/v1/capsules", json={}, headers=alice.h))
+        try:
+            await wait_for(hold.arrived.is_set, what="a create reaching the agent")
+            errored = await _becomes(stack, alice, abandoned, "error")
+            assert errored["status_reason"] == ABANDONED
+            passes = agent.calls.count("ListSandboxes")
+            await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 2, what="passes")
+            assert (await _capsule(api, alice, abandoned))["status"] == "error"
+            listed = (await api.get("/v1/capsules", headers=alice.h)).json()
+            assert [c["status"] for c in listed] == ["starting"]  # the create under way
+        finally:
+            hold.release()
+        assert (await creating).status_code == 201
+        assert ("died", abandoned) in await _events(stack, alice)

@@ -176,7 +176,12 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await prepare_database(settings, database)
-        reconciler = Reconciler(database, hosts.pool, settings.host_down_after_sec)
+        reconciler = Reconciler(
+            database,
+            hosts.pool,
+            settings.host_down_after_sec,
+            create_grace=settings.create_grace_sec,
+        )
         sampler = periodic.stats_sampler(
             database,
             retention=dt.timedelta(days=settings.stats_retention_days),

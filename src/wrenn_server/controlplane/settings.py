@@ -110,6 +110,13 @@ class Settings(BaseSettings):
         description="How often capsules made through the E2B API are checked for their end "
         "(killed, or paused with autoPause; 0 = never).",
     )
+    create_grace_sec: float = Field(
+        default=600.0,
+        gt=0,
+        description="A capsule still `starting` that its host does not hold after this long "
+        "is a create whose control plane stopped during it: the reconciler marks it `error`. "
+        "Longer than any create takes (a template's start command included).",
+    )
     stats_sample_interval_sec: float = Field(
         default=10.0,
         ge=0,

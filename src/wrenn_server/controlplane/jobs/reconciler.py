@@ -107,6 +107,22 @@ def _pausing(
     )
 
 
+def _abandoned(
+    sandbox: Sandbox, reported: str | None, asked_at: dt.datetime, grace: dt.timedelta
+) -> bool:
+    """A row still `starting` that its reachable host does not hold, for longer than any
+    create takes: the create call that owned it died with its control plane (kill -9, a
+    crash), and the agent dropped the capsule with the call. Nothing will finish it."""
+    return (
+        sandbox.status == "starting"
+        and reported is None
+        and asked_at - sandbox.last_updated > grace
+    )
+
+
+ABANDONED = "its create did not finish (the control plane stopped during it)"
+
+
 def _our_id(wire_id: str) -> uuid.UUID | None:
     """The id of a capsule the control plane may have made; None for one it cannot have (an
     agent accepts any `sb-` id from its callers), which has no row to correct."""
@@ -122,10 +138,12 @@ class Reconciler:
         db: Database,
         pool: HostClientPool,
         down_after: float = 90.0,
+        create_grace: float = 600.0,
     ) -> None:
         self.db = db
         self.pool = pool
         self.down_after = dt.timedelta(seconds=down_after)
+        self.create_grace = dt.timedelta(seconds=create_grace)
 
     async def run_once(self) -> None:
         async with self.db.sessionmaker() as session, transaction(session, write=True):
@@ -185,6 +203,14 @@ class Reconciler:
                 if _resuming(sandbox, reported.get(sandbox.id), asked_at):
                     continue
                 if _pausing(sandbox, reported.get(sandbox.id), sandbox.id in reaped, asked_at):
+                    continue
+                if reachable and _abandoned(
+                    sandbox, reported.get(sandbox.id), asked_at, self.create_grace
+                ):
+                    log.info("capsule %s: starting -> error (%s)", sandbox.id, ABANDONED)
+                    await capsule_status.set_status_by_system(
+                        session, sandbox, "error", host_id, reason=ABANDONED
+                    )
                     continue
                 new = reconcile(sandbox.status, reported.get(sandbox.id), reachable)
                 if new != sandbox.status:

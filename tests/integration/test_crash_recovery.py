@@ -9,9 +9,11 @@ control plane restart resumes after it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
+import stat
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -139,9 +141,9 @@ async def _new_capsule_dir(before: set[str]) -> str:
     return await wait_for(fresh, 120, what="a create under way on the agent")
 
 
-async def _prepare(api: httpx.AsyncClient) -> tuple[str, str]:
+async def _prepare(api: httpx.AsyncClient, **body: Any) -> tuple[str, str]:
     """A running capsule with a file and a background process, a paused one with a file."""
-    live, paused = await _create(api), await _create(api)
+    live, paused = await _create(api, **body), await _create(api, **body)
     started = await _exec(
         api, live, f"echo kept > {HOME}/f && (nohup sleep 3600 >/dev/null 2>&1 &)"
     )
@@ -282,4 +284,47 @@ async def test_a_paused_capsule_resumes_after_a_control_plane_restart(
         listed = await _converged(api, agent)
         assert (listed[live], listed[paused]) == ("running", "paused")
         await _check_kept(api, live, paused)
+        await _destroy_all_and_check_leaks(api, {live, paused})
+
+
+# What capsule records lacked before the warm pool (handle), dead-sandbox reports (exit_reason)
+# and version reports (envd_version).
+NEWER_FIELDS = ("handle", "exit_reason", "envd_version")
+
+
+def _as_an_older_version_left_it(capsule_dir: Path) -> None:
+    """The capsule's record without the fields added since, its directory and files readable
+    by everyone (what versions before the data dir was made root's alone left)."""
+    meta = capsule_dir / "meta.json"
+    record = json.loads(meta.read_text())
+    assert record["handle"] == record["sandbox_id"]  # not a pool capsule: named by its id
+    for name in NEWER_FIELDS:
+        record.pop(name)
+    meta.write_text(json.dumps(record))
+    capsule_dir.chmod(0o755)
+    for f in capsule_dir.iterdir():
+        if f.is_file():
+            f.chmod(0o644)
+
+
+async def test_capsules_of_an_older_agent_data_dir_are_kept_and_resume(
+    platform: tuple[ControlPlane, User], agent_process: AgentProcess, agent: AgentClient
+) -> None:
+    """A newer agent started on what an older one left (records without the newer fields,
+    loose modes): the running capsule is adopted with its processes, the paused one resumes
+    with its files, and the data dir is made root's alone."""
+    _cp, user = platform
+    async with user.client() as api:
+        live, paused = await _prepare(api, **BOOTED)
+        agent_process.kill9()
+        for cid in (live, paused):
+            _as_an_older_version_left_it(DATA_DIR / "capsules" / cid)
+        await asyncio.to_thread(agent_process.start)
+        listed = await _converged(api, agent)
+        assert (listed[live], listed[paused]) == ("running", "paused")
+        await _check_kept(api, live, paused)
+        for cid in (live, paused):
+            assert stat.S_IMODE((DATA_DIR / "capsules" / cid).stat().st_mode) == 0o700
+            meta = DATA_DIR / "capsules" / cid / "meta.json"
+            assert stat.S_IMODE(meta.stat().st_mode) == 0o600
         await _destroy_all_and_check_leaks(api, {live, paused})

@@ -318,13 +318,9 @@ async def _exchange(
         if started:
             raise  # mid-answer: all that is left is dropping the connection
         raise PortUnreachable(
-            f"the service on port {_port(host)} closed the connection without a valid HTTP answer"
+            f"the service on port {tunnel.port} closed the connection without a valid HTTP answer"
         ) from None
     finally:
         caller.cancel()
         with contextlib.suppress(BaseException):
             await caller
-
-
-def _port(host: str) -> str:
-    return host.split("-", 1)[0]

@@ -86,6 +86,10 @@ class Tunnel:
         self.received = 0  # bytes received since it was opened or taken
         self._ahead: asyncio.Task[bytes] | None = None
 
+    @property
+    def port(self) -> int:
+        return self._port
+
     async def send(self, data: bytes) -> None:
         try:
             for start in range(0, len(data), FRAME):

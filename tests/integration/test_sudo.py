@@ -104,6 +104,9 @@ async def test_default_user_is_a_sudoer_and_nobody_is_not(
     res = await _as(agent, sid, "nobody", "sudo id -u; echo rc=$?; su -c 'id -u' root; echo rc=$?")
     assert res.stdout.decode().split() == ["rc=1", "rc=1"], res.stdout
     assert "nobody is not in the sudoers file" in res.stderr.decode()
+    # The home is not other users' to read.
+    res = await _as(agent, sid, "nobody", f"stat -c %a {HOME}; ls {HOME}")
+    assert res.stdout == b"750\n" and b"Permission denied" in res.stderr, res
     # Nor can nobody give itself a rule: sudoers.d is root's.
     res = await _as(
         agent, sid, "nobody", "echo 'nobody ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/x; sudo true"

@@ -121,8 +121,9 @@ def add_default_user(rootfs: Path, name: str = DEFAULT_USER) -> None:
     """The base template's default user: a home from /etc/skel, bash, and passwordless sudo
     (envd's sudo honours the same rule file, see envd/sudo.py). The system's UTF-8 locale too,
     for login shells that read /etc/default/locale."""
+    # The home is the owner's: other users of the capsule (nobody, a service's) cannot read it.
     argv = ["chroot", str(rootfs), "useradd", "--create-home", "--shell", "/bin/bash",
-            "--uid", str(DEFAULT_UID), "--user-group", name]  # fmt: skip
+            "--uid", str(DEFAULT_UID), "--user-group", "--key", "HOME_MODE=0750", name]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise CommandError(argv, done.returncode, done.stderr[-2000:])

@@ -192,3 +192,28 @@ async def test_a_create_abandoned_by_a_dead_control_plane_becomes_an_error(
             hold.release()
         assert (await creating).status_code == 201
         assert ("died", abandoned) in await _events(stack, alice)
+
+
+async def test_a_pass_during_a_snapshot_leaves_the_capsule_paused(start_app: StartApp) -> None:
+    """The row reads paused from the snapshot's start while the agent still reports the
+    capsule running: a pass then must not make it running (it would stay so, paused on the
+    agent, every command refused)."""
+    async with start_app(reconcile_interval_sec=INTERVAL) as stack:
+        api, agent = stack.client, stack.agent
+        alice = await new_account(api)
+        cid = (await make_capsule(api, alice))["id"]
+        hold = agent.faults.hold("CreateSnapshot")
+        body = {"sandbox_id": cid, "name": "during-passes"}
+        snapshot = asyncio.create_task(api.post("/v1/snapshots", json=body, headers=alice.h))
+        try:
+            await wait_for(hold.arrived.is_set, what="the snapshot reaching the agent")
+            assert agent.sandboxes[cid].status == "running"
+            passes = agent.calls.count("ListSandboxes")
+            await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 2, what="passes")
+        finally:
+            hold.release()
+        assert (await snapshot).status_code == 201
+        assert agent.sandboxes[cid].status == "paused"
+        assert (await _capsule(api, alice, cid))["status"] == "paused"
+        resumed = await api.post(f"/v1/capsules/{cid}/resume", headers=alice.h)
+        assert resumed.status_code == 200, resumed.text

@@ -107,6 +107,18 @@ def _pausing(
     )
 
 
+def _snapshotting(sandbox: Sandbox, reported: str | None, asked_at: dt.datetime) -> bool:
+    """A capsule being snapshotted reads "paused" from the call's start (the snapshot pauses
+    it) while its agent may still report it running: the snapshot call owns it, unless it has
+    taken longer than any snapshot does. Taken for running, it would read running once paused,
+    and every command would be refused while the API listed it running."""
+    return (
+        sandbox.status == "paused"
+        and reported == "running"
+        and asked_at - sandbox.last_updated < CALL_GRACE
+    )
+
+
 def _abandoned(
     sandbox: Sandbox, reported: str | None, asked_at: dt.datetime, grace: dt.timedelta
 ) -> bool:
@@ -203,6 +215,8 @@ class Reconciler:
                 if _resuming(sandbox, reported.get(sandbox.id), asked_at):
                     continue
                 if _pausing(sandbox, reported.get(sandbox.id), sandbox.id in reaped, asked_at):
+                    continue
+                if _snapshotting(sandbox, reported.get(sandbox.id), asked_at):
                     continue
                 if reachable and _abandoned(
                     sandbox, reported.get(sandbox.id), asked_at, self.create_grace

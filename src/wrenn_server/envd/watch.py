@@ -22,7 +22,7 @@ from .files import _OsErrors
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Any, Dict, Iterator, List, Optional, Tuple
 
     from . import users
 
@@ -160,21 +160,27 @@ class Watcher:
         while stack:
             current = stack.pop()
             try:
-                items = list(os.scandir(current))
+                items = os.scandir(current)
             except OSError:
                 continue  # gone, or not readable
-            for item in items:
-                if announce is not None and len(announce) < MAX_ANNOUNCED:
-                    announce.append(("create", self._relative(item.path)))
-                try:
-                    if not item.is_dir(follow_symlinks=False):
-                        continue
-                    if not may(item.stat(follow_symlinks=False), self.user, 5):
-                        continue
-                    self._add(item.path)
-                except OSError:
-                    continue  # removed meanwhile
-                stack.append(item.path)
+            with items:
+                self._add_entries(items, stack, announce)
+
+    def _add_entries(
+        self, items: Iterator[os.DirEntry[str]], stack: List[str], announce: Optional[List[Event]]
+    ) -> None:
+        for item in items:
+            if announce is not None and len(announce) < MAX_ANNOUNCED:
+                announce.append(("create", self._relative(item.path)))
+            try:
+                if not item.is_dir(follow_symlinks=False):
+                    continue
+                if not may(item.stat(follow_symlinks=False), self.user, 5):
+                    continue
+                self._add(item.path)
+            except OSError:
+                continue  # removed meanwhile
+            stack.append(item.path)
 
     def _forget_below(self, directory: str) -> None:
         """Stop watching `directory` and what is under it (it moved away)."""
@@ -218,7 +224,8 @@ class Watcher:
             directory = self._dirs.get(wd)
             if directory is None:
                 continue  # a watch already forgotten
-            if wd == self._root_wd and mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
+            gone = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
+            if wd == self._root_wd and mask & gone:
                 if mask & IN_MOVE_SELF:
                     events.append(("rename", ""))
                     end = "moved"

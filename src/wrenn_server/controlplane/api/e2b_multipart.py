@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, cast
 
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import parse_options_header
 
 from ..errors import BadRequest
-from .multipart import MAX_HEADER_BYTES
+from .multipart import StreamedMultipart
 
 MAX_PARTS = 1000
 
@@ -25,18 +23,13 @@ def boundary_of(content_type: str) -> bytes | None:
     return boundary if kind == b"multipart/form-data" and boundary else None
 
 
-class FileParts:
+class FileParts(StreamedMultipart):
     """`parts()` yields each file part's filename; its bytes come from `chunks()` before the
     next part is asked for."""
 
     def __init__(self, body: AsyncIterator[bytes], boundary: bytes) -> None:
-        self._body = body
-        self._parser = MultipartParser(boundary, cast(Any, self._callbacks()))
+        super().__init__(body, boundary)
         self._events: deque[tuple[str, bytes]] = deque()  # begin(filename) | data | end
-        self._header_name = b""
-        self._disposition = b""
-        self._drained = False
-        self._complete = False
         self._count = 0
 
     async def parts(self) -> AsyncIterator[tuple[str, str]]:
@@ -66,56 +59,20 @@ class FileParts:
 
     async def _next(self) -> tuple[str, bytes] | None:
         while not self._events:
-            if self._drained:
+            if not await self._pump() and not self._events:
                 return None
-            try:
-                data = await anext(self._body)
-            except StopAsyncIteration:
-                self._drained = True
-                self._parser.finalize()
-                continue
-            try:
-                self._parser.write(data)
-            except MultipartParseError:
-                raise BadRequest("malformed multipart body") from None
         return self._events.popleft()
 
     # -- parser callbacks ------------------------------------------------------------------
 
-    def _callbacks(self) -> dict[str, object]:
-        return {
-            "on_part_begin": self._begin,
-            "on_header_field": self._header_field,
-            "on_header_value": self._header_value,
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_done,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-            "on_end": self._end,
-        }
-
     def _begin(self) -> None:
-        self._disposition, self._header_name = b"", b""
+        super()._begin()
         self._count += 1
         if self._count > MAX_PARTS:
             raise BadRequest(f"more than {MAX_PARTS} parts")
 
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_name += data[start:end].lower()
-        if len(self._header_name) > MAX_HEADER_BYTES:
-            raise BadRequest(f"a part header is longer than {MAX_HEADER_BYTES} bytes")
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        if self._header_name == b"content-disposition":
-            self._disposition += data[start:end]
-            if len(self._disposition) > MAX_HEADER_BYTES:
-                raise BadRequest(f"a part header is longer than {MAX_HEADER_BYTES} bytes")
-
-    def _header_end(self) -> None:
-        self._header_name = b""
-
     def _headers_done(self) -> None:
-        _, params = parse_options_header(self._disposition)
+        params = self._disposition_params()
         name = params.get(b"name", b"")
         filename = params.get(b"filename", b"")
         self._events.append(("begin", name + b"\0" + filename))
@@ -125,6 +82,3 @@ class FileParts:
 
     def _part_end(self) -> None:
         self._events.append(("end", b""))
-
-    def _end(self) -> None:
-        self._complete = True

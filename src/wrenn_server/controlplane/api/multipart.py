@@ -22,23 +22,95 @@ MAX_PATH_BYTES = 4096
 MAX_HEADER_BYTES = 8192  # a part's Content-Disposition; nothing else of its headers is kept
 
 
-class MultipartUpload:
+class StreamedMultipart:
+    """A multipart/form-data body parsed as it streams in: the parser, its pump and the part
+    headers (only Content-Disposition is kept). Subclasses say what a part's begin, data and end
+    mean through `_begin`, `_headers_done`, `_part_data` and `_part_end`."""
+
+    def __init__(self, body: AsyncIterator[bytes], boundary: bytes) -> None:
+        self._body = body
+        self._parser = MultipartParser(boundary, cast(Any, self._callbacks()))
+        self._disposition = b""
+        self._header_name = b""
+        self._complete = False  # the closing boundary was seen
+        self._drained = False
+
+    async def _pump(self) -> bool:
+        """Parse the next piece of the body; False once it is all parsed."""
+        if self._drained:
+            return False
+        try:
+            data = await anext(self._body)
+        except StopAsyncIteration:
+            self._drained = True
+            self._parser.finalize()
+            return False
+        try:
+            self._parser.write(data)
+        except MultipartParseError:
+            raise BadRequest("malformed multipart body") from None
+        return True
+
+    def _disposition_params(self) -> dict[bytes, bytes]:
+        return parse_options_header(self._disposition)[1]
+
+    # -- parser callbacks ------------------------------------------------------------------
+
+    def _callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_done,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _begin(self) -> None:
+        self._disposition, self._header_name = b"", b""
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        # A name cut across two reads of the body arrives in pieces.
+        self._header_name += data[start:end].lower()
+        if len(self._header_name) > MAX_HEADER_BYTES:
+            raise BadRequest(f"a part header is longer than {MAX_HEADER_BYTES} bytes")
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        if self._header_name == b"content-disposition":
+            self._disposition += data[start:end]
+            if len(self._disposition) > MAX_HEADER_BYTES:
+                raise BadRequest(f"a part header is longer than {MAX_HEADER_BYTES} bytes")
+
+    def _header_end(self) -> None:
+        self._header_name = b""
+
+    def _headers_done(self) -> None:
+        raise NotImplementedError
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        raise NotImplementedError
+
+    def _part_end(self) -> None:
+        raise NotImplementedError
+
+    def _end(self) -> None:
+        self._complete = True
+
+
+class MultipartUpload(StreamedMultipart):
     def __init__(self, request: Request) -> None:
         content_type, params = parse_options_header(request.headers.get("content-type", ""))
         boundary = params.get(b"boundary")
         if content_type != b"multipart/form-data" or not boundary:
             raise BadRequest("expected a multipart/form-data body with 'path' and 'file'")
-        self._body = request.stream().__aiter__()
-        self._parser = MultipartParser(boundary, cast(Any, self._callbacks()))
+        super().__init__(request.stream().__aiter__(), boundary)
         self._part: str | None = None  # name of the part being parsed
-        self._disposition = b""
-        self._header_name = b""
         self._path_bytes = bytearray()
         self._path: str | None = None
         self._file = "before"  # before | inside | done
         self._data: list[bytes] = []  # file bytes parsed and not handed on yet
-        self._complete = False  # the closing boundary was seen
-        self._drained = False
         self.error: Exception | None = None
 
     async def path(self) -> str:
@@ -64,57 +136,14 @@ class MultipartUpload:
             self.error = e
             raise
 
-    async def _pump(self) -> bool:
-        """Parse the next piece of the body; False once it is all parsed."""
-        if self._drained:
-            return False
-        try:
-            data = await anext(self._body)
-        except StopAsyncIteration:
-            self._drained = True
-            self._parser.finalize()
-            return False
-        try:
-            self._parser.write(data)
-        except MultipartParseError:
-            raise BadRequest("malformed multipart body") from None
-        return True
-
     # -- parser callbacks ------------------------------------------------------------------
 
-    def _callbacks(self) -> dict[str, object]:
-        return {
-            "on_part_begin": self._begin,
-            "on_header_field": self._header_field,
-            "on_header_value": self._header_value,
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_done,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-            "on_end": self._end,
-        }
-
     def _begin(self) -> None:
-        self._disposition, self._header_name, self._part = b"", b"", None
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        # A name cut across two reads of the body arrives in pieces.
-        self._header_name += data[start:end].lower()
-        if len(self._header_name) > MAX_HEADER_BYTES:
-            raise BadRequest(f"a part header is longer than {MAX_HEADER_BYTES} bytes")
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        if self._header_name == b"content-disposition":
-            self._disposition += data[start:end]
-            if len(self._disposition) > MAX_HEADER_BYTES:
-                raise BadRequest(f"a part header is longer than {MAX_HEADER_BYTES} bytes")
-
-    def _header_end(self) -> None:
-        self._header_name = b""
+        super()._begin()
+        self._part = None
 
     def _headers_done(self) -> None:
-        _, params = parse_options_header(self._disposition)
-        self._part = params.get(b"name", b"").decode("latin-1")
+        self._part = self._disposition_params().get(b"name", b"").decode("latin-1")
         if self._part == "path" and self._path is not None:
             raise BadRequest("more than one 'path' field")
         if self._part == "file":
@@ -142,6 +171,3 @@ class MultipartUpload:
                 raise BadRequest("path: must not be empty")
         elif self._part == "file":
             self._file = "done"
-
-    def _end(self) -> None:
-        self._complete = True

@@ -18,7 +18,7 @@ from wrenn_server.hostagent.capsule import RUNNING, Capsule, capsule_dir
 from wrenn_server.hostagent.config import AgentSettings
 from wrenn_server.hostagent.exhaustion import DISK_FULL, NO_FILES
 from wrenn_server.hostagent.gvisor import GVisorRuntime
-from wrenn_server.hostagent.network import CapsuleNet, names_for
+from wrenn_server.hostagent.network import CapsuleNet, Ipam, names_for
 from wrenn_server.hostagent.proc import CommandError
 from wrenn_server.hostagent.rpc_guard import status_for
 from wrenn_server.hostagent.templates import TemplateStore
@@ -86,6 +86,8 @@ def _runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[GVisorRun
     )
     settings.capsules_dir.mkdir()
     runtime = GVisorRuntime(settings, TemplateStore(settings.templates_dir))
+    # The address slots of this runtime alone (the host-wide directory holds other agents').
+    runtime.ipam = Ipam(settings.capsule_subnet, root=tmp_path / "ipam")
     host = StandInHost()
     monkeypatch.setattr(runtime, "teardown", host.teardown)
     return runtime, host

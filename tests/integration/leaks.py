@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def pooled_handles(data_dir: Path) -> set[str]:
     return handles
 
 
-def leaks(data_dir: Path, seen: set[str] = frozenset(), keep: set[str] | None = None) -> list[Leak]:
+def leaks(
+    data_dir: Path, seen: AbstractSet[str] = frozenset(), keep: AbstractSet[str] | None = None
+) -> list[Leak]:
     """What the data dir's agent left that belongs to no capsule in `keep` (default: its pooled
     ones). `seen` adds handles the test knows existed (a create killed before the agent wrote
     anything under its data dir still owns a netns, veth and cgroup by its handle)."""
@@ -112,7 +115,7 @@ def _owner(path: str, root: Path) -> str | None:
     return path[len(prefix) :].split("/", 1)[0] if path.startswith(prefix) else None
 
 
-def _mounts(root: Path, keep: set[str]) -> list[str]:
+def _mounts(root: Path, keep: AbstractSet[str]) -> list[str]:
     out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -123,7 +126,7 @@ def _mounts(root: Path, keep: set[str]) -> list[str]:
     return out
 
 
-def _loops(root: Path, keep: set[str]) -> list[str]:
+def _loops(root: Path, keep: AbstractSet[str]) -> list[str]:
     ran = subprocess.run(
         ["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
         capture_output=True,
@@ -139,7 +142,7 @@ def _loops(root: Path, keep: set[str]) -> list[str]:
     return out
 
 
-def _processes(runsc_root: str, keep: set[str]) -> list[str]:
+def _processes(runsc_root: str, keep: AbstractSet[str]) -> list[str]:
     """runsc processes (sandbox, gofer, a stuck command) of this agent's runsc root that run
     for no kept capsule."""
     out = []

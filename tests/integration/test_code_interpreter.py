@@ -31,7 +31,8 @@ from ..ports import free_port
 from .conftest import DATA_DIR, SECRET, AgentProcess
 from .test_ws import _account
 
-pytestmark = pytest.mark.integration
+# The first test builds the template when the data dir has none (minutes on a loaded host).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 NAME = code_interpreter_image.NAME
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -152,8 +153,14 @@ async def test_the_server_through_the_port_proxy(server: dict[str, str]) -> None
             assert other[-1]["text"] == "False"
             restarted = await http.post(f"/contexts/{ctx['id']}/restart", headers=h)
             assert restarted.status_code == 200, restarted.text
-            again = await execute({"code": "'y' in dir()", "context_id": ctx["id"]})
-            assert again[-1]["text"] == "False"
+            again = await execute(
+                {"code": "'y' in dir(), __import__('os').getcwd()", "context_id": ctx["id"]}
+            )
+            assert again[-1]["text"] == "(False, '/tmp')"  # a fresh kernel, same directory
+            # A kernel that dies is reported and replaced.
+            died = await execute({"code": "import os\nos._exit(1)", "context_id": ctx["id"]})
+            assert [line.get("name") for line in died][-1:] == ["KernelDied"], died
+            assert (await execute({"code": "7", "context_id": ctx["id"]}))[-1]["text"] == "7"
             assert (await http.delete(f"/contexts/{ctx['id']}", headers=h)).status_code == 200
             gone = await http.post(
                 "/execute", json={"code": "1", "context_id": ctx["id"]}, headers=h

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import queue
 import uuid
@@ -20,6 +21,7 @@ from jupyter_client.multikernelmanager import AsyncMultiKernelManager
 KERNELS = {"python": "wrenn"}
 MAX_CONTEXTS = 16
 KEEPALIVE_SEC = 5.0
+POLL_SEC = 1.0  # how soon a restart, a removal or a dead kernel ends an execution
 READY_TIMEOUT_SEC = 120.0
 INTERRUPT_WAIT_SEC = 10.0
 # A kernel's MIME types as E2B's result fields; what is left goes to `extra`.
@@ -39,6 +41,8 @@ MIME_FIELDS = {
 }
 
 Line = dict[str, Any]
+
+log = logging.getLogger("wrenn-code-interpreter")
 
 
 class RequestError(Exception):
@@ -103,6 +107,7 @@ class Context:
         self.id = context_id
         self.language = language
         self.cwd = cwd
+        self.kernel_id = ""  # the Jupyter kernel running it now (a restart starts another)
         self.lock = asyncio.Lock()  # one execution at a time, as in a notebook
         self.client: Any = None
         self.generation = 0  # bumped by a restart or removal: a running execution ends
@@ -114,7 +119,11 @@ class Context:
 
 class Contexts:
     def __init__(self, default_cwd: str) -> None:
-        self.kernels = AsyncMultiKernelManager()
+        # Plain kernel managers, without jupyter_client's auto-restarter: a kernel that dies is
+        # seen by the execution waiting on it, which reports it and starts another.
+        self.kernels = AsyncMultiKernelManager(
+            kernel_manager_class="jupyter_client.manager.AsyncKernelManager"
+        )
         self.default_cwd = default_cwd
         self.by_id: dict[str, Context] = {}
         self.defaults: dict[str, str] = {}  # language -> its default context
@@ -124,8 +133,7 @@ class Contexts:
 
     async def create(self, language: str | None, cwd: str | None) -> Context:
         language = normalize_language(language)
-        kernel = KERNELS.get(language)
-        if kernel is None:
+        if language not in KERNELS:
             known = ", ".join(sorted(KERNELS))
             raise RequestError(400, f"language {language!r} is not available here ({known})")
         cwd = cwd or self.default_cwd
@@ -133,29 +141,33 @@ class Contexts:
             raise RequestError(400, f"cwd is not a directory: {cwd}")
         if len(self.by_id) >= MAX_CONTEXTS:
             raise RequestError(429, f"at most {MAX_CONTEXTS} contexts: remove one first")
-        context_id = str(uuid.uuid4())
-        await self.kernels.start_kernel(kernel_name=kernel, kernel_id=context_id, cwd=cwd)
-        context = Context(context_id, language, cwd)
+        context = Context(str(uuid.uuid4()), language, cwd)
+        await self._start(context)
+        self.by_id[context.id] = context
+        return context
+
+    async def _start(self, context: Context) -> None:
+        """A new kernel for the context (new ports: a dead kernel's may not be free yet)."""
+        kernel = KERNELS[context.language]
+        context.kernel_id = await self.kernels.start_kernel(kernel_name=kernel, cwd=context.cwd)
         try:
-            await self._connect(context)
+            client = self.kernels.get_kernel(context.kernel_id).client()
+            client.start_channels()
+            context.client = client
+            await client.wait_for_ready(timeout=READY_TIMEOUT_SEC)
         except BaseException:
             await self._shutdown(context)
             raise
-        self.by_id[context_id] = context
-        return context
-
-    async def _connect(self, context: Context) -> None:
-        client = self.kernels.get_kernel(context.id).client()
-        client.start_channels()
-        context.client = client
-        await client.wait_for_ready(timeout=READY_TIMEOUT_SEC)
 
     async def _shutdown(self, context: Context) -> None:
         if context.client is not None:
             context.client.stop_channels()
-        if context.id in self.kernels.list_kernel_ids():
-            await self.kernels.get_kernel(context.id).shutdown_kernel(now=True)
-            self.kernels.remove_kernel(context.id)
+            context.client = None
+        if context.kernel_id in self.kernels.list_kernel_ids():
+            try:
+                await self.kernels.shutdown_kernel(context.kernel_id, now=True)
+            except Exception:
+                log.exception("could not shut a kernel down")
 
     def get(self, context_id: str) -> Context:
         context = self.by_id.get(context_id)
@@ -175,16 +187,13 @@ class Contexts:
             return context
 
     async def restart(self, context_id: str) -> None:
-        context = self.get(context_id)
+        await self._renew(self.get(context_id))
+
+    async def _renew(self, context: Context) -> None:
+        """A fresh kernel for the context, in its directory; an execution in progress ends."""
         context.generation += 1
-        context.client.stop_channels()
-        await self.kernels.get_kernel(context_id).restart_kernel(now=True)
-        await self._connect(context)
-        # A fresh kernel starts in its own directory again: back to the context's.
-        async with context.lock:
-            await self._silent(
-                context, f"import os as __wrenn_os; __wrenn_os.chdir({context.cwd!r})"
-            )
+        await self._shutdown(context)
+        await self._start(context)
 
     async def remove(self, context_id: str) -> None:
         context = self.by_id.pop(self.get(context_id).id)
@@ -205,6 +214,7 @@ class Contexts:
         kernel is interrupted so the next execution is not stuck behind this one."""
         async with context.lock:
             restore = None
+            generation = context.generation
             if env:
                 apply, restore = _env_snippets(env)
                 await self._silent(context, apply)
@@ -214,9 +224,10 @@ class Contexts:
                     yield line
                 done = True
             finally:
-                if not done:
+                if not done and context.generation == generation:
                     await self._interrupt(context)
-                if restore is not None and context.id in self.by_id:
+                # A restarted or removed kernel took the variables with it.
+                if restore is not None and context.generation == generation:
                     await self._silent(context, restore)
 
     async def _run(self, context: Context, code: str) -> AsyncGenerator[Line, None]:
@@ -224,14 +235,31 @@ class Contexts:
         client = context.client
         msg_id = client.execute(code, store_history=True, allow_stdin=False, stop_on_error=True)
         context.running = msg_id
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
         while True:
+            if context.generation != generation:  # restarted or removed meanwhile
+                yield _error("ContextRestarting", "Context was restarted")
+                return
             try:
-                msg = await client.get_iopub_msg(timeout=KEEPALIVE_SEC)
+                msg = await client.get_iopub_msg(timeout=POLL_SEC)
             except queue.Empty:
                 if context.generation != generation:
-                    yield _error("ContextRestarting", "Context was restarted")
+                    continue  # said at the top
+                if not await self.kernels.get_kernel(context.kernel_id).is_alive():
+                    yield _error("KernelDied", "The context's kernel exited: it is restarted")
+                    await self._renew(context)
                     return
-                yield {"type": "keepalive"}
+                if loop.time() - quiet_since >= KEEPALIVE_SEC:
+                    quiet_since = loop.time()
+                    yield {"type": "keepalive"}
+                continue
+            except (Exception, asyncio.CancelledError):
+                # Closing the channels (a restart or removal) cancels their poll: said above.
+                # A cancellation of this task itself goes on.
+                task = asyncio.current_task()
+                if context.generation == generation or (task and task.cancelling()):
+                    raise
                 continue
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
@@ -270,9 +298,9 @@ class Contexts:
     async def _interrupt(self, context: Context) -> None:
         """Stop the execution in progress and wait until the kernel is idle again, so that the
         next one is neither queued behind it nor aborted with it."""
-        if context.id not in self.kernels.list_kernel_ids():
+        if context.kernel_id not in self.kernels.list_kernel_ids():
             return
-        await self.kernels.get_kernel(context.id).interrupt_kernel()
+        await self.kernels.get_kernel(context.kernel_id).interrupt_kernel()
         await self._until_idle(context, context.running, INTERRUPT_WAIT_SEC)
 
 

@@ -125,6 +125,12 @@ class Execute(Handler):
                 self.finish()
         except StreamClosedError:
             pass  # the client went: closing the lines interrupts the kernel
+        except Exception as exc:
+            # Mid-stream the status is sent already: the caller learns it from an error line.
+            log.exception("execution failed")
+            error = {"type": "error", "name": "ServerError", "value": str(exc), "traceback": ""}
+            self.write(json.dumps(error).encode() + b"\n" + END)
+            self.finish()
         finally:
             await lines.aclose()
 

@@ -3,65 +3,16 @@ credentials, runs side by side with another instance, and stops cleanly on Ctrl-
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import signal
 import stat
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.ports import free_port
-from wrenn_server.hostagent.templates import TemplateStore
-
-SEED = Path(os.environ.get("WRENN_TEST_DATA_DIR", "/var/lib/wrenn-test")) / "templates/minimal"
-
-
-@dataclass
-class Platform:
-    data_dir: Path
-    port: int
-    proc: subprocess.Popen[bytes]
-    output: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def credentials(self) -> dict[str, str]:
-        data: dict[str, str] = json.loads((self.data_dir / "credentials.json").read_text())
-        return data
-
-
-def start(tmp: Path, name: str) -> Platform:
-    data_dir = tmp / name
-    if not data_dir.exists():
-        (data_dir / "templates").mkdir(parents=True)
-        # Hard links: the base template without a minute of debootstrap per instance.
-        subprocess.run(["cp", "-al", str(SEED), str(data_dir / "templates/minimal")], check=True)
-    port = free_port()
-    output = tmp / f"{name}-{port}.out"
-    # The product's own signup setting, not the one the other tests run with.
-    env = {k: v for k, v in os.environ.items() if k != "WRENN_SIGNUP"}
-    with open(output, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wrenn_server.cli", "up", "--data-dir", str(data_dir),
-             "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env={**env, "WRENN_AGENT_POOL_SIZE": "0"},
-        )  # fmt: skip
-    deadline = time.monotonic() + 180
-    while not (data_dir / "credentials.json").exists() or "Ctrl-C" not in output.read_text():
-        assert proc.poll() is None, output.read_text()
-        assert time.monotonic() < deadline, output.read_text()
-        time.sleep(0.2)
-    return Platform(data_dir, port, proc, output)
+from .conftest import Platform, start
 
 
 def assert_root_only(data_dir: Path) -> None:
@@ -80,20 +31,6 @@ def assert_root_only(data_dir: Path) -> None:
         Path(p).name for p in seen
     }, sorted(seen)
     assert {p: oct(m) for p, m in seen.items() if m & 0o077} == {}
-
-
-@pytest.fixture
-def platforms(tmp_path: Path) -> Iterator[list[Platform]]:
-    if not SEED.is_dir():
-        # Shared with the integration tests' agent, which would build it the same way.
-        store = TemplateStore(SEED.parent)
-        asyncio.run(store.ensure_base("minimal", lambda _fraction, _step: None))
-    started: list[Platform] = []
-    yield started
-    for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
 
 
 def test_two_instances_side_by_side_then_ctrl_c(platforms: list[Platform], tmp_path: Path) -> None:

@@ -1,13 +1,10 @@
 """The published Python SDK (`wrenn` on the package index) against our server, unchanged: it is
-what our users run. The SDK declares Python 3.13 but runs on 3.11, so it is fetched into a
-directory of its own rather than installed into the project."""
+what our users run."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import Any
@@ -19,32 +16,17 @@ from pydantic import SecretStr
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.settings import Settings
 
-from .conftest import DATA_DIR, SECRET, AgentProcess
+from ..published_sdk import published_sdk
+from .conftest import SECRET, AgentProcess
 from .test_ws import _account, _serve
 
 pytestmark = pytest.mark.integration
 
-SDK_VERSION = "0.3.0"
-SDK_DIR = DATA_DIR.parent / f"wrenn-test-sdk-{SDK_VERSION}"
-
 
 @pytest.fixture(scope="module")
 def sdk() -> Iterator[ModuleType]:
-    if not (SDK_DIR / "wrenn").is_dir():
-        subprocess.run(
-            ["uv", "pip", "install", "--quiet", "--no-deps", "--target", str(SDK_DIR),
-             "--python-version", "3.13", f"wrenn=={SDK_VERSION}"],
-            check=True,
-        )  # fmt: skip
-    sys.path.insert(0, str(SDK_DIR))
-    try:
-        import wrenn
-
+    with published_sdk() as wrenn:
         yield wrenn
-    finally:
-        sys.path.remove(str(SDK_DIR))
-        for name in [m for m in sys.modules if m == "wrenn" or m.startswith("wrenn.")]:
-            del sys.modules[name]
 
 
 @pytest.fixture(scope="module")

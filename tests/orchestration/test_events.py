@@ -8,12 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,13 +21,10 @@ from fastapi import FastAPI
 from wrenn_server.controlplane.services.event_hub import EventHub, Subscription
 
 from ..ports import free_port
+from ..published_sdk import published_sdk
 from .conftest import StartApp
 from .helpers import Account, make_capsule, new_account
 
-SDK_DIR = (
-    Path(os.environ.get("WRENN_TEST_DATA_DIR", "/var/lib/wrenn-test")).parent
-    / "wrenn-test-sdk-0.3.0"
-)
 WAIT = 15.0
 
 
@@ -225,17 +219,8 @@ def test_gap_in_ids_waits_for_the_earlier_event() -> None:
 
 @pytest.fixture
 def sdk() -> Iterator[Any]:
-    if not (SDK_DIR / "wrenn").is_dir():
-        pytest.skip(f"the published SDK is not at {SDK_DIR}")
-    sys.path.insert(0, str(SDK_DIR))
-    try:
-        import wrenn
-
+    with published_sdk() as wrenn:
         yield wrenn
-    finally:
-        sys.path.remove(str(SDK_DIR))
-        for name in [m for m in sys.modules if m == "wrenn" or m.startswith("wrenn.")]:
-            del sys.modules[name]
 
 
 async def test_published_sdk_stream_yields_the_create_event(start_app: StartApp, sdk: Any) -> None:

@@ -77,7 +77,7 @@ def image_build(
 ) -> None:
     """Build a template on this host with debootstrap (minimal: about a minute; code-runner: a few
     minutes; reused afterwards)."""
-    from .hostagent import base_image, code_interpreter_image, code_runner_image
+    from .hostagent import base_image, base_upgrade, code_interpreter_image, code_runner_image
     from .hostagent.templates import TemplateStore
 
     _require_root()
@@ -90,11 +90,21 @@ def image_build(
         console.print(f"[red]unknown template {name!r}; available: {', '.join(recipes)}[/]")
         raise typer.Exit(2)
     template, recipe = recipes[name]
-    store = TemplateStore(_agent_settings(data_dir).templates_dir)
+    settings = _agent_settings(data_dir)
+    store = TemplateStore(settings.templates_dir)
     if store.exists(template):
         if not force:
             console.print(f"template {template!r} already built")
             return
+        # Capsules and snapshot templates mount its tree: removing it would break them.
+        used_by = base_upgrade.users(store, settings.capsules_dir, template)
+        if used_by:
+            console.print(
+                f"[red]template {template!r} is in use by {', '.join(used_by)}: destroy those "
+                "first (GET /v1/capsules lists capsules; paused ones count too)[/]",
+                highlight=False,
+            )
+            raise typer.Exit(1)
         store.delete(template)
     progress, update = build_progress()
     with progress:

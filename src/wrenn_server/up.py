@@ -24,7 +24,8 @@ from rich.console import Console
 from . import firstrun
 from .controlplane.errors import Conflict
 from .controlplane.settings import Settings
-from .hostagent import code_interpreter_image, code_runner_image
+from .hostagent import base_upgrade, code_interpreter_image, code_runner_image
+from .hostagent.base_image import MINIMAL
 from .hostagent.config import AgentSettings
 from .hostagent.templates import TemplateStore
 from .private import private_dir
@@ -97,11 +98,19 @@ def run_platform(
         return 1
     agent_settings = AgentSettings(data_dir=data_dir)
     store = TemplateStore(agent_settings.templates_dir)
-    if not store.exists(agent_settings.default_template):
-        console.print("building the base template (first start only, about a minute)")
+    base = agent_settings.default_template
+    if not store.exists(base) or store.stale(base, MINIMAL):
+        if store.exists(base):
+            console.print("the base template was built by an older version: checking it")
+        else:
+            console.print("building the base template (first start only, about a minute)")
         progress, update = build_progress()
         with progress:
-            asyncio.run(store.ensure_base(agent_settings.default_template, update))
+            check = asyncio.run(
+                base_upgrade.ensure_current(store, agent_settings.capsules_dir, base, update)
+            )
+        if check.warning:
+            console.print(f"[yellow]{check.warning}[/]", highlight=False)
     _offer_code_runner(store, code_runner, console, build_progress)
 
     agent_secret = _secret(data_dir / "agent-secret")

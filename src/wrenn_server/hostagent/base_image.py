@@ -222,8 +222,16 @@ class ImageRecipe:
     start_cmd: str | None = None
     healthcheck: str | None = None
     start_timeout_sec: float = 0.0
+    # Raised whenever what the recipe builds changes in a way capsules can tell; a template built
+    # by a lower version is stale (base_upgrade.py replaces it once nothing uses it).
+    version: int = 1
 
 
 MINIMAL = ImageRecipe(
-    packages=PACKAGES, extra_packages=TOOLS, finish=finish_minimal, default_user=DEFAULT_USER
+    packages=PACKAGES,
+    extra_packages=TOOLS,
+    finish=finish_minimal,
+    default_user=DEFAULT_USER,
+    # 2: the default user wrenn-user (home, sudo), the slimmed tree, the tools.
+    version=2,
 )

@@ -18,7 +18,7 @@ from ..agentproto.channel import GRPC_OPTIONS
 from ..agentproto.tls import fingerprint
 from ..private import private_dir, private_file
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
-from . import reaper
+from . import base_upgrade, reaper
 from .config import AgentSettings
 from .controlplane_link import ControlPlaneLink
 from .errors import StartupError
@@ -61,8 +61,13 @@ class AgentServer:
     async def startup(self, progress: Callable[[float, str], None] | None = None) -> None:
         self.settings.check_secret()
         self._lock_data_dir()
-        await self.templates.ensure_base(
-            self.settings.default_template, progress or (lambda f, m: None)
+        # Built on a fresh data dir; after an upgrade rebuilt if stale and unused, else kept
+        # with a warning (base_upgrade.py).
+        await base_upgrade.ensure_current(
+            self.templates,
+            self.settings.capsules_dir,
+            self.settings.default_template,
+            progress or (lambda f, m: None),
         )
         reaper.install(asyncio.get_running_loop())
         self.service.versions = await host_versions(self.settings.runsc)

@@ -53,6 +53,9 @@ class Template:
     # Image templates: the user a capsule runs things as when neither the caller nor the control
     # plane names one ("": envd's own, root). The base template's is wrenn-user.
     default_user: str = ""
+    # Image templates built on the host: the version of the recipe that built them
+    # (base_image.ImageRecipe.version). template.json from before the field: see `get`.
+    recipe_version: int = 1
 
 
 def validate_name(name: str) -> str:
@@ -74,6 +77,10 @@ class TemplateStore:
     def get(self, name: str) -> Template:
         data = self._metadata(name)
         data.pop(LEGACY_TOKEN, None)
+        if "recipe_version" not in data:
+            # Written before recipes had versions: the base template got its default user in
+            # version 2, so one naming a default user is at least that.
+            data["recipe_version"] = 2 if data.get("default_user") else 1
         return Template(**data)
 
     def _metadata(self, name: str) -> dict[str, Any]:
@@ -104,6 +111,10 @@ class TemplateStore:
         template.json (the only way to reach its checkpointed envd)."""
         token = self._metadata(name).get(LEGACY_TOKEN)
         return token if isinstance(token, str) and token else None
+
+    def stale(self, name: str, recipe: base_image.ImageRecipe) -> bool:
+        """Whether the image template was built by an older version of the recipe."""
+        return self.exists(name) and self.get(name).recipe_version < recipe.version
 
     def exists(self, name: str) -> bool:
         return (self.dir(name) / "template.json").is_file()
@@ -193,12 +204,15 @@ class TemplateStore:
         name: str,
         progress: Callable[[float, str], None],
         recipe: base_image.ImageRecipe = base_image.MINIMAL,
+        replace_stale: bool = False,
     ) -> Template:
-        """Build an image template on the host unless it exists. Safe to call concurrently."""
+        """Build an image template on the host unless it exists (or, with replace_stale, unless
+        it exists and is not stale: a stale one is then replaced by a fresh build, swapped in
+        at once). Safe to call concurrently."""
         if recipe.base is not None and not self.exists(recipe.base):
             await self.ensure_base(recipe.base, progress)
         async with self._build_lock:
-            if self.exists(name):
+            if self.exists(name) and not (replace_stale and self.stale(name, recipe)):
                 return self.get(name)
             staging = self.staging(name)
             try:
@@ -222,8 +236,9 @@ class TemplateStore:
                     healthcheck=recipe.healthcheck,
                     start_timeout_sec=recipe.start_timeout_sec,
                     default_user=recipe.default_user,
+                    recipe_version=recipe.version,
                 )
-                return await self.commit_async(staging, t, overwrite=False)
+                return await self.commit_async(staging, t, overwrite=replace_stale)
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
                 raise

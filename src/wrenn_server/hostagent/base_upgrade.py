@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import base_image
+from .capsule import PAUSED, RUNNING
 from .templates import TemplateStore
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,9 @@ class BaseCheck:
 
 
 def users(store: TemplateStore, capsules_dir: Path, name: str) -> list[str]:
-    """Capsules (running, paused or stopped, any with a record) and snapshot templates whose
-    lower layer is the image template `name`."""
+    """Capsules and snapshot templates whose lower layer is the image template `name`: running
+    and paused capsules (the ones an agent keeps at start; pooled, half-made and dead ones it
+    tears down) and snapshot templates."""
     found = []
     if capsules_dir.is_dir():
         for d in sorted(capsules_dir.iterdir()):
@@ -41,7 +43,11 @@ def users(store: TemplateStore, capsules_dir: Path, name: str) -> list[str]:
                 meta = json.loads((d / "meta.json").read_text())
             except (OSError, ValueError):
                 continue
-            if isinstance(meta, dict) and meta.get("base_image") == name:
+            if (
+                isinstance(meta, dict)
+                and meta.get("base_image") == name
+                and meta.get("status") in (RUNNING, PAUSED)
+            ):
                 found.append(f"capsule {d.name}")
     found.extend(f"snapshot template {t}" for t in store.dependents(name))
     return found

@@ -41,10 +41,11 @@ def _old_base(data_dir: Path, meta: dict[str, object] | None = None) -> Path:
     return d
 
 
-def _capsule_on(data_dir: Path, handle: str, base: str = "minimal") -> None:
+def _capsule_on(data_dir: Path, handle: str, base: str = "minimal", status: str = "paused") -> None:
     d = data_dir / "capsules" / handle
     d.mkdir(parents=True)
-    (d / "meta.json").write_text(json.dumps({"sandbox_id": handle, "base_image": base}))
+    record = {"sandbox_id": handle, "base_image": base, "status": status}
+    (d / "meta.json").write_text(json.dumps(record))
 
 
 def _noop(fraction: float, step: str) -> None:
@@ -68,6 +69,9 @@ async def test_a_stale_unused_base_is_rebuilt_and_swapped_in(tmp_path: Path) -> 
     store = TemplateStore(tmp_path / "templates")
     _old_base(tmp_path)
     _capsule_on(tmp_path, "sb-other", base="code-runner-beta")
+    # Torn down by the agent's start anyway: a warm pool's capsule, a half-made one.
+    _capsule_on(tmp_path, "sb-pooled", status="pooled")
+    _capsule_on(tmp_path, "sb-starting", status="starting")
     check = await base_upgrade.ensure_current(store, tmp_path / "capsules", "minimal", _noop, NEW)
     assert check.rebuilt and not check.warning
     assert (tmp_path / "templates/minimal/rootfs/marker").read_text() == "new"
@@ -84,6 +88,7 @@ async def test_a_stale_base_in_use_is_kept_with_the_command_to_run(tmp_path: Pat
     d = _old_base(tmp_path)
     inode = (d / "rootfs").stat().st_ino
     _capsule_on(tmp_path, "sb-paused")
+    _capsule_on(tmp_path, "sb-pooled", status="pooled")
     (tmp_path / "templates/snap").mkdir()
     (tmp_path / "templates/snap/template.json").write_text(
         json.dumps({"name": "snap", "type": "snapshot", "created_at": 1.0, "base": "minimal"})

@@ -41,6 +41,7 @@ from .jobs.leadership import Leadership
 from .jobs.reconciler import Reconciler
 from .security import TokenCodec
 from .services import channels, event_wakeups, quotas
+from .services.auth_cache import AuthCache
 from .services.bootstrap import bootstrap_single_box
 from .services.capsules import Hosts
 from .services.e2b_envd.watching import Watchers
@@ -238,6 +239,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.settings = settings
     app.state.db = database
     app.state.codec = codec
+    app.state.auth_cache = AuthCache()
     app.state.hosts = hosts
     app.state.builds = builds
     app.state.events = event_hub

@@ -4,7 +4,7 @@ calling principal.
 `CurrentPrincipal` accepts an `X-API-Key` header or an `Authorization: Bearer <JWT>` (the key wins
 when both are sent); `CurrentUser` accepts only a user JWT (account and team management are not
 for API keys); `CurrentAdmin` is a user JWT whose user is a platform admin. All re-check the
-database on every request.
+database, at most every `auth_cache.TTL_SEC` per credential (see services/auth_cache.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db.session import Database, transaction
 from ..errors import Forbidden, Unauthorized
 from ..jobs.build_workers import Builds
-from ..security import TokenCodec
-from ..services import principals
+from ..security import TokenCodec, hash_credential
+from ..services import auth_cache, principals
+from ..services.auth_cache import AuthCache
 from ..services.capsules import Hosts
 from ..services.event_hub import EventHub
 from ..services.principals import Principal
@@ -70,22 +71,53 @@ BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 APIKeyDep = Annotated[str | None, Depends(_api_key)]
 
 
-async def _user_principal(session: SessionDep, codec: CodecDep, bearer: BearerDep) -> Principal:
+async def _auth_cache(request: Request) -> AuthCache:
+    cache: AuthCache = request.app.state.auth_cache
+    return cache
+
+
+AuthCacheDep = Annotated[AuthCache, Depends(_auth_cache)]
+
+
+async def _user_principal(
+    session: SessionDep, codec: CodecDep, bearer: BearerDep, cache: AuthCacheDep
+) -> Principal:
     if bearer is None:
         raise Unauthorized("missing credentials: send Authorization: Bearer <token>")
+    token = bearer.credentials
+    # Signature and expiry are checked every time; only the database part is cached.
+    codec.verify(token)
+    cached = cache.get(token)
+    if cached is not None:
+        return cached
+    read_at = auth_cache.generation()
     async with transaction(session):
-        return await principals.principal_from_token(session, codec=codec, token=bearer.credentials)
+        principal = await principals.principal_from_token(session, codec=codec, token=token)
+    cache.put(token, principal, read_at_generation=read_at)
+    return principal
 
 
 async def _principal(
-    session: SessionDep, codec: CodecDep, bearer: BearerDep, api_key: APIKeyDep
+    session: SessionDep,
+    codec: CodecDep,
+    bearer: BearerDep,
+    api_key: APIKeyDep,
+    cache: AuthCacheDep,
 ) -> Principal:
     if api_key is None:
         if bearer is None:
             raise Unauthorized("missing credentials: send X-API-Key or Authorization: Bearer")
-        return await _user_principal(session, codec, bearer)
-    async with transaction(session):
-        principal = await principals.principal_from_api_key(session, key=api_key)
+        return await _user_principal(session, codec, bearer, cache)
+    # Keyed by the digest: the cache never holds a usable key.
+    key = "k:" + hash_credential(api_key)
+    principal_or_none = cache.get(key)
+    if principal_or_none is None:
+        read_at = auth_cache.generation()
+        async with transaction(session):
+            principal = await principals.principal_from_api_key(session, key=api_key)
+        cache.put(key, principal, read_at_generation=read_at)
+    else:
+        principal = principal_or_none
     now = dt.datetime.now(dt.UTC)
     if principal.api_key_id is not None and principals.needs_last_used_refresh(principal, now):
         async with transaction(session, write=True):

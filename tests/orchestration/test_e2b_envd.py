@@ -258,7 +258,7 @@ async def test_refusals_are_connect_errors(stack: Stack) -> None:
             signed = await http.get(
                 "/files", params={"path": "/a", "signature": "v1_x"}, headers=route
             )
-            assert signed.status_code == 401 and "signed" in signed.json()["message"]
+            assert (signed.status_code, signed.json()["message"]) == (401, "invalid signature")
             bad_port = {**route, "E2b-Sandbox-Port": "nope"}
             assert (await http.get("/health", headers=bad_port)).status_code == 400
 
@@ -465,3 +465,72 @@ async def test_a_background_commands_timeout_kills_it_after_its_client_left(stac
         processes = stack.agent.sandboxes[cid].processes
         await wait_until(lambda: not processes[handle.pid].running, "the kill at the timeout")
         assert processes[keeper.pid].running  # no timeout: it runs on
+
+
+def host_form(sbx: AsyncSandbox) -> AsyncSandbox:
+    """The same sandbox addressed as `49983-{id}.wrenn.test`, as an SDK without
+    E2B_SANDBOX_URL makes its file URLs."""
+    return AsyncSandbox(
+        sandbox_id=sbx.sandbox_id,
+        sandbox_domain="wrenn.test",
+        envd_version=Version("0.6.4"),
+        envd_access_token=sbx._envd_access_token,
+        traffic_access_token=None,
+        connection_config=ConnectionConfig(api_key="unused", request_timeout=20),
+    )
+
+
+async def by_url(stack: Stack, method: str, url: str, files: Any = None) -> httpx.Response:
+    """The URL as a browser or curl would use it: no credentials, its host naming the sandbox."""
+    parts = httpx.URL(url)
+    target = parts.raw_path.decode()
+    return await stack.client.request(method, target, headers={"Host": parts.host}, files=files)
+
+
+async def test_signed_file_urls_open_their_one_file_for_their_one_use(stack: Stack) -> None:
+    """`upload_url` / `download_url` of a secure sandbox: signed with its envd token, which the
+    server recomputes; the path, operation, user and expiry they were signed for, nothing
+    else, and never another capsule's."""
+    async with e2b_capsule(stack) as (account, cid, _, direct):
+        sbx = host_form(direct)
+        up = sbx.upload_url("/tmp/up.txt", user="root", use_signature_expiration=60)
+        assert f"49983-{cid}.wrenn.test" in up and "signature=v1_" in up
+        resp = await by_url(stack, "POST", up, {"file": ("x.txt", b"signed bytes")})
+        assert resp.status_code == 200 and resp.json()[0]["path"] == "/tmp/up.txt", resp.text
+        down = sbx.download_url("/tmp/up.txt", user="root")
+        exp = sbx.download_url("/tmp/up.txt", user="root", use_signature_expiration=60)
+        assert (await by_url(stack, "GET", exp)).status_code == 200
+        resp = await by_url(stack, "GET", down)
+        assert (resp.status_code, resp.content) == (200, b"signed bytes")
+        # The default user's URL (no username) reads as the capsule's default user.
+        resp = await by_url(stack, "GET", sbx.download_url("/tmp/up.txt"))
+        assert (resp.status_code, resp.content) == (200, b"signed bytes")
+
+        other = await new_account(stack.client)
+        other_cid = str((await make_capsule(stack.client, other))["id"])
+        tampered = [
+            down.replace("up.txt", "etc.txt"),  # another path
+            down.replace("username=root", "username=wrenn-user"),  # another user
+            down.replace(cid, other_cid),  # another capsule, with this one's signature
+            sbx.download_url("/tmp/up.txt", user="root", use_signature_expiration=-5),  # expired
+            exp.replace("signature_expiration=", "signature_expiration=1"),  # expiry moved
+            host_form(
+                sandbox("http://unused", cid, envd_token(account, cid, "traffic"))
+            ).download_url("/tmp/up.txt", user="root"),  # signed with the traffic token
+            host_form(sandbox("http://unused", other_cid, envd_token(other, other_cid)))
+            .download_url("/tmp/up.txt", user="root")
+            .replace(other_cid, cid),  # another capsule's own URL, pointed at this one
+        ]
+        for url in tampered:
+            resp = await by_url(stack, "GET", url)
+            assert (resp.status_code, resp.json()["code"]) == (401, 401), url
+        # A read URL does not write, and a write URL does not read.
+        resp = await by_url(stack, "POST", down, {"file": ("x.txt", b"overwritten")})
+        assert resp.status_code == 401
+        assert (await by_url(stack, "GET", up)).status_code == 401
+        # A signed upload writes its one path: a second part is refused, its file not written.
+        files = [("file", ("first.txt", b"1")), ("file", ("/tmp/second.txt", b"2"))]
+        resp = await by_url(stack, "POST", up, files)
+        assert resp.status_code == 400 and "one file" in resp.json()["message"]
+        assert await direct.files.read("/tmp/up.txt", user="root") == "1"
+        assert await direct.files.exists("/tmp/second.txt") is False

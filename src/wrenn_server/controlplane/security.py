@@ -21,7 +21,9 @@
 - E2B access tokens (the `envdAccessToken` and `trafficAccessToken` an E2B create or connect
   returns): HS256 with the same key, `typ` "e2b-access" and an audience per kind, naming one capsule
   (`sub`, its wire id) of one team. They carry no expiry: the capsule's own lifetime bounds them,
-  as the SDK keeps them for as long as it holds the sandbox.
+  as the SDK keeps them for as long as it holds the sandbox. The envd kind is deterministic per
+  capsule and team, so the server can recompute it to check a signed file URL (whose signature
+  is a hash over it) without storing it.
 - Agent secrets: what the control plane presents to a registered host's agent on every call,
   HMAC(key, host id). Each host knows only its own, and none is stored: rotating the key rotates
   them all (agents fetch the new one when their host JWT, signed with the old key, is refused).
@@ -228,9 +230,13 @@ class TokenCodec:
             "aud": _E2B_AUDIENCES[kind],
             "sub": capsule_id,
             "team_id": ids.TEAM.format(team_id),
-            # Two tokens for one capsule differ, so a leaked one is told apart from a new one.
-            "jti": secrets.token_hex(8),
         }
+        if kind == "traffic":
+            # Two traffic tokens for one capsule differ, so a leaked one is told from a new one.
+            payload["jti"] = secrets.token_hex(8)
+        # The envd kind is the same every time for one capsule of one team (HS256 is
+        # deterministic): a signed file URL's signature is made with it, and the server
+        # recomputes it to check one rather than storing a secret per capsule.
         return jwt.encode(payload, self._secret, algorithm=_JWT_ALGORITHM)
 
     def verify_e2b_access(self, token: str, kind: E2bAccessKind) -> tuple[str, uuid.UUID]:

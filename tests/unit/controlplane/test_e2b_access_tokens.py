@@ -76,3 +76,19 @@ def test_e2b_tokens_and_other_tokens_never_stand_in_for_each_other() -> None:
         for kind in ("envd", "traffic"):
             with pytest.raises(Unauthorized):
                 CODEC.verify_e2b_access(token, kind)
+
+
+def test_the_envd_token_is_recomputable_per_capsule_and_team_and_the_traffic_one_is_not() -> None:
+    """A signed file URL is checked by recomputing the envd token it was made with."""
+    envd = CODEC.issue_e2b_access(CAPSULE, TEAM, "envd")
+    assert CODEC.issue_e2b_access(CAPSULE, TEAM, "envd") == envd
+    others = {
+        CODEC.issue_e2b_access(ids.SANDBOX.format(uuid.uuid4()), TEAM, "envd"),
+        CODEC.issue_e2b_access(CAPSULE, uuid.uuid4(), "envd"),
+        TokenCodec("other-" + "k" * 40, dt.timedelta(hours=1)).issue_e2b_access(
+            CAPSULE, TEAM, "envd"
+        ),
+    }
+    assert envd not in others and len(others) == 3
+    traffic = CODEC.issue_e2b_access(CAPSULE, TEAM, "traffic")
+    assert CODEC.issue_e2b_access(CAPSULE, TEAM, "traffic") != traffic

@@ -18,11 +18,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
-from ..errors import BadRequest, DomainError, HostAgentError, TooLarge, Unauthorized
+from ..errors import BadRequest, DomainError, HostAgentError, TooLarge
 from ..services import proxy_access
-from ..services.e2b_envd import files
+from ..services.e2b_envd import files, signed_urls
 from ..services.e2b_envd.filesystem import FilesystemService
 from ..services.e2b_envd.process import ProcessService
+from ..services.e2b_envd.signed_urls import SignedFile
 from ..services.e2b_envd.target import Envd, Opener, basic_user, opener
 from . import e2b_multipart
 from .e2b_connect import FILESYSTEM_PREFIX, PROCESS_PREFIX, FilesystemApp, ProcessApp
@@ -52,7 +53,12 @@ async def serve(scope: Scope, receive: Receive, send: Send, capsule_id: str) -> 
         return await FilesystemApp(service)(scope, watched, send)
     request = Request(scope, receive)
     try:
-        response = await _http(request, path, open_envd)
+        signed = _signed(request) if path == "/files" else None
+        if signed is not None:
+            open_envd = opener(
+                state.db, state.hosts, state.codec, capsule_id, credentials(scope), signed
+            )
+        response = await _http(request, path, open_envd, signed)
     except DomainError as e:
         response = _error(e)
     await response(scope, receive, send)
@@ -73,7 +79,9 @@ def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
 
 
-async def _http(request: Request, path: str, open_envd: Opener) -> Response:
+async def _http(
+    request: Request, path: str, open_envd: Opener, signed: SignedFile | None
+) -> Response:
     method = request.method
     if path == "/health" and method == "GET":
         await open_envd()
@@ -81,23 +89,22 @@ async def _http(request: Request, path: str, open_envd: Opener) -> Response:
     if path == "/envs" and method == "GET":
         envd = await open_envd()
         return JSONResponse(await files.environment(envd, _user(request)))
-    if path == "/files" and "signature" in _query(request) and not _has_credentials(request):
-        # Checking one needs the very token it was made with, which this server does not keep.
-        raise Unauthorized(
-            "signed file URLs are not supported: send the sandbox's X-Access-Token header"
-        )
     if path == "/files" and method == "GET":
-        return await _download(request, await open_envd())
+        return await _download(request, await open_envd(), signed)
     if path == "/files" and method == "POST":
-        return await _upload(request, await open_envd())
+        return await _upload(request, await open_envd(), signed)
     if path in ("/health", "/envs", "/files"):
         return _envd_error(405, f"method {method} not allowed")
     return _envd_error(404, f"no such path: {path}")
 
 
-def _has_credentials(request: Request) -> bool:
+def _signed(request: Request) -> SignedFile | None:
+    """A signed URL's access, when the request carries a signature and no credentials (with
+    credentials the signature is not needed, as on E2B)."""
     found = credentials(request.scope)
-    return bool(found.e2b_envd or found.api_key or found.bearer)
+    if found.e2b_envd or found.api_key or found.bearer:
+        return None
+    return signed_urls.from_query(_query(request), request.method)
 
 
 def _query(request: Request) -> dict[str, str]:
@@ -105,13 +112,15 @@ def _query(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in parsed.items() if values}
 
 
-def _user(request: Request) -> str:
+def _user(request: Request, signed: SignedFile | None = None) -> str:
+    if signed is not None:
+        return signed.user  # the one it was signed for, whatever Basic auth says
     user = _query(request).get("username")
     return user if user is not None else basic_user(request.headers.get("authorization"))
 
 
-async def _download(request: Request, envd: Envd) -> Response:
-    ref = files.file_ref(envd, _query(request).get("path"), _user(request))
+async def _download(request: Request, envd: Envd, signed: SignedFile | None) -> Response:
+    ref = files.file_ref(envd, _query(request).get("path"), _user(request, signed))
     chunks = await files.read(envd, ref)
     name = os.path.basename(ref.path) or "download"
     return StreamingResponse(
@@ -121,8 +130,8 @@ async def _download(request: Request, envd: Envd) -> Response:
     )
 
 
-async def _upload(request: Request, envd: Envd) -> Response:
-    query, user = _query(request), _user(request)
+async def _upload(request: Request, envd: Envd, signed: SignedFile | None) -> Response:
+    query, user = _query(request), _user(request, signed)
     if any(name.lower().startswith("x-metadata-") for name in request.headers):
         # Refused rather than dropped: code relying on it must not run on without it.
         raise BadRequest("file metadata (X-Metadata-* headers) is not supported")
@@ -144,6 +153,9 @@ async def _upload(request: Request, envd: Envd) -> Response:
             async for _ in parts.chunks():  # not ours: skipped
                 pass
             continue
+        if signed is not None and written:
+            # A signed URL writes the one path it names, never a part's own filename.
+            raise BadRequest("a signed upload URL writes one file")
         ref = files.file_ref(envd, filename or query.get("path"), user)
         if query.get("path") and not written:
             ref.path = query["path"]

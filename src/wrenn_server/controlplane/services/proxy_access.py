@@ -7,13 +7,15 @@ token has active), or a preview token for exactly that port of that capsule (fro
 only), or an E2B access token of the capsule (`X-Access-Token`, `E2B-Traffic-Access-Token`). No
 credentials: 401; credentials that do not reach the capsule: 404, as for a capsule that does not
 exist. The E2B envd protocol (services/e2b_envd) takes neither public ports nor preview tokens:
-it runs commands, so only the team's credentials and the capsule's envd token open it.
+it runs commands, so only the team's credentials and the capsule's envd token open it (and a
+file URL signed with that token opens its one file).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -82,6 +84,22 @@ async def authorize_envd(
         api_key=credentials.api_key, bearer=credentials.bearer, e2b_envd=credentials.e2b_envd
     )
     return await _authorize(db, codec, capsule_id, None, only_team)
+
+
+async def authorize_envd_signed(
+    db: Database, codec: TokenCodec, capsule_id: str, check: Callable[[str], None]
+) -> Access:
+    """Access to the capsule's envd by a signed file URL: `check` is given the capsule's envd
+    token (recomputed: the kind is deterministic per capsule and team) and raises
+    `Unauthorized` unless the URL was signed with it. Any failure is one 401, so a signature
+    tells nothing about capsules it is not for."""
+    sandbox_id = _capsule_uuid(capsule_id)
+    async with db.sessionmaker() as session, transaction(session):
+        sandbox = await session.get(Sandbox, sandbox_id) if sandbox_id else None
+    if sandbox is None:
+        raise Unauthorized("invalid signature")
+    check(codec.issue_e2b_access(capsule_id, sandbox.team_id, "envd"))
+    return Access(sandbox.team_id, E2B_TOKEN_ACTOR)
 
 
 async def _authorize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from ...errors import Unauthorized
 from ...security import TokenCodec
 from .. import proxy, proxy_access
 from ..capsules import Hosts
+from . import signed_urls
+from .signed_urls import SignedFile
 
 # The port E2B's SDKs address envd on (E2b-Sandbox-Port, `49983-{id}.{domain}`).
 ENVD_PORT = 49983
@@ -39,21 +42,31 @@ def opener(
     codec: TokenCodec,
     capsule_id: str,
     credentials: proxy_access.Credentials,
+    signed: SignedFile | None = None,
 ) -> Opener:
-    """Checks the credentials and finds the capsule's agent when first called (so a refusal is
-    answered in the protocol's own framing), the same `Envd` after."""
+    """Checks the credentials (or, without any, a signed file URL's signature) and finds the
+    capsule's agent when first called (so a refusal is answered in the protocol's own framing),
+    the same `Envd` after."""
     found: list[Envd] = []
+    has_credentials = bool(credentials.e2b_envd or credentials.api_key or credentials.bearer)
 
     async def open_envd() -> Envd:
-        if not (credentials.e2b_envd or credentials.api_key or credentials.bearer):
+        if found:
+            return found[0]
+        if has_credentials:
+            access = await proxy_access.authorize_envd(db, codec, capsule_id, credentials)
+        elif signed is not None:
+            url = signed
+            access = await proxy_access.authorize_envd_signed(
+                db, codec, capsule_id, lambda token: signed_urls.check(url, token, time.time())
+            )
+        else:
             raise Unauthorized(
                 "missing credentials: send the sandbox's envd access token in X-Access-Token "
                 "(or an API key of its team in X-API-Key)"
             )
-        if not found:
-            access = await proxy_access.authorize_envd(db, codec, capsule_id, credentials)
-            client, _generation = await proxy.running_agent(db, hosts, access, capsule_id)
-            found.append(Envd(client, capsule_id, access))
+        client, _generation = await proxy.running_agent(db, hosts, access, capsule_id)
+        found.append(Envd(client, capsule_id, access))
         return found[0]
 
     return open_envd

@@ -239,7 +239,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.settings = settings
     app.state.db = database
     app.state.codec = codec
-    app.state.auth_cache = AuthCache()
+    app.state.auth_cache = AuthCache(ttl=settings.auth_cache_ttl_sec)
     app.state.hosts = hosts
     app.state.builds = builds
     app.state.events = event_hub

@@ -195,6 +195,16 @@ class Settings(BaseSettings):
     build_archive_max_mb: int = Field(
         default=512, ge=1, description="Largest archive a template build may upload, MiB."
     )
+    auth_cache_ttl_sec: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="How long a control plane process reuses what a credential (API key or "
+        "user token) resolved to before asking the database again; 0 turns the cache off. "
+        "It bounds how long another process may still honour a revoked key, a removed member, "
+        "a deactivated user or a deleted team (the process that made the change drops its "
+        "cache at once).",
+    )
     exec_max_output_bytes: int = Field(
         default=1 << 20,
         ge=1024,

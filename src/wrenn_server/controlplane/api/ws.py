@@ -61,7 +61,9 @@ async def _team(
     codec: TokenCodec = websocket.app.state.codec
     # The same principal rules as `CurrentPrincipal`, called by hand.
     async with db.sessionmaker() as session:
-        principal = await _principal(session, codec, bearer, api_key)
+        principal = await _principal(
+            session, codec, bearer, api_key, websocket.app.state.auth_cache
+        )
     if platform:
         # The platform team's capsules: as `CurrentAdmin`, a platform admin's user session.
         principal.require_user()

@@ -32,6 +32,7 @@ MAX_EXITED = 256
 EXITED_OUTPUT_BUDGET = 64 * 1024 * 1024
 EARLY_KEEP = 10.0  # seconds to keep statuses of pids nobody registered (yet)
 MAX_EARLY = 1024
+IDLE_WAKE_SEC = 3600.0  # longest sleep of a loop that normally waits for an event
 
 
 class Spec:
@@ -93,10 +94,12 @@ class ProcessTable:
             self._dispatch(pid, status)
 
     def _wait_for_spawn(self, seen: int) -> None:
-        """No children at all: sleep until the next spawn (the timeout is a safety net)."""
+        """No children at all: sleep until the next spawn. Every spawn notifies, and nothing
+        else gives envd a child (an orphan needs a living descendant, which waitpid waits for),
+        so the long timeout is only a safety net: an idle capsule should not wake."""
         with self.cond:
             if self._spawns == seen:
-                self.cond.wait(1.0)
+                self.cond.wait(IDLE_WAKE_SEC)
 
     def _dispatch(self, pid: int, status: int) -> None:
         with self.cond:

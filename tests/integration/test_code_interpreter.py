@@ -12,6 +12,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ import uvicorn
 from pydantic import SecretStr
 from sqlalchemy.exc import OperationalError
 
+from wrenn_server import codeinterp
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.db.session import Database
 from wrenn_server.controlplane.services.bootstrap import register_built_templates
@@ -45,11 +47,25 @@ async def template() -> str:
     started = time.monotonic()
     store = TemplateStore(DATA_DIR / "templates")
     built = store.exists(NAME)
+    if built and not _server_is_current(store):
+        # Built from an older server (the template keeps the copy it was built with): rebuilt,
+        # as `wrenn image build code-interpreter --force` would.
+        await store.delete_async(NAME)
+        built = False
     t = await code_interpreter_image.ensure(store, lambda _f, _s: None)
     if not built:
         print(f"built {NAME} in {time.monotonic() - started:.0f} s")
     assert t.start_cmd and t.healthcheck
     return NAME
+
+
+def _server_is_current(store: TemplateStore) -> bool:
+    installed = store.dir(NAME) / "rootfs" / code_interpreter_image.INSTALL_DIR / "codeinterp"
+    sources = sorted(Path(codeinterp.__file__).parent.glob("*.py"))
+    return all(
+        (installed / f.name).is_file() and (installed / f.name).read_bytes() == f.read_bytes()
+        for f in sources
+    )
 
 
 @pytest.fixture(scope="module")
@@ -183,9 +199,16 @@ def sdk_session(opts: dict[str, str]) -> dict[str, Any]:
     from e2b_code_interpreter import Sandbox
 
     seen: dict[str, Any] = {}
-    sbx = Sandbox.create(NAME, **opts)
+    sbx = Sandbox.create(NAME, envs={"GREETING": "from-create"}, **opts)
     try:
         seen["template"] = sbx.get_info().template_id
+        # The sandbox's envs reach the kernel started before them; a call's own win for it.
+        env = "import os\nos.environ.get('GREETING')"
+        seen["envs"] = [
+            sbx.run_code(env).text,
+            sbx.run_code(env, envs={"GREETING": "per-call"}).text,
+            sbx.run_code(env).text,
+        ]
         out: list[str] = []
         execution = sbx.run_code("print('hello')\n6 * 7", on_stdout=lambda m: out.append(m.line))
         seen["stdout"], seen["text"] = execution.logs.stdout, execution.text
@@ -202,6 +225,7 @@ def sdk_session(opts: dict[str, str]) -> dict[str, Any]:
         )
         context = sbx.create_code_context(cwd="/tmp")
         seen["context"] = (context.language, context.cwd)
+        seen["envs"].append(sbx.run_code(env, context=context).text)
         sbx.run_code("z = 5", context=context)
         seen["in_context"] = sbx.run_code("z", context=context).text
         seen["listed"] = context.id in [c.id for c in sbx.list_code_contexts()]
@@ -219,6 +243,7 @@ async def test_the_e2b_code_interpreter_sdk(server: dict[str, str]) -> None:
     opts = {k: server[k] for k in ("api_url", "api_key", "sandbox_url")}
     seen = await asyncio.to_thread(sdk_session, opts)
     assert seen["template"] == NAME
+    assert seen["envs"] == ["from-create", "per-call", "from-create", "from-create"]
     assert (seen["stdout"], seen["text"], seen["streamed"]) == (["hello\n"], "42", ["hello\n"])
     assert seen["count"] and seen["count"] >= 1
     assert len(seen["png"]) == 1 and base64.b64decode(seen["png"][0]).startswith(PNG)

@@ -40,6 +40,10 @@ MIME_FIELDS = {
     "e2b/chart": "chart",
 }
 
+# The capsule's default environment (a create's or resume's envs), written by envd's /init
+# (wrenn_server.envd.environment_file): the kernels start with the capsule, before it is set.
+SANDBOX_ENV_FILE = "/run/wrenn/environment.json"
+
 Line = dict[str, Any]
 
 log = logging.getLogger("wrenn-code-interpreter")
@@ -102,6 +106,44 @@ def _env_snippets(env: dict[str, str]) -> tuple[str, str]:
     return apply, restore
 
 
+def _sync_snippet(wanted: dict[str, str], applied: dict[str, str]) -> str:
+    """Python that makes the kernel's environment hold `wanted` where it held `applied`."""
+    gone = [name for name in applied if name not in wanted]
+    return (
+        "import os as __wrenn_os, json as __wrenn_json\n"
+        f"__wrenn_os.environ.update(__wrenn_json.loads({json.dumps(wanted)!r}))\n"
+        f"for __wrenn_k in __wrenn_json.loads({json.dumps(gone)!r}):\n"
+        "    __wrenn_os.environ.pop(__wrenn_k, None)\n"
+    )
+
+
+class SandboxEnvironment:
+    """The capsule's default environment as envd last wrote it, re-read when the file changes
+    (a resume or a snapshot's create may set it again)."""
+
+    def __init__(self, path: str = SANDBOX_ENV_FILE) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._env: dict[str, str] = {}
+
+    def current(self) -> dict[str, str]:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return self._env  # none set yet (or never: a capsule without envs)
+        if (stat.st_mtime_ns, stat.st_ino) != self._seen:
+            try:
+                with open(self.path, encoding="utf-8") as f:
+                    value = json.load(f)
+            except (OSError, ValueError):
+                log.exception("could not read the sandbox's environment")
+                return self._env
+            if isinstance(value, dict):
+                self._env = {str(k): str(v) for k, v in value.items()}
+            self._seen = (stat.st_mtime_ns, stat.st_ino)
+        return self._env
+
+
 class Context:
     def __init__(self, context_id: str, language: str, cwd: str) -> None:
         self.id = context_id
@@ -112,13 +154,15 @@ class Context:
         self.client: Any = None
         self.generation = 0  # bumped by a restart or removal: a running execution ends
         self.running = ""  # the message id of the execution in progress
+        self.sandbox_env: dict[str, str] = {}  # the capsule's environment its kernel holds
 
     def describe(self) -> dict[str, str]:
         return {"id": self.id, "language": self.language, "cwd": self.cwd}
 
 
 class Contexts:
-    def __init__(self, default_cwd: str) -> None:
+    def __init__(self, default_cwd: str, environment: SandboxEnvironment | None = None) -> None:
+        self.environment = environment or SandboxEnvironment()
         # Plain kernel managers, without jupyter_client's auto-restarter: a kernel that dies is
         # seen by the execution waiting on it, which reports it and starts another.
         self.kernels = AsyncMultiKernelManager(
@@ -149,6 +193,7 @@ class Contexts:
     async def _start(self, context: Context) -> None:
         """A new kernel for the context (new ports: a dead kernel's may not be free yet)."""
         kernel = KERNELS[context.language]
+        context.sandbox_env = {}  # a new kernel has the server's environment
         context.kernel_id = await self.kernels.start_kernel(kernel_name=kernel, cwd=context.cwd)
         try:
             client = self.kernels.get_kernel(context.kernel_id).client()
@@ -215,6 +260,11 @@ class Contexts:
         async with context.lock:
             restore = None
             generation = context.generation
+            sandbox_env = self.environment.current()
+            if sandbox_env != context.sandbox_env:
+                # First, so a call's own env_vars win and are restored to the sandbox's.
+                await self._silent(context, _sync_snippet(sandbox_env, context.sandbox_env))
+                context.sandbox_env = sandbox_env
             if env:
                 apply, restore = _env_snippets(env)
                 await self._silent(context, apply)

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 
-from . import __version__, credential, fields, files, ports, tunnel, users, watch
+from . import __version__, credential, environment_file, fields, files, ports, tunnel, users, watch
 from .errors import ApiError, bad
 from .httpio import CHUNK, ClientGone
 from .output import STREAMS
@@ -58,6 +58,7 @@ def init(h: Handler) -> None:
             state.default_user = default_user
         if env is not None:
             state.env = {**state.env, **env}  # replaced, not mutated: spawns read it unlocked
+            environment_file.write(state.env)
         if token is not None:
             state.token = token.encode()
     h.send_empty()

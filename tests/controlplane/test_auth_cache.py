@@ -51,7 +51,7 @@ async def _refused_within(
 
 def _cached_entries(app: FastAPI) -> int:
     cache: AuthCache = app.state.auth_cache
-    return len(cache._entries)
+    return len(cache)
 
 
 async def test_revoking_a_key_through_the_api_refuses_it_on_the_next_request(
@@ -199,4 +199,4 @@ async def test_entries_expire_and_the_cache_is_bounded() -> None:
         await asyncio.sleep(0.01)
     for name in ("a", "b", "c"):
         cache.put(name, _principal(), read_at_generation=gen)
-    assert len(cache._entries) <= 2
+    assert len(cache) <= 2

@@ -74,6 +74,9 @@ class AuthCache:
     def clear(self) -> None:
         self._entries.clear()
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
 
 def _statement_table(state: ORMExecuteState) -> str | None:
     table = getattr(state.statement, "table", None)

@@ -2,8 +2,9 @@
 port 49999, reached through the port proxy with a Wrenn API key, runs code (stdout, stderr, the
 result, errors, a matplotlib figure as PNG, env vars) and manages contexts (create, list,
 restart, remove); and E2B's code interpreter SDK (`e2b_code_interpreter.Sandbox`), unchanged and
-configured only with E2B_API_URL/E2B_SANDBOX_URL/E2B_API_KEY's values, runs code, draws a chart
-and uses contexts against the same server."""
+configured only with E2B_API_URL/E2B_SANDBOX_URL/E2B_API_KEY's values, runs code with the
+sandbox's envs, draws line, bar and scatter charts (PNG and `result.chart`) and uses contexts
+against the same server."""
 
 from __future__ import annotations
 
@@ -194,6 +195,24 @@ async def test_the_server_through_the_port_proxy(server: dict[str, str]) -> None
             await http.delete(f"/v1/capsules/{capsule_id}", headers=key)
 
 
+BARS = (
+    "import matplotlib.pyplot as plt\nplt.bar(['a', 'b'], [3, 5], label='sales')\n"
+    "plt.title('Bars')\nplt.show()"
+)
+SCATTER = (
+    "import matplotlib.pyplot as plt\nplt.scatter([1, 2], [3, 4], label='dots')\n"
+    "plt.xlabel('x')\nplt.show()"
+)
+
+
+def _chart(chart: Any) -> tuple[Any, ...]:
+    """What the SDK's chart models hold, as plain values."""
+    if chart.type.value == "bar":
+        return ("bar", chart.title, [(e.label, e.group, e.value) for e in chart.elements])
+    points = [(e.label, [tuple(p) for p in e.points]) for e in chart.elements]
+    return (chart.type.value, chart.title, chart.x_label, points)
+
+
 def sdk_session(opts: dict[str, str]) -> dict[str, Any]:
     """What a user of E2B's code interpreter writes."""
     from e2b_code_interpreter import Sandbox
@@ -216,6 +235,9 @@ def sdk_session(opts: dict[str, str]) -> dict[str, Any]:
         seen["count"] = execution.execution_count
         chart = sbx.run_code(PLOT)
         seen["png"] = [r.png for r in chart.results if r.png]
+        seen["charts"] = [_chart(r.chart) for r in chart.results if r.chart]
+        for code in (BARS, SCATTER):
+            seen["charts"] += [_chart(r.chart) for r in sbx.run_code(code).results if r.chart]
         failed = sbx.run_code("raise ValueError('nope')")
         assert failed.error is not None
         seen["error"] = (
@@ -243,6 +265,11 @@ async def test_the_e2b_code_interpreter_sdk(server: dict[str, str]) -> None:
     opts = {k: server[k] for k in ("api_url", "api_key", "sandbox_url")}
     seen = await asyncio.to_thread(sdk_session, opts)
     assert seen["template"] == NAME
+    assert seen["charts"] == [
+        ("line", "", None, [("", [(1.0, 1.0), (2.0, 4.0), (3.0, 9.0)])]),
+        ("bar", "Bars", [("a", "sales", 3.0), ("b", "sales", 5.0)]),
+        ("scatter", "", "x", [("dots", [(1.0, 3.0), (2.0, 4.0)])]),
+    ]
     assert seen["envs"] == ["from-create", "per-call", "from-create", "from-create"]
     assert (seen["stdout"], seen["text"], seen["streamed"]) == (["hello\n"], "42", ["hello\n"])
     assert seen["count"] and seen["count"] >= 1

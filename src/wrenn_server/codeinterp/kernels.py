@@ -44,6 +44,22 @@ MIME_FIELDS = {
 # (wrenn_server.envd.environment_file): the kernels start with the capsule, before it is set.
 SANDBOX_ENV_FILE = "/run/wrenn/environment.json"
 
+# Run in each new kernel: matplotlib figures also display as E2B's `e2b/chart` (charts.py,
+# imported from where this package is installed; the kernel's sys.path is left as it was).
+_CHARTS = (
+    "import sys as __wrenn_sys\n"
+    f"__wrenn_sys.path.append({os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r})\n"
+    "try:\n"
+    "    from codeinterp import charts as __wrenn_charts\n"
+    "    __wrenn_charts.register(get_ipython())\n"
+    "    del __wrenn_charts\n"
+    "except ImportError:\n"
+    "    pass  # no matplotlib: no charts, nothing else changes\n"
+    "finally:\n"
+    "    __wrenn_sys.path.pop()\n"
+    "    del __wrenn_sys\n"
+)
+
 Line = dict[str, Any]
 
 log = logging.getLogger("wrenn-code-interpreter")
@@ -200,6 +216,7 @@ class Contexts:
             client.start_channels()
             context.client = client
             await client.wait_for_ready(timeout=READY_TIMEOUT_SEC)
+            await self._silent(context, _CHARTS)
         except BaseException:
             await self._shutdown(context)
             raise

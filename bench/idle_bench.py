@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -133,6 +134,10 @@ def bare_sandboxes(runsc: str, rootfs: Path, n: int) -> Iterator[list[list[int]]
             subprocess.run(
                 [runsc, f"--root={root}", "delete", "--force", f"base{i}"], capture_output=True
             )
+            # `delete --force` has been seen to leave a sandbox running: none may outlive us.
+            for pid in bundle_pids(work / f"b{i}"):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
         subprocess.run(["rm", "-rf", str(work)], check=False)
 
 

@@ -11,6 +11,7 @@ import hashlib
 import os
 from typing import Any
 
+import httpx
 import pytest
 from e2b import AsyncSandbox, CommandExitException, NotFoundException, TimeoutException
 from e2b.exceptions import InvalidArgumentException, SandboxException
@@ -92,5 +93,27 @@ async def test_files_through_the_protocol(server: dict[str, Any]) -> None:  # no
         assert link.exit_code == 0
         info = await sbx.files.get_info(f"{HOME}/link")
         assert (info.type.value, info.symlink_target) == ("symlink", f"{HOME}/z.txt")
+    finally:
+        await sbx.kill()
+
+
+async def test_signed_file_urls_on_a_real_capsule(server: dict[str, Any]) -> None:  # noqa: F811
+    """The SDK's signed URLs used without credentials, in the host form `49983-{id}.{domain}`
+    (under E2B_SANDBOX_URL the URL itself names no sandbox: its Host is set as the port proxy's
+    domain would)."""
+    sbx = await AsyncSandbox.create("base", timeout=300, **server)
+    try:
+        host = {"Host": f"49983-{sbx.sandbox_id}.{sbx.sandbox_domain}"}
+        async with httpx.AsyncClient(timeout=30) as http:
+            up = sbx.upload_url(f"{HOME}/signed.txt", use_signature_expiration=60)
+            resp = await http.post(up, headers=host, files={"file": ("x", b"via a signed URL")})
+            assert resp.status_code == 200, resp.text
+            owner = await sbx.commands.run(f"stat -c %U {HOME}/signed.txt; cat {HOME}/signed.txt")
+            assert owner.stdout == "wrenn-user\nvia a signed URL"
+            down = sbx.download_url("/etc/hostname", user="root")
+            resp = await http.get(down, headers=host)
+            assert resp.status_code == 200 and resp.content
+            resp = await http.get(down.replace("hostname", "shadow"), headers=host)
+            assert resp.status_code == 401
     finally:
         await sbx.kill()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -73,5 +74,11 @@ def platforms(tmp_path: Path) -> Iterator[list[Platform]]:
     yield started
     for p in started:
         if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
+            # Ctrl-C, as a user stops it: killing `wrenn up` alone would leave its agent and
+            # control plane running.
+            p.proc.send_signal(signal.SIGINT)
+            try:
+                p.proc.wait(90)
+            except subprocess.TimeoutExpired:
+                p.proc.kill()
+                p.proc.wait()

@@ -4,6 +4,7 @@ seeing (and working in) the capsules the other made."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,5 @@ def test_both_sdks_against_wrenn_up(
         finally:
             sbx.kill()
         assert not Sandbox.kill(sbx.sandbox_id)  # already gone
+    platform.proc.send_signal(signal.SIGINT)
+    assert platform.proc.wait(90) == 0

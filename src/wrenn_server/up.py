@@ -79,6 +79,21 @@ def _http_ready(url: str) -> Callable[[], bool]:
     return ready
 
 
+def _unix_ready(path: Path) -> Callable[[], bool]:
+    """Accepting connections: a socket file alone may be left by a killed agent."""
+
+    def ready() -> bool:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(1)
+            try:
+                s.connect(str(path))
+            except OSError:
+                return False
+        return True
+
+    return ready
+
+
 def run_platform(
     data_dir: Path,
     port: int,
@@ -120,7 +135,7 @@ def run_platform(
     api_url = f"http://localhost:{port}"
     domain = proxy_domain(settings, port)
     python = [sys.executable, "-m", "wrenn_server.cli"]
-    supervisor = Supervisor()
+    supervisor = Supervisor(notify=lambda m: console.print(f"[yellow]{m}[/]", highlight=False))
     try:
         supervisor.start(
             Child(
@@ -135,7 +150,8 @@ def run_platform(
                 ],
                 env={"WRENN_AGENT_SECRET": agent_secret},
                 log_path=logs / "agent.log",
-                ready=socket_path.exists,
+                ready=_unix_ready(socket_path),
+                start_timeout=300,
             ),
             timeout=300,
         )
@@ -170,6 +186,7 @@ def run_platform(
         console.print(f"[red]{e}[/] (logs in {logs})")
         supervisor.stop()
         return 1
+    # Restarts a crashed agent or control plane; 1 after a crash loop.
     code = supervisor.wait()
     console.print("stopping: pausing running capsules (they resume with their memory)")
     supervisor.stop(keep=1)  # the control plane first: no new work arrives

@@ -1,0 +1,109 @@
+"""`wrenn up` started the README's way restarts its host agent and its control plane when either
+is killed (kill -9): each comes back by itself, says so, and the platform carries on - a capsule
+made before keeps its file and process, a paused one resumes, a new one can be made - and
+Ctrl-C still stops everything cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from .conftest import Platform, start
+
+HOME = "/home/wrenn-user"
+T = TypeVar("T")
+
+
+def wait(condition: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def child_pid(platform: Platform, command: str) -> int | None:
+    """The pid of `wrenn up`'s child running `wrenn <command>`."""
+    pid = platform.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in children:
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if command.encode() in argv:
+            return int(child)
+    return None
+
+
+def exec_(api: httpx.Client, cid: str, cmd: str) -> httpx.Response:
+    return api.post(f"/v1/capsules/{cid}/exec", json={"cmd": cmd, "timeout_sec": 30})
+
+
+def answers(api: httpx.Client, cid: str, cmd: str, expected: str) -> bool:
+    try:
+        got = exec_(api, cid, cmd)
+    except httpx.HTTPError:
+        return False
+    return got.status_code == 200 and got.json()["stdout"] == expected
+
+
+def kill_and_wait_back(platform: Platform, command: str, name: str) -> None:
+    pid = child_pid(platform, command)
+    assert pid is not None
+    told = platform.output.read_text().count(f"{name} is ready again")
+    os.kill(pid, signal.SIGKILL)
+    wait(
+        lambda: platform.output.read_text().count(f"{name} is ready again") > told,
+        60,
+        f"the {name} back",
+    )
+    assert f"{name} exited (killed by SIGKILL)" in platform.output.read_text()
+    new = child_pid(platform, command)
+    assert new is not None and new != pid
+
+
+def test_a_killed_agent_and_control_plane_come_back_by_themselves(
+    platforms: list[Platform], tmp_path: Path
+) -> None:
+    platform = start(tmp_path, "restarts")
+    platforms.append(platform)
+    key = platform.credentials()["api_key"]
+    with httpx.Client(
+        base_url=platform.url, headers={"X-API-Key": key}, timeout=120, trust_env=False
+    ) as api:
+        live, paused = (api.post("/v1/capsules", json={}).json()["id"] for _ in range(2))
+        started = exec_(api, live, f"echo kept > {HOME}/f && (nohup sleep 3600 >/dev/null 2>&1 &)")
+        assert started.status_code == 200 and started.json()["exit_code"] == 0, started.text
+        assert exec_(api, paused, f"echo also-kept > {HOME}/f").status_code == 200
+        assert api.post(f"/v1/capsules/{paused}/pause").status_code == 200
+        check = f"cat {HOME}/f; pgrep -x sleep >/dev/null && echo up"
+
+        # The agent: the control plane still running reaches the new one by itself.
+        kill_and_wait_back(platform, "agent", "host agent")
+        wait(lambda: answers(api, live, check, "kept\nup\n"), 30, "the capsule through the agent")
+
+        # The control plane: back on the same port, with the same capsules.
+        kill_and_wait_back(platform, "server", "control plane")
+        assert answers(api, live, check, "kept\nup\n")
+        resumed = api.post(f"/v1/capsules/{paused}/resume")
+        assert resumed.status_code == 200, resumed.text
+        assert answers(api, paused, f"cat {HOME}/f", "also-kept\n")
+        new = api.post("/v1/capsules", json={})
+        assert new.status_code == 201, new.text
+        assert answers(api, new.json()["id"], "echo new", "new\n")
+        for cid in (live, paused, new.json()["id"]):
+            assert api.delete(f"/v1/capsules/{cid}").status_code == 204
+
+    for name in ("agent", "controlplane"):
+        assert "wrenn up: " in (platform.data_dir / f"logs/{name}.log").read_text()
+    platform.proc.send_signal(signal.SIGINT)
+    assert platform.proc.wait(90) == 0, platform.output.read_text()

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from sqlalchemy.exc import OperationalError
 
@@ -31,6 +30,7 @@ from wrenn_server.hostagent import code_interpreter_image
 from wrenn_server.hostagent.templates import TemplateStore
 
 from ..ports import free_port
+from ..served import served
 from .conftest import DATA_DIR, SECRET, AgentProcess
 from .test_ws import _account
 
@@ -96,22 +96,11 @@ async def server(
             except OperationalError:
                 assert time.monotonic() < deadline, "the database stayed locked"
                 await asyncio.sleep(0.1)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-        )
-        task = asyncio.create_task(server.serve())
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert not task.done() and time.monotonic() < deadline, "uvicorn did not start"
-            await asyncio.sleep(0.05)
-        url = f"http://localhost:{port}"
-        try:
+        async with served(app, port=port):
+            url = f"http://localhost:{port}"
             async with httpx.AsyncClient(base_url=url, timeout=60) as http:
                 _token, key = await _account(http, "interpreter")
             yield {"api_url": url, "api_key": key, "sandbox_url": url, "port": str(port)}
-        finally:
-            server.should_exit = True
-            await task
 
 
 def _lines(resp: httpx.Response) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from e2b import (
     AsyncSandbox,
     CommandExitException,
@@ -36,6 +35,7 @@ from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.settings import Settings
 
 from ..ports import free_port
+from ..served import served
 from .conftest import SECRET, AgentProcess
 from .test_ws import _account
 
@@ -62,22 +62,11 @@ async def server(
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-        )
-        task = asyncio.create_task(server.serve())
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert not task.done() and time.monotonic() < deadline, "uvicorn did not start"
-            await asyncio.sleep(0.05)
-        url = f"http://localhost:{port}"
-        try:
+        async with served(app, port=port):
+            url = f"http://localhost:{port}"
             async with httpx.AsyncClient(base_url=url, timeout=60) as http:
                 _token, key = await _account(http, "e2b")
             yield {"api_url": url, "api_key": key, "sandbox_url": url}
-        finally:
-            server.should_exit = True
-            await task
 
 
 @contextlib.contextmanager

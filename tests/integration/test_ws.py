@@ -17,15 +17,14 @@ from typing import Any, cast
 import httpx
 import httpx_ws
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from wsproto.events import BytesMessage, TextMessage
 
-from tests.ports import free_port
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.services.streams import messages, sessions
 from wrenn_server.controlplane.settings import Settings
 
+from ..served import served
 from .conftest import SECRET, AgentProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -47,25 +46,6 @@ class Stack:
 
     def team_a(self) -> httpx.AsyncClient:
         return self.client(**{"X-API-Key": self.key})
-
-
-async def _serve(app: Any) -> AsyncIterator[str]:
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", ws="wsproto", log_config=None
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert not task.done(), "uvicorn exited"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _account(http: httpx.AsyncClient, name: str) -> tuple[str, str]:
@@ -97,7 +77,7 @@ async def stack(
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app), contextlib.AsyncExitStack() as stack:
-        base_url = await stack.enter_async_context(contextlib.asynccontextmanager(_serve)(app))
+        base_url = await stack.enter_async_context(served(app, ws="wsproto"))
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=120))
         token, key = await _account(http, "alice")
         _, other_key = await _account(http, "bob")

@@ -9,44 +9,25 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from e2b import AsyncSandbox, SandboxQuery, SandboxState
 from e2b.exceptions import (
     AuthenticationException,
     NotFoundException,
     RateLimitException,
 )
-from fastapi import FastAPI
 
 from wrenn_server.controlplane.security import TokenCodec
 
 from ..controlplane.conftest import TEST_JWT_SECRET
 from ..controlplane.helpers import assert_error
-from ..ports import free_port
+from ..served import served as serving
 from ..waiting import wait_for
 from .conftest import Stack, StartApp
 from .helpers import Account, capsule_status, make_capsule, new_account
-
-
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """The app behind a real uvicorn on 127.0.0.1 (the SDK opens its own connections)."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-    )
-    task = asyncio.create_task(server.serve())
-    await wait_for(lambda: server.started, 30, what="uvicorn started")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def sdk(url: str, account: Account) -> dict[str, Any]:

@@ -30,9 +30,9 @@ from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.security import E2bAccessKind, TokenCodec
 
 from ..controlplane.conftest import TEST_JWT_SECRET
+from ..served import served
 from .conftest import Stack
 from .helpers import Account, make_capsule, new_account
-from .test_port_proxy import served
 
 ENVD_PORT = 49983
 

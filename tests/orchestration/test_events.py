@@ -15,37 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from wrenn_server.controlplane.services.event_hub import EventHub, Subscription
 
-from ..ports import free_port
 from ..published_sdk import published_sdk
+from ..served import served
 from .conftest import StartApp
 from .helpers import Account, make_capsule, new_account
 
 WAIT = 15.0
-
-
-@contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The app (its lifespan already running) over HTTP on 127.0.0.1; yields the base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(WAIT):
-        while not server.started:
-            assert not task.done(), "the server died"
-            await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        server.force_exit = True
-        await asyncio.wait_for(task, WAIT)
 
 
 @dataclass
@@ -112,7 +90,7 @@ async def stream(
 
 
 async def test_events_of_a_capsule_arrive_for_its_team_only(start_app: StartApp) -> None:
-    async with start_app() as stack, served(stack.app) as url:
+    async with start_app() as stack, served(stack.app, force_exit=True) as url:
         ada, bob = await new_account(stack.client), await new_account(stack.client)
         async with stream(url, ada.h) as ada_events, stream(url, bob.jwt, "/v1/events") as bobs:
             capsule = await make_capsule(stack.client, ada)
@@ -134,7 +112,7 @@ async def test_events_of_a_capsule_arrive_for_its_team_only(start_app: StartApp)
 
 
 async def test_resume_with_last_event_id(start_app: StartApp) -> None:
-    async with start_app() as stack, served(stack.app) as url:
+    async with start_app() as stack, served(stack.app, force_exit=True) as url:
         ada = await new_account(stack.client)
         async with stream(url, ada.h) as events:
             capsule = await make_capsule(stack.client, ada)
@@ -168,7 +146,10 @@ async def test_bad_requests(start_app: StartApp) -> None:
 
 
 async def test_heartbeat_and_end_on_shutdown(start_app: StartApp) -> None:
-    async with start_app(events_heartbeat_sec=0.1) as stack, served(stack.app) as url:
+    async with (
+        start_app(events_heartbeat_sec=0.1) as stack,
+        served(stack.app, force_exit=True) as url,
+    ):
         ada = await new_account(stack.client)
         async with stream(url, ada.h) as events:
             # An idle stream gets comment lines only.
@@ -185,7 +166,7 @@ async def test_an_event_made_through_one_process_reaches_the_other(start_app: St
     async with (
         start_app() as one,
         start_app() as two,
-        served(two.app) as url_two,
+        served(two.app, force_exit=True) as url_two,
     ):
         ada = await new_account(one.client)
         async with stream(url_two, ada.h) as events:
@@ -224,7 +205,7 @@ def sdk() -> Iterator[Any]:
 
 
 async def test_published_sdk_stream_yields_the_create_event(start_app: StartApp, sdk: Any) -> None:
-    async with start_app() as stack, served(stack.app) as url:
+    async with start_app() as stack, served(stack.app, force_exit=True) as url:
         ada: Account = await new_account(stack.client)
         seen: list[Any] = []
         connected = threading.Event()

@@ -6,7 +6,6 @@ platform's credentials), bodies both ways, and the errors (closed port 502, paus
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 import time
@@ -17,12 +16,11 @@ from typing import Any
 import httpx
 import httpx_ws
 import pytest
-import uvicorn
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, Request
 
 from ..controlplane.helpers import assert_error
-from ..ports import free_port
+from ..served import served
 from ..waiting import wait_for
 from .conftest import Stack, StartApp
 from .helpers import make_capsule, new_account
@@ -232,22 +230,6 @@ async def test_websockets_are_carried_both_ways(stack: Stack, ws_echo: int) -> N
             async with httpx_ws.aconnect_ws("/", http, headers={**host(9001, cid), **alice.h}):
                 pass
         assert refused.value.response.status_code == 502
-
-
-@contextlib.asynccontextmanager
-async def served(app: Any) -> AsyncIterator[str]:
-    """The app behind a real uvicorn on 127.0.0.1."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-    )
-    task = asyncio.create_task(server.serve())
-    await wait_for(lambda: server.started, 30, what="uvicorn started")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_a_caller_leaving_an_endless_stream_closes_the_tunnel(stack: Stack) -> None:

@@ -14,10 +14,11 @@ import pytest
 
 from wrenn_server.controlplane.services.proxy_pool import TunnelPool
 
+from ..served import served
 from ..waiting import wait_for
 from .conftest import Stack
 from .helpers import Account, make_capsule, new_account
-from .test_port_proxy import host, served
+from .test_port_proxy import host
 
 LARGE = 64 * 65536
 

@@ -26,6 +26,12 @@ POOLED = "pooled"
 # Its sandbox died on its own (see sandbox_deaths.py); only destroy is left.
 DEAD = "dead"
 
+# An operation under way, kept in the record (`operation`) from before runsc's checkpoint
+# starts until the capsule's status says how it ended: an agent restarted in between finishes
+# or rolls it back instead of taking the capsule for leftovers (GVisorRuntime.recover).
+PAUSING = "pausing"
+SNAPSHOTTING = "snapshotting"
+
 
 # `sb-` and a canonical (lowercase, hyphenated) UUID, matched whole: ids name directories,
 # sandboxes and cgroups, so nothing else (`sb-/../..`, a trailing newline) may pass.
@@ -71,6 +77,8 @@ class Capsule:
     exit_reason: str = ""
     # The version its envd reported when it last started or resumed ("" if it did not say).
     envd_version: str = ""
+    # PAUSING or SNAPSHOTTING while one is under way, else "".
+    operation: str = ""
     created_at: float = field(default_factory=time.time)
     last_active_at: float = field(default_factory=time.time)
     net: CapsuleNet | None = None

@@ -16,8 +16,16 @@ from pathlib import Path
 
 from .. import envd as envd_package
 from ..private import private_dir, private_file
-from . import datadir, errors, network, rootfs_io, storage
-from .capsule import DEAD, PAUSED, RUNNING, Capsule, capsule_key
+from . import checkpoints, datadir, errors, network, rootfs_io, storage
+from .capsule import (
+    DEAD,
+    PAUSED,
+    PAUSING,
+    RUNNING,
+    SNAPSHOTTING,
+    Capsule,
+    capsule_key,
+)
 from .config import AgentSettings
 from .dns_forwarder import DnsForwarder
 from .egress_rules import CAPSULE_RESOLVER, EgressPolicy
@@ -29,6 +37,10 @@ from .runsc import Runsc, oci_config
 from .templates import IMAGE, SNAPSHOT, Template, TemplateStore
 
 log = logging.getLogger(__name__)
+
+# Where a pause's checkpoint is written before it is the capsule's `checkpoint`.
+NEW_CHECKPOINT = "checkpoint.new"
+_NOUNS = {PAUSING: "pause", SNAPSHOTTING: "snapshot"}
 
 
 class GVisorRuntime:
@@ -192,9 +204,16 @@ class GVisorRuntime:
         await asyncio.to_thread(shutil.rmtree, capsule.dir, ignore_errors=True)
 
     async def pause(self, capsule: Capsule) -> None:
+        """Checkpoint, then tear down. The record says PAUSING (or the SNAPSHOTTING the caller
+        set) from before the checkpoint starts until it says PAUSED, and a checkpoint directory
+        is then always this pause's own (a resume's leftover is removed first): what a
+        restarted agent needs to finish or roll back an interrupted pause (recover)."""
         assert capsule.net is not None
-        image = capsule.dir / "checkpoint.new"
+        image = capsule.dir / NEW_CHECKPOINT
         await asyncio.to_thread(shutil.rmtree, image, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, capsule.checkpoint_dir, ignore_errors=True)
+        capsule.operation = capsule.operation or PAUSING
+        capsule.save()
         image.mkdir(mode=0o700)
         try:
             await self.runsc.checkpoint(capsule.runsc_id, image, capsule.net.netns_path)
@@ -203,11 +222,14 @@ class GVisorRuntime:
         except BaseException:
             # A half-written image (a full disk) would hold the space every capsule needs.
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, image, ignore_errors=True))
+            capsule.operation = ""
+            capsule.save()
             raise
-        await asyncio.to_thread(shutil.rmtree, capsule.checkpoint_dir, ignore_errors=True)
         image.rename(capsule.checkpoint_dir)
         await asyncio.shield(self.teardown(capsule))
         capsule.status = PAUSED
+        if capsule.operation == PAUSING:
+            capsule.operation = ""  # a snapshot's mark stays until its template is made
         capsule.save()
 
     async def resume(self, capsule: Capsule) -> None:
@@ -244,6 +266,7 @@ class GVisorRuntime:
         if self.templates.exists(name) and not overwrite:
             raise errors.AlreadyExists(f"template {name!r} already exists")
         if capsule.status == RUNNING:
+            capsule.operation = SNAPSHOTTING
             await self.pause(capsule)
         staging = self.templates.staging(name)
         try:
@@ -266,6 +289,10 @@ class GVisorRuntime:
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
             raise
+        finally:
+            if capsule.operation:
+                capsule.operation = ""
+                capsule.save()
 
     async def flatten(self, capsule: Capsule, name: str, overwrite: bool) -> Template:
         """Freeze the sandbox (after envd synced its writes), copy the merged view, thaw."""
@@ -316,15 +343,17 @@ class GVisorRuntime:
                 await run_quiet("umount", "-l", point)
             await asyncio.to_thread(shutil.rmtree, d, ignore_errors=True)
             return None
-        if capsule.status == RUNNING and capsule.net is not None:
-            state = await self.runsc.state(capsule.runsc_id, capsule.net.netns_path)
-            if state and state.get("status") == "running":
-                try:
-                    await self.dns.serve(capsule.net.host_ip)
-                except OSError:
-                    log.warning("no DNS forwarder for adopted capsule %s", capsule.sandbox_id)
-                log.info("adopted running capsule %s", capsule.sandbox_id)
-                return capsule
+        if capsule.operation and capsule.status == RUNNING:
+            return await self._recover_pause(capsule)
+        if capsule.operation:
+            # A snapshot interrupted after its pause: the capsule is paused with its files;
+            # the template's staging directory went with the sweep of templates.
+            log.info("capsule %s: its snapshot did not finish", capsule.sandbox_id)
+            capsule.operation = ""
+        if capsule.status == RUNNING and await self._adopt(capsule):
+            # A resume's checkpoint whose removal the restart interrupted: older than the disk.
+            await asyncio.to_thread(self.drop_checkpoint, capsule)
+            return capsule
         if capsule.status == DEAD:
             # Kept for the control plane to learn why, until it destroys it.
             await self.teardown(capsule)
@@ -338,6 +367,55 @@ class GVisorRuntime:
         log.info("removing leftovers of capsule %s (%s)", capsule.sandbox_id, capsule.status)
         await self.destroy(capsule)
         return None
+
+    async def _adopt(self, capsule: Capsule) -> bool:
+        """Keep a capsule whose sandbox still runs."""
+        if capsule.net is None:
+            return False
+        state = await self.runsc.state(capsule.runsc_id, capsule.net.netns_path)
+        if not state or state.get("status") != "running":
+            return False
+        try:
+            await self.dns.serve(capsule.net.host_ip)
+        except OSError:
+            log.warning("no DNS forwarder for adopted capsule %s", capsule.sandbox_id)
+        log.info("adopted running capsule %s", capsule.sandbox_id)
+        return True
+
+    async def _recover_pause(self, capsule: Capsule) -> Capsule:
+        """A pause (or a snapshot's) the agent did not see to its end. A complete checkpoint
+        makes it paused, as the pause would have (marked auto-paused: no caller was told);
+        otherwise the image is discarded and the capsule runs on if its sandbox does, else it
+        is dead with the reason."""
+        operation, capsule.operation = capsule.operation, ""
+        image = capsule.dir / NEW_CHECKPOINT
+        # runsc's checkpoint may still be writing: it outlives the agent that started it.
+        await checkpoints.wait_for_writers(image)
+        if checkpoints.is_complete(image):
+            image.rename(capsule.checkpoint_dir)  # pause removed any older one first
+        await asyncio.to_thread(shutil.rmtree, image, ignore_errors=True)
+        if capsule.checkpoint_dir.is_dir():
+            await self.teardown(capsule)
+            capsule.status = PAUSED
+            capsule.auto_paused = True
+            capsule.save()
+            log.info(
+                "capsule %s: finished its interrupted %s (paused)", capsule.sandbox_id, operation
+            )
+            return capsule
+        if await self._adopt(capsule):
+            capsule.save()
+            log.info("capsule %s: rolled back its interrupted %s", capsule.sandbox_id, operation)
+            return capsule
+        capsule.exit_reason = (
+            f"its sandbox stopped during a {_NOUNS.get(operation, operation)} "
+            "that the host agent did not finish (the agent restarted)"
+        )
+        await self.teardown(capsule)
+        capsule.status = DEAD
+        capsule.save()
+        log.warning("capsule %s: %s", capsule.sandbox_id, capsule.exit_reason)
+        return capsule
 
     async def _sweep_strays(self, keep: set[str]) -> None:
         """Kernel objects and runsc state that belong to no capsule we kept.

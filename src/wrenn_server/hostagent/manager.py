@@ -11,7 +11,15 @@ import logging
 
 from . import errors
 from .capacity import Room, check_memory
-from .capsule import PAUSED, POOLED, RUNNING, Capsule, new_sandbox_id, validate_sandbox_id
+from .capsule import (
+    PAUSED,
+    POOLED,
+    RUNNING,
+    SNAPSHOTTING,
+    Capsule,
+    new_sandbox_id,
+    validate_sandbox_id,
+)
 from .capsule_spec import CreateSpec, new_capsule
 from .capsule_table import CapsuleTable
 from .config import AgentSettings
@@ -328,7 +336,12 @@ class SandboxManager(CapsuleTable):
                 await self._resume_locked(capsule)
             if capsule.status == RUNNING:
                 await rekey(self.keys, capsule, self.clients[capsule.sandbox_id])
-                await self._pause_locked(capsule)
+                capsule.operation = SNAPSHOTTING  # kept by the runtime until the template is made
+                try:
+                    await self._pause_locked(capsule)
+                except BaseException:
+                    capsule.operation = ""
+                    raise
             elif capsule.status != PAUSED:
                 raise errors.InvalidState(f"sandbox {sandbox_id} is {capsule.status}")
             return await self.runtime.snapshot(capsule, name, overwrite)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,11 +33,14 @@ async def run(
     input: bytes | None = None,
     stdout_path: str | None = None,
     env: dict[str, str] | None = None,
+    own_group: bool = False,
 ) -> str:
     """Run a command and return its stdout.
 
     `stdout_path` sends stdout and stderr to a file instead of pipes: needed for `runsc run/restore
     --detach`, whose sandbox inherits and keeps those descriptors open (a pipe would never see EOF).
+    `own_group` runs it in a process group of its own, killed whole on a timeout: for a shell
+    around a command, whose child would outlive it.
     """
     started = time.monotonic()
     # Logs of capsules' sandboxes: root's only (0600).
@@ -51,6 +56,7 @@ async def run(
             stdout=out_file if out_file else asyncio.subprocess.PIPE,
             stderr=out_file if out_file else asyncio.subprocess.PIPE,
             env={**os.environ, **env} if env else None,
+            start_new_session=own_group,
         )
     finally:
         if out_file:
@@ -59,7 +65,11 @@ async def run(
         out, err = await asyncio.wait_for(proc.communicate(input), timeout)
     except (TimeoutError, asyncio.CancelledError):
         if proc.returncode is None:
-            proc.kill()
+            if own_group:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
             await proc.wait()
         raise
     log.debug("%.3fs %s -> %s", time.monotonic() - started, " ".join(argv)[:160], proc.returncode)

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from . import checkpoints
 from .proc import CommandError, run, run_quiet
 
 log = logging.getLogger(__name__)
@@ -139,19 +140,24 @@ class Runsc:
         await run(*argv, timeout=120, stdout_path=str(log_path))
 
     async def checkpoint(self, cid: str, image: Path, netns_path: str) -> None:
-        """Save memory and state to `image`; the sandbox stops."""
-        await run(
-            *self._in_netns(
-                netns_path,
-                "checkpoint",
-                # Uncompressed: restore speed matters more than image size.
-                "--compression=none",
-                "--exclude-committed-zero-pages",
-                f"--image-path={image}",
-                cid,
-            ),
-            timeout=300,
+        """Save memory and state to `image`; the sandbox stops. The image is marked complete
+        (checkpoints.py) by a shell around runsc once runsc succeeded, so the mark is made
+        even if the agent is gone by then."""
+        argv = self._in_netns(
+            netns_path,
+            "checkpoint",
+            # Uncompressed: restore speed matters more than image size.
+            "--compression=none",
+            "--exclude-committed-zero-pages",
+            checkpoints.image_arg(image),
+            cid,
         )
+        mark = str(image / checkpoints.COMPLETE)
+        await run(
+            "sh", "-c", '"$@" && : > "$0"', mark, *argv,
+            timeout=checkpoints.CHECKPOINT_TIMEOUT,
+            own_group=True,
+        )  # fmt: skip
 
     async def freeze(self, cid: str, netns_path: str) -> None:
         await run(*self._in_netns(netns_path, "pause", cid), timeout=60)

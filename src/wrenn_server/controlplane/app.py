@@ -43,6 +43,7 @@ from .security import TokenCodec
 from .services import channels, event_wakeups, quotas
 from .services.auth_cache import AuthCache
 from .services.bootstrap import bootstrap_single_box
+from .services.capsule_routes import CapsuleRoutes
 from .services.capsules import Hosts
 from .services.e2b_envd.watching import Watchers
 from .services.event_hub import EventHub
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         ),
         BalancedScheduler(settings.memory_overcommit),
         quotas.Limits.of(settings),
+        CapsuleRoutes(ttl=settings.capsule_cache_ttl_sec),
     )
     archives = settings.data_dir / "builds"
     queue = build_queue(

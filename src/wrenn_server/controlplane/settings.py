@@ -205,6 +205,16 @@ class Settings(BaseSettings):
         "a deactivated user or a deleted team (the process that made the change drops its "
         "cache at once).",
     )
+    capsule_cache_ttl_sec: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="How long a control plane process reuses where a running capsule is (its "
+        "team and host) for calls into it (exec, files, the E2B protocol, the port proxy) "
+        "before reading it again; 0 turns the cache off. It bounds how long a pause, destroy "
+        "or move made through another process goes unseen here (the process that made it "
+        "drops the capsule's entry at once).",
+    )
     exec_max_output_bytes: int = Field(
         default=1 << 20,
         ge=1024,

@@ -35,7 +35,9 @@ MAX_INFLATED_BYTES = 16 * 1024 * 1024 * 1024
 
 async def serve(scope: Scope, receive: Receive, send: Send, capsule_id: str) -> None:
     state = scope["app"].state
-    open_envd = opener(state.db, state.hosts, state.codec, capsule_id, credentials(scope))
+    open_envd = opener(
+        state.db, state.hosts, state.codec, capsule_id, credentials(scope), auth=state.auth_cache
+    )
     path: str = scope["path"]
     gone = asyncio.Event()
 
@@ -56,7 +58,13 @@ async def serve(scope: Scope, receive: Receive, send: Send, capsule_id: str) -> 
         signed = _signed(request) if path == "/files" else None
         if signed is not None:
             open_envd = opener(
-                state.db, state.hosts, state.codec, capsule_id, credentials(scope), signed
+                state.db,
+                state.hosts,
+                state.codec,
+                capsule_id,
+                credentials(scope),
+                signed,
+                auth=state.auth_cache,
             )
         response = await _http(request, path, open_envd, signed)
     except DomainError as e:

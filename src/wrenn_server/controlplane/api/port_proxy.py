@@ -124,8 +124,9 @@ async def _open(
     carries a token of this platform (so it stays here)."""
     state = scope["app"].state
     credentials = _credentials(scope, preview_param=preview_param)
+    caches = proxy_access.Caches(state.auth_cache, state.hosts.routes)
     access = await proxy_access.authorize(
-        state.db, state.codec, target.capsule_id, target.port, credentials
+        state.db, state.codec, target.capsule_id, target.port, credentials, caches
     )
     tunnel = await proxy.open_tunnel(state.db, state.hosts, access, target, pool)
     ours = credentials.bearer is not None and proxy_access.is_platform_token(

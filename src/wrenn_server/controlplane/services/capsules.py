@@ -23,6 +23,7 @@ from ...addresses import parse as parse_address
 from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
+from ..agents import call_timeouts
 from ..agents.pool import HostClientPool
 from ..agents.rpc import agent_errors
 from ..agents.scheduler import Scheduler
@@ -31,7 +32,8 @@ from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import BadRequest, InsufficientCapacity, InvalidState, NotFound
-from . import audit, capsule_metadata, metrics, quotas, templates
+from . import audit, capsule_metadata, capsule_routes, metrics, quotas, templates
+from .capsule_routes import CapsuleRoutes
 from .capsule_status import StatusEvent, set_status
 from .templates import visible_template as visible_template
 
@@ -46,6 +48,8 @@ class Hosts:
     pool: HostClientPool
     scheduler: Scheduler
     limits: quotas.Limits = quotas.DEFAULT_LIMITS
+    # Where running capsules are, for calls into them (see capsule_routes.py).
+    routes: CapsuleRoutes = field(default_factory=CapsuleRoutes)
 
     async def client_for(self, session: AsyncSession, sandbox: Sandbox) -> AgentClient:
         host = await session.get(Host, sandbox.host_id) if sandbox.host_id else None
@@ -292,7 +296,9 @@ async def pause_capsule(
         )
     # A checkpoint that does not fit on the host's disk: the host's 503, not the capsule's 413.
     with agent_errors(exhausted=InsufficientCapacity):
-        await client.pause_sandbox(pb.SandboxRef(sandbox_id=wire_id))
+        await client.pause_sandbox(
+            pb.SandboxRef(sandbox_id=wire_id), timeout=call_timeouts.PAUSE_TIMEOUT
+        )
     paused = await set_status(db, sandbox.id, "paused", event=StatusEvent(actor, "pause"))
     await metrics.flush(db, client, sandbox.id)
     return paused
@@ -346,7 +352,7 @@ async def resume_capsule(
     )
     try:
         with agent_errors(exhausted=InsufficientCapacity):
-            resumed = await client.resume_sandbox(request)
+            resumed = await client.resume_sandbox(request, timeout=call_timeouts.RESUME_TIMEOUT)
     except BaseException:
         await asyncio.shield(_resume_failed(db, sandbox.id))
         raise
@@ -384,5 +390,11 @@ async def running_client(
     db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str
 ) -> AgentClient:
     """The agent of a running capsule of the team, for in-capsule operations."""
-    _sandbox, client = await _load(db, hosts, team_id, wire_id, "running")
-    return client
+    route = hosts.routes.get(ids.SANDBOX.parse(wire_id, not_found=True))
+    if route is None or route.team_id != team_id:
+        read_at = capsule_routes.generation()
+        async with db.sessionmaker() as session, transaction(session):
+            sandbox = await get_capsule(session, team_id, wire_id)
+            require_status(sandbox, "running")
+            route = await hosts.routes.read(session, sandbox, read_at_generation=read_at)
+    return await hosts.client_of(route.host)

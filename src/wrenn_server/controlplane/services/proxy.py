@@ -17,7 +17,7 @@ from .. import ids
 from ..agents.rpc import translate
 from ..db.session import Database, transaction
 from ..errors import HostAgentError, InvalidState, PortUnreachable
-from . import capsules
+from . import capsule_routes, capsules
 from .proxy_access import Access
 from .proxy_pool import TunnelPool
 from .proxy_resume import resumed
@@ -169,12 +169,18 @@ async def running_agent(
     """The agent of a running capsule of the team, by the proxy's rules: another team's capsule
     is not found (404), a paused one is resumed first if it was made with `auto_resume` and a
     conflict (409) otherwise. Also the capsule's host and start time (see `Key`)."""
+    route = hosts.routes.get(ids.SANDBOX.parse(capsule_id, not_found=True))
+    if route is not None and route.team_id == access.team_id:
+        return await hosts.client_of(route.host), route.generation
+    read_at = capsule_routes.generation()
     async with db.sessionmaker() as session, transaction(session):
         sandbox = await capsules.get_capsule(session, access.team_id, capsule_id)
         status, auto_resume = sandbox.status, sandbox.auto_resume
         # A running capsule, the usual case, needs no second look (one transaction less).
-        client = await hosts.client_for(session, sandbox) if status == "running" else None
+        if status == "running":
+            route = await hosts.routes.read(session, sandbox, read_at_generation=read_at)
         generation: tuple[object, object] = (sandbox.host_id, sandbox.started_at)
+    client = await hosts.client_of(route.host) if route is not None else None
     if client is None:
         if auto_resume and status in ("paused", "starting"):
             await resumed(db, hosts, access, capsule_id)

@@ -26,8 +26,10 @@ from ..db.models import APIKey, Team, TeamMember, User
 from ..db.models.capsules import Sandbox
 from ..db.session import Database, transaction
 from ..errors import InvalidID, InvalidState, NotFound, Unauthorized
-from ..security import E2bAccessKind, PreviewGrant, TokenCodec
-from . import audit, capsules, principals
+from ..security import E2bAccessKind, PreviewGrant, TokenCodec, hash_credential
+from . import audit, auth_cache, capsules, principals
+from .auth_cache import AuthCache
+from .capsule_routes import CapsuleRoutes, Route
 from .principals import Principal
 
 # The query parameter a preview link carries, and the cookie the proxy turns it into.
@@ -54,6 +56,15 @@ class Credentials:
 
 
 @dataclass(frozen=True, slots=True)
+class Caches:
+    """What a check may reuse instead of the database: who a credential is (auth_cache.py)
+    and where a running capsule is (capsule_routes.py); both keep their own bounds."""
+
+    auth: AuthCache
+    routes: CapsuleRoutes
+
+
+@dataclass(frozen=True, slots=True)
 class Access:
     """A request let through to a capsule of `team_id`, done as `actor`."""
 
@@ -69,43 +80,73 @@ def _capsule_uuid(capsule_id: str) -> uuid.UUID | None:
 
 
 async def authorize(
-    db: Database, codec: TokenCodec, capsule_id: str, port: int, credentials: Credentials
+    db: Database,
+    codec: TokenCodec,
+    capsule_id: str,
+    port: int,
+    credentials: Credentials,
+    caches: Caches | None = None,
 ) -> Access:
     """The request's access to `port` of the capsule, or `Unauthorized` / `NotFound`."""
-    return await _authorize(db, codec, capsule_id, port, credentials)
+    return await _authorize(db, codec, capsule_id, port, credentials, caches)
 
 
 async def authorize_envd(
-    db: Database, codec: TokenCodec, capsule_id: str, credentials: Credentials
+    db: Database,
+    codec: TokenCodec,
+    capsule_id: str,
+    credentials: Credentials,
+    caches: Caches | None = None,
 ) -> Access:
     """The request's access to the capsule's E2B envd protocol: the capsule's envd token, an
     API key of its team or a member's JWT; never a public port, a preview or a traffic token."""
     only_team = Credentials(
         api_key=credentials.api_key, bearer=credentials.bearer, e2b_envd=credentials.e2b_envd
     )
-    return await _authorize(db, codec, capsule_id, None, only_team)
+    return await _authorize(db, codec, capsule_id, None, only_team, caches)
 
 
 async def authorize_envd_signed(
-    db: Database, codec: TokenCodec, capsule_id: str, check: Callable[[str], None]
+    db: Database,
+    codec: TokenCodec,
+    capsule_id: str,
+    check: Callable[[str], None],
+    caches: Caches | None = None,
 ) -> Access:
     """Access to the capsule's envd by a signed file URL: `check` is given the capsule's envd
     token (recomputed: the kind is deterministic per capsule and team) and raises
     `Unauthorized` unless the URL was signed with it. Any failure is one 401, so a signature
     tells nothing about capsules it is not for."""
     sandbox_id = _capsule_uuid(capsule_id)
-    async with db.sessionmaker() as session, transaction(session):
-        sandbox = await session.get(Sandbox, sandbox_id) if sandbox_id else None
-    if sandbox is None:
-        raise Unauthorized("invalid signature")
-    check(codec.issue_e2b_access(capsule_id, sandbox.team_id, "envd"))
-    return Access(sandbox.team_id, E2B_TOKEN_ACTOR)
+    route = caches.routes.get(sandbox_id) if caches is not None and sandbox_id else None
+    if route is not None:
+        team_id = route.team_id
+    else:
+        async with db.sessionmaker() as session, transaction(session):
+            sandbox = await session.get(Sandbox, sandbox_id) if sandbox_id else None
+        if sandbox is None:
+            raise Unauthorized("invalid signature")
+        team_id = sandbox.team_id
+    check(codec.issue_e2b_access(capsule_id, team_id, "envd"))
+    return Access(team_id, E2B_TOKEN_ACTOR)
 
 
 async def _authorize(
-    db: Database, codec: TokenCodec, capsule_id: str, port: int | None, credentials: Credentials
+    db: Database,
+    codec: TokenCodec,
+    capsule_id: str,
+    port: int | None,
+    credentials: Credentials,
+    caches: Caches | None,
 ) -> Access:
     sandbox_id = _capsule_uuid(capsule_id)
+    route = caches.routes.get(sandbox_id) if caches is not None and sandbox_id else None
+    if caches is not None and route is not None:
+        cached = _cached_access(codec, caches.auth, route, capsule_id, port, credentials)
+        if cached is not None:
+            return cached
+    auth = caches.auth if caches is not None else None
+    read_at = auth_cache.generation()
     async with db.sessionmaker() as session, transaction(session):
         sandbox = await session.get(Sandbox, sandbox_id) if sandbox_id else None
         if sandbox is not None and port is not None and port in (sandbox.public_ports or []):
@@ -118,12 +159,16 @@ async def _authorize(
             access = Access(team_id, E2B_TOKEN_ACTOR) if allowed else None
         elif credentials.api_key:
             principal = await principals.principal_from_api_key(session, key=credentials.api_key)
+            if auth is not None:
+                auth.put(_key_entry(credentials.api_key), principal, read_at_generation=read_at)
             allowed = sandbox is not None and principal.team_id == sandbox.team_id
             access = Access(sandbox.team_id, principal.actor) if allowed and sandbox else None
         elif credentials.bearer:
             principal = await principals.principal_from_token(
                 session, codec=codec, token=credentials.bearer
             )
+            if auth is not None:
+                auth.put(credentials.bearer, principal, read_at_generation=read_at)
             # The capsule's team decides, not the team the token has active.
             allowed = (
                 sandbox is not None
@@ -143,6 +188,39 @@ async def _authorize(
     if access is None:
         raise NotFound("capsule not found")
     return access
+
+
+def _cached_access(
+    codec: TokenCodec,
+    auth: AuthCache,
+    route: Route,
+    capsule_id: str,
+    port: int | None,
+    credentials: Credentials,
+) -> Access | None:
+    """The access `_authorize` would find, when the caches alone tell it is allowed; None
+    otherwise (the database decides, and words any refusal)."""
+    if port is not None and port in route.public_ports:
+        return Access(route.team_id, PROXY_ACTOR)
+    if credentials.e2b_envd or credentials.e2b_traffic:
+        team_id = _e2b_team(codec, credentials, capsule_id)
+        return Access(team_id, E2B_TOKEN_ACTOR) if team_id == route.team_id else None
+    if credentials.api_key:
+        principal = auth.get(_key_entry(credentials.api_key))
+    elif credentials.bearer:
+        codec.verify(credentials.bearer)  # signature and expiry, every time
+        principal = auth.get(credentials.bearer)
+    else:
+        return None
+    # The principal's team is the one its role was read for: its member, or its key.
+    if principal is None or principal.team_id != route.team_id:
+        return None
+    return Access(route.team_id, principal.actor)
+
+
+def _key_entry(api_key: str) -> str:
+    # As api/deps.py keys it: by the digest, so the cache never holds a usable key.
+    return "k:" + hash_credential(api_key)
 
 
 async def redeem(

@@ -15,6 +15,7 @@ from ...db.session import Database
 from ...errors import Unauthorized
 from ...security import TokenCodec
 from .. import proxy, proxy_access
+from ..auth_cache import AuthCache
 from ..capsules import Hosts
 from . import signed_urls
 from .signed_urls import SignedFile
@@ -43,22 +44,29 @@ def opener(
     capsule_id: str,
     credentials: proxy_access.Credentials,
     signed: SignedFile | None = None,
+    auth: AuthCache | None = None,
 ) -> Opener:
     """Checks the credentials (or, without any, a signed file URL's signature) and finds the
     capsule's agent when first called (so a refusal is answered in the protocol's own framing),
-    the same `Envd` after."""
+    the same `Envd` after. With `auth`, credentials and the capsule's place are taken from the
+    caches while they hold them."""
     found: list[Envd] = []
+    caches = proxy_access.Caches(auth, hosts.routes) if auth is not None else None
     has_credentials = bool(credentials.e2b_envd or credentials.api_key or credentials.bearer)
 
     async def open_envd() -> Envd:
         if found:
             return found[0]
         if has_credentials:
-            access = await proxy_access.authorize_envd(db, codec, capsule_id, credentials)
+            access = await proxy_access.authorize_envd(db, codec, capsule_id, credentials, caches)
         elif signed is not None:
             url = signed
             access = await proxy_access.authorize_envd_signed(
-                db, codec, capsule_id, lambda token: signed_urls.check(url, token, time.time())
+                db,
+                codec,
+                capsule_id,
+                lambda token: signed_urls.check(url, token, time.time()),
+                caches,
             )
         else:
             raise Unauthorized(

@@ -1,0 +1,179 @@
+"""A short-lived, in-process cache of where a capsule runs (capsule id -> team, status, host), for
+the calls that reach into a capsule (exec, files, processes, the E2B envd protocol, the port
+proxy), which would otherwise read the capsule's and its host's rows on every call.
+
+As in auth_cache.py: an entry lives at most `TTL_SEC`, which bounds how long another control
+plane process's pause, destroy, resume elsewhere or failure may go unseen here (they share only
+the database; meanwhile the host agent itself refuses a capsule it does not run). In this process
+a committed write to a capsule's row drops that capsule's entry at once, and a committed change
+to a host's address, certificate or type, a deleted host, or a bulk write to either table drops
+every entry; an entry is stored only if no such write committed while it was being read, so a
+lookup racing a pause cannot outlive it. Only running capsules are kept: anything else is read
+again each time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, inspect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+
+from ..db.models.capsules import Sandbox
+from ..db.models.hosts import Host
+from ..errors import InvalidState
+
+# Below one second, as for credentials.
+TTL_SEC = 0.5
+MAX_ENTRIES = 10_000
+
+# What of a host a route depends on (its heartbeat and status do not move a capsule).
+_HOST_ROUTING = ("address", "tls_certificate", "type")
+_TABLES = frozenset((Sandbox.__tablename__, Host.__tablename__))
+_WRITTEN = "wrenn_capsules_written"  # session.info: ids of capsule rows written
+_ALL = "wrenn_capsule_routes_all"  # session.info: a write that may move any capsule
+
+# Bumped after every commit that wrote a capsule row or a host's routing, in any session.
+_generation = 0
+_caches: weakref.WeakSet[CapsuleRoutes] = weakref.WeakSet()
+
+
+def generation() -> int:
+    return _generation
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A running capsule as its row and its host's row said when it was read. `host` is a
+    detached copy: read, never written or refreshed."""
+
+    sandbox_id: uuid.UUID
+    team_id: uuid.UUID
+    status: str
+    auto_resume: bool
+    public_ports: tuple[int, ...]
+    host: Host
+    started_at: dt.datetime | None
+
+    @property
+    def generation(self) -> tuple[object, object]:
+        """The capsule's host and start time (a pause and resume change it)."""
+        return (self.host.id, self.started_at)
+
+
+class CapsuleRoutes:
+    """Capsule id -> `Route`, for at most `ttl` seconds."""
+
+    def __init__(self, *, ttl: float = TTL_SEC, max_entries: int = MAX_ENTRIES) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[uuid.UUID, tuple[float, Route]] = {}
+        _caches.add(self)
+
+    def get(self, sandbox_id: uuid.UUID) -> Route | None:
+        entry = self._entries.get(sandbox_id)
+        if entry is None:
+            return None
+        expires, route = entry
+        if time.monotonic() >= expires:
+            self._entries.pop(sandbox_id, None)
+            return None
+        return route
+
+    def put(self, sandbox: Sandbox, host: Host, *, read_at_generation: int) -> Route:
+        """The route of `sandbox` on `host` (rows read while the generation was
+        `read_at_generation`), kept if the capsule is running and nothing moved since."""
+        route = Route(
+            sandbox_id=sandbox.id,
+            team_id=sandbox.team_id,
+            status=sandbox.status,
+            auto_resume=bool(sandbox.auto_resume),
+            public_ports=tuple(sandbox.public_ports or ()),
+            host=host,
+            started_at=sandbox.started_at,
+        )
+        if self.ttl <= 0 or read_at_generation != _generation or sandbox.status != "running":
+            return route
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[sandbox.id] = (time.monotonic() + self.ttl, route)
+        return route
+
+    async def read(
+        self, session: AsyncSession, sandbox: Sandbox, *, read_at_generation: int
+    ) -> Route:
+        """`sandbox`'s route, its host read in `session`; `InvalidState` when the host is
+        gone."""
+        host = await session.get(Host, sandbox.host_id) if sandbox.host_id else None
+        if host is None or not host.address:
+            raise InvalidState("the capsule's host is gone")
+        return self.put(sandbox, host, read_at_generation=read_at_generation)
+
+    def forget(self, sandbox_ids: set[uuid.UUID]) -> None:
+        for sandbox_id in sandbox_ids:
+            self._entries.pop(sandbox_id, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _statement_table(state: ORMExecuteState) -> str | None:
+    table = getattr(state.statement, "table", None)
+    name = getattr(table, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def _host_moved(host: Host) -> bool:
+    attrs = inspect(host).attrs
+    return any(attrs[name].history.has_changes() for name in _HOST_ROUTING)
+
+
+@event.listens_for(Session, "after_flush")
+def _after_flush(session: Session, _flush: UOWTransaction) -> None:
+    written: set[uuid.UUID] = session.info.setdefault(_WRITTEN, set())
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, Sandbox) and obj.id is not None:
+            written.add(obj.id)
+    if any(isinstance(obj, Host) for obj in session.deleted) or any(
+        isinstance(obj, Host) and _host_moved(obj) for obj in session.dirty
+    ):
+        session.info[_ALL] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _on_execute(state: ORMExecuteState) -> None:
+    # Bulk UPDATE/DELETE/INSERT statements bypass the flush: which rows they hit is not known.
+    if (state.is_update or state.is_delete or state.is_insert) and _statement_table(
+        state
+    ) in _TABLES:
+        state.session.info[_ALL] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    global _generation
+    everything = session.info.pop(_ALL, False)
+    written: set[uuid.UUID] = session.info.pop(_WRITTEN, set())
+    if not everything and not written:
+        return
+    _generation += 1
+    for cache in list(_caches):
+        if everything:
+            cache.clear()
+        else:
+            cache.forget(written)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, _previous: Any) -> None:
+    session.info.pop(_ALL, None)
+    session.info.pop(_WRITTEN, None)

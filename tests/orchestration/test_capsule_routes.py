@@ -1,0 +1,270 @@
+"""Calls into a running capsule (REST exec, the E2B envd protocol) reuse what the caches know:
+who the credential is and where the capsule runs, without a database statement. A pause or
+destroy through this process is seen by the very next call; one made elsewhere (another control
+plane process, simulated by a raw connection that bypasses the ORM session) within a second; a
+revoked key or removed member is refused on these paths as on the rest of the API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from sqlalchemy import event, select, update
+
+from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.db.models import APIKey, User
+from wrenn_server.controlplane.db.models.capsules import Sandbox
+from wrenn_server.controlplane.db.models.hosts import Host
+from wrenn_server.controlplane.db.session import Database, transaction
+from wrenn_server.controlplane.services import capsule_routes
+from wrenn_server.controlplane.services.capsule_routes import CapsuleRoutes
+
+from ..controlplane.helpers import assert_error
+from .conftest import Stack
+from .helpers import Account, make_capsule, new_account
+
+BOUND_SEC = 1.0
+ENVD = {"E2b-Sandbox-Port": "49983", "Content-Type": "application/json"}
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    """The SQL statements the app sends to the database while the block runs."""
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", note)
+
+
+async def _exec(stack: Stack, account: Account, cid: str) -> httpx.Response:
+    return await stack.client.post(
+        f"/v1/capsules/{cid}/exec", json={"cmd": "true"}, headers=account.h
+    )
+
+
+async def _envd_list(stack: Stack, cid: str, headers: dict[str, str]) -> httpx.Response:
+    """A Connect call of E2B's envd protocol (process.Process/List) for the capsule."""
+    return await stack.client.post(
+        "/process.Process/List", json={}, headers={**ENVD, "E2b-Sandbox-Id": cid, **headers}
+    )
+
+
+def _routes(stack: Stack) -> CapsuleRoutes:
+    routes: CapsuleRoutes = stack.app.state.hosts.routes
+    return routes
+
+
+async def _raw(db: Database, statement: Any) -> None:
+    """A write this process's ORM sessions never see (as another process's would be)."""
+    async with db.engine.begin() as conn:
+        await conn.execute(statement)
+
+
+async def test_repeated_execs_and_envd_calls_send_no_database_statement(stack: Stack) -> None:
+    account = await new_account(stack.client)
+    cid = str((await make_capsule(stack.client, account))["id"])
+    assert (await _exec(stack, account, cid)).status_code == 200
+    assert (await _envd_list(stack, cid, account.h)).status_code == 200
+    with statements(stack.db) as seen:
+        for _ in range(3):
+            resp = await _exec(stack, account, cid)
+            assert resp.status_code == 200, resp.text
+            resp = await _envd_list(stack, cid, account.h)
+            assert resp.status_code == 200, resp.text
+    assert seen == []
+
+
+async def test_a_pause_or_destroy_here_is_seen_by_the_next_call(stack: Stack) -> None:
+    account = await new_account(stack.client)
+    paused = str((await make_capsule(stack.client, account))["id"])
+    destroyed = str((await make_capsule(stack.client, account))["id"])
+    for cid in (paused, destroyed):
+        assert (await _exec(stack, account, cid)).status_code == 200
+        assert (await _envd_list(stack, cid, account.h)).status_code == 200
+    assert len(_routes(stack)) >= 2
+
+    resp = await stack.client.post(f"/v1/capsules/{paused}/pause", headers=account.h)
+    assert resp.status_code == 200, resp.text
+    assert_error(await _exec(stack, account, paused), 409, "invalid_state")
+    assert (await _envd_list(stack, paused, account.h)).status_code != 200
+    assert stack.agent.sandboxes[paused].status == "paused"
+
+    resp = await stack.client.delete(f"/v1/capsules/{destroyed}", headers=account.h)
+    assert resp.status_code == 204, resp.text
+    assert (await _exec(stack, account, destroyed)).status_code in (404, 409)
+    assert (await _envd_list(stack, destroyed, account.h)).status_code != 200
+
+    # Resumed, it is reached again (and its new start is what the next call routes by).
+    resp = await stack.client.post(f"/v1/capsules/{paused}/resume", headers=account.h)
+    assert resp.status_code == 200, resp.text
+    assert (await _exec(stack, account, paused)).status_code == 200
+    route = _routes(stack).get(ids.SANDBOX.parse(paused))
+    assert route is not None and route.status == "running"
+
+
+async def test_a_pause_made_elsewhere_is_refused_within_a_second(stack: Stack) -> None:
+    account = await new_account(stack.client)
+    cid = str((await make_capsule(stack.client, account))["id"])
+    assert (await _exec(stack, account, cid)).status_code == 200
+    since = time.monotonic()
+    sandbox_id = ids.SANDBOX.parse(cid)
+    await _raw(stack.db, update(Sandbox).where(Sandbox.id == sandbox_id).values(status="paused"))
+    while True:
+        sent = time.monotonic() - since  # a loaded machine may be slow to answer, not to send
+        resp = await _exec(stack, account, cid)
+        if resp.status_code == 409:
+            break
+        assert resp.status_code == 200, resp.text
+        assert sent <= BOUND_SEC, "routed to a paused capsule past the bound"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_revoked_key_is_refused_on_the_envd_path(stack: Stack) -> None:
+    account = await new_account(stack.client)
+    cid = str((await make_capsule(stack.client, account))["id"])
+    assert (await _envd_list(stack, cid, account.h)).status_code == 200
+    keys = (await stack.client.get("/v1/api-keys", headers=account.jwt)).json()
+    resp = await stack.client.delete(f"/v1/api-keys/{keys[0]['id']}", headers=account.jwt)
+    assert resp.status_code == 204, resp.text
+    assert (await _envd_list(stack, cid, account.h)).status_code in (401, 404)
+
+    # Revoked elsewhere: the second key of the team stops working within a second.
+    resp = await stack.client.post("/v1/api-keys", json={"name": "b"}, headers=account.jwt)
+    assert resp.status_code == 201, resp.text
+    other = {"X-API-Key": resp.json()["key"]}
+    assert (await _envd_list(stack, cid, other)).status_code == 200
+    since = time.monotonic()
+    revoked = update(APIKey).where(APIKey.id == ids.API_KEY.parse(resp.json()["id"]))
+    await _raw(stack.db, revoked.values(revoked_at=APIKey.created_at))
+    while True:
+        sent = time.monotonic() - since
+        if (status := (await _envd_list(stack, cid, other)).status_code) != 200:
+            break
+        assert sent <= BOUND_SEC, "a revoked key still worked past the bound"
+        await asyncio.sleep(0.02)
+    assert status in (401, 404)
+
+
+async def test_a_removed_member_is_refused_on_the_envd_path(stack: Stack) -> None:
+    owner = await new_account(stack.client)
+    member = await new_account(stack.client)
+    resp = await stack.client.post(
+        f"/v1/teams/{owner.team_id}/members", json={"email": member.email}, headers=owner.jwt
+    )
+    assert resp.status_code == 201, resp.text
+    cid = str((await make_capsule(stack.client, owner))["id"])
+    # The member's token with the owner's team active: then only caches decide.
+    resp = await stack.client.post(
+        "/v1/auth/switch-team", json={"team_id": owner.team_id}, headers=member.jwt
+    )
+    assert resp.status_code == 200, resp.text
+    headers = {"Authorization": f"Bearer {resp.json()['token']}"}
+    assert (await _envd_list(stack, cid, headers)).status_code == 200
+    with statements(stack.db) as seen:
+        assert (await _envd_list(stack, cid, headers)).status_code == 200
+    assert seen == []
+    user_id = ids.USER.format(await _user_id(stack.db, member.email))
+    resp = await stack.client.delete(
+        f"/v1/teams/{owner.team_id}/members/{user_id}", headers=owner.jwt
+    )
+    assert resp.status_code == 204, resp.text
+    assert (await _envd_list(stack, cid, headers)).status_code in (401, 404)
+
+
+async def _user_id(db: Database, email: str) -> uuid.UUID | None:
+    async with db.sessionmaker() as session, transaction(session):
+        return await session.scalar(select(User.id).where(User.email == email))
+
+
+async def test_only_running_capsules_are_kept_and_a_racing_read_is_not(
+    stack: Stack,
+) -> None:
+    account = await new_account(stack.client)
+    cid = str((await make_capsule(stack.client, account))["id"])
+    routes = CapsuleRoutes(ttl=5)
+    sandbox_id = ids.SANDBOX.parse(cid)
+    async with stack.db.sessionmaker() as session, transaction(session):
+        sandbox = await session.get(Sandbox, sandbox_id)
+        assert sandbox is not None
+        read_at = capsule_routes.generation()
+        await routes.read(session, sandbox, read_at_generation=read_at)
+        assert routes.get(sandbox_id) is not None
+        routes.clear()
+        # A write to the capsule committed while it was being read: not kept.
+        await routes.read(session, sandbox, read_at_generation=read_at - 1)
+        assert routes.get(sandbox_id) is None
+        sandbox.status = "paused"  # not written: what a non-running read looks like
+        await routes.read(session, sandbox, read_at_generation=read_at)
+        assert routes.get(sandbox_id) is None
+        sandbox.status = "running"
+        await session.rollback()
+
+
+async def test_writes_drop_the_capsules_entry_a_hosts_address_drops_all(stack: Stack) -> None:
+    account = await new_account(stack.client)
+    one = str((await make_capsule(stack.client, account))["id"])
+    two = str((await make_capsule(stack.client, account))["id"])
+    for cid in (one, two):
+        assert (await _exec(stack, account, cid)).status_code == 200
+    routes = _routes(stack)
+    one_id, two_id = ids.SANDBOX.parse(one), ids.SANDBOX.parse(two)
+    assert routes.get(one_id) is not None and routes.get(two_id) is not None
+
+    async with stack.db.sessionmaker() as session, transaction(session, write=True):
+        row = await session.get(Sandbox, one_id)
+        assert row is not None
+        row.last_active_at = row.created_at
+    assert routes.get(one_id) is None and routes.get(two_id) is not None
+
+    host_id = routes.get(two_id).host.id  # type: ignore[union-attr]
+    async with stack.db.sessionmaker() as session, transaction(session, write=True):
+        host = await session.get(Host, host_id)
+        assert host is not None
+        host.last_heartbeat_at = host.created_at  # a heartbeat moves nothing
+    assert routes.get(two_id) is not None
+    async with stack.db.sessionmaker() as session, transaction(session, write=True):
+        host = await session.get(Host, host_id)
+        assert host is not None
+        address = host.address
+        host.address = "127.0.0.1:1"
+    assert len(routes) == 0
+    async with stack.db.sessionmaker() as session, transaction(session, write=True):
+        host = await session.get(Host, host_id)
+        assert host is not None
+        host.address = address
+    assert (await _exec(stack, account, two)).status_code == 200
+
+
+def _running() -> tuple[Sandbox, Host]:
+    sandbox = Sandbox(
+        id=uuid.uuid4(), team_id=uuid.uuid4(), status="running", public_ports=[], auto_resume=False
+    )
+    return sandbox, Host(id=uuid.uuid4(), address="127.0.0.1:1")
+
+
+async def test_entries_expire_and_the_cache_is_bounded() -> None:
+    routes = CapsuleRoutes(ttl=0.05, max_entries=2)
+    sandbox, host = _running()
+    routes.put(sandbox, host, read_at_generation=capsule_routes.generation())
+    assert routes.get(sandbox.id) is not None
+    deadline = time.monotonic() + 5
+    while routes.get(sandbox.id) is not None:
+        assert time.monotonic() < deadline, "an entry outlived its ttl"
+        await asyncio.sleep(0.01)
+    for _ in range(3):
+        routes.put(*_running(), read_at_generation=capsule_routes.generation())
+    assert 1 <= len(routes) <= 2
+    off = CapsuleRoutes(ttl=0)
+    off.put(*_running(), read_at_generation=capsule_routes.generation())
+    assert len(off) == 0

@@ -97,6 +97,14 @@ class AgentSettings(BaseSettings):
         description="Capsules of the default shape kept booted, so creating one takes ms.",
     )
     reaper_interval_sec: float = Field(default=2.0, gt=0, description="TTL reaper period.")
+    disk_release_timeout_sec: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a stopped sandbox may take to let go of its capsule's disk image "
+        "(measured in docs/performance.md): a pause waits this long, then ends paused anyway; a "
+        "resume or snapshot that needs the image still held after this long is refused "
+        "(retryable) and the capsule stays paused.",
+    )
     memory_reserve_mb: int = Field(
         default=512,
         ge=0,

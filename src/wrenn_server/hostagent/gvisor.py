@@ -32,7 +32,7 @@ from .egress_rules import CAPSULE_RESOLVER, EgressPolicy
 from .firewall import Firewall
 from .host_facts import Resolvers
 from .metrics import has_tasks, oom_kills
-from .proc import run, run_quiet
+from .proc import CommandError, run, run_quiet
 from .runsc import Runsc, oci_config
 from .templates import IMAGE, SNAPSHOT, Template, TemplateStore
 
@@ -181,8 +181,24 @@ class GVisorRuntime:
         for point in storage.mounts_under(capsule.dir):
             await run_quiet("umount", "-l", point)
         capsule.net = None
-        if capsule.disk_image.exists():
-            await storage.wait_released(capsule.disk_image)
+        await self._let_go(capsule)
+
+    async def _let_go(self, capsule: Capsule) -> None:
+        """Wait a while for the stopped sandbox to let go of the disk image. A busy host may take
+        longer: then the capsule is left as it is (paused, dead) rather than half torn down, and
+        whatever uses the image next waits for it (`storage.wait_released`)."""
+        image = capsule.disk_image
+        started = time.monotonic()
+        timeout = self.settings.disk_release_timeout_sec
+        if not image.exists() or await storage.released(image, timeout):
+            log.debug("%s: disk let go in %.3fs", capsule.sandbox_id, time.monotonic() - started)
+            return
+        log.warning(
+            "disk_still_held sandbox=%s waited_sec=%.1f: the stopped sandbox has not let go of "
+            "the disk image; the next resume or snapshot waits for it",
+            capsule.sandbox_id,
+            time.monotonic() - started,
+        )
 
     async def _kill_netns_pids(self, netns: str) -> None:
         """Anything still running in the capsule's netns is a sandbox or gofer of this capsule."""
@@ -222,6 +238,7 @@ class GVisorRuntime:
         except BaseException:
             # A half-written image (a full disk) would hold the space every capsule needs.
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, image, ignore_errors=True))
+            await asyncio.shield(self._thaw_after_failed_checkpoint(capsule))
             capsule.operation = ""
             capsule.save()
             raise
@@ -232,9 +249,21 @@ class GVisorRuntime:
             capsule.operation = ""  # a snapshot's mark stays until its template is made
         capsule.save()
 
+    async def _thaw_after_failed_checkpoint(self, capsule: Capsule) -> None:
+        """runsc stops the sandbox's tasks while it saves them: a checkpoint that failed or was
+        cut short may leave them stopped, and the capsule would answer nothing."""
+        assert capsule.net is not None
+        state = await self.runsc.state(capsule.runsc_id, capsule.net.netns_path)
+        if state and state.get("status") == "paused":
+            log.warning("%s: thawing the sandbox its failed checkpoint left", capsule.sandbox_id)
+            with contextlib.suppress(CommandError, TimeoutError):
+                await self.runsc.thaw(capsule.runsc_id, capsule.net.netns_path)
+
     async def resume(self, capsule: Capsule) -> None:
         if not capsule.checkpoint_dir.is_dir():
             raise errors.InvalidState("capsule has no checkpoint to resume from")
+        # Mounted while the stopped sandbox still holds it, the disk would be corrupted.
+        await storage.wait_released(capsule.disk_image, self.settings.disk_release_timeout_sec)
         await self._boot(capsule, restore_from=capsule.checkpoint_dir)
         capsule.status = RUNNING
         capsule.auto_paused = False
@@ -270,6 +299,8 @@ class GVisorRuntime:
             await self.pause(capsule)
         staging = self.templates.staging(name)
         try:
+            # A copy of a disk still live in the stopped sandbox would be torn.
+            await storage.wait_released(capsule.disk_image, self.settings.disk_release_timeout_sec)
             await storage.copy_sparse(capsule.disk_image, staging / "disk.img")
             await run("cp", "-a", str(capsule.checkpoint_dir), str(staging / "checkpoint"))
             template = Template(

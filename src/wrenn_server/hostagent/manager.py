@@ -12,6 +12,7 @@ import logging
 from . import errors
 from .capacity import Room, check_memory
 from .capsule import (
+    DEAD,
     PAUSED,
     POOLED,
     RUNNING,
@@ -255,8 +256,41 @@ class SandboxManager(CapsuleTable):
             # Flush the capsule's page cache to its disk first; a wedged agent must not block pause.
             with contextlib.suppress(errors.AgentError, TimeoutError):
                 await asyncio.wait_for(client.prepare_snapshot(), 10)
-        await asyncio.shield(self.runtime.pause(capsule))
+        try:
+            await asyncio.shield(self.runtime.pause(capsule))
+        except Exception as e:
+            await self._pause_failed(capsule, e)
+            if isinstance(e, TimeoutError) and capsule.status == RUNNING:
+                raise errors.Unavailable(
+                    "the pause took too long on a busy host and was abandoned; the capsule "
+                    "keeps running: try again"
+                ) from e
+            raise
         await self.disconnect(capsule.sandbox_id)
+
+    async def _pause_failed(self, capsule: Capsule, error: Exception) -> None:
+        """A pause that failed before the capsule was paused (its checkpoint failed or took too
+        long) leaves it as it was: running, if its sandbox still runs (the runtime thawed it);
+        a sandbox that stopped with the failed checkpoint makes it dead with the reason, never a
+        capsule listed running that nothing answers in."""
+        if capsule.status != RUNNING or self.runtime.sandbox_running(capsule):
+            log.warning(
+                "pause_rolled_back sandbox=%s error=%s: it keeps running",
+                capsule.sandbox_id,
+                type(error).__name__,
+            )
+            return
+        capsule.exit_reason = "its sandbox stopped during a pause that failed"
+        capsule.status = DEAD
+        capsule.save()
+        log.warning("pause_failed_dead sandbox=%s: %s", capsule.sandbox_id, capsule.exit_reason)
+        await self.disconnect(capsule.sandbox_id)
+        try:
+            await asyncio.shield(asyncio.wait_for(self.runtime.teardown(capsule), CLEANUP_TIMEOUT))
+        except Exception:
+            log.exception("teardown of dead %s failed", capsule.sandbox_id)
+        capsule.save()
+
 
     async def resume(
         self,
@@ -303,9 +337,13 @@ class SandboxManager(CapsuleTable):
     async def _repause_failed(self, capsule: Capsule) -> None:
         """A restored capsule that does not answer: stop it and keep the checkpoint for a retry."""
         await self.disconnect(capsule.sandbox_id)
-        await self.runtime.teardown(capsule)
-        capsule.status = PAUSED
-        capsule.save()
+        try:
+            await self.runtime.teardown(capsule)
+        finally:
+            # Its checkpoint is untouched: paused is true even if part of the teardown failed
+            # (logged by the caller's error), never a running capsule without a sandbox.
+            capsule.status = PAUSED
+            capsule.save()
 
     async def pause_all(self) -> tuple[list[str], list[str]]:
         """Every running capsule paused, as the agent's own decision (a shutdown, the control

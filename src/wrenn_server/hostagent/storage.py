@@ -63,8 +63,14 @@ async def unmount(disk_dir: Path, rootfs: Path) -> None:
                 await run_quiet("umount", "-l", str(target))
 
 
-async def wait_released(image: Path, timeout: float = 15.0) -> None:
-    """Wait until no loop device holds `image`.
+DISK_HELD = (
+    "the capsule's disk is still held by its stopped sandbox (a busy host is still letting go "
+    "of it); try again shortly"
+)
+
+
+async def released(image: Path, timeout: float) -> bool:
+    """Whether no loop device holds `image` within `timeout` seconds.
 
     The sandbox runs in a private mount namespace with its own copies of our mounts, so the
     ext4 image stays mounted (and may still be flushing) until the last sandbox process is gone,
@@ -72,13 +78,21 @@ async def wait_released(image: Path, timeout: float = 15.0) -> None:
     reads or writes a filesystem that is still live elsewhere: measured, that corrupts it
     ("Structure needs cleaning").
     """
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     delay = 0.005
     while await run("losetup", "-j", str(image), timeout=10):
-        if asyncio.get_running_loop().time() > deadline:
-            raise errors.Internal()
+        if loop.time() > deadline:
+            return False
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.2)
+    return True
+
+
+async def wait_released(image: Path, timeout: float) -> None:
+    """Before the image is used again: refused (retryable) while something still holds it."""
+    if not await released(image, timeout):
+        raise errors.Unavailable(DISK_HELD)
 
 
 def _is_mountpoint(path: Path) -> bool:

@@ -13,8 +13,9 @@ import httpx
 from sqlalchemy import select, update
 
 from wrenn_server.controlplane import ids
+from wrenn_server.controlplane.agents import call_timeouts
 from wrenn_server.controlplane.db.models import Host, Sandbox
-from wrenn_server.controlplane.jobs.reconciler import ABANDONED
+from wrenn_server.controlplane.jobs.reconciler import ABANDONED, VANISHED
 
 from ..waiting import wait_for
 from .conftest import Stack, StartApp
@@ -59,7 +60,8 @@ async def test_lost_and_dead_capsules(start_app: StartApp) -> None:
 
         agent.forget(lost)
         agent.kill(dead, "out of memory")
-        await _becomes(stack, alice, lost, "stopped")
+        gone = await _becomes(stack, alice, lost, "stopped")
+        assert gone["status_reason"] == VANISHED
         died = await _becomes(stack, alice, dead, "error")
         assert died["status_reason"] == "out of memory"
         # The dead capsule is destroyed on its agent (its disk freed); the other one untouched.
@@ -217,3 +219,42 @@ async def test_a_pass_during_a_snapshot_leaves_the_capsule_paused(start_app: Sta
         assert (await _capsule(api, alice, cid))["status"] == "paused"
         resumed = await api.post(f"/v1/capsules/{cid}/resume", headers=alice.h)
         assert resumed.status_code == 200, resumed.text
+
+
+async def _age_row(stack: Stack, cid: str, seconds: float) -> None:
+    """Make the capsule's row look written `seconds` ago (when its call began)."""
+    then = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    async with stack.db.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Sandbox).where(Sandbox.id == ids.SANDBOX.parse(cid)).values(last_updated=then)
+        )
+
+
+async def test_a_long_snapshot_is_left_to_its_call_as_long_as_the_call_waits(
+    start_app: StartApp,
+) -> None:
+    """A snapshot that has been under way for longer than a pause or resume may take (but not
+    longer than the snapshot call waits for its agent) keeps its capsule paused through the
+    reconciler's passes; once older than any snapshot call, the agent's word wins."""
+    assert call_timeouts.SNAPSHOT_TIMEOUT > call_timeouts.PAUSE_TIMEOUT + 60
+    async with start_app(reconcile_interval_sec=INTERVAL) as stack:
+        api, agent = stack.client, stack.agent
+        alice = await new_account(api)
+        cid = (await make_capsule(api, alice))["id"]
+        hold = agent.faults.hold("CreateSnapshot")
+        body = {"sandbox_id": cid, "name": "long-one"}
+        snapshot = asyncio.create_task(api.post("/v1/snapshots", json=body, headers=alice.h))
+        try:
+            await wait_for(hold.arrived.is_set, what="the snapshot reaching the agent")
+            # Under way for longer than any pause or resume call waits, still within its own.
+            await _age_row(stack, cid, call_timeouts.SNAPSHOT_TIMEOUT - 60)
+            assert agent.sandboxes[cid].status == "running"
+            passes = agent.calls.count("ListSandboxes")
+            await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 3, what="passes")
+            assert (await _capsule(api, alice, cid))["status"] == "paused"
+            # Older than any snapshot call: the call is gone, and the agent says running.
+            await _age_row(stack, cid, call_timeouts.SNAPSHOT_TIMEOUT + 60)
+            await _becomes(stack, alice, cid, "running")
+        finally:
+            hold.release()
+        await snapshot

@@ -8,7 +8,8 @@
 - the agent paused it on its own (TTL reaper)      -> paused
 - its sandbox died (memory limit, crash)           -> error, with the agent's reason; the
   agent is then told to destroy it (its disk)
-- the agent no longer knows it                      -> stopped (its files are gone)
+- the agent no longer knows it                      -> stopped, with the reason (its files
+                                                      are gone)
 - the agent cannot be reached                       -> missing (reversible: fixed when it answers)
 - missing but the agent has it again                -> the agent's status
 - its row says it ended but the agent still has it  -> destroyed on the agent (it was stopped
@@ -16,13 +17,14 @@
 An agent that answers has been seen: an unreachable host comes back online (`marked_up`).
 A capsule whose row changed after the agent was asked is left alone: the answer may predate a
 create or resume that finished meanwhile (and "stopped" would be final); one a caller is
-pausing or resuming is left to that call for up to two minutes (a pause the agent made but has
-not answered yet is the caller's, not the reaper's). Each pass handles every online host once
-and is idempotent.
+pausing, resuming or snapshotting is left to that call for as long as the call may still answer
+(agents/call_timeouts.py; a pause the agent made but has not answered yet is the caller's, not
+the reaper's). Each pass handles every online host once and is idempotent.
 
 The changes it makes are audited as the system actor, in the transaction that makes them:
 running -> paused as `auto_pause` (info), -> stopped as `stopped` and -> missing as
-`marked_missing` (warnings), -> error as `died` (error, with the reason).
+`marked_missing` (warnings), -> error as `died` (error, with the reason). A capsule its agent no
+longer has is stopped with the reason (VANISHED).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from sqlalchemy import select
 from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
+from ..agents import call_timeouts
 from ..agents.pool import HostClientPool
 from ..db.models.capsules import Sandbox
 from ..db.models.hosts import Host
@@ -58,8 +61,16 @@ AGENT_STATUS = {
 }
 RPC_TIMEOUT = 10.0
 MAX_REASON = 200
-# Longer than a resume takes (restore, then the agent's start timeout), or a pause (checkpoint).
-CALL_GRACE = dt.timedelta(minutes=2)
+# How long a capsule is left to a resume, pause or snapshot call under way: as long as the
+# call waits for its agent (the same numbers the calls use).
+RESUME_GRACE = call_timeouts.grace(call_timeouts.RESUME_TIMEOUT)
+PAUSE_GRACE = call_timeouts.grace(call_timeouts.PAUSE_TIMEOUT)
+SNAPSHOT_GRACE = call_timeouts.grace(call_timeouts.SNAPSHOT_TIMEOUT)
+# The status_reason of a capsule its reachable agent no longer has: its files are gone with it.
+VANISHED = (
+    "its host agent no longer has it (lost while the agent was down or restarting); "
+    "its files are gone"
+)
 
 
 def reconcile(db_status: str, reported: str | None, reachable: bool) -> str:
@@ -89,7 +100,7 @@ def _resuming(sandbox: Sandbox, reported: str | None, asked_at: dt.datetime) -> 
     return (
         sandbox.status == "starting"
         and reported == "paused"
-        and asked_at - sandbox.last_updated < CALL_GRACE
+        and asked_at - sandbox.last_updated < RESUME_GRACE
     )
 
 
@@ -103,7 +114,7 @@ def _pausing(
         sandbox.status == "running"
         and reported == "paused"
         and not auto_paused
-        and asked_at - sandbox.last_updated < CALL_GRACE
+        and asked_at - sandbox.last_updated < PAUSE_GRACE
     )
 
 
@@ -115,7 +126,7 @@ def _snapshotting(sandbox: Sandbox, reported: str | None, asked_at: dt.datetime)
     return (
         sandbox.status == "paused"
         and reported == "running"
-        and asked_at - sandbox.last_updated < CALL_GRACE
+        and asked_at - sandbox.last_updated < SNAPSHOT_GRACE
     )
 
 
@@ -230,8 +241,9 @@ class Reconciler:
                 if new != sandbox.status:
                     log.info("capsule %s: %s -> %s", sandbox.id, sandbox.status, new)
                     previous = sandbox.status
+                    why = reasons.get(sandbox.id) or (VANISHED if new == "stopped" else None)
                     await capsule_status.set_status_by_system(
-                        session, sandbox, new, host_id, reason=reasons.get(sandbox.id)
+                        session, sandbox, new, host_id, reason=why
                     )
                     if (previous, new) == ("running", "paused"):
                         auto_paused.append(sandbox.id)

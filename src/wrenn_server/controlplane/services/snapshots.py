@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
+from ..agents import call_timeouts
 from ..agents.rpc import agent_errors
 from ..db.models.capsules import Sandbox, Template
 from ..db.models.hosts import Host
@@ -78,7 +79,7 @@ async def create_snapshot(
         # Out of room here is the host's (its disk, its memory for a resume), not the
         # capsule's: 503 like a create or resume.
         with agent_errors(exhausted=InsufficientCapacity):
-            made = await client.create_snapshot(request, timeout=600)
+            made = await client.create_snapshot(request, timeout=call_timeouts.SNAPSHOT_TIMEOUT)
     except BaseException:
         async with db.sessionmaker() as session, transaction(session, write=True):
             row = await session.get(Sandbox, sandbox.id)

@@ -71,7 +71,18 @@ class CapsuleTable:
 
     def new_client(self, capsule: Capsule) -> EnvdClient:
         assert capsule.net is not None
-        return EnvdClient(str(capsule.net.capsule_ip), self.settings.envd_port, capsule.token)
+        client = EnvdClient(str(capsule.net.capsule_ip), self.settings.envd_port, capsule.token)
+        client.before_use = lambda: self.wake(capsule)
+        return client
+
+    def wake(self, capsule: Capsule) -> None:
+        """Runs before anything reaches the capsule's sandbox (SandboxManager thaws it if it
+        dozes, see doze.py)."""
+
+    def in_use(self, sandbox_id: str) -> int:
+        """Requests and streams open now to the capsule's envd."""
+        client = self.clients.get(sandbox_id)
+        return client.in_use if client is not None else 0
 
     def connect(self, capsule: Capsule) -> EnvdClient:
         client = self.clients[capsule.sandbox_id] = self.new_client(capsule)

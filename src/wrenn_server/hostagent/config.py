@@ -105,6 +105,21 @@ class AgentSettings(BaseSettings):
         "resume or snapshot that needs the image still held after this long is refused "
         "(retryable) and the capsule stays paused.",
     )
+    doze_after_sec: float = Field(
+        default=30.0,
+        ge=0,
+        description="Freeze a running capsule's sandbox (its cgroup) once it has been idle this "
+        "long: no request, no open stream or tunnel, no network traffic, CPU at gVisor's idle "
+        "floor; thawed before anything reaches it (0 = never). Its processes and timers stop "
+        "meanwhile.",
+    )
+    doze_max_cpu_pct: float = Field(
+        default=5.0,
+        gt=0,
+        le=100,
+        description="Most CPU (% of one core, over the quiet period) a capsule may use and still "
+        "doze: above gVisor's idle floor (~2.5% on systrap), below a process doing work.",
+    )
     memory_reserve_mb: int = Field(
         default=512,
         ge=0,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -69,6 +70,20 @@ class EnvdClient:
             trust_env=False,
             limits=httpx.Limits(max_keepalive_connections=16, keepalive_expiry=60),
         )
+        # Requests and streams open now, and what runs before each starts: the dozer (doze.py)
+        # freezes no capsule while any is open and thaws a dozing one first.
+        self.in_use = 0
+        self.before_use: Callable[[], None] = _nothing
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[None]:
+        """Around anything that reaches envd (or a tunnel through it)."""
+        self.before_use()
+        self.in_use += 1
+        try:
+            yield
+        finally:
+            self.in_use -= 1
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -81,8 +96,9 @@ class EnvdClient:
     async def _request(self, method: str, path: str, **kw: Any) -> bytes:
         """The answer's body (at most MAX_JSON bytes); an error status raises."""
         try:
-            async with self._http.stream(method, path, **kw) as resp:
-                body = await _read_capped(resp, MAX_JSON)
+            with self.using():
+                async with self._http.stream(method, path, **kw) as resp:
+                    body = await _read_capped(resp, MAX_JSON)
         except httpx.TransportError as e:
             raise errors.Unavailable("capsule agent is not reachable") from e
         if resp.status_code >= 400:
@@ -118,38 +134,41 @@ class EnvdClient:
         """A raw connection through envd to `port` on the capsule's loopback (envd answers 101,
         then splices; see envd/tunnel.py)."""
         auth = self._http.headers["Authorization"]
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(*self._address, limit=MAX_TUNNEL_HEAD), 5.0
-            )
-        except (OSError, TimeoutError) as e:
-            raise errors.Unavailable("capsule agent is not reachable") from e
-        try:
-            request = (
-                f"GET /tunnel?port={port} HTTP/1.1\r\nHost: envd\r\nAuthorization: {auth}\r\n"
-                "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
-            )
-            writer.write(request.encode("latin-1"))
-            # envd answers once it has connected (its own connect timeout is 5 s per address).
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15.0)
-            status, length = _tunnel_head(head)
-            if status != 101:
-                body = await asyncio.wait_for(reader.readexactly(length), 5.0)
-                _raise_tunnel(status, body, port)
-        except BaseException as e:
-            writer.close()
-            if isinstance(e, (OSError, TimeoutError, asyncio.IncompleteReadError)):
+        # The caller counts the tunnel's life as a use (`using`) once it is open.
+        with self.using():
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(*self._address, limit=MAX_TUNNEL_HEAD), 5.0
+                )
+            except (OSError, TimeoutError) as e:
                 raise errors.Unavailable("capsule agent is not reachable") from e
-            if isinstance(e, (asyncio.LimitOverrunError, ValueError)):
-                raise errors.Internal("capsule agent sent an invalid answer") from e
-            raise
-        return reader, writer
+            try:
+                request = (
+                    f"GET /tunnel?port={port} HTTP/1.1\r\nHost: envd\r\nAuthorization: {auth}\r\n"
+                    "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+                )
+                writer.write(request.encode("latin-1"))
+                # envd answers once it has connected (its own connect timeout is 5 s per address).
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15.0)
+                status, length = _tunnel_head(head)
+                if status != 101:
+                    body = await asyncio.wait_for(reader.readexactly(length), 5.0)
+                    _raise_tunnel(status, body, port)
+            except BaseException as e:
+                writer.close()
+                if isinstance(e, (OSError, TimeoutError, asyncio.IncompleteReadError)):
+                    raise errors.Unavailable("capsule agent is not reachable") from e
+                if isinstance(e, (asyncio.LimitOverrunError, ValueError)):
+                    raise errors.Internal("capsule agent sent an invalid answer") from e
+                raise
+            return reader, writer
 
     # -- health and defaults ---------------------------------------------------------------
 
     async def wait_ready(self, timeout: float) -> str:
         """Poll /health until envd answers; it needs a few hundred ms after the sandbox starts.
         Returns the version it reports ("" when it sent none that looks like one)."""
+        self.before_use()
         deadline = time.monotonic() + timeout
         delay = 0.005
         while True:
@@ -193,19 +212,20 @@ class EnvdClient:
 
     async def _stream(self, method: str, path: str, **kw: Any) -> AsyncIterator[Event]:
         timeout = httpx.Timeout(None, connect=5.0)
-        try:
-            async with self._http.stream(method, path, timeout=timeout, **kw) as resp:
-                if resp.status_code >= 400:
-                    _raise_for(resp.status_code, await _read_capped(resp, MAX_JSON))
-                async for line in _lines(resp, MAX_EVENT_LINE):
-                    ev: dict[str, Any] = json.loads(line)
-                    if ev.get("type") not in EVENT_TYPES:
-                        continue  # not an event of this protocol: nothing to pass on
-                    if ev["type"] in ("stdout", "stderr"):
-                        ev["data"] = base64.b64decode(ev["data"])
-                    yield cast(Event, ev)
-        except httpx.TransportError as e:
-            raise errors.Unavailable("capsule agent is not reachable") from e
+        with self.using():
+            try:
+                async with self._http.stream(method, path, timeout=timeout, **kw) as resp:
+                    if resp.status_code >= 400:
+                        _raise_for(resp.status_code, await _read_capped(resp, MAX_JSON))
+                    async for line in _lines(resp, MAX_EVENT_LINE):
+                        ev: dict[str, Any] = json.loads(line)
+                        if ev.get("type") not in EVENT_TYPES:
+                            continue  # not an event of this protocol: nothing to pass on
+                        if ev["type"] in ("stdout", "stderr"):
+                            ev["data"] = base64.b64decode(ev["data"])
+                        yield cast(Event, ev)
+            except httpx.TransportError as e:
+                raise errors.Unavailable("capsule agent is not reachable") from e
 
     async def list_processes(self) -> list[ProcessInfo]:
         data = await self._json("GET", "/processes")
@@ -228,16 +248,17 @@ class EnvdClient:
 
     async def read_file(self, path: str, user: str | None = None) -> AsyncIterator[bytes]:
         params = _params(path=path, user=user)
-        try:
-            async with self._http.stream(
-                "GET", "/files", params=params, timeout=httpx.Timeout(None, connect=5.0)
-            ) as resp:
-                if resp.status_code >= 400:
-                    _raise_for(resp.status_code, await _read_capped(resp, MAX_JSON))
-                async for chunk in resp.aiter_bytes(256 * 1024):
-                    yield chunk
-        except httpx.TransportError as e:
-            raise errors.Unavailable("capsule agent is not reachable") from e
+        with self.using():
+            try:
+                async with self._http.stream(
+                    "GET", "/files", params=params, timeout=httpx.Timeout(None, connect=5.0)
+                ) as resp:
+                    if resp.status_code >= 400:
+                        _raise_for(resp.status_code, await _read_capped(resp, MAX_JSON))
+                    async for chunk in resp.aiter_bytes(256 * 1024):
+                        yield chunk
+            except httpx.TransportError as e:
+                raise errors.Unavailable("capsule agent is not reachable") from e
 
     async def write_file(
         self,
@@ -298,18 +319,23 @@ class EnvdClient:
         until envd ends the stream (the directory went) or the caller stops iterating."""
         params = _params(path=path, recursive="true" if recursive else "false", user=user)
         timeout = httpx.Timeout(None, connect=5.0)
-        try:
-            async with self._http.stream(
-                "GET", "/fs/watch", params=params, timeout=timeout
-            ) as resp:
-                if resp.status_code >= 400:
-                    _raise_for(resp.status_code, await _read_capped(resp, MAX_JSON))
-                async for line in _lines(resp, MAX_EVENT_LINE):
-                    event = _watch_event(line)
-                    if event is not None:
-                        yield event
-        except httpx.TransportError as e:
-            raise errors.Unavailable("capsule agent is not reachable") from e
+        with self.using():
+            try:
+                async with self._http.stream(
+                    "GET", "/fs/watch", params=params, timeout=timeout
+                ) as resp:
+                    if resp.status_code >= 400:
+                        _raise_for(resp.status_code, await _read_capped(resp, MAX_JSON))
+                    async for line in _lines(resp, MAX_EVENT_LINE):
+                        event = _watch_event(line)
+                        if event is not None:
+                            yield event
+            except httpx.TransportError as e:
+                raise errors.Unavailable("capsule agent is not reachable") from e
+
+
+def _nothing() -> None:
+    pass
 
 
 async def _read_capped(resp: httpx.Response, limit: int) -> bytes:

@@ -24,6 +24,7 @@ from .capsule import (
 from .capsule_spec import CreateSpec, new_capsule
 from .capsule_table import CapsuleTable
 from .config import AgentSettings
+from .doze import Dozer
 from .envd_client import EnvdClient
 from .envd_keys import EnvdKeys
 from .envd_tokens import adopt_token, rekey, snapshot_token
@@ -51,6 +52,7 @@ class SandboxManager(CapsuleTable):
         self.keys = EnvdKeys(settings.data_dir / "envd.key")
         self.metrics = Sampler()
         self.reaper = IdleReaper(self, settings.reaper_interval_sec)
+        self.doze = Dozer(self, settings.doze_after_sec, settings.doze_max_cpu_pct)
         self._tasks: list[asyncio.Task[None]] = []
         shape = (
             settings.default_template,
@@ -68,6 +70,9 @@ class SandboxManager(CapsuleTable):
         await self.runtime.prepare()
         self.keys.key()  # a damaged key stops the agent here, not at the first snapshot
         self.deaths.start()
+        # An agent before this one may have left capsules dozing: runsc cannot even tell the
+        # state of a frozen sandbox.
+        self.doze.thaw_leftovers(self.settings.capsules_dir)
         for capsule in await self.runtime.recover():
             self.capsules[capsule.sandbox_id] = capsule
             if capsule.status == RUNNING:
@@ -81,6 +86,7 @@ class SandboxManager(CapsuleTable):
         self._tasks = [
             asyncio.create_task(self.reaper.run(), name="ttl-reaper"),
             asyncio.create_task(self.metrics.run(self.capsules.values), name="metrics-sampler"),
+            asyncio.create_task(self.doze.run(), name="doze"),
         ]
         self.pool.start()
 
@@ -92,6 +98,7 @@ class SandboxManager(CapsuleTable):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.doze.wake_all()  # nobody would thaw them
         await self.deaths.stop()
         await self.disconnect_all()
 
@@ -217,6 +224,7 @@ class SandboxManager(CapsuleTable):
 
     async def _discard(self, capsule: Capsule) -> None:
         """Remove a capsule whatever the caller's fate: cleanup has its own timeout."""
+        self.doze.forget(capsule)  # a frozen sandbox cannot be killed (cgroup v1)
         self.capsules.pop(capsule.sandbox_id, None)
         self.metrics.forget(capsule.sandbox_id)
         self.deaths.unwatch(capsule)
@@ -233,6 +241,9 @@ class SandboxManager(CapsuleTable):
             self.current(capsule)  # a destroy that held the lock first already did it
             await self._discard(capsule)
         log.info("destroyed %s", sandbox_id)
+
+    def wake(self, capsule: Capsule) -> None:
+        self.doze.wake(capsule)
 
     def ping(self, sandbox_id: str) -> None:
         self.get(sandbox_id).touch()
@@ -251,6 +262,7 @@ class SandboxManager(CapsuleTable):
         return capsule
 
     async def _pause_locked(self, capsule: Capsule) -> None:
+        self.doze.wake(capsule)  # runsc cannot checkpoint a frozen sandbox
         client = self.clients.get(capsule.sandbox_id)
         if client:
             # Flush the capsule's page cache to its disk first; a wedged agent must not block pause.
@@ -390,6 +402,7 @@ class SandboxManager(CapsuleTable):
         async with self.lock(sandbox_id):
             self.current(capsule)
             client = self.envd(sandbox_id)  # running now, not only before the wait
+            self.doze.wake(capsule)
             await client.prepare_snapshot()
             return await self.runtime.flatten(capsule, name, overwrite)
 

@@ -289,11 +289,13 @@ class HostAgentService(pb_grpc.HostAgentServicer):
         sandbox_id, port = first.open.sandbox_id, first.open.port
         if not 1 <= port <= 65535:
             raise errors.InvalidArgument("port must be an integer from 1 to 65535")
-        reader, writer = await self.m.envd(sandbox_id).open_tunnel(port)
+        client = self.m.envd(sandbox_id)
+        reader, writer = await client.open_tunnel(port)
         capsule = self.m.get(sandbox_id)
-        yield pb.TunnelFrame(opened=True)
-        async for frame in tunnel.relay(it, reader, writer, capsule.touch):
-            yield frame
+        with client.using():  # an open tunnel keeps the capsule awake (doze.py)
+            yield pb.TunnelFrame(opened=True)
+            async for frame in tunnel.relay(it, reader, writer, capsule.touch):
+                yield frame
 
     @unary
     async def ListPorts(self, r: pb.SandboxRef, context: Ctx) -> pb.ListPortsResponse:

@@ -423,7 +423,9 @@ class GVisorRuntime:
         # runsc's checkpoint may still be writing: it outlives the agent that started it.
         await checkpoints.wait_for_writers(image)
         if checkpoints.is_complete(image):
-            image.rename(capsule.checkpoint_dir)  # pause removed any older one first
+            # pause removed any older one before it began; one left all the same is older
+            await asyncio.to_thread(shutil.rmtree, capsule.checkpoint_dir, ignore_errors=True)
+            image.rename(capsule.checkpoint_dir)
         await asyncio.to_thread(shutil.rmtree, image, ignore_errors=True)
         if capsule.checkpoint_dir.is_dir():
             await self.teardown(capsule)

@@ -193,6 +193,18 @@ async def test_a_complete_checkpoint_makes_the_capsule_paused(
     assert host.torn_down == [ID]
 
 
+async def test_a_complete_checkpoint_replaces_an_older_one_left_beside_it(
+    runtime: GVisorRuntime, host: StandInHost
+) -> None:
+    capsule = _running(runtime, PAUSING)
+    older = _image(capsule, complete=True, name="checkpoint")
+    (older / "pages.img").write_bytes(b"older")
+    _image(capsule, complete=True)
+    kept = await _recovered(runtime)
+    assert kept is not None and kept.status == PAUSED
+    assert (kept.checkpoint_dir / "pages.img").read_bytes() == b"\1" * 4096
+
+
 async def test_a_partial_checkpoint_of_a_running_sandbox_is_rolled_back(
     runtime: GVisorRuntime, host: StandInHost
 ) -> None:

@@ -7,7 +7,8 @@ While a build runs, its worker polls the row each second: once it says anything 
 (cancelled by an admin, failed by another process) the build's task is cancelled; and every few
 seconds it renews `heartbeat_at`. Every
 pool fails the running builds whose heartbeat is older than a minute - their process died -
-and destroys their capsules. At start a pool also puts every pending build back in the queue
+destroys their capsules and deletes a template their agent made with no row for it (the answer
+was lost with the process), so the name is free for the build again. At start a pool also puts every pending build back in the queue
 (an in-process queue forgets them on restart).
 """
 
@@ -27,10 +28,10 @@ from sqlalchemy import and_, or_, select, update
 from .. import ids
 from ..builds import archive_store
 from ..builds.queue import BuildQueue
-from ..db.models.capsules import TemplateBuild
+from ..db.models.capsules import Sandbox, Template, TemplateBuild
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..services import audit, capsules
+from ..services import audit, capsules, snapshots
 from ..services.builds import record_build_event
 from .build_runner import BuildRunner
 
@@ -164,7 +165,8 @@ class BuildWorkers:
             TemplateBuild.heartbeat_at < limit,
             and_(TemplateBuild.heartbeat_at.is_(None), TemplateBuild.started_at < limit),
         )
-        reaped: list[tuple[uuid.UUID, uuid.UUID | None]] = []
+        # (build, its template's name, its capsule and that capsule's host)
+        reaped: list[tuple[uuid.UUID, str, uuid.UUID | None, uuid.UUID | None]] = []
         async with self.db.sessionmaker() as session, transaction(session, write=True):
             rows = await session.scalars(
                 select(TemplateBuild).where(TemplateBuild.status == "running", quiet)
@@ -175,12 +177,31 @@ class BuildWorkers:
                 build.completed_at = utcnow()
                 await archive_store.drop(session, build.id)
                 await record_build_event(session, build, audit.SYSTEM, "build", "warning")
-                reaped.append((build.id, build.sandbox_id))
-        for build_id, sandbox_id in reaped:
+                host_id = None
+                if build.sandbox_id is not None:
+                    host_id = await session.scalar(
+                        select(Sandbox.host_id).where(Sandbox.id == build.sandbox_id)
+                    )
+                reaped.append((build.id, build.name, build.sandbox_id, host_id))
+        for build_id, name, sandbox_id, host_id in reaped:
             log.warning("build %s failed: its worker went quiet", build_id)
             if sandbox_id is not None:
                 await self._destroy(sandbox_id)
-        return [build_id for build_id, _ in reaped]
+                await self._forget_template(name, host_id)
+        return [build_id for build_id, *_ in reaped]
+
+    async def _forget_template(self, name: str, host_id: uuid.UUID | None) -> None:
+        """The template the dead worker's agent may have made (the answer lost with the
+        process): files no template row refers to, deleted from the build's host. After the
+        capsule's destroy, which the agent runs once the snapshot holding it has ended."""
+        async with self.db.sessionmaker() as session:
+            kept = await session.scalar(
+                select(Template.id).where(
+                    Template.team_id == ids.PLATFORM_TEAM_ID, Template.storage_name == name
+                )
+            )
+        if kept is None:
+            await snapshots.forget_files(self.db, self.runner.hosts, host_id, name)
 
     async def _destroy(self, sandbox_id: uuid.UUID) -> None:
         destroy = capsules.destroy_capsule(

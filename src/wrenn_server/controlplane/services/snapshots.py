@@ -95,12 +95,12 @@ async def create_snapshot(
         # own; a platform template's is its name, which the winner's files may have) are no
         # template's.
         if stored_as != name:
-            await _forget(db, hosts, sandbox.host_id, stored_as)
+            await forget_files(db, hosts, sandbox.host_id, stored_as)
         raise
     if replaced is not None and replaced != (sandbox.host_id, stored_as):
-        await _forget(db, hosts, *replaced)
+        await forget_files(db, hosts, *replaced)
     elif replaced_on is not None and replaced_on != sandbox.host_id:
-        await _forget(db, hosts, replaced_on, stored_as)
+        await forget_files(db, hosts, replaced_on, stored_as)
     return template
 
 
@@ -154,7 +154,9 @@ async def _record_snapshot(
     return template, replaced
 
 
-async def _forget(db: Database, hosts: Hosts, host_id: uuid.UUID | None, stored_as: str) -> None:
+async def forget_files(
+    db: Database, hosts: Hosts, host_id: uuid.UUID | None, stored_as: str
+) -> None:
     """Files no template refers to any more (an overwritten template's on the host that held
     it before; a snapshot that lost its name to another request), deleted best effort: what
     cannot be is logged."""

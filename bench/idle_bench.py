@@ -6,7 +6,11 @@ the CPU time (utime + stime from /proc/<pid>/stat) every process of each sandbox
 systrap stubs) uses over a window - per process, not wall time, so other work on the machine
 does not count. The agent's own CPU over the window is given per capsule too.
 
-    sudo uv run python -m bench.idle_bench [--capsules 20] [--window 60]
+Twice in the same run: with doze off, then with doze on (the agent freezes a capsule idle for
+--doze-after seconds, hostagent/doze.py), where it also times the first command to a dozing
+capsule (thaw included) against the next one (awake).
+
+    sudo uv run python -m bench.idle_bench [--capsules 20] [--window 60] [--doze-after 5]
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.hostagent.capsule import capsule_key
+from wrenn_server.hostagent.doze import CgroupFreezer
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from ._common import agent, stats
+from ._common import agent, report, stats
 from .capsule_bench import handle_of
 
 SECRET = "bench-secret"
@@ -174,7 +180,60 @@ def agent_pid(port: str) -> int | None:
     return None
 
 
-async def main(n: int, window: float, settle: float, data_dir: Path, runsc: str) -> None:
+@dataclass
+class IdleRun:
+    cpu: list[float]  # % of one core per capsule
+    mem: list[float]  # MB PSS per capsule
+    agent_cpu: float  # cores
+    dozing: int = 0
+    thawed: list[float] = field(default_factory=list)  # s, first exec to a dozing capsule
+    awake: list[float] = field(default_factory=list)  # s, the exec right after it
+
+
+async def idle_capsules(
+    data_dir: Path, n: int, window: float, settle: float, doze_after: float
+) -> IdleRun:
+    """N capsules on an agent of their own, idle; measured over `window` after `settle` (and
+    the doze period) of quiet."""
+    os.environ["WRENN_AGENT_DOZE_AFTER_SEC"] = str(doze_after)
+    freezer = CgroupFreezer()
+    with agent(data_dir, SECRET) as target:
+        async with AgentClient(target, SECRET) as c:
+            sbs = [await c.create_sandbox(pb.CreateSandboxRequest()) for _ in range(n)]
+            try:
+                for sb in sbs:  # every capsule has answered once, then nothing more
+                    await c.exec(pb.ExecRequest(sandbox_id=sb.sandbox_id, cmd="true"))
+                handles = {sb.sandbox_id: handle_of(data_dir, sb.sandbox_id) for sb in sbs}
+                groups = {
+                    sid: netns_pids(f"wrn-{capsule_key(handle)}") for sid, handle in handles.items()
+                }
+                # A dozer looks every quarter of its period: two more of those and all doze.
+                await asyncio.sleep(settle + doze_after * 1.5)
+                pid = agent_pid(target.rsplit(":", 1)[1])
+                agent_before = cpu_seconds(pid) if pid else 0.0
+                t0 = time.monotonic()
+                cpu, mem = await asyncio.to_thread(measure, groups, window)
+                agent_cpu = (cpu_seconds(pid) - agent_before if pid else 0.0) / (
+                    time.monotonic() - t0
+                )
+                result = IdleRun(cpu, mem, agent_cpu)
+                for sid, handle in handles.items():
+                    if not freezer.frozen(f"/wrenn/{handle}"):
+                        continue
+                    result.dozing += 1
+                    for into in (result.thawed, result.awake):
+                        t = time.perf_counter()
+                        await c.exec(pb.ExecRequest(sandbox_id=sid, cmd="true"))
+                        into.append(time.perf_counter() - t)
+            finally:
+                for sb in sbs:
+                    await c.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
+    return result
+
+
+async def main(
+    n: int, window: float, settle: float, data_dir: Path, runsc: str, doze_after: float
+) -> None:
     print(f"load average at start: {os.getloadavg()}", flush=True)
     rootfs = data_dir / "templates" / "minimal" / "rootfs"
     with bare_sandboxes(runsc, rootfs, n) as bare:
@@ -187,33 +246,17 @@ async def main(n: int, window: float, settle: float, data_dir: Path, runsc: str)
     line("bare runsc `sleep`: PSS per sandbox", base_mem, "MB")
     if frozen_cpu is not None:
         line("bare runsc `sleep`, cgroup-frozen: CPU per sandbox", frozen_cpu, "%")
-    with agent(data_dir, SECRET) as target:
-        async with AgentClient(target, SECRET) as c:
-            sbs = [await c.create_sandbox(pb.CreateSandboxRequest()) for _ in range(n)]
-            try:
-                for sb in sbs:  # every capsule has answered once, then nothing more
-                    await c.exec(pb.ExecRequest(sandbox_id=sb.sandbox_id, cmd="true"))
-                groups = {
-                    sb.sandbox_id: netns_pids(
-                        f"wrn-{capsule_key(handle_of(data_dir, sb.sandbox_id))}"
-                    )
-                    for sb in sbs
-                }
-                await asyncio.sleep(settle)
-                pid = agent_pid(target.rsplit(":", 1)[1])
-                agent_before = cpu_seconds(pid) if pid else 0.0
-                t0 = time.monotonic()
-                cpu, mem = await asyncio.to_thread(measure, groups, window)
-                agent_cpu = (cpu_seconds(pid) - agent_before if pid else 0.0) / (
-                    time.monotonic() - t0
-                )
-            finally:
-                for sb in sbs:
-                    await c.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
-    line("idle capsule: CPU per sandbox", cpu, "%", stats(base_cpu)["p50"])
-    line("idle capsule: PSS per sandbox", mem, "MB", stats(base_mem)["p50"])
-    print(f"host agent CPU per capsule: {agent_cpu * 100 / n:.3f} % (agent total "
-          f"{agent_cpu * 100:.2f} % for {len(sbs)} capsules and the warm pool)")  # fmt: skip
+    off = await idle_capsules(data_dir, n, window, settle, doze_after=0)
+    on = await idle_capsules(data_dir, n, window, settle, doze_after=doze_after)
+    for name, run in (("doze off", off), (f"doze on, after {doze_after:g} s", on)):
+        line(f"idle capsule, {name}: CPU per sandbox", run.cpu, "%", stats(base_cpu)["p50"])
+        line(f"idle capsule, {name}: PSS per sandbox", run.mem, "MB", stats(base_mem)["p50"])
+        print(f"host agent CPU per capsule, {name}: {run.agent_cpu * 100 / n:.3f} % (agent "
+              f"total {run.agent_cpu * 100:.2f} % for {n} capsules and the warm pool)")  # fmt: skip
+    print(f"capsules dozing at the end of the window: {on.dozing}/{n}")
+    if on.thawed:
+        report("exec `true`, awake (after the first)", on.awake)
+        report("exec `true` to a dozing capsule (thaw + exec)", on.thawed, stats(on.awake)["p50"])
     print(f"load average at end: {os.getloadavg()}", flush=True)
 
 
@@ -224,8 +267,13 @@ if __name__ == "__main__":
     parser.add_argument("--settle", type=float, default=10.0, help="seconds idle before")
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/wrenn-bench"))
     parser.add_argument("--runsc", default="runsc")
+    parser.add_argument(
+        "--doze-after", type=float, default=5.0, help="the doze-on run's quiet period, seconds"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(main(args.capsules, args.window, args.settle, args.data_dir, args.runsc))
+    asyncio.run(
+        main(args.capsules, args.window, args.settle, args.data_dir, args.runsc, args.doze_after)
+    )

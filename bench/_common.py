@@ -3,24 +3,66 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from tests.ports import free_port
 
-__all__ = ["agent", "free_port", "report", "stats"]
+__all__ = [
+    "agent",
+    "bare_runsc_boots",
+    "free_port",
+    "load_note",
+    "p50",
+    "report",
+    "stats",
+    "timed",
+    "timed_async",
+]
+
+
+def timed(fn: Callable[[], object], n: int) -> list[float]:
+    """Seconds each of `n` calls of `fn` took."""
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t)
+    return samples
+
+
+async def timed_async(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await fn()
+        samples.append(time.perf_counter() - t)
+    return samples
+
+
+def load_note() -> str:
+    """What else the machine was doing: numbers from a loaded machine are read as ratios."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
 def stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return {"p50": statistics.median(ordered), "p95": p95, "n": len(ordered)}
+
+
+def p50(samples: list[float]) -> float:
+    return stats(samples)["p50"]
 
 
 def report(
@@ -32,6 +74,39 @@ def report(
     if baseline:
         line += f"   p50/baseline {s['p50'] / baseline:6.1f}x"
     print(f"{line}   (n={int(s['n'])})", flush=True)
+
+
+def bare_runsc_boots(rootfs: Path, n: int, runsc: str = "runsc") -> list[float]:
+    """Seconds for `runsc run` of `true` on `rootfs` (a template's root filesystem, read-only, no
+    network) to boot, run and exit: gVisor's own floor for a capsule's first command, with none
+    of the platform's work (overlay disk, network, envd, the agent)."""
+    work = Path(tempfile.mkdtemp(prefix="wrenn-bootbase-"))
+    root, bundle = work / "runsc", work / "bundle"
+    root.mkdir()
+    bundle.mkdir()
+    config = {
+        "ociVersion": "1.0.0",
+        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                    "env": ["PATH=/usr/bin:/bin"]},
+        "root": {"path": str(rootfs), "readonly": True},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}]},
+    }  # fmt: skip
+    (bundle / "config.json").write_text(json.dumps(config))
+    samples = []
+    try:
+        for _ in range(n):
+            name = f"boot-{uuid.uuid4().hex[:8]}"
+            argv = [runsc, f"--root={root}", "--network=none", "--overlay2=none",
+                    "--ignore-cgroups", "run", f"--bundle={bundle}", name]  # fmt: skip
+            t = time.perf_counter()
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            samples.append(time.perf_counter() - t)
+            delete = [runsc, f"--root={root}", "delete", "--force", name]
+            subprocess.run(delete, capture_output=True)
+    finally:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    return samples
 
 
 @contextlib.contextmanager

@@ -1,9 +1,20 @@
-"""REST API benchmark: create -> first exec through REST, exec round trip through REST vs straight
-to the host agent (ratio), and GET /v1/capsules throughput and latency under 10 and 200
-concurrent connections (driven by wrk), with the control plane on PostgreSQL (a throwaway cluster
-this script starts).
+"""The issue's rows through the public REST API, each with p50/p95 and its ratio to a baseline
+measured in the same run (the machine may be loaded: compare ratios):
 
-    sudo uv run python -m bench.api_bench [--iterations N]
+- exec round trip: the published `wrenn` SDK's `commands.run("true")` (and plain httpx), against
+  the host agent's own Exec over gRPC;
+- create -> first command done, default shape (the warm pool's), through the SDK, against the
+  agent's own create + exec;
+- create -> first command done, cold (a shape the pool does not hold), against a bare `runsc run`
+  of `true` on the same root filesystem (gVisor's floor);
+- resume -> first command done, through the SDK, against the agent's own resume + exec;
+- GET /v1/capsules under 10 and 200 concurrent connections (wrk, with a Lua hook for p95), against
+  GET /health at the same concurrency (the server's floor with no database or credentials).
+
+The control plane runs on PostgreSQL (a throwaway cluster this script starts) over a host agent of
+its own (or WRENN_BENCH_AGENT).
+
+    sudo uv run python -m bench.api_bench [--iterations N] [--workers N]
 """
 
 from __future__ import annotations
@@ -18,107 +29,197 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.controlplane.pgcluster import find_pg_bin, start_cluster
+from tests.published_sdk import published_sdk
 from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from ._common import agent, free_port, report, stats
+from ._common import agent, bare_runsc_boots, free_port, load_note, p50, report, timed, timed_async
 
 SECRET = "bench-secret"
+COLD = {"memory_mb": 256}  # a shape the warm pool does not hold
+# wrk prints p50/p75/p90/p99 only; this prints p95 too.
+WRK_SCRIPT = """
+done = function(summary, latency, requests)
+  io.write(string.format("wrenn-p50-us %d\\n", latency:percentile(50)))
+  io.write(string.format("wrenn-p95-us %d\\n", latency:percentile(95)))
+end
+"""
 
 
-async def rest_create_exec(
-    http: httpx.AsyncClient, n: int, gap: float, **body: object
-) -> list[float]:
+def sdk_create_exec(wrenn: Any, opts: dict[str, str], **shape: int) -> float:
+    """Seconds from the create call until its first command is done (not the destroy after)."""
+    t = time.perf_counter()
+    capsule = wrenn.Capsule(**opts, **shape)
+    try:
+        capsule.commands.run("true")
+        return time.perf_counter() - t
+    finally:
+        capsule.destroy()
+
+
+def sdk_resume_exec(capsule: Any, n: int) -> list[float]:
     samples = []
     for _ in range(n):
-        await asyncio.sleep(gap)
+        capsule.pause()
         t = time.perf_counter()
-        resp = await http.post("/v1/capsules", json=body)
-        resp.raise_for_status()
-        cid = resp.json()["id"]
-        res = await http.post(f"/v1/capsules/{cid}/exec", json={"cmd": "true"})
-        res.raise_for_status()
+        capsule.resume()
+        capsule.commands.run("true")
         samples.append(time.perf_counter() - t)
-        await http.delete(f"/v1/capsules/{cid}")
     return samples
 
 
-async def rest_round_trips(http: httpx.AsyncClient, cid: str, n: int) -> list[float]:
+async def agent_create_exec(target: str, n: int, gap: float, **shape: int) -> list[float]:
     samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        (await http.post(f"/v1/capsules/{cid}/exec", json={"cmd": "true"})).raise_for_status()
-        samples.append(time.perf_counter() - t)
+    async with AgentClient(target, SECRET) as c:
+        for _ in range(n):
+            await asyncio.sleep(gap)  # the pool refills between creates, as for the REST rows
+            t = time.perf_counter()
+            sb = await c.create_sandbox(pb.CreateSandboxRequest(**shape))
+            await c.exec(pb.ExecRequest(sandbox_id=sb.sandbox_id, cmd="true"))
+            samples.append(time.perf_counter() - t)
+            await c.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
     return samples
 
 
 async def agent_round_trips(target: str, cid: str, n: int) -> list[float]:
+    async with AgentClient(target, SECRET) as c:
+        request = pb.ExecRequest(sandbox_id=cid, cmd="true")
+        return await timed_async(lambda: c.exec(request), n)
+
+
+async def agent_resume_exec(target: str, n: int) -> list[float]:
     samples = []
     async with AgentClient(target, SECRET) as c:
-        for _ in range(n):
-            t = time.perf_counter()
-            await c.exec(pb.ExecRequest(sandbox_id=cid, cmd="true"))
-            samples.append(time.perf_counter() - t)
+        sb = await c.create_sandbox(pb.CreateSandboxRequest())
+        ref = pb.SandboxRef(sandbox_id=sb.sandbox_id)
+        try:
+            for _ in range(n):
+                await c.pause_sandbox(ref)
+                t = time.perf_counter()
+                await c.resume_sandbox(ref)
+                await c.exec(pb.ExecRequest(sandbox_id=sb.sandbox_id, cmd="true"))
+                samples.append(time.perf_counter() - t)
+        finally:
+            await c.destroy_sandbox(ref)
     return samples
 
 
-def list_load(api: str, key: str, connections: int, seconds: int = 10) -> str:
-    """GET /v1/capsules under `connections` concurrent connections, driven by wrk: a Python client
-    at this concurrency is slower than the server and would measure itself."""
-    if shutil.which("wrk") is None:
-        return "skipped: install wrk (apt-get install wrk) to measure it"
-    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
-            "-H", f"X-API-Key: {key}", f"{api}/v1/capsules"]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    found = dict(re.findall(r"^\s*(50%|99%|Requests/sec:)\s+(\S+)", out, re.MULTILINE))
+def load(api: str, key: str, path: str, connections: int, seconds: int = 10) -> dict[str, float]:
+    """`path` under `connections` concurrent connections, driven by wrk (a Python client at this
+    concurrency is slower than the server and would measure itself): requests/s, p50 and p95 in
+    seconds, errors."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT)
+        script.flush()
+        # wrk's own 2 s timeout drops the slow answers from the latencies: a loaded machine's
+        # p95 would read as its fastest.
+        argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s",
+                "-s", script.name,
+                "-H", f"X-API-Key: {key}", f"{api}{path}"]  # fmt: skip
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    rate = re.search(r"Requests/sec:\s+(\S+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return (
-        f"{found.get('Requests/sec:', '?')} requests/s, p50 {found.get('50%', '?')}, "
-        f"p99 {found.get('99%', '?')}" + (f", {errors.group(1)} errors" if errors else "")
-    )
+    timeouts = re.search(r"Socket errors:.*timeout (\d+)", out)
+    found = dict(re.findall(r"^wrenn-(p50|p95)-us (\d+)", out, re.MULTILINE))
+    return {
+        "rps": float(rate.group(1)) if rate else 0.0,
+        "p50": int(found.get("p50", 0)) / 1e6,
+        "p95": int(found.get("p95", 0)) / 1e6,
+        "errors": (float(errors.group(1)) if errors else 0.0)
+        + (float(timeouts.group(1)) if timeouts else 0.0),
+    }
 
 
-async def run(iterations: int, api: str, target: str) -> None:
-    async with httpx.AsyncClient(base_url=api, timeout=120, trust_env=False) as anon:
+def report_load(api: str, key: str, connections: int) -> None:
+    floor = load(api, key, "/health", connections)
+    listed = load(api, key, "/v1/capsules", connections)
+    for name, got in ((f"GET /health, {connections} connections (wrk)", floor),
+                      (f"GET /v1/capsules, {connections} connections (wrk)", listed)):  # fmt: skip
+        print(
+            f"{name:<44} {got['rps']:8.0f} req/s   p50 {got['p50'] * 1000:8.1f} ms   "
+            f"p95 {got['p95'] * 1000:8.1f} ms"
+            + (f"   {int(got['errors'])} errors" if got["errors"] else ""),
+            flush=True,
+        )
+    if floor["rps"]:
+        print(f"{'':<44} list/health throughput {listed['rps'] / floor['rps']:5.2f}x", flush=True)
+
+
+def signup(api: str) -> str:
+    with httpx.Client(base_url=api, timeout=120, trust_env=False) as anon:
         body = {"email": "bench@wrenn.local", "password": "bench-password-123", "name": "Bench"}
-        token = (await anon.post("/v1/auth/signup", json=body)).json()["token"]
-        key = await anon.post(
+        token = anon.post("/v1/auth/signup", json=body).raise_for_status().json()["token"]
+        key = anon.post(
             "/v1/api-keys", json={"name": "bench"}, headers={"Authorization": f"Bearer {token}"}
         )
-        headers = {"X-API-Key": key.json()["key"]}
-    async with httpx.AsyncClient(
-        base_url=api, timeout=120, headers=headers, trust_env=False
-    ) as http:
+        return str(key.raise_for_status().json()["key"])
+
+
+def run(iterations: int, api: str, target: str, rootfs: Path) -> None:
+    print(load_note(), flush=True)
+    key = signup(api)
+    opts = {"api_key": key, "base_url": api}
+    with (
+        published_sdk() as wrenn,
+        httpx.Client(
+            base_url=api, timeout=120, headers={"X-API-Key": key}, trust_env=False
+        ) as http,
+    ):
         try:
-            await rest_create_exec(http, 2, 0, memory_mb=256)
-            report(
-                "REST create -> first exec (cold boot)",
-                await rest_create_exec(http, iterations, 0, memory_mb=256),
-            )
-            report(
-                "REST create -> first exec (warm pool)",
-                await rest_create_exec(http, iterations, 2.0),
-            )
-            cid = (await http.post("/v1/capsules", json={})).json()["id"]
-            await rest_round_trips(http, cid, 5)
-            direct = await agent_round_trips(target, cid, iterations * 5)
-            via_rest = await rest_round_trips(http, cid, iterations * 5)
+            sdk_create_exec(wrenn, opts)
+            sdk_create_exec(wrenn, opts, **COLD)  # warm host caches
+            base = asyncio.run(agent_create_exec(target, iterations, 2.0))
+            report("create -> first command, agent gRPC (warm pool)", base)
+            rest = []
+            for _ in range(iterations):
+                time.sleep(2.0)
+                rest.append(sdk_create_exec(wrenn, opts))
+            report("create -> first command, REST SDK (warm pool)", rest, p50(base))
+
+            bare = bare_runsc_boots(rootfs, iterations)
+            report("bare `runsc run true` (gVisor boot floor)", bare)
+            cold = [sdk_create_exec(wrenn, opts, **COLD) for _ in range(iterations)]
+            report("create -> first command, REST SDK (cold)", cold, p50(bare))
+
+            capsule = wrenn.Capsule(**opts)
+            cid = capsule.capsule_id
+            capsule.commands.run("true")
+            direct = asyncio.run(agent_round_trips(target, cid, iterations * 10))
             report("exec round trip, agent gRPC directly", direct)
-            report("exec round trip, REST", via_rest, baseline=stats(direct)["p50"])
+            via_sdk = timed(lambda: capsule.commands.run("true"), iterations * 10)
+            report("exec round trip, REST SDK commands.run", via_sdk, p50(direct))
+            via_httpx = timed(
+                lambda: http.post(
+                    f"/v1/capsules/{cid}/exec", json={"cmd": "true"}
+                ).raise_for_status(),
+                iterations * 10,
+            )
+            report("exec round trip, REST httpx", via_httpx, p50(direct))
+
+            base = asyncio.run(agent_resume_exec(target, iterations))
+            report("resume -> first command, agent gRPC", base)
+            report(
+                "resume -> first command, REST SDK", sdk_resume_exec(capsule, iterations), p50(base)
+            )
+            capsule.destroy()
+
             for _ in range(4):
-                await http.post("/v1/capsules", json={"memory_mb": 256})
-            for connections in (10, 200):
-                load = await asyncio.to_thread(list_load, api, headers["X-API-Key"], connections)
-                print(f"GET /v1/capsules, {connections} connections (PostgreSQL): {load}")
+                http.post("/v1/capsules", json=COLD).raise_for_status()
+            if shutil.which("wrk") is None:
+                print("GET /v1/capsules: skipped, install wrk (scripts/install-deps.sh)")
+            else:
+                for connections in (10, 200):
+                    report_load(api, key, connections)
         finally:
             # Whatever failed above, no capsule of the benchmark outlives it.
-            for item in (await http.get("/v1/capsules")).json():
+            for item in http.get("/v1/capsules").json():
                 if item["status"] != "stopped":
-                    await http.delete(f"/v1/capsules/{item['id']}")
+                    http.delete(f"/v1/capsules/{item['id']}")
 
 
 def main() -> None:
@@ -160,7 +261,7 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            asyncio.run(run(args.iterations, api, target))
+            run(args.iterations, api, target, args.data_dir / "templates" / "minimal" / "rootfs")
     finally:
         if cp is not None:
             cp.terminate()

@@ -1,7 +1,9 @@
 """E2B path vs Wrenn's REST path, on the same server and capsules: create -> first command, a
 command's round trip, and a 100 MB file written and read back, each through the stock `e2b` SDK
 (E2B's control API and in-sandbox protocol, served by the control plane) and through Wrenn's REST
-API (httpx). The control plane runs as `wrenn server` (SQLite) over a host agent of its own.
+API (httpx). A command's round trip is also measured on the host agent's own Exec over gRPC, the
+baseline of both paths' ratios. The control plane runs as `wrenn server` (SQLite) over a host
+agent of its own.
 
     sudo uv run python -m bench.e2b_bench [--iterations N]
 """
@@ -9,6 +11,7 @@ API (httpx). The control plane runs as `wrenn server` (SQLite) over a host agent
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
@@ -20,32 +23,44 @@ from pathlib import Path
 import httpx
 from e2b import Sandbox
 
-from ._common import agent, free_port, report, stats
+from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+
+from ._common import agent, free_port, load_note, p50, report, timed, timed_async
 
 SECRET = "bench-secret"
 BIG = 100 * 1024 * 1024
 FILE = "/home/wrenn-user/big.bin"
 
 
-def timed(fn: Callable[[], object], n: int) -> list[float]:
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return samples
+def gap(seconds: float, fn: Callable[[], float]) -> float:
+    time.sleep(seconds)
+    return fn()
 
 
-def rest_create_exec(http: httpx.Client) -> None:
+async def agent_round_trips(target: str, cid: str, n: int) -> list[float]:
+    async with AgentClient(target, SECRET) as c:
+        request = pb.ExecRequest(sandbox_id=cid, cmd="true")
+        return await timed_async(lambda: c.exec(request), n)
+
+
+def rest_create_exec(http: httpx.Client) -> float:
+    """Seconds from the create call until its first command is done (not the delete after)."""
+    t = time.perf_counter()
     cid = http.post("/v1/capsules", json={}).raise_for_status().json()["id"]
     http.post(f"/v1/capsules/{cid}/exec", json={"cmd": "true"}).raise_for_status()
+    elapsed = time.perf_counter() - t
     http.delete(f"/v1/capsules/{cid}")
+    return elapsed
 
 
-def e2b_create_exec(opts: dict[str, str]) -> None:
+def e2b_create_exec(opts: dict[str, str]) -> float:
+    t = time.perf_counter()
     sbx = Sandbox.create("base", **opts)
     sbx.commands.run("true")
+    elapsed = time.perf_counter() - t
     sbx.kill()
+    return elapsed
 
 
 def rest_write(http: httpx.Client, cid: str, payload: bytes) -> None:
@@ -63,7 +78,8 @@ def rest_read(http: httpx.Client, cid: str) -> None:
     assert got == BIG, got
 
 
-def run(iterations: int, api: str) -> None:
+def run(iterations: int, api: str, target: str, files: bool = True) -> None:
+    print(load_note(), flush=True)
     with httpx.Client(base_url=api, timeout=300, trust_env=False) as anon:
         body = {"email": "bench@wrenn.local", "password": "bench-password-123", "name": "Bench"}
         token = anon.post("/v1/auth/signup", json=body).json()["token"]
@@ -78,35 +94,41 @@ def run(iterations: int, api: str) -> None:
         try:
             rest_create_exec(http)
             e2b_create_exec(opts)
-            rest = timed(lambda: rest_create_exec(http), iterations)
+            # A gap between creates lets the warm pool refill, as an agent's pace would.
+            rest = [gap(2.0, lambda: rest_create_exec(http)) for _ in range(iterations)]
             report("create -> first command, REST", rest)
-            e2b = timed(lambda: e2b_create_exec(opts), iterations)
-            report("create -> first command, E2B SDK", e2b, baseline=stats(rest)["p50"])
+            e2b = [gap(2.0, lambda: e2b_create_exec(opts)) for _ in range(iterations)]
+            report("create -> first command, E2B SDK", e2b, baseline=p50(rest))
 
             sbx = Sandbox.create("base", timeout=3600, **opts)
             cid = sbx.sandbox_id
+            sbx.commands.run("true")
+            direct = asyncio.run(agent_round_trips(target, cid, iterations * 10))
+            report("exec round trip, agent gRPC directly", direct)
             exec_rest = timed(
                 lambda: http.post(
                     f"/v1/capsules/{cid}/exec", json={"cmd": "true"}
                 ).raise_for_status(),
                 iterations * 10,
             )
-            report("exec round trip, REST", exec_rest)
+            report("exec round trip, REST httpx", exec_rest, baseline=p50(direct))
             exec_e2b = timed(lambda: sbx.commands.run("true"), iterations * 10)
-            report("exec round trip, E2B SDK", exec_e2b, baseline=stats(exec_rest)["p50"])
+            report("exec round trip, E2B SDK commands.run", exec_e2b, baseline=p50(direct))
 
+            if not files:
+                return
             write_rest = timed(lambda: rest_write(http, cid, payload), 3)
             report("100 MB write, REST (multipart stream)", write_rest, unit="s")
             read_rest = timed(lambda: rest_read(http, cid), 3)
             report("100 MB read, REST (stream)", read_rest, unit="s")
             write_e2b = timed(lambda: sbx.files.write(FILE, payload), 3)
-            report("100 MB write, E2B SDK", write_e2b, baseline=stats(write_rest)["p50"], unit="s")
+            report("100 MB write, E2B SDK", write_e2b, baseline=p50(write_rest), unit="s")
 
             def e2b_read() -> None:
                 assert len(sbx.files.read(FILE, format="bytes")) == BIG
 
             read_e2b = timed(e2b_read, 3)
-            report("100 MB read, E2B SDK", read_e2b, baseline=stats(read_rest)["p50"], unit="s")
+            report("100 MB read, E2B SDK", read_e2b, baseline=p50(read_rest), unit="s")
         finally:
             for item in http.get("/v1/capsules").json():
                 if item["status"] != "stopped":
@@ -116,6 +138,7 @@ def run(iterations: int, api: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--no-files", action="store_true", help="skip the 100 MB file rows")
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/wrenn-bench"))
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -144,7 +167,7 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            run(args.iterations, api)
+            run(args.iterations, api, target, files=not args.no_files)
         finally:
             if cp is not None:
                 cp.terminate()

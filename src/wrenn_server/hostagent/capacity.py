@@ -24,6 +24,7 @@ from pathlib import Path
 from . import errors
 from .capsule import RUNNING, STARTING, Capsule
 from .config import AgentSettings
+from .metrics import memory_used_bytes
 from .pool import Pooled, WarmPool
 
 # Capsule statuses that hold their memory limit on the host.
@@ -116,6 +117,21 @@ class Room:
             yield
         finally:
             self.claims.pop(capsule.handle, None)
+
+
+def check_checkpoint_room(settings: AgentSettings, capsule: Capsule) -> None:
+    """Refuse a pause whose checkpoint would not fit on the data dir. A checkpoint is about the
+    memory the capsule's sandbox uses (its memory file; what its cgroup is charged is an upper
+    bound). runsc's sandbox does not survive a checkpoint that fails (measured: a full disk
+    stops it), so trying and failing would lose the capsule instead of leaving it running."""
+    used = memory_used_bytes(capsule.cgroup)
+    need_mb = (used if used is not None else capsule.memory_mb << 20) // (1 << 20) + 16
+    free_mb = shutil.disk_usage(settings.data_dir).free // (1 << 20)
+    if need_mb > free_mb:
+        raise errors.ResourceExhausted(
+            f"the host's disk is full: pausing the capsule needs about {need_mb} MiB for its "
+            f"memory image, {free_mb} MiB are free; it keeps running"
+        )
 
 
 def check_memory(settings: AgentSettings) -> None:

@@ -151,6 +151,14 @@ def resident_bytes(cgroup: str) -> int | None:
     return _stat_field(_CGROUP_ROOT / rel / "memory.stat", "anon")
 
 
+def memory_used_bytes(cgroup: str) -> int | None:
+    """All memory charged to the cgroup (v1 `memory.usage_in_bytes`, v2 `memory.current`):
+    processes, page cache and the sandbox's memory file, which a checkpoint writes out."""
+    rel = cgroup.strip("/")
+    v1 = _read_int(_CGROUP_ROOT / "memory" / rel / "memory.usage_in_bytes")
+    return v1 if v1 is not None else _read_int(_CGROUP_ROOT / rel / "memory.current")
+
+
 def has_tasks(cgroup: str) -> bool:
     """Whether any process is in the cgroup (v1: its memory controller's; v2: unified)."""
     rel = cgroup.strip("/")

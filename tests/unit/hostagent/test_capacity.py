@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 from wrenn_server.hostagent import errors
-from wrenn_server.hostagent.capacity import Room, memory_limit_mb, resources
+from wrenn_server.hostagent.capacity import (
+    Room,
+    check_checkpoint_room,
+    memory_limit_mb,
+    resources,
+)
 from wrenn_server.hostagent.capsule import PAUSED, RUNNING, STARTING, Capsule, new_sandbox_id
 from wrenn_server.hostagent.config import AgentSettings
 from wrenn_server.hostagent.envd_client import EnvdClient
@@ -143,3 +148,14 @@ async def _never() -> Pooled:
 
 async def _never_discard(_pooled: Pooled) -> None:
     raise AssertionError("this pool holds nothing")
+
+
+def test_a_pause_is_refused_when_its_memory_image_would_not_fit(tmp_path: Path) -> None:
+    """Without a cgroup to read (no sandbox here) the image is taken to be the capsule's whole
+    memory: one that fits the data dir's free space passes, one that does not is refused
+    before runsc is asked (a checkpoint failing for room stops the sandbox)."""
+    settings = _settings(tmp_path)
+    check_checkpoint_room(settings, _capsule(tmp_path, 64))
+    free_mb = resources(tmp_path).disk_free_mb
+    with pytest.raises(errors.ResourceExhausted, match="disk is full"):
+        check_checkpoint_room(settings, _capsule(tmp_path, free_mb + 1024))

@@ -10,7 +10,7 @@ import contextlib
 import logging
 
 from . import errors
-from .capacity import Room, check_memory
+from .capacity import Room, check_checkpoint_room, check_memory
 from .capsule import (
     DEAD,
     PAUSED,
@@ -262,6 +262,7 @@ class SandboxManager(CapsuleTable):
         return capsule
 
     async def _pause_locked(self, capsule: Capsule) -> None:
+        check_checkpoint_room(self.settings, capsule)  # before runsc: a failed one kills it
         self.doze.wake(capsule)  # runsc cannot checkpoint a frozen sandbox
         client = self.clients.get(capsule.sandbox_id)
         if client:

@@ -278,26 +278,37 @@ async def test_a_full_data_dir_disk_refuses_what_needs_room_and_recovers_when_fr
     start_platform: StartPlatform, small_fs: Path
 ) -> None:
     async with start_platform(small_fs, WRENN_AGENT_DISK_RESERVE_MB="0") as p:
-        live = await p.created()
-        await p.sh(live, f"echo kept > {HOME}/kept")
+        live, paused = await p.created(), await p.created()
+        for cid in (live, paused):
+            await p.sh(cid, f"echo kept > {HOME}/kept")
+        resp = await p.api.post(f"/v1/capsules/{paused}/pause", headers=p.user.h)
+        assert resp.status_code == 200, resp.text
 
         filler = small_fs / "filler"
         await asyncio.to_thread(_fill, filler, 2)
 
         # A create: refused for the disk, nothing made.
+        both = {live, paused}
         refused(await p.create(), "disk")
-        await p.nothing_left_but({live})
+        await p.nothing_left_but(both)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await p.rpc.create_sandbox(pb.CreateSandboxRequest(memory_mb=256, disk_size_mb=64))
         assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        await p.nothing_left_but({live})
+        await p.nothing_left_but(both)
 
         # A pause: its checkpoint does not fit; the capsule keeps running, nothing half-written.
         refused(await p.api.post(f"/v1/capsules/{live}/pause", headers=p.user.h), "disk")
         assert (await p.listed())[live] == "running"
         assert not list((small_fs / "capsules" / live).glob("checkpoint*"))
         await p.answers(live)
-        await p.nothing_left_but({live})
+        await p.nothing_left_but(both)
+
+        # A snapshot of the paused one: its copy does not fit; it stays paused, no template.
+        body = {"sandbox_id": paused, "name": "full-disk"}
+        refused(await p.api.post("/v1/snapshots", json=body, headers=p.user.h), "disk")
+        assert (await p.listed())[paused] == "paused"
+        assert sorted(os.listdir(small_fs / "templates")) == ["minimal"]
+        await p.nothing_left_but(both)
 
         # Room again: the same calls work, with no restart.
         filler.unlink()
@@ -305,11 +316,14 @@ async def test_a_full_data_dir_disk_refuses_what_needs_room_and_recovers_when_fr
         await p.sh(again, f"echo kept > {HOME}/kept")
         resp = await p.api.post(f"/v1/capsules/{live}/pause", headers=p.user.h)
         assert resp.status_code == 200, resp.text
-        resp = await p.api.post(f"/v1/capsules/{live}/resume", headers=p.user.h)
-        assert resp.status_code == 200, resp.text
-        await p.answers(live)
+        for cid in (live, paused):
+            resp = await p.api.post(f"/v1/capsules/{cid}/resume", headers=p.user.h)
+            assert resp.status_code == 200, resp.text
+            await p.answers(cid)
         await p.answers(again)
-        await p.no_leaks_after_destroying_all({live, again})
+        resp = await p.api.post("/v1/snapshots", json=body, headers=p.user.h)
+        assert resp.status_code == 201, resp.text
+        await p.no_leaks_after_destroying_all({live, paused, again})
 
 
 # -- the agent out of file descriptors ----------------------------------------------------

@@ -10,13 +10,18 @@ import time
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out = {
+        out: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        # Structured fields a caller passes as `extra={"fields": {...}}` (a repair's what,
+        # found and done), kept as an object beside the message.
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out["fields"] = fields
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)

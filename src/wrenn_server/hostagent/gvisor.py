@@ -369,7 +369,7 @@ class GVisorRuntime:
         try:
             capsule = Capsule.load(d)
         except Exception:
-            log.warning("removing unreadable capsule directory %s", d.name)
+            _repaired(d.name, "a capsule directory without a readable record", "removed")
             for point in storage.mounts_under(d):
                 await run_quiet("umount", "-l", point)
             await asyncio.to_thread(shutil.rmtree, d, ignore_errors=True)
@@ -395,7 +395,11 @@ class GVisorRuntime:
             capsule.save()
             log.info("kept paused capsule %s", capsule.sandbox_id)
             return capsule
-        log.info("removing leftovers of capsule %s (%s)", capsule.sandbox_id, capsule.status)
+        _repaired(
+            capsule.sandbox_id,
+            f"a record ({capsule.status}) without a live sandbox or a checkpoint to resume",
+            "destroyed (its leftovers removed)",
+        )
         await self.destroy(capsule)
         return None
 
@@ -463,12 +467,26 @@ class GVisorRuntime:
             if key in stray_keys:
                 await self._kill_netns_pids(ns)
                 await network.teardown(*network.names_for(key))
+                _repaired(ns, "a network namespace of no capsule", "its processes killed, removed")
         for slot, cid in slots.items():
             if cid not in keep:
                 self.ipam.release(IPv4Address(slot), prefix + cid)
+                _repaired(cid, f"address slot {slot} held for no capsule", "released")
         for cid in await self.runsc.list_ids():
             if cid not in keep:
                 await self.runsc.forget(cid)
+                _repaired(cid, "a sandbox (runsc state) without a capsule record", "killed")
+
+
+def _repaired(what: str, found: str, done: str) -> None:
+    """One log line per repair of what a crash left, with its fields for log tools."""
+    log.warning(
+        "recovery %s: found %s; %s",
+        what,
+        found,
+        done,
+        extra={"fields": {"repair": what, "found": found, "done": done}},
+    )
 
 
 def _put_resolv_conf(rootfs: Path, content: str) -> None:

@@ -73,6 +73,27 @@ VANISHED = (
 )
 
 
+def repair(previous: str, new: str, reason: str | None) -> capsule_status.Repair:
+    """What a pass found and did, for the audit event of a status it corrects. Pure."""
+    if new == "stopped":
+        return capsule_status.Repair("its host agent no longer has it", "marked stopped")
+    if new == "error":
+        return capsule_status.Repair(
+            f"its sandbox is dead on its host ({reason or 'sandbox exited'})",
+            "marked error; destroyed on its host to free its disk",
+        )
+    if new == "missing":
+        return capsule_status.Repair(
+            "its host agent does not answer", "marked missing until it answers"
+        )
+    if (previous, new) == ("running", "paused"):
+        return capsule_status.Repair(
+            "its host agent paused it on its own (idle, or a pause it finished after a restart)",
+            "marked paused",
+        )
+    return capsule_status.Repair(f"its host agent reports it {new}", f"marked {new}")
+
+
 def reconcile(db_status: str, reported: str | None, reachable: bool) -> str:
     """The status a capsule should have. Pure, so every case is easy to test."""
     if not reachable:
@@ -185,6 +206,7 @@ class Reconciler:
         reported: dict[uuid.UUID, str] = {}
         reasons: dict[uuid.UUID, str] = {}
         reaped: set[uuid.UUID] = set()  # paused by the agent's TTL reaper
+        made_at: dict[uuid.UUID, dt.datetime] = {}  # as the agent says
         reachable = True
         resources: pb.HostResources | None = None
         # A row changed after this moment may be newer than the agent's answer (a create or
@@ -199,6 +221,8 @@ class Reconciler:
                 sandbox_id = _our_id(sb.sandbox_id)
                 if sandbox_id is not None:
                     reported[sandbox_id] = AGENT_STATUS.get(sb.status, "starting")
+                    if sb.HasField("created_at"):
+                        made_at[sandbox_id] = sb.created_at.ToDatetime(tzinfo=dt.UTC)
                     if sb.auto_paused or sb.sandbox_id in resp.auto_paused_sandbox_ids:
                         reaped.add(sandbox_id)
                     if sb.status == pb.SANDBOX_STATUS_DEAD:
@@ -234,7 +258,16 @@ class Reconciler:
                 ):
                     log.info("capsule %s: starting -> error (%s)", sandbox.id, ABANDONED)
                     await capsule_status.set_status_by_system(
-                        session, sandbox, "error", host_id, reason=ABANDONED
+                        session,
+                        sandbox,
+                        "error",
+                        host_id,
+                        reason=ABANDONED,
+                        repair=capsule_status.Repair(
+                            "still starting long after any create ends, and its host agent "
+                            "does not have it",
+                            "marked error",
+                        ),
                     )
                     continue
                 new = reconcile(sandbox.status, reported.get(sandbox.id), reachable)
@@ -243,7 +276,12 @@ class Reconciler:
                     previous = sandbox.status
                     why = reasons.get(sandbox.id) or (VANISHED if new == "stopped" else None)
                     await capsule_status.set_status_by_system(
-                        session, sandbox, new, host_id, reason=why
+                        session,
+                        sandbox,
+                        new,
+                        host_id,
+                        reason=why,
+                        repair=repair(previous, new, why),
                     )
                     if (previous, new) == ("running", "paused"):
                         auto_paused.append(sandbox.id)
@@ -251,7 +289,12 @@ class Reconciler:
         for sandbox_id in auto_paused:
             await metrics.flush(self.db, client, sandbox_id)
         if reported:
-            await self._clear_dead(client, host_id, set(reasons), set(reported) - set(reasons))
+            # A live capsule made longer ago than any create takes, with no row: its create's
+            # row was removed (the call failed or timed out while the agent went on).
+            aged = {i for i, at in made_at.items() if asked_at - at > self.create_grace}
+            await self._clear_dead(
+                client, host_id, set(reasons), set(reported) - set(reasons), aged
+            )
 
     async def _clear_dead(
         self,
@@ -259,24 +302,51 @@ class Reconciler:
         host_id: uuid.UUID,
         dead: set[uuid.UUID],
         live: set[uuid.UUID],
+        aged: set[uuid.UUID],
     ) -> None:
         """Dead capsules whose row says so (or that have none) are destroyed on their agent,
         freeing their disks; one whose row is newer than the answer waits for the next pass.
         So are live ones whose row says they ended (stopped while their host could not be
-        reached, as when their team was deleted): an ended row is final. Only this host is
-        asked, about what it reported itself."""
+        reached, as when their team was deleted): an ended row is final; and live ones with
+        no row at all made longer ago than any create takes (`aged`). Only this host is asked,
+        about what it reported itself. Each one destroyed is audited (`host_cleanup`) unless
+        its row's own change already was (a dead capsule marked error)."""
         async with self.db.sessionmaker() as session:
-            rows = list(
-                await session.execute(
-                    select(Sandbox.id, Sandbox.status).where(Sandbox.id.in_(dead | live))
+            rows = {
+                sandbox_id: (status, team_id)
+                for sandbox_id, status, team_id in await session.execute(
+                    select(Sandbox.id, Sandbox.status, Sandbox.team_id).where(
+                        Sandbox.id.in_(dead | live)
+                    )
                 )
-            )
-        settled = {sandbox_id for sandbox_id, status in rows if status not in TRACKED}
-        unknown = dead - {sandbox_id for sandbox_id, _ in rows}
-        for sandbox_id in sorted(settled | unknown):
+            }
+        settled = {sandbox_id for sandbox_id, (status, _) in rows.items() if status not in TRACKED}
+        unknown = dead - set(rows)
+        orphans = (live & aged) - set(rows)
+        for sandbox_id in sorted(settled | unknown | orphans):
             await metrics.flush(self.db, client, sandbox_id, tiers=("24h",))
             wire_id = ids.SANDBOX.format(sandbox_id)
             try:
                 await client.destroy_sandbox(pb.SandboxRef(sandbox_id=wire_id), timeout=RPC_TIMEOUT)
             except grpc.aio.AioRpcError as e:
                 log.warning("dead capsule %s not destroyed on host %s: %s", wire_id, host_id, e)
+                continue
+            status, team_id = rows.get(sandbox_id, (None, None))
+            if status == "error" and sandbox_id in dead:
+                continue  # its `died` event says it
+            state = "dead" if sandbox_id in dead else "running or paused"
+            found = (
+                f"its host agent still had it ({state}) though its record says {status}"
+                if status
+                else f"its host agent had it ({state}) with no record of it in the database"
+            )
+            log.warning("capsule %s on host %s: %s; destroyed on the host", wire_id, host_id, found)
+            async with self.db.sessionmaker() as session, transaction(session, write=True):
+                await capsule_status.record_host_cleanup(
+                    session,
+                    sandbox_id=sandbox_id,
+                    team_id=team_id,
+                    host_id=host_id,
+                    was=status or "no record",
+                    repair=capsule_status.Repair(found, "destroyed on its host"),
+                )

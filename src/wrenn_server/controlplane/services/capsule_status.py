@@ -82,11 +82,12 @@ async def set_status_by_system(
     host_id: uuid.UUID,
     *,
     reason: str | None = None,
+    repair: Repair | None = None,
 ) -> None:
     """A status change the platform makes (reconciler, host monitor), audited as the system
     actor: running -> paused as `auto_pause`, -> stopped as `stopped`, -> missing as
     `marked_missing`, -> error (its sandbox died) as `died`. `reason` is kept as the capsule's
-    status_reason and in the event."""
+    status_reason and in the event; `repair` says what was found and what was done."""
     previous = sandbox.status
     sandbox.status = status
     sandbox.status_reason = reason
@@ -109,5 +110,42 @@ async def set_status_by_system(
             "from": previous,
             "host_id": ids.HOST.format(host_id),
             **({"reason": reason} if reason else {}),
+            **(repair.as_metadata() if repair else {}),
         },
+    )
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What the reconciler found about a capsule and what it did, for its audit event."""
+
+    found: str
+    done: str
+
+    def as_metadata(self) -> dict[str, str]:
+        return {"found": self.found, "done": self.done}
+
+
+async def record_host_cleanup(
+    session: AsyncSession,
+    *,
+    sandbox_id: uuid.UUID,
+    team_id: uuid.UUID | None,
+    host_id: uuid.UUID,
+    was: str,
+    repair: Repair,
+) -> None:
+    """A repair on a capsule's host that changes no row (the host still ran a capsule the
+    database had ended, or one it has no record of): audited as the system actor, with what
+    the capsule was (`was`: its row's status, or "no record")."""
+    await audit.record(
+        session,
+        actor=audit.SYSTEM,
+        team_id=team_id,
+        resource_type="sandbox",
+        resource_id=ids.SANDBOX.format(sandbox_id),
+        action="host_cleanup",
+        scope="team" if team_id else "admin",
+        status="warning",
+        metadata={"was": was, "host_id": ids.HOST.format(host_id), **repair.as_metadata()},
     )

@@ -14,6 +14,8 @@
 - missing but the agent has it again                -> the agent's status
 - its row says it ended but the agent still has it  -> destroyed on the agent (it was stopped
   while its host could not be reached)
+- the agent has it live, no row names it, and it    -> destroyed on the agent (its create's row
+  was made longer ago than any create takes           was removed while the agent went on)
 An agent that answers has been seen: an unreachable host comes back online (`marked_up`).
 A capsule whose row changed after the agent was asked is left alone: the answer may predate a
 create or resume that finished meanwhile (and "stopped" would be final); one a caller is
@@ -23,8 +25,10 @@ the reaper's). Each pass handles every online host once and is idempotent.
 
 The changes it makes are audited as the system actor, in the transaction that makes them:
 running -> paused as `auto_pause` (info), -> stopped as `stopped` and -> missing as
-`marked_missing` (warnings), -> error as `died` (error, with the reason). A capsule its agent no
-longer has is stopped with the reason (VANISHED).
+`marked_missing` (warnings), -> error as `died` (error, with the reason), each with what was
+found and what was done (metadata `found`, `done`); a capsule destroyed on its agent that no row
+change tells of as `host_cleanup` (warning; platform-wide when it has no row). A capsule its
+agent no longer has is stopped with the reason (VANISHED).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import contextlib
 import ipaddress
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -203,14 +203,17 @@ class EnvdClient:
 
     async def start_process(self, spec: ProcessSpec) -> AsyncIterator[Event]:
         """Start a process and stream its events: start, stdout/stderr (bytes), exit."""
-        async for ev in self._stream("POST", "/processes", json=spec):
-            yield ev
+        # Closed with this generator: the stream's connection and its use end with the caller's.
+        async with contextlib.aclosing(self._stream("POST", "/processes", json=spec)) as events:
+            async for ev in events:
+                yield ev
 
     async def connect(self, pid: int) -> AsyncIterator[Event]:
-        async for ev in self._stream("GET", f"/processes/{pid}/stream"):
-            yield ev
+        async with contextlib.aclosing(self._stream("GET", f"/processes/{pid}/stream")) as events:
+            async for ev in events:
+                yield ev
 
-    async def _stream(self, method: str, path: str, **kw: Any) -> AsyncIterator[Event]:
+    async def _stream(self, method: str, path: str, **kw: Any) -> AsyncGenerator[Event, None]:
         timeout = httpx.Timeout(None, connect=5.0)
         with self.using():
             try:

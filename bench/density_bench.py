@@ -2,11 +2,11 @@
 
 Starts its own host agent (no control plane, so no team quotas; the agent's own memory and disk
 checks stay on: they are the host refusing), creates capsules of the smallest shape (1 vCPU,
-64 MiB, 64 MiB disk) one after another until the agent refuses or --max is reached, lets them
-idle (doze on unless --doze-after 0), then measures every capsule's CPU (per-process utime +
-stime of its sandbox over a window, as idle_bench.py) and host memory (PSS), the host's
-MemAvailable drop per capsule, and times one command (`true`) to each capsule in turn: p50/p95
-of those answers and how many took longer than 1 s or failed.
+64 MiB, 64 MiB disk; --memory-mb for more memory) one after another until the agent refuses or
+--max is reached, lets them idle (doze on unless --doze-after 0), then measures every capsule's
+CPU (per-process utime + stime of its sandbox over a window, as idle_bench.py) and host memory
+(PSS), the host's MemAvailable drop per capsule, and times one command (`true`) to each capsule
+in turn: p50/p95 of those answers and how many took longer than 1 s or failed.
 
     sudo uv run python -m bench.density_bench --max 150 [--doze-after 10] [--window 30]
 """
@@ -32,18 +32,18 @@ from .capsule_bench import handle_of
 from .idle_bench import agent_pid, cpu_seconds, line, measure, netns_pids
 
 SECRET = "bench-secret"
-# The smallest shape the agent takes.
-SMALLEST = pb.CreateSandboxRequest(vcpus=1, memory_mb=64, disk_size_mb=64)
+SMALLEST_MB = 64  # the smallest memory and disk the agent takes
 ANSWER_WITHIN = 1.0
 
 
-async def fill(c: AgentClient, most: int) -> tuple[list[str], str]:
+async def fill(c: AgentClient, most: int, memory_mb: int) -> tuple[list[str], str]:
     """Create capsules until the agent refuses or `most` exist; the ids and why it stopped."""
+    shape = pb.CreateSandboxRequest(vcpus=1, memory_mb=memory_mb, disk_size_mb=SMALLEST_MB)
     made: list[str] = []
     t0 = time.monotonic()
     while len(made) < most:
         try:
-            sb = await c.create_sandbox(SMALLEST, timeout=120)
+            sb = await c.create_sandbox(shape, timeout=120)
         except grpc.aio.AioRpcError as e:
             return made, f"refused after {len(made)}: {e.code().name} {e.details()}"
         made.append(sb.sandbox_id)
@@ -57,20 +57,22 @@ async def fill(c: AgentClient, most: int) -> tuple[list[str], str]:
     return made, f"stopped at --max {most}"
 
 
-async def answers(c: AgentClient, ids: list[str]) -> tuple[list[float], list[str]]:
-    """One `true` to each capsule in turn: the answer times, and what did not answer in time."""
-    times, late = [], []
+async def answers(c: AgentClient, ids: list[str]) -> tuple[list[float], list[float], list[str]]:
+    """One `true` to each capsule in turn, then a second one (the capsule awake by then, the
+    baseline): both answer times, and what did not answer in time."""
+    first, again, late = [], [], []
     for sid in ids:
-        t = time.perf_counter()
-        try:
-            res = await c.exec(pb.ExecRequest(sandbox_id=sid, cmd="true"), timeout=10)
-            took = time.perf_counter() - t
-            times.append(took)
-            if res.exit_code != 0 or took > ANSWER_WITHIN:
-                late.append(f"{sid}: exit {res.exit_code} in {took * 1000:.0f} ms")
-        except grpc.aio.AioRpcError as e:
-            late.append(f"{sid}: {e.code().name} {e.details()}")
-    return times, late
+        for into in (first, again):
+            t = time.perf_counter()
+            try:
+                res = await c.exec(pb.ExecRequest(sandbox_id=sid, cmd="true"), timeout=10)
+                took = time.perf_counter() - t
+                into.append(took)
+                if res.exit_code != 0 or took > ANSWER_WITHIN:
+                    late.append(f"{sid}: exit {res.exit_code} in {took * 1000:.0f} ms")
+            except grpc.aio.AioRpcError as e:
+                late.append(f"{sid}: {e.code().name} {e.details()}")
+    return first, again, late
 
 
 async def destroy_all(c: AgentClient, ids: list[str]) -> None:
@@ -83,7 +85,7 @@ async def destroy_all(c: AgentClient, ids: list[str]) -> None:
     await asyncio.gather(*(one(sid) for sid in ids))
 
 
-async def main(most: int, window: float, doze_after: float, data_dir: Path) -> None:
+async def main(most: int, window: float, doze_after: float, data_dir: Path, memory_mb: int) -> None:
     print(f"load average at start: {os.getloadavg()}", flush=True)
     os.environ["WRENN_AGENT_DOZE_AFTER_SEC"] = str(doze_after)
     os.environ["WRENN_AGENT_POOL_SIZE"] = "0"  # only the capsules measured
@@ -94,7 +96,7 @@ async def main(most: int, window: float, doze_after: float, data_dir: Path) -> N
             ids: list[str] = []
             try:
                 t0 = time.monotonic()
-                ids, why = await fill(c, most)
+                ids, why = await fill(c, most, memory_mb)
                 took = time.monotonic() - t0
                 print(f"{len(ids)} capsules in {took:.0f} s ({why})", flush=True)
                 # Every capsule idle past the doze period (the dozer looks each quarter of it).
@@ -109,7 +111,7 @@ async def main(most: int, window: float, doze_after: float, data_dir: Path) -> N
                 )
                 avail_after = available_memory_mb() or 0
                 dozing = sum(freezer.frozen(f"/wrenn/{h}") for h in handles.values())
-                times, late = await answers(c, ids)
+                times, awake, late = await answers(c, ids)
             finally:
                 await destroy_all(c, ids)
     n = len(ids)
@@ -119,7 +121,8 @@ async def main(most: int, window: float, doze_after: float, data_dir: Path) -> N
     line("PSS per capsule", mem, "MB")
     print(f"PSS of all capsules: {sum(mem) / 1024:.2f} GB; host MemAvailable dropped "
           f"{(avail_before - avail_after) / max(n, 1):.1f} MiB per capsule")  # fmt: skip
-    report("answer to `true`, each capsule in turn", times)
+    report("answer to `true`, awake (second command)", awake)
+    report("answer to `true`, each capsule in turn", times, stats(awake)["p50"])
     print(f"slowest answer: {max(times) * 1000:.0f} ms; over {ANSWER_WITHIN:g} s or failed: "
           f"{len(late)}")  # fmt: skip
     for what in late[:20]:
@@ -135,8 +138,9 @@ if __name__ == "__main__":
     parser.add_argument("--window", type=float, default=30.0, help="seconds of CPU measured")
     parser.add_argument("--doze-after", type=float, default=10.0, help="0: doze off")
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/wrenn-bench"))
+    parser.add_argument("--memory-mb", type=int, default=SMALLEST_MB, help="each capsule's memory")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(main(args.max, args.window, args.doze_after, args.data_dir))
+    asyncio.run(main(args.max, args.window, args.doze_after, args.data_dir, args.memory_mb))

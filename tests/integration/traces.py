@@ -51,9 +51,17 @@ def _traces(sandbox_id: str) -> list[str]:
     if _processes_mentioning(sandbox_id):
         found.append("process")
     ipam = Path("/run/wrenn/ipam")
-    if ipam.is_dir() and any(sandbox_id in (ipam / p).read_text() for p in os.listdir(ipam)):
+    if ipam.is_dir() and any(sandbox_id in _owner(ipam / p) for p in os.listdir(ipam)):
         found.append("address slot")
     return found
+
+
+def _owner(slot: Path) -> str:
+    """A slot's owner; "" if another agent on the host released it since it was listed."""
+    try:
+        return slot.read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def _processes_mentioning(text: str) -> list[int]:

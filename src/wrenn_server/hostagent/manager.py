@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 ENVD_START_TIMEOUT = 20.0
 REKEY_TIMEOUT = 10.0
+# How long a sandbox whose checkpoint command timed out is given to stop: measured, runsc's save
+# goes on inside the sandbox after the command is killed, and the sandbox then exits.
+CHECKPOINT_SETTLE = 30.0
 
 
 class SandboxManager(CapsuleTable):
@@ -286,6 +289,12 @@ class SandboxManager(CapsuleTable):
         long) leaves it as it was: running, if its sandbox still runs (the runtime thawed it);
         a sandbox that stopped with the failed checkpoint makes it dead with the reason, never a
         capsule listed running that nothing answers in."""
+        if isinstance(error, TimeoutError):
+            deadline = asyncio.get_running_loop().time() + CHECKPOINT_SETTLE
+            while self.runtime.sandbox_running(capsule):
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.1)
         if capsule.status != RUNNING or self.runtime.sandbox_running(capsule):
             log.warning(
                 "pause_rolled_back sandbox=%s error=%s: it keeps running",
@@ -293,7 +302,9 @@ class SandboxManager(CapsuleTable):
                 type(error).__name__,
             )
             return
-        capsule.exit_reason = "its sandbox stopped during a pause that failed"
+        capsule.exit_reason = "its sandbox stopped during a pause that failed" + (
+            " (its checkpoint took too long)" if isinstance(error, TimeoutError) else ""
+        )
         capsule.status = DEAD
         capsule.save()
         log.warning("pause_failed_dead sandbox=%s: %s", capsule.sandbox_id, capsule.exit_reason)
@@ -303,7 +314,6 @@ class SandboxManager(CapsuleTable):
         except Exception:
             log.exception("teardown of dead %s failed", capsule.sandbox_id)
         capsule.save()
-
 
     async def resume(
         self,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from wrenn_server.hostagent import errors, network, storage
+from wrenn_server.hostagent import errors, manager, network, storage
 from wrenn_server.hostagent.capsule import DEAD, PAUSED, RUNNING, Capsule, capsule_dir
 from wrenn_server.hostagent.config import AgentSettings
 from wrenn_server.hostagent.gvisor import GVisorRuntime
@@ -54,13 +54,38 @@ async def test_a_failed_checkpoint_leaves_a_running_capsule_running(agent: Agent
     assert ("teardown", ID) not in agent.runtime.calls
 
 
-async def test_a_checkpoint_past_its_timeout_is_a_retryable_error(agent: Agent) -> None:
+async def test_a_checkpoint_past_its_timeout_is_a_retryable_error(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(manager, "CHECKPOINT_SETTLE", 0.3)
     capsule = await agent.m.create(SPEC)
     _checkpoint_fails(agent, TimeoutError(), sandbox_stops=False)
     with pytest.raises(errors.Unavailable, match="keeps running"):
         await agent.m.pause(ID)
     assert capsule.status == RUNNING
     assert agent.m.envd(ID) is agent.m.clients[ID]
+
+
+async def test_a_sandbox_that_stops_after_its_checkpoint_timed_out_makes_the_capsule_dead(
+    agent: Agent,
+) -> None:
+    """Measured with runsc: its save goes on inside the sandbox after the checkpoint command
+    is killed, and the sandbox then exits; the pause waits for that instead of calling the
+    capsule running."""
+    capsule = await agent.m.create(SPEC)
+    _checkpoint_fails(agent, TimeoutError(), sandbox_stops=False)
+    asked = 0
+
+    def running(capsule: Capsule) -> bool:
+        nonlocal asked
+        asked += 1
+        return asked < 3  # still saving at first, then gone
+
+    agent.runtime.sandbox_running = running  # type: ignore[method-assign]
+    with pytest.raises(TimeoutError):
+        await agent.m.pause(ID)
+    assert capsule.status == DEAD
+    assert capsule.exit_reason.endswith("(its checkpoint took too long)")
 
 
 async def test_a_sandbox_stopped_by_a_failed_checkpoint_makes_the_capsule_dead(

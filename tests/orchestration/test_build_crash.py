@@ -15,11 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from wrenn_server.controlplane import ids
-from wrenn_server.controlplane.db.models.capsules import Sandbox, Template
+from wrenn_server.controlplane.db.models.capsules import Sandbox, Template, TemplateBuild
 from wrenn_server.controlplane.db.session import Database
+from wrenn_server.controlplane.db.types import utcnow
 from wrenn_server.controlplane.jobs import build_workers
 
 from ..controlplane.conftest import TEST_JWT_SECRET
@@ -135,3 +136,45 @@ async def test_a_build_whose_control_plane_was_killed_fails_and_leaves_nothing(
 
         assert (await wait_for(rebuilt, 30, what="the build again"))["status"] == "success"
         assert name in stack.agent.templates
+
+
+@pytest.mark.parametrize("stopped_by", ["cancel", "another process"])
+async def test_a_build_stopped_while_its_template_is_made_leaves_none(
+    start_app: StartApp, fake_agent: FakeAgentServer, db: Database, stopped_by: str
+) -> None:
+    """The agent made the template but had not answered when the build was cancelled, or
+    failed by another process that took this worker for dead: the build keeps that end, and
+    the template's files (no row refers to them) are deleted from the host."""
+    held = fake_agent.agent.faults.hold_reply("FlattenRootfs")
+    async with start_app(build_workers=1) as stack:
+        api = stack.client
+        admin = await new_admin(api, db)
+        name = f"stopped-{stopped_by.replace(' ', '-')}"
+        body = {"name": name, "recipe": ["RUN true"], "skip_pre_post": True}
+        resp = await api.post("/v1/admin/builds", json=body, headers=admin.jwt)
+        assert resp.status_code == 201, resp.text
+        build_id = resp.json()["id"]
+        await wait_for(held.arrived.wait, 30, what="the template made")
+        assert name in stack.agent.templates
+        if stopped_by == "cancel":
+            cancel = await api.post(f"/v1/admin/builds/{build_id}/cancel", headers=admin.jwt)
+            assert cancel.status_code == 200, cancel.text
+            end = ("cancelled", "cancelled")
+        else:
+            async with db.sessionmaker() as session, session.begin():
+                await session.execute(
+                    update(TemplateBuild)
+                    .where(TemplateBuild.id == ids.BUILD.parse(build_id))
+                    .values(status="failed", error="taken over", completed_at=utcnow())
+                )
+            end = ("failed", "taken over")
+        held.release()
+
+        async def cleaned_up() -> bool:
+            return not stack.agent.sandboxes and name not in stack.agent.templates
+
+        await wait_for(cleaned_up, 30, what="the capsule destroyed and the template deleted")
+        build = await _build(api, admin.jwt, build_id)
+        assert (build["status"], build["error"]) == end
+        async with db.sessionmaker() as session:
+            assert await session.scalar(select(Template).where(Template.name == name)) is None

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from ...agentproto.client import AgentClient
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
@@ -31,7 +33,7 @@ from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import DomainError
 from ..services import audit, capsules
-from ..services.builds import record_build_event
+from ..services.builds import forget_unrecorded_template, record_build_event
 from ..services.capsules import CreateCapsule, Hosts
 from .build_steps import BuildFailed, BuildSteps, Context
 
@@ -146,6 +148,11 @@ class BuildRunner:
             )
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(destroy, CLEANUP_TIMEOUT))
+            # After the destroy, which the agent runs once a snapshot of the capsule ended: a
+            # template made for a build that then did not end well is no template's.
+            forget = forget_unrecorded_template(self.db, self.hosts, sandbox.host_id, build.name)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(forget, CLEANUP_TIMEOUT))
 
     async def _steps(self, build: TemplateBuild, sandbox: Sandbox, client: AgentClient) -> str:
         wire_id = ids.SANDBOX.format(sandbox.id)
@@ -188,6 +195,13 @@ class BuildRunner:
                 flat = pb.FlattenRootfsRequest(sandbox_id=wire_id, name=build.name)
                 made = await client.flatten_rootfs(flat, timeout=900)
         async with self.db.sessionmaker() as session, transaction(session, write=True):
+            # Failed by another process that took this worker for dead (and may have checked
+            # for the template's files already) or cancelled: no row; the files are forgotten.
+            status = await session.scalar(
+                select(TemplateBuild.status).where(TemplateBuild.id == build.id)
+            )
+            if status != "running":
+                raise BuildFailed("the build was stopped while its template was made")
             template = Template(
                 name=build.name,
                 storage_name=build.name,  # a platform template's files are stored by its name

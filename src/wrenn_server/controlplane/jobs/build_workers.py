@@ -8,8 +8,8 @@ While a build runs, its worker polls the row each second: once it says anything 
 seconds it renews `heartbeat_at`. Every
 pool fails the running builds whose heartbeat is older than a minute - their process died -
 destroys their capsules and deletes a template their agent made with no row for it (the answer
-was lost with the process), so the name is free for the build again. At start a pool also puts every pending build back in the queue
-(an in-process queue forgets them on restart).
+was lost with the process), so the name is free for the build again. At start a pool also puts
+every pending build back in the queue (an in-process queue forgets them on restart).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from sqlalchemy import and_, or_, select, update
 from .. import ids
 from ..builds import archive_store
 from ..builds.queue import BuildQueue
-from ..db.models.capsules import Sandbox, Template, TemplateBuild
+from ..db.models.capsules import Sandbox, TemplateBuild
 from ..db.session import Database, transaction
 from ..db.types import utcnow
-from ..services import audit, capsules, snapshots
-from ..services.builds import record_build_event
+from ..services import audit, capsules
+from ..services.builds import forget_unrecorded_template, record_build_event
 from .build_runner import BuildRunner
 
 log = logging.getLogger(__name__)
@@ -187,21 +187,8 @@ class BuildWorkers:
             log.warning("build %s failed: its worker went quiet", build_id)
             if sandbox_id is not None:
                 await self._destroy(sandbox_id)
-                await self._forget_template(name, host_id)
+                await forget_unrecorded_template(self.db, self.runner.hosts, host_id, name)
         return [build_id for build_id, *_ in reaped]
-
-    async def _forget_template(self, name: str, host_id: uuid.UUID | None) -> None:
-        """The template the dead worker's agent may have made (the answer lost with the
-        process): files no template row refers to, deleted from the build's host. After the
-        capsule's destroy, which the agent runs once the snapshot holding it has ended."""
-        async with self.db.sessionmaker() as session:
-            kept = await session.scalar(
-                select(Template.id).where(
-                    Template.team_id == ids.PLATFORM_TEAM_ID, Template.storage_name == name
-                )
-            )
-        if kept is None:
-            await snapshots.forget_files(self.db, self.runner.hosts, host_id, name)
 
     async def _destroy(self, sandbox_id: uuid.UUID) -> None:
         destroy = capsules.destroy_capsule(

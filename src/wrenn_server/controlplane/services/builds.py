@@ -25,7 +25,7 @@ from ...private import open_private, private_dir
 from .. import ids
 from ..builds import archive, archive_store, recipe
 from ..builds.queue import BuildQueue
-from ..db.models.capsules import TemplateBuild
+from ..db.models.capsules import Template, TemplateBuild
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import (
@@ -37,7 +37,8 @@ from ..errors import (
     TooLarge,
 )
 from ..schemas.builds import CreateBuildRequest
-from . import audit, events, templates
+from . import audit, events, snapshots, templates
+from .capsules import Hosts
 from .principals import Principal
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,19 @@ async def record_build_event(
         metadata=metadata,
         event_team_id=team_id,
     )
+
+
+async def forget_unrecorded_template(
+    db: Database, hosts: Hosts, host_id: uuid.UUID | None, name: str
+) -> None:
+    """Delete from the build's host a template the agent made for a build that did not end
+    with its row written (stopped, failed, its control plane dead): files no template refers
+    to, which would keep the name taken on the host. Best effort, as snapshots.forget_files."""
+    async with db.sessionmaker() as session:
+        # Storage names are unique across the platform: any row holding it owns the files.
+        kept = await session.scalar(select(Template.id).where(Template.storage_name == name))
+    if kept is None:
+        await snapshots.forget_files(db, hosts, host_id, name)
 
 
 async def _check_free(session: AsyncSession, build: TemplateBuild) -> None:

@@ -52,6 +52,7 @@ class Fault:
     what: str
     in_flight: list[str]
     down: float = 0.0  # seconds from the kill until restarted
+    hung: list[str] = field(default_factory=list)  # operations that did not end after it
 
     def __str__(self) -> str:
         flight = ", ".join(self.in_flight) or "nothing"
@@ -118,7 +119,7 @@ class Chaos:
             if forced:
                 forced.pop(0)
             began = time.monotonic()
-            await self._wait_idle()
+            fault.hung = await self._wait_idle()
             await audit(fault)
             self.gate.set()
             self.held += time.monotonic() - began + fault.down
@@ -157,12 +158,14 @@ class Chaos:
         print(f"FAULT {fault}", flush=True)
         return fault
 
-    async def _wait_idle(self) -> None:
+    async def _wait_idle(self) -> list[str]:
+        """Wait for the operations in flight to end; those that do not in time (hung)."""
         deadline = time.monotonic() + IDLE_WITHIN_SEC
         while self.in_flight:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"operations hang after a fault: {self.in_flight}")
+                return sorted(self.in_flight.values())
             await asyncio.sleep(0.1)
+        return []
 
 
 def _capsule_handles(data_dir: Path) -> dict[str, str]:

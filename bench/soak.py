@@ -574,6 +574,10 @@ async def soak(
 
     async def audit(fault: Fault) -> None:
         assert chaos is not None
+        if fault.hung:
+            tally.violation(
+                -1, f"still in flight minutes after the {fault.kind} fault: {fault.hung}"
+            )
         await asyncio.gather(*(client.audit(chaos, fault) for client in team))
         await _agreement(team, chaos, fault, tally)
         chaos.victims.clear()

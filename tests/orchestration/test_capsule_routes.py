@@ -22,11 +22,14 @@ from wrenn_server.controlplane.db.models.capsules import Sandbox
 from wrenn_server.controlplane.db.models.hosts import Host
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.services import capsule_routes
+from wrenn_server.controlplane.services.auth_cache import AuthCache
 from wrenn_server.controlplane.services.capsule_routes import CapsuleRoutes
 
 from ..controlplane.helpers import assert_error
 from .conftest import Stack
 from .helpers import Account, make_capsule, new_account
+from .test_port_proxy import host
+from .test_port_proxy_access import capsule_with_port, echo  # noqa: F401
 
 BOUND_SEC = 1.0
 ENVD = {"E2b-Sandbox-Port": "49983", "Content-Type": "application/json"}
@@ -34,11 +37,15 @@ ENVD = {"E2b-Sandbox-Port": "49983", "Content-Type": "application/json"}
 
 @contextmanager
 def statements(db: Database) -> Iterator[list[str]]:
-    """The SQL statements the app sends to the database while the block runs."""
+    """The SQL statements sent to the database by this task (the requests: httpx's ASGI
+    transport runs the app in the caller's task; the app's background loops are not counted)
+    while the block runs."""
     seen: list[str] = []
+    task = asyncio.current_task()
 
     def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
+        if asyncio.current_task() is task:
+            seen.append(statement)
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", note)
     try:
@@ -60,6 +67,13 @@ async def _envd_list(stack: Stack, cid: str, headers: dict[str, str]) -> httpx.R
     )
 
 
+def long_lived_caches(stack: Stack) -> None:
+    """Caches that outlive the test, so that an entry's expiry on a slow machine cannot pass
+    for a path that does not use them (the settings cap them at 1 s)."""
+    stack.app.state.hosts.routes = CapsuleRoutes(ttl=600)
+    stack.app.state.auth_cache = AuthCache(ttl=600)
+
+
 def _routes(stack: Stack) -> CapsuleRoutes:
     routes: CapsuleRoutes = stack.app.state.hosts.routes
     return routes
@@ -74,8 +88,11 @@ async def _raw(db: Database, statement: Any) -> None:
 async def test_repeated_execs_and_envd_calls_send_no_database_statement(stack: Stack) -> None:
     account = await new_account(stack.client)
     cid = str((await make_capsule(stack.client, account))["id"])
-    assert (await _exec(stack, account, cid)).status_code == 200
-    assert (await _envd_list(stack, cid, account.h)).status_code == 200
+    long_lived_caches(stack)
+    with statements(stack.db) as cold:  # what the caches save
+        assert (await _exec(stack, account, cid)).status_code == 200
+        assert (await _envd_list(stack, cid, account.h)).status_code == 200
+    assert any("sandboxes" in s for s in cold) and any("api_keys" in s for s in cold)
     with statements(stack.db) as seen:
         for _ in range(3):
             resp = await _exec(stack, account, cid)
@@ -170,6 +187,7 @@ async def test_a_removed_member_is_refused_on_the_envd_path(stack: Stack) -> Non
     )
     assert resp.status_code == 200, resp.text
     headers = {"Authorization": f"Bearer {resp.json()['token']}"}
+    long_lived_caches(stack)
     assert (await _envd_list(stack, cid, headers)).status_code == 200
     with statements(stack.db) as seen:
         assert (await _envd_list(stack, cid, headers)).status_code == 200
@@ -268,3 +286,33 @@ async def test_entries_expire_and_the_cache_is_bounded() -> None:
     off = CapsuleRoutes(ttl=0)
     off.put(*_running(), read_at_generation=capsule_routes.generation())
     assert len(off) == 0
+
+
+async def test_the_port_proxy_refuses_a_revoked_key_and_a_paused_capsule_at_once(
+    stack: Stack,
+    echo: int,  # noqa: F811
+) -> None:
+    account = await new_account(stack.client)
+    cid = await capsule_with_port(stack, account, 8000, echo)
+    api = stack.client
+    long_lived_caches(stack)
+    for _ in range(2):
+        resp = await api.get("/", headers={**host(8000, cid), **account.h})
+        assert resp.status_code == 200, resp.text
+    with statements(stack.db) as seen:
+        assert (await api.get("/", headers={**host(8000, cid), **account.h})).status_code == 200
+    assert seen == []
+
+    resp = await api.post(f"/v1/capsules/{cid}/pause", headers=account.h)
+    assert resp.status_code == 200, resp.text
+    assert_error(await api.get("/", headers={**host(8000, cid), **account.h}), 409, "invalid_state")
+    resp = await api.post(f"/v1/capsules/{cid}/resume", headers=account.h)
+    assert resp.status_code == 200, resp.text
+    stack.agent.sandboxes[cid].ports[8000] = ("127.0.0.1", echo)
+    assert (await api.get("/", headers={**host(8000, cid), **account.h})).status_code == 200
+
+    keys = (await api.get("/v1/api-keys", headers=account.jwt)).json()
+    resp = await api.delete(f"/v1/api-keys/{keys[0]['id']}", headers=account.jwt)
+    assert resp.status_code == 204, resp.text
+    resp = await api.get("/", headers={**host(8000, cid), **account.h})
+    assert resp.status_code == 401, resp.text

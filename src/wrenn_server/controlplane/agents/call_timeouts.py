@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-# A pause: the capsule's checkpoint (the agent's runsc checkpoint), then its teardown.
-PAUSE_TIMEOUT = 120.0
+# A pause: the capsule's checkpoint (the agent gives runsc checkpoint up to 300 s, sized for
+# the largest memory image on a slow disk), then its teardown (up to 30 s for the disk's
+# release). Waiting less would leave the caller with a timeout for a pause that still ends well.
+PAUSE_TIMEOUT = 360.0
 # A resume: the restore, then the agent's wait for the capsule's envd.
 RESUME_TIMEOUT = 120.0
 # A snapshot: a pause, then copies of the capsule's disk and memory image.

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NET_ROOT = Path("/sys/class/net")
+PROC_ROOT = Path("/proc")
+_SIGKILL_BIT = 1 << 8  # signal 9 in /proc/<pid>/status's pending masks
 
 
 # -- the decision (no IO) ------------------------------------------------------------------
@@ -113,8 +115,9 @@ class CgroupFreezer:
     """Freezes and thaws a cgroup's tasks: cgroup v1's freezer controller, else v2's
     cgroup.freeze."""
 
-    def __init__(self, root: Path = CGROUP_ROOT) -> None:
+    def __init__(self, root: Path = CGROUP_ROOT, proc_root: Path = PROC_ROOT) -> None:
         self.root = root
+        self.proc_root = proc_root
 
     def _files(self, cgroup: str) -> tuple[Path, Path]:
         rel = cgroup.strip("/")
@@ -138,6 +141,19 @@ class CgroupFreezer:
                     path.write_text(value)
                 return
 
+    def kill_pending(self, cgroup: str) -> bool:
+        """Whether a task of the cgroup was sent SIGKILL it has not acted on: under cgroup v1 a
+        frozen task dies only once thawed, so a sandbox killed from the host while it dozes
+        would otherwise look alive until its next use."""
+        v1, v2 = self._files(cgroup)
+        for procs in (v1.parent / "cgroup.procs", v2.parent / "cgroup.procs"):
+            try:
+                pids = procs.read_text().split()
+            except OSError:
+                continue
+            return any(_sigkill_pending(self.proc_root / pid / "status") for pid in pids)
+        return False
+
     def frozen(self, cgroup: str) -> bool:
         """Whether the cgroup is asked to be frozen (v1 FREEZING counts)."""
         v1, v2 = self._files(cgroup)
@@ -146,6 +162,18 @@ class CgroupFreezer:
         with contextlib.suppress(OSError):
             return v2.read_text().strip() == "1"
         return False
+
+
+def _sigkill_pending(status: Path) -> bool:
+    try:
+        lines = status.read_text().splitlines()
+    except OSError:
+        return False  # gone: nothing left to thaw for
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in ("SigPnd", "ShdPnd") and int(value.strip() or "0", 16) & _SIGKILL_BIT:
+            return True
+    return False
 
 
 def link_packets(veth: str, root: Path = NET_ROOT) -> int | None:
@@ -227,6 +255,9 @@ class Dozer:
                 self.forget(capsule)
                 continue
             if handle in self.dozing:
+                if self.freezer.kill_pending(capsule.cgroup):
+                    log.info("%s was killed while dozing: thawed to let it die", capsule.sandbox_id)
+                    self.wake(capsule)
                 continue
             seen = self._observe(capsule, now, mono)
             if seen is not None and should_doze(seen, self.after_sec, self.max_cpu_pct):

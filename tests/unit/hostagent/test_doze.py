@@ -256,3 +256,46 @@ def test_a_sandbox_whose_counters_are_gone_is_left_alone(tmp_path: Path) -> None
     _pass(dozer, clock)
     _run_for(dozer, clock, 3 * AFTER)
     assert not freezer.frozen(c.cgroup)
+
+
+def _proc_status(proc: Path, pid: int, sig_pnd: str, shd_pnd: str) -> None:
+    (proc / str(pid)).mkdir(parents=True)
+    (proc / str(pid) / "status").write_text(
+        f"Name:\trunsc-sandbox\nState:\tD (disk sleep)\nSigPnd:\t{sig_pnd}\nShdPnd:\t{shd_pnd}\n"
+    )
+
+
+@pytest.mark.parametrize("v1", [True, False])
+def test_a_kill_pending_in_a_frozen_cgroup_is_seen(tmp_path: Path, v1: bool) -> None:
+    state = _cgroup_tree(tmp_path / "cg", "/wrenn/sb-x", v1)
+    (state.parent / "cgroup.procs").write_text("41\n42\n")
+    proc = tmp_path / "proc"
+    _proc_status(proc, 41, "0000000000000000", "0000000000004000")  # SIGTERM pending only
+    _proc_status(proc, 42, "0000000000000000", "0000000000000000")
+    freezer = CgroupFreezer(tmp_path / "cg", proc)
+    assert not freezer.kill_pending("/wrenn/sb-x")
+    (proc / "42" / "status").unlink()
+    (proc / "42").rmdir()
+    _proc_status(proc, 42, "0000000000000000", "0000000000000100")  # SIGKILL, to the process
+    assert freezer.kill_pending("/wrenn/sb-x")
+    assert not freezer.kill_pending("/wrenn/sb-gone")
+
+
+def test_a_dozing_sandbox_killed_from_the_host_is_thawed_to_die(tmp_path: Path) -> None:
+    """Under cgroup v1 a frozen task dies only once thawed: the dozer thaws a capsule whose
+    sandbox was sent SIGKILL, so its death is seen without waiting for its next use."""
+    table, clock, dozer, freezer = _dozer(tmp_path)
+    freezer.proc_root = tmp_path / "proc"
+    c = table.add(tmp_path, last_active_at=clock.now)
+    state = tmp_path / "cg" / "freezer" / c.cgroup.strip("/")
+    (state / "cgroup.procs").write_text("77\n")
+    _proc_status(freezer.proc_root, 77, "0000000000000000", "0000000000000000")
+    _pass(dozer, clock)
+    _run_for(dozer, clock, AFTER + 2 * dozer.interval)
+    assert dozer.dozing == {c.handle}
+    _run_for(dozer, clock, 2 * dozer.interval)  # no kill pending: it keeps dozing
+    assert dozer.dozing == {c.handle}
+    (freezer.proc_root / "77" / "status").write_text("SigPnd:\t0000000000000100\n")
+    _pass(dozer, clock)
+    assert not freezer.frozen(c.cgroup)
+    assert not dozer.dozing

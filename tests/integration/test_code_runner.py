@@ -33,9 +33,10 @@ from wrenn_server.hostagent import code_runner_image
 from wrenn_server.hostagent.templates import TemplateStore
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
+from ..served import served
 from .conftest import DATA_DIR, SECRET, AgentProcess, CapsuleFactory, run
 from .test_sdk import sdk  # noqa: F401
-from .test_ws import _account, _serve
+from .test_ws import _account
 
 pytestmark = pytest.mark.integration
 
@@ -191,7 +192,7 @@ async def proxied_server(
         db: Database = app.state.db
         async with db.sessionmaker() as session, session.begin():
             session.add(Template(name=code_runner, team_id=ids.PLATFORM_TEAM_ID, type="base"))
-        base_url = await stack.enter_async_context(contextlib.asynccontextmanager(_serve)(app))
+        base_url = await stack.enter_async_context(served(app, ws="wsproto"))
         async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
             _token, key = await _account(http, "coderunner")
         yield base_url, key

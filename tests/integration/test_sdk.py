@@ -17,8 +17,9 @@ from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.settings import Settings
 
 from ..published_sdk import published_sdk
+from ..served import served
 from .conftest import SECRET, AgentProcess
-from .test_ws import _account, _serve
+from .test_ws import _account
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ async def server(
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app), contextlib.AsyncExitStack() as stack:
-        base_url = await stack.enter_async_context(contextlib.asynccontextmanager(_serve)(app))
+        base_url = await stack.enter_async_context(served(app, ws="wsproto"))
         async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
             _token, key = await _account(http, "sdk")
         yield base_url, key

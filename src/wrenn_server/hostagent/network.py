@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import secrets
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 VETH_PREFIX = "wv"
 NETNS_PREFIX = "wrn-"
 IPAM_DIR = Path("/run/wrenn/ipam")
+_CLAIM = ".claim-"  # a slot being claimed: written whole, then linked to the slot's name
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,10 @@ def names_for(capsule_key: str) -> tuple[str, str]:
 class Ipam:
     """Hands out /30 slots of the capsule subnet, host-wide.
 
-    A slot is a file created with O_EXCL under /run/wrenn/ipam, so agents sharing a host (several
-    data dirs) never collide; the file names its owner so leftovers can be reclaimed.
+    A slot is a file under /run/wrenn/ipam that names its owner, so agents sharing a host
+    (several data dirs) never collide and leftovers can be reclaimed. It appears with its owner
+    already in it (a finished claim file hard-linked to the slot's name, which fails if the slot
+    is taken): an agent killed mid-claim leaves no slot without an owner, only its claim file.
     """
 
     def __init__(self, subnet: IPv4Network, root: Path = IPAM_DIR) -> None:
@@ -76,19 +80,20 @@ class Ipam:
 
     def allocate(self, owner: str) -> IPv4Network:
         self.root.mkdir(parents=True, exist_ok=True)
-        n = len(self.subnets)
-        for i in range(n):
-            net = self.subnets[(self._next + i) % n]
-            try:
-                fd = os.open(
-                    self.root / str(net.network_address), os.O_CREAT | os.O_EXCL | os.O_WRONLY
-                )
-            except FileExistsError:
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(owner)
-            self._next = (self._next + i + 1) % n
-            return net
+        claim = self.root / f"{_CLAIM}{os.getpid()}-{secrets.token_hex(4)}"
+        claim.write_text(owner)
+        try:
+            n = len(self.subnets)
+            for i in range(n):
+                net = self.subnets[(self._next + i) % n]
+                try:
+                    os.link(claim, self.root / str(net.network_address))
+                except FileExistsError:
+                    continue
+                self._next = (self._next + i + 1) % n
+                return net
+        finally:
+            claim.unlink()
         # The caller's RESOURCE_EXHAUSTED (the control plane's 503), not an INTERNAL error:
         # capsules being destroyed free addresses, and other hosts may have some.
         raise errors.ResourceExhausted("the host has no free capsule network address")
@@ -108,9 +113,19 @@ class Ipam:
             return {}
         out = {}
         for p in self.root.iterdir():
+            if p.name.startswith(_CLAIM):
+                _drop_if_abandoned(p)
+                continue
             with contextlib.suppress(OSError):
                 out[p.name] = p.read_text()
         return out
+
+
+def _drop_if_abandoned(claim: Path) -> None:
+    """Remove a claim file whose process is gone (killed between writing and removing it)."""
+    pid = claim.name.removeprefix(_CLAIM).split("-", 1)[0]
+    if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        claim.unlink(missing_ok=True)
 
 
 async def setup(capsule_key: str, slot: IPv4Network) -> CapsuleNet:

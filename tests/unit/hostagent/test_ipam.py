@@ -4,6 +4,7 @@ its own slot directory; nothing here needs root."""
 
 from __future__ import annotations
 
+import os
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -79,3 +80,39 @@ def test_slot_addresses(tmp_path: Path) -> None:
 
 def test_no_directory_yet_owns_nothing(tmp_path: Path) -> None:
     assert Ipam(SUBNET, root=tmp_path / "missing").owned() == {}
+
+
+def test_a_slot_appears_with_its_owner_and_no_claim_file_stays(tmp_path: Path) -> None:
+    """A slot's file is linked from a finished claim file, so it never exists empty (an agent
+    killed between creating a slot and writing its owner used to leave a slot nobody reclaims),
+    and the claim file goes once the slot is taken or none is free."""
+    ipam = Ipam(SUBNET, root=tmp_path)
+    seen: list[str] = []
+    real_link = os.link
+
+    def link(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        seen.append(Path(src).read_text())  # the owner is in the file before the slot exists
+        real_link(src, dst)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "link", link)
+        for i in range(4):
+            ipam.allocate(f"owner-{i}")
+        with pytest.raises(errors.ResourceExhausted):
+            ipam.allocate("one-too-many")
+    assert seen[:4] == [f"owner-{i}" for i in range(4)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        str(s.network_address) for s in SLOTS
+    )
+
+
+def test_a_claim_left_by_a_killed_agent_is_not_a_slot_and_is_removed(tmp_path: Path) -> None:
+    ipam = Ipam(SUBNET, root=tmp_path)
+    ipam.allocate("owner-a")
+    gone = tmp_path / ".claim-999999999-0a0b0c0d"  # no such process
+    gone.write_text("owner-killed")
+    alive = tmp_path / f".claim-{os.getpid()}-01020304"  # a claim under way
+    alive.write_text("owner-busy")
+    assert ipam.owned() == {"10.99.0.0": "owner-a"}
+    assert not gone.exists()
+    assert alive.exists()

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from wrenn_server.hostagent.proc import command_lines
+
 KINDS = ("agent", "controlplane", "sandbox")
 # Fault intervals outside this are refused: faster leaves no time to recover and audit, slower
 # would not fault a short run at all.
@@ -184,27 +186,13 @@ def _capsule_handles(data_dir: Path) -> dict[str, str]:
 def sandbox_pids(bundle: Path) -> list[int]:
     """The runsc sandbox and gofer processes of a capsule, found by its bundle directory."""
     needle = f"--bundle={bundle}".encode()
-    pids = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv[0] in (b"runsc-sandbox", b"runsc-gofer") and needle in argv:
-            pids.append(int(pid))
+    found = [
+        (argv[0] != b"runsc-sandbox", pid)
+        for pid, argv in command_lines()
+        if argv[0] in (b"runsc-sandbox", b"runsc-gofer") and needle in argv
+    ]
     # The sandbox first: its gofer going first would fail its file calls before it dies.
-    return sorted(pids, key=lambda p: _argv0(p) != b"runsc-sandbox")
-
-
-def _argv0(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")[0]
-    except OSError:
-        return b""
+    return [pid for _gofer, pid in sorted(found)]
 
 
 def _sandbox_to_kill(data_dir: Path, rng: random.Random) -> tuple[str, list[int]] | None:

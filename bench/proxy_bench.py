@@ -33,6 +33,7 @@ import httpx_ws
 
 from tests.integration.test_rest_proxy import WS_ECHO
 from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.hostagent.proc import command_lines
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ._common import agent, free_port, report, stats
@@ -179,13 +180,9 @@ def cpu_seconds(pid: int) -> float:
 
 def agent_pid(target: str) -> int | None:
     """The host agent process listening at `target` (started by the bench), if found."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            if b"agent" in argv and target.encode() in argv:
-                return int(proc.name)
+    for pid, argv in command_lines():
+        if b"agent" in argv and target.encode() in argv:
+            return pid
     return None
 
 

@@ -10,7 +10,6 @@ the agent's runsc root), never by how the agent says it made it. Other agents sh
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from wrenn_server.hostagent.capsule import capsule_key
 from wrenn_server.hostagent.config import AgentSettings
 from wrenn_server.hostagent.network import IPAM_DIR, NETNS_PREFIX, VETH_PREFIX
+from wrenn_server.hostagent.proc import command_lines
 
 CGROUP_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "unified")
 
@@ -147,14 +147,7 @@ def _processes(runsc_root: str, keep: AbstractSet[str]) -> list[str]:
     for no kept capsule."""
     out = []
     needle = runsc_root.encode()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
+    for pid, argv in command_lines():
         if not any(needle in a for a in argv):
             continue
         text = " ".join(a.decode(errors="replace") for a in argv)

@@ -9,7 +9,6 @@ operation is right; a lie (listed running but not answering, paused but not resu
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import Callable
 
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.hostagent.proc import command_lines
 
 from ..waiting import wait_for
 from .conftest import DATA_DIR, AgentProcess
@@ -40,17 +40,10 @@ def _runsc_busy(handle: str) -> Callable[[], bool]:
     needle = handle.encode()
 
     def busy() -> bool:
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read()
-            except OSError:
-                continue
-            if needle in argv and b"runsc" in argv:
-                return True
-        return False
+        return any(
+            needle in line and b"runsc" in line
+            for line in (b"\0".join(argv) for _pid, argv in command_lines())
+        )
 
     return busy
 

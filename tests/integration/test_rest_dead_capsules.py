@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.hostagent.proc import command_lines
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import assert_error
@@ -74,16 +75,9 @@ def _loop_devices_of(directory: Path) -> list[str]:
 def _sandbox_pid(directory: Path) -> int:
     """The capsule's sandbox process (runsc's `runsc-sandbox`), found by its bundle."""
     needle = f"--bundle={directory}".encode()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
+    for pid, argv in command_lines():
         if argv[0] == b"runsc-sandbox" and needle in argv:
-            return int(pid)
+            return pid
     raise AssertionError(f"no sandbox process for {directory}")
 
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from wrenn_server.hostagent.capsule import capsule_key
+from wrenn_server.hostagent.proc import command_lines
 
 from .conftest import DATA_DIR
 
@@ -65,14 +66,5 @@ def _owner(slot: Path) -> str:
 
 
 def _processes_mentioning(text: str) -> list[int]:
-    pids = []
     needle = text.encode()
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if needle in f.read():
-                        pids.append(int(pid))
-            except OSError:
-                continue
-    return pids
+    return [pid for pid, argv in command_lines() if needle in b"\0".join(argv)]

@@ -15,6 +15,8 @@ import signal
 import time
 from pathlib import Path
 
+from .proc import command_lines
+
 log = logging.getLogger(__name__)
 
 # Written into the image directory after runsc checkpoint succeeded; runsc restore ignores it.
@@ -39,18 +41,7 @@ def writers(image: Path) -> list[int]:
     """Processes whose command line names the image: the runsc checkpoint writing it and the
     command around it that marks it complete."""
     needle = image_arg(image).encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue  # exited meanwhile
-        if needle in argv:
-            found.append(int(entry))
-    return found
+    return [pid for pid, argv in command_lines() if needle in argv]
 
 
 async def wait_for_writers(image: Path, timeout: float | None = None) -> bool:

@@ -8,12 +8,26 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..private import open_private
 
 log = logging.getLogger(__name__)
+
+
+def command_lines() -> Iterator[tuple[int, list[bytes]]]:
+    """Every process on the host with its argv (as /proc shows it, split on NUL), skipping
+    those that exit while being read."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        yield int(entry), argv
 
 
 class CommandError(Exception):

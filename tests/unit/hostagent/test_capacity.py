@@ -25,23 +25,14 @@ from wrenn_server.hostagent.config import AgentSettings
 from wrenn_server.hostagent.envd_client import EnvdClient
 from wrenn_server.hostagent.pool import Pooled, WarmPool
 
+from .capsules import a_capsule
+
 SHAPE = ("minimal", 1, 512, 1024)
 
 
 def _capsule(tmp_path: Path, memory_mb: int, status: str = RUNNING) -> Capsule:
     sandbox_id = new_sandbox_id()
-    return Capsule(
-        sandbox_id=sandbox_id,
-        template="minimal",
-        base_image="minimal",
-        vcpus=1,
-        memory_mb=memory_mb,
-        disk_size_mb=1024,
-        timeout_sec=0,
-        token="t",
-        dir=tmp_path / sandbox_id,
-        status=status,
-    )
+    return a_capsule(sandbox_id, tmp_path / sandbox_id, memory_mb=memory_mb, status=status)
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from wrenn_server.hostagent.proc import CommandError
 from wrenn_server.hostagent.rpc_guard import status_for
 from wrenn_server.hostagent.templates import TemplateStore
 
+from .capsules import a_capsule
+
 ID = "sb-0123abcd-4567-4def-8901-23456789abcd"
 MKFS_FULL = CommandError(
     ["mkfs.ext4", "disk.img"], 1, "mkfs.ext4: No space left on device while writing out inodes"
@@ -94,18 +96,7 @@ def _runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[GVisorRun
 
 
 def _capsule(runtime: GVisorRuntime, net: CapsuleNet | None = None) -> Capsule:
-    return Capsule(
-        sandbox_id=ID,
-        template="minimal",
-        base_image="minimal",
-        vcpus=1,
-        memory_mb=256,
-        disk_size_mb=64,
-        timeout_sec=300,
-        token="t",
-        dir=capsule_dir(runtime.settings.capsules_dir, ID),
-        net=net,
-    )
+    return a_capsule(ID, capsule_dir(runtime.settings.capsules_dir, ID), net=net)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ from wrenn_server.hostagent import errors
 from wrenn_server.hostagent.capsule import PAUSED, RUNNING, Capsule
 from wrenn_server.hostagent.idle_reaper import IdleReaper
 
+from .capsules import a_capsule
+
 _ids = (f"sb-00000000-0000-4000-8000-{n:012x}" for n in range(1, 1000))
 
 
@@ -39,16 +41,10 @@ class Lifecycle:
 
     def add(self, *, timeout_sec: int, idle_for: float, status: str = RUNNING) -> str:
         sandbox_id = next(_ids)
-        self.capsules[sandbox_id] = Capsule(
-            sandbox_id=sandbox_id,
-            template="minimal",
-            base_image="minimal",
-            vcpus=1,
-            memory_mb=256,
-            disk_size_mb=1024,
+        self.capsules[sandbox_id] = a_capsule(
+            sandbox_id,
+            Path("/nonexistent"),
             timeout_sec=timeout_sec,
-            token="t",
-            dir=Path("/nonexistent"),
             status=status,
             last_active_at=time.time() - idle_for,
         )

@@ -36,6 +36,7 @@ from wrenn_server.hostagent.runsc import Runsc
 from wrenn_server.hostagent.templates import TemplateStore
 
 from ...waiting import wait_for
+from .capsules import a_capsule
 
 ID = "sb-0123abcd-4567-4def-8901-23456789abcd"
 
@@ -90,16 +91,9 @@ def host(runtime: GVisorRuntime, monkeypatch: pytest.MonkeyPatch) -> StandInHost
 
 def _running(runtime: GVisorRuntime, operation: str = "") -> Capsule:
     netns, veth = names_for("0123abcd4567")
-    capsule = Capsule(
-        sandbox_id=ID,
-        template="minimal",
-        base_image="minimal",
-        vcpus=1,
-        memory_mb=256,
-        disk_size_mb=64,
-        timeout_sec=300,
-        token="t",
-        dir=capsule_dir(runtime.settings.capsules_dir, ID),
+    capsule = a_capsule(
+        ID,
+        capsule_dir(runtime.settings.capsules_dir, ID),
         net=CapsuleNet(netns, veth, IPv4Address("10.11.0.1"), IPv4Address("10.11.0.2")),
         status=RUNNING,
         operation=operation,

@@ -23,6 +23,8 @@ from wrenn_server.hostagent.network import CapsuleNet
 from wrenn_server.hostagent.pool import Pooled, WarmPool
 from wrenn_server.hostagent.sandbox_deaths import DeathWatch
 
+from .capsules import a_capsule
+
 ONE = "sb-00000000-0000-4000-8000-000000000001"
 CONTROL = "sb-00000000-0000-4000-8000-000000000002"
 SHAPE = ("minimal", 1, 256, 1024)
@@ -52,16 +54,9 @@ class SandboxRuntime:
 
 
 def new_capsule(settings: AgentSettings, sandbox_id: str, status: str = RUNNING) -> Capsule:
-    capsule = Capsule(
-        sandbox_id=sandbox_id,
-        template="minimal",
-        base_image="minimal",
-        vcpus=1,
-        memory_mb=256,
-        disk_size_mb=1024,
-        timeout_sec=0,
-        token="t",
-        dir=capsule_dir(settings.capsules_dir, sandbox_id),
+    capsule = a_capsule(
+        sandbox_id,
+        capsule_dir(settings.capsules_dir, sandbox_id),
         status=status,
         net=CapsuleNet("wrn-x", "wvx", IPv4Address("10.11.0.1"), IPv4Address("10.11.0.2")),
     )

@@ -26,6 +26,7 @@ from wrenn_server.hostagent.proc import CommandError
 from wrenn_server.hostagent.templates import TemplateStore
 
 from . import test_lifecycle
+from .capsules import a_capsule
 from .test_lifecycle import ID, SPEC, Agent
 
 agent = test_lifecycle.agent  # the manager over a stand-in runtime (fixture)
@@ -176,19 +177,7 @@ def _running(runtime: GVisorRuntime) -> Capsule:
     slot = runtime.ipam.allocate(owner)
     hosts = list(slot.hosts())
     net = CapsuleNet(*names_for("000000000000"), hosts[0], hosts[1])
-    capsule = Capsule(
-        sandbox_id=ID,
-        template="minimal",
-        base_image="minimal",
-        vcpus=1,
-        memory_mb=256,
-        disk_size_mb=64,
-        timeout_sec=300,
-        token="t",
-        dir=capsule_dir(runtime.settings.capsules_dir, ID),
-        net=net,
-        status=RUNNING,
-    )
+    capsule = a_capsule(ID, capsule_dir(runtime.settings.capsules_dir, ID), net=net, status=RUNNING)
     capsule.dir.mkdir()
     capsule.disk_image.write_bytes(b"")
     capsule.save()

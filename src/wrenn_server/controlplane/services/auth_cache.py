@@ -78,7 +78,11 @@ class AuthCache:
         return len(self._entries)
 
 
-def _statement_table(state: ORMExecuteState) -> str | None:
+def bulk_write_table(state: ORMExecuteState) -> str | None:
+    """The table a bulk INSERT/UPDATE/DELETE statement writes (they bypass the flush, so the
+    caches cannot tell which rows they hit), None for anything else."""
+    if not (state.is_update or state.is_delete or state.is_insert):
+        return None
     table = getattr(state.statement, "table", None)
     name = getattr(table, "name", None)
     return name if isinstance(name, str) else None
@@ -94,9 +98,7 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
 @event.listens_for(Session, "do_orm_execute")
 def _on_execute(state: ORMExecuteState) -> None:
     # Bulk UPDATE/DELETE/INSERT statements bypass the flush.
-    if (state.is_update or state.is_delete or state.is_insert) and _statement_table(
-        state
-    ) in _AUTH_TABLES:
+    if bulk_write_table(state) in _AUTH_TABLES:
         state.session.info[_DIRTY] = True
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from ..db.models.capsules import Sandbox
 from ..db.models.hosts import Host
 from ..errors import InvalidState
+from .auth_cache import bulk_write_table
 
 # Below one second, as for credentials.
 TTL_SEC = 0.5
@@ -126,12 +127,6 @@ class CapsuleRoutes:
         return len(self._entries)
 
 
-def _statement_table(state: ORMExecuteState) -> str | None:
-    table = getattr(state.statement, "table", None)
-    name = getattr(table, "name", None)
-    return name if isinstance(name, str) else None
-
-
 def _host_moved(host: Host) -> bool:
     attrs = inspect(host).attrs
     return any(attrs[name].history.has_changes() for name in _HOST_ROUTING)
@@ -152,9 +147,7 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
 @event.listens_for(Session, "do_orm_execute")
 def _on_execute(state: ORMExecuteState) -> None:
     # Bulk UPDATE/DELETE/INSERT statements bypass the flush: which rows they hit is not known.
-    if (state.is_update or state.is_delete or state.is_insert) and _statement_table(
-        state
-    ) in _TABLES:
+    if bulk_write_table(state) in _TABLES:
         state.session.info[_ALL] = True
 
 

@@ -21,7 +21,7 @@ from wrenn_server.controlplane.db.models.capsules import Sandbox
 from wrenn_server.controlplane.db.models.hosts import Host
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.db.types import utcnow
-from wrenn_server.controlplane.jobs.reconciler import Reconciler
+from wrenn_server.controlplane.jobs.reconciler import PAUSE_GRACE, Reconciler
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..controlplane.helpers import assert_error
@@ -75,7 +75,7 @@ async def test_reconciler_follows_the_host(
             await session.execute(
                 update(Sandbox)
                 .where(Sandbox.id == ids.SANDBOX.parse(paused["id"]))
-                .values(last_updated=utcnow() - dt.timedelta(minutes=5))
+                .values(last_updated=utcnow() - PAUSE_GRACE - dt.timedelta(minutes=1))
             )
         await wait_for_status(api, user, paused["id"], "paused")
         # Auto-paused by the agent's TTL reaper once idle for timeout_sec.

@@ -1,9 +1,9 @@
 """The soak bench (bench/soak.py) for a minute with 3 clients against a control plane process
 over the real host agent: random creates, commands, file writes and reads, pauses, resumes,
-snapshots and destroys, every invariant checked after every step, and nothing left on the host
-after the final destroys; and the same for 90 s with faults injected (the host agent, the
-control plane and sandboxes killed -9 at random, each restarted). The recorded 10-minute runs:
-docs/performance.md."""
+snapshots and destroys, every invariant checked after every step, with faults injected (the
+host agent, the control plane and a capsule's sandbox each killed -9 once, restarted, and every
+capsule audited after each), and nothing left on the host after the final destroys. The
+recorded 10-minute runs, without and with faults: docs/performance.md."""
 
 from __future__ import annotations
 
@@ -18,18 +18,6 @@ from .conftest import DATA_DIR, SECRET, AgentProcess
 from .test_crash_recovery import ControlPlane, User, platform  # noqa: F401
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.mark.timeout(600)
-async def test_a_short_soak_keeps_every_promise(platform: tuple[ControlPlane, User]) -> None:  # noqa: F811
-    cp, _user = platform
-    tally = await soak(cp.url, clients=3, seconds=60, agent_data_dir=DATA_DIR)
-    assert tally.violations == []
-    # It did something of each kind, so the invariants were put to the test.
-    assert all(tally.ops[op] > 0 for op in ("create", "exec", "files", "pause", "resume")), (
-        tally.ops
-    )
-    assert sum(tally.ops.values()) >= 30, tally.ops
 
 
 # The faults' times, kinds and victims follow from it, so a failure can be run again.
@@ -49,13 +37,13 @@ async def test_a_short_chaos_soak_finds_no_lie(
         agent=agent_process,
         control_plane=cp,
         data_dir=DATA_DIR,
-        interval=15,
-        max_faults=4,  # recovering from one takes up to a minute here (a restart, the audit)
+        interval=8,  # three faults within the minute of work, whatever the draw
+        max_faults=3,  # one of each kind; recovering from one takes up to a minute here
         rng=random.Random(CHAOS_SEED),
         agent_view=agent_view(agent_process.target, SECRET, DATA_DIR),
     )
     tally = await soak(
-        cp.url, clients=3, seconds=90, seed=CHAOS_SEED, agent_data_dir=DATA_DIR, chaos=chaos
+        cp.url, clients=3, seconds=60, seed=CHAOS_SEED, agent_data_dir=DATA_DIR, chaos=chaos
     )
     assert tally.violations == []
     assert set(chaos.faults) == set(KINDS), chaos.log

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from wrenn_server.agentproto.client import AgentClient
-from wrenn_server.controlplane.jobs.build_workers import REAP_EVERY_SEC, STALE_AFTER_SEC
+from wrenn_server.controlplane.jobs.build_workers import REAP_EVERY_SEC
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ..waiting import wait_for
@@ -24,6 +24,8 @@ from .leaks import leaks
 from .test_crash_recovery import ControlPlane, User, _agent_ids, platform  # noqa: F401
 
 pytestmark = pytest.mark.integration
+
+STALE_SEC = 10.0  # twice the workers' renewal interval
 
 
 async def _admin_jwt(cp: ControlPlane) -> dict[str, str]:
@@ -72,14 +74,16 @@ async def test_control_plane_killed_mid_build_and_restarted(
     assert capsule_id in await _agent_ids(agent)
 
     await asyncio.to_thread(cp.kill9)
+    # Restarted with a short window (the product's 60 s would be most of the test).
+    cp.env["WRENN_BUILD_STALE_AFTER_SEC"] = str(STALE_SEC)
     await asyncio.to_thread(cp.start)
 
     async def ended() -> dict[str, Any] | None:
         build = await _build(cp, jwt, build_id)
         return build if build["status"] != "running" else None
 
-    # Renewed at most 5 s before the kill, stale after STALE_AFTER_SEC, seen by the next pass.
-    within = STALE_AFTER_SEC + REAP_EVERY_SEC + 30
+    # Renewed at most 5 s before the kill, stale after STALE_SEC, seen by the next pass.
+    within = STALE_SEC + REAP_EVERY_SEC + 30
     build = await wait_for(ended, within, interval=1, what="the build no longer running")
     assert build["status"] == "failed", build
     assert build["error"] == "interrupted: the control plane running it stopped"

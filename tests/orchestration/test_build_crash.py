@@ -99,9 +99,8 @@ async def test_a_build_whose_control_plane_was_killed_fails_and_leaves_nothing(
     proc.wait()
     held.release()
 
-    monkeypatch.setattr(build_workers, "STALE_AFTER_SEC", STALE_SEC)
     monkeypatch.setattr(build_workers, "REAP_EVERY_SEC", 0.2)
-    async with start_app(build_workers=1) as stack:
+    async with start_app(build_workers=1, build_stale_after_sec=STALE_SEC) as stack:
 
         async def ended() -> dict[str, Any] | None:
             build = await _build(stack.client, admin.jwt, build_id)

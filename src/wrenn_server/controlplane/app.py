@@ -158,7 +158,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         archives=archives,
         max_archive_bytes=settings.build_archive_max_mb << 20,
         workers=BuildWorkers(
-            database, queue, BuildRunner(database, hosts, archives), settings.build_workers
+            database,
+            queue,
+            BuildRunner(database, hosts, archives),
+            settings.build_workers,
+            stale_after_sec=settings.build_stale_after_sec,
         ),
     )
 

@@ -192,6 +192,13 @@ class Settings(BaseSettings):
         description="Template builds run at once by this process (0 = none: another control "
         "plane process runs them).",
     )
+    build_stale_after_sec: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="A running template build whose worker has not renewed it (every 5 s) for "
+        "this long is failed as interrupted (its control plane died), its capsule destroyed.",
+    )
     build_archive_max_mb: int = Field(
         default=512, ge=1, description="Largest archive a template build may upload, MiB."
     )

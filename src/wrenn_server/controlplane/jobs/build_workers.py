@@ -55,11 +55,19 @@ class Builds:
 
 
 class BuildWorkers:
-    def __init__(self, db: Database, queue: BuildQueue, runner: BuildRunner, workers: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        queue: BuildQueue,
+        runner: BuildRunner,
+        workers: int,
+        stale_after_sec: float = STALE_AFTER_SEC,
+    ) -> None:
         self.db = db
         self.queue = queue
         self.runner = runner
         self.workers = workers
+        self.stale_after_sec = stale_after_sec
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -158,9 +166,9 @@ class BuildWorkers:
             await asyncio.sleep(REAP_EVERY_SEC)
 
     async def reap_stale(self) -> list[uuid.UUID]:
-        """Fail the running builds nobody has renewed for STALE_AFTER_SEC, and destroy their
+        """Fail the running builds nobody has renewed for `stale_after_sec`, and destroy their
         capsules. Returns their ids."""
-        limit = utcnow() - dt.timedelta(seconds=STALE_AFTER_SEC)
+        limit = utcnow() - dt.timedelta(seconds=self.stale_after_sec)
         quiet = or_(
             TemplateBuild.heartbeat_at < limit,
             and_(TemplateBuild.heartbeat_at.is_(None), TemplateBuild.started_at < limit),

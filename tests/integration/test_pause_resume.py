@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -127,3 +129,35 @@ async def test_pause_all(agent: AgentClient, new_capsule: CapsuleFactory) -> Non
     for sb in (a, b):
         got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
         assert got.status == pb.SANDBOX_STATUS_PAUSED
+
+
+@pytest.mark.parametrize("first", ["pause", "destroy"])
+async def test_a_destroy_racing_a_pause_ends_with_the_capsule_gone(
+    agent: AgentClient, new_capsule: CapsuleFactory, first: str
+) -> None:
+    """A pause and a destroy of one capsule sent together (either first): the pause either
+    finished before the destroy or is told the capsule is gone (it must not run on a capsule
+    the destroy discarded), the destroy succeeds, and nothing of the capsule is left - no
+    checkpoint, netns, slot or sandbox."""
+    sb = await new_capsule()
+    await run(agent, sb.sandbox_id, "echo x > /tmp/f")
+    ref = pb.SandboxRef(sandbox_id=sb.sandbox_id)
+    calls = {
+        "pause": lambda: agent.pause_sandbox(ref),
+        "destroy": lambda: agent.destroy_sandbox(ref),
+    }
+    second = "destroy" if first == "pause" else "pause"
+    one = asyncio.create_task(calls[first]())
+    await asyncio.sleep(0)  # the first call goes out first; the second follows at once
+    two = asyncio.create_task(calls[second]())
+    results = await asyncio.gather(one, two, return_exceptions=True)
+    outcomes = dict(zip((first, second), results, strict=True))
+    assert not isinstance(outcomes["destroy"], BaseException), outcomes
+    paused = outcomes["pause"]
+    if isinstance(paused, BaseException):
+        assert isinstance(paused, grpc.aio.AioRpcError), paused
+        assert paused.code() == grpc.StatusCode.NOT_FOUND, paused
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await agent.get_sandbox(ref)
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    await wait_for(lambda: traces_of(sb.sandbox_id) == [], timeout=30)

@@ -64,9 +64,15 @@ async def _wait(
 async def _build_capsule_stopped(stack: Stack, build: dict[str, Any]) -> None:
     assert build["sandbox_id"]
     assert build["sandbox_id"] not in stack.agent.sandboxes
-    async with stack.db.sessionmaker() as session:
-        row = await session.get(Sandbox, ids.SANDBOX.parse(build["sandbox_id"]))
-    assert row is not None and row.status == "stopped"
+
+    # The destroy records the row after the agent let the capsule go: wait for that write.
+    async def stopped() -> bool:
+        async with stack.db.sessionmaker() as session:
+            row = await session.get(Sandbox, ids.SANDBOX.parse(build["sandbox_id"]))
+        assert row is not None
+        return row.status == "stopped"
+
+    await wait_for(stopped, 15, what="the build capsule's row stopped")
 
 
 def _name() -> str:

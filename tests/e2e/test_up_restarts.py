@@ -7,27 +7,14 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 
+from ..waiting import wait_until
 from .conftest import Platform, start
 
 HOME = "/home/wrenn-user"
-T = TypeVar("T")
-
-
-def wait(condition: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def child_pid(platform: Platform, command: str) -> int | None:
@@ -61,10 +48,11 @@ def kill_and_wait_back(platform: Platform, command: str, name: str) -> None:
     assert pid is not None
     told = platform.output.read_text().count(f"{name} is ready again")
     os.kill(pid, signal.SIGKILL)
-    wait(
+    wait_until(
         lambda: platform.output.read_text().count(f"{name} is ready again") > told,
         60,
-        f"the {name} back",
+        interval=0.2,
+        what=f"the {name} back",
     )
     assert f"{name} exited (killed by SIGKILL)" in platform.output.read_text()
     new = child_pid(platform, command)
@@ -89,7 +77,12 @@ def test_a_killed_agent_and_control_plane_come_back_by_themselves(
 
         # The agent: the control plane still running reaches the new one by itself.
         kill_and_wait_back(platform, "agent", "host agent")
-        wait(lambda: answers(api, live, check, "kept\nup\n"), 30, "the capsule through the agent")
+        wait_until(
+            lambda: answers(api, live, check, "kept\nup\n"),
+            30,
+            interval=0.2,
+            what="the capsule through the agent",
+        )
 
         # The control plane: back on the same port, with the same capsules.
         kill_and_wait_back(platform, "server", "control plane")

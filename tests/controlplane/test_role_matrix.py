@@ -124,6 +124,9 @@ ROWS: tuple[Row, ...] = (
     Row("patch", "/v1/teams/{id}", (403, 204, 404, 404, 401, 204), body={"name": "Olive 2"}),
     Row("get", "/v1/teams/{id}/members", TEAM_READ),
     Row("get", "/v1/teams/{id}/quotas", TEAM_READ),
+    Row("get", "/v1/teams/{id}/parking", TEAM_READ),
+    Row("put", "/v1/teams/{id}/parking", (403, 200, 404, 404, 401, 200),
+        body={"idle_sec": 300, "auto_resume": True}),
     Row("post", "/v1/teams/{id}/members", (403, 201, 404, 404, 401, 201),
         body={"email": "{spare_email}"}),
     # Role changes: admins manage members; only the owner manages admins; no one the owner.

@@ -45,7 +45,13 @@ class CreateCapsuleRequest(BaseModel):
     template: str = Field("minimal", min_length=1, max_length=128)
     vcpus: int = Field(1, ge=1, le=64)
     memory_mb: int = Field(512, ge=64, le=262144)
-    timeout_sec: int = Field(0, ge=0, le=30 * 24 * 3600)
+    timeout_sec: int = Field(
+        0,
+        ge=0,
+        le=30 * 24 * 3600,
+        description="Seconds without activity after which the capsule is paused; 0 never "
+        "pauses it. Left out, the team's parking policy (`idle_sec`) decides.",
+    )
     disk_size_mb: int = Field(
         5120,
         ge=64,
@@ -53,7 +59,12 @@ class CreateCapsuleRequest(BaseModel):
         description="Size of the capsule's writable disk, MiB (a sparse image on its host).",
     )
     public_ports: PublicPorts = Field(default_factory=list)
-    auto_resume: AutoResume = False
+    auto_resume: bool = Field(
+        False,
+        description="A request into the capsule while it is paused (the port proxy, REST exec, "
+        "files, processes, E2B envd calls) resumes it and waits for it; otherwise such a "
+        "request gets 409. Left out, the team's parking policy (`auto_resume`) decides.",
+    )
     metadata: dict[str, str] | None = Field(
         None,
         description="Your labels for the capsule, set at create time only: at most 20 keys; "

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from ..services.parking import MAX_IDLE_SEC
 from ..services.teams import TEAM_NAME_MAX
 from .auth import Email
 
@@ -72,3 +73,21 @@ class UpdateRoleRequest(BaseModel):
 
 class SwitchTeamRequest(BaseModel):
     team_id: str = Field(max_length=64)
+
+
+class TeamParking(BaseModel):
+    """The team's parking policy, for capsules created without a timeout or auto_resume of
+    their own (a value sent at create, `timeout_sec: 0` included, is kept); applies to capsules
+    created after it is set."""
+
+    idle_sec: int = Field(
+        ge=0,
+        le=MAX_IDLE_SEC,
+        description="Seconds without activity (no exec, file call, ping or stream) after which "
+        "such a capsule is paused, becoming its `timeout_sec`; 0 never pauses it.",
+    )
+    auto_resume: bool = Field(
+        description="Such a capsule, once paused, is resumed by the next request that reaches "
+        "into it (REST exec, files, processes, the port proxy, E2B envd calls), becoming its "
+        "`auto_resume`."
+    )

@@ -32,7 +32,16 @@ from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import BadRequest, InsufficientCapacity, InvalidState, NotFound
-from . import audit, capsule_metadata, capsule_routes, metrics, quotas, templates
+from . import (
+    audit,
+    capsule_metadata,
+    capsule_routes,
+    metrics,
+    parking,
+    proxy_resume,
+    quotas,
+    templates,
+)
 from .capsule_routes import CapsuleRoutes
 from .capsule_status import StatusEvent, set_status
 from .templates import visible_template as visible_template
@@ -68,10 +77,11 @@ class CreateCapsule:
     template: str
     vcpus: int
     memory_mb: int
-    timeout_sec: int
+    # None: the team's parking policy decides (services/parking.py).
+    timeout_sec: int | None
     disk_size_mb: int = 5120
     public_ports: tuple[int, ...] = ()
-    auto_resume: bool = False
+    auto_resume: bool | None = False
     # The creator's labels (checked by create_capsule).
     metadata: Mapping[str, str] = field(default_factory=dict)
     # Added to the template's default environment (E2B's envVars).
@@ -170,6 +180,10 @@ async def create_capsule(
         host = await hosts.scheduler.pick(
             session, team_id, template, memory_mb, vcpus=vcpus, disk_mb=spec.disk_size_mb
         )
+        policy = parking.OFF
+        if spec.timeout_sec is None or spec.auto_resume is None:
+            policy = await parking.of_team(session, team_id)
+        timeout_sec, auto_resume = parking.applied(policy, spec.timeout_sec, spec.auto_resume)
         sandbox = Sandbox(
             id=ids.new_id(),
             team_id=team_id,
@@ -180,9 +194,9 @@ async def create_capsule(
             vcpus=vcpus,
             memory_mb=memory_mb,
             disk_size_mb=spec.disk_size_mb,
-            timeout_sec=spec.timeout_sec,
+            timeout_sec=timeout_sec,
             public_ports=list(spec.public_ports),
-            auto_resume=spec.auto_resume,
+            auto_resume=auto_resume,
             meta=labels,
         )
         session.add(sandbox)
@@ -197,7 +211,7 @@ async def create_capsule(
         vcpus=vcpus,
         memory_mb=memory_mb,
         disk_size_mb=spec.disk_size_mb,
-        timeout_sec=spec.timeout_sec,
+        timeout_sec=timeout_sec,
         default_user=default_user,
         default_env=default_env,
     )
@@ -389,12 +403,28 @@ async def ping_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: 
 async def running_client(
     db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str
 ) -> AgentClient:
-    """The agent of a running capsule of the team, for in-capsule operations."""
+    """The agent of a running capsule of the team, for in-capsule operations (REST exec, files,
+    processes, ports, streams). A paused capsule with `auto_resume` is resumed first, as the
+    port proxy does (proxy_resume.py: one resume for requests arriving together), audited as
+    the platform's: it acts on the capsule's setting, as its reaper does when it pauses it."""
     route = hosts.routes.get(ids.SANDBOX.parse(wire_id, not_found=True))
     if route is None or route.team_id != team_id:
-        read_at = capsule_routes.generation()
-        async with db.sessionmaker() as session, transaction(session):
-            sandbox = await get_capsule(session, team_id, wire_id)
-            require_status(sandbox, "running")
-            route = await hosts.routes.read(session, sandbox, read_at_generation=read_at)
+        route = await _running_route(db, hosts, team_id, wire_id, wake=True)
+        if route is None:
+            await proxy_resume.resumed(db, hosts, team_id, wire_id, audit.SYSTEM)
+            route = await _running_route(db, hosts, team_id, wire_id, wake=False)
+            assert route is not None  # without wake it is a route or an error
     return await hosts.client_of(route.host)
+
+
+async def _running_route(
+    db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str, *, wake: bool
+) -> capsule_routes.Route | None:
+    """The capsule's route if it runs; None if `wake` and it is to be resumed first."""
+    read_at = capsule_routes.generation()
+    async with db.sessionmaker() as session, transaction(session):
+        sandbox = await get_capsule(session, team_id, wire_id)
+        if wake and sandbox.auto_resume and sandbox.status in ("paused", "starting"):
+            return None
+        require_status(sandbox, "running")
+        return await hosts.routes.read(session, sandbox, read_at_generation=read_at)

@@ -183,7 +183,7 @@ async def running_agent(
     client = await hosts.client_of(route.host) if route is not None else None
     if client is None:
         if auto_resume and status in ("paused", "starting"):
-            await resumed(db, hosts, access, capsule_id)
+            await resumed(db, hosts, access.team_id, capsule_id, access.actor)
         elif status == "paused":
             raise InvalidState(
                 f"capsule {capsule_id} is paused: resume it "

@@ -1,4 +1,6 @@
-"""A paused capsule with `auto_resume`, resumed for a request through the port proxy.
+"""A paused capsule with `auto_resume`, resumed for a request that reaches into it: through the
+port proxy, the E2B envd protocol (proxy.running_agent) or the REST calls into a capsule (exec,
+files, processes, ports, streams: capsules.running_client).
 
 Requests arriving together share one resume in this process; across processes the resume
 itself is the lock (it moves the row from paused to starting in one write transaction, so a
@@ -10,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 
 from ..db.session import Database, transaction
 from ..errors import InvalidState, ServiceUnavailable
-from . import capsules
-from .proxy_access import Access
+from . import (
+    audit,
+    capsules,  # capsules imports this module too: attributes are used at call time
+)
 
 # How long a request waits for the capsule to run again.
 RESUME_WAIT_SEC = 120.0
@@ -23,12 +28,19 @@ _POLL_SEC = 0.25
 _resuming: dict[tuple[int, str], asyncio.Task[None]] = {}
 
 
-async def resumed(db: Database, hosts: capsules.Hosts, access: Access, capsule_id: str) -> None:
-    """Once this returns the capsule was running (resumed here or by another caller)."""
+async def resumed(
+    db: Database,
+    hosts: capsules.Hosts,
+    team_id: uuid.UUID,
+    capsule_id: str,
+    actor: audit.Actor,
+) -> None:
+    """Once this returns the capsule of `team_id` was running (resumed here, as `actor`, or by
+    another caller)."""
     key = (id(db), capsule_id)
     task = _resuming.get(key)
     if task is None:
-        task = asyncio.create_task(_resume(db, hosts, access, capsule_id))
+        task = asyncio.create_task(_resume(db, hosts, team_id, capsule_id, actor))
         _resuming[key] = task
         task.add_done_callback(lambda done: _forget(key, done))
     try:
@@ -46,15 +58,17 @@ def _forget(key: tuple[int, str], task: asyncio.Task[None]) -> None:
         task.exception()  # retrieved: a failure every waiter gave up on is not logged as lost
 
 
-async def _resume(db: Database, hosts: capsules.Hosts, access: Access, capsule_id: str) -> None:
+async def _resume(
+    db: Database, hosts: capsules.Hosts, team_id: uuid.UUID, capsule_id: str, actor: audit.Actor
+) -> None:
     with contextlib.suppress(InvalidState):  # not paused any more: someone else resumes it
-        await capsules.resume_capsule(db, hosts, access.team_id, capsule_id, actor=access.actor)
+        await capsules.resume_capsule(db, hosts, team_id, capsule_id, actor=actor)
         return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + RESUME_WAIT_SEC
     while True:
         async with db.sessionmaker() as session, transaction(session):
-            sandbox = await capsules.get_capsule(session, access.team_id, capsule_id)
+            sandbox = await capsules.get_capsule(session, team_id, capsule_id)
             status = sandbox.status
         if status == "running":
             return

@@ -13,7 +13,7 @@ from .. import ids
 from ..db.models import APIKey, Sandbox, Team, TeamMember, User
 from ..db.session import Database, transaction
 from ..errors import BadRequest, Forbidden, NotFound
-from . import api_keys, audit, capsules
+from . import api_keys, audit, capsules, parking
 from .capsules import Hosts
 from .principals import Principal
 
@@ -159,6 +159,39 @@ async def rename_team(
         action="rename",
         metadata={"old_name": old, "new_name": name},
     )
+
+
+async def team_parking(
+    session: AsyncSession, *, principal: Principal, team_id: uuid.UUID
+) -> parking.Parking:
+    """The team's parking policy (any member may read it)."""
+    team, _role = await acting_role(session, principal, team_id)
+    return parking.of(team)
+
+
+async def set_team_parking(
+    session: AsyncSession, *, principal: Principal, team_id: uuid.UUID, policy: parking.Parking
+) -> parking.Parking:
+    """Set the team's parking policy (owner or admin), audited with what changed."""
+    team, role = await acting_role(session, principal, team_id, lock=True)
+    _require_admin(role)
+    old = parking.of(team)
+    if policy != old:
+        team.park_after_sec, team.park_resume = policy.idle_sec, policy.auto_resume
+        await session.flush()
+        await audit.record(
+            session,
+            actor=principal.actor,
+            team_id=team_id,
+            resource_type="team",
+            resource_id=ids.TEAM.format(team_id),
+            action="update_parking",
+            metadata={
+                "old": {"idle_sec": old.idle_sec, "auto_resume": old.auto_resume},
+                "new": {"idle_sec": policy.idle_sec, "auto_resume": policy.auto_resume},
+            },
+        )
+    return policy
 
 
 async def live_capsule_ids(

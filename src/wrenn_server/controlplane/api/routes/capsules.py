@@ -30,14 +30,15 @@ router = APIRouter(prefix="/v1/capsules", tags=["capsules"])
 async def create_capsule(
     body: CreateCapsuleRequest, team: TeamDep, db: DatabaseDep, hosts: HostsDep
 ) -> Capsule:
+    sent = body.model_fields_set  # left out: the team's parking policy decides
     spec = svc.CreateCapsule(
         body.template,
         body.vcpus,
         body.memory_mb,
-        body.timeout_sec,
+        body.timeout_sec if "timeout_sec" in sent else None,
         body.disk_size_mb,
         public_ports=tuple(body.public_ports),
-        auto_resume=body.auto_resume,
+        auto_resume=body.auto_resume if "auto_resume" in sent else None,
         metadata=body.metadata or {},
     )
     return Capsule.of(

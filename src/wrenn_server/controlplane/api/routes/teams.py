@@ -14,11 +14,12 @@ from ...schemas.teams import (
     TeamDetailResponse,
     TeamMemberResponse,
     TeamNameRequest,
+    TeamParking,
     TeamResponse,
     TeamWithRoleResponse,
     UpdateRoleRequest,
 )
-from ...services import quotas, teams
+from ...services import parking, quotas, teams
 from ..deps import CurrentUser, DatabaseDep, HostsDep, SessionDep
 
 router = APIRouter(prefix="/v1/teams", tags=["teams"])
@@ -218,3 +219,37 @@ async def get_quotas(
         await teams.acting_role(session, principal, team_id)
         view = await quotas.team_quotas(session, team_id, hosts.limits)
     return TeamQuotasResponse.of(view, hosts.limits)
+
+
+def _parking(policy: parking.Parking) -> TeamParking:
+    return TeamParking(idle_sec=policy.idle_sec, auto_resume=policy.auto_resume)
+
+
+@router.get(
+    "/{id}/parking",
+    operation_id="getTeamParking",
+    summary="The team's parking policy: idle capsules paused, resumed on the next request "
+    "(any member)",
+    responses=error_responses(400, 401, 403, 404),
+)
+async def get_parking(id: str, principal: CurrentUser, session: SessionDep) -> TeamParking:
+    team_id = ids.TEAM.parse(id, not_found=True)
+    async with transaction(session):
+        policy = await teams.team_parking(session, principal=principal, team_id=team_id)
+    return _parking(policy)
+
+
+@router.put(
+    "/{id}/parking",
+    operation_id="setTeamParking",
+    summary="Set the team's parking policy (owner or admin); applies to capsules created after",
+    responses=error_responses(400, 401, 403, 404),
+)
+async def set_parking(
+    id: str, body: TeamParking, principal: CurrentUser, session: SessionDep
+) -> TeamParking:
+    team_id = ids.TEAM.parse(id, not_found=True)
+    policy = parking.Parking(idle_sec=body.idle_sec, auto_resume=body.auto_resume)
+    async with transaction(session, write=True):
+        await teams.set_team_parking(session, principal=principal, team_id=team_id, policy=policy)
+    return _parking(policy)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Uuid,
     false,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -77,6 +78,10 @@ class Team(Base):
     # Immutable `a1b2c3-d1e2f3`; stays reserved after a soft delete (the row is kept).
     slug: Mapped[str] = mapped_column(String(13), unique=True)
     is_byoc: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    # Parking: what a capsule made without its own `timeout_sec` / `auto_resume` gets (0: never
+    # paused for idleness); see services/parking.py.
+    park_after_sec: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    park_resume: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     created_at: Mapped[dt.datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )

@@ -226,17 +226,32 @@ def up(
             help="Also build the code runner's template (code-runner-beta) if it is missing.",
         ),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Control plane processes serving the API (default: one per core, at most 4).",
+        ),
+    ] = None,
 ) -> None:
     """Start the whole platform on this machine: host agent and control plane as separate
     processes, SQLite and embedded defaults. Builds the base template on first start (and the
     code runner's with --code-runner)."""
-    from .up import run_platform
+    from .up import default_workers, run_platform
 
     _require_root()
     log.setup(os.environ.get("WRENN_LOG_LEVEL", "WARNING"))
     settings = _agent_settings(data_dir)
     raise typer.Exit(
-        run_platform(settings.data_dir, port, console, build_progress, code_runner=code_runner)
+        run_platform(
+            settings.data_dir,
+            port,
+            console,
+            build_progress,
+            code_runner=code_runner,
+            workers=workers or default_workers(),
+        )
     )
 
 

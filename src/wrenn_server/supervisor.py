@@ -49,6 +49,10 @@ class Child:
     ready: Callable[[], bool]
     # How long a restart may take to become ready before it is killed (and counted as a death).
     start_timeout: float = 120.0
+    # Whatever is left of its process group once it exits is killed (the control plane's worker
+    # processes, which outlive a killed parent and would keep its port). Not for the agent:
+    # its capsules' sandboxes must outlive it.
+    kill_group: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     started_at: float = field(default=0.0, repr=False)
     ready_at: float | None = field(default=None, repr=False)
@@ -176,6 +180,7 @@ class Supervisor:
     def _died(self, child: Child, returncode: int, now: float) -> bool:
         """Schedule the restart of a child that died; False for a crash loop (given up)."""
         policy = self.policy
+        _kill_leftovers(child)
         uptime = now - child.started_at
         how = describe_exit(returncode)
         if child.ready_at is not None and now - child.ready_at >= policy.stable_after:
@@ -221,12 +226,22 @@ class Supervisor:
         for child in reversed(self.children[keep:]):
             child.restart_at = None
             proc = child.proc
-            if proc is None or proc.poll() is not None:
+            if proc is None:
                 continue
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
-            try:
-                proc.wait(grace if grace > 0 else 5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+                try:
+                    proc.wait(grace if grace > 0 else 5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            _kill_leftovers(child)
+
+
+def _kill_leftovers(child: Child) -> None:
+    """SIGKILL to what remains of an exited child's process group (its own: each child starts
+    a session), when it asks for it."""
+    if child.kill_group and child.proc is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.proc.pid, signal.SIGKILL)

@@ -94,12 +94,23 @@ def _unix_ready(path: Path) -> Callable[[], bool]:
     return ready
 
 
+# `wrenn up`'s control plane processes by default: one per core, at most this many (each holds
+# its own connections and caches; beyond a few, SQLite's single writer is the limit, not CPU).
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers() -> int:
+    """The cores this process may run on, between 1 and MAX_DEFAULT_WORKERS."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS))
+
+
 def run_platform(
     data_dir: Path,
     port: int,
     console: Console,
     build_progress: Callable[[], Any],
     code_runner: bool = False,
+    workers: int = 1,
 ) -> int:
     private_dir(data_dir)
     if not _port_free(port):
@@ -158,7 +169,16 @@ def run_platform(
         supervisor.start(
             Child(
                 name="control plane",
-                argv=[*python, "server", "--data-dir", str(data_dir), "--port", str(port)],
+                argv=[
+                    *python,
+                    "server",
+                    "--data-dir",
+                    str(data_dir),
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(workers),
+                ],
                 env={
                     "WRENN_AGENT_ADDRESS": f"unix:{socket_path}",
                     "WRENN_AGENT_SECRET": agent_secret,
@@ -167,6 +187,8 @@ def run_platform(
                 },
                 log_path=logs / "controlplane.log",
                 ready=_http_ready(f"http://127.0.0.1:{port}/health"),
+                # Its worker processes outlive a killed parent and would keep the port.
+                kill_group=True,
             )
         )
         creds_path = data_dir / "credentials.json"

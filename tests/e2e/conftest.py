@@ -64,6 +64,42 @@ def start(tmp: Path, name: str) -> Platform:
     return Platform(data_dir, port, proc, output)
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a killed worker may wait a while for its reaper)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def control_plane_workers(platform: Platform) -> set[int]:
+    """The worker processes of `wrenn up`'s control plane (uvicorn starts them with
+    multiprocessing's spawn, beside its resource tracker)."""
+    found: set[int] = set()
+    for child in children(platform.proc.pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if b"server" in argv:
+            for worker in children(child):
+                try:
+                    line = Path(f"/proc/{worker}/cmdline").read_bytes()
+                except FileNotFoundError:
+                    continue
+                if b"spawn_main" in line and running(worker):
+                    found.add(worker)
+    return found
+
+
 @pytest.fixture
 def platforms(tmp_path: Path) -> Iterator[list[Platform]]:
     if not SEED.is_dir():

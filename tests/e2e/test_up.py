@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import Platform, start
+from .conftest import Platform, control_plane_workers, running, start
 
 
 def assert_root_only(data_dir: Path) -> None:
@@ -71,6 +71,8 @@ def test_two_instances_side_by_side_then_ctrl_c(platforms: list[Platform], tmp_p
             stranger = {"email": "stranger@example.com", "password": "x" * 12, "name": "S"}
             assert http.post("/v1/auth/signup", json=stranger).status_code == 403
     first = platforms[0]
+    workers = control_plane_workers(first)
+    assert workers  # its control plane's processes, one per core by default
     first.proc.send_signal(signal.SIGINT)
     assert first.proc.wait(60) == 0
     assert "stopped (1 capsule(s) paused)" in first.output.read_text()
@@ -79,6 +81,7 @@ def test_two_instances_side_by_side_then_ctrl_c(platforms: list[Platform], tmp_p
     # untouched and still answers.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(first.data_dir) not in ps
+    assert not any(running(pid) for pid in workers)  # their command lines do not name it
     second = platforms[1]
     assert httpx.get(f"{second.url}/health", trust_env=False).status_code == 200
     second.proc.send_signal(signal.SIGINT)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import httpx
 
+from wrenn_server.up import default_workers
+
 from ..waiting import wait_until
-from .conftest import Platform, start
+from .conftest import Platform, control_plane_workers, running, start
 
 HOME = "/home/wrenn-user"
 
@@ -84,8 +86,21 @@ def test_a_killed_agent_and_control_plane_come_back_by_themselves(
             what="the capsule through the agent",
         )
 
-        # The control plane: back on the same port, with the same capsules.
+        # The control plane: back on the same port, with the same capsules. It runs a worker
+        # process per core by default; those of the killed one die with it (else they would
+        # keep the port), and as many new ones serve.
+        workers = wait_until(
+            lambda: len(found := control_plane_workers(platform)) == default_workers() and found,
+            30,
+            what="the control plane's workers",
+        )
         kill_and_wait_back(platform, "server", "control plane")
+        assert not any(running(pid) for pid in workers)
+        wait_until(
+            lambda: len(control_plane_workers(platform) - workers) == default_workers(),
+            30,
+            what="the new control plane's workers",
+        )
         assert answers(api, live, check, "kept\nup\n")
         resumed = api.post(f"/v1/capsules/{paused}/resume")
         assert resumed.status_code == 200, resumed.text

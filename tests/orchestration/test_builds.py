@@ -13,13 +13,14 @@ from typing import Any
 
 import grpc
 import httpx
+import pytest
 from sqlalchemy import select
 
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models.capsules import Sandbox, Template
 
 from ..waiting import wait_for
-from .conftest import Stack
+from .conftest import Stack, StartApp
 from .helpers import Account, make_capsule, new_admin
 
 
@@ -234,3 +235,20 @@ async def test_cancelling_a_running_build_destroys_its_capsule(stack: Stack) -> 
     build = await _wait(api, admin, submitted["id"], "cancelled")
     await wait_for(lambda: agent.sandboxes == {}, what="the build capsule destroyed")
     await _build_capsule_stopped(stack, build)
+
+
+# `wrenn up`'s database: PostgreSQL deployments share builds through Redis.
+@pytest.mark.parametrize("dialect", ["sqlite"], indirect=True, scope="session")
+async def test_builds_without_redis_run_whichever_process_took_them(start_app: StartApp) -> None:
+    """Two processes on one database without Redis (`wrenn up`'s workers): each has its own
+    in-process queue and runs the builds it accepted; the other reports them (a build, its
+    logs and its end are rows)."""
+    async with start_app() as one, start_app() as two:
+        admin = await new_admin(one.client, one.db)
+        for took, asks in ((one, two), (two, one)):
+            name = _name()
+            submitted = await _submit(took.client, admin, name=name, recipe=["RUN true"])
+            build = await _wait(asks.client, admin, submitted["id"], "success", "failed")
+            assert build["status"] == "success", (build["error"], build["logs"])
+            assert build["logs"] and all(entry["ok"] for entry in build["logs"]), build["logs"]
+            assert name in one.agent.templates

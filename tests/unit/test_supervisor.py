@@ -270,3 +270,48 @@ def test_nothing_is_restarted_once_a_shutdown_began(tmp_path: Path) -> None:
     assert len(starts(tmp_path, "server")) == 1
     assert len(starts(tmp_path, "agent")) == 1
     assert not alive(starts(tmp_path, "agent")[0][0])
+
+
+# Starts a grandchild in its own process group (as uvicorn starts its workers), records the
+# grandchild's pid in argv[1], then lives forever.
+FORKING = (
+    "import subprocess, sys, time\n"
+    "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)'])\n"
+    "with open(sys.argv[1], 'a') as f: f.write(f'{worker.pid} 0\\n')\n"
+    "time.sleep(3600)\n"
+)
+
+
+@pytest.mark.parametrize("kill_group", [True, False])
+def test_a_killed_childs_workers_die_with_it_when_it_asks(
+    tmp_path: Path, supervisors: list[Supervisor], kill_group: bool
+) -> None:
+    """The control plane's workers outlive a parent killed with SIGKILL (and would keep its
+    port): the supervisor kills what is left of its group before the restart, and at the stop.
+    A child that does not ask (the agent, whose capsules must outlive it) keeps them."""
+    workers = tmp_path / "server.starts"
+    server = Child(
+        "server",
+        [sys.executable, "-c", FORKING, str(workers)],
+        {},
+        tmp_path / "logs/server.log",
+        ready=workers.exists,
+        kill_group=kill_group,
+    )
+    supervisor = make(supervisors, first_delay=0.05)
+    supervisor.start(server)
+    watching = Watching(supervisor)
+    [(first_worker, _)] = starts(tmp_path, "server")
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGKILL)
+    wait_until(lambda: len(starts(tmp_path, "server")) == 2, what="the restart")
+    # Killed once its parent's death was seen (the exit follows the SIGKILL a moment later).
+    wait_until(lambda: alive(first_worker) is not kill_group, what="the first worker's end")
+    watching.finish()
+    second_worker = starts(tmp_path, "server")[1][0]
+    supervisor.stop()
+    wait_until(lambda: alive(second_worker) is not kill_group, what="the second worker's end")
+    assert alive(first_worker) is not kill_group
+    for pid in (first_worker, second_worker):  # the test's own clean-up
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)

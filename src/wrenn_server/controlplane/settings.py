@@ -48,7 +48,7 @@ class Settings(BaseSettings):
         default=None,
         description="redis:// URL of the template build queue (and of lifecycle event "
         "wake-ups when the database is not PostgreSQL, see WRENN_EVENTS_WAKEUP). Unset: an "
-        "in-process queue (one control plane process only).",
+        "in-process queue per process (each runs the builds it accepted).",
     )
     redis_connect_timeout_sec: float = Field(
         default=5.0, gt=0, le=60, description="How long connecting to Redis may take, seconds."

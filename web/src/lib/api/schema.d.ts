@@ -1645,6 +1645,24 @@ export interface paths {
 		patch: operations['updateMemberRole'];
 		trace?: never;
 	};
+	'/v1/teams/{id}/parking': {
+		parameters: {
+			query?: never;
+			header?: never;
+			path?: never;
+			cookie?: never;
+		};
+		/** The team's parking policy: idle capsules paused, resumed on the next request (any member) */
+		get: operations['getTeamParking'];
+		/** Set the team's parking policy (owner or admin); applies to capsules created after */
+		put: operations['setTeamParking'];
+		post?: never;
+		delete?: never;
+		options?: never;
+		head?: never;
+		patch?: never;
+		trace?: never;
+	};
 	'/v1/teams/{id}/quotas': {
 		parameters: {
 			query?: never;
@@ -2284,7 +2302,7 @@ export interface components {
 		CreateCapsuleRequest: {
 			/**
 			 * Auto Resume
-			 * @description A request through the port proxy to the capsule while it is paused resumes it (and waits for it); otherwise such a request gets 409.
+			 * @description A request into the capsule while it is paused (the port proxy, REST exec, files, processes, E2B envd calls) resumes it and waits for it; otherwise such a request gets 409. Left out, the team's parking policy (`auto_resume`) decides.
 			 * @default false
 			 */
 			auto_resume?: boolean;
@@ -2318,6 +2336,7 @@ export interface components {
 			template?: string;
 			/**
 			 * Timeout Sec
+			 * @description Seconds without activity after which the capsule is paused; 0 never pauses it. Left out, the team's parking policy (`idle_sec`) decides.
 			 * @default 0
 			 */
 			timeout_sec?: number;
@@ -3076,6 +3095,24 @@ export interface components {
 		TeamNameRequest: {
 			/** Name */
 			name: string;
+		};
+		/**
+		 * TeamParking
+		 * @description The team's parking policy, for capsules created without a timeout or auto_resume of
+		 *     their own (a value sent at create, `timeout_sec: 0` included, is kept); applies to capsules
+		 *     created after it is set.
+		 */
+		TeamParking: {
+			/**
+			 * Auto Resume
+			 * @description Such a capsule, once paused, is resumed by the next request that reaches into it (REST exec, files, processes, the port proxy, E2B envd calls), becoming its `auto_resume`.
+			 */
+			auto_resume: boolean;
+			/**
+			 * Idle Sec
+			 * @description Seconds without activity (no exec, file call, ping or stream) after which such a capsule is paused, becoming its `timeout_sec`; 0 never pauses it.
+			 */
+			idle_sec: number;
 		};
 		/** TeamQuotasResponse */
 		TeamQuotasResponse: {
@@ -8031,6 +8068,126 @@ export interface operations {
 					[name: string]: unknown;
 				};
 				content?: never;
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not found */
+			404: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	getTeamParking: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody?: never;
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['TeamParking'];
+				};
+			};
+			/** @description Invalid request */
+			400: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Missing or invalid credentials */
+			401: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not allowed */
+			403: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+			/** @description Not found */
+			404: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['ErrorBody'];
+				};
+			};
+		};
+	};
+	setTeamParking: {
+		parameters: {
+			query?: never;
+			header?: never;
+			path: {
+				id: string;
+			};
+			cookie?: never;
+		};
+		requestBody: {
+			content: {
+				'application/json': components['schemas']['TeamParking'];
+			};
+		};
+		responses: {
+			/** @description Successful Response */
+			200: {
+				headers: {
+					[name: string]: unknown;
+				};
+				content: {
+					'application/json': components['schemas']['TeamParking'];
+				};
 			};
 			/** @description Invalid request */
 			400: {

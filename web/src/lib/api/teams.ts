@@ -1,6 +1,6 @@
-// Teams of the signed-in user: list, create, rename, members and roles, leave, delete, quotas.
+// Teams of the signed-in user: list, create, rename, members and roles, leave, delete, quotas, parking.
 import { request, seg, type RequestOptions } from './client';
-import type { Reply } from './types';
+import type { Input, Reply } from './types';
 
 type Opts = Pick<RequestOptions, 'signal' | 'timeoutMs'>;
 
@@ -29,3 +29,9 @@ export const removeMember = (id: string, userId: string, o: Opts = {}) =>
 
 export const quotas = (id: string, o: Opts = {}) =>
 	request<Reply<'getTeamQuotas'>>('GET', `/v1/teams/${seg(id)}/quotas`, o);
+
+export const parking = (id: string, o: Opts = {}) =>
+	request<Reply<'getTeamParking'>>('GET', `/v1/teams/${seg(id)}/parking`, o);
+
+export const setParking = (id: string, body: Input<'setTeamParking'>, o: Opts = {}) =>
+	request<Reply<'setTeamParking'>>('PUT', `/v1/teams/${seg(id)}/parking`, { ...o, body });

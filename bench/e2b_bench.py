@@ -2,7 +2,8 @@
 command's round trip, and a 100 MB file written and read back, each through the stock `e2b` SDK
 (E2B's control API and in-sandbox protocol, served by the control plane) and through Wrenn's REST
 API (httpx). A command's round trip is also measured on the host agent's own Exec over gRPC, the
-baseline of both paths' ratios. The control plane runs as `wrenn server` (SQLite) over a host
+baseline of both paths' ratios: of `true` (`sh -c`) and of what the SDK sends (`bash -l -c`),
+every path interleaved per round. The control plane runs as `wrenn server` (SQLite) over a host
 agent of its own.
 
     sudo uv run python -m bench.e2b_bench [--iterations N]
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -26,7 +29,7 @@ from e2b import Sandbox
 from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from ._common import agent, free_port, load_note, p50, report, timed, timed_async
+from ._common import agent, free_port, load_note, p50, report, timed
 
 SECRET = "bench-secret"
 BIG = 100 * 1024 * 1024
@@ -38,10 +41,76 @@ def gap(seconds: float, fn: Callable[[], float]) -> float:
     return fn()
 
 
-async def agent_round_trips(target: str, cid: str, n: int) -> list[float]:
-    async with AgentClient(target, SECRET) as c:
-        request = pb.ExecRequest(sandbox_id=cid, cmd="true")
-        return await timed_async(lambda: c.exec(request), n)
+# What the `e2b` SDK's `commands.run("true")` asks envd to run: a login bash.
+E2B_ARGV = ["/bin/bash", "-l", "-c", "true"]
+
+
+def exec_rows(http: httpx.Client, api: str, target: str, sbx: Sandbox, n: int) -> None:
+    """A command's round trip on every path, interleaved (one of each per round) so the
+    machine's load falls on all of them alike: the agent's own Exec of `true` (sh -c) and of
+    the SDK's login bash, REST with either, E2B's protocol by plain httpx (one Connect server
+    stream) and by the SDK."""
+    cid = sbx.sandbox_id
+    loop = asyncio.new_event_loop()
+
+    async def open_client() -> AgentClient:
+        return AgentClient(target, SECRET)  # its channel belongs to the loop it is made in
+
+    client = loop.run_until_complete(open_client())
+    sh = pb.ExecRequest(sandbox_id=cid, cmd="true")
+    bash = pb.ExecRequest(sandbox_id=cid, argv=E2B_ARGV)
+    start = e2b_start_body()
+    envd_headers = {
+        "Content-Type": "application/connect+json",
+        "Connect-Protocol-Version": "1",
+        "Connect-Timeout-Ms": "60000",
+        "Keepalive-Ping-Interval": "50",
+        "E2b-Sandbox-Id": cid,
+        "E2b-Sandbox-Port": "49983",
+        "X-Access-Token": sbx._envd_access_token or "",
+    }
+
+    def connect_httpx() -> None:
+        r = http.post("/process.Process/Start", content=start, headers=envd_headers)
+        r.raise_for_status()
+        assert b'"end"' in r.content, r.content
+
+    rows: dict[str, Callable[[], object]] = {
+        "agent gRPC directly (sh -c true)": lambda: loop.run_until_complete(client.exec(sh)),
+        "agent gRPC, SDK's argv (bash -l -c true)": lambda: loop.run_until_complete(
+            client.exec(bash)
+        ),
+        "REST httpx (sh -c true)": lambda: http.post(
+            f"/v1/capsules/{cid}/exec", json={"cmd": "true"}
+        ).raise_for_status(),
+        "REST httpx, SDK's argv": lambda: http.post(
+            f"/v1/capsules/{cid}/exec", json={"cmd": E2B_ARGV[0], "args": E2B_ARGV[1:]}
+        ).raise_for_status(),
+        "E2B Connect Start, httpx": connect_httpx,
+        "E2B SDK commands.run": lambda: sbx.commands.run("true"),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in rows}
+    try:
+        for _ in range(n):
+            for name, fn in rows.items():
+                t = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t)
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
+    names = list(rows)
+    report(f"exec round trip, {names[0]}", samples[names[0]])
+    report(f"exec round trip, {names[1]}", samples[names[1]], baseline=p50(samples[names[0]]))
+    for name in names[2:]:
+        base = samples[names[0]] if "sh -c" in name else samples[names[1]]
+        report(f"exec round trip, {name}", samples[name], baseline=p50(base))
+
+
+def e2b_start_body() -> bytes:
+    """`process.Process/Start` of the SDK's command as one Connect JSON stream message."""
+    message = json.dumps({"process": {"cmd": E2B_ARGV[0], "args": E2B_ARGV[1:]}}).encode()
+    return struct.pack(">BI", 0, len(message)) + message
 
 
 def rest_create_exec(http: httpx.Client) -> float:
@@ -63,6 +132,16 @@ def e2b_create_exec(opts: dict[str, str]) -> float:
     return elapsed
 
 
+def create_rows(http: httpx.Client, opts: dict[str, str], iterations: int) -> None:
+    rest_create_exec(http)
+    e2b_create_exec(opts)
+    # A gap between creates lets the warm pool refill, as an agent's pace would.
+    rest = [gap(2.0, lambda: rest_create_exec(http)) for _ in range(iterations)]
+    report("create -> first command, REST", rest)
+    e2b = [gap(2.0, lambda: e2b_create_exec(opts)) for _ in range(iterations)]
+    report("create -> first command, E2B SDK", e2b, baseline=p50(rest))
+
+
 def rest_write(http: httpx.Client, cid: str, payload: bytes) -> None:
     http.post(
         f"/v1/capsules/{cid}/files/stream/write",
@@ -78,7 +157,7 @@ def rest_read(http: httpx.Client, cid: str) -> None:
     assert got == BIG, got
 
 
-def run(iterations: int, api: str, target: str, files: bool = True) -> None:
+def run(iterations: int, api: str, target: str, files: bool = True, creates: bool = True) -> None:
     print(load_note(), flush=True)
     with httpx.Client(base_url=api, timeout=300, trust_env=False) as anon:
         body = {"email": "bench@wrenn.local", "password": "bench-password-123", "name": "Bench"}
@@ -92,28 +171,13 @@ def run(iterations: int, api: str, target: str, files: bool = True) -> None:
         base_url=api, timeout=300, headers={"X-API-Key": key}, trust_env=False
     ) as http:
         try:
-            rest_create_exec(http)
-            e2b_create_exec(opts)
-            # A gap between creates lets the warm pool refill, as an agent's pace would.
-            rest = [gap(2.0, lambda: rest_create_exec(http)) for _ in range(iterations)]
-            report("create -> first command, REST", rest)
-            e2b = [gap(2.0, lambda: e2b_create_exec(opts)) for _ in range(iterations)]
-            report("create -> first command, E2B SDK", e2b, baseline=p50(rest))
+            if creates:
+                create_rows(http, opts, iterations)
 
             sbx = Sandbox.create("base", timeout=3600, **opts)
             cid = sbx.sandbox_id
             sbx.commands.run("true")
-            direct = asyncio.run(agent_round_trips(target, cid, iterations * 10))
-            report("exec round trip, agent gRPC directly", direct)
-            exec_rest = timed(
-                lambda: http.post(
-                    f"/v1/capsules/{cid}/exec", json={"cmd": "true"}
-                ).raise_for_status(),
-                iterations * 10,
-            )
-            report("exec round trip, REST httpx", exec_rest, baseline=p50(direct))
-            exec_e2b = timed(lambda: sbx.commands.run("true"), iterations * 10)
-            report("exec round trip, E2B SDK commands.run", exec_e2b, baseline=p50(direct))
+            exec_rows(http, api, target, sbx, iterations * 10)
 
             if not files:
                 return
@@ -139,6 +203,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--no-files", action="store_true", help="skip the 100 MB file rows")
+    parser.add_argument("--no-create", action="store_true", help="skip the create rows")
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/wrenn-bench"))
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -167,7 +232,7 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            run(args.iterations, api, target, files=not args.no_files)
+            run(args.iterations, api, target, files=not args.no_files, creates=not args.no_create)
         finally:
             if cp is not None:
                 cp.terminate()

@@ -7,10 +7,12 @@ import base64
 import datetime as dt
 import json
 import uuid
+from typing import Any
 
+import jwt
 import pytest
 
-from wrenn_server.controlplane import ids
+from wrenn_server.controlplane import ids, security
 from wrenn_server.controlplane.errors import Unauthorized
 from wrenn_server.controlplane.security import PreviewGrant, TokenCodec, UserClaims
 
@@ -92,3 +94,61 @@ def test_the_envd_token_is_recomputable_per_capsule_and_team_and_the_traffic_one
     assert envd not in others and len(others) == 3
     traffic = CODEC.issue_e2b_access(CAPSULE, TEAM, "traffic")
     assert CODEC.issue_e2b_access(CAPSULE, TEAM, "traffic") != traffic
+
+
+def test_a_verified_token_is_remembered_per_kind_and_a_bounded_number_of_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """E2B's envd protocol checks its token on every command: a token verified once is answered
+    from memory (it has no expiry, so time cannot change the answer), for its own kind only;
+    tampered copies are still refused; the oldest is forgotten past the bound."""
+    codec = TokenCodec("memo-" + "k" * 40, dt.timedelta(hours=1))
+    decodes = counted_decodes(monkeypatch)
+    monkeypatch.setattr(security, "E2B_VERIFIED_MAX", 2)
+    first = codec.issue_e2b_access(CAPSULE, TEAM, "envd")
+    assert codec.verify_e2b_access(first, "envd") == (CAPSULE, TEAM)
+    assert codec.verify_e2b_access(first, "envd") == (CAPSULE, TEAM)
+    assert decodes == [first]
+    with pytest.raises(Unauthorized):
+        codec.verify_e2b_access(first, "traffic")
+    with pytest.raises(Unauthorized):
+        codec.verify_e2b_access(_tamper(first, team_id=ids.TEAM.format(uuid.uuid4())), "envd")
+    others = [codec.issue_e2b_access(ids.SANDBOX.format(uuid.uuid4()), TEAM, "envd") for _ in "ab"]
+    for token in others:
+        codec.verify_e2b_access(token, "envd")
+    decodes.clear()
+    codec.verify_e2b_access(others[1], "envd")
+    assert decodes == []  # still remembered
+    codec.verify_e2b_access(first, "envd")
+    assert decodes == [first]  # the oldest was forgotten: verified again
+
+
+def counted_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens PyJWT is asked to decode from now on."""
+    decodes: list[str] = []
+    real = jwt.decode
+
+    def counted(token: str, *args: Any, **kwargs: Any) -> Any:
+        decodes.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counted)
+    return decodes
+
+
+def test_a_token_with_an_expiry_is_verified_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only this key mints them, and it never sets one; should one carry an expiry, it is not
+    remembered (its answer changes when it ends)."""
+    codec = TokenCodec("exp-" + "k" * 40, dt.timedelta(hours=1))
+    claims = {"typ": "e2b-access", "aud": "wrenn:e2b-envd", "sub": CAPSULE}
+    claims["team_id"] = ids.TEAM.format(TEAM)
+    now = dt.datetime.now(dt.UTC)
+    live = jwt.encode({**claims, "exp": now + dt.timedelta(hours=1)}, "exp-" + "k" * 40)
+    decodes = counted_decodes(monkeypatch)
+    for _ in range(2):
+        assert codec.verify_e2b_access(live, "envd") == (CAPSULE, TEAM)
+    assert decodes == [live, live]
+    ended = jwt.encode({**claims, "exp": now - dt.timedelta(seconds=1)}, "exp-" + "k" * 40)
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            codec.verify_e2b_access(ended, "envd")

@@ -26,7 +26,7 @@ from ..services.e2b_envd.process import ProcessService
 from ..services.e2b_envd.signed_urls import SignedFile
 from ..services.e2b_envd.target import Envd, Opener, basic_user, opener
 from . import e2b_multipart
-from .e2b_connect import FILESYSTEM_PREFIX, PROCESS_PREFIX, FilesystemApp, ProcessApp
+from .e2b_connect import FILESYSTEM_PREFIX, PROCESS_PREFIX, serve_filesystem, serve_process
 from .errors import status_for
 
 # What a gzip upload may inflate to (an octet-stream one is as large as it is sent).
@@ -49,10 +49,10 @@ async def serve(scope: Scope, receive: Receive, send: Send, capsule_id: str) -> 
         return message
 
     if path.startswith(PROCESS_PREFIX):
-        return await ProcessApp(ProcessService(open_envd, gone))(scope, watched, send)
+        return await serve_process(ProcessService(open_envd, gone), scope, watched, send)
     if path.startswith(FILESYSTEM_PREFIX):
         service = FilesystemService(open_envd, state.e2b_watchers, gone)
-        return await FilesystemApp(service)(scope, watched, send)
+        return await serve_filesystem(service, scope, watched, send)
     request = Request(scope, receive)
     try:
         signed = _signed(request) if path == "/files" else None

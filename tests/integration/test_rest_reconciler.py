@@ -59,11 +59,16 @@ async def test_reconciler_follows_the_host(
     async with start_app(reconcile_interval_sec=0.2) as rest:
         api = rest.client
         user = await new_account(api)
-        gone, paused, idle = (
-            await make_capsule(api, user),
-            await make_capsule(api, user),
-            await make_capsule(api, user, timeout_sec=1),
+        gone, paused = await make_capsule(api, user), await make_capsule(api, user)
+        # The idle one gets its timeout and auto_resume from the team's parking policy.
+        resp = await api.put(
+            f"/v1/teams/{user.team_id}/parking",
+            json={"idle_sec": 1, "auto_resume": True},
+            headers=user.jwt,
         )
+        assert resp.status_code == 200, resp.text
+        idle = await make_capsule(api, user)
+        assert (idle["timeout_sec"], idle["auto_resume"]) == (1, True)
 
         await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=gone["id"]))
         await wait_for_status(api, user, gone["id"], "stopped")
@@ -81,10 +86,11 @@ async def test_reconciler_follows_the_host(
         # Auto-paused by the agent's TTL reaper once idle for timeout_sec.
         await wait_for_status(api, user, idle["id"], "paused")
 
-        # The control plane is still in charge of both: they resume over REST and stay running.
+        # The control plane is still in charge of both: they resume over REST and stay running;
+        # the parked one on the next exec into it.
+        resp = await api.post(f"/v1/capsules/{paused['id']}/resume", headers=user.h)
+        assert resp.status_code == 200 and resp.json()["status"] == "running", resp.text
         for capsule in (paused, idle):
-            resp = await api.post(f"/v1/capsules/{capsule['id']}/resume", headers=user.h)
-            assert resp.status_code == 200 and resp.json()["status"] == "running", resp.text
             assert (await sh(api, user, capsule["id"], "echo up"))["stdout"] == "up\n"
         on_agent = await agent.get_sandbox(pb.SandboxRef(sandbox_id=idle["id"]))
         assert on_agent.timeout_sec == 1  # the idle timeout survives pause and resume

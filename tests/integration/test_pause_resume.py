@@ -99,15 +99,16 @@ async def test_idle_capsule_is_auto_paused_and_keeps_its_timeout(
     sb = await new_capsule(timeout_sec=2)
     busy = await new_capsule(timeout_sec=2)
     ref = pb.SandboxRef(sandbox_id=sb.sandbox_id)
+    # A command longer than the idle timeout: the capsule is not paused under it.
+    command = asyncio.create_task(run(agent, busy.sandbox_id, "sleep 5", timeout_sec=30))
 
     async def auto_paused() -> bool:
-        await agent.ping_sandbox(pb.SandboxRef(sandbox_id=busy.sandbox_id))
         listed = await agent.list_sandboxes(pb.ListSandboxesRequest())
         return sb.sandbox_id in listed.auto_paused_sandbox_ids
 
     await wait_for(auto_paused, timeout=20)
     assert (await agent.get_sandbox(ref)).status == pb.SANDBOX_STATUS_PAUSED
-    # Pinged all along, the other one kept running.
+    assert (await command).exit_code == 0
     busy_now = await agent.get_sandbox(pb.SandboxRef(sandbox_id=busy.sandbox_id))
     assert busy_now.status == pb.SANDBOX_STATUS_RUNNING
     resumed = await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=sb.sandbox_id))

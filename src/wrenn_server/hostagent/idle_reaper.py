@@ -1,5 +1,7 @@
 """The TTL reaper: a running capsule idle for longer than its `timeout_sec` is paused (and
-reported as auto-paused); one that cannot be paused is destroyed rather than left running."""
+reported as auto-paused); one that cannot be paused is destroyed rather than left running.
+A request or stream still open to its envd (a long command, a terminal) is activity: the quiet
+period starts when the last one ends, so a capsule is never paused under a running command."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ class Lifecycle(Protocol):
 
     async def destroy(self, sandbox_id: str) -> None: ...
 
+    def in_use(self, sandbox_id: str) -> int: ...
+
 
 class IdleReaper:
     def __init__(self, lifecycle: Lifecycle, interval_sec: float) -> None:
@@ -43,11 +47,13 @@ class IdleReaper:
 
     async def reap_idle(self) -> None:
         now = time.time()
-        idle = [
-            c
-            for c in self.lifecycle.capsules.values()
-            if c.status == RUNNING and c.timeout_sec > 0 and now - c.last_active_at > c.timeout_sec
+        timed = [
+            c for c in self.lifecycle.capsules.values() if c.status == RUNNING and c.timeout_sec > 0
         ]
+        for capsule in timed:
+            if self.lifecycle.in_use(capsule.sandbox_id) > 0:
+                capsule.touch()
+        idle = [c for c in timed if now - c.last_active_at > c.timeout_sec]
         for capsule in idle:
             # Detached from any request: shutdown or a cancelled caller must not cut a pause short.
             await asyncio.shield(asyncio.ensure_future(self._auto_pause(capsule)))

@@ -26,6 +26,8 @@ class Lifecycle:
     paused: list[tuple[str, bool]] = field(default_factory=list)
     destroyed: list[str] = field(default_factory=list)
     pause_error: Exception | None = None
+    # Requests and streams open to each capsule's envd.
+    open_requests: dict[str, int] = field(default_factory=dict)
 
     async def pause(self, sandbox_id: str, auto: bool = False) -> Capsule:
         if self.pause_error is not None:
@@ -38,6 +40,9 @@ class Lifecycle:
     async def destroy(self, sandbox_id: str) -> None:
         self.destroyed.append(sandbox_id)
         del self.capsules[sandbox_id]
+
+    def in_use(self, sandbox_id: str) -> int:
+        return self.open_requests.get(sandbox_id, 0)
 
     def add(self, *, timeout_sec: int, idle_for: float, status: str = RUNNING) -> str:
         sandbox_id = next(_ids)
@@ -64,6 +69,22 @@ async def test_pauses_only_running_capsules_idle_past_their_timeout(lifecycle: L
     await IdleReaper(lifecycle, 60).reap_idle()
     assert lifecycle.paused == [(idle, True)]  # reported as auto-paused
     assert lifecycle.destroyed == []
+
+
+async def test_a_capsule_with_a_command_still_running_is_not_idle(lifecycle: Lifecycle) -> None:
+    """A command longer than the timeout (its exec or stream open all along) is not paused
+    under it; the quiet period starts again from the pass that saw it open."""
+    busy = lifecycle.add(timeout_sec=10, idle_for=3600)
+    lifecycle.open_requests[busy] = 1
+    reaper = IdleReaper(lifecycle, 60)
+    await reaper.reap_idle()
+    assert lifecycle.paused == []
+    lifecycle.open_requests[busy] = 0
+    await reaper.reap_idle()
+    assert lifecycle.paused == []  # idle for less than 10 s since
+    lifecycle.capsules[busy].last_active_at -= 11
+    await reaper.reap_idle()
+    assert lifecycle.paused == [(busy, True)]
 
 
 async def test_a_capsule_no_longer_running_is_left_alone(lifecycle: Lifecycle) -> None:

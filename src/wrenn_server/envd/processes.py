@@ -15,7 +15,7 @@ import termios
 import threading
 import time
 
-from . import users
+from . import thread_creds, users
 from .errors import ApiError
 from .pumps import OutputPumps
 from .record import Process, set_winsize
@@ -65,6 +65,48 @@ class Spec:
 def _take_tty() -> None:
     """In the child, after setsid: make the pty slave (fd 0) the controlling terminal."""
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _popen(
+    spec: Spec,
+    stdio: Tuple[int, int, int],
+    uid: Optional[int],
+    gid: Optional[int],
+    groups: Optional[List[int]],
+) -> subprocess.Popen[bytes]:
+    """Start `spec` as `uid`/`gid`/`groups` (None: as envd).
+
+    subprocess switches user in a full fork (tens of ms under gVisor); a command without a pty
+    is instead spawned by vfork from this thread switched to the user (thread_creds.py). Its
+    child changes directory as the user, where subprocess's changes it as root before
+    switching: a directory the user may not enter fails there, and is then retried the old
+    way, so every outcome stays what it was.
+    """
+
+    def start(switch: bool) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            spec.argv,
+            stdin=stdio[0],
+            stdout=stdio[1],
+            stderr=stdio[2],
+            cwd=spec.cwd,
+            env=spec.env,
+            start_new_session=True,
+            preexec_fn=_take_tty if spec.pty is not None else None,
+            user=uid if switch else None,
+            group=gid if switch else None,
+            extra_groups=groups if switch else None,
+        )
+
+    if uid is None or gid is None or groups is None:
+        return start(False)
+    if spec.pty is None and thread_creds.available():
+        try:
+            with thread_creds.switched(uid, gid, groups):
+                return start(False)
+        except PermissionError:
+            pass
+    return start(True)
 
 
 class ProcessTable:
@@ -176,19 +218,7 @@ class ProcessTable:
         program = spec.argv[0]
         with self.cond:
             try:
-                popen = subprocess.Popen(
-                    spec.argv,
-                    stdin=stdio[0],
-                    stdout=stdio[1],
-                    stderr=stdio[2],
-                    cwd=spec.cwd,
-                    env=spec.env,
-                    start_new_session=True,
-                    preexec_fn=_take_tty if spec.pty is not None else None,
-                    user=uid,
-                    group=gid,
-                    extra_groups=groups,
-                )
+                popen = _popen(spec, stdio, uid, gid, groups)
             except FileNotFoundError:
                 raise ApiError(404, "program not found: %s" % program) from None
             except PermissionError:

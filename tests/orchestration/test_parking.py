@@ -1,7 +1,8 @@
 """A team's parking policy over the fake host agent: a capsule created without a timeout or
 auto_resume of its own gets the team's (sent to its agent, shown by the API), an explicit value
 is kept, and a capsule its agent's reaper paused is resumed by the next REST call into it (exec,
-files, processes, the E2B envd protocol), once for calls arriving together."""
+files, processes, a command's stream, the E2B envd protocol), once for calls arriving together;
+listing its ports only looks and does not."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..controlplane.helpers import assert_error
 from ..waiting import wait_for
 from .conftest import Stack, StartApp
 from .helpers import Account, capsule_status, make_capsule, new_account
+from .test_streams import collect, open_ws
 
 ENVD = {"E2b-Sandbox-Port": "49983", "Content-Type": "application/json"}
 
@@ -81,6 +83,11 @@ async def test_a_parked_capsule_resumes_on_the_next_rest_call(start_app: StartAp
         assert_error(resp, 404, "not_found")
         assert "ResumeSandbox" not in agent.calls
 
+        # Listing its ports only looks (a dashboard polls it): no resume.
+        resp = await api.get(f"/v1/capsules/{cid}/ports", headers=alice.h)
+        assert_error(resp, 409, "invalid_state")
+        assert "ResumeSandbox" not in agent.calls
+
         hold = agent.faults.hold("ResumeSandbox")
         calls = [
             api.post(f"/v1/capsules/{cid}/exec", json={"cmd": "true"}, headers=alice.h),
@@ -108,6 +115,14 @@ async def test_a_parked_capsule_resumes_on_the_next_rest_call(start_app: StartAp
         )
         assert resp.status_code == 200, resp.text
         assert agent.calls.count("ResumeSandbox") == 2
+
+        # And a command's WebSocket stream.
+        assert (await api.post(f"/v1/capsules/{cid}/pause", headers=alice.h)).status_code == 200
+        async with open_ws(stack, f"/v1/capsules/{cid}/exec/stream", alice.h) as ws:
+            await ws.send_json({"type": "start", "cmd": "echo awake"})
+            _msgs, out, _err = await collect(ws)
+        assert out == "awake\n"
+        assert agent.calls.count("ResumeSandbox") == 3
 
 
 async def test_without_auto_resume_a_paused_capsule_is_a_conflict(stack: Stack) -> None:

@@ -42,7 +42,8 @@ async def list_listening(
 ) -> list[ListeningPort]:
     """The ports of a running capsule of the team (404 another team's, 409 not running), by
     port; `scheme` and `proxy_domain` make their URLs."""
-    client = await capsules.running_client(db, hosts, team_id, wire_id)
+    # Looking is not a request into the capsule: a paused one stays paused (409).
+    client = await capsules.running_client(db, hosts, team_id, wire_id, wake=False)
     capsule_id = ids.SANDBOX.format(ids.SANDBOX.parse(wire_id, not_found=True))
     try:
         res = await client.list_ports(pb.SandboxRef(sandbox_id=capsule_id))

@@ -401,15 +401,16 @@ async def ping_capsule(db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: 
 
 
 async def running_client(
-    db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str
+    db: Database, hosts: Hosts, team_id: uuid.UUID, wire_id: str, *, wake: bool = True
 ) -> AgentClient:
     """The agent of a running capsule of the team, for in-capsule operations (REST exec, files,
-    processes, ports, streams). A paused capsule with `auto_resume` is resumed first, as the
-    port proxy does (proxy_resume.py: one resume for requests arriving together), audited as
-    the platform's: it acts on the capsule's setting, as its reaper does when it pauses it."""
+    processes, streams). A paused capsule with `auto_resume` is resumed first, as the port
+    proxy does (proxy_resume.py: one resume for requests arriving together), audited as the
+    platform's: it acts on the capsule's setting, as its reaper does when it pauses it. Calls
+    that only look (`wake=False`: listing its ports, which a dashboard polls) do not resume it."""
     route = hosts.routes.get(ids.SANDBOX.parse(wire_id, not_found=True))
     if route is None or route.team_id != team_id:
-        route = await _running_route(db, hosts, team_id, wire_id, wake=True)
+        route = await _running_route(db, hosts, team_id, wire_id, wake=wake)
         if route is None:
             await proxy_resume.resumed(db, hosts, team_id, wire_id, audit.SYSTEM)
             route = await _running_route(db, hosts, team_id, wire_id, wake=False)

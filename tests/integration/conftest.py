@@ -28,6 +28,9 @@ SECRET = "integration-test-secret"
 
 # Every agent a test starts inherits these (see netfixtures): they share the host's firewall.
 os.environ.update(AGENT_NETWORK_ENV)
+# The warm pool keeps its default shape only (it does not adapt to the shapes tests create): a
+# test's create of another shape boots, as many tests need. test_pool turns adapting on.
+os.environ.setdefault("WRENN_AGENT_POOL_MAX", "0")
 
 
 @dataclass

@@ -5,7 +5,10 @@ reserve together (their cgroup limits: starting and running ones, idle pooled on
 and resumes in flight; paused ones hold none) stays within physical memory times
 `memory_overcommit`, less `memory_reserve_mb` kept for the host. A new capsule's disk (a sparse
 image that can fill up to its size) must fit in the free space of the data dir, less
-`disk_reserve_mb`. Idle pooled capsules give way to a capsule someone asked for.
+`disk_reserve_mb`. Idle pooled capsules give way to a capsule someone asked for, and so does a
+capsule the pool is booting: the create goes ahead, and the pool's capsule is discarded when its
+boot ends if the host has no room for it then (`over_limit`), so the pool never makes a create
+be refused.
 
 The checks run synchronously right before the capsule is recorded (or its claim taken), so two
 concurrent requests cannot both take the last room. They complement the MemAvailable check
@@ -66,6 +69,7 @@ class Room:
         # handle -> memory_mb of a capsule being booted for the pool or resumed (not yet in a
         # status that counts).
         self.claims: dict[str, int] = {}
+        self.pool_claims: set[str] = set()  # of those, the pool's
 
     def held_mb(self) -> int:
         live = sum(
@@ -95,28 +99,38 @@ class Room:
                 )
         limit = memory_limit_mb(self.settings, have.memory_mb)
         short = self.held_mb() + memory_mb - limit
-        yielding = self.pool.held_mb() if evict else 0
+        booting = sum(self.claims[h] for h in self.pool_claims)
+        yielding = self.pool.held_mb() + booting if evict else 0
         if short > yielding:
             raise errors.ResourceExhausted(
                 f"this host has {max(memory_mb - short + yielding, 0)} MiB of memory left for "
                 f"capsules: {memory_mb} MiB does not fit"
             )
         evicted: list[Pooled] = []
-        while short > 0:
-            pooled = self.pool.evict()
-            assert pooled is not None  # the pool held more than `short`
+        while short > 0 and (pooled := self.pool.evict()) is not None:
             evicted.append(pooled)
             short -= pooled.capsule.memory_mb
+        # What is still short, the pool's boots in flight give back when they end.
         return evicted
 
+    def over_limit(self) -> bool:
+        """Whether the reservations exceed what capsules may hold (a create went ahead while
+        the pool was booting)."""
+        limit = memory_limit_mb(self.settings, resources(self.settings.data_dir).memory_mb)
+        return self.held_mb() > limit
+
     @contextlib.contextmanager
-    def claim(self, capsule: Capsule) -> Iterator[None]:
-        """Count `capsule`'s memory while it is being booted or resumed."""
+    def claim(self, capsule: Capsule, pooled: bool = False) -> Iterator[None]:
+        """Count `capsule`'s memory while it is being booted (for the pool if `pooled`) or
+        resumed."""
         self.claims[capsule.handle] = capsule.memory_mb
+        if pooled:
+            self.pool_claims.add(capsule.handle)
         try:
             yield
         finally:
             self.claims.pop(capsule.handle, None)
+            self.pool_claims.discard(capsule.handle)
 
 
 def check_checkpoint_room(settings: AgentSettings, capsule: Capsule) -> None:

@@ -94,7 +94,31 @@ class AgentSettings(BaseSettings):
         default=1,
         ge=0,
         le=64,
-        description="Capsules of the default shape kept booted, so creating one takes ms.",
+        description="Capsules of the default shape kept booted, so creating one takes ms "
+        "(0 = no warm pool at all, not even for the shapes pool_max adapts to).",
+    )
+    pool_max: int = Field(
+        default=4,
+        ge=0,
+        le=64,
+        description="Most capsules the warm pool holds ready across all shapes (template, "
+        "vCPUs, memory, disk), pool_size included: beyond pool_size it keeps capsules of the "
+        "shapes created lately, as many as were created of each over pool_demand_window_sec. "
+        "At most pool_size: the pool does not adapt. Pooled capsules count against the memory "
+        "limit and give way to any create that needs their room.",
+    )
+    pool_demand_window_sec: float = Field(
+        default=60.0,
+        gt=0,
+        description="The window creates are counted over for the warm pool: a shape gets as "
+        "many ready capsules as were created of it this recently (at least one while it was "
+        "created within pool_idle_sec).",
+    )
+    pool_idle_sec: float = Field(
+        default=300.0,
+        gt=0,
+        description="A shape not created for this long has no capsules kept ready any more "
+        "(the default shape keeps pool_size); its pooled capsules are discarded.",
     )
     reaper_interval_sec: float = Field(default=2.0, gt=0, description="TTL reaper period.")
     disk_release_timeout_sec: float = Field(

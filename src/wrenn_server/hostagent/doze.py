@@ -11,6 +11,8 @@ envd is open (commands, PTYs, watches, file transfers, port tunnels), no lifecyc
 holds or waits for it, its cgroup used at most `max_cpu_pct` of a core (gVisor's idle floor is
 ~2.5%; a process doing work uses more) and no packet crossed its network link.
 
+Pooled capsules (pool.py) doze the same way, and are thawed when handed over.
+
 Thawed: before any request or stream reaches its envd (the envd client calls `wake` first, see
 CapsuleTable.wake), before pause, snapshot, flatten and destroy (runsc cannot checkpoint a
 frozen sandbox, and a frozen task does not even die of SIGKILL under cgroup v1), when the agent
@@ -28,12 +30,12 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .capsule import RUNNING, Capsule
+from .capsule import POOLED, RUNNING, Capsule
 from .metrics import cpu_time_ns
 
 log = logging.getLogger(__name__)
@@ -217,8 +219,10 @@ class Dozer:
         freezer: CgroupFreezer | None = None,
         counters: Callable[[Capsule], tuple[int, int] | None] = host_counters,
         clock: Callable[[], float] = time.time,
+        pooled: Callable[[], Iterable[Capsule]] = tuple,
     ) -> None:
         self.table = table
+        self.pooled = pooled  # the warm pool's idle capsules: they doze too
         self.after_sec = after_sec
         self.max_cpu_pct = max_cpu_pct
         self.freezer = freezer or CgroupFreezer()
@@ -248,10 +252,10 @@ class Dozer:
         now = self.clock() if now is None else now
         mono = time.monotonic() if mono is None else mono
         present = set()
-        for capsule in list(self.table.capsules.values()):
+        for capsule in [*self.table.capsules.values(), *self.pooled()]:
             handle = capsule.handle
             present.add(handle)
-            if capsule.status != RUNNING or capsule.net is None:
+            if capsule.status not in (RUNNING, POOLED) or capsule.net is None:
                 self.forget(capsule)
                 continue
             if handle in self.dozing:

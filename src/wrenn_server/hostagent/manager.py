@@ -32,7 +32,7 @@ from .envd_types import ProcessSpec
 from .exec_output import ExecOutput, ExecResult, run_to_end
 from .idle_reaper import IdleReaper
 from .metrics import Point, Sampler
-from .pool import Pooled, WarmPool
+from .pool import Pooled, Shape, WarmPool
 from .runtime import CLEANUP_TIMEOUT, Runtime
 from .sandbox_deaths import DeathWatch
 from .template_start import start_services
@@ -55,7 +55,12 @@ class SandboxManager(CapsuleTable):
         self.keys = EnvdKeys(settings.data_dir / "envd.key")
         self.metrics = Sampler()
         self.reaper = IdleReaper(self, settings.reaper_interval_sec)
-        self.doze = Dozer(self, settings.doze_after_sec, settings.doze_max_cpu_pct)
+        self.doze = Dozer(
+            self,
+            settings.doze_after_sec,
+            settings.doze_max_cpu_pct,
+            pooled=lambda: [p.capsule for p in self.pool.capsules_ready()],
+        )
         self._tasks: list[asyncio.Task[None]] = []
         shape = (
             settings.default_template,
@@ -63,7 +68,15 @@ class SandboxManager(CapsuleTable):
             settings.default_memory_mb,
             settings.default_disk_size_mb,
         )
-        self.pool = WarmPool(settings.pool_size, shape, self._boot_pooled, self._discard_pooled)
+        self.pool = WarmPool(
+            settings.pool_size,
+            shape,
+            self._boot_pooled,
+            self._discard_pooled,
+            total=settings.pool_max,
+            window_sec=settings.pool_demand_window_sec,
+            idle_sec=settings.pool_idle_sec,
+        )
         self.room = Room(settings, self.capsules, self.pool)
         self.deaths = DeathWatch(self, runtime, self.pool, self._discard_pooled)
 
@@ -117,9 +130,14 @@ class SandboxManager(CapsuleTable):
             # A create of the same id that held the lock first may have taken it meanwhile.
             if sandbox_id in self.capsules:
                 raise errors.AlreadyExists(f"sandbox {sandbox_id} already exists")
+            stale: list[Pooled] = []
+            if template.type == IMAGE:
+                self.pool.record(capsule.shape)
+                # Booted from a template since replaced under the same name: not handed over.
+                stale = self.pool.drop_template(template.name, keep_at=template.created_at)
             # A pooled capsule handed over already holds what this one needs.
             handover = template.type == IMAGE and self.pool.ready_for(capsule.shape)
-            evicted = [] if handover else self._make_room(capsule, disk=True)
+            evicted = stale + ([] if handover else self._make_room(capsule, disk=True))
             self.capsules[sandbox_id] = capsule  # reserves the id
             try:
                 await self._drop_evicted(evicted)
@@ -181,6 +199,7 @@ class SandboxManager(CapsuleTable):
     async def _claim(self, pooled: Pooled, wanted: Capsule) -> Capsule:
         """Hand a pooled capsule over: it takes the caller's id, timeout and defaults."""
         capsule = pooled.capsule
+        self.doze.wake(capsule)  # it may doze in the pool
         for name in ("sandbox_id", "timeout_sec", "default_user", "default_env", "created_at"):
             setattr(capsule, name, getattr(wanted, name))
         self.capsules[capsule.sandbox_id] = capsule
@@ -192,9 +211,12 @@ class SandboxManager(CapsuleTable):
             raise
         return capsule
 
-    async def _boot_pooled(self) -> Pooled:
-        template = self._template(self.settings.default_template)
-        capsule = new_capsule(self.settings, new_sandbox_id(), template, CreateSpec(), self.keys)
+    async def _boot_pooled(self, shape: Shape) -> Pooled:
+        template = self._template(shape[0])
+        if template.type != IMAGE:
+            raise errors.InvalidState(f"template {template.name!r} is not pooled")
+        spec = CreateSpec(vcpus=shape[1], memory_mb=shape[2], disk_size_mb=shape[3])
+        capsule = new_capsule(self.settings, new_sandbox_id(), template, spec, self.keys)
         # The pool fills only room nobody asked for.
         self.room.make_room(
             vcpus=capsule.vcpus,
@@ -202,20 +224,26 @@ class SandboxManager(CapsuleTable):
             disk_mb=capsule.disk_size_mb,
             evict=False,
         )
-        with self.room.claim(capsule):
+        with self.room.claim(capsule, pooled=True):
             try:
                 client = await self._boot(capsule, template)
                 # One command warms the sandbox's caches, so the owner's first command is fast.
                 async for _ev in client.start_process({"cmd": "true"}):
                     pass
+                if self.room.over_limit():  # a create took the room meanwhile (capacity.py)
+                    await asyncio.shield(client.aclose())
+                    raise errors.ResourceExhausted("the room a pooled capsule took is needed")
                 capsule.status = POOLED
                 capsule.save()
             except BaseException:
+                self.deaths.unwatch(capsule)
                 await asyncio.shield(self.runtime.destroy(capsule))
                 raise
-        return Pooled(capsule, client)
+        return Pooled(capsule, client, template.created_at)
 
     async def _discard_pooled(self, pooled: Pooled) -> None:
+        self.doze.forget(pooled.capsule)  # a frozen sandbox cannot be killed (cgroup v1)
+        self.deaths.unwatch(pooled.capsule)
         await pooled.client.aclose()
         await asyncio.wait_for(self.runtime.destroy(pooled.capsule), CLEANUP_TIMEOUT)
 
@@ -427,6 +455,7 @@ class SandboxManager(CapsuleTable):
                 f"template {name!r} is in use by {len(users)} capsule(s) and "
                 f"{len(dependents)} snapshot template(s)"
             )
+        await self._drop_evicted(self.pool.drop_template(name))  # nobody's yet
         await self.templates.delete_async(name)
 
     # -- in the capsule --------------------------------------------------------------------

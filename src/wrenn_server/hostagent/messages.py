@@ -21,7 +21,7 @@ def ts(epoch: float) -> Timestamp:
     return t
 
 
-def sandbox_msg(c: Capsule, versions: Mapping[str, str]) -> pb.Sandbox:
+def sandbox_msg(c: Capsule, versions: Mapping[str, str], dozing: bool = False) -> pb.Sandbox:
     """`c` as the control plane sees it; `versions` are the host's (runtime, agent)."""
     status = {
         RUNNING: pb.SANDBOX_STATUS_RUNNING,
@@ -41,6 +41,7 @@ def sandbox_msg(c: Capsule, versions: Mapping[str, str]) -> pb.Sandbox:
         auto_paused=c.auto_paused,
         exit_reason=c.exit_reason,
         metadata={**versions, ENVD_VERSION: c.envd_version} if c.envd_version else versions,
+        dozing=dozing,
     )
 
 

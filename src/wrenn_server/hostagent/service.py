@@ -79,7 +79,9 @@ class HostAgentService(pb_grpc.HostAgentServicer):
         capsules = list(self.m.capsules.values())
         have = capacity.resources(self.m.settings.data_dir)
         return pb.ListSandboxesResponse(
-            sandboxes=[sandbox_msg(c, self.versions) for c in capsules],
+            sandboxes=[
+                sandbox_msg(c, self.versions, c.handle in self.m.doze.dozing) for c in capsules
+            ],
             auto_paused_sandbox_ids=[c.sandbox_id for c in capsules if c.auto_paused],
             resources=pb.HostResources(
                 cpu_count=have.cpu_count,

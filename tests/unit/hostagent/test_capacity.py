@@ -40,7 +40,7 @@ async def pool(tmp_path: Path) -> AsyncIterator[WarmPool]:
     """A warm pool of two idle 512 MiB capsules (records only: no sandbox behind them)."""
     discarded: list[Pooled] = []
 
-    async def boot() -> Pooled:
+    async def boot(_shape: object) -> Pooled:
         return Pooled(_capsule(tmp_path, 512, "pooled"), EnvdClient("127.0.0.1", 9, "t"))
 
     async def discard(pooled: Pooled) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wrenn_server.hostagent.capsule import PAUSED, RUNNING, Capsule
+from wrenn_server.hostagent.capsule import PAUSED, POOLED, RUNNING, Capsule
 from wrenn_server.hostagent.doze import (
     CgroupFreezer,
     Dozer,
@@ -299,3 +299,34 @@ def test_a_dozing_sandbox_killed_from_the_host_is_thawed_to_die(tmp_path: Path) 
     _pass(dozer, clock)
     assert not freezer.frozen(c.cgroup)
     assert not dozer.dozing
+
+
+def test_pooled_capsules_doze_too(tmp_path: Path) -> None:
+    """The warm pool's idle capsules (not in the table: nobody owns them yet) doze like any
+    idle capsule; one handed over is thawed (the manager wakes it) and, in the table and
+    running, stays awake for a whole quiet period."""
+    table, clock, _, freezer = _dozer(tmp_path)
+    pooled = table.add(tmp_path, last_active_at=clock.now)
+    del table.capsules[pooled.sandbox_id]
+    pooled.status = POOLED
+    ready = [pooled]
+    dozer = Dozer(
+        table,
+        AFTER,
+        MAX_CPU,
+        freezer,
+        lambda c: table.counters.get(c.sandbox_id),
+        lambda: clock.now,
+        pooled=lambda: ready,
+    )
+    _pass(dozer, clock)
+    _run_for(dozer, clock, AFTER + dozer.interval)
+    assert freezer.frozen(pooled.cgroup) and dozer.dozing == {pooled.handle}
+
+    ready.clear()  # handed over
+    dozer.wake(pooled)
+    pooled.status = RUNNING
+    table.capsules[pooled.sandbox_id] = pooled
+    assert not freezer.frozen(pooled.cgroup)
+    _run_for(dozer, clock, AFTER - dozer.interval)
+    assert not freezer.frozen(pooled.cgroup)

@@ -191,7 +191,7 @@ async def test_a_pooled_sandbox_that_dies_is_discarded(tmp_path: Path) -> None:
     pool = WarmPool(1, SHAPE, no_boot, discard)
     capsule = new_capsule(settings, ONE, status="pooled")
     client = EnvdClient("127.0.0.1", 9, "t")
-    pool._ready.append(Pooled(capsule, client))
+    pool.add(SHAPE, Pooled(capsule, client))
     assert pool.ready_for(SHAPE)
     watch = DeathWatch(CapsuleTable(settings), SandboxRuntime(running=False), pool, discard)  # type: ignore[arg-type]
     watch.start()

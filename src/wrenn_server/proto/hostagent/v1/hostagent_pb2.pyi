@@ -408,6 +408,7 @@ class Sandbox(_message.Message):
     AUTO_PAUSED_FIELD_NUMBER: _builtins.int
     EXIT_REASON_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    DOZING_FIELD_NUMBER: _builtins.int
     sandbox_id: _builtins.str
     status: Global___SandboxStatus.ValueType
     template: _builtins.str
@@ -419,6 +420,10 @@ class Sandbox(_message.Message):
     """True when the agent paused it on its own (TTL reaper, PauseAll), not a caller's PauseSandbox."""
     exit_reason: _builtins.str
     """Why a dead sandbox died: "out of memory" (its memory limit killed it) or "sandbox exited"."""
+    dozing: _builtins.bool
+    """Running, idle, and its sandbox frozen until something reaches it (the agent's doze): it
+    answers the next request as usual, a few ms later.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -444,10 +449,11 @@ class Sandbox(_message.Message):
         auto_paused: _builtins.bool = ...,
         exit_reason: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        dozing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_active_at", b"last_active_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_paused", b"auto_paused", "created_at", b"created_at", "disk_size_mb", b"disk_size_mb", "exit_reason", b"exit_reason", "last_active_at", b"last_active_at", "memory_mb", b"memory_mb", "metadata", b"metadata", "sandbox_id", b"sandbox_id", "status", b"status", "template", b"template", "timeout_sec", b"timeout_sec", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_paused", b"auto_paused", "created_at", b"created_at", "disk_size_mb", b"disk_size_mb", "dozing", b"dozing", "exit_reason", b"exit_reason", "last_active_at", b"last_active_at", "memory_mb", b"memory_mb", "metadata", b"metadata", "sandbox_id", b"sandbox_id", "status", b"status", "template", b"template", "timeout_sec", b"timeout_sec", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

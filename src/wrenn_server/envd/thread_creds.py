@@ -22,12 +22,10 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterator, List, Optional
+    from typing import Any, Callable, Iterator, List
 
 # (setresuid, setresgid, setgroups) system call numbers; another machine keeps the fork path.
 _NUMBERS = {"x86_64": (117, 119, 116), "aarch64": (147, 149, 159)}.get(os.uname().machine)
-
-_syscall: Optional[Any] = None  # libc's syscall(), loaded on first use (ctypes costs memory)
 
 
 def available() -> bool:
@@ -70,18 +68,46 @@ def _restore(step: Callable[[], None]) -> None:
 
 
 def _uint_array(values: List[int]) -> Any:
-    import ctypes
-
-    return (ctypes.c_uint * max(1, len(values)))(*values)
+    return (_types().uint * max(1, len(values)))(*values)
 
 
 def _call(number: int, *args: Any) -> None:
-    global _syscall
-    import ctypes
-
-    if _syscall is None:
-        _syscall = ctypes.CDLL(None, use_errno=True).syscall
-    values = [a if isinstance(a, ctypes.Array) else ctypes.c_long(a) for a in args]
-    if _syscall(ctypes.c_long(number), *values) != 0:
-        err = ctypes.get_errno()
+    types = _types()
+    values = [types.long(a) if isinstance(a, int) else a for a in args]
+    if types.syscall(types.long(number), *values) != 0:
+        err = types.errno()
         raise OSError(err, os.strerror(err))
+
+
+class _Types:
+    """libc's syscall() through _ctypes alone: the ctypes package on top of it would cost
+    every capsule a few hundred KB more for the three calls made here."""
+
+    def __init__(self) -> None:
+        import _ctypes  # on first use: a capsule whose commands all run as root never pays
+
+        class Long(_ctypes._SimpleCData):  # type: ignore[type-arg]
+            _type_ = "l"
+
+        class UInt(_ctypes._SimpleCData):  # type: ignore[type-arg]
+            _type_ = "I"
+
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = Long
+
+        # None: the program itself and the libraries it loaded, libc among them.
+        libc = _ctypes.dlopen(None, os.RTLD_LOCAL)  # type: ignore[arg-type]
+        self.long = Long
+        self.uint = UInt
+        self.errno = _ctypes.get_errno
+        self.syscall = Function(_ctypes.dlsym(libc, "syscall"))
+
+
+_loaded: List[_Types] = []
+
+
+def _types() -> _Types:
+    if not _loaded:
+        _loaded.append(_Types())
+    return _loaded[0]

@@ -35,7 +35,7 @@ async def test_an_owner_sets_the_parking_policy(signed_in: Page, api: MockApi) -
     form = signed_in.get_by_role("form", name="Parking policy")
     idle = form.get_by_label("Pause idle capsules after (seconds)")
     await expect(idle).to_have_value("0")
-    save = form.get_by_role("button", name="Save")
+    save = form.get_by_role("button", name="Apply")
     await expect(save).to_be_disabled()  # nothing changed yet
     await idle.fill("900")
     await form.get_by_label("Resume a paused capsule on the next request").check()
@@ -56,7 +56,7 @@ async def test_a_member_sees_it_read_only(signed_in: Page, api: MockApi) -> None
     await expect(idle).to_have_value("300")
     await expect(idle).to_be_disabled()
     await expect(form.get_by_label("Resume a paused capsule on the next request")).to_be_checked()
-    await expect(form.get_by_role("button", name="Save")).to_have_count(0)
+    await expect(form.get_by_role("button", name="Apply")).to_have_count(0)
     assert api.count("PUT", PARKING) == 0
 
 

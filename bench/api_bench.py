@@ -231,6 +231,9 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    # The pool keeps the default shape only: the cold row's repeated shape is a full boot each
+    # time (the pool adapting to it is bench/pool_bench.py's).
+    os.environ.setdefault("WRENN_AGENT_POOL_MAX", "0")
     pg_bin = find_pg_bin()
     if pg_bin is None:
         raise SystemExit("PostgreSQL is not installed (scripts/install-deps.sh)")

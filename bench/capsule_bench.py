@@ -151,4 +151,7 @@ if __name__ == "__main__":
     if os.geteuid() != 0:
         raise SystemExit("run as root")
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    # The pool keeps the default shape only: the cold row's repeated shape is a full boot each
+    # time (the pool adapting to it is bench/pool_bench.py's).
+    os.environ.setdefault("WRENN_AGENT_POOL_MAX", "0")
     asyncio.run(main(args.iterations, args.data_dir))

@@ -8,6 +8,7 @@ is left behind."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
@@ -207,3 +208,69 @@ async def test_an_agent_killed_while_capsules_doze_thaws_them_on_start(
     doze_process.stop()
     assert not frozen(sid)
     doze_process.start()
+
+
+# -- the warm pool: adapting to demand, its capsules dozing ---------------------------------
+
+
+@pytest.fixture
+def pool_process(doze_data_dir: Path, tmp_path: Path) -> Iterator[AgentProcess]:
+    proc = AgentProcess(
+        doze_data_dir,
+        free_port(),
+        tmp_path / "pool-agent.log",
+        env={
+            "WRENN_AGENT_DOZE_AFTER_SEC": str(QUIET_SEC),
+            "WRENN_AGENT_POOL_SIZE": "1",
+            "WRENN_AGENT_POOL_MAX": "2",
+            "WRENN_AGENT_CAPSULE_SUBNET": "10.205.0.0/16",
+        },
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+    assert leaks(doze_data_dir) == []
+
+
+def pooled_of(data_dir: Path, memory_mb: int) -> list[str]:
+    """Handles of the pool's capsules of `memory_mb`."""
+    handles = []
+    for meta in (data_dir / "capsules").glob("*/meta.json"):
+        record = json.loads(meta.read_text())
+        if record["status"] == "pooled" and record["memory_mb"] == memory_mb:
+            handles.append(record["handle"])
+    return handles
+
+
+async def test_the_pool_adapts_to_a_new_shape_and_its_capsules_doze(
+    pool_process: AgentProcess, doze_data_dir: Path
+) -> None:
+    """A shape not pooled boots the first time; the pool then keeps one like it, handed over
+    to the next create of that shape. Idle pooled capsules doze and are thawed at hand-over;
+    ListSandboxes says which capsules doze."""
+    capsules = doze_data_dir / "capsules"
+
+    async def pooled(memory_mb: int) -> bool:
+        return bool(pooled_of(doze_data_dir, memory_mb))
+
+    async with AgentClient(pool_process.target, SECRET) as agent:
+        cold = (await agent.create_sandbox(pb.CreateSandboxRequest(memory_mb=256))).sandbox_id
+        assert (capsules / cold).is_dir(), "booted: named by its id"
+        await wait_for(lambda: pooled(256), 30, what="the new shape pooled")
+        handle = pooled_of(doze_data_dir, 256)[0]
+        await dozes(handle)
+        warm = (await agent.create_sandbox(pb.CreateSandboxRequest(memory_mb=256))).sandbox_id
+        assert not (capsules / warm).is_dir(), "handed over: named by its pool handle"
+        assert not frozen(handle), "thawed as it was handed over"
+        assert (await run(agent, warm, "echo hi")).stdout == b"hi\n"
+
+        await dozes(cold)
+        listed = await agent.list_sandboxes(pb.ListSandboxesRequest())
+        assert {sb.sandbox_id: sb.dozing for sb in listed.sandboxes}[cold] is True
+        assert (await run(agent, cold, "echo up")).stdout == b"up\n"
+        listed = await agent.list_sandboxes(pb.ListSandboxesRequest())
+        assert {sb.sandbox_id: sb.dozing for sb in listed.sandboxes}[cold] is False
+        for sid in (cold, warm):
+            await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sid))

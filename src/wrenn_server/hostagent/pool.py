@@ -70,8 +70,11 @@ class WarmPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         ready, self._ready = list(self.capsules_ready()), {}
-        for pooled in ready:
-            await self._discard(pooled)
+        # All at once: each is a sandbox to stop, and the agent's stop waits for them.
+        results = await asyncio.gather(*map(self._discard, ready), return_exceptions=True)
+        for pooled, result in zip(ready, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("warm pool: discarding %s failed: %r", pooled.capsule.handle, result)
 
     def record(self, shape: Shape) -> None:
         """A capsule of `shape` is being created: demand the pool adapts to."""

@@ -90,12 +90,14 @@ def exec_rows(http: httpx.Client, api: str, target: str, sbx: Sandbox, n: int) -
         "E2B SDK commands.run": lambda: sbx.commands.run("true"),
     }
     samples: dict[str, list[float]] = {name: [] for name in rows}
+    cpu: dict[str, list[float]] = {name: [] for name in rows}
     try:
         for _ in range(n):
             for name, fn in rows.items():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 fn()
                 samples[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c)
     finally:
         loop.run_until_complete(client.close())
         loop.close()
@@ -105,6 +107,9 @@ def exec_rows(http: httpx.Client, api: str, target: str, sbx: Sandbox, n: int) -
     for name in names[2:]:
         base = samples[names[0]] if "sh -c" in name else samples[names[1]]
         report(f"exec round trip, {name}", samples[name], baseline=p50(base))
+    # What the client itself spends (this process's CPU): the SDK's share of its round trip.
+    for name in names[2:]:
+        report(f"client CPU per call, {name}", cpu[name])
 
 
 def e2b_start_body() -> bytes:

@@ -8,11 +8,16 @@ Rows, all p50/p95 from one run (the machine's load is printed with them):
     network, no envd) and as a command inside a capsule: envd's own spawn (subprocess.Popen of
     `/bin/sh -c true` on pipes, in a new session, with its cwd and environment) against
     os.posix_spawn and fork+exec, and `sh -c true` against exec of /bin/true (the shell's share);
-(c) envd's no-op route (GET /health) from the host over the agent's client (httpx, kept-alive
-    connection, the same address and token the agent uses);
+(e) envd's own code in the capsule, run as root for the capsule's default user: its process
+    table's spawn and wait without HTTP (as root, and as the user with the user switched in a
+    forked child - envd before - and by a switched thread with vfork - envd now), and a second
+    envd server on the capsule's loopback (GET /health, POST /processes both ways);
+(c) envd's no-op route (GET /health) from the host, over a plain socket and over the agent's
+    client (httpx, kept-alive connection, the same address and token the agent uses);
 (d) envd's POST /processes of `true` from the host over that client (envd's whole exec without
-    the agent), then the agent's Exec over gRPC end to end.
-(c) and (d) alternate round by round so load moves them alike.
+    the agent), then the agent's Exec over gRPC end to end, as the default user and as root.
+Within each probe and among (c) and (d), rows alternate iteration by iteration so load moves
+them alike.
 """
 
 from __future__ import annotations

@@ -86,6 +86,23 @@ async def test_commands_run_to_their_end(stack: Stack, http_version: Literal["1.
         assert failed.value.exit_code == 3
 
 
+async def test_concurrent_requests_each_reach_their_own_capsule(stack: Stack) -> None:
+    """The Connect applications are built once per process and find each request's service
+    through a context variable: calls to two capsules at the same time never cross."""
+    async with e2b_capsule(stack) as (_, first_id, url, first):
+        account = await new_account(stack.client)
+        second_id = str((await make_capsule(stack.client, account))["id"])
+        second = sandbox(url, second_id, envd_token(account, second_id))
+        pairs = [(first, first_id), (second, second_id)]
+        for sbx, cid in pairs:
+            await sbx.files.write("/tmp/who", cid)
+        calls = [sbx.commands.run("cat /tmp/who") for sbx, _ in pairs * 4]
+        results = await asyncio.gather(*calls)
+        assert [r.stdout for r in results] == [cid for _, cid in pairs * 4]
+        listings = await asyncio.gather(*(sbx.files.list("/tmp") for sbx, _ in pairs * 4))
+        assert all([e.name for e in entries] == ["who"] for entries in listings)
+
+
 async def wait_until(predicate: Any, what: str, timeout: float = 10) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():

@@ -77,9 +77,11 @@ async def main(iterations: int, data_dir: Path) -> None:
                 await until("the pooled capsule to doze", lambda g=cgroup: freezer.frozen(g))
                 dozing.append(await create_exec(c, memory_mb))
     report("create -> first exec, new shape (cold boot)", cold)
-    report("create -> first exec, adapted pool (awake)", awake, p50(cold))
-    report("create -> first exec, adapted pool (dozing)", dozing, p50(cold))
-    print(f"{'':<44} dozing/awake hand-over {p50(dozing) / p50(awake):5.2f}x", flush=True)
+    report("create -> first exec, adapted pool (awake)", awake)
+    report("create -> first exec, adapted pool (dozing)", dozing)
+    for name, rows in (("awake", awake), ("dozing", dozing)):
+        print(f"{'':<44} adapted ({name}) / cold {p50(rows) / p50(cold):6.3f}x", flush=True)
+    print(f"{'':<44} dozing / awake hand-over {p50(dozing) / p50(awake):6.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,20 +14,26 @@ measured in the same run (the machine may be loaded: compare ratios):
 The control plane runs on PostgreSQL (a throwaway cluster this script starts) over a host agent of
 its own (or WRENN_BENCH_AGENT).
 
-    sudo uv run python -m bench.api_bench [--iterations N] [--workers N]
+    sudo uv run python -m bench.api_bench [--iterations N] [--workers N [N ...]] [--listing]
+
+--workers 1 2 runs everything once per process count, each on a control plane of its own over
+the same database and agent; --listing measures only the listing (4 capsules in it) and /health.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +158,9 @@ def report_load(api: str, key: str, connections: int) -> None:
 
 def signup(api: str) -> str:
     with httpx.Client(base_url=api, timeout=120, trust_env=False) as anon:
-        body = {"email": "bench@wrenn.local", "password": "bench-password-123", "name": "Bench"}
+        # An account of its own per run (several runs share the database with --workers 1 2).
+        email = f"bench-{secrets.token_hex(4)}@wrenn.local"
+        body = {"email": email, "password": "bench-password-123", "name": "Bench"}
         token = anon.post("/v1/auth/signup", json=body).raise_for_status().json()["token"]
         key = anon.post(
             "/v1/api-keys", json={"name": "bench"}, headers={"Authorization": f"Bearer {token}"}
@@ -160,9 +168,26 @@ def signup(api: str) -> str:
         return str(key.raise_for_status().json()["key"])
 
 
-def run(iterations: int, api: str, target: str, rootfs: Path) -> None:
+def run_listing(api: str, key: str) -> None:
+    with httpx.Client(
+        base_url=api, timeout=120, headers={"X-API-Key": key}, trust_env=False
+    ) as http:
+        try:
+            for _ in range(4):
+                http.post("/v1/capsules", json=COLD).raise_for_status()
+            for connections in (10, 200):
+                report_load(api, key, connections)
+        finally:
+            for item in http.get("/v1/capsules").json():
+                if item["status"] != "stopped":
+                    http.delete(f"/v1/capsules/{item['id']}")
+
+
+def run(iterations: int, api: str, target: str, rootfs: Path, listing: bool = False) -> None:
     print(load_note(), flush=True)
     key = signup(api)
+    if listing:
+        return run_listing(api, key)
     opts = {"api_key": key, "base_url": api}
     with (
         published_sdk() as wrenn,
@@ -225,7 +250,10 @@ def run(iterations: int, api: str, target: str, rootfs: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=1, help="control plane processes")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1], help="control plane processes (each run)"
+    )
+    parser.add_argument("--listing", action="store_true", help="only GET /v1/capsules and /health")
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/wrenn-bench"))
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -238,38 +266,56 @@ def main() -> None:
     if pg_bin is None:
         raise SystemExit("PostgreSQL is not installed (scripts/install-deps.sh)")
     cluster = start_cluster(pg_bin)
-    cp = None
     try:
         url = cluster.create_database("wrenn_bench")
         with agent(args.data_dir, SECRET) as target, tempfile.TemporaryDirectory() as cp_dir:
-            port = free_port()
-            env = {
-                **os.environ,
-                "WRENN_DATABASE_URL": url,
-                "WRENN_AGENT_ADDRESS": target,
-                "WRENN_AGENT_SECRET": SECRET,
-                "WRENN_DEV_MODE": "1",
-                "WRENN_LOG_LEVEL": "WARNING",
-                # The bench signs up its own account (the product's default is closed).
-                "WRENN_SIGNUP": "open",
-            }
-            argv = [sys.executable, "-m", "wrenn_server.cli", "server",
-                    "--data-dir", cp_dir, "--port", str(port),
-                    "--workers", str(args.workers)]  # fmt: skip
-            cp = subprocess.Popen(argv, env=env)
-            api = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{api}/health", trust_env=False).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            run(args.iterations, api, target, args.data_dir / "templates" / "minimal" / "rootfs")
+            for workers in args.workers:
+                print(f"-- control plane: {workers} process(es)", flush=True)
+                with control_plane(cp_dir, url, target, workers) as api:
+                    run(
+                        args.iterations,
+                        api,
+                        target,
+                        args.data_dir / "templates" / "minimal" / "rootfs",
+                        listing=args.listing,
+                    )
     finally:
-        if cp is not None:
-            cp.terminate()
-            cp.wait(30)
         cluster.stop()
+
+
+@contextlib.contextmanager
+def control_plane(cp_dir: str, url: str, target: str, workers: int) -> Iterator[str]:
+    """`wrenn server --workers N` on the database and the agent; its base URL once it answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "WRENN_DATABASE_URL": url,
+        "WRENN_AGENT_ADDRESS": target,
+        "WRENN_AGENT_SECRET": SECRET,
+        "WRENN_DEV_MODE": "1",
+        "WRENN_LOG_LEVEL": "WARNING",
+        # The bench signs up its own account (the product's default is closed).
+        "WRENN_SIGNUP": "open",
+        # All processes' pools within the cluster's 100 connections (a few left for the rest).
+        "WRENN_DATABASE_POOL_SIZE": "10",
+        "WRENN_DATABASE_MAX_OVERFLOW": str(max(0, 80 // workers - 10)),
+    }
+    argv = [sys.executable, "-m", "wrenn_server.cli", "server",
+            "--data-dir", cp_dir, "--port", str(port),
+            "--workers", str(workers)]  # fmt: skip
+    cp = subprocess.Popen(argv, env=env)
+    api = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{api}/health", trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield api
+    finally:
+        cp.terminate()
+        cp.wait(30)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ capsule's envd access token, the capsule location and authentication caches on a
 With --capsules N, the listed team has N capsules (made over the fake host agent), so the list
 carries rows as it does in production.
 
-    uv run python -m bench.request_cpu --requests 500 --rounds 4 [--exec | --e2b | --capsules N] [--profile]
+    uv run python -m bench.request_cpu --requests 500 --rounds 4 [--exec | --e2b] [--profile]
+    uv run python -m bench.request_cpu --capsules 5 [--profile]
 
 Uses a throwaway SQLite database (or --database-url). --profile prints cProfile's top functions of
 one cached run.

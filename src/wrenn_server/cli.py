@@ -15,6 +15,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from . import log
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from .controlplane.settings import Settings
 
 app = typer.Typer(
@@ -187,10 +189,27 @@ def server(
     os.environ.update({"WRENN_DATA_DIR": str(settings.data_dir), "WRENN_MIGRATE_ON_START": "false"})
     from uvicorn.supervisors import Multiprocess
 
+    # A worker still starting on a busy host answers uvicorn's health pings late: give it
+    # longer than the default 5 s before it is taken for hung, killed and replaced (seen at
+    # load ~19; a host that slow at every start would never get a worker serving).
     config = uvicorn.Config(
-        "wrenn_server.controlplane.app:create_app", factory=True, workers=workers, **common
+        "wrenn_server.cli:worker_app",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=60,
+        **common,
     )
     Multiprocess(config, sockets=[_listen(host, port)]).run()
+
+
+def worker_app() -> FastAPI:
+    """One `--workers` process's application, built from the environment. A worker is a fresh
+    interpreter (multiprocessing's spawn): it sets up its own logging, else its log lines (the
+    reconciler's, errors) would be lost."""
+    from .controlplane.app import create_app
+
+    log.setup(os.environ.get("WRENN_LOG_LEVEL", "INFO"))
+    return create_app()
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -74,3 +74,22 @@ def test_sqlite_directory_is_created(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "new" / "dir")
     Database(settings.effective_database_url)
     assert (tmp_path / "new" / "dir").is_dir()
+
+
+def test_postgresql_pool_sizes_are_settings(tmp_path: Path) -> None:
+    """Each process has its own pool: N processes must fit PostgreSQL's max_connections, so the
+    sizes are the operator's (nothing connects here)."""
+    pg = "postgresql+asyncpg://u:p@127.0.0.1:1/wrenn"
+    app = create_app(
+        Settings(
+            data_dir=tmp_path,
+            database_url=pg,
+            dev_mode=True,
+            database_pool_size=4,
+            database_max_overflow=6,
+        )
+    )
+    pool = app.state.db.engine.sync_engine.pool
+    assert (pool.size(), pool._max_overflow) == (4, 6)
+    default = create_app(Settings(data_dir=tmp_path, database_url=pg, dev_mode=True))
+    assert default.state.db.engine.sync_engine.pool.size() == 20

@@ -40,7 +40,8 @@ class Platform:
         return data
 
 
-def start(tmp: Path, name: str) -> Platform:
+def start(tmp: Path, name: str, workers: int | None = None) -> Platform:
+    """`wrenn up` with its default number of control plane processes unless `workers`."""
     data_dir = tmp / name
     if not data_dir.exists():
         (data_dir / "templates").mkdir(parents=True)
@@ -53,7 +54,7 @@ def start(tmp: Path, name: str) -> Platform:
     with open(output, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "wrenn_server.cli", "up", "--data-dir", str(data_dir),
-             "--port", str(port)],
+             "--port", str(port), *(["--workers", str(workers)] if workers else [])],
             stdout=out, stderr=subprocess.STDOUT, env={**env, "WRENN_AGENT_POOL_SIZE": "0"},
         )  # fmt: skip
     deadline = time.monotonic() + 180

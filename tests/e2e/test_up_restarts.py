@@ -94,6 +94,9 @@ def test_a_killed_agent_and_control_plane_come_back_by_themselves(
             30,
             what="the control plane's workers",
         )
+        # Each worker logs to the control plane's log (a spawned worker sets up its own logging).
+        log = platform.data_dir / "logs/controlplane.log"
+        assert log.read_text().count("Application startup complete") >= default_workers()
         kill_and_wait_back(platform, "server", "control plane")
         assert not any(running(pid) for pid in workers)
         wait_until(

@@ -137,7 +137,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         settings.resolve_jwt_secret(), dt.timedelta(seconds=settings.jwt_lifetime_sec)
     )
     owns_db = db is None
-    database = db or Database(settings.effective_database_url)
+    database = db or Database(
+        settings.effective_database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
     hosts = Hosts(
         HostClientPool(
             _agent_secrets(settings, codec), tenant_policy=settings.tenant_address_policy()

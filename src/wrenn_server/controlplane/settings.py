@@ -44,6 +44,21 @@ class Settings(BaseSettings):
         "<data_dir>/wrenn.db (sqlite+aiosqlite:///...). Production: "
         "postgresql+asyncpg://user:password@host/dbname.",
     )
+    database_pool_size: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="PostgreSQL connections each control plane process keeps in its pool. "
+        "Every process counts (`wrenn server --workers N`, every server): N x (this + "
+        "WRENN_DATABASE_MAX_OVERFLOW) must fit the database's max_connections.",
+    )
+    database_max_overflow: int = Field(
+        default=30,
+        ge=0,
+        le=1000,
+        description="PostgreSQL connections a process may open beyond its pool in a burst "
+        "(closed when returned).",
+    )
     redis_url: str | None = Field(
         default=None,
         description="redis:// URL of the template build queue (and of lifecycle event "

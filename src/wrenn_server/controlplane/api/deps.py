@@ -79,8 +79,13 @@ async def _auth_cache(request: Request) -> AuthCache:
 AuthCacheDep = Annotated[AuthCache, Depends(_auth_cache)]
 
 
-async def _user_principal(
-    session: SessionDep, codec: CodecDep, bearer: BearerDep, cache: AuthCacheDep
+# Who is calling. These open a session only when they send SQL (a cache miss, the key's
+# last-used refresh), so a request the cache answers makes none; and they read the app's state
+# themselves rather than through sub-dependencies, which FastAPI solves on every request.
+
+
+async def user_principal(
+    db: Database, codec: TokenCodec, bearer: HTTPAuthorizationCredentials | None, cache: AuthCache
 ) -> Principal:
     if bearer is None:
         raise Unauthorized("missing credentials: send Authorization: Bearer <token>")
@@ -91,38 +96,47 @@ async def _user_principal(
     if cached is not None:
         return cached
     read_at = auth_cache.generation()
-    async with transaction(session):
+    async with db.sessionmaker() as session, transaction(session):
         principal = await principals.principal_from_token(session, codec=codec, token=token)
     cache.put(token, principal, read_at_generation=read_at)
     return principal
 
 
-async def _principal(
-    session: SessionDep,
-    codec: CodecDep,
-    bearer: BearerDep,
-    api_key: APIKeyDep,
-    cache: AuthCacheDep,
+async def principal(
+    db: Database,
+    codec: TokenCodec,
+    bearer: HTTPAuthorizationCredentials | None,
+    api_key: str | None,
+    cache: AuthCache,
 ) -> Principal:
+    """The principal of an API key (which wins) or a user JWT."""
     if api_key is None:
         if bearer is None:
             raise Unauthorized("missing credentials: send X-API-Key or Authorization: Bearer")
-        return await _user_principal(session, codec, bearer, cache)
+        return await user_principal(db, codec, bearer, cache)
     # Keyed by the digest: the cache never holds a usable key.
     key = "k:" + hash_credential(api_key)
-    principal_or_none = cache.get(key)
-    if principal_or_none is None:
+    found = cache.get(key)
+    if found is None:
         read_at = auth_cache.generation()
-        async with transaction(session):
-            principal = await principals.principal_from_api_key(session, key=api_key)
-        cache.put(key, principal, read_at_generation=read_at)
-    else:
-        principal = principal_or_none
+        async with db.sessionmaker() as session, transaction(session):
+            found = await principals.principal_from_api_key(session, key=api_key)
+        cache.put(key, found, read_at_generation=read_at)
     now = dt.datetime.now(dt.UTC)
-    if principal.api_key_id is not None and principals.needs_last_used_refresh(principal, now):
-        async with transaction(session, write=True):
-            await principals.touch_api_key(session, key_id=principal.api_key_id, now=now)
-    return principal
+    if found.api_key_id is not None and principals.needs_last_used_refresh(found, now):
+        async with db.sessionmaker() as session, transaction(session, write=True):
+            await principals.touch_api_key(session, key_id=found.api_key_id, now=now)
+    return found
+
+
+async def _user_principal(request: Request, bearer: BearerDep) -> Principal:
+    state = request.app.state
+    return await user_principal(state.db, state.codec, bearer, state.auth_cache)
+
+
+async def _principal(request: Request, bearer: BearerDep, api_key: APIKeyDep) -> Principal:
+    state = request.app.state
+    return await principal(state.db, state.codec, bearer, api_key, state.auth_cache)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]

@@ -40,7 +40,8 @@ from ..services.capsules import Hosts
 from ..services.streams import ChannelClosed
 from ..services.streams.channel import CLOSE_INTERNAL, CLOSE_POLICY, SessionError, send_json
 from ..services.streams.messages import AUTH_MESSAGE_TIMEOUT, Auth, first_message, parse
-from .deps import TeamContext, _api_key, _bearer, _principal
+from . import deps
+from .deps import TeamContext, _api_key, _bearer
 from .errors import error_response, status_for
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,7 @@ async def _team(
 ) -> TeamContext:
     codec: TokenCodec = websocket.app.state.codec
     # The same principal rules as `CurrentPrincipal`, called by hand.
-    async with db.sessionmaker() as session:
-        principal = await _principal(
-            session, codec, bearer, api_key, websocket.app.state.auth_cache
-        )
+    principal = await deps.principal(db, codec, bearer, api_key, websocket.app.state.auth_cache)
     if platform:
         # The platform team's capsules: as `CurrentAdmin`, a platform admin's user session.
         principal.require_user()

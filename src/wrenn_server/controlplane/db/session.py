@@ -40,14 +40,18 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """An async engine for `url`, with the SQLite set-up above when it is SQLite."""
+def create_engine(
+    url: str, *, echo: bool = False, pool_size: int = 20, max_overflow: int = 30
+) -> AsyncEngine:
+    """An async engine for `url`, with the SQLite set-up above when it is SQLite; the pool's
+    sizes apply to PostgreSQL."""
     if not is_sqlite(url):
         # pre_ping: a PostgreSQL restart must not turn the next request of every pooled
         # connection into a 500.
-        # A pool big enough that a burst of concurrent requests queues in PostgreSQL, not here.
+        # A pool big enough that a burst of concurrent requests queues in PostgreSQL, not here
+        # (by default; every process has its own, so several must fit max_connections).
         return create_async_engine(
-            url, echo=echo, pool_pre_ping=True, pool_size=20, max_overflow=30
+            url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow
         )
     engine = create_async_engine(url, echo=echo)
     _configure_sqlite(engine)
@@ -77,13 +81,15 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 class Database:
     """One engine and its session factory."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, pool_size: int = 20, max_overflow: int = 30
+    ) -> None:
         self.url = url
         if is_sqlite(url):
             path = make_url(url).database
             if path and path != ":memory:":
                 _private_sqlite_file(Path(path))
-        self.engine = create_engine(url, echo=echo)
+        self.engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow)
         # expire_on_commit=False: routes read the objects a service returned after the
         # transaction committed, without another round trip.
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)

@@ -200,3 +200,33 @@ async def test_entries_expire_and_the_cache_is_bounded() -> None:
     for name in ("a", "b", "c"):
         cache.put(name, _principal(), read_at_generation=gen)
     assert len(cache) <= 2
+
+
+@pytest.mark.parametrize("credential", ["api_key", "jwt"])
+async def test_a_credential_the_cache_answers_costs_no_database_session(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch, credential: str
+) -> None:
+    """Once cached, a credential opens no session of its own: GET /v1/capsules opens only the
+    one its listing reads with."""
+    app.state.auth_cache = AuthCache(ttl=600)  # cannot expire mid-test on a slow machine
+    owner = await signup(client)
+    if credential == "api_key":
+        headers = {"X-API-Key": (await _api_key(client, owner["token"]))["key"]}
+    else:
+        headers = bearer(owner["token"])
+    # An API key's first use records it, a write to api_keys that empties the cache: the
+    # second request caches it.
+    for _ in range(2):
+        assert (await client.get("/v1/capsules", headers=headers)).status_code == 200
+    database: Database = app.state.db
+    real = database.sessionmaker
+    opened: list[int] = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        opened.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(database, "sessionmaker", counting)
+    for _ in range(5):
+        assert (await client.get("/v1/capsules", headers=headers)).status_code == 200
+    assert len(opened) == 5

@@ -214,8 +214,7 @@ async def test_a_credential_the_cache_answers_costs_no_database_session(
         headers = {"X-API-Key": (await _api_key(client, owner["token"]))["key"]}
     else:
         headers = bearer(owner["token"])
-    # An API key's first use records it, a write to api_keys that empties the cache: the
-    # second request caches it.
+    # An API key's first use records it and drops its entry: the second request caches it.
     for _ in range(2):
         assert (await client.get("/v1/capsules", headers=headers)).status_code == 200
     database: Database = app.state.db
@@ -230,3 +229,34 @@ async def test_a_credential_the_cache_answers_costs_no_database_session(
     for _ in range(5):
         assert (await client.get("/v1/capsules", headers=headers)).status_code == 200
     assert len(opened) == 5
+
+
+async def test_a_keys_first_use_leaves_other_credentials_cached(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording a key's last use (once a minute per key) is not a revocation: the cache keeps
+    every other credential (it used to be emptied, so with many keys it held almost nothing)."""
+    app.state.auth_cache = AuthCache(ttl=600)
+    owner = await signup(client)
+    key = await _api_key(client, owner["token"])
+    cached = {"X-API-Key": key["key"]}
+    fresh = {"X-API-Key": (await _api_key(client, owner["token"]))["key"]}
+    for _ in range(2):
+        assert (await client.get("/v1/capsules", headers=cached)).status_code == 200
+    assert (await client.get("/v1/capsules", headers=fresh)).status_code == 200  # its first use
+    database: Database = app.state.db
+    real = database.sessionmaker
+    opened: list[int] = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        opened.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(database, "sessionmaker", counting)
+    assert (await client.get("/v1/capsules", headers=cached)).status_code == 200
+    assert len(opened) == 1  # the listing's own: the key was still cached
+    # A revocation still empties it.
+    monkeypatch.undo()
+    resp = await client.delete(f"/v1/api-keys/{key['id']}", headers=bearer(owner["token"]))
+    assert resp.status_code == 204, resp.text
+    assert_error(await client.get("/v1/capsules", headers=cached), 401, "unauthorized")

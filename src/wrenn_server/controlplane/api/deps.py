@@ -126,6 +126,7 @@ async def principal(
     if found.api_key_id is not None and principals.needs_last_used_refresh(found, now):
         async with db.sessionmaker() as session, transaction(session, write=True):
             await principals.touch_api_key(session, key_id=found.api_key_id, now=now)
+        cache.discard(key)  # read again, with its new last use, by the next request
     return found
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from ..db.models import APIKey, Team, TeamMember, User
-from .principals import Principal
+from .principals import NEUTRAL_WRITE, Principal
 
 # Below one second, so a revocation made through another process is refused within a second.
 TTL_SEC = 0.5
@@ -74,6 +74,9 @@ class AuthCache:
     def clear(self) -> None:
         self._entries.clear()
 
+    def discard(self, key: str) -> None:
+        self._entries.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -98,7 +101,7 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
 @event.listens_for(Session, "do_orm_execute")
 def _on_execute(state: ORMExecuteState) -> None:
     # Bulk UPDATE/DELETE/INSERT statements bypass the flush.
-    if bulk_write_table(state) in _AUTH_TABLES:
+    if bulk_write_table(state) in _AUTH_TABLES and not state.execution_options.get(NEUTRAL_WRITE):
         state.session.info[_DIRTY] = True
 
 

@@ -138,5 +138,13 @@ def needs_last_used_refresh(principal: Principal, now: dt.datetime) -> bool:
     return last is None or now - last >= LAST_USED_RESOLUTION
 
 
+# An execution option marking a write that changes nothing a principal is checked on (an API
+# key's last use): the authentication cache keeps its entries (services/auth_cache.py).
+NEUTRAL_WRITE = "wrenn_auth_neutral"
+
+
 async def touch_api_key(session: AsyncSession, *, key_id: uuid.UUID, now: dt.datetime) -> None:
-    await session.execute(update(APIKey).where(APIKey.id == key_id).values(last_used=now))
+    # Neutral for the authentication cache: a key's first use each minute used to empty it for
+    # every credential of the process. The caller drops that key's own entry instead.
+    statement = update(APIKey).where(APIKey.id == key_id).values(last_used=now)
+    await session.execute(statement.execution_options(**{NEUTRAL_WRITE: True}))

@@ -128,7 +128,13 @@ async def _measure(args: argparse.Namespace, agent: FakeAgentServer | None) -> N
                         _check_stream(r.content)
                 return (time.process_time() - start) / n * 1000
 
+            if args.pre_ping:
+                name = "GET /v1/capsules, PostgreSQL pool pre-ping (auth cache on)"
+
             def cache(on: bool) -> None:
+                if args.pre_ping:  # the cache stays on; the pool pings each checkout or not
+                    app.state.db.engine.sync_engine.pool._pre_ping = on
+                    return
                 if not args.exec:
                     app.state.auth_cache = AuthCache(ttl=0.5 if on else 0)
                 if args.exec or args.e2b:
@@ -184,6 +190,11 @@ def main() -> None:
     parser.add_argument("--exec", action="store_true", help="measure exec, not the list")
     parser.add_argument(
         "--capsules", type=int, default=0, help="capsules in the listed team (fake host agent)"
+    )
+    parser.add_argument(
+        "--pre-ping",
+        action="store_true",
+        help="alternate the pool's pre-ping off and on instead (needs a PostgreSQL --database-url)",
     )
     parser.add_argument("--e2b", action="store_true", help="measure E2B's Start, not the list")
     asyncio.run(_run(parser.parse_args()))

@@ -11,15 +11,22 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+from alembic import op
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
 from wrenn_server.controlplane.db.migrate import (
+    check_foreign_keys,
     current_revision,
     head_revision,
     migrate,
     pending_revisions,
 )
-from wrenn_server.controlplane.db.session import Database
+from wrenn_server.controlplane.db.session import Database, create_engine
 
 TEAM, USER, CAPSULE = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 
@@ -146,3 +153,47 @@ async def test_migrate_makes_an_empty_database(fresh_database_url: str, tmp_path
     made = _wrenn_migrate(fresh_database_url, tmp_path)
     assert made.returncode == 0, made.stderr
     assert await current_revision(fresh_database_url) == head_revision()
+
+
+async def test_a_migration_recreating_a_table_drops_nothing_referring_to_it(
+    fresh_database_url: str,
+) -> None:
+    """SQLite: a batch migration that recreates `teams` (copy, drop, rename, as Alembic does
+    for a change ALTER TABLE cannot make) must not cascade the drop into team_members; a
+    migration leaving a row pointing nowhere fails instead."""
+    url = fresh_database_url
+    if not url.startswith("sqlite"):
+        pytest.skip("PostgreSQL alters tables in place")
+    await migrate(url, "0010")
+    database = Database(url)
+    try:
+        await _fill(database)
+        before = await _rows(database)
+    finally:
+        await database.dispose()
+    engine = create_engine(url, foreign_keys=False)
+    try:
+        async with engine.connect() as conn:
+
+            def recreate(sync: Connection) -> None:
+                context = MigrationContext.configure(sync)
+                with (
+                    Operations.context(context),
+                    op.batch_alter_table("teams", recreate="always") as batch,
+                ):
+                    batch.add_column(sa.Column("extra", sa.Integer(), nullable=True))
+                check_foreign_keys(sync)
+
+            await conn.run_sync(recreate)
+            await conn.commit()
+            await conn.execute(text("DELETE FROM teams"))
+            with pytest.raises(RuntimeError, match="broke"):
+                await conn.run_sync(check_foreign_keys)
+            await conn.rollback()
+    finally:
+        await engine.dispose()
+    database = Database(url)
+    try:
+        assert await _rows(database) == before
+    finally:
+        await database.dispose()

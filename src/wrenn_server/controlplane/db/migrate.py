@@ -70,14 +70,24 @@ async def current_revision(url: str) -> str | None:
         await engine.dispose()
 
 
+def check_foreign_keys(connection: Connection) -> None:
+    """After migrating SQLite (foreign keys unenforced meanwhile, see `create_engine`): what a
+    migration left pointing nowhere fails it rather than stay."""
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"the migration broke {len(broken)} foreign key(s): {broken[:5]}")
+
+
 async def migrate(url: str, revision: str = "head") -> None:
     """Upgrade the database at `url` to `revision` (default: the newest)."""
-    engine = create_engine(url)
+    engine = create_engine(url, foreign_keys=False)
 
     def upgrade(connection: Connection) -> None:
         cfg = alembic_config(url)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+        check_foreign_keys(connection)
 
     try:
         async with engine.connect() as connection:

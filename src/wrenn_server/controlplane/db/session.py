@@ -41,10 +41,17 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(
-    url: str, *, echo: bool = False, pool_size: int = 20, max_overflow: int = 30
+    url: str,
+    *,
+    echo: bool = False,
+    pool_size: int = 20,
+    max_overflow: int = 30,
+    foreign_keys: bool = True,
 ) -> AsyncEngine:
     """An async engine for `url`, with the SQLite set-up above when it is SQLite; the pool's
-    sizes apply to PostgreSQL."""
+    sizes apply to PostgreSQL. `foreign_keys=False` (SQLite, migrations only): a migration that
+    recreates a table (copy, drop, rename) must not have the drop cascade into the tables
+    referring to it."""
     if not is_sqlite(url):
         # pre_ping: a PostgreSQL restart must not turn the next request of every pooled
         # connection into a 500.
@@ -54,18 +61,18 @@ def create_engine(
             url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow
         )
     engine = create_async_engine(url, echo=echo)
-    _configure_sqlite(engine)
+    _configure_sqlite(engine, foreign_keys)
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, foreign_keys: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # None: the driver emits no BEGIN of its own; the "begin" listener below does.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         # NORMAL is durable across application crashes in WAL mode; only an OS crash can lose
         # the last transactions.

@@ -16,6 +16,7 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 
+from wrenn_server.controlplane.db.migrate import check_foreign_keys
 from wrenn_server.controlplane.db.models import Base
 from wrenn_server.controlplane.db.session import create_engine
 
@@ -59,10 +60,11 @@ def _run_with(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(_url())
+    engine = create_engine(_url(), foreign_keys=False)  # see db/migrate.py
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_with)
+            await connection.run_sync(check_foreign_keys)
             await connection.commit()
     finally:
         await engine.dispose()

@@ -21,13 +21,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # Constant defaults as strings: with an SQL expression for a default, a batch on SQLite
+    # recreates the table instead of adding the columns.
     with op.batch_alter_table("teams") as batch:
         batch.add_column(
-            sa.Column("park_after_sec", sa.Integer(), server_default=sa.text("0"), nullable=False)
+            sa.Column("park_after_sec", sa.Integer(), server_default="0", nullable=False)
         )
-        batch.add_column(
-            sa.Column("park_resume", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
+        batch.add_column(sa.Column("park_resume", sa.Boolean(), server_default="0", nullable=False))
 
 
 def downgrade() -> None:

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from ...proto.hostagent.v1 import hostagent_pb2 as pb
 from .. import ids
 from ..db.models.capsules import Sandbox, Template
+from ..services.parking import MAX_IDLE_SEC
 
 MAX_PUBLIC_PORTS = 32
 
@@ -48,7 +49,7 @@ class CreateCapsuleRequest(BaseModel):
     timeout_sec: int = Field(
         0,
         ge=0,
-        le=30 * 24 * 3600,
+        le=MAX_IDLE_SEC,
         description="Seconds without activity after which the capsule is paused; 0 never "
         "pauses it. Left out, the team's parking policy (`idle_sec`) decides.",
     )

@@ -134,3 +134,29 @@ async def test_pty(agent: AgentClient, capsule: pb.Sandbox) -> None:
     await read_until(call, b"40 120")
     _, _, _, exit_ = await collect(call)
     assert exit_.exit_code == 7
+
+
+async def test_a_command_as_another_user_holds_that_users_ids_only(
+    agent: AgentClient, capsule: pb.Sandbox
+) -> None:
+    """envd spawns another user's command from a thread switched to that user (thread_creds.py):
+    under gVisor the command gets the user's real, effective and saved ids, its groups and no
+    capabilities, cannot signal envd once spawned, and envd's next root command is root."""
+    sid = capsule.sandbox_id
+    status = "grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapAmb):' /proc/self/status"
+    res = await run(agent, sid, f"{status}; id -G; kill -0 1; echo kill=$?", user="nobody")
+    lines = dict(line.split(":", 1) for line in res.stdout.decode().splitlines() if ":" in line)
+    fields = {k: v.split() for k, v in lines.items()}
+    assert fields["Uid"] == ["65534"] * 4, res.stdout
+    assert fields["Gid"] == ["65534"] * 4, res.stdout
+    assert sorted(fields["Groups"]) == sorted(res.stdout.decode().splitlines()[-2].split())
+    for cap in ("CapInh", "CapPrm", "CapEff"):  # gVisor has no CapAmb line
+        assert int(fields[cap][0], 16) == 0, (cap, res.stdout)
+    assert res.stdout.endswith(b"kill=1\n"), res.stdout
+    res = await run(agent, sid, f"{status}; id -u", user="root")
+    assert res.stdout.endswith(b"\n0\n"), res.stdout
+    root = {
+        k: v.split()
+        for k, v in (line.split(":", 1) for line in res.stdout.decode().splitlines()[:-1])
+    }
+    assert root["Uid"] == ["0"] * 4 and int(root["CapEff"][0], 16) != 0, res.stdout

@@ -257,10 +257,19 @@ def test_ctrl_c_during_a_backoff_stops_at_once(tmp_path: Path) -> None:
     assert not alive(agent_pid)
 
 
+def _catches_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
 def test_nothing_is_restarted_once_a_shutdown_began(tmp_path: Path) -> None:
     """A child dying as SIGTERM arrives is not started again, by the watch or the stop."""
     proc = drive(tmp_path, first_delay=0.3, server_lives=FOREVER)
     read_until(proc, "watching")
+    # "watching" is printed just before wait() installs its handler: wait for the handler.
+    wait_until(lambda: _catches_sigterm(proc.pid), what="the SIGTERM handler")
     [(server_pid, _)] = starts(tmp_path, "server")
     os.kill(server_pid, signal.SIGKILL)
     proc.send_signal(signal.SIGTERM)

@@ -219,7 +219,12 @@ async def test_a_registered_host_runs_capsules_and_is_monitored(
     assert (agent.data_dir / "tls" / "agent.key").stat().st_mode & 0o077 == 0
     # What an operator compares: the agent's log and the host record name the same certificate.
     assert host["tls_fingerprint"] == fingerprint(certificate)
-    assert f"TLS certificate SHA-256 {host['tls_fingerprint']}" in agent.log()
+    line = f"TLS certificate SHA-256 {host['tls_fingerprint']}"
+
+    async def logged() -> bool:  # the agent's log is written by another process
+        return line in agent.log()
+
+    await _until(logged, 10, "the certificate's log line", agent)
     secret = p.codec.agent_secret(ids.HOST.parse(host_id))
     for kwargs in ({}, {"certificate": tls.generate().cert_pem}):
         async with AgentClient(agent.target, secret, **kwargs) as outsider:

@@ -20,6 +20,7 @@ from wrenn_server.hostagent.capsule import capsule_key
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ._common import agent, report
+from .memory import group_pss_kb
 
 SECRET = "bench-secret"
 
@@ -82,14 +83,7 @@ def handle_of(data_dir: Path, sandbox_id: str) -> str:
 def capsule_pss_kb(handle: str) -> int:
     netns = f"wrn-{capsule_key(handle)}"
     pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout
-    total = 0
-    for pid in pids.split():
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-        except OSError:
-            continue
-    return total
+    return group_pss_kb([int(pid) for pid in pids.split()])
 
 
 async def idle_memory(c: AgentClient, n: int, data_dir: Path) -> list[float]:

@@ -105,7 +105,7 @@ async def main(most: int, window: float, doze_after: float, data_dir: Path, memo
                 groups = {sid: netns_pids(f"wrn-{capsule_key(h)}") for sid, h in handles.items()}
                 pid = agent_pid(target.rsplit(":", 1)[1])
                 agent_before, t1 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
-                cpu, mem = await asyncio.to_thread(measure, groups, window)
+                cpu, mem, summed = await asyncio.to_thread(measure, groups, window)
                 agent_cpu = (cpu_seconds(pid) - agent_before if pid else 0.0) / (
                     time.monotonic() - t1
                 )
@@ -119,6 +119,7 @@ async def main(most: int, window: float, doze_after: float, data_dir: Path, memo
     line("CPU per capsule (sandbox processes)", cpu, "%")
     print(f"CPU of all capsules: {sum(cpu) / 100:.2f} cores; host agent: {agent_cpu * 100:.2f}%")
     line("PSS per capsule", mem, "MB")
+    line("PSS per capsule, summed per process (earlier method)", summed, "MB")
     print(f"PSS of all capsules: {sum(mem) / 1024:.2f} GB; host MemAvailable dropped "
           f"{(avail_before - avail_after) / max(n, 1):.1f} MiB per capsule")  # fmt: skip
     report("answer to `true`, awake (second command)", awake)

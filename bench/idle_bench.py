@@ -35,6 +35,7 @@ from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ._common import agent, report, stats
 from .capsule_bench import handle_of
+from .memory import group_pss_kb, summed_pss_kb
 
 SECRET = "bench-secret"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -49,14 +50,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def pss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            return sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-    except OSError:
-        return 0
 
 
 def netns_pids(netns: str) -> list[int]:
@@ -85,8 +78,11 @@ def bundle_pids(bundle: Path) -> list[int]:
     return sorted(found)
 
 
-def measure(groups: dict[str, list[int]], window: float) -> tuple[list[float], list[float]]:
-    """Per group: CPU over `window` in % of one core, and PSS in MB at the end."""
+def measure(
+    groups: dict[str, list[int]], window: float
+) -> tuple[list[float], list[float], list[float]]:
+    """Per group: CPU over `window` in % of one core, and PSS in MB at the end: each address
+    space once (bench/memory.py), and summed per process as measured before."""
     before = {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
     t0 = time.monotonic()
     time.sleep(window)
@@ -95,8 +91,9 @@ def measure(groups: dict[str, list[int]], window: float) -> tuple[list[float], l
         (sum(cpu_seconds(p) for p in pids) - before[name]) / elapsed * 100
         for name, pids in groups.items()
     ]
-    mem = [sum(pss_kb(p) for p in pids) / 1024 for pids in groups.values()]
-    return cpu, mem
+    mem = [group_pss_kb(pids) / 1024 for pids in groups.values()]
+    summed = [summed_pss_kb(pids) / 1024 for pids in groups.values()]
+    return cpu, mem, summed
 
 
 def line(name: str, samples: list[float], unit: str, baseline: float | None = None) -> None:
@@ -160,7 +157,7 @@ def frozen(groups: list[list[int]], window: float) -> list[float] | None:
                 with contextlib.suppress(OSError):
                     (root / "cgroup.procs").write_text(str(pid))
         (root / "freezer.state").write_text("FROZEN")
-        cpu, _ = measure({str(i): pids for i, pids in enumerate(groups)}, window)
+        cpu, _, _ = measure({str(i): pids for i, pids in enumerate(groups)}, window)
         (root / "freezer.state").write_text("THAWED")
         return cpu
     finally:
@@ -184,6 +181,7 @@ def agent_pid(port: str) -> int | None:
 class IdleRun:
     cpu: list[float]  # % of one core per capsule
     mem: list[float]  # MB PSS per capsule
+    summed: list[float]  # the same, summed per process (the earlier method)
     agent_cpu: float  # cores
     dozing: int = 0
     thawed: list[float] = field(default_factory=list)  # s, first exec to a dozing capsule
@@ -212,11 +210,11 @@ async def idle_capsules(
                 pid = agent_pid(target.rsplit(":", 1)[1])
                 agent_before = cpu_seconds(pid) if pid else 0.0
                 t0 = time.monotonic()
-                cpu, mem = await asyncio.to_thread(measure, groups, window)
+                cpu, mem, summed = await asyncio.to_thread(measure, groups, window)
                 agent_cpu = (cpu_seconds(pid) - agent_before if pid else 0.0) / (
                     time.monotonic() - t0
                 )
-                result = IdleRun(cpu, mem, agent_cpu)
+                result = IdleRun(cpu, mem, summed, agent_cpu)
                 for sid, handle in handles.items():
                     if not freezer.frozen(f"/wrenn/{handle}"):
                         continue
@@ -238,12 +236,13 @@ async def main(
     rootfs = data_dir / "templates" / "minimal" / "rootfs"
     with bare_sandboxes(runsc, rootfs, n) as bare:
         await asyncio.sleep(settle)
-        base_cpu, base_mem = await asyncio.to_thread(
+        base_cpu, base_mem, base_summed = await asyncio.to_thread(
             measure, {str(i): pids for i, pids in enumerate(bare)}, window
         )
         frozen_cpu = await asyncio.to_thread(frozen, bare, window)
     line("bare runsc `sleep`: CPU per sandbox", base_cpu, "%")
     line("bare runsc `sleep`: PSS per sandbox", base_mem, "MB")
+    line("bare runsc `sleep`: PSS summed per process", base_summed, "MB")
     if frozen_cpu is not None:
         line("bare runsc `sleep`, cgroup-frozen: CPU per sandbox", frozen_cpu, "%")
     off = await idle_capsules(data_dir, n, window, settle, doze_after=0)
@@ -251,6 +250,8 @@ async def main(
     for name, run in (("doze off", off), (f"doze on, after {doze_after:g} s", on)):
         line(f"idle capsule, {name}: CPU per sandbox", run.cpu, "%", stats(base_cpu)["p50"])
         line(f"idle capsule, {name}: PSS per sandbox", run.mem, "MB", stats(base_mem)["p50"])
+        line(f"idle capsule, {name}: PSS summed per process", run.summed, "MB",
+             stats(base_summed)["p50"])  # fmt: skip
         print(f"host agent CPU per capsule, {name}: {run.agent_cpu * 100 / n:.3f} % (agent "
               f"total {run.agent_cpu * 100:.2f} % for {n} capsules and the warm pool)")  # fmt: skip
     print(f"capsules dozing at the end of the window: {on.dozing}/{n}")

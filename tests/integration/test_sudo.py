@@ -75,6 +75,11 @@ async def test_sudo_for_sudoers_only(agent: AgentClient, new_capsule: CapsuleFac
     # A forged claim of identity does not help: the kernel says who is calling.
     res = await _as(agent, sid, "guest", "SUDO_USER=dev USER=root sudo true; echo rc=$?")
     assert "rc=1" in res.stdout.decode()
+    # guest's groups change after envd has resolved guest: its next command has the new group
+    # (envd's user cache sees the account files change) and with it the group's sudo rule.
+    assert (await run(agent, sid, "usermod -aG ops guest")).exit_code == 0
+    res = await _as(agent, sid, "guest", "id -Gn; sudo -n whoami")
+    assert res.stdout.decode().split() == ["guest", "ops", "root"], res.stderr
     # The command's processes are killed with the caller's signals.
     res = await _as(agent, sid, "dev", "timeout -s INT 1 sudo sleep 30; echo rc=$?", timeout_sec=20)
     assert res.stdout.decode().strip() == "rc=124", res.stderr

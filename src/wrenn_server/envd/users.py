@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import threading
 
 from .errors import ApiError
 
@@ -12,6 +13,12 @@ if TYPE_CHECKING:
     from typing import Dict, List, Optional, Tuple
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# What a look-up reads: the account databases and the switch naming their source ("files" in
+# a capsule). Any change to one of them (useradd, usermod, an edit) changes its inode, size or
+# times, and every write in a capsule goes through its own kernel, which keeps those exact.
+ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/nsswitch.conf")
+MAX_CACHED = 256
 
 
 class User:
@@ -30,10 +37,59 @@ class User:
         self.shell = shell or "/bin/sh"
 
 
+class _Cache:
+    """Users already resolved while the account files stay as they were: reading passwd and
+    group costs every command ~1.5 ms under gVisor, stat-ing them ~0.05 ms."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.version: object = None
+        self.users: Dict[str, User] = {}
+
+    def get(self, name: str, version: object) -> Optional[User]:
+        with self.lock:
+            if version != self.version:
+                self.users.clear()
+                self.version = version
+            return self.users.get(name)
+
+    def put(self, name: str, user: User, version: object) -> None:
+        with self.lock:
+            if version == self.version and len(self.users) < MAX_CACHED:
+                self.users[name] = user
+
+
+_cache = _Cache()
+
+
+def _accounts_version() -> object:
+    version: List[Optional[Tuple[int, int, int, int]]] = []
+    for path in ACCOUNT_FILES:
+        try:
+            st = os.stat(path)
+        except OSError:
+            version.append(None)
+            continue
+        version.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(version)
+
+
 def lookup(name: str) -> User:
-    """Resolve a user name; an unknown user is a client error (400)."""
+    """Resolve a user name; an unknown user is a client error (400). The User is shared
+    between callers: treat it as read-only."""
     if not name or "\x00" in name:
         raise ApiError(400, "invalid user name")
+    # Read before resolving: a change made meanwhile shows as a new version next time.
+    version = _accounts_version()
+    cached = _cache.get(name, version)
+    if cached is not None:
+        return cached
+    user = _resolve(name)
+    _cache.put(name, user, version)
+    return user
+
+
+def _resolve(name: str) -> User:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:

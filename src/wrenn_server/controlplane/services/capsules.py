@@ -169,7 +169,7 @@ async def create_capsule(
     async with db.sessionmaker() as session, transaction(session, write=True):
         template = await visible_template(session, team_id, spec.template)
         vcpus, memory_mb = _size(template, spec)
-        await quotas.check(
+        team = await quotas.check(
             session,
             team_id,
             hosts.limits,
@@ -182,7 +182,10 @@ async def create_capsule(
         )
         policy = parking.OFF
         if spec.timeout_sec is None or spec.auto_resume is None:
-            policy = await parking.of_team(session, team_id)
+            # The quota check has the team's row (locked); the platform team's is read.
+            policy = (
+                parking.of(team) if team is not None else await parking.of_team(session, team_id)
+            )
         timeout_sec, auto_resume = parking.applied(policy, spec.timeout_sec, spec.auto_resume)
         sandbox = Sandbox(
             id=ids.new_id(),

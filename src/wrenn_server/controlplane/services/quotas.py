@@ -98,7 +98,10 @@ class TeamQuotas:
 
 
 async def overrides_of(session: AsyncSession, team_id: uuid.UUID) -> Overrides:
-    row = await session.get(TeamQuota, team_id)
+    return _overrides(await session.get(TeamQuota, team_id))
+
+
+def _overrides(row: TeamQuota | None) -> Overrides:
     if row is None:
         return Overrides()
     return Overrides(**{name: getattr(row, name) for name in FIELDS})
@@ -154,10 +157,22 @@ async def all_team_quotas(session: AsyncSession, defaults: Limits) -> dict[uuid.
     }
 
 
-async def _lock_team(session: AsyncSession, team_id: uuid.UUID) -> None:
+async def _lock_team(session: AsyncSession, team_id: uuid.UUID) -> tuple[Team | None, Overrides]:
     """Serialise quota checks of one team until the transaction ends (a no-op clause on
-    SQLite, whose write transactions are serialised by BEGIN IMMEDIATE)."""
-    await session.execute(select(Team.id).where(Team.id == team_id).with_for_update())
+    SQLite, whose write transactions are serialised by BEGIN IMMEDIATE); the team's row as
+    locked and its own limits, read in the same round trip."""
+    row = (
+        await session.execute(
+            select(Team, TeamQuota)
+            .outerjoin(TeamQuota, TeamQuota.team_id == Team.id)
+            .where(Team.id == team_id)
+            .with_for_update(of=Team)
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    if row is None:
+        return None, Overrides()
+    return row[0], _overrides(row[1])
 
 
 async def check(
@@ -169,14 +184,18 @@ async def check(
     memory_mb: int,
     disk_mb: int | None = None,
     new_capsule: bool = True,
-) -> None:
+) -> Team | None:
     """Raise QuotaExceeded unless the team can take a capsule of this size on top of what it
     holds: a new one (`new_capsule`, with its disk) or a paused one resuming. Locks the team's
-    row for the rest of the caller's transaction, in which the caller records the capsule."""
+    row for the rest of the caller's transaction, in which the caller records the capsule, and
+    returns it as locked (what a create reads of the team next, its parking policy, then costs
+    no statement); None for the platform team, which has no quotas and is not locked."""
     if team_id == ids.PLATFORM_TEAM_ID:
-        return
-    await _lock_team(session, team_id)
-    limits = (await overrides_of(session, team_id)).over(defaults)
+        return None
+    team, overrides = await _lock_team(session, team_id)
+    limits = overrides.over(defaults)
+    # Read after the lock is granted (a statement of its own: one that waited for the lock
+    # would still see the rows of its start, not the capsule the lock holder added).
     used = await usage_of(session, team_id)
     if disk_mb is not None and disk_mb > limits.max_disk_mb:
         raise _exceeded(
@@ -214,6 +233,7 @@ async def check(
             used.memory_mb,
             memory_mb,
         )
+    return team
 
 
 def _exceeded(message: str, quota: str, limit: int, used: int, requested: int) -> QuotaExceeded:

@@ -7,6 +7,7 @@ revoked key or removed member is refused on these paths as on the rest of the AP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -100,6 +101,79 @@ async def test_repeated_execs_and_envd_calls_send_no_database_statement(stack: S
             resp = await _envd_list(stack, cid, account.h)
             assert resp.status_code == 200, resp.text
     assert seen == []
+
+
+async def test_a_create_or_resume_keeps_the_route_its_first_command_takes(stack: Stack) -> None:
+    account = await new_account(stack.client)
+    long_lived_caches(stack)
+    await make_capsule(stack.client, account)  # the key's last use written ...
+    assert (await stack.client.get("/v1/capsules", headers=account.h)).status_code == 200
+    with statements(stack.db) as sent:  # ... and the key cached
+        cid = str((await make_capsule(stack.client, account))["id"])
+    create = [" ".join(s.split()) for s in sent]
+    # One round trip per statement on PostgreSQL: the team's row is read once (its lock, its
+    # limits and its parking policy together), the capsule's once after the agent's answer.
+    assert sum(" FROM teams" in s for s in create) == 1, create
+    assert sum(s.startswith("SELECT sandboxes.id") for s in create) == 1, create
+    assert len(create) <= 13, create
+    with statements(stack.db) as seen:
+        assert (await _exec(stack, account, cid)).status_code == 200
+    assert seen == []
+
+    resp = await stack.client.post(f"/v1/capsules/{cid}/pause", headers=account.h)
+    assert resp.status_code == 200, resp.text
+    resp = await stack.client.post(f"/v1/capsules/{cid}/resume", headers=account.h)
+    assert resp.status_code == 200, resp.text
+    with statements(stack.db) as seen:
+        assert (await _exec(stack, account, cid)).status_code == 200
+    assert seen == []
+    route = _routes(stack).get(ids.SANDBOX.parse(cid))
+    assert route is not None and route.started_at is not None
+    assert route.started_at.isoformat() == (await _started_at(stack.db, cid)).isoformat()
+
+
+async def _started_at(db: Database, cid: str) -> Any:
+    async with db.sessionmaker() as session, transaction(session):
+        return await session.scalar(
+            select(Sandbox.started_at).where(Sandbox.id == ids.SANDBOX.parse(cid))
+        )
+
+
+async def test_a_write_counts_when_its_transaction_commits_not_at_a_savepoint(
+    stack: Stack,
+) -> None:
+    """A route read between a released savepoint and the commit still sees the old row: the
+    write moves the generation at the commit. A savepoint rolled back (a failed audit write)
+    leaves the transaction's earlier writes to drop their entries at the commit."""
+    account = await new_account(stack.client)
+    cid = str((await make_capsule(stack.client, account))["id"])
+    sandbox_id = ids.SANDBOX.parse(cid)
+    assert (await _exec(stack, account, cid)).status_code == 200
+    assert _routes(stack).get(sandbox_id) is not None
+    before = capsule_routes.generation()
+    async with stack.db.sessionmaker() as session, transaction(session, write=True):
+        row = await session.get(Sandbox, sandbox_id)
+        assert row is not None
+        row.last_active_at = row.created_at
+        await session.flush()
+        async with session.begin_nested():
+            pass
+        assert capsule_routes.generation() == before
+        assert _routes(stack).get(sandbox_id) is not None
+    assert capsule_routes.generation() == before + 1
+    assert _routes(stack).get(sandbox_id) is None
+
+    assert (await _exec(stack, account, cid)).status_code == 200
+    assert _routes(stack).get(sandbox_id) is not None
+    async with stack.db.sessionmaker() as session, transaction(session, write=True):
+        row = await session.get(Sandbox, sandbox_id)
+        assert row is not None
+        row.last_active_at = row.created_at
+        await session.flush()
+        with contextlib.suppress(RuntimeError):
+            async with session.begin_nested():
+                raise RuntimeError("a failed audit write")
+    assert _routes(stack).get(sandbox_id) is None
 
 
 async def test_a_pause_or_destroy_here_is_seen_by_the_next_call(stack: Stack) -> None:

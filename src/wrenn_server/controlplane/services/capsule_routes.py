@@ -9,7 +9,8 @@ a committed write to a capsule's row drops that capsule's entry at once, and a c
 to a host's address, certificate or type, a deleted host, or a bulk write to either table drops
 every entry; an entry is stored only if no such write committed while it was being read, so a
 lookup racing a pause cannot outlive it. Only running capsules are kept: anything else is read
-again each time.
+again each time. A create or resume through this process keeps the capsule's route as it
+commits (its first command usually follows at once), under the same rule.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 
 from ..db.models.capsules import Sandbox
 from ..db.models.hosts import Host
@@ -39,6 +39,7 @@ _HOST_ROUTING = ("address", "tls_certificate", "type")
 _TABLES = frozenset((Sandbox.__tablename__, Host.__tablename__))
 _WRITTEN = "wrenn_capsules_written"  # session.info: ids of capsule rows written
 _ALL = "wrenn_capsule_routes_all"  # session.info: a write that may move any capsule
+_KEEP = "wrenn_capsule_route_keep"  # session.info: a route to keep once the session commits
 
 # Bumped after every commit that wrote a capsule row or a host's routing, in any session.
 _generation = 0
@@ -116,6 +117,17 @@ class CapsuleRoutes:
             raise InvalidState("the capsule's host is gone")
         return self.put(sandbox, host, read_at_generation=read_at_generation)
 
+    def keep_at_commit(
+        self, session: AsyncSession, sandbox: Sandbox, host: Host | None, *, read_at_generation: int
+    ) -> None:
+        """Keep `sandbox`'s route on `host` (both read in `session`) once the session's
+        transaction, which writes the capsule's row (a create or resume making it running),
+        commits: its first command usually follows at once and then reads nothing. Kept only
+        if the capsule is running as committed and no other write to a capsule or a host's
+        routing committed since `read_at_generation` (taken before the rows were read)."""
+        if host is not None and host.address:
+            session.sync_session.info[_KEEP] = (self, sandbox, host, read_at_generation)
+
     def forget(self, sandbox_ids: set[uuid.UUID]) -> None:
         for sandbox_id in sandbox_ids:
             self._entries.pop(sandbox_id, None)
@@ -154,19 +166,29 @@ def _on_execute(state: ORMExecuteState) -> None:
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     global _generation
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
+    before = _generation
+    keep: tuple[CapsuleRoutes, Sandbox, Host, int] | None = session.info.pop(_KEEP, None)
     everything = session.info.pop(_ALL, False)
     written: set[uuid.UUID] = session.info.pop(_WRITTEN, set())
-    if not everything and not written:
-        return
-    _generation += 1
-    for cache in list(_caches):
-        if everything:
-            cache.clear()
-        else:
-            cache.forget(written)
+    if everything or written:
+        _generation += 1
+        for cache in list(_caches):
+            if everything:
+                cache.clear()
+            else:
+                cache.forget(written)
+    if keep is not None:
+        cache, sandbox, host, read_at = keep
+        if read_at == before:  # only this commit wrote since the rows were read
+            cache.put(sandbox, host, read_at_generation=_generation)
 
 
 @event.listens_for(Session, "after_soft_rollback")
-def _after_rollback(session: Session, _previous: Any) -> None:
+def _after_rollback(session: Session, previous: SessionTransaction) -> None:
+    if previous.nested:  # a savepoint rolled back: the transaction's earlier writes stand
+        return
     session.info.pop(_ALL, None)
     session.info.pop(_WRITTEN, None)
+    session.info.pop(_KEEP, None)

@@ -9,14 +9,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import ids
 from ..db.models.capsules import Sandbox
+from ..db.models.hosts import Host
 from ..db.session import Database, transaction
 from ..db.types import utcnow
 from ..errors import NotFound
-from . import audit, capsule_metadata
+from . import audit, capsule_metadata, capsule_routes
+from .capsule_routes import CapsuleRoutes
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,13 @@ async def set_status(
     host_ip: str | None = None,
     reported: Mapping[str, str] | None = None,
     event: StatusEvent | None = None,
+    routes: CapsuleRoutes | None = None,
 ) -> Sandbox:
+    """Record the capsule's new status (and the audit event of who changed it); with `routes`,
+    a capsule now running is routed from there without another read once this commits."""
+    read_at = capsule_routes.generation()  # before the rows are read
     async with db.sessionmaker() as session, transaction(session, write=True):
-        sandbox = await session.get(Sandbox, sandbox_id)
-        if sandbox is None:
-            raise NotFound("capsule not found")
+        sandbox, host = await _read(session, sandbox_id, with_host=routes is not None)
         now = utcnow()
         sandbox.status = status
         sandbox.last_updated = now
@@ -63,7 +68,25 @@ async def set_status(
                 action=event.action,
                 metadata=event.metadata,
             )
+        if routes is not None:
+            routes.keep_at_commit(session, sandbox, host, read_at_generation=read_at)
         return sandbox
+
+
+async def _read(
+    session: AsyncSession, sandbox_id: uuid.UUID, *, with_host: bool
+) -> tuple[Sandbox, Host | None]:
+    """The capsule's row, and its host's in the same statement if asked."""
+    if not with_host:
+        sandbox = await session.get(Sandbox, sandbox_id)
+        host = None
+    else:
+        query = select(Sandbox, Host).outerjoin(Host, Host.id == Sandbox.host_id)
+        row = (await session.execute(query.where(Sandbox.id == sandbox_id))).first()
+        sandbox, host = (None, None) if row is None else (row[0], row[1])
+    if sandbox is None:
+        raise NotFound("capsule not found")
+    return sandbox, host
 
 
 # (action, status) of the audit event of a change the platform makes on its own, by new status.

@@ -240,6 +240,7 @@ async def create_capsule(
             "create",
             {"template": sandbox.template, "vcpus": vcpus, "memory_mb": memory_mb},
         ),
+        routes=hosts.routes,
     )
 
 
@@ -380,6 +381,7 @@ async def resume_capsule(
         started=True,
         reported=resumed.metadata,
         event=StatusEvent(actor, "resume"),
+        routes=hosts.routes,
     )
 
 

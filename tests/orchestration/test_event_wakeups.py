@@ -24,7 +24,9 @@ from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.db.models import Event
 from wrenn_server.controlplane.db.session import Database, transaction
-from wrenn_server.controlplane.services.event_wakeups import APPLICATION_NAME
+from wrenn_server.controlplane.services import event_wakeups
+from wrenn_server.controlplane.services.event_wakeups import APPLICATION_NAME, REDIS_CHANNEL
+from wrenn_server.controlplane.services.events import NOTIFY_CHANNEL
 from wrenn_server.controlplane.settings import Settings
 
 from ..controlplane.conftest import TEST_JWT_SECRET
@@ -209,3 +211,56 @@ async def test_an_event_without_a_wakeup_arrives_with_the_poll(
                 )
             (frame,) = await events.capsule_events(lost, 1)
             assert frame.data == payload
+
+
+@pytest.mark.parametrize("backend", ["postgres", "redis"])
+async def test_a_listener_skips_the_wakeups_of_its_own_process(
+    db: Database, dialect: str, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Its own process's hub was woken by the commit hook already: of two wake-ups sent
+    together, its own and another process's, only the other's wakes it (besides the wake-up
+    every connection makes)."""
+    settings = _backend(backend, dialect, request)
+    redis_url = settings.get("redis_url")
+    wakeups = event_wakeups.wakeups_for(
+        settings["events_wakeup"],
+        database_url=db.url,
+        redis_url=redis_url,
+        timeout=5,
+        backoff_max=1,
+        own="this-process",
+    )
+    woken = 0
+
+    def wake() -> None:
+        nonlocal woken
+        woken += 1
+
+    listening = asyncio.create_task(wakeups.listen(wake))
+    try:
+        await wait_for(lambda: woken == 1, 15, what="the listener connected")
+        senders = ("this-process", "another-process")
+        if backend == "postgres":
+            async with db.sessionmaker() as session, transaction(session):
+                for sender in senders:  # delivered together, in order, at commit
+                    await session.execute(
+                        text("SELECT pg_notify(:channel, :sender)"),
+                        {"channel": NOTIFY_CHANNEL, "sender": sender},
+                    )
+        else:
+            assert redis_url is not None
+            client = redis.Redis.from_url(redis_url)
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    for sender in senders:
+                        pipe.publish(REDIS_CHANNEL, sender)
+                    await pipe.execute()
+            finally:
+                await client.aclose()
+        await wait_for(lambda: woken >= 2, PROMPT, what="the other process's wake-up")
+        assert woken == 2
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        await wakeups.close()

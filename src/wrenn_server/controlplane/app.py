@@ -40,7 +40,7 @@ from .jobs.build_workers import Builds, BuildWorkers
 from .jobs.leadership import Leadership
 from .jobs.reconciler import Reconciler
 from .security import TokenCodec
-from .services import channels, event_wakeups, quotas
+from .services import channels, event_wakeups, events, quotas
 from .services.auth_cache import AuthCache
 from .services.bootstrap import bootstrap_single_box
 from .services.capsule_routes import CapsuleRoutes
@@ -179,6 +179,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             redis_url=settings.redis_url,
             timeout=settings.events_listener_timeout_sec,
             backoff_max=settings.events_listener_backoff_max_sec,
+            own=events.sender_of(database.engine),
         ),
     )
     proxy_tunnels: TunnelPool[Tunnel] = TunnelPool()

@@ -8,6 +8,9 @@ stays the source of truth and a lost wake-up only delays an event until the hub'
   by PostgreSQL at commit; every process LISTENs on a connection of its own.
 - `redis`: a process that committed events PUBLISHes once (coalesced); every process SUBSCRIBEs.
 
+Each wake-up carries its sender's name (`events.sender_of` the engine that committed); a
+listener skips its own process's (`own`): its hub was woken by the commit hook already.
+
 Listeners reconnect after any failure with exponential backoff, bound each connection attempt
 and liveness check by `timeout`, wake the hub after each (re)connection (events written while
 it was away), and close their connection when cancelled.
@@ -94,9 +97,10 @@ async def _reconnecting(
 class PostgresWakeups:
     """LISTEN on a connection of its own (not the pool's: it is held for good)."""
 
-    def __init__(self, url: str, *, timeout: float, backoff_max: float) -> None:
+    def __init__(self, url: str, *, timeout: float, backoff_max: float, own: str = "") -> None:
         self._timeout = timeout
         self._backoff_max = backoff_max
+        self._own = own
         self._engine = create_async_engine(
             url,
             poolclass=NullPool,
@@ -118,7 +122,12 @@ class PostgresWakeups:
             lost = asyncio.Event()
             pg.add_termination_listener(lambda _conn: lost.set())
             async with asyncio.timeout(self._timeout):
-                await pg.add_listener(NOTIFY_CHANNEL, lambda *_args: wake())
+
+                def heard(_conn: object, _pid: int, _channel: str, sender: str) -> None:
+                    if not (self._own and sender == self._own):
+                        wake()
+
+                await pg.add_listener(NOTIFY_CHANNEL, heard)
             wake()  # what was written while no one listened
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -148,10 +157,11 @@ class PostgresWakeups:
 class RedisWakeups:
     """SUBSCRIBE on one connection; PUBLISH once per burst of commits on another."""
 
-    def __init__(self, url: str, *, timeout: float, backoff_max: float) -> None:
+    def __init__(self, url: str, *, timeout: float, backoff_max: float, own: str = "") -> None:
         self._url = url
         self._timeout = timeout
         self._backoff_max = backoff_max
+        self._own = own.encode()
         self._publisher = self._client()
         self._pending = False
         self._publishing: asyncio.Task[None] | None = None
@@ -181,7 +191,8 @@ class RedisWakeups:
                 now = time.monotonic()
                 if message is not None:
                     heard, pinged = now, False
-                    if message.get("type") == "message":
+                    mine = self._own and message.get("data") == self._own
+                    if message.get("type") == "message" and not mine:
                         wake()
                 elif now - heard > CHECK_EVERY + self._timeout and pinged:
                     raise ConnectionError("Redis did not answer a ping")
@@ -212,7 +223,7 @@ class RedisWakeups:
             self._pending = False
             try:
                 async with asyncio.timeout(self._timeout):
-                    await self._publisher.publish(REDIS_CHANNEL, b"")
+                    await self._publisher.publish(REDIS_CHANNEL, self._own)
             except Exception as e:
                 # The others read the event at their next poll.
                 log.warning("event wake-up not published to Redis: %s", e)
@@ -228,12 +239,19 @@ class RedisWakeups:
 
 
 def wakeups_for(
-    kind: str, *, database_url: str, redis_url: str | None, timeout: float, backoff_max: float
+    kind: str,
+    *,
+    database_url: str,
+    redis_url: str | None,
+    timeout: float,
+    backoff_max: float,
+    own: str = "",
 ) -> Wakeups:
+    """The wake-ups of `kind`; `own`: the name this process's wake-ups carry."""
     if kind == "postgres":
-        return PostgresWakeups(database_url, timeout=timeout, backoff_max=backoff_max)
+        return PostgresWakeups(database_url, timeout=timeout, backoff_max=backoff_max, own=own)
     if kind == "redis":
         if not redis_url:
             raise ValueError("redis wake-ups need a Redis URL")
-        return RedisWakeups(redis_url, timeout=timeout, backoff_max=backoff_max)
+        return RedisWakeups(redis_url, timeout=timeout, backoff_max=backoff_max, own=own)
     return LocalWakeups()

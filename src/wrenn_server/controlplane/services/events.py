@@ -8,13 +8,16 @@ The payload is the published SDK's `SSEEvent`: `event` (its kind, e.g. `capsule.
 
 Writing an event also wakes the event hubs: on PostgreSQL the transaction NOTIFYs (delivered at
 commit, dropped with a rollback); in every case the hooks `on_commit` registered for the engine
-run after the commit (this process's own hub, and the Redis publisher).
+run after the commit (this process's own hub, and the Redis publisher). A wake-up names the
+engine that sent it (`sender_of`): the hub of that engine, already woken by its hook, skips it
+rather than read the table twice per commit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
@@ -141,12 +144,28 @@ async def record_from_audit(
     session.info[_WROTE] = True
     if session.get_bind().dialect.name == "postgresql":
         # Delivered to the listeners at commit, never for a rolled-back change.
-        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+        await session.execute(
+            text("SELECT pg_notify(:channel, :sender)"),
+            {"channel": NOTIFY_CHANNEL, "sender": sender_of(_engine(session))},
+        )
     return event
 
 
 # After-commit hooks, per engine (so two applications in one process keep apart).
 _hooks: weakref.WeakKeyDictionary[Engine, list[Callable[[], None]]] = weakref.WeakKeyDictionary()
+# Each engine's name on the wake-ups it causes (random: unique across processes).
+_senders: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def sender_of(engine: AsyncEngine | Engine) -> str:
+    """The name the wake-ups of `engine`'s commits carry."""
+    sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    return _senders.setdefault(sync, secrets.token_hex(8))
+
+
+def _engine(session: AsyncSession | Session) -> Engine:
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
 
 
 def on_commit(engine: AsyncEngine, hook: Callable[[], None]) -> Callable[[], None]:
@@ -168,9 +187,7 @@ def _after_commit(session: Session) -> None:
         return
     if not session.info.pop(_WROTE, False):
         return
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
-    for hook in list(_hooks.get(engine, ())):
+    for hook in list(_hooks.get(_engine(session), ())):
         try:
             hook()
         except Exception:

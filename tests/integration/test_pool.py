@@ -10,7 +10,7 @@ import pytest
 from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from .conftest import DATA_DIR, run, wait_for
+from .conftest import DATA_DIR, DEFAULT_USER, HOME, run, wait_for
 from .traces import traces_of
 
 pytestmark = pytest.mark.integration
@@ -60,6 +60,30 @@ async def test_default_shape_comes_from_the_pool(agent: AgentClient) -> None:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_pooled_capsule_runs_as_the_templates_default_user(agent: AgentClient) -> None:
+    """The pool applies the template's defaults when it boots a capsule (its warm-up command
+    runs as that user): a create that asks for nothing else gets them without another call."""
+
+    async def pool_ready() -> bool:
+        return bool(pooled_handles())
+
+    await wait_for(pool_ready, timeout=30)
+    before = pooled_handles()
+    sb = await agent.create_sandbox(pb.CreateSandboxRequest())
+    try:
+        handles = {
+            meta["sandbox_id"]: meta["handle"]
+            for meta in (
+                json.loads((d / "meta.json").read_text()) for d in (DATA_DIR / "capsules").iterdir()
+            )
+        }
+        assert handles[sb.sandbox_id] in before, "handed over, not booted"
+        res = await run(agent, sb.sandbox_id, "id -un; pwd; echo $HOME")
+        assert res.stdout.decode().split() == [DEFAULT_USER, HOME, HOME], res.stderr
+    finally:
+        await agent.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
 
 
 async def test_failed_hand_over_leaves_nothing(agent: AgentClient) -> None:

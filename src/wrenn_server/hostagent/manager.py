@@ -146,7 +146,7 @@ class SandboxManager(CapsuleTable):
                     capsule = await self._claim(pooled, capsule)
                 else:
                     self.clients[sandbox_id] = await self._boot(capsule, template)
-                    await self._apply_defaults(capsule)
+                    await self._apply_defaults(capsule, self.clients[sandbox_id])
             except BaseException:
                 await self._discard(capsule)
                 raise
@@ -191,21 +191,22 @@ class SandboxManager(CapsuleTable):
             raise
         return client
 
-    async def _apply_defaults(self, capsule: Capsule) -> None:
+    async def _apply_defaults(self, capsule: Capsule, client: EnvdClient) -> None:
         if capsule.default_user or capsule.default_env:
-            client = self.clients[capsule.sandbox_id]
             await client.init(capsule.default_user, capsule.default_env)
 
     async def _claim(self, pooled: Pooled, wanted: Capsule) -> Capsule:
         """Hand a pooled capsule over: it takes the caller's id, timeout and defaults."""
         capsule = pooled.capsule
         self.doze.wake(capsule)  # it may doze in the pool
+        applied = (capsule.default_user, capsule.default_env)  # the template's, at its boot
         for name in ("sandbox_id", "timeout_sec", "default_user", "default_env", "created_at"):
             setattr(capsule, name, getattr(wanted, name))
         self.capsules[capsule.sandbox_id] = capsule
         self.clients[capsule.sandbox_id] = pooled.client
         try:
-            await self._apply_defaults(capsule)
+            if (capsule.default_user, capsule.default_env) != applied:
+                await self._apply_defaults(capsule, pooled.client)
         except BaseException:
             await self._discard(capsule)
             raise
@@ -227,7 +228,9 @@ class SandboxManager(CapsuleTable):
         with self.room.claim(capsule, pooled=True):
             try:
                 client = await self._boot(capsule, template)
-                # One command warms the sandbox's caches, so the owner's first command is fast.
+                await self._apply_defaults(capsule, client)
+                # One command, as the template's default user, warms the sandbox's caches and
+                # envd's switch to that user, so the owner's first command is fast.
                 async for _ev in client.start_process({"cmd": "true"}):
                     pass
                 if self.room.over_limit():  # a create took the room meanwhile (capacity.py)

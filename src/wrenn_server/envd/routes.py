@@ -15,7 +15,7 @@ from .processes import Spec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, Optional, Tuple
+    from typing import Callable, Dict, List, Optional, Tuple
 
     from .record import Process
     from .server import Handler
@@ -123,12 +123,12 @@ def _stream(h: Handler, proc: Process, max_output: Optional[int] = None) -> None
     the process (it never blocks on a full pipe) and dropped, and the exit event says which
     streams were cut (`stdout_truncated`, `stderr_truncated`).
     """
-    h.start_chunked("application/x-ndjson")
-    h.write_chunk(b'{"type":"start","pid":%d}\n' % proc.pid)
+    h.start_chunked("application/x-ndjson", b'{"type":"start","pid":%d}\n' % proc.pid)
     cursor = [0, 0]
     left = [max_output, max_output] if max_output is not None else None
     while True:
         events, done = proc.wait_events(cursor, STREAM_IDLE_CHECK)
+        lines: List[bytes] = []  # what is there now goes out in one write
         for index, data in events:
             if left is not None:
                 room = left[index]
@@ -142,7 +142,7 @@ def _stream(h: Handler, proc: Process, max_output: Optional[int] = None) -> None
                 if not data:
                     continue
             encoded = binascii.b2a_base64(data, newline=False)
-            h.write_chunk(b'{"type":"%s","data":"%s"}\n' % (STREAMS[index].encode(), encoded))
+            lines.append(b'{"type":"%s","data":"%s"}\n' % (STREAMS[index].encode(), encoded))
         if done:
             signum = proc.signal
             cut = ""
@@ -155,9 +155,11 @@ def _stream(h: Handler, proc: Process, max_output: Optional[int] = None) -> None
                 "null" if signum is None else signum,
                 cut,
             )
-            h.write_chunk(line.encode())
-            h.end_chunked()
+            lines.append(line.encode())
+            h.write_chunk(b"".join(lines), last=True)
             return
+        if lines:
+            h.write_chunk(b"".join(lines))
         if not events and h.client_gone():
             raise ClientGone()
 
@@ -310,8 +312,7 @@ def watch_dir(h: Handler) -> None:
         raise bad("recursive must be true or false")
     watcher = watch.open_watch(path, recursive == "true", user)
     try:
-        h.start_chunked("application/x-ndjson")
-        h.write_chunk(b'{"type":"start"}\n')
+        h.start_chunked("application/x-ndjson", b'{"type":"start"}\n')
         while True:
             events, end = watcher.wait(STREAM_IDLE_CHECK)
             lines = [
@@ -325,11 +326,11 @@ def watch_dir(h: Handler) -> None:
                 lines.append(json.dumps({"type": "error", **error.body()["error"]}) + "\n")
             elif end is not None:
                 lines.append('{"type":"end","reason":"%s"}\n' % end)
+            if end is not None:
+                h.write_chunk("".join(lines).encode(), last=True)
+                return
             if lines:
                 h.write_chunk("".join(lines).encode())
-            if end is not None:
-                h.end_chunked()
-                return
             if not events and h.client_gone():
                 raise ClientGone()
     finally:

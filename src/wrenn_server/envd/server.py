@@ -231,12 +231,15 @@ class Handler(BaseHTTPRequestHandler):
         self._sent = True
         self._write(self._head(status, headers) + body)
 
-    def start_chunked(self, ctype: str) -> None:
+    def start_chunked(self, ctype: str, first: bytes = b"") -> None:
+        """Headers of a chunked response, with its `first` chunk in the same write."""
         headers = [("Content-Type", ctype), ("Transfer-Encoding", "chunked")]
-        self.send_head(200, [*headers, ("Cache-Control", "no-store")])
+        self.send_head(200, [*headers, ("Cache-Control", "no-store")], _chunk(first))
 
-    def write_chunk(self, data: bytes) -> None:
-        self._write(b"%x\r\n%s\r\n" % (len(data), data))
+    def write_chunk(self, data: bytes, last: bool = False) -> None:
+        """One chunk; with `last`, the end of the response in the same write. Every write is a
+        packet the sandbox's network stack sends and the host agent wakes up for."""
+        self._write(_chunk(data) + (b"0\r\n\r\n" if last else b""))
 
     def end_chunked(self) -> None:
         self._write(b"0\r\n\r\n")
@@ -267,3 +270,8 @@ class Handler(BaseHTTPRequestHandler):
     def log_error(self, format: str, *args: object) -> None:
         if not format.startswith("Request timed out"):  # an idle keep-alive connection
             sys.stderr.write("envd: %s\n" % (format % args))
+
+
+def _chunk(data: bytes) -> bytes:
+    # An empty chunk would end the response: nothing is written for no data.
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""

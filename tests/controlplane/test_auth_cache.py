@@ -6,6 +6,7 @@ honoured within a second."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
@@ -176,6 +177,23 @@ async def test_a_lookup_that_raced_a_committed_write_is_not_kept(db: Database) -
     async with db.sessionmaker() as session, transaction(session, write=True):
         session.add(Team(name="new team", slug="cachetest1"))
     assert cache.get("token") is None
+
+
+async def test_a_write_drops_the_cache_at_its_commit_not_at_a_savepoint(db: Database) -> None:
+    """An audited write releases a savepoint before it commits: a lookup in between still reads
+    the old rows, so the cache is dropped at the commit. A savepoint rolled back (a failed audit
+    write) leaves the transaction's earlier write to drop it."""
+    cache = AuthCache(ttl=60)
+    for audit_fails in (False, True):
+        async with db.sessionmaker() as session, transaction(session, write=True):
+            await session.execute(update(User).where(User.id.is_(None)).values(is_active=False))
+            with contextlib.suppress(RuntimeError):
+                async with session.begin_nested():
+                    if audit_fails:
+                        raise RuntimeError("a failed audit write")
+            # A lookup racing the write, which has not committed yet.
+            cache.put("token", _principal(), read_at_generation=auth_cache.generation())
+        assert cache.get("token") is None, f"kept past the commit (audit failed: {audit_fails})"
 
 
 async def test_a_rolled_back_write_keeps_the_cache(db: Database) -> None:

@@ -15,10 +15,9 @@ new membership works at once, and failures are throttled elsewhere).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 
 from ..db.models import APIKey, Team, TeamMember, User
 from .principals import NEUTRAL_WRITE, Principal
@@ -107,10 +106,14 @@ def _on_execute(state: ORMExecuteState) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
+        return
     if session.info.pop(_DIRTY, False):
         _bump()
 
 
 @event.listens_for(Session, "after_soft_rollback")
-def _after_rollback(session: Session, _previous: Any) -> None:
+def _after_rollback(session: Session, previous: SessionTransaction) -> None:
+    if previous.nested:  # a savepoint rolled back: the transaction's earlier writes stand
+        return
     session.info.pop(_DIRTY, None)

@@ -236,7 +236,7 @@ def run(iterations: int, api: str, target: str, rootfs: Path, listing: bool = Fa
             for _ in range(4):
                 http.post("/v1/capsules", json=COLD).raise_for_status()
             if shutil.which("wrk") is None:
-                print("GET /v1/capsules: skipped, install wrk (scripts/install-deps.sh)")
+                print("GET /v1/capsules: skipped, install wrk (apt-get install wrk)")
             else:
                 for connections in (10, 200):
                     report_load(api, key, connections)

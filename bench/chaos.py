@@ -130,7 +130,7 @@ class Chaos:
         in_flight = sorted(self.in_flight.values())
         at = time.monotonic() - self.started
         if kind == "sandbox":
-            found = _sandbox_to_kill(self.data_dir, self.rng)
+            found = _sandbox_to_kill(self.data_dir, self.rng, in_flight)
             if found is None:
                 return None
             cid, pids = found
@@ -195,13 +195,29 @@ def sandbox_pids(bundle: Path) -> list[int]:
     return [pid for _gofer, pid in sorted(found)]
 
 
-def _sandbox_to_kill(data_dir: Path, rng: random.Random) -> tuple[str, list[int]] | None:
+def _sandbox_to_kill(
+    data_dir: Path, rng: random.Random, in_flight: Sequence[str] = ()
+) -> tuple[str, list[int]] | None:
+    """A capsule's current sandbox: not one being paused or resumed (its bundle directory is
+    the same from one sandbox to the next, so what is found then may be the stopped one still
+    exiting, whose death changes nothing the audit could see), nor one whose bundle has two."""
     live: Sequence[tuple[str, list[int]]] = [
         (cid, pids)
         for cid, handle in sorted(_capsule_handles(data_dir).items())
-        if (pids := sandbox_pids(data_dir / "capsules" / handle))
+        if not any(cid in what for what in in_flight)
+        and (pids := sandbox_pids(data_dir / "capsules" / handle))
+        and _one_sandbox(pids)
     ]
     return rng.choice(live) if live else None
+
+
+def _one_sandbox(pids: list[int]) -> bool:
+    """Whether `pids` (sandbox_pids) hold a single runsc-sandbox process."""
+    sandboxes = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            sandboxes += Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"runsc-sandbox")
+    return sandboxes == 1
 
 
 def agent_view(target: str, secret: str, data_dir: Path) -> Callable[[], Awaitable[dict[str, str]]]:

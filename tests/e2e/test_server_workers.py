@@ -91,6 +91,9 @@ def test_two_workers_share_the_api_and_one_leads(
         what="a new leader",
     )
     assert successor in _workers(proc.pid)
+    # uvicorn starts a worker in place of the killed one: the fixture's SIGTERM comes once it
+    # is up, not while it starts (a full-suite run timed out stopping the server then).
+    wait_until(lambda: len(_workers(proc.pid)) == 2, 60, what="the killed worker replaced")
 
 
 def test_sign_in_throttling_holds_across_workers(

@@ -22,6 +22,7 @@ from wrenn_server.controlplane.db.models import APIKey, Team, TeamMember, User
 from wrenn_server.controlplane.db.session import Database, transaction
 from wrenn_server.controlplane.services import auth_cache
 from wrenn_server.controlplane.services.auth_cache import AuthCache
+from wrenn_server.controlplane.services.capsule_listings import CapsuleListings
 from wrenn_server.controlplane.services.principals import Principal
 
 from .helpers import assert_error, bearer, signup
@@ -227,6 +228,7 @@ async def test_a_credential_the_cache_answers_costs_no_database_session(
     """Once cached, a credential opens no session of its own: GET /v1/capsules opens only the
     one its listing reads with."""
     app.state.auth_cache = AuthCache(ttl=600)  # cannot expire mid-test on a slow machine
+    app.state.capsule_listings = CapsuleListings(ttl=0)  # each listing read again
     owner = await signup(client)
     if credential == "api_key":
         headers = {"X-API-Key": (await _api_key(client, owner["token"]))["key"]}
@@ -255,6 +257,7 @@ async def test_a_keys_first_use_leaves_other_credentials_cached(
     """Recording a key's last use (once a minute per key) is not a revocation: the cache keeps
     every other credential (it used to be emptied, so with many keys it held almost nothing)."""
     app.state.auth_cache = AuthCache(ttl=600)
+    app.state.capsule_listings = CapsuleListings(ttl=0)  # each listing read again
     owner = await signup(client)
     key = await _api_key(client, owner["token"])
     cached = {"X-API-Key": key["key"]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import signal
 import threading
 import uuid
@@ -40,19 +41,25 @@ from .jobs.build_workers import Builds, BuildWorkers
 from .jobs.leadership import Leadership
 from .jobs.reconciler import Reconciler
 from .security import TokenCodec
-from .services import channels, event_wakeups, events, quotas
+from .services import capsule_routes, channels, event_wakeups, events, quotas
 from .services.auth_cache import AuthCache
 from .services.bootstrap import bootstrap_single_box
+from .services.capsule_listings import CapsuleListings
 from .services.capsule_routes import CapsuleRoutes
 from .services.capsules import Hosts
 from .services.e2b_envd.watching import Watchers
 from .services.event_hub import EventHub
 from .services.proxy import Tunnel
 from .services.proxy_pool import TunnelPool
+from .services.write_stamp import WriteStamp
 from .settings import Settings
 
 API_TITLE = "Wrenn API"
 API_VERSION = "0.1.0"
+# In the data directory: see _share_capsule_writes.
+WRITE_STAMP_FILE = "capsule-writes"
+
+log = logging.getLogger(__name__)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -105,6 +112,20 @@ async def prepare_database(settings: Settings, database: Database) -> None:
             base_template=settings.base_template,
             data_dir=settings.data_dir,
         )
+
+
+def _share_capsule_writes(settings: Settings) -> WriteStamp | None:
+    """Map the stamp through which the control plane processes of this machine see each other's
+    capsule writes at once (services/write_stamp.py). Without it, what another process wrote
+    stays unseen in this one's caches for up to their TTL."""
+    try:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stamp = WriteStamp(settings.data_dir / WRITE_STAMP_FILE)
+    except OSError as e:
+        log.warning("capsule writes are not shared between processes: %s", e)
+        return None
+    capsule_routes.share_writes(stamp)
+    return stamp
 
 
 def _end_streams_on_exit_signal(hub: EventHub) -> None:
@@ -221,6 +242,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                 ),
             ),
         }
+        stamp = _share_capsule_writes(settings)
         await builds.workers.start()
         await event_hub.start()
         _end_streams_on_exit_signal(event_hub)
@@ -228,6 +250,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             async with loops.running(background, Leadership(database.sessionmaker)):
                 yield
         finally:
+            if stamp is not None:
+                capsule_routes.unshare_writes(stamp)
             await event_hub.close()
             proxy_tunnels.close()
             e2b_watchers.close()
@@ -251,6 +275,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.db = database
     app.state.codec = codec
     app.state.auth_cache = AuthCache(ttl=settings.auth_cache_ttl_sec)
+    app.state.capsule_listings = CapsuleListings(ttl=settings.capsule_cache_ttl_sec)
     app.state.hosts = hosts
     app.state.builds = builds
     app.state.events = event_hub

@@ -25,6 +25,7 @@ from ..jobs.build_workers import Builds
 from ..security import TokenCodec, hash_credential
 from ..services import auth_cache, principals
 from ..services.auth_cache import AuthCache
+from ..services.capsule_listings import CapsuleListings
 from ..services.capsules import Hosts
 from ..services.event_hub import EventHub
 from ..services.principals import Principal
@@ -161,6 +162,14 @@ async def _hosts(request: Request) -> Hosts:
 
 
 HostsDep = Annotated[Hosts, Depends(_hosts)]
+
+
+async def _capsule_listings(request: Request) -> CapsuleListings:
+    listings: CapsuleListings = request.app.state.capsule_listings
+    return listings
+
+
+CapsuleListingsDep = Annotated[CapsuleListings, Depends(_capsule_listings)]
 
 
 async def _builds(request: Request) -> Builds:

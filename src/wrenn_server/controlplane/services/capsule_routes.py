@@ -29,6 +29,7 @@ from ..db.models.capsules import Sandbox
 from ..db.models.hosts import Host
 from ..errors import InvalidState
 from .auth_cache import bulk_write_table
+from .write_stamp import WriteStamp
 
 # Below one second, as for credentials.
 TTL_SEC = 0.5
@@ -44,10 +45,32 @@ _KEEP = "wrenn_capsule_route_keep"  # session.info: a route to keep once the ses
 # Bumped after every commit that wrote a capsule row or a host's routing, in any session.
 _generation = 0
 _caches: weakref.WeakSet[CapsuleRoutes] = weakref.WeakSet()
+# Shared with the other control plane processes on this machine (see `share_writes`).
+_stamp: WriteStamp | None = None
 
 
 def generation() -> int:
     return _generation
+
+
+def share_writes(stamp: WriteStamp | None) -> None:
+    """Bump `stamp` after each of this process's commits that bumps the generation, so that the
+    other processes mapping it see them in `written()`."""
+    global _stamp
+    _stamp = stamp
+
+
+def unshare_writes(stamp: WriteStamp) -> None:
+    global _stamp
+    if _stamp is stamp:
+        _stamp = None
+    stamp.close()
+
+
+def written() -> tuple[int, int]:
+    """Changes whenever a write to a capsule row or a host's routing commits: in this process, or
+    in another on this machine that shares the stamp."""
+    return (_generation, _stamp.read() if _stamp is not None else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +197,8 @@ def _after_commit(session: Session) -> None:
     written: set[uuid.UUID] = session.info.pop(_WRITTEN, set())
     if everything or written:
         _generation += 1
+        if _stamp is not None:
+            _stamp.bump()
         for cache in list(_caches):
             if everything:
                 cache.clear()

@@ -6,6 +6,7 @@ import signal
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from pydantic import TypeAdapter
 
 from ...db.session import transaction
 from ...schemas.capsules import (
@@ -20,10 +21,13 @@ from ...schemas.capsules import (
 )
 from ...services import capsules as svc
 from ...services import processes
+from ...services.capsule_listings import key_of
 from ...services.capsule_metadata import parse_filter
-from ..deps import DatabaseDep, HostsDep, SessionDep, SettingsDep, TeamDep
+from ..deps import CapsuleListingsDep, DatabaseDep, HostsDep, SessionDep, SettingsDep, TeamDep
 
 router = APIRouter(prefix="/v1/capsules", tags=["capsules"])
+
+_CAPSULES = TypeAdapter(list[Capsule])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="createCapsule")
@@ -48,10 +52,11 @@ async def create_capsule(
     )
 
 
-@router.get("", operation_id="listCapsules")
+@router.get("", operation_id="listCapsules", response_model=list[Capsule])
 async def list_capsules(
     team: TeamDep,
     db: DatabaseDep,
+    listings: CapsuleListingsDep,
     status: Annotated[
         list[str] | None,
         Query(
@@ -66,12 +71,17 @@ async def list_capsules(
             "pair must match (`?metadata=env:prod&metadata=owner:ci`)."
         ),
     ] = None,
-) -> list[Capsule]:
+) -> Response:
     statuses = {s.strip() for v in status or () for s in v.split(",") if s.strip()} or None
     wanted = parse_filter(metadata or ())
-    async with db.sessionmaker() as session:
-        found = await svc.list_capsules(session, team.team_id, statuses, wanted)
-        return [Capsule.of(s) for s in found]
+
+    async def read() -> bytes:
+        async with db.sessionmaker() as session:
+            found = await svc.list_capsules(session, team.team_id, statuses, wanted)
+            return _CAPSULES.dump_json([Capsule.of(s) for s in found])
+
+    body = await listings.get_or_read(key_of(team.team_id, statuses, wanted), read)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/{id}", operation_id="getCapsule")

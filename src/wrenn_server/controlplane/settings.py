@@ -235,7 +235,9 @@ class Settings(BaseSettings):
         "team and host) for calls into it (exec, files, the E2B protocol, the port proxy) "
         "before reading it again; 0 turns the cache off. It bounds how long a pause, destroy "
         "or move made through another process goes unseen here (the process that made it "
-        "drops the capsule's entry at once).",
+        "drops the capsule's entry at once), and how long a team's kept capsule listing may "
+        "miss a write by a control plane process on another machine (those on this machine "
+        "share a stamp in the data directory and are seen at once).",
     )
     exec_max_output_bytes: int = Field(
         default=1 << 20,

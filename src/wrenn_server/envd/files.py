@@ -11,7 +11,6 @@ import grp
 import heapq
 import os
 import pwd
-import shutil
 import stat
 
 from . import users
@@ -258,6 +257,8 @@ def move(source: str, destination: str, user: users.User) -> Entry:
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
+            import shutil  # here: its import (bz2, lzma) would slow every capsule's start
+
             shutil.move(source, destination)
     return stat_entry(destination)
 
@@ -268,6 +269,8 @@ def remove(path: str) -> None:
         raise ApiError(400, "refusing to remove /")
     with _OsErrors(path):
         if stat.S_ISDIR(os.lstat(path).st_mode):
+            import shutil
+
             shutil.rmtree(path)
         else:
             os.unlink(path)

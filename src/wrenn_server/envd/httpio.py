@@ -10,9 +10,10 @@ from .errors import ApiError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from email.message import Message
     from io import BufferedIOBase
     from typing import Iterator
+
+    from .http1 import Headers
 
 CHUNK = 64 * 1024
 MAX_JSON = 1024 * 1024
@@ -29,9 +30,9 @@ class BodyReader:
     ApiError(400) and the connection is not reused.
     """
 
-    def __init__(self, rfile: BufferedIOBase, headers: Message) -> None:
+    def __init__(self, rfile: BufferedIOBase, headers: Headers) -> None:
         self._rfile = rfile
-        self._chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        self._chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
         self._left = 0  # bytes left in the body (Content-Length) or in the current chunk
         self.done = False
         self.broken = False

@@ -15,11 +15,11 @@ import threading
 # hmac.compare_digest is this very function (constant time); importing hmac would also load
 # OpenSSL, several MB of memory in every capsule.
 from _operator import _compare_digest as compare_digest
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from . import routes, users
 from .errors import ApiError, error_body
+from .http1 import RequestHandler, phrase
 from .httpio import MAX_JSON, BodyReader, ClientGone
 
 TYPE_CHECKING = False
@@ -53,7 +53,7 @@ class State:
         return users.lookup(name or self.default_user)
 
 
-class EnvdServer(ThreadingHTTPServer):
+class EnvdServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
@@ -72,6 +72,7 @@ class EnvdServer(ThreadingHTTPServer):
         self.table = table
         self.peers = peers
         super().__init__(address, Handler)
+        self.server_port = int(self.server_address[1])
 
     def verify_request(self, request: object, client_address: object) -> bool:
         """Runs in the accepting thread, before a handler thread exists for the connection."""
@@ -86,20 +87,13 @@ class EnvdServer(ThreadingHTTPServer):
                 pass
         return False
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(): a DNS look-up that can hang startup.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
     def handle_error(self, request: object, client_address: object) -> None:
         if isinstance(sys.exc_info()[1], _GONE):
             return
         super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(RequestHandler):
     disable_nagle_algorithm = True
     timeout = 600  # idle keep-alive connections and stalled clients give their thread back
 
@@ -107,25 +101,13 @@ class Handler(BaseHTTPRequestHandler):
     query: Dict[str, str]
     pid: int
 
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
     @property
     def envd(self) -> EnvdServer:
         server = self.server
         assert isinstance(server, EnvdServer)
         return server
 
-    def _handle(self) -> None:
+    def handle_request(self) -> None:
         self._sent = False
         self.body = BodyReader(self.rfile, self.headers)
         try:
@@ -145,7 +127,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         url = urlsplit(self.path)
-        header = self.headers.get("Authorization", "").encode("latin-1", "replace")
+        header = (self.headers.get("Authorization") or "").encode("latin-1", "replace")
         if not compare_digest(header, b"Bearer " + self.envd.state.token):
             raise ApiError(401, "missing or invalid access token")
         if self.body.broken:
@@ -190,8 +172,7 @@ class Handler(BaseHTTPRequestHandler):
     def _head(self, status: int, headers: List[Tuple[str, str]]) -> bytes:
         if not self.body.done and not self.body.drain():
             self.close_connection = True  # unread body: the connection cannot be reused
-        phrase = self.responses.get(status, ("",))[0]
-        lines = ["HTTP/1.1 %d %s\r\n" % (status, phrase)]
+        lines = ["HTTP/1.1 %d %s\r\n" % (status, phrase(status))]
         lines.extend("%s: %s\r\n" % pair for pair in headers)
         if self.close_connection:
             lines.append("Connection: close\r\n")
@@ -247,25 +228,19 @@ class Handler(BaseHTTPRequestHandler):
     def write_raw(self, data: bytes) -> None:
         self._write(data)
 
-    # -- http.server hooks ---------------------------------------------------------------
+    # -- http1.RequestHandler hooks -------------------------------------------------------
 
-    def send_error(
-        self, code: int, message: Optional[str] = None, explain: Optional[str] = None
-    ) -> None:
-        """Malformed requests rejected by http.server get the JSON error shape too."""
+    def send_error(self, code: int, message: Optional[str] = None) -> None:
+        """Malformed requests get the JSON error shape too."""
         self.close_connection = True
-        text = message or self.responses.get(code, ("error",))[0]
+        text = message or phrase(code) or "error"
         body = json.dumps(error_body(code, text), separators=(",", ":")).encode()
-        phrase = self.responses.get(code, ("",))[0]
         head = "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
         head += "Connection: close\r\n\r\n"
         try:
-            self.wfile.write((head % (code, phrase, len(body))).encode("latin-1") + body)
+            self.wfile.write((head % (code, phrase(code), len(body))).encode("latin-1") + body)
         except OSError:
             pass
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # no per-request logging
 
     def log_error(self, format: str, *args: object) -> None:
         if not format.startswith("Request timed out"):  # an idle keep-alive connection

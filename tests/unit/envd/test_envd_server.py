@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import wrenn_server.envd as envd_package
 from tests.unit.envd.procs import session_alive
 from wrenn_server.envd import __version__
 
@@ -157,3 +160,88 @@ def test_sigterm_stops_envd_and_its_processes(fresh_envd: Envd) -> None:
     while session_alive(pid):
         assert time.monotonic() < deadline, "processes survived envd"
         time.sleep(0.05)
+
+
+def _exchange(envd: Envd, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", envd.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):  # ends when the server closes the connection
+            data += chunk
+    return data
+
+
+def test_connection_close_and_http10_end_the_connection(envd: Envd) -> None:
+    auth = f"Authorization: Bearer {envd.token}\r\n".encode()
+    for head in (b"GET /health HTTP/1.1\r\nConnection: close\r\n", b"GET /health HTTP/1.0\r\n"):
+        data = _exchange(envd, head + auth + b"\r\n")
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+        assert b"Connection: close\r\n" in data
+    # HTTP/1.0 asking to keep the connection: two answers on one connection.
+    request = b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n" + auth + b"\r\n"
+    with socket.create_connection(("127.0.0.1", envd.port), timeout=10) as sock:
+        sock.sendall(request * 2)
+        data = b""
+        while data.count(b'"status":"ok"') < 2:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+
+
+def test_header_names_are_case_insensitive(envd: Envd) -> None:
+    request = f"GET /health HTTP/1.1\r\nconnection: close\r\nAUTHORIZATION: Bearer {envd.token}\r\n"
+    data = _exchange(envd, request.encode() + b"\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+
+
+def test_expect_100_continue_is_answered_before_the_body(envd: Envd) -> None:
+    body = b'{"path": "/tmp/envd-expect-test"}'
+    head = (
+        f"POST /fs/mkdir HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {envd.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", envd.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        interim = sock.recv(65536)  # before any body byte is sent
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        sock.sendall(body)
+        data = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") or data.startswith(b"HTTP/1.1 201 "), data
+
+
+def test_malformed_requests_get_their_status_and_a_closed_connection(envd: Envd) -> None:
+    auth = f"Authorization: Bearer {envd.token}\r\n"
+    cases = {
+        b"GET /health HTTP/2.0\r\n\r\n": 505,
+        b"GET /health FTP/1.1\r\n\r\n": 400,
+        b"GET /health HTTP/x.y\r\n\r\n": 400,
+        b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n": 414,
+        f"GET /health HTTP/1.1\r\n{auth}no colon here\r\n\r\n".encode(): 400,
+        f"GET /health HTTP/1.1\r\n{auth}Bad Name : x\r\n\r\n".encode(): 400,
+        ("GET /health HTTP/1.1\r\n" + "X-A: b\r\n" * 101 + "\r\n").encode(): 431,
+        ("GET /health HTTP/1.1\r\nX-A: " + "b" * 70000 + "\r\n\r\n").encode(): 431,
+    }
+    for request, status in cases.items():
+        data = _exchange(envd, request)
+        assert data.startswith(b"HTTP/1.1 %d " % status), (request[:60], data)
+        assert b"Connection: close\r\n" in data and b'"code":' in data
+
+
+def test_envd_starts_without_http_server_ssl_email_or_archives() -> None:
+    """What makes a capsule's start slower inside gVisor (every module a file read through the
+    sandbox) stays out of envd's import: http.server alone brought in ~40 more modules."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import envd.server, envd.__main__; "
+        "print(' '.join(m for m in sorted(sys.modules) if m.split('.')[0] in "
+        "('ssl', '_ssl', 'email', 'shutil', 'bz2', 'lzma', 'html', 'mimetypes', 'http.client') "
+        "or m in ('http.server', 'http.client')))"
+    )
+    src = Path(envd_package.__file__).parent.parent
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, str(src)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert out.split() == []

@@ -20,6 +20,7 @@ from wrenn_server.controlplane.services.event_hub import EventHub, Subscription
 
 from ..published_sdk import published_sdk
 from ..served import served
+from ..waiting import wait_for
 from .conftest import StartApp
 from .helpers import Account, make_capsule, new_account
 
@@ -130,6 +131,29 @@ async def test_resume_with_last_event_id(start_app: StartApp) -> None:
             later = await make_capsule(stack.client, ada)
             (frame,) = await resumed.capsule_events(later["id"], 1)
             assert frame.data["event"] == "capsule.create"
+
+
+async def test_without_a_stream_a_wake_up_waits_and_a_new_stream_starts_after_it(
+    start_app: StartApp,
+) -> None:
+    """No stream open: a commit's wake-up is left to the poll interval (a minute here); a
+    stream opened then starts after the events committed before it, as if they had been read."""
+    async with (
+        start_app(events_poll_interval_sec=60) as stack,
+        served(stack.app, force_exit=True) as url,
+    ):
+        hub: EventHub = stack.app.state.events
+        ada = await new_account(stack.client)
+        before = await make_capsule(stack.client, ada)
+        # The create's wake-up, seen and left unread:
+        await wait_for(lambda: hub._skipped, WAIT, what="a wake-up left unread")
+        async with stream(url, ada.h) as events:
+            later = await make_capsule(stack.client, ada)
+            frame = await events.next()
+            assert frame is not None and frame.data["resource"]["id"] == later["id"], (
+                frame,
+                before["id"],
+            )
 
 
 async def test_bad_requests(start_app: StartApp) -> None:

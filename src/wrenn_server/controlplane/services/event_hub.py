@@ -9,6 +9,11 @@ pub/sub) and otherwise every `poll_interval`, so a lost wake-up only delays an e
 PostgreSQL, ids are taken before commit, so a later id can become visible before an earlier one:
 the hub stops at a gap in the ids and waits up to `GAP_GRACE` for it to fill (a rolled-back
 insert leaves a gap for good), reading every `GAP_RETRY` meanwhile.
+
+A wake-up is read at once only while a stream of this process is open: with none, there is
+nobody to deliver to, and the read (a transaction on the request path's event loop, after
+every create's commit) waits for the poll interval; a stream opening catches up first, so it
+starts where it would have had every wake-up been read.
 """
 
 from __future__ import annotations
@@ -82,6 +87,10 @@ class EventHub:
         self._gap_since: float | None = None
         self._counting = True  # ids count up from the cursor (see `start`)
         self._woken = asyncio.Event()
+        # One read at a time (the loop's, a stream's catch-up): each reads from the cursor the
+        # other left.
+        self._reading = asyncio.Lock()
+        self._skipped = False  # wake-ups were left for the poll interval (no stream open)
         self._tasks: list[asyncio.Task[None]] = []
         self._unhook: Callable[[], None] | None = None
         self._closed = False
@@ -137,10 +146,14 @@ class EventHub:
     async def subscribe(
         self, team_id: uuid.UUID, kinds: frozenset[str] = events.CONTRACT_KINDS
     ) -> AsyncIterator[Subscription]:
+        if self._skipped and not self._closed:
+            await self._catch_up()
+        # No await from here until the stream is in `_subs`: it starts at the cursor.
         sub = Subscription(team_id, self._cursor, kinds)
         if self._closed:
             _offer(sub, None)
         self._subs.add(sub)
+        self.wake()  # what committed during the catch-up, read now that a stream wants it
         try:
             yield sub
         finally:
@@ -158,11 +171,26 @@ class EventHub:
             after_id = rows[-1].id
         return out
 
+    async def _catch_up(self) -> None:
+        """Read what the skipped wake-ups announced, before a stream takes the cursor as its
+        start. A failure leaves the cursor behind: the stream then also gets those events."""
+        try:
+            while await self.poll_once():
+                pass
+        except Exception:
+            log.exception("reading new events before a stream opens failed")
+
     async def poll_once(self) -> bool:
         """Deliver what is new; True if there may be more to read at once (a full page)."""
-        async with self._db.sessionmaker() as session, transaction(session):
-            rows = await events.after(session, self._cursor, limit=PAGE)
-        return self._deliver(rows) and len(rows) == PAGE
+        async with self._reading:
+            skipped, self._skipped = self._skipped, False  # a wake-up left from now on is later
+            try:
+                async with self._db.sessionmaker() as session, transaction(session):
+                    rows = await events.after(session, self._cursor, limit=PAGE)
+            except BaseException:
+                self._skipped = self._skipped or skipped
+                raise
+            return self._deliver(rows) and len(rows) == PAGE
 
     def _deliver(self, rows: Sequence[Any]) -> bool:
         """Hand the rows on in id order; False if stopped at a gap."""
@@ -192,10 +220,19 @@ class EventHub:
                 log.exception("reading new events failed; retrying")
             if more:
                 continue
-            wait = self._interval if self._gap_since is None else GAP_RETRY
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
+            await self._wait(self._interval if self._gap_since is None else GAP_RETRY)
+
+    async def _wait(self, seconds: float) -> None:
+        """Until a wake-up that has a stream to deliver to (or an id gap to wait out), or
+        `seconds` from now."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
                     await self._woken.wait()
+                    if self._subs or self._gap_since is not None:
+                        return
+                    self._woken.clear()
+                    self._skipped = True
 
 
 def _offer(sub: Subscription, message: Message | None) -> None:

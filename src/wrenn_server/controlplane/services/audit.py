@@ -25,6 +25,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import AuditLog
+from ..db.types import utcnow
 from ..errors import BadRequest
 from . import events
 
@@ -81,9 +82,11 @@ async def record(
                 scope=scope,
                 status=status,
                 metadata_=metadata or {},
+                # Set here, not at the flush: the event's timestamp is read from it before.
+                created_at=utcnow(),
             )
             session.add(entry)
-            await session.flush()
+            # Flushed with the event's row (or by the savepoint's release): one flush, not two.
             await events.record_from_audit(session, entry, team_id=event_team_id)
     except Exception:
         log.exception(

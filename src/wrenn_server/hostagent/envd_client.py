@@ -48,6 +48,8 @@ LIST_LIMIT = 10000  # entries of one listing, by default and at most (envd's own
 MAX_TUNNEL_HEAD = 64 * 1024  # envd's answer to a tunnel request: its head, or an error body
 MAX_PORTS = 1024  # listening ports of one answer (envd's own cap)
 MAX_COMMAND = 512  # characters of a listening process's command line (envd's own cap)
+FAST_POLL_SEC = 0.005
+FAST_POLL_FOR_SEC = 1.0
 MAX_HEALTH = 4096  # envd's /health answer: a status, its version and pid
 
 
@@ -169,8 +171,9 @@ class EnvdClient:
         """Poll /health until envd answers; it needs a few hundred ms after the sandbox starts.
         Returns the version it reports ("" when it sent none that looks like one)."""
         self.before_use()
-        deadline = time.monotonic() + timeout
-        delay = 0.005
+        start = time.monotonic()
+        deadline = start + timeout
+        delay = FAST_POLL_SEC
         while True:
             try:
                 resp = await self._http.get("/health", timeout=2.0)
@@ -178,10 +181,14 @@ class EnvdClient:
                     return _reported_version(resp)
             except httpx.TransportError:
                 pass
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise errors.Timeout("capsule agent did not start in time")
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
+            # Every ms between envd's start and its first answer is a cold create's: poll often
+            # while a start usually ends, then back off (a loaded host's starts take seconds).
+            if now - start > FAST_POLL_FOR_SEC:
+                delay = min(delay * 1.5, 0.05)
 
     async def health(self) -> dict[str, object]:
         result: dict[str, object] = await self._json("GET", "/health", timeout=5.0)

@@ -13,21 +13,71 @@ from __future__ import annotations
 
 import socket
 import socketserver
-from http import HTTPStatus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, Optional
+    from typing import Dict, Optional, Tuple
 
 MAX_LINE = 65536
 MAX_HEADERS = 100
 
+# The reason phrases of what envd answers (http.HTTPStatus would cost an enum's creation).
+PHRASES = {
+    100: "Continue",
+    101: "Switching Protocols",
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    416: "Requested Range Not Satisfiable",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+    507: "Insufficient Storage",
+}
+_HEX = frozenset("0123456789abcdefABCDEF")
+
 
 def phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+    return PHRASES.get(status, "")
+
+
+def split_target(target: str) -> Tuple[str, Dict[str, str]]:
+    """A request target's path (as sent) and its query's parameters, percent-decoded with `+`
+    as a space, the last value of a repeated one: what urllib.parse's urlsplit and parse_qs
+    (keep_blank_values) give, without importing urllib.parse (and ipaddress with it)."""
+    path, _, query = target.partition("#")[0].partition("?")
+    params: Dict[str, str] = {}
+    for field in query.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        params[unquote(name.replace("+", " "))] = unquote(value.replace("+", " "))
+    return path, params
+
+
+def unquote(text: str) -> str:
+    """%XX sequences decoded as UTF-8 (invalid bytes replaced), anything else kept."""
+    if "%" not in text:
+        return text
+    first, *rest = text.split("%")
+    out = bytearray(first.encode("utf-8"))
+    for piece in rest:
+        if len(piece) >= 2 and piece[0] in _HEX and piece[1] in _HEX:
+            out.append(int(piece[:2], 16))
+            out += piece[2:].encode("utf-8")
+        else:
+            out += b"%" + piece.encode("utf-8")
+    return out.decode("utf-8", "replace")
 
 
 class Headers:

@@ -15,11 +15,10 @@ import threading
 # hmac.compare_digest is this very function (constant time); importing hmac would also load
 # OpenSSL, several MB of memory in every capsule.
 from _operator import _compare_digest as compare_digest
-from urllib.parse import parse_qs, urlsplit
 
 from . import routes, users
 from .errors import ApiError, error_body
-from .http1 import RequestHandler, phrase
+from .http1 import RequestHandler, phrase, split_target
 from .httpio import MAX_JSON, BodyReader, ClientGone
 
 TYPE_CHECKING = False
@@ -126,16 +125,14 @@ class Handler(RequestHandler):
             self.close_connection = True
 
     def _dispatch(self) -> None:
-        url = urlsplit(self.path)
         header = (self.headers.get("Authorization") or "").encode("latin-1", "replace")
         if not compare_digest(header, b"Bearer " + self.envd.state.token):
             raise ApiError(401, "missing or invalid access token")
         if self.body.broken:
             raise ApiError(400, "invalid Content-Length")
-        route, pid = routes.match(self.command, url.path)
+        path, self.query = split_target(self.path)
+        route, pid = routes.match(self.command, path)
         self.pid = pid
-        pairs = parse_qs(url.query, keep_blank_values=True)
-        self.query = {key: values[-1] for key, values in pairs.items()}
         route(self)
 
     # -- request helpers -----------------------------------------------------------------

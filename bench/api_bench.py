@@ -9,7 +9,7 @@ measured in the same run (the machine may be loaded: compare ratios):
   of `true` on the same root filesystem (gVisor's floor);
 - resume -> first command done, through the SDK, against the agent's own resume + exec;
 - GET /v1/capsules under 10 and 200 concurrent connections (wrk, with a Lua hook for p95), against
-  GET /health at the same concurrency (the server's floor with no database or credentials).
+  GET /health at the same concurrency (no credentials, one database ping).
 
 The control plane runs on PostgreSQL (a throwaway cluster this script starts) over a host agent of
 its own (or WRENN_BENCH_AGENT).

@@ -67,11 +67,6 @@ def _warm_up() -> None:
 
 def main() -> None:
     token, bind, port, peer_policy = _config()
-    # http.client imports ssl only to offer HTTPS clients, which envd never uses; blocking it
-    # keeps OpenSSL out of memory (several MB per capsule).
-    if "ssl" not in sys.modules:
-        sys.modules["ssl"] = None  # type: ignore[assignment]
-
     from . import peers, sudo
     from .processes import IDLE_WAKE_SEC, ProcessTable
     from .server import EnvdServer, State

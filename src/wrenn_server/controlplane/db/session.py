@@ -57,12 +57,36 @@ def create_engine(
         # connection into a 500.
         # A pool big enough that a burst of concurrent requests queues in PostgreSQL, not here
         # (by default; every process has its own, so several must fit max_connections).
-        return create_async_engine(
+        pg = create_async_engine(
             url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow
         )
+        if pg.dialect.driver == "asyncpg":
+            _ping_in_one_round_trip(pg)
+        return pg
     engine = create_async_engine(url, echo=echo)
     _configure_sqlite(engine, foreign_keys)
     return engine
+
+
+def _ping_in_one_round_trip(engine: AsyncEngine) -> None:
+    """The pool's pre-ping (every checkout of a pooled connection) as one round trip.
+    SQLAlchemy's for asyncpg runs its `;` in a transaction it rolls back - BEGIN, `;`, ROLLBACK,
+    three round trips - because asyncpg's fetch prepares a statement, which PgBouncer's
+    transaction mode could send to another server connection. `execute` without arguments is
+    the simple query protocol: one message, no prepared statement, its own transaction.
+    A request that creates a capsule checks out three connections."""
+
+    def ping(dbapi_connection: DBAPIConnection) -> bool:
+        try:
+            # Not `;`: asyncpg fails on the empty query's answer in the simple protocol.
+            dbapi_connection.run_async(lambda conn: conn.execute("SELECT 1"))
+        except Exception:
+            # Taken as a lost connection: the pool drops it and those older, and connects anew.
+            return False
+        return True
+
+    # This engine's dialect only: each engine has its own.
+    engine.dialect.do_ping = ping  # type: ignore[method-assign]
 
 
 def _configure_sqlite(engine: AsyncEngine, foreign_keys: bool) -> None:

@@ -194,8 +194,9 @@ def test_header_names_are_case_insensitive(envd: Envd) -> None:
     assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
 
 
-def test_expect_100_continue_is_answered_before_the_body(envd: Envd) -> None:
-    body = b'{"path": "/tmp/envd-expect-test"}'
+def test_expect_100_continue_is_answered_before_the_body(envd: Envd, tmp_path: Path) -> None:
+    made = tmp_path / "expected"
+    body = b'{"path": "%s"}' % str(made).encode()
     head = (
         f"POST /fs/mkdir HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {envd.token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -210,6 +211,7 @@ def test_expect_100_continue_is_answered_before_the_body(envd: Envd) -> None:
         while chunk := sock.recv(65536):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 ") or data.startswith(b"HTTP/1.1 201 "), data
+    assert made.is_dir()
 
 
 def test_malformed_requests_get_their_status_and_a_closed_connection(envd: Envd) -> None:

@@ -137,9 +137,13 @@ async def browser(browser_netns: Path) -> AsyncIterator[Browser]:
 async def serving(app: Any) -> AsyncIterator[str]:
     """`app` on a real port where the browser reaches it; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=SERVE_HOST, port=port, log_config=None, access_log=False)
+    # Keep-alive longer than any test: with uvicorn's 5 s, the tests' API client could send a
+    # request on a connection idle through slow page steps just as the server closed it (a
+    # ReadError, seen in a full run).
+    config = uvicorn.Config(
+        app, host=SERVE_HOST, port=port, log_config=None, access_log=False, timeout_keep_alive=600
     )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 30
     while not server.started:

@@ -247,3 +247,65 @@ async def test_watching_survives_an_agent_restart(
             await agent.exec(pb.ExecRequest(sandbox_id=capsule.sandbox_id, cmd="true"))
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "dead" in (refused.value.details() or "")
+
+
+async def _restoring_sandbox(directory: Path, old: int | None, deadline: float) -> int:
+    """The capsule's new sandbox process as soon as it exists (its restore under way)."""
+    needle = f"--bundle={directory}".encode()
+    while True:
+        for pid, argv in command_lines():
+            if argv[0] == b"runsc-sandbox" and needle in argv and pid != old:
+                return pid
+        assert time.monotonic() < deadline, f"no restoring sandbox for {directory}"
+        await asyncio.sleep(0.002)
+
+
+@pytest.mark.parametrize("after_sec", [0.0, 0.15], ids=["in-runsc-restore", "as-envd-wakes"])
+async def test_a_sandbox_killed_while_it_restores_never_shows_running(
+    start_app: StartApp, agent: AgentClient, after_sec: float
+) -> None:
+    """A resume whose restoring sandbox is killed from the host (kill -9 as soon as it exists,
+    inside `runsc restore`, or a little later, about when the agent waits for envd and starts
+    watching it): the capsule ends paused with its checkpoint kept (a second resume brings it
+    back, files and all) or in error - in the REST API and its agent alike, never running
+    without a sandbox."""
+    async with start_app(reconcile_interval_sec=0.2) as rest:
+        api = rest.client
+        user = await new_account(api)
+        capsule_id = (await make_capsule(api, user, memory_mb=256))["id"]
+        await sh(api, user, capsule_id, "echo kept > ~/mark")
+        directory = capsule_dir(capsule_id)
+        old = _sandbox_pid(directory)
+        resp = await api.post(f"/v1/capsules/{capsule_id}/pause", headers=user.h)
+        assert resp.status_code == 200, resp.text
+
+        resuming = asyncio.create_task(
+            api.post(f"/v1/capsules/{capsule_id}/resume", headers=user.h)
+        )
+        try:
+            victim = await _restoring_sandbox(directory, old, time.monotonic() + 30)
+            await asyncio.sleep(after_sec)
+            os.kill(victim, signal.SIGKILL)
+        finally:
+            resp = await resuming
+        # Refused (the restore failed: 502, the agent's own failure), or answered just before
+        # the kill landed.
+        assert resp.status_code in (200, 409, 502, 503), resp.text
+
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            body = (await api.get(f"/v1/capsules/{capsule_id}", headers=user.h)).json()
+            if body["status"] in ("paused", "error"):
+                break
+            assert time.monotonic() < deadline, f"{capsule_id} still {body['status']}"
+            await asyncio.sleep(0.1)
+        if body["status"] == "error":
+            assert body["status_reason"] == "sandbox exited", body
+            await _gone_from_agent(agent, capsule_id)
+            return
+        got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=capsule_id))
+        assert got.status == pb.SANDBOX_STATUS_PAUSED
+        resp = await api.post(f"/v1/capsules/{capsule_id}/resume", headers=user.h)
+        assert resp.status_code == 200 and resp.json()["status"] == "running", resp.text
+        assert (await sh(api, user, capsule_id, "cat ~/mark"))["stdout"] == "kept\n"
+        assert (await api.delete(f"/v1/capsules/{capsule_id}", headers=user.h)).is_success

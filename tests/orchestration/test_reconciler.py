@@ -161,6 +161,29 @@ async def test_a_pass_during_a_pause_does_not_record_an_auto_pause(start_app: St
         assert [action for action, _ in await _events(stack, alice)] == ["create", "pause"]
 
 
+async def test_a_pass_during_a_resume_leaves_it_to_the_call(start_app: StartApp) -> None:
+    """The agent reports a capsule running once its sandbox is restored, before the resume
+    call answers (the real agent then still waits for envd, and pauses it again if envd never
+    answers): passes meanwhile leave the row `starting`, so a resume that fails cannot leave
+    it running over a paused capsule."""
+    async with start_app(reconcile_interval_sec=INTERVAL) as stack:
+        api, agent = stack.client, stack.agent
+        alice = await new_account(api)
+        cid = (await make_capsule(api, alice))["id"]
+        assert (await api.post(f"/v1/capsules/{cid}/pause", headers=alice.h)).status_code == 200
+        reply = agent.faults.hold_reply("ResumeSandbox")
+        resume = asyncio.create_task(api.post(f"/v1/capsules/{cid}/resume", headers=alice.h))
+        try:
+            await wait_for(reply.arrived.is_set, what="the agent resumed")
+            passes = agent.calls.count("ListSandboxes")
+            await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 2, what="passes")
+            assert (await _capsule(api, alice, cid))["status"] == "starting"
+        finally:
+            reply.release()
+        assert (await resume).status_code == 200
+        assert (await _capsule(api, alice, cid))["status"] == "running"
+
+
 async def test_a_create_abandoned_by_a_dead_control_plane_becomes_an_error(
     start_app: StartApp,
 ) -> None:

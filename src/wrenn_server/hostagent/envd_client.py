@@ -167,9 +167,11 @@ class EnvdClient:
 
     # -- health and defaults ---------------------------------------------------------------
 
-    async def wait_ready(self, timeout: float) -> str:
+    async def wait_ready(self, timeout: float, alive: Callable[[], bool] = lambda: True) -> str:
         """Poll /health until envd answers; it needs a few hundred ms after the sandbox starts.
-        Returns the version it reports ("" when it sent none that looks like one)."""
+        Returns the version it reports ("" when it sent none that looks like one). `alive`
+        says whether the sandbox still runs: one that died does not keep the caller waiting
+        for the whole timeout."""
         self.before_use()
         start = time.monotonic()
         deadline = start + timeout
@@ -181,6 +183,8 @@ class EnvdClient:
                     return _reported_version(resp)
             except httpx.TransportError:
                 pass
+            if not alive():
+                raise errors.Internal("the capsule's sandbox exited while it started")
             now = time.monotonic()
             if now > deadline:
                 raise errors.Timeout("capsule agent did not start in time")

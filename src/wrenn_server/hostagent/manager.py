@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 
 from . import errors
 from .capacity import Room, check_checkpoint_room, check_memory
@@ -176,15 +177,16 @@ class SandboxManager(CapsuleTable):
         await self.runtime.create(capsule)
         self.deaths.watch(capsule)
         client = self.new_client(capsule)
+        alive = partial(self.runtime.sandbox_running, capsule)
         try:
             if template.type == SNAPSHOT:
                 # The snapshot's envd still holds the snapshotted capsule's token: replace it.
                 client.set_token(snapshot_token(self.keys, self.templates, template))
-                capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT)
+                capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
                 await client.init(token=capsule.token)
                 client.set_token(capsule.token)
             else:
-                capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT)
+                capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
                 await start_services(client, template)
         except BaseException:
             await asyncio.shield(client.aclose())
@@ -373,8 +375,9 @@ class SandboxManager(CapsuleTable):
         await self.runtime.resume(capsule)
         self.deaths.watch(capsule)
         client = self.connect(capsule)
+        alive = partial(self.runtime.sandbox_running, capsule)
         try:
-            capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT)
+            capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
             await rekey(self.keys, capsule, client)
             if default_user or default_env:
                 capsule.default_user = default_user or capsule.default_user

@@ -7,6 +7,7 @@ answer is a potential attack."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -179,6 +180,27 @@ async def test_waiting_for_an_envd_that_never_gets_ready_times_out(
     assert len(envd.seen) > 1  # it asked again until the deadline
     envd.answers["/health"] = Answer(200, b"{}")
     await client.wait_ready(5)
+
+
+async def test_waiting_stops_when_the_sandbox_is_gone(envd: FakeEnvd, client: EnvdClient) -> None:
+    """A sandbox that died while envd started (killed, out of memory) fails the wait at once,
+    not after the whole timeout; one that runs on keeps it waiting."""
+    envd.answers["/health"] = Answer(503, b"")
+    polls = 0
+
+    def alive() -> bool:
+        nonlocal polls
+        polls += 1
+        return polls < 3
+
+    started = time.monotonic()
+    with pytest.raises(errors.Internal) as exc:
+        await client.wait_ready(60, alive)
+    assert time.monotonic() - started < 5
+    assert polls == 3
+    assert status_for(exc.value)[0] == grpc.StatusCode.INTERNAL
+    envd.answers["/health"] = Answer(200, b"{}")
+    await client.wait_ready(5, lambda: False)  # envd answers: the sandbox runs
 
 
 async def test_an_envd_that_hangs_is_cut_off(envd: FakeEnvd, client: EnvdClient) -> None:

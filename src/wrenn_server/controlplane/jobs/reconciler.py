@@ -120,11 +120,15 @@ def _record_resources(host: Host, resources: pb.HostResources) -> None:
 
 def _resuming(sandbox: Sandbox, reported: str | None, asked_at: dt.datetime) -> bool:
     """A paused capsule being resumed reads "starting" (it holds its quota again) while its
-    agent still reports it paused; the resume call owns it, unless it has taken longer than any
-    resume does (the control plane died on the way: the agent's word wins)."""
+    agent still reports it paused, or already running: a restored sandbox is running before
+    its envd has answered, and if it never does the agent pauses it again and the call fails.
+    The resume call owns it (taken for running, the row would stay running over a paused
+    capsule), unless it has taken longer than any resume does (the control plane died on the
+    way: the agent's word wins). A create's row reads "starting" too until its call answers:
+    the same holds (its call sets it running, or removes it)."""
     return (
         sandbox.status == "starting"
-        and reported == "paused"
+        and reported in ("paused", "running")
         and asked_at - sandbox.last_updated < RESUME_GRACE
     )
 

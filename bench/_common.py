@@ -76,20 +76,32 @@ def report(
     print(f"{line}   (n={int(s['n'])})", flush=True)
 
 
-def bare_runsc_boots(rootfs: Path, n: int, runsc: str = "runsc") -> list[float]:
-    """Seconds for `runsc run` of `true` on `rootfs` (a template's root filesystem, read-only, no
-    network) to boot, run and exit: gVisor's own floor for a capsule's first command, with none
-    of the platform's work (overlay disk, network, envd, the agent)."""
+def bare_runsc_boots(
+    rootfs: Path,
+    n: int,
+    runsc: str = "runsc",
+    args: list[str] | None = None,
+    envd: Path | None = None,
+) -> list[float]:
+    """Seconds for `runsc run` of `args` (default `true`) on `rootfs` (a template's root
+    filesystem, read-only, no network) to boot, run and exit: gVisor's own floor for a capsule's
+    first command, with none of the platform's work (overlay disk, network, envd, the agent).
+    `envd`: a directory holding the `envd` package, mounted read-only at /opt/wrenn as capsules
+    have it (so `args` can start CPython on envd's imports)."""
     work = Path(tempfile.mkdtemp(prefix="wrenn-bootbase-"))
     root, bundle = work / "runsc", work / "bundle"
     root.mkdir()
     bundle.mkdir()
+    mounts: list[dict[str, object]] = [{"destination": "/proc", "type": "proc", "source": "proc"}]
+    if envd is not None:
+        mounts.append({"destination": "/opt/wrenn", "type": "bind", "source": str(envd),
+                       "options": ["rbind", "ro"]})  # fmt: skip
     config = {
         "ociVersion": "1.0.0",
-        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+        "process": {"args": args or ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
                     "env": ["PATH=/usr/bin:/bin"]},
         "root": {"path": str(rootfs), "readonly": True},
-        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "mounts": mounts,
         "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}]},
     }  # fmt: skip
     (bundle / "config.json").write_text(json.dumps(config))

@@ -6,7 +6,9 @@ measured in the same run (the machine may be loaded: compare ratios):
 - create -> first command done, default shape (the warm pool's), through the SDK, against the
   agent's own create + exec;
 - create -> first command done, cold (a shape the pool does not hold), against a bare `runsc run`
-  of `true` on the same root filesystem (gVisor's floor);
+  of `true` on the same root filesystem (gVisor's floor), printed beside bare sandboxes that
+  start CPython as a capsule starts envd, without and with envd's imports (the floor of a
+  capsule whose agent is CPython), and the SDK's own client construction;
 - resume -> first command done, through the SDK, against the agent's own resume + exec;
 - GET /v1/capsules under 10 and 200 concurrent connections (wrk, with a Lua hook for p95), against
   GET /health at the same concurrency (no credentials, one database ping).
@@ -42,12 +44,14 @@ import httpx
 from tests.controlplane.pgcluster import find_pg_bin, start_cluster
 from tests.published_sdk import published_sdk
 from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.hostagent.gvisor import install_envd
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
 from ._common import agent, bare_runsc_boots, free_port, load_note, p50, report, timed, timed_async
 
 SECRET = "bench-secret"
 COLD = {"memory_mb": 256}  # a shape the warm pool does not hold
+WITH_ENVD = "bare `runsc run` python3 importing envd"
 # wrk prints p50/p75/p90/p99 only; this prints p95 too.
 WRK_SCRIPT = """
 done = function(summary, latency, requests)
@@ -90,6 +94,25 @@ def sdk_resume_exec(capsule: Any, n: int) -> list[float]:
     return samples
 
 
+def envd_floor(rootfs: Path, n: int) -> dict[str, list[float]]:
+    """Bare sandboxes that start CPython as a capsule starts envd (`python3 -I -S`), without
+    and with envd's imports (envd's package mounted as capsules have it, bytecode compiled):
+    what a cold capsule's boot costs before anything of the platform runs."""
+    with tempfile.TemporaryDirectory(prefix="wrenn-bench-envd-") as tmp:
+        envd = Path(tmp) / "envd"
+        install_envd(envd)
+        imports = (
+            "import sys; sys.path.insert(0, '/opt/wrenn'); import envd.__main__; "
+            "from envd import peers, processes, server, sudo"
+        )
+        interpreter = ["python3", "-I", "-S", "-c", "pass"]
+        with_envd = ["python3", "-I", "-S", "-c", imports]
+        return {
+            "bare `runsc run python3 -I -S -c pass`": bare_runsc_boots(rootfs, n, args=interpreter),
+            WITH_ENVD: bare_runsc_boots(rootfs, n, args=with_envd, envd=envd),
+        }
+
+
 async def agent_create_exec(target: str, n: int, gap: float, **shape: int) -> list[float]:
     samples = []
     async with AgentClient(target, SECRET) as c:
@@ -118,7 +141,7 @@ async def agent_resume_exec(target: str, n: int) -> list[float]:
             for _ in range(n):
                 await c.pause_sandbox(ref)
                 t = time.perf_counter()
-                await c.resume_sandbox(ref)
+                await c.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=sb.sandbox_id))
                 await c.exec(pb.ExecRequest(sandbox_id=sb.sandbox_id, cmd="true"))
                 samples.append(time.perf_counter() - t)
         finally:
@@ -216,6 +239,9 @@ def run(iterations: int, api: str, target: str, rootfs: Path, listing: bool = Fa
                 time.sleep(2.0)
                 rest.append(sdk_create_exec(wrenn, opts))
             report("create -> first command, REST SDK (warm pool)", rest, p50(base))
+            # What the SDK does on the client before its first request, alone.
+            client = timed(lambda: wrenn.WrennClient(**opts).close(), iterations)
+            report("the SDK's client built (WrennClient, no request)", client)
             # The SDK builds a new HTTP client per capsule (its TLS context alone is ~15 ms):
             # the same through one client kept open is the platform's own share.
             kept = []
@@ -226,8 +252,13 @@ def run(iterations: int, api: str, target: str, rootfs: Path, listing: bool = Fa
 
             bare = bare_runsc_boots(rootfs, iterations)
             report("bare `runsc run true` (gVisor boot floor)", bare)
+            floors = envd_floor(rootfs, iterations)
+            for name, samples in floors.items():
+                report(name, samples, p50(bare))
             cold = [sdk_create_exec(wrenn, opts, **COLD) for _ in range(iterations)]
             report("create -> first command, REST SDK (cold)", cold, p50(bare))
+            envd_start = p50(floors[WITH_ENVD])
+            print(f"{'':<44} cold / bare python3 importing envd {p50(cold) / envd_start:5.2f}x")
 
             capsule = wrenn.Capsule(**opts)
             cid = capsule.capsule_id

@@ -15,7 +15,10 @@ Rows, all p50/p95 from one run (the machine's load is printed with them):
 (c) envd's no-op route (GET /health) from the host, over a plain socket and over the agent's
     client (httpx, kept-alive connection, the same address and token the agent uses);
 (d) envd's POST /processes of `true` from the host over that client (envd's whole exec without
-    the agent), then the agent's Exec over gRPC end to end, as the default user and as root.
+    the agent), then the agent's Exec over gRPC end to end, as the default user and as root;
+(f) in a bare sandbox and in a capsule: 2,000 getppid() and one `sh -c true`, each right after
+    other work and after 1 s of quiet (gVisor's systrap platform spins or sleeps by what it
+    measured last: the same system call costs ~0.6 us or ~25 us).
 Within each probe and among (c) and (d), rows alternate iteration by iteration so load moves
 them alike.
 """
@@ -109,6 +112,30 @@ print(json.dumps(out))
 """
 
 
+# Runs with the capsule's python3: the same work right after other work and after a quiet
+# second. gVisor's systrap platform switches its fast paths (the sentry and stub threads
+# spinning instead of sleeping on a futex) on and off by the latencies it measures, so a system
+# call's cost in one sandbox is not one number; this shows what quiet does to it.
+QUIET_PROBE = r"""
+import json, os, subprocess, sys, time
+n = int(sys.argv[1])
+def syscalls():
+    for _ in range(2000): os.getppid()
+def spawn():
+    subprocess.run(["/bin/sh", "-c", "true"])
+out = {}
+for fn in (syscalls, spawn): fn()
+for _ in range(n):
+    for kind, fn in (("2000 getppid", syscalls), ("spawn sh -c true", spawn)):
+        for quiet in (0.0, 1.0):
+            time.sleep(quiet)
+            t = time.perf_counter(); fn()
+            out.setdefault("%s after %.0f s quiet" % (kind, quiet), []).append(
+                round(time.perf_counter() - t, 7))
+print(json.dumps(out))
+"""
+
+
 # Runs in the capsule with envd's own code (mounted at /opt/wrenn): envd's process handling
 # without HTTP (ProcessTable.spawn + the stream's wait loop), and a second envd server on the
 # capsule's loopback driven by http.client over one kept-alive connection (envd's HTTP handling
@@ -198,7 +225,7 @@ def host_probe(n: int) -> dict[str, list[float]]:
     return result
 
 
-def bare_runsc_probe(rootfs: Path, n: int) -> dict[str, list[float]]:
+def bare_runsc_probe(rootfs: Path, n: int, probe: str = PROBE) -> dict[str, list[float]]:
     """The probe as pid 1 of a bare gVisor sandbox: gVisor's own process creation, nothing of
     the platform (no envd, no network, no disk overlay)."""
     work = Path(tempfile.mkdtemp(prefix="wrenn-exechops-"))
@@ -207,7 +234,7 @@ def bare_runsc_probe(rootfs: Path, n: int) -> dict[str, list[float]]:
     bundle.mkdir()
     config = {
         "ociVersion": "1.0.0",
-        "process": {"args": ["python3", "-c", PROBE, str(n)], "cwd": "/",
+        "process": {"args": ["python3", "-c", probe, str(n)], "cwd": "/",
                     "user": {"uid": 0, "gid": 0}, "env": ["PATH=/usr/bin:/bin"]},
         "root": {"path": str(rootfs), "readonly": True},
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
@@ -268,6 +295,8 @@ async def main(iterations: int, data_dir: Path) -> None:
     report_probe("(a) host", host_probe(iterations))
     rootfs = data_dir / "templates" / "minimal" / "rootfs"
     report_probe("(b) bare runsc", bare_runsc_probe(rootfs, iterations))
+    quiet_n = max(5, iterations // 10)
+    report_probe("(f) bare runsc", bare_runsc_probe(rootfs, quiet_n, QUIET_PROBE))
     with agent(data_dir, SECRET, subnet="10.208.0.0/16") as target:
         async with AgentClient(target, SECRET) as c:
             sb = await c.create_sandbox(pb.CreateSandboxRequest())
@@ -280,6 +309,10 @@ async def main(iterations: int, data_dir: Path) -> None:
                 res = await c.exec(probe)
                 assert res.exit_code == 0, res.stderr
                 report_probe("(b) capsule", json.loads(res.stdout))
+                probe.argv[:] = ["python3", "-c", QUIET_PROBE, str(quiet_n)]
+                res = await c.exec(probe)
+                assert res.exit_code == 0, res.stderr
+                report_probe("(f) capsule", json.loads(res.stdout))
                 who = await c.exec(pb.ExecRequest(sandbox_id=sb.sandbox_id, cmd="id -un"))
                 name = who.stdout.decode().strip()
                 probe.argv[:] = ["python3", "-c", ENVD_PROBE, str(iterations), name]

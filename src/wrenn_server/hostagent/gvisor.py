@@ -68,16 +68,7 @@ class GVisorRuntime:
         await self.firewall.start()
 
     def _install_envd(self) -> None:
-        """Copy envd where capsules mount it from, with bytecode compiled: capsules mount it
-        read-only, so they could not cache it and would compile it at every start."""
-        src = Path(envd_package.__file__).parent
-        staging = self.envd_dir.with_name("envd.new")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        shutil.copytree(src, staging / "envd", ignore=shutil.ignore_patterns("__pycache__"))
-        compileall.compile_dir(str(staging), quiet=1)
-        shutil.rmtree(self.envd_dir, ignore_errors=True)
-        staging.rename(self.envd_dir)
+        install_envd(self.envd_dir)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -497,3 +488,17 @@ def _put_resolv_conf(rootfs: Path, content: str) -> None:
         rootfs_io.write_file(rootfs, "etc/resolv.conf", content.encode())
     except (rootfs_io.UnsafePath, FileNotFoundError):
         log.warning("no resolv.conf written under %s: its /etc is not a plain directory", rootfs)
+
+
+def install_envd(envd_dir: Path) -> None:
+    """Copy envd to `envd_dir`/envd, where capsules mount it from, with bytecode compiled:
+    capsules mount it read-only, so they could not cache it and would compile it at every
+    start."""
+    src = Path(envd_package.__file__).parent
+    staging = envd_dir.with_name(envd_dir.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copytree(src, staging / "envd", ignore=shutil.ignore_patterns("__pycache__"))
+    compileall.compile_dir(str(staging), quiet=1)
+    shutil.rmtree(envd_dir, ignore_errors=True)
+    staging.rename(envd_dir)

@@ -10,6 +10,8 @@ from typing import Any
 
 import uvicorn
 
+from wrenn_server.cli import KEEP_ALIVE_SEC
+
 from .ports import free_port
 from .waiting import wait_for
 
@@ -21,6 +23,9 @@ async def served(
     """Serve `app` (its lifespan is the caller's) until the block ends; yields the base URL.
     `force_exit` skips waiting for open connections (long-lived streams) at the end."""
     port = port or free_port()
+    # The product's keep-alive, not uvicorn's 5 s: a client reusing a connection after a slow
+    # step must not race the server closing it.
+    config = {"timeout_keep_alive": KEEP_ALIVE_SEC, **config}
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, **config)
     )

@@ -10,6 +10,8 @@ from typing import Any
 
 import uvicorn
 
+from wrenn_server.cli import KEEP_ALIVE_SEC
+
 from .ports import free_port
 
 
@@ -18,7 +20,14 @@ def serving(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
     """Yields the app's base URL; stops the server on exit."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            timeout_keep_alive=KEEP_ALIVE_SEC,  # the product's (uvicorn's 5 s races clients)
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -28,6 +28,10 @@ admin_app = typer.Typer(help="Platform administration of the control plane.", no
 app.add_typer(admin_app, name="admin")
 console = Console(stderr=True)
 
+# Idle keep-alive connections live longer than clients' pools usually keep them (httpx: 5 s),
+# so a client never sends on a connection the server is just closing.
+KEEP_ALIVE_SEC = 75
+
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Agent data directory (default /var/lib/wrenn).")
 ]
@@ -172,14 +176,12 @@ def server(
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    # Idle keep-alive connections live longer than clients' pools usually keep them (httpx: 5 s),
-    # so a client never sends on a connection the server is just closing.
     common: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_config": None,
         "access_log": False,
-        "timeout_keep_alive": 75,
+        "timeout_keep_alive": KEEP_ALIVE_SEC,
     }
     if workers == 1:
         uvicorn.run(create_app(settings), **common)

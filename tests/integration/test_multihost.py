@@ -28,6 +28,7 @@ from pydantic import SecretStr
 from tests.ports import free_port
 from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.agentproto.tls import fingerprint
+from wrenn_server.cli import KEEP_ALIVE_SEC
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.app import create_app
 from wrenn_server.controlplane.security import TokenCodec
@@ -62,7 +63,14 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
     )
     app = create_app(settings)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_SEC,  # the product's (uvicorn's 5 s races clients)
+        )
     )
     serving = asyncio.create_task(server.serve())
     url = f"http://127.0.0.1:{port}"

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -249,8 +250,9 @@ async def test_watching_survives_an_agent_restart(
         assert "dead" in (refused.value.details() or "")
 
 
-async def _restoring_sandbox(directory: Path, old: int | None, deadline: float) -> int:
-    """The capsule's new sandbox process as soon as it exists (its restore under way)."""
+async def _new_sandbox(directory: Path, old: int | None, deadline: float) -> int:
+    """The capsule's new sandbox process as soon as it exists (its boot or restore under way),
+    other than `old`."""
     needle = f"--bundle={directory}".encode()
     while True:
         for pid, argv in command_lines():
@@ -283,7 +285,7 @@ async def test_a_sandbox_killed_while_it_restores_never_shows_running(
             api.post(f"/v1/capsules/{capsule_id}/resume", headers=user.h)
         )
         try:
-            victim = await _restoring_sandbox(directory, old, time.monotonic() + 30)
+            victim = await _new_sandbox(directory, old, time.monotonic() + 30)
             await asyncio.sleep(after_sec)
             os.kill(victim, signal.SIGKILL)
         finally:
@@ -309,3 +311,29 @@ async def test_a_sandbox_killed_while_it_restores_never_shows_running(
         assert resp.status_code == 200 and resp.json()["status"] == "running", resp.text
         assert (await sh(api, user, capsule_id, "cat ~/mark"))["stdout"] == "kept\n"
         assert (await api.delete(f"/v1/capsules/{capsule_id}", headers=user.h)).is_success
+
+
+async def test_a_sandbox_killed_while_it_boots_fails_the_create_at_once(
+    agent: AgentClient,
+) -> None:
+    """A cold create whose sandbox is killed before envd answers fails as soon as the sandbox
+    is gone (not after envd's whole start timeout), and leaves nothing of the capsule behind."""
+    sandbox_id = f"sb-{uuid.uuid4()}"
+    directory = capsule_dir(sandbox_id)
+    started = time.monotonic()
+    creating = asyncio.create_task(
+        agent.create_sandbox(pb.CreateSandboxRequest(sandbox_id=sandbox_id, memory_mb=384))
+    )
+    try:
+        os.kill(await _new_sandbox(directory, None, started + 60), signal.SIGKILL)
+    finally:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await creating
+    assert failed.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
+    assert time.monotonic() - started < 10  # envd's start timeout is 20 s
+    await _gone_from_agent(agent, sandbox_id)
+    deadline = time.monotonic() + DEADLINE
+    while left := traces_of(sandbox_id) + _loop_devices_of(directory):
+        assert time.monotonic() < deadline, f"left on the host: {left}"
+        await asyncio.sleep(0.1)
+    assert not directory.exists()

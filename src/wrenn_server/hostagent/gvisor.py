@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import envd as envd_package
 from ..private import private_dir, private_file
-from . import checkpoints, datadir, errors, network, rootfs_io, storage
+from . import cgroups, checkpoints, datadir, errors, network, rootfs_io, storage
 from .capsule import (
     DEAD,
     PAUSED,
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Where a pause's checkpoint is written before it is the capsule's `checkpoint`.
 NEW_CHECKPOINT = "checkpoint.new"
+# How long a stopped sandbox's last tasks may take to leave its cgroups before they are removed.
+CGROUP_RELEASE_SEC = 5.0
 _NOUNS = {PAUSING: "pause", SNAPSHOTTING: "snapshot"}
 
 
@@ -173,6 +175,9 @@ class GVisorRuntime:
             await run_quiet("umount", "-l", point)
         capsule.net = None
         await self._let_go(capsule)
+        # Only once its sandbox and gofer are gone: a cgroup with a task in it stays.
+        if busy := await cgroups.remove(capsule.cgroup, CGROUP_RELEASE_SEC):
+            log.warning("capsule %s: cgroups still in use: %s", capsule.sandbox_id, busy)
 
     async def _let_go(self, capsule: Capsule) -> None:
         """Wait a while for the stopped sandbox to let go of the disk image. A busy host may take

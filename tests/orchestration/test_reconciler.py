@@ -17,6 +17,7 @@ from wrenn_server.controlplane.agents import call_timeouts
 from wrenn_server.controlplane.db.models import Host, Sandbox
 from wrenn_server.controlplane.jobs.reconciler import ABANDONED, VANISHED
 
+from ..fakeagent import FakeAgentServer
 from ..waiting import wait_for
 from .conftest import Stack, StartApp
 from .helpers import Account, make_capsule, new_account
@@ -47,6 +48,12 @@ async def _events(stack: Stack, account: Account) -> list[tuple[str, str]]:
     return [(e["action"], e["resource_id"]) for e in reversed(resp.json()["items"])]
 
 
+async def _passes(agent: FakeAgentServer, n: int = 2) -> None:
+    """Until the reconciler has asked the agent `n` more times."""
+    passes = agent.calls.count("ListSandboxes")
+    await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + n, what=f"{n} passes")
+
+
 async def _host_status(stack: Stack) -> str:
     async with stack.db.sessionmaker() as session:
         return str(await session.scalar(select(Host.status)))
@@ -70,8 +77,7 @@ async def test_lost_and_dead_capsules(start_app: StartApp) -> None:
         assert (await _capsule(api, alice, kept))["status"] == "running"
 
         # Further passes change nothing and record nothing more.
-        passes = agent.calls.count("ListSandboxes")
-        await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 3, what="3 passes")
+        await _passes(agent, 3)
         events = await _events(stack, alice)
         # Both are found in one pass, so their records share a moment: order is not asserted.
         assert sorted(e for e in events if e[0] != "create") == [("died", dead), ("stopped", lost)]
@@ -153,8 +159,7 @@ async def test_a_pass_during_a_pause_does_not_record_an_auto_pause(start_app: St
         pause = asyncio.create_task(api.post(f"/v1/capsules/{cid}/pause", headers=alice.h))
         try:
             await wait_for(reply.arrived.is_set, what="the agent paused")
-            passes = agent.calls.count("ListSandboxes")
-            await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 2, what="passes")
+            await _passes(agent)
         finally:
             reply.release()
         assert (await pause).status_code == 200
@@ -175,8 +180,7 @@ async def test_a_pass_during_a_resume_leaves_it_to_the_call(start_app: StartApp)
         resume = asyncio.create_task(api.post(f"/v1/capsules/{cid}/resume", headers=alice.h))
         try:
             await wait_for(reply.arrived.is_set, what="the agent resumed")
-            passes = agent.calls.count("ListSandboxes")
-            await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 2, what="passes")
+            await _passes(agent)
             assert (await _capsule(api, alice, cid))["status"] == "starting"
         finally:
             reply.release()
@@ -208,8 +212,7 @@ async def test_a_create_abandoned_by_a_dead_control_plane_becomes_an_error(
             await wait_for(hold.arrived.is_set, what="a create reaching the agent")
             errored = await _becomes(stack, alice, abandoned, "error")
             assert errored["status_reason"] == ABANDONED
-            passes = agent.calls.count("ListSandboxes")
-            await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 2, what="passes")
+            await _passes(agent)
             assert (await _capsule(api, alice, abandoned))["status"] == "error"
             listed = (await api.get("/v1/capsules", headers=alice.h)).json()
             assert [c["status"] for c in listed] == ["starting"]  # the create under way
@@ -233,8 +236,7 @@ async def test_a_pass_during_a_snapshot_leaves_the_capsule_paused(start_app: Sta
         try:
             await wait_for(hold.arrived.is_set, what="the snapshot reaching the agent")
             assert agent.sandboxes[cid].status == "running"
-            passes = agent.calls.count("ListSandboxes")
-            await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 2, what="passes")
+            await _passes(agent)
         finally:
             hold.release()
         assert (await snapshot).status_code == 201
@@ -272,8 +274,7 @@ async def test_a_long_snapshot_is_left_to_its_call_as_long_as_the_call_waits(
             # Under way for longer than any pause or resume call waits, still within its own.
             await _age_row(stack, cid, call_timeouts.SNAPSHOT_TIMEOUT - 60)
             assert agent.sandboxes[cid].status == "running"
-            passes = agent.calls.count("ListSandboxes")
-            await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + 3, what="passes")
+            await _passes(agent, 3)
             assert (await _capsule(api, alice, cid))["status"] == "paused"
             # Older than any snapshot call: the call is gone, and the agent says running.
             await _age_row(stack, cid, call_timeouts.SNAPSHOT_TIMEOUT + 60)

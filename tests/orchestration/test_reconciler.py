@@ -17,7 +17,7 @@ from wrenn_server.controlplane.agents import call_timeouts
 from wrenn_server.controlplane.db.models import Host, Sandbox
 from wrenn_server.controlplane.jobs.reconciler import ABANDONED, VANISHED
 
-from ..fakeagent import FakeAgentServer
+from ..fakeagent import FakeHostAgent
 from ..waiting import wait_for
 from .conftest import Stack, StartApp
 from .helpers import Account, make_capsule, new_account
@@ -48,7 +48,7 @@ async def _events(stack: Stack, account: Account) -> list[tuple[str, str]]:
     return [(e["action"], e["resource_id"]) for e in reversed(resp.json()["items"])]
 
 
-async def _passes(agent: FakeAgentServer, n: int = 2) -> None:
+async def _passes(agent: FakeHostAgent, n: int = 2) -> None:
     """Until the reconciler has asked the agent `n` more times."""
     passes = agent.calls.count("ListSandboxes")
     await wait_for(lambda: agent.calls.count("ListSandboxes") >= passes + n, what=f"{n} passes")

@@ -2,7 +2,9 @@
 the host - is noticed by its agent within seconds: the REST API shows it in `error` with the
 reason (and an audit event says so), calls on it answer 409 instead of hanging or failing with
 502, and its network, mounts, loop device and files are released. The agent keeps watching
-across its own restart; a pooled capsule that dies is replaced, never handed out."""
+across its own restart; a pooled capsule that dies is replaced, never handed out. A sandbox
+killed while it boots, restores or is checkpointed leaves the capsule gone, paused with its
+checkpoint, or in error - never running without a sandbox, never paused on a broken image."""
 
 from __future__ import annotations
 
@@ -337,3 +339,52 @@ async def test_a_sandbox_killed_while_it_boots_fails_the_create_at_once(
         assert time.monotonic() < deadline, f"left on the host: {left}"
         await asyncio.sleep(0.1)
     assert not directory.exists()
+
+
+async def _checkpoint_started(handle: str, deadline: float) -> None:
+    while not any(
+        b"checkpoint" in argv and handle.encode() in argv for _pid, argv in command_lines()
+    ):
+        assert time.monotonic() < deadline, f"no checkpoint of {handle} seen"
+        await asyncio.sleep(0.002)
+
+
+async def test_a_sandbox_killed_while_it_is_checkpointed_ends_dead_or_resumable(
+    start_app: StartApp, agent: AgentClient
+) -> None:
+    """A pause whose sandbox is killed while runsc checkpoints it: the capsule ends in error
+    (its sandbox died; nothing of it left on the host) or, if the checkpoint was complete,
+    paused and resumable with its files - never paused on a broken checkpoint, never running
+    without a sandbox."""
+    async with start_app(reconcile_interval_sec=0.2) as rest:
+        api = rest.client
+        user = await new_account(api)
+        capsule_id = (await make_capsule(api, user, memory_mb=256))["id"]
+        await sh(api, user, capsule_id, "echo kept > ~/mark")
+        directory = capsule_dir(capsule_id)
+        victim = _sandbox_pid(directory)
+        pausing = asyncio.create_task(api.post(f"/v1/capsules/{capsule_id}/pause", headers=user.h))
+        try:
+            await _checkpoint_started(directory.name, time.monotonic() + 30)
+            os.kill(victim, signal.SIGKILL)
+        finally:
+            resp = await pausing
+        assert resp.status_code in (200, 409, 502, 503), resp.text
+
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            body = (await api.get(f"/v1/capsules/{capsule_id}", headers=user.h)).json()
+            if body["status"] in ("paused", "error"):
+                break
+            assert time.monotonic() < deadline, f"{capsule_id} still {body['status']}"
+            await asyncio.sleep(0.1)
+        if body["status"] == "error":
+            await _gone_from_agent(agent, capsule_id)
+            while left := traces_of(capsule_id) + _loop_devices_of(directory):
+                assert time.monotonic() < deadline + DEADLINE, f"left on the host: {left}"
+                await asyncio.sleep(0.1)
+            return
+        resp = await api.post(f"/v1/capsules/{capsule_id}/resume", headers=user.h)
+        assert resp.status_code == 200 and resp.json()["status"] == "running", resp.text
+        assert (await sh(api, user, capsule_id, "cat ~/mark"))["stdout"] == "kept\n"
+        assert (await api.delete(f"/v1/capsules/{capsule_id}", headers=user.h)).is_success

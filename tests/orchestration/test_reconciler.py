@@ -10,14 +10,17 @@ import datetime as dt
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.agents import call_timeouts
 from wrenn_server.controlplane.db.models import Host, Sandbox
+from wrenn_server.controlplane.jobs import reconciler
 from wrenn_server.controlplane.jobs.reconciler import ABANDONED, VANISHED
 
 from ..fakeagent import FakeHostAgent
+from ..fakeagent.sandbox import PAUSED
 from ..waiting import wait_for
 from .conftest import Stack, StartApp
 from .helpers import Account, make_capsule, new_account
@@ -164,6 +167,32 @@ async def test_a_pass_during_a_pause_does_not_record_an_auto_pause(start_app: St
             reply.release()
         assert (await pause).status_code == 200
         assert [action for action, _ in await _events(stack, alice)] == ["create", "pause"]
+
+
+async def test_a_pause_whose_control_plane_died_is_recorded_once_it_settles(
+    start_app: StartApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control plane died while its agent paused a capsule (the row still says running,
+    written moments ago; the agent reports it paused, not by its reaper): passes leave it to
+    the call only until the pause has been reported for SETTLE_GRACE, not for the whole
+    pause grace (minutes of a capsule listed running that refuses every command)."""
+    monkeypatch.setattr(reconciler, "SETTLE_GRACE", dt.timedelta(seconds=1))
+    async with start_app(reconcile_interval_sec=INTERVAL) as stack:
+        api, agent = stack.client, stack.agent
+        alice = await new_account(api)
+        cid = (await make_capsule(api, alice))["id"]
+        await _passes(agent)
+        sandbox = agent.get(cid)
+        sandbox.status, sandbox.auto_paused = PAUSED, False  # the call's pause, done
+        async with stack.db.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Sandbox)
+                .where(Sandbox.id == ids.SANDBOX.parse(cid))
+                .values(last_updated=dt.datetime.now(dt.UTC))
+            )
+        await _passes(agent)
+        assert (await _capsule(api, alice, cid))["status"] == "running"  # the call's, for now
+        await _becomes(stack, alice, cid, "paused")
 
 
 async def test_a_pass_during_a_resume_leaves_it_to_the_call(start_app: StartApp) -> None:

@@ -70,6 +70,10 @@ MAX_REASON = 200
 RESUME_GRACE = call_timeouts.grace(call_timeouts.RESUME_TIMEOUT)
 PAUSE_GRACE = call_timeouts.grace(call_timeouts.PAUSE_TIMEOUT)
 SNAPSHOT_GRACE = call_timeouts.grace(call_timeouts.SNAPSHOT_TIMEOUT)
+# Once its agent reports a pause done, or a resumed sandbox running, a live call records it
+# within moments (at most envd's start timeout for a resume); a row still not written this long
+# after a pass first saw that is a call whose control plane died (and has restarted since).
+SETTLE_GRACE = dt.timedelta(seconds=60)
 # The status_reason of a capsule its reachable agent no longer has: its files are gone with it.
 VANISHED = (
     "its host agent no longer has it (lost while the agent was down or restarting); "
@@ -196,6 +200,9 @@ class Reconciler:
         self.pool = pool
         self.down_after = dt.timedelta(seconds=down_after)
         self.create_grace = dt.timedelta(seconds=create_grace)
+        # Per host: capsule -> (row status, reported status, when a pass first saw the pair),
+        # for rows left to a pause or resume call whose agent already reports its end.
+        self._ended: dict[uuid.UUID, dict[uuid.UUID, tuple[str, str, dt.datetime]]] = {}
 
     async def run_once(self) -> None:
         async with self.db.sessionmaker() as session, transaction(session, write=True):
@@ -252,12 +259,28 @@ class Reconciler:
             rows = await session.scalars(
                 select(Sandbox).where(Sandbox.host_id == host_id, Sandbox.status.in_(TRACKED))
             )
+            ended = self._ended.get(host_id, {})
+            self._ended[host_id] = seen = {}
+
+            def settling(sandbox: Sandbox, now: str) -> bool:
+                """Whether the call may still record the end its agent reports (`now`)."""
+                pair = (sandbox.status, now)
+                first = ended.get(sandbox.id)
+                since = first[2] if first is not None and first[:2] == pair else asked_at
+                seen[sandbox.id] = (*pair, since)
+                return asked_at - since < SETTLE_GRACE
+
             for sandbox in rows:
                 if sandbox.last_updated >= asked_at:
                     continue
-                if _resuming(sandbox, reported.get(sandbox.id), asked_at):
+                now = reported.get(sandbox.id)
+                if _resuming(sandbox, now, asked_at) and (
+                    now != "running" or settling(sandbox, now)
+                ):
                     continue
-                if _pausing(sandbox, reported.get(sandbox.id), sandbox.id in reaped, asked_at):
+                if _pausing(sandbox, now, sandbox.id in reaped, asked_at) and settling(
+                    sandbox, "paused"
+                ):
                     continue
                 if _snapshotting(sandbox, reported.get(sandbox.id), asked_at):
                     continue

@@ -252,6 +252,25 @@ async def test_watching_survives_an_agent_restart(
         assert "dead" in (refused.value.details() or "")
 
 
+async def _paused_or_dead(api: httpx.AsyncClient, user: Account, capsule_id: str) -> dict[str, Any]:
+    """The capsule once it reads paused or error."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        body: dict[str, Any] = (await api.get(f"/v1/capsules/{capsule_id}", headers=user.h)).json()
+        if body["status"] in ("paused", "error"):
+            return body
+        assert time.monotonic() < deadline, f"{capsule_id} still {body['status']}"
+        await asyncio.sleep(0.1)
+
+
+async def _resumes_with_its_files(api: httpx.AsyncClient, user: Account, capsule_id: str) -> None:
+    """A paused capsule resumes with the file written before (`~/mark`), then is destroyed."""
+    resp = await api.post(f"/v1/capsules/{capsule_id}/resume", headers=user.h)
+    assert resp.status_code == 200 and resp.json()["status"] == "running", resp.text
+    assert (await sh(api, user, capsule_id, "cat ~/mark"))["stdout"] == "kept\n"
+    assert (await api.delete(f"/v1/capsules/{capsule_id}", headers=user.h)).is_success
+
+
 async def _new_sandbox(directory: Path, old: int | None, deadline: float) -> int:
     """The capsule's new sandbox process as soon as it exists (its boot or restore under way),
     other than `old`."""
@@ -260,7 +279,7 @@ async def _new_sandbox(directory: Path, old: int | None, deadline: float) -> int
         for pid, argv in command_lines():
             if argv[0] == b"runsc-sandbox" and needle in argv and pid != old:
                 return pid
-        assert time.monotonic() < deadline, f"no restoring sandbox for {directory}"
+        assert time.monotonic() < deadline, f"no new sandbox for {directory}"
         await asyncio.sleep(0.002)
 
 
@@ -296,23 +315,14 @@ async def test_a_sandbox_killed_while_it_restores_never_shows_running(
         # the kill landed.
         assert resp.status_code in (200, 409, 502, 503), resp.text
 
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            body = (await api.get(f"/v1/capsules/{capsule_id}", headers=user.h)).json()
-            if body["status"] in ("paused", "error"):
-                break
-            assert time.monotonic() < deadline, f"{capsule_id} still {body['status']}"
-            await asyncio.sleep(0.1)
+        body = await _paused_or_dead(api, user, capsule_id)
         if body["status"] == "error":
             assert body["status_reason"] == "sandbox exited", body
             await _gone_from_agent(agent, capsule_id)
             return
         got = await agent.get_sandbox(pb.SandboxRef(sandbox_id=capsule_id))
         assert got.status == pb.SANDBOX_STATUS_PAUSED
-        resp = await api.post(f"/v1/capsules/{capsule_id}/resume", headers=user.h)
-        assert resp.status_code == 200 and resp.json()["status"] == "running", resp.text
-        assert (await sh(api, user, capsule_id, "cat ~/mark"))["stdout"] == "kept\n"
-        assert (await api.delete(f"/v1/capsules/{capsule_id}", headers=user.h)).is_success
+        await _resumes_with_its_files(api, user, capsule_id)
 
 
 async def test_a_sandbox_killed_while_it_boots_fails_the_create_at_once(
@@ -371,20 +381,12 @@ async def test_a_sandbox_killed_while_it_is_checkpointed_ends_dead_or_resumable(
             resp = await pausing
         assert resp.status_code in (200, 409, 502, 503), resp.text
 
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            body = (await api.get(f"/v1/capsules/{capsule_id}", headers=user.h)).json()
-            if body["status"] in ("paused", "error"):
-                break
-            assert time.monotonic() < deadline, f"{capsule_id} still {body['status']}"
-            await asyncio.sleep(0.1)
+        body = await _paused_or_dead(api, user, capsule_id)
         if body["status"] == "error":
             await _gone_from_agent(agent, capsule_id)
+            deadline = time.monotonic() + DEADLINE
             while left := traces_of(capsule_id) + _loop_devices_of(directory):
-                assert time.monotonic() < deadline + DEADLINE, f"left on the host: {left}"
+                assert time.monotonic() < deadline, f"left on the host: {left}"
                 await asyncio.sleep(0.1)
             return
-        resp = await api.post(f"/v1/capsules/{capsule_id}/resume", headers=user.h)
-        assert resp.status_code == 200 and resp.json()["status"] == "running", resp.text
-        assert (await sh(api, user, capsule_id, "cat ~/mark"))["stdout"] == "kept\n"
-        assert (await api.delete(f"/v1/capsules/{capsule_id}", headers=user.h)).is_success
+        await _resumes_with_its_files(api, user, capsule_id)

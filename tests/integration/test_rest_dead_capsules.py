@@ -14,8 +14,9 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import httpx
@@ -31,6 +32,8 @@ from .rest_fixtures import Account, StartApp, make_capsule, new_account, sh
 from .traces import capsule_dir, traces_of
 
 pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
 
 # From the sandbox's death to the REST API showing it: the agent sees it at once; the
 # reconciler (every 0.2 s here) copies it.
@@ -271,6 +274,16 @@ async def _resumes_with_its_files(api: httpx.AsyncClient, user: Account, capsule
     assert (await api.delete(f"/v1/capsules/{capsule_id}", headers=user.h)).is_success
 
 
+async def _killed_during(call: Awaitable[T], victim: Callable[[], Awaitable[int]]) -> T:
+    """The outcome of `call`, run while the sandbox process `victim()` finds is killed -9."""
+    running = asyncio.ensure_future(call)
+    try:
+        os.kill(await victim(), signal.SIGKILL)
+    finally:
+        outcome = await running
+    return outcome
+
+
 async def _new_sandbox(directory: Path, old: int | None, deadline: float) -> int:
     """The capsule's new sandbox process as soon as it exists (its boot or restore under way),
     other than `old`."""
@@ -302,15 +315,13 @@ async def test_a_sandbox_killed_while_it_restores_never_shows_running(
         resp = await api.post(f"/v1/capsules/{capsule_id}/pause", headers=user.h)
         assert resp.status_code == 200, resp.text
 
-        resuming = asyncio.create_task(
-            api.post(f"/v1/capsules/{capsule_id}/resume", headers=user.h)
-        )
-        try:
+        async def restoring() -> int:
             victim = await _new_sandbox(directory, old, time.monotonic() + 30)
-            await asyncio.sleep(after_sec)
-            os.kill(victim, signal.SIGKILL)
-        finally:
-            resp = await resuming
+            await asyncio.sleep(after_sec)  # the moment of the attack, not a wait
+            return victim
+
+        resume = api.post(f"/v1/capsules/{capsule_id}/resume", headers=user.h)
+        resp = await _killed_during(resume, restoring)
         # Refused (the restore failed: 502, the agent's own failure), or answered just before
         # the kill landed.
         assert resp.status_code in (200, 409, 502, 503), resp.text
@@ -333,14 +344,9 @@ async def test_a_sandbox_killed_while_it_boots_fails_the_create_at_once(
     sandbox_id = f"sb-{uuid.uuid4()}"
     directory = capsule_dir(sandbox_id)
     started = time.monotonic()
-    creating = asyncio.create_task(
-        agent.create_sandbox(pb.CreateSandboxRequest(sandbox_id=sandbox_id, memory_mb=384))
-    )
-    try:
-        os.kill(await _new_sandbox(directory, None, started + 60), signal.SIGKILL)
-    finally:
-        with pytest.raises(grpc.aio.AioRpcError) as failed:
-            await creating
+    create = agent.create_sandbox(pb.CreateSandboxRequest(sandbox_id=sandbox_id, memory_mb=384))
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await _killed_during(create, lambda: _new_sandbox(directory, None, started + 60))
     assert failed.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
     assert time.monotonic() - started < 10  # envd's start timeout is 20 s
     await _gone_from_agent(agent, sandbox_id)
@@ -373,12 +379,13 @@ async def test_a_sandbox_killed_while_it_is_checkpointed_ends_dead_or_resumable(
         await sh(api, user, capsule_id, "echo kept > ~/mark")
         directory = capsule_dir(capsule_id)
         victim = _sandbox_pid(directory)
-        pausing = asyncio.create_task(api.post(f"/v1/capsules/{capsule_id}/pause", headers=user.h))
-        try:
+
+        async def checkpointed() -> int:
             await _checkpoint_started(directory.name, time.monotonic() + 30)
-            os.kill(victim, signal.SIGKILL)
-        finally:
-            resp = await pausing
+            return victim
+
+        pause = api.post(f"/v1/capsules/{capsule_id}/pause", headers=user.h)
+        resp = await _killed_during(pause, checkpointed)
         assert resp.status_code in (200, 409, 502, 503), resp.text
 
         body = await _paused_or_dead(api, user, capsule_id)

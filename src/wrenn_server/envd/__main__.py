@@ -54,17 +54,6 @@ def _stop(signum: int, frame: Optional[FrameType]) -> None:
     raise SystemExit(0)
 
 
-def _warm_up() -> None:
-    """Run a shell once in the background: the first command of a capsule otherwise pays for
-    loading /bin/sh and its libraries into the sandbox's page cache (~50 ms under gVisor).
-    posix_spawn, not Popen: the reaper collects it, and a Popen object left behind would
-    later poll its pid, which may by then belong to another child."""
-    try:
-        os.posix_spawn("/bin/sh", ["/bin/sh", "-c", ":"], {})
-    except OSError:
-        pass
-
-
 def main() -> None:
     token, bind, port, peer_policy = _config()
     from . import peers, sudo
@@ -86,7 +75,7 @@ def main() -> None:
         _die("cannot listen on %s:%d: %s" % (bind, port, exc.strerror))
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    _warm_up()
+    table.warm_up()
     try:
         # Nothing calls shutdown() (SIGTERM unwinds the select), so the loop need not wake to
         # check for it: each wake-up of an idle capsule costs host CPU in the sentry.

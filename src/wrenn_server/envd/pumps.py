@@ -9,11 +9,12 @@ import os
 import selectors
 import threading
 
+from . import threads
 from .record import READ_SIZE, Process
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Optional, Tuple
+    from typing import List, Tuple
 
 
 class OutputPumps:
@@ -25,11 +26,9 @@ class OutputPumps:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._lock = threading.Lock()
         self._pending: List[Tuple[Process, int, int]] = []
-        self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="output-pumps", daemon=True)
-        self._thread.start()
+        threads.start(self._run)
 
     def add(self, proc: Process, fd: int, index: int) -> None:
         """Copy `fd` into `proc`'s stream `index` until EOF; the pump then closes it."""

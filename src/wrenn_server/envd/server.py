@@ -16,7 +16,7 @@ import threading
 # OpenSSL, several MB of memory in every capsule.
 from _operator import _compare_digest as compare_digest
 
-from . import routes, users
+from . import routes, threads, users
 from .errors import ApiError, error_body
 from .http1 import RequestHandler, phrase, split_target
 from .httpio import MAX_JSON, BodyReader, ClientGone
@@ -72,6 +72,11 @@ class EnvdServer(socketserver.ThreadingTCPServer):
         self.peers = peers
         super().__init__(address, Handler)
         self.server_port = int(self.server_address[1])
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        """A thread per connection, as ThreadingMixIn's, without its start-up handshake (see
+        threads.py): nobody joins them (daemon_threads, no block_on_close)."""
+        threads.start(self.process_request_thread, request, client_address)
 
     def verify_request(self, request: object, client_address: object) -> bool:
         """Runs in the accepting thread, before a handler thread exists for the connection."""

@@ -20,6 +20,7 @@ Standard library only, Python 3.9+ (it runs on the capsule's python3).
 
 from __future__ import annotations
 
+import _thread
 import grp
 import json
 import os
@@ -109,7 +110,9 @@ def serve(table: Any) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(ADDRESS)
     sock.listen(16)
-    threading.Thread(target=_accept_forever, args=(sock, table), name="sudo", daemon=True).start()
+    # _thread, not threading: no start-up handshake (see threads.py; this file runs on its own
+    # as `sudo` too, so it imports nothing of envd's).
+    _thread.start_new_thread(_accept_forever, (sock, table))
     _link()
 
 
@@ -127,7 +130,7 @@ def _link() -> None:
 def _accept_forever(sock: socket.socket, table: Any) -> None:
     while True:
         conn, _ = sock.accept()
-        threading.Thread(target=_handle, args=(conn, table), daemon=True).start()
+        _thread.start_new_thread(_handle, (conn, table))
 
 
 def _recv_request(conn: socket.socket) -> Tuple[Dict[str, Any], List[int], int]:
@@ -249,7 +252,7 @@ def _relay(conn: socket.socket, proc: Any) -> None:
                 except OSError:
                     pass
 
-    threading.Thread(target=signals, daemon=True).start()
+    _thread.start_new_thread(signals, ())
     status = proc.wait_exit()
     done.set()
     code = os.waitstatus_to_exitcode(status)

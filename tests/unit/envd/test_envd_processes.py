@@ -311,3 +311,15 @@ def test_envd_reaps_its_children(envd: Envd) -> None:
     children = Path(f"/proc/{envd.proc.pid}/task/{envd.proc.pid}/children")
     # Zombies would stay listed.
     wait_until(lambda: not pids & set(children.read_text().split()), 5, what="children reaped")
+
+
+def test_the_start_up_shell_is_reaped_before_any_command(fresh_envd: Envd) -> None:
+    # envd runs a shell once at start (warming the page cache for the first command); its
+    # reaper, asleep with no children by then, must still collect it.
+    proc = fresh_envd.proc
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+
+    def no_children() -> bool:
+        return not children.read_text().split()
+
+    wait_until(no_children, 5, what="the start-up shell reaped")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -30,19 +31,25 @@ __all__ = [
 ]
 
 
-def timed(fn: Callable[[], object], n: int) -> list[float]:
-    """Seconds each of `n` calls of `fn` took."""
+def timed(fn: Callable[[], object], n: int, quiet: float = 0.0) -> list[float]:
+    """Seconds each of `n` calls of `fn` took (each after `quiet` seconds of nothing)."""
     samples = []
     for _ in range(n):
+        if quiet:
+            time.sleep(quiet)
         t = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - t)
     return samples
 
 
-async def timed_async(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
+async def timed_async(
+    fn: Callable[[], Awaitable[object]], n: int, quiet: float = 0.0
+) -> list[float]:
     samples = []
     for _ in range(n):
+        if quiet:
+            await asyncio.sleep(quiet)
         t = time.perf_counter()
         await fn()
         samples.append(time.perf_counter() - t)

@@ -51,6 +51,7 @@ from ._common import agent, bare_runsc_boots, free_port, load_note, p50, report,
 
 SECRET = "bench-secret"
 COLD = {"memory_mb": 256}  # a shape the warm pool does not hold
+QUIET = 1.0  # seconds before each command of the "after quiet" exec rows
 WITH_ENVD = "bare `runsc run` python3 importing envd"
 # wrk prints p50/p75/p90/p99 only; this prints p95 too.
 WRK_SCRIPT = """
@@ -126,10 +127,10 @@ async def agent_create_exec(target: str, n: int, gap: float, **shape: int) -> li
     return samples
 
 
-async def agent_round_trips(target: str, cid: str, n: int) -> list[float]:
+async def agent_round_trips(target: str, cid: str, n: int, quiet: float = 0.0) -> list[float]:
     async with AgentClient(target, SECRET) as c:
         request = pb.ExecRequest(sandbox_id=cid, cmd="true")
-        return await timed_async(lambda: c.exec(request), n)
+        return await timed_async(lambda: c.exec(request), n, quiet=quiet)
 
 
 async def agent_resume_exec(target: str, n: int) -> list[float]:
@@ -274,6 +275,13 @@ def run(iterations: int, api: str, target: str, rootfs: Path, listing: bool = Fa
                 iterations * 10,
             )
             report("exec round trip, REST httpx", via_httpx, p50(direct))
+            # An AI agent's commands come seconds apart, and a sandbox that was quiet runs its
+            # next command slower (gVisor's systrap sleeps instead of spinning): the same rows
+            # with 1 s of quiet before each command.
+            direct = asyncio.run(agent_round_trips(target, cid, iterations, quiet=QUIET))
+            report(f"exec after {QUIET:g} s quiet, agent gRPC directly", direct)
+            via_sdk = timed(lambda: capsule.commands.run("true"), iterations, quiet=QUIET)
+            report(f"exec after {QUIET:g} s quiet, REST SDK commands.run", via_sdk, p50(direct))
 
             base = asyncio.run(agent_resume_exec(target, iterations))
             report("resume -> first command, agent gRPC", base)

@@ -2,7 +2,8 @@
 measured in the same run (the machine may be loaded: compare ratios):
 
 - exec round trip: the published `wrenn` SDK's `commands.run("true")` (and plain httpx), against
-  the host agent's own Exec over gRPC;
+  the host agent's own Exec over gRPC; back to back, and with 1 s of quiet before each command
+  (as an AI agent's commands come);
 - create -> first command done, default shape (the warm pool's), through the SDK, against the
   agent's own create + exec;
 - create -> first command done, cold (a shape the pool does not hold), against a bare `runsc run`

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import func, select, update
+from sqlalchemy.sql import Executable
 
 from wrenn_server.controlplane.db.models import User
 from wrenn_server.controlplane.db.session import Database
+from wrenn_server.controlplane.services import cache_sync
 
 from ..controlplane.helpers import PASSWORD, bearer
 
@@ -66,3 +68,13 @@ async def capsule_status(client: httpx.AsyncClient, account: Account, capsule_id
     resp = await client.get(f"/v1/capsules/{capsule_id}", headers=account.h)
     assert resp.status_code == 200, resp.text
     return str(resp.json()["status"])
+
+
+async def write_elsewhere(db: Database, statement: Executable) -> None:
+    """`statement` as another control plane process commits it: this process's ORM session
+    hooks never see it, and on PostgreSQL its transaction sends the cache notification every
+    process's writes send (services/cache_sync.py)."""
+    async with db.engine.begin() as conn:
+        await conn.execute(statement)
+        if db.dialect == "postgresql":
+            await conn.execute(select(func.pg_notify(cache_sync.CHANNEL, "another-process")))

@@ -29,7 +29,7 @@ from wrenn_server.controlplane.services.capsule_listings import CapsuleListings
 
 from ..controlplane.helpers import assert_error
 from .conftest import Stack
-from .helpers import Account, make_capsule, new_account
+from .helpers import Account, make_capsule, new_account, write_elsewhere
 from .test_capsule_routes import statements
 
 BOUND_SEC = 1.0
@@ -163,8 +163,7 @@ async def test_a_revoked_key_is_refused_though_its_listing_is_kept(stack: Stack)
     stack.app.state.capsule_listings = listings
     assert len(await _listed(stack, account)) == 1
     assert len(listings) == 1
-    async with stack.db.engine.begin() as conn:  # as another process's revocation
-        await conn.execute(update(APIKey).values(revoked_at=dt.datetime.now(dt.UTC)))
+    await write_elsewhere(stack.db, update(APIKey).values(revoked_at=dt.datetime.now(dt.UTC)))
     deadline = time.monotonic() + BOUND_SEC
     while (resp := await stack.client.get("/v1/capsules", headers=account.h)).status_code == 200:
         assert time.monotonic() < deadline, "a revoked key still listed past the bound"

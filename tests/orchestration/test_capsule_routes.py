@@ -15,20 +15,27 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from sqlalchemy import event, select, update
+import pytest
+from sqlalchemy import event, select, text, update
 
 from wrenn_server.controlplane import ids
 from wrenn_server.controlplane.db.models import APIKey, User
 from wrenn_server.controlplane.db.models.capsules import Sandbox
 from wrenn_server.controlplane.db.models.hosts import Host
 from wrenn_server.controlplane.db.session import Database, transaction
-from wrenn_server.controlplane.services import capsule_routes
+from wrenn_server.controlplane.services import (
+    auth_cache,
+    cache_listener,
+    cache_sync,
+    capsule_routes,
+)
 from wrenn_server.controlplane.services.auth_cache import AuthCache
 from wrenn_server.controlplane.services.capsule_routes import CapsuleRoutes
 
 from ..controlplane.helpers import assert_error
+from ..waiting import wait_for
 from .conftest import Stack
-from .helpers import Account, make_capsule, new_account
+from .helpers import Account, make_capsule, new_account, write_elsewhere
 from .test_port_proxy import host
 from .test_port_proxy_access import capsule_with_port, echo  # noqa: F401
 
@@ -78,12 +85,6 @@ def long_lived_caches(stack: Stack) -> None:
 def _routes(stack: Stack) -> CapsuleRoutes:
     routes: CapsuleRoutes = stack.app.state.hosts.routes
     return routes
-
-
-async def _raw(db: Database, statement: Any) -> None:
-    """A write this process's ORM sessions never see (as another process's would be)."""
-    async with db.engine.begin() as conn:
-        await conn.execute(statement)
 
 
 async def test_repeated_execs_and_envd_calls_send_no_database_statement(stack: Stack) -> None:
@@ -210,7 +211,8 @@ async def test_a_pause_made_elsewhere_is_refused_within_a_second(stack: Stack) -
     assert (await _exec(stack, account, cid)).status_code == 200
     since = time.monotonic()
     sandbox_id = ids.SANDBOX.parse(cid)
-    await _raw(stack.db, update(Sandbox).where(Sandbox.id == sandbox_id).values(status="paused"))
+    paused = update(Sandbox).where(Sandbox.id == sandbox_id).values(status="paused")
+    await write_elsewhere(stack.db, paused)
     while True:
         sent = time.monotonic() - since  # a loaded machine may be slow to answer, not to send
         resp = await _exec(stack, account, cid)
@@ -237,7 +239,7 @@ async def test_a_revoked_key_is_refused_on_the_envd_path(stack: Stack) -> None:
     assert (await _envd_list(stack, cid, other)).status_code == 200
     since = time.monotonic()
     revoked = update(APIKey).where(APIKey.id == ids.API_KEY.parse(resp.json()["id"]))
-    await _raw(stack.db, revoked.values(revoked_at=APIKey.created_at))
+    await write_elsewhere(stack.db, revoked.values(revoked_at=APIKey.created_at))
     while True:
         sent = time.monotonic() - since
         if (status := (await _envd_list(stack, cid, other)).status_code) != 200:
@@ -390,3 +392,105 @@ async def test_the_port_proxy_refuses_a_revoked_key_and_a_paused_capsule_at_once
     assert resp.status_code == 204, resp.text
     resp = await api.get("/", headers={**host(8000, cid), **account.h})
     assert resp.status_code == 401, resp.text
+
+
+# -- other processes' writes, heard on PostgreSQL (services/cache_sync.py) -------------------
+
+
+def _on_postgresql(stack: Stack) -> None:
+    if stack.db.dialect != "postgresql":
+        pytest.skip("on SQLite entries live their TTL")
+
+
+async def _kept_past_their_ttl(stack: Stack, account: Account, cid: str) -> None:
+    """With the key and the route cached, wait out their TTL: a command still reads nothing."""
+    await wait_for(cache_sync.listening, 10, interval=0.01, what="the cache listener")
+    for _ in range(2):  # a key's first use records it and drops its entry
+        assert (await _exec(stack, account, cid)).status_code == 200
+    kept = time.monotonic()
+    ttl = max(capsule_routes.TTL_SEC, auth_cache.TTL_SEC)
+    await wait_for(lambda: time.monotonic() - kept > 2 * ttl, what="the TTL passed")
+    with statements(stack.db) as seen:
+        assert (await _exec(stack, account, cid)).status_code == 200
+    assert seen == [], "read again though nothing was written"
+
+
+async def test_a_pause_elsewhere_is_heard_by_a_route_kept_past_its_ttl(stack: Stack) -> None:
+    _on_postgresql(stack)
+    account = await new_account(stack.client)
+    cid = str((await make_capsule(stack.client, account))["id"])
+    await _kept_past_their_ttl(stack, account, cid)
+    since = time.monotonic()
+    paused = update(Sandbox).where(Sandbox.id == ids.SANDBOX.parse(cid)).values(status="paused")
+    await write_elsewhere(stack.db, paused)
+    while (resp := await _exec(stack, account, cid)).status_code == 200:
+        assert time.monotonic() - since <= BOUND_SEC, "routed to a paused capsule past the bound"
+        await asyncio.sleep(0.02)
+    assert resp.status_code == 409, resp.text
+
+
+async def test_a_key_revoked_elsewhere_is_refused_though_kept_past_its_ttl(stack: Stack) -> None:
+    _on_postgresql(stack)
+    account = await new_account(stack.client)
+    cid = str((await make_capsule(stack.client, account))["id"])
+    await _kept_past_their_ttl(stack, account, cid)
+    since = time.monotonic()
+    await write_elsewhere(stack.db, update(APIKey).values(revoked_at=APIKey.created_at))
+    while (resp := await _exec(stack, account, cid)).status_code == 200:
+        assert time.monotonic() - since <= BOUND_SEC, "a revoked key still worked past the bound"
+        await asyncio.sleep(0.02)
+    assert_error(resp, 401, "unauthorized")
+
+
+async def test_a_lost_listener_drops_what_it_may_have_missed(stack: Stack) -> None:
+    """While the listener is away, a write's notification is lost: back, it drops every entry
+    (and meanwhile entries lived their TTL only)."""
+    _on_postgresql(stack)
+    account = await new_account(stack.client)
+    cid = str((await make_capsule(stack.client, account))["id"])
+    await _kept_past_their_ttl(stack, account, cid)
+    async with stack.db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = :n AND datname = current_database()"
+            ),
+            {"n": cache_listener.APPLICATION_NAME},
+        )
+    await wait_for(lambda: not cache_sync.listening(), 5, interval=0.005, what="the listener lost")
+    # A pause whose notification nobody hears (no listener, or written by hand).
+    async with stack.db.engine.begin() as conn:
+        sandbox_id = ids.SANDBOX.parse(cid)
+        await conn.execute(update(Sandbox).where(Sandbox.id == sandbox_id).values(status="paused"))
+    await wait_for(cache_sync.listening, 10, interval=0.01, what="the listener back")
+    assert (await _exec(stack, account, cid)).status_code == 409
+
+
+async def test_writes_other_processes_may_have_kept_notify_them(stack: Stack) -> None:
+    """A key revoked or a running capsule paused notifies at its commit; a create (a new row,
+    kept nowhere yet) does not."""
+    _on_postgresql(stack)
+    heard: list[str] = []
+    async with stack.db.engine.connect() as conn:
+        pg: Any = (await conn.get_raw_connection()).driver_connection
+
+        def note(_conn: object, _pid: int, _channel: str, sender: str) -> None:
+            heard.append(sender)
+
+        await pg.add_listener(cache_sync.CHANNEL, note)
+        try:
+            account = await new_account(stack.client)
+            resp = await stack.client.post("/v1/api-keys", json={"name": "b"}, headers=account.jwt)
+            assert resp.status_code == 201, resp.text
+            key_id = resp.json()["id"]
+            heard.clear()
+            cid = str((await make_capsule(stack.client, account))["id"])
+            resp = await stack.client.delete(f"/v1/api-keys/{key_id}", headers=account.jwt)
+            assert resp.status_code == 204, resp.text
+            await wait_for(lambda: heard, 5, interval=0.01, what="the revocation's notification")
+            assert heard == [cache_sync.SENDER], "the create notified too"
+            resp = await stack.client.post(f"/v1/capsules/{cid}/pause", headers=account.h)
+            assert resp.status_code == 200, resp.text
+            await wait_for(lambda: len(heard) > 1, 5, interval=0.01, what="the pause's")
+        finally:
+            await pg.remove_listener(cache_sync.CHANNEL, note)

@@ -44,6 +44,7 @@ from .security import TokenCodec
 from .services import capsule_routes, channels, event_wakeups, events, quotas
 from .services.auth_cache import AuthCache
 from .services.bootstrap import bootstrap_single_box
+from .services.cache_listener import CacheListener
 from .services.capsule_listings import CapsuleListings
 from .services.capsule_routes import CapsuleRoutes
 from .services.capsules import Hosts
@@ -126,6 +127,20 @@ def _share_capsule_writes(settings: Settings) -> WriteStamp | None:
         return None
     capsule_routes.share_writes(stamp)
     return stamp
+
+
+def _hear_cache_writes(settings: Settings, database: Database) -> CacheListener | None:
+    """On PostgreSQL, hear the other processes' writes to what the credential and capsule
+    location caches hold, so their entries may outlive their TTL (services/cache_sync.py)."""
+    if database.dialect != "postgresql":
+        return None
+    listener = CacheListener(
+        database.url,
+        timeout=settings.events_listener_timeout_sec,
+        backoff_max=settings.events_listener_backoff_max_sec,
+    )
+    listener.start()
+    return listener
 
 
 def _end_streams_on_exit_signal(hub: EventHub) -> None:
@@ -243,6 +258,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             ),
         }
         stamp = _share_capsule_writes(settings)
+        caches = _hear_cache_writes(settings, database)
         await builds.workers.start()
         await event_hub.start()
         _end_streams_on_exit_signal(event_hub)
@@ -250,6 +266,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             async with loops.running(background, Leadership(database.sessionmaker)):
                 yield
         finally:
+            if caches is not None:
+                await caches.stop()
             if stamp is not None:
                 capsule_routes.unshare_writes(stamp)
             await event_hub.close()

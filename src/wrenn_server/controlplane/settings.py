@@ -224,8 +224,9 @@ class Settings(BaseSettings):
         description="How long a control plane process reuses what a credential (API key or "
         "user token) resolved to before asking the database again; 0 turns the cache off. "
         "It bounds how long another process may still honour a revoked key, a removed member, "
-        "a deactivated user or a deleted team (the process that made the change drops its "
-        "cache at once).",
+        "a deactivated user or a deleted team when it is not told sooner (the process that "
+        "made the change drops its cache at once; on PostgreSQL the others hear of it and may "
+        "keep entries longer while they do, still within a second of any change).",
     )
     capsule_cache_ttl_sec: float = Field(
         default=0.5,
@@ -234,10 +235,11 @@ class Settings(BaseSettings):
         description="How long a control plane process reuses where a running capsule is (its "
         "team and host) for calls into it (exec, files, the E2B protocol, the port proxy) "
         "before reading it again; 0 turns the cache off. It bounds how long a pause, destroy "
-        "or move made through another process goes unseen here (the process that made it "
-        "drops the capsule's entry at once), and how long a team's kept capsule listing may "
-        "miss a write by a control plane process on another machine (those on this machine "
-        "share a stamp in the data directory and are seen at once).",
+        "or move made through another process goes unseen here when it is not told sooner "
+        "(the process that made it drops the capsule's entry at once; on PostgreSQL the others "
+        "hear of it and may keep entries longer while they do), and how long a team's kept "
+        "capsule listing may miss a write by a control plane process on another machine "
+        "(those on this machine share a stamp in the data directory and are seen at once).",
     )
     exec_max_output_bytes: int = Field(
         default=1 << 20,

@@ -1,12 +1,14 @@
-"""A short-lived, in-process cache of who a credential is (API key or user JWT -> Principal).
+"""An in-process cache of who a credential is (API key or user JWT -> Principal).
 
 Resolving a credential costs a database round trip or two on every request; most requests come
-in bursts from the same few keys. An entry lives at most `TTL_SEC`, which bounds how long
-another control plane process may keep honouring a revoked key, a removed member, a deactivated
-user or a deleted team (they share only the database). In this process a committed write to any
-table a principal is read from (users, teams, team_members, api_keys) drops every entry at once,
-so here the change is seen by the next request. An entry is stored only if no such write
-committed while it was being read, so a lookup racing a revocation cannot outlive it.
+from the same few keys. An entry lives `TTL_SEC`, which bounds how long another control plane
+process may keep honouring a revoked key, a removed member, a deactivated user or a deleted team
+when nothing tells it sooner; on PostgreSQL each process hears of the others' writes to those
+tables and may keep an entry longer while it provably has (cache_sync.py: still within a
+second of any such write). In this process a committed write to any table a principal is read
+from (users, teams, team_members, api_keys) drops every entry at once, so here the change is
+seen by the next request. An entry is stored only if no such write committed while it was being
+read, so a lookup racing a revocation cannot outlive it.
 
 Only successes are cached: a refused credential is looked up again each time (a new key or a
 new membership works at once, and failures are throttled elsewhere).
@@ -20,9 +22,11 @@ from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 
 from ..db.models import APIKey, Team, TeamMember, User
+from . import cache_sync
 from .principals import NEUTRAL_WRITE, Principal
 
-# Below one second, so a revocation made through another process is refused within a second.
+# Below one second, so a revocation made through another process is refused within a second
+# even when it cannot tell this one (cache_sync.py).
 TTL_SEC = 0.5
 # A flood of distinct (say, forged-then-valid) credentials cannot grow the cache without bound.
 MAX_ENTRIES = 10_000
@@ -44,8 +48,14 @@ def _bump() -> None:
     _generation += 1
 
 
+def drop_all() -> None:
+    """Another process wrote what a principal is read from."""
+    _bump()
+
+
 class AuthCache:
-    """Credential (a digest or the token) -> Principal, for at most `ttl` seconds."""
+    """Credential (a digest or the token) -> Principal, for `ttl` seconds (longer while
+    cache_sync says every other process's writes are known)."""
 
     def __init__(self, *, ttl: float = TTL_SEC, max_entries: int = MAX_ENTRIES) -> None:
         self.ttl = ttl
@@ -56,8 +66,8 @@ class AuthCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        expires, gen, principal = entry
-        if gen != _generation or time.monotonic() >= expires:
+        read_at, gen, principal = entry
+        if gen != _generation or not cache_sync.trusted(read_at, time.monotonic(), self.ttl):
             self._entries.pop(key, None)
             return None
         return principal
@@ -68,7 +78,7 @@ class AuthCache:
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
-        self._entries[key] = (time.monotonic() + self.ttl, read_at_generation, principal)
+        self._entries[key] = (time.monotonic(), read_at_generation, principal)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -95,6 +105,9 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
     changed = (*session.new, *session.dirty, *session.deleted)
     if any(isinstance(obj, _AUTH_MODELS) for obj in changed):
         session.info[_DIRTY] = True
+    # A new row revokes nothing another process may have kept (only successes are kept).
+    if any(isinstance(obj, _AUTH_MODELS) for obj in (*session.dirty, *session.deleted)):
+        cache_sync.notify(session)
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -102,6 +115,7 @@ def _on_execute(state: ORMExecuteState) -> None:
     # Bulk UPDATE/DELETE/INSERT statements bypass the flush.
     if bulk_write_table(state) in _AUTH_TABLES and not state.execution_options.get(NEUTRAL_WRITE):
         state.session.info[_DIRTY] = True
+        cache_sync.notify(state.session)
 
 
 @event.listens_for(Session, "after_commit")

@@ -1,16 +1,18 @@
-"""A short-lived, in-process cache of where a capsule runs (capsule id -> team, status, host), for
-the calls that reach into a capsule (exec, files, processes, the E2B envd protocol, the port
-proxy), which would otherwise read the capsule's and its host's rows on every call.
+"""An in-process cache of where a capsule runs (capsule id -> team, status, host), for the calls
+that reach into a capsule (exec, files, processes, the E2B envd protocol, the port proxy), which
+would otherwise read the capsule's and its host's rows on every call.
 
-As in auth_cache.py: an entry lives at most `TTL_SEC`, which bounds how long another control
-plane process's pause, destroy, resume elsewhere or failure may go unseen here (they share only
-the database; meanwhile the host agent itself refuses a capsule it does not run). In this process
-a committed write to a capsule's row drops that capsule's entry at once, and a committed change
-to a host's address, certificate or type, a deleted host, or a bulk write to either table drops
-every entry; an entry is stored only if no such write committed while it was being read, so a
-lookup racing a pause cannot outlive it. Only running capsules are kept: anything else is read
-again each time. A create or resume through this process keeps the capsule's route as it
-commits (its first command usually follows at once), under the same rule.
+As in auth_cache.py: an entry lives `TTL_SEC`, which bounds how long another control plane
+process's pause, destroy, resume elsewhere or failure may go unseen here when nothing tells this
+one sooner (meanwhile the host agent itself refuses a capsule it does not run); on PostgreSQL
+each process hears of the others' writes to capsule rows and host routing, and may keep an
+entry longer while it provably has (cache_sync.py: still within a second of any such write).
+In this process a committed write to a capsule's row drops that capsule's entry at once, and a
+committed change to a host's address, certificate or type, a deleted host, or a bulk write to
+either table drops every entry; an entry is stored only if no such write committed while it
+was being read, so a lookup racing a pause cannot outlive it. Only running capsules are kept:
+anything else is read again each time. A create or resume through this process keeps the
+capsule's route as it commits (its first command usually follows at once), under the same rule.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTran
 from ..db.models.capsules import Sandbox
 from ..db.models.hosts import Host
 from ..errors import InvalidState
+from . import cache_sync
 from .auth_cache import bulk_write_table
 from .write_stamp import WriteStamp
 
@@ -93,7 +96,8 @@ class Route:
 
 
 class CapsuleRoutes:
-    """Capsule id -> `Route`, for at most `ttl` seconds."""
+    """Capsule id -> `Route`, for `ttl` seconds (longer while cache_sync says every other
+    process's writes are known)."""
 
     def __init__(self, *, ttl: float = TTL_SEC, max_entries: int = MAX_ENTRIES) -> None:
         self.ttl = ttl
@@ -105,8 +109,8 @@ class CapsuleRoutes:
         entry = self._entries.get(sandbox_id)
         if entry is None:
             return None
-        expires, route = entry
-        if time.monotonic() >= expires:
+        read_at, route = entry
+        if not cache_sync.trusted(read_at, time.monotonic(), self.ttl):
             self._entries.pop(sandbox_id, None)
             return None
         return route
@@ -127,7 +131,7 @@ class CapsuleRoutes:
             return route
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
-        self._entries[sandbox.id] = (time.monotonic() + self.ttl, route)
+        self._entries[sandbox.id] = (time.monotonic(), route)
         return route
 
     async def read(
@@ -162,6 +166,14 @@ class CapsuleRoutes:
         return len(self._entries)
 
 
+def drop_all() -> None:
+    """Another process wrote a capsule row or a host's routing."""
+    global _generation
+    _generation += 1
+    for cache in list(_caches):
+        cache.clear()
+
+
 def _host_moved(host: Host) -> bool:
     attrs = inspect(host).attrs
     return any(attrs[name].history.has_changes() for name in _HOST_ROUTING)
@@ -169,14 +181,27 @@ def _host_moved(host: Host) -> bool:
 
 @event.listens_for(Session, "after_flush")
 def _after_flush(session: Session, _flush: UOWTransaction) -> None:
-    written: set[uuid.UUID] = session.info.setdefault(_WRITTEN, set())
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(obj, Sandbox) and obj.id is not None:
-            written.add(obj.id)
-    if any(isinstance(obj, Host) for obj in session.deleted) or any(
+    changed = (*session.new, *session.dirty, *session.deleted)
+    written = {obj.id for obj in changed if isinstance(obj, Sandbox) and obj.id is not None}
+    session.info.setdefault(_WRITTEN, set()).update(written)
+    moved = any(isinstance(obj, Host) for obj in session.deleted) or any(
         isinstance(obj, Host) and _host_moved(obj) for obj in session.dirty
-    ):
+    )
+    if moved:
         session.info[_ALL] = True
+    # Other processes keep routes of running capsules only: a new row, or one that was not
+    # running (a create's or a resume's), cannot be one of their entries.
+    if moved or any(
+        isinstance(obj, Sandbox) and _was_running(obj) for obj in (*session.dirty, *session.deleted)
+    ):
+        cache_sync.notify(session)
+
+
+def _was_running(sandbox: Sandbox) -> bool:
+    """Whether the row was running before this flush (or its status was never read here)."""
+    history = inspect(sandbox).attrs.status.history
+    before = (*history.unchanged, *history.deleted)
+    return not before or "running" in before
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -184,6 +209,7 @@ def _on_execute(state: ORMExecuteState) -> None:
     # Bulk UPDATE/DELETE/INSERT statements bypass the flush: which rows they hit is not known.
     if bulk_write_table(state) in _TABLES:
         state.session.info[_ALL] = True
+        cache_sync.notify(state.session)
 
 
 @event.listens_for(Session, "after_commit")

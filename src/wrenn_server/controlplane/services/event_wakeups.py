@@ -68,7 +68,7 @@ class LocalWakeups:
         pass
 
 
-async def _reconnecting(
+async def reconnecting(
     name: str, session: Callable[[Wake], Awaitable[None]], wake: Wake, backoff_max: float
 ) -> None:
     """Run `session` (one connection's life) again and again, waiting longer after each
@@ -87,7 +87,7 @@ async def _reconnecting(
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            log.warning("event wake-up listener (%s) lost: %s; reconnecting", name, e)
+            log.warning("%s listener lost: %s; reconnecting", name, e)
         if connected:
             backoff = FIRST_BACKOFF
         await asyncio.sleep(backoff)
@@ -111,7 +111,7 @@ class PostgresWakeups:
         )
 
     async def listen(self, wake: Wake) -> None:
-        await _reconnecting("postgres", self._session, wake, self._backoff_max)
+        await reconnecting("event wake-up (postgres)", self._session, wake, self._backoff_max)
 
     async def _session(self, wake: Wake) -> None:
         async with asyncio.timeout(self._timeout):
@@ -173,7 +173,7 @@ class RedisWakeups:
         )
 
     async def listen(self, wake: Wake) -> None:
-        await _reconnecting("redis", self._session, wake, self._backoff_max)
+        await reconnecting("event wake-up (redis)", self._session, wake, self._backoff_max)
 
     async def _session(self, wake: Wake) -> None:
         # No silent reconnection inside the client: what was published meanwhile would be

@@ -8,13 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
-
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from . import auth_cache, cache_sync, capsule_routes
-from .event_wakeups import Wake, reconnecting
+from .event_wakeups import Wake, listener_engine, listening_connection, reconnecting
 
 APPLICATION_NAME = "wrenn-caches"
 
@@ -29,14 +25,7 @@ class CacheListener:
         self._timeout = timeout
         self._backoff_max = backoff_max
         self._task: asyncio.Task[None] | None = None
-        self._engine = create_async_engine(
-            url,
-            poolclass=NullPool,
-            connect_args={
-                "timeout": timeout,
-                "server_settings": {"application_name": APPLICATION_NAME},
-            },
-        )
+        self._engine = listener_engine(url, timeout=timeout, application_name=APPLICATION_NAME)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="cache-listener")
@@ -55,39 +44,27 @@ class CacheListener:
             cache_sync.lost()
 
     async def _session(self, connected: Wake) -> None:
-        async with asyncio.timeout(self._timeout):
-            conn = await self._engine.connect()
         try:
-            raw = await conn.get_raw_connection()
-            pg: Any = raw.driver_connection  # asyncpg.Connection
-            lost = asyncio.Event()
-            pg.add_termination_listener(lambda _conn: lost.set())
+            async with listening_connection(self._engine, self._timeout) as (pg, lost):
 
-            def heard(_conn: object, _pid: int, _channel: str, sender: str) -> None:
-                if sender != cache_sync.SENDER:
-                    drop_all()
+                def heard(_conn: object, _pid: int, _channel: str, sender: str) -> None:
+                    if sender != cache_sync.SENDER:
+                        drop_all()
 
-            async with asyncio.timeout(self._timeout):
-                await pg.add_listener(cache_sync.CHANNEL, heard)
-            connected()  # drops everything: what was written while no one listened is not known
-            while not lost.is_set():
-                sent_at = time.monotonic()
-                # A half-open connection never says it is gone: ask.
                 async with asyncio.timeout(self._timeout):
-                    await pg.execute("SELECT 1")
-                # Notifications that came with the answer are handed to `heard` first.
-                await asyncio.sleep(0)
-                cache_sync.confirmed(sent_at)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(cache_sync.HEARTBEAT):
-                        await lost.wait()
-            raise ConnectionError("the listening connection closed")
+                    await pg.add_listener(cache_sync.CHANNEL, heard)
+                connected()  # drops everything: what was written while no one listened
+                while not lost.is_set():
+                    sent_at = time.monotonic()
+                    # A half-open connection never says it is gone: ask.
+                    async with asyncio.timeout(self._timeout):
+                        await pg.execute("SELECT 1")
+                    # Notifications that came with the answer are handed to `heard` first.
+                    await asyncio.sleep(0)
+                    cache_sync.confirmed(sent_at)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(cache_sync.HEARTBEAT):
+                            await lost.wait()
+                raise ConnectionError("the listening connection closed")
         finally:
             cache_sync.lost()
-            # Never returned to a pool (NullPool): closing it ends the LISTEN.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    await conn.invalidate()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    await conn.close()

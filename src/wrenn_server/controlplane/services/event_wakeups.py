@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from .events import NOTIFY_CHANNEL
@@ -94,6 +94,41 @@ async def reconnecting(
         backoff = min(backoff * 2, backoff_max)
 
 
+def listener_engine(url: str, *, timeout: float, application_name: str) -> AsyncEngine:
+    """An engine for one LISTENing connection held for good (NullPool: never pooled)."""
+    return create_async_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={
+            "timeout": timeout,
+            "server_settings": {"application_name": application_name},
+        },
+    )
+
+
+@contextlib.asynccontextmanager
+async def listening_connection(
+    engine: AsyncEngine, timeout: float
+) -> AsyncIterator[tuple[Any, asyncio.Event]]:
+    """A connection of `engine` (asyncpg's own, to LISTEN on) and an event set when it is
+    lost; closed on the way out, which ends its LISTENs."""
+    async with asyncio.timeout(timeout):
+        conn = await engine.connect()
+    try:
+        raw = await conn.get_raw_connection()
+        pg: Any = raw.driver_connection  # asyncpg.Connection
+        lost = asyncio.Event()
+        pg.add_termination_listener(lambda _conn: lost.set())
+        yield pg, lost
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await conn.invalidate()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await conn.close()
+
+
 class PostgresWakeups:
     """LISTEN on a connection of its own (not the pool's: it is held for good)."""
 
@@ -101,26 +136,13 @@ class PostgresWakeups:
         self._timeout = timeout
         self._backoff_max = backoff_max
         self._own = own
-        self._engine = create_async_engine(
-            url,
-            poolclass=NullPool,
-            connect_args={
-                "timeout": timeout,
-                "server_settings": {"application_name": APPLICATION_NAME},
-            },
-        )
+        self._engine = listener_engine(url, timeout=timeout, application_name=APPLICATION_NAME)
 
     async def listen(self, wake: Wake) -> None:
         await reconnecting("event wake-up (postgres)", self._session, wake, self._backoff_max)
 
     async def _session(self, wake: Wake) -> None:
-        async with asyncio.timeout(self._timeout):
-            conn = await self._engine.connect()
-        try:
-            raw = await conn.get_raw_connection()
-            pg: Any = raw.driver_connection  # asyncpg.Connection
-            lost = asyncio.Event()
-            pg.add_termination_listener(lambda _conn: lost.set())
+        async with listening_connection(self._engine, self._timeout) as (pg, lost):
             async with asyncio.timeout(self._timeout):
 
                 def heard(_conn: object, _pid: int, _channel: str, sender: str) -> None:
@@ -138,14 +160,6 @@ class PostgresWakeups:
                     async with asyncio.timeout(self._timeout):
                         await pg.execute("SELECT 1")
             raise ConnectionError("the listening connection closed")
-        finally:
-            # Never returned to a pool (NullPool): closing it ends the LISTEN.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    await conn.invalidate()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    await conn.close()
 
     def committed(self) -> None:
         pass  # the event's transaction notified

@@ -31,6 +31,7 @@ from wrenn_server.controlplane.services import (
 )
 from wrenn_server.controlplane.services.auth_cache import AuthCache
 from wrenn_server.controlplane.services.capsule_routes import CapsuleRoutes
+from wrenn_server.controlplane.services.event_wakeups import listening_connection
 
 from ..controlplane.helpers import assert_error
 from ..waiting import wait_for
@@ -470,7 +471,8 @@ async def test_writes_other_processes_may_have_kept_notify_them(stack: Stack) ->
         pg: Any = (await conn.get_raw_connection()).driver_connection
 
         def note(_conn: object, _pid: int, _channel: str, sender: str) -> None:
-            heard.append(sender)
+            if not sender.startswith(cache_listener.BEAT):  # the listeners' own heartbeats
+                heard.append(sender)
 
         await pg.add_listener(cache_sync.CHANNEL, note)
         try:
@@ -489,3 +491,47 @@ async def test_writes_other_processes_may_have_kept_notify_them(stack: Stack) ->
             await wait_for(lambda: len(heard) > 1, 5, interval=0.01, what="the pause's")
         finally:
             await pg.remove_listener(cache_sync.CHANNEL, note)
+
+
+async def test_a_listener_that_does_not_hear_its_heartbeat_never_vouches(db: Database) -> None:
+    """A connection whose notifications do not come back (a pooler in transaction mode passes
+    them to whichever client holds the server connection) must leave entries to their TTL."""
+    if db.dialect != "postgresql":
+        pytest.skip("LISTEN/NOTIFY needs PostgreSQL")
+
+    @contextlib.asynccontextmanager
+    async def deaf(engine: Any, timeout: float) -> Any:
+        async with listening_connection(engine, timeout) as (pg, lost):
+            yield _Deaf(pg), lost
+
+    deaf_listener = cache_listener.CacheListener(db.url, timeout=0.5, backoff_max=0.5)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache_listener, "listening_connection", deaf)
+        deaf_listener.start()
+        try:
+            watched = time.monotonic()
+            while time.monotonic() - watched < 2 * cache_sync.FRESH_WITHIN:
+                assert not cache_sync.listening(), "vouched without hearing its heartbeat"
+                await asyncio.sleep(0.02)
+        finally:
+            await deaf_listener.stop()
+    listener = cache_listener.CacheListener(db.url, timeout=5, backoff_max=0.5)
+    listener.start()
+    try:
+        await wait_for(cache_sync.listening, 10, interval=0.01, what="a listener that hears")
+    finally:
+        await listener.stop()
+    assert not cache_sync.listening()
+
+
+class _Deaf:
+    """An asyncpg connection whose LISTENs register nothing."""
+
+    def __init__(self, pg: Any) -> None:
+        self._pg = pg
+
+    async def add_listener(self, *_args: Any) -> None:
+        pass
+
+    async def execute(self, query: str) -> Any:
+        return await self._pg.execute(query)

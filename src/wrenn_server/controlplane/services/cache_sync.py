@@ -7,12 +7,14 @@ once. What other processes write reaches them here, on PostgreSQL: every transac
 a credential's tables, a capsule row or a host's routing also runs `pg_notify(CHANNEL)`
 (`notify`; PostgreSQL delivers it at the commit, or never if the transaction rolls back), and
 each process LISTENs on a connection of its own (cache_listener.py), where a notification from
-another process drops every entry of both caches. That connection is asked `SELECT 1` every
-`HEARTBEAT` seconds: notifications committed before a query starts arrive before its answer, so
-once a heartbeat started at T is answered, every such write committed before T is applied here.
-An entry is then served past its TTL, up to `MAX_AGE`, while the last answered heartbeat started
-less than `FRESH_WITHIN` ago - a revoked key is still refused everywhere within a second. With no
-listener (SQLite, a lost connection, a process starting) entries live their TTL only.
+another process drops every entry of both caches. Every `HEARTBEAT` seconds the listener sends
+a notification of its own on the channel and waits to hear it: PostgreSQL delivers
+notifications in the order their transactions committed, so once a heartbeat sent at T is heard,
+every such write committed before T is applied here. An entry is then served past its TTL, up
+to `MAX_AGE`, while the last heartbeat heard was sent less than `FRESH_WITHIN` ago - a revoked
+key is still refused everywhere within a second. With no listener (SQLite, a lost or silent
+connection, a pooler that does not pass notifications on, a process starting) entries live their
+TTL only.
 
 Writes made outside the control plane (SQL typed by hand) notify no one: they are seen within
 `MAX_AGE`.
@@ -34,7 +36,7 @@ MAX_AGE = 30.0
 # dropped what its own commits wrote, entry by entry).
 SENDER = secrets.token_hex(8)
 
-# time.monotonic() when the last answered heartbeat was sent; None: not listening.
+# time.monotonic() when the last heartbeat heard back was sent; None: not listening.
 _confirmed: float | None = None
 
 
@@ -47,7 +49,7 @@ def trusted(read_at: float, now: float, ttl: float) -> bool:
 
 
 def confirmed(sent_at: float) -> None:
-    """A heartbeat sent at `sent_at` was answered: every write committed before then is known."""
+    """A heartbeat sent at `sent_at` was heard: every write committed before then is known."""
     global _confirmed
     _confirmed = sent_at
 

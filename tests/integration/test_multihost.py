@@ -254,7 +254,8 @@ async def test_a_registered_host_runs_capsules_and_is_monitored(
     )
     user = bearer(resp.json()["token"])
     capsule = await p.client.post("/v1/capsules", json={}, headers=user)
-    assert capsule.status_code == 201, capsule.text
+    # Once seen: the agent stopped answering here (exit status, its log) - kept for a next time.
+    assert capsule.status_code == 201, (capsule.text, agent.proc.poll(), agent.log()[-3000:])
     capsule_id = capsule.json()["id"]
     ran = await p.client.post(
         f"/v1/capsules/{capsule_id}/exec", json={"cmd": "echo", "args": ["remote"]}, headers=user

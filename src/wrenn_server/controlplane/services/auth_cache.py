@@ -102,12 +102,13 @@ def bulk_write_table(state: ORMExecuteState) -> str | None:
 
 @event.listens_for(Session, "after_flush")
 def _after_flush(session: Session, _flush: UOWTransaction) -> None:
-    changed = (*session.new, *session.dirty, *session.deleted)
+    changed = (*session.dirty, *session.deleted)
     if any(isinstance(obj, _AUTH_MODELS) for obj in changed):
         session.info[_DIRTY] = True
-    # A new row revokes nothing another process may have kept (only successes are kept).
-    if any(isinstance(obj, _AUTH_MODELS) for obj in (*session.dirty, *session.deleted)):
+        # A new row revokes nothing another process may have kept (only successes are kept).
         cache_sync.notify(session)
+    elif any(isinstance(obj, _AUTH_MODELS) for obj in session.new):
+        session.info[_DIRTY] = True
 
 
 @event.listens_for(Session, "do_orm_execute")

@@ -43,9 +43,7 @@ _confirmed: float | None = None
 def trusted(read_at: float, now: float, ttl: float) -> bool:
     """Whether an entry read at `read_at` (and not dropped since) may still be served."""
     age = now - read_at
-    if age < ttl:
-        return True
-    return ttl > 0 and age < MAX_AGE and _confirmed is not None and now - _confirmed < FRESH_WITHIN
+    return age < ttl or (ttl > 0 and age < MAX_AGE and _vouched(now))
 
 
 def confirmed(sent_at: float) -> None:
@@ -61,7 +59,12 @@ def lost() -> None:
 
 
 def listening() -> bool:
-    return _confirmed is not None and time.monotonic() - _confirmed < FRESH_WITHIN
+    return _vouched(time.monotonic())
+
+
+def _vouched(now: float) -> bool:
+    """A heartbeat heard back was sent less than FRESH_WITHIN before `now`."""
+    return _confirmed is not None and now - _confirmed < FRESH_WITHIN
 
 
 def notify(session: Session) -> None:

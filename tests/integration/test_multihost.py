@@ -23,6 +23,7 @@ import grpc
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from tests.ports import free_port
@@ -340,3 +341,56 @@ async def test_hosts_refuse_capsules_they_have_no_memory_for(
     assert "low on memory" in error["message"]
     listed = await p.client.get("/v1/capsules", headers=user)
     assert listed.json() == []
+
+
+async def test_a_registering_agent_already_listens_and_answers_no_one(
+    start_remote_agent: Callable[..., RemoteAgent],
+) -> None:
+    """The control plane marks a host online when it registers and may call it at once: the
+    agent listens before it registers (a refused first call would leave the control plane's
+    channel waiting to retry), but answers no one until registration gives it its secret - not
+    a caller holding the built-in default either. Here a stand-in control plane calls it from
+    inside the registration request."""
+    secret = "secret-given-at-registration"
+    seen: dict[str, grpc.StatusCode] = {}
+    app = FastAPI()
+
+    @app.post("/v1/hosts/register", status_code=201)
+    async def register(body: dict[str, Any]) -> dict[str, Any]:
+        certificate = body["tls_certificate"].encode()
+        for caller in ("dev-agent-secret", secret):
+            async with AgentClient(body["address"], caller, certificate=certificate) as early:
+                try:
+                    await early.list_sandboxes(pb.ListSandboxesRequest(), timeout=10)
+                    seen[caller] = grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as e:
+                    seen[caller] = e.code()
+        host = {"id": "6f1c1a52-2c4e-4a5e-9a43-1d2f3b4c5d6e"}
+        return {"host": host, "token": "t", "refresh_token": "r", "agent_secret": secret}
+
+    @app.post("/v1/hosts/{host_id}/heartbeat", status_code=204)
+    async def heartbeat(host_id: str) -> None:
+        return None
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        agent = start_remote_agent(f"http://127.0.0.1:{port}", "a-token")
+
+        async def registered() -> bool:
+            return "registered as host" in agent.log()
+
+        await _until(registered, 120, "registration", agent)
+        assert seen == {
+            "dev-agent-secret": grpc.StatusCode.UNAUTHENTICATED,
+            secret: grpc.StatusCode.UNAUTHENTICATED,
+        }
+        certificate = (agent.data_dir / "tls" / "agent.crt").read_bytes()
+        async with AgentClient(agent.target, secret, certificate=certificate) as control_plane:
+            await control_plane.list_sandboxes(pb.ListSandboxesRequest(), timeout=10)
+    finally:
+        server.should_exit = True
+        await serving

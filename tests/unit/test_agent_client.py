@@ -4,7 +4,10 @@ credentials and its default timeout, and answering with that RPC's message type.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.fakeagent.server import FakeAgentServer
 from wrenn_server.agentproto.client import DEFAULT_TIMEOUT, AgentClient
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
@@ -159,3 +163,44 @@ async def test_timeouts_are_the_callers(served: tuple[Recorder, AgentClient]) ->
     await client.ping_sandbox(pb.SandboxRef(sandbox_id="sb-1"), timeout=None)
     assert recorder.seen[-1][3] is None
     assert recorder.seen[-1][1] == pb.SandboxRef(sandbox_id="sb-1")
+
+
+async def test_a_channel_retries_a_lost_agent_at_most_a_second_apart() -> None:
+    """gRPC's default wait between connection attempts grows to two minutes, failing every call
+    at once meanwhile: an agent restarted after a few failed calls would look down long after it
+    is back. The client's channel tries again at most about a second apart, however long the
+    agent was away, and reaches it once it is back."""
+    attempts: list[float] = []
+
+    def refuse(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        attempts.append(time.monotonic())  # something listens, and hangs up at once
+        writer.close()
+
+    dead = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = dead.sockets[0].getsockname()[1]
+    agent = FakeAgentServer()
+    async with AgentClient(f"127.0.0.1:{port}", agent.secret) as client:
+        # Away 5 s: by default the third wait alone is 2-3 s.
+        away = time.monotonic() + 5
+        while time.monotonic() < away:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await client.list_sandboxes(pb.ListSandboxesRequest(), timeout=0.5)
+            await asyncio.sleep(0.05)
+        dead.close()
+        await dead.wait_closed()
+        gaps = [b - a for a, b in itertools.pairwise([*attempts, time.monotonic()])]
+        assert len(attempts) >= 4 and max(gaps) < 1.5, gaps
+
+        agent.port = port
+        await agent.start()
+        try:
+            back = time.monotonic()
+            while True:
+                try:
+                    await client.list_sandboxes(pb.ListSandboxesRequest(), timeout=0.5)
+                    break
+                except grpc.aio.AioRpcError:
+                    assert time.monotonic() - back < 1.5, "the agent is back but not reached"
+                    await asyncio.sleep(0.05)
+        finally:
+            await agent.close()

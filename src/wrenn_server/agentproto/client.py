@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 
 from ..proto.hostagent.v1 import hostagent_pb2 as pb
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
-from .channel import GRPC_OPTIONS
+from .channel import CLIENT_OPTIONS
 from .tls import SERVER_NAME
 
 DEFAULT_TIMEOUT = 120.0
@@ -34,12 +34,12 @@ class AgentClient:
         """`certificate`: the agent's own (pinned) certificate, the only one trusted; without
         it the channel is plaintext (a unix socket, or an agent on this machine)."""
         if certificate is None:
-            self.channel = grpc.aio.insecure_channel(target, options=GRPC_OPTIONS)
+            self.channel = grpc.aio.insecure_channel(target, options=CLIENT_OPTIONS)
         else:
             self.channel = grpc.aio.secure_channel(
                 target,
                 grpc.ssl_channel_credentials(root_certificates=certificate),
-                options=(*GRPC_OPTIONS, ("grpc.ssl_target_name_override", SERVER_NAME)),
+                options=(*CLIENT_OPTIONS, ("grpc.ssl_target_name_override", SERVER_NAME)),
             )
         self.stub = pb_grpc.HostAgentStub(self.channel)
         self.metadata = (("authorization", f"Bearer {secret}"),)

@@ -106,20 +106,28 @@ class ControlPlaneLink:
     async def close(self) -> None:
         await self._http.aclose()
 
+    def load_identity(self) -> tls.Identity | None:
+        """The TLS identity the gRPC server presents (None on a unix socket): the one the
+        control plane pinned when this host registered, or a new one to register with."""
+        if self.tls is None and not self.settings.listen.startswith("unix:"):
+            path = self.settings.credentials_path
+            if not path.exists():
+                self.tls = tls.load_or_create(self.settings.data_dir)
+            elif (pinned := tls.load(self.settings.data_dir)) is not None:
+                self.tls = pinned
+            else:
+                raise RegistrationError(
+                    f"the TLS identity the control plane pinned for this host is gone from "
+                    f"{self.settings.data_dir / 'tls'}: delete {path} and register again "
+                    "as a new host (POST /v1/hosts gives its token)"
+                )
+        return self.tls
+
     async def ensure_registered(self) -> Credentials:
         """Saved credentials, or new ones bought with the registration token."""
-        path = self.settings.credentials_path
-        over_tcp = not self.settings.listen.startswith("unix:")
-        saved = Credentials.load(path)
+        identity = self.load_identity()
+        saved = Credentials.load(self.settings.credentials_path)
         if saved is not None:
-            if over_tcp:
-                self.tls = tls.load(self.settings.data_dir)
-                if self.tls is None:
-                    raise RegistrationError(
-                        f"the TLS identity the control plane pinned for this host is gone from "
-                        f"{self.settings.data_dir / 'tls'}: delete {path} and register again "
-                        "as a new host (POST /v1/hosts gives its token)"
-                    )
             self._adopt(saved, save=False)
             return saved
         token = self.settings.registration_token
@@ -133,9 +141,8 @@ class ControlPlaneLink:
             "address": self.settings.advertise_address or self.settings.listen,
             **host_specs(self.settings.data_dir),
         }
-        if over_tcp:
-            self.tls = tls.load_or_create(self.settings.data_dir)
-            body["tls_certificate"] = self.tls.cert_pem.decode()
+        if identity is not None:
+            body["tls_certificate"] = identity.cert_pem.decode()
         try:
             resp = await self._http.post("/v1/hosts/register", json=body)
         except httpx.HTTPError as e:

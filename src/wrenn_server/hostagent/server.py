@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..agentproto.channel import GRPC_OPTIONS
 from ..agentproto.tls import fingerprint
 from ..private import private_dir, private_file
 from ..proto.hostagent.v1 import hostagent_pb2_grpc as pb_grpc
-from . import base_upgrade, reaper
+from . import base_upgrade, reaper, tls
 from .config import AgentSettings
 from .controlplane_link import ControlPlaneLink
 from .errors import StartupError
@@ -38,7 +39,10 @@ class AgentServer:
         self.runtime = GVisorRuntime(settings, self.templates)
         self.manager = SandboxManager(settings, self.runtime, self.templates)
         self.server: grpc.aio.Server | None = None
-        self.service = HostAgentService(self.manager, settings.secret)
+        # A host that registers with a control plane refuses every caller until registration
+        # gives it the secret (no one knows this one): it serves before registering.
+        secret = secrets.token_urlsafe(32) if settings.control_plane_url else settings.secret
+        self.service = HostAgentService(self.manager, secret)
         self.link: ControlPlaneLink | None = None
         self._heartbeats: asyncio.Task[None] | None = None
         self.port = 0
@@ -72,21 +76,32 @@ class AgentServer:
         reaper.install(asyncio.get_running_loop())
         self.service.versions = await host_versions(self.settings.runsc)
         await self.manager.start()
+        identity = None
         if self.settings.control_plane_url:
-            # Registered before serving: the secret callers must present comes with it.
             self.link = ControlPlaneLink(
                 self.settings, pause_all=self.manager.pause_all, on_secret=self.service.set_secret
             )
-            await self.link.ensure_registered()
+            identity = self.link.load_identity()
+        server = await self._listen(identity)
+        if self.link is not None:
+            # Registered once serving: the control plane marks the host online on registration
+            # and may call it at once (a refused connection would make it wait to retry).
+            try:
+                await self.link.ensure_registered()
+            except BaseException:
+                await server.stop(None)
+                raise
+            self._heartbeats = asyncio.create_task(self.link.run_forever(), name="heartbeats")
+
+    async def _listen(self, identity: tls.Identity | None) -> grpc.aio.Server:
         if self.settings.listen.startswith("unix:"):
             # A socket left by a killed agent; the data-dir lock says it is no one's now.
             Path(self.settings.listen.removeprefix("unix:")).unlink(missing_ok=True)
-        self.server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_HostAgentServicer_to_server(self.service, self.server)
-        identity = self.link.tls if self.link else None
+        server = self.server = grpc.aio.server(options=GRPC_OPTIONS)
+        pb_grpc.add_HostAgentServicer_to_server(self.service, server)
         if identity is not None:
             credentials = grpc.ssl_server_credentials([(identity.key_pem, identity.cert_pem)])
-            self.port = self.server.add_secure_port(self.settings.listen, credentials)
+            self.port = server.add_secure_port(self.settings.listen, credentials)
         else:
             if not _local(self.settings.listen):
                 log.warning(
@@ -94,17 +109,16 @@ class AgentServer:
                     "(WRENN_AGENT_CONTROL_PLANE_URL) to get TLS, or listen on a unix socket",
                     self.settings.listen,
                 )
-            self.port = self.server.add_insecure_port(self.settings.listen)
+            self.port = server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.settings.listen}")
-        await self.server.start()
+        await server.start()
         if self.settings.listen.startswith("unix:"):
             private_file(Path(self.settings.listen.removeprefix("unix:")))
         log.info("host agent listening on %s", self.settings.listen)
         if identity is not None:
             log.info("TLS certificate SHA-256 %s", fingerprint(identity.cert_pem))
-        if self.link is not None:
-            self._heartbeats = asyncio.create_task(self.link.run_forever(), name="heartbeats")
+        return server
 
     async def shutdown(self, grace: float = 10.0) -> None:
         if self._heartbeats is not None:

@@ -3,11 +3,13 @@
 Every test that takes `client` or `db` runs twice, on SQLite and on PostgreSQL (the `dialect`
 fixture is parametrized at session scope, so pytest runs all SQLite cases, then all PostgreSQL
 ones). PostgreSQL is a throwaway cluster started once per session (see `pgcluster.py`). Each
-dialect's database is migrated once; every test starts from empty tables.
+dialect's database is migrated once; every test starts from empty tables (on SQLite a copy of
+the migrated file of its own).
 """
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -61,8 +63,20 @@ async def migrated_database(
     url = _new_database_url(dialect, request, tmp_path_factory.mktemp(dialect))
     await migrate(url)
     database = Database(url)
+    await _empty_tables(database)  # as every test finds it (SQLite's are copies of this file)
     yield database
     await database.dispose()
+
+
+async def _copy_of(migrated: Database, directory: Path) -> Database:
+    """A SQLite database of its own for one test: a copy of the migrated file. Every test
+    still on the event loop (the loop is the session's) writes to its own file, so one that
+    holds the write lock past its end cannot fail the next test's first write."""
+    await migrated.dispose()  # the WAL is checkpointed into the file as the last connection closes
+    source = Path(migrated.engine.url.database or "")
+    copy = directory / f"{uuid.uuid4().hex[:12]}.db"
+    shutil.copyfile(source, copy)
+    return Database(f"sqlite+aiosqlite:///{copy}")
 
 
 async def _empty_tables(database: Database) -> None:
@@ -76,10 +90,16 @@ async def _empty_tables(database: Database) -> None:
 
 
 @pytest.fixture
-async def db(migrated_database: Database) -> Database:
-    """The dialect's migrated database, emptied for this test."""
-    await _empty_tables(migrated_database)
-    return migrated_database
+async def db(migrated_database: Database, tmp_path: Path) -> AsyncIterator[Database]:
+    """The dialect's migrated database, empty: on SQLite a copy of its own, on PostgreSQL the
+    session's, its tables emptied for this test."""
+    if migrated_database.engine.dialect.name != "sqlite":
+        await _empty_tables(migrated_database)
+        yield migrated_database
+        return
+    database = await _copy_of(migrated_database, tmp_path)
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture

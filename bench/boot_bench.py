@@ -1,0 +1,189 @@
+"""Where a cold capsule's boot goes: a ladder of `runsc run` configurations from a bare sandbox
+to a capsule's own, each starting CPython on envd's imports (as a capsule starts envd) and
+exiting, with the step each rung adds. Beside them, in the same run, the host agent's cold
+create (a shape its pool does not hold, no command), so what is left is the agent's own work.
+
+  sudo uv run python -m bench.boot_bench --iterations 15
+
+Rungs (each adds one thing to the one before):
+  bare          the template's root filesystem read-only, no network, cgroups ignored
+  capsule disk  the capsule's writable root: an overlay of the template over an ext4 image
+  capsule spec  the capsule's OCI spec (mounts, namespaces, capabilities, limits) - not its
+                cgroup, not its network
+  cgroup        its cgroup with the capsule's memory, CPU and pids limits
+  network       `--network=sandbox` in a network namespace with the capsule's veth, started
+                through the private mount namespace the agent uses (runsc.py)
+
+Needs root and runsc, and the base template the agent builds (`--data-dir`, default the
+benches' own). Leaves nothing behind: its mounts, namespaces and cgroups go at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.hostagent import storage
+from wrenn_server.hostagent.gvisor import install_envd
+from wrenn_server.hostagent.runsc import _UNSHARE_SCRIPT, oci_config
+from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
+
+from ._common import agent, load_note, p50, report
+
+SECRET = "boot-bench-secret"
+IMPORTS = (
+    "import sys; sys.path.insert(0, '/opt/wrenn'); import envd.__main__; "
+    "from envd import peers, processes, server, sudo"
+)
+NETNS = "wrenn-boot-bench"
+VETH = "wvbootbench"
+
+
+def _run(argv: list[str], config: dict[str, Any], bundle: Path, root: Path) -> float:
+    (bundle / "config.json").write_text(json.dumps(config))
+    name = f"boot-{uuid.uuid4().hex[:8]}"
+    run = [*argv, "run", f"--bundle={bundle}", name]
+    t = time.perf_counter()
+    subprocess.run(run, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - t
+    subprocess.run([argv[0], f"--root={root}", "delete", "--force", name], capture_output=True)
+    return elapsed
+
+
+def _network_up() -> None:
+    """The capsule's network: a namespace holding one end of a veth, addressed as the agent
+    addresses it (runsc takes the addresses over, so they are set again before each run)."""
+    cmds = (
+        "addr replace 10.255.250.2/30 dev eth0\nlink set lo up\nlink set eth0 up\n"
+        "route replace default via 10.255.250.1\n"
+    )
+    subprocess.run(["ip", "-n", NETNS, "-batch", "-"], input=cmds.encode(), check=True)
+
+
+def ladder(template_rootfs: Path, n: int, work: Path) -> dict[str, list[float]]:
+    root, bundle = work / "runsc", work / "bundle"
+    root.mkdir()
+    bundle.mkdir()
+    envd = work / "envd"
+    install_envd(envd)
+    disk_dir, rootfs, image = work / "disk", work / "rootfs", work / "disk.img"
+    disk_dir.mkdir()
+    rootfs.mkdir()
+    asyncio.run(storage.create_image(image, 1024))
+    asyncio.run(storage.mount(image, disk_dir, [template_rootfs], rootfs))
+    cgroup = f"/wrenn-boot-bench/{uuid.uuid4().hex[:8]}"
+    try:
+        subprocess.run(["ip", "netns", "add", NETNS], check=True)
+        subprocess.run(
+            ["ip", "link", "add", VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS],
+            check=True,
+        )
+        subprocess.run(["ip", "addr", "add", "10.255.250.1/30", "dev", VETH], check=True)
+        subprocess.run(["ip", "link", "set", VETH, "up"], check=True)
+        spec = oci_config(
+            rootfs=rootfs,
+            netns_path=f"/var/run/netns/{NETNS}",
+            envd_dir=envd / "envd",
+            envd_env={},
+            hostname="boot-bench",
+            vcpus=2,
+            memory_mb=512,
+            pids_limit=4096,
+            cgroup=cgroup,
+        )
+        spec["process"]["args"] = ["python3", "-I", "-S", "-c", IMPORTS]
+        linux = spec["linux"]
+        no_net = [ns for ns in linux["namespaces"] if ns["type"] != "network"]
+        bare = {
+            "ociVersion": "1.0.0",
+            "process": {"args": spec["process"]["args"], "cwd": "/",
+                        "user": {"uid": 0, "gid": 0}, "env": ["PATH=/usr/bin:/bin"]},
+            "root": {"path": str(template_rootfs), "readonly": True},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                       {"destination": "/opt/wrenn", "type": "bind", "source": str(envd),
+                        "options": ["rbind", "ro"]}],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}]},
+        }  # fmt: skip
+        disk = {**bare, "root": {"path": str(rootfs), "readonly": False}}
+        no_cgroup = {k: v for k, v in linux.items() if k not in ("resources", "cgroupsPath")}
+        own_netns = [*no_net, {"type": "network"}]  # a new one: runsc's, not the veth's
+        capsule_spec = {
+            **spec,
+            "linux": {**no_cgroup, "namespaces": [*no_net, {"type": "network"}]},
+        }
+        with_cgroup = {**spec, "linux": {**linux, "namespaces": own_netns}}
+        runsc = ["runsc", f"--root={root}", "--overlay2=none"]
+        offline = [*runsc, "--network=none"]
+        online = ["unshare", "-m", "sh", "-c", _UNSHARE_SCRIPT, f"/var/run/netns/{NETNS}",
+                  *runsc, "--network=sandbox", "--net-disconnect-ok"]  # fmt: skip
+        rungs: list[tuple[str, list[str], dict[str, Any], Callable[[], None]]] = [
+            ("bare", [*offline, "--ignore-cgroups"], bare, lambda: None),
+            ("+ capsule disk", [*offline, "--ignore-cgroups"], disk, lambda: None),
+            ("+ capsule spec", [*offline, "--ignore-cgroups"], capsule_spec, lambda: None),
+            ("+ cgroup", offline, with_cgroup, lambda: None),
+            ("+ network (the capsule's runsc run)", online, spec, _network_up),
+        ]
+        samples: dict[str, list[float]] = {name: [] for name, *_ in rungs}
+        # Interleaved, so that a change in the machine's load touches every rung alike.
+        for _ in range(n):
+            for name, argv, config, before in rungs:
+                before()
+                samples[name].append(_run(argv, config, bundle, root))
+        return samples
+    finally:
+        subprocess.run(["ip", "link", "del", VETH], capture_output=True)
+        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+        asyncio.run(storage.unmount(disk_dir, rootfs))
+        for path in sorted(Path("/sys/fs/cgroup").glob("**/wrenn-boot-bench"), reverse=True):
+            subprocess.run(["find", str(path), "-depth", "-type", "d", "-delete"],
+                           capture_output=True)  # fmt: skip
+
+
+async def agent_cold_creates(target: str, n: int) -> list[float]:
+    """The agent's create of a shape its pool does not hold (a new memory size each time), to
+    envd answering; each capsule destroyed before the next."""
+    samples = []
+    async with AgentClient(target, SECRET) as c:
+        for i in range(n):
+            t = time.perf_counter()
+            sb = await c.create_sandbox(pb.CreateSandboxRequest(memory_mb=300 + i, vcpus=1))
+            samples.append(time.perf_counter() - t)
+            await c.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=15)
+    parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/wrenn-bench"))
+    args = parser.parse_args()
+    print(load_note())
+    os.environ["WRENN_AGENT_POOL_SIZE"] = "0"  # nothing boots beside the creates measured
+    with agent(args.data_dir, SECRET) as target:
+        cold = asyncio.run(agent_cold_creates(target, args.iterations))
+    template_rootfs = args.data_dir / "templates" / "minimal" / "rootfs"
+    with tempfile.TemporaryDirectory(prefix="wrenn-boot-bench-") as tmp:
+        samples = ladder(template_rootfs, args.iterations, Path(tmp))
+    before = None
+    for name, values in samples.items():
+        report(name, values, p50(samples["bare"]))
+        if before is not None:
+            print(f"{'':<44} step {(p50(values) - before) * 1000:+7.1f} ms")
+        before = p50(values)
+    report("agent's cold create (to envd answering)", cold, p50(samples["bare"]))
+    beyond = (p50(cold) - p50(samples[name])) * 1000
+    print(f"{'':<44} beyond the capsule's runsc run {beyond:+7.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,15 @@
 """Where a cold capsule's boot goes: a ladder of `runsc run` configurations from a bare sandbox
-to a capsule's own, each starting CPython on envd's imports (as a capsule starts envd) and
-exiting, with the step each rung adds. Beside them, in the same run, the host agent's cold
+to a capsule's own, each starting CPython on envd's imports (as a capsule starts envd), with
+the step each rung adds. Beside them, in the same run, the host agent's cold
 create (a shape its pool does not hold, no command), so what is left is the agent's own work.
 
   sudo uv run python -m bench.boot_bench --iterations 15
+
+Each rung is timed until CPython has done the imports, not to its exit: a sandbox's teardown
+(removing its cgroups waits for the kernel) is not part of a create. The cgroup and network
+rungs' steps depend on what ran just before: runsc's moves into a cgroup wait for an RCU grace
+period unless another move happened moments earlier, so the rungs run in a new order each
+iteration; read the capsule's own rung against the bare one, and the agent's create against it.
 
 Rungs (each adds one thing to the one before):
   bare          the template's root filesystem read-only, no network, cgroups ignored
@@ -13,6 +19,8 @@ Rungs (each adds one thing to the one before):
   cgroup        its cgroup with the capsule's memory, CPU and pids limits
   network       `--network=sandbox` in a network namespace with the capsule's veth, started
                 through the private mount namespace the agent uses (runsc.py)
+  envd          the capsule's own start command: envd's main() after its imports, timed
+                until it answers GET /health over the veth (polled every millisecond)
 
 Needs root and runsc, and the base template the agent builds (`--data-dir`, default the
 benches' own). Leaves nothing behind: its mounts, namespaces and cgroups go at the end.
@@ -24,6 +32,9 @@ import argparse
 import asyncio
 import json
 import os
+import random
+import secrets
+import socket
 import subprocess
 import tempfile
 import time
@@ -41,30 +52,86 @@ from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 from ._common import agent, load_note, p50, report
 
 SECRET = "boot-bench-secret"
+Run = Callable[[list[str], dict[str, Any], Path, Path], float]
 IMPORTS = (
     "import sys; sys.path.insert(0, '/opt/wrenn'); import envd.__main__; "
-    "from envd import peers, processes, server, sudo"
+    "from envd import peers, processes, server, sudo; print('ready', flush=True)"
 )
 NETNS = "wrenn-boot-bench"
+CAPSULE_IP = "10.255.250.2"
+ENVD_PORT = 49983
 VETH = "wvbootbench"
 
 
 def _run(argv: list[str], config: dict[str, Any], bundle: Path, root: Path) -> float:
+    """Seconds until the sandbox's CPython has done envd's imports (it says so on stdout); its
+    exit and the sandbox's teardown (cgroup removal waits for the kernel) are not counted: a
+    capsule keeps running there."""
     (bundle / "config.json").write_text(json.dumps(config))
     name = f"boot-{uuid.uuid4().hex[:8]}"
     run = [*argv, "run", f"--bundle={bundle}", name]
     t = time.perf_counter()
-    subprocess.run(run, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    elapsed = time.perf_counter() - t
-    subprocess.run([argv[0], f"--root={root}", "delete", "--force", name], capture_output=True)
+    with subprocess.Popen(run, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        elapsed = time.perf_counter() - t
+        proc.stdout.read()
+    if line != b"ready\n" or proc.returncode:
+        raise SystemExit(f"{name}: {line!r}, exit status {proc.returncode}")
+    subprocess.run(["runsc", f"--root={root}", "delete", "--force", name], capture_output=True)
     return elapsed
+
+
+def _run_envd(argv: list[str], config: dict[str, Any], bundle: Path, root: Path) -> float:
+    """Seconds until envd itself (the capsule's real start command, its token on stdin) answers
+    GET /health from the host over the veth, polled every millisecond."""
+    (bundle / "config.json").write_text(json.dumps(config))
+    name = f"boot-{uuid.uuid4().hex[:8]}"
+    in_netns = ["nsenter", f"--net=/var/run/netns/{NETNS}", "runsc", f"--root={root}"]
+    t = time.perf_counter()
+    with subprocess.Popen(
+        [*argv, "run", f"--bundle={bundle}", name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        assert proc.stdin is not None
+        token = secrets.token_hex(16)
+        proc.stdin.write(token.encode())
+        proc.stdin.close()
+        deadline = t + 30
+        while not _healthy(token):
+            if time.perf_counter() > deadline or proc.poll() is not None:
+                raise SystemExit(f"{name}: envd did not answer (exit status {proc.poll()})")
+            time.sleep(0.001)
+        elapsed = time.perf_counter() - t
+        subprocess.run([*in_netns, "kill", name, "KILL"], capture_output=True)
+        proc.wait(30)
+    subprocess.run([*in_netns, "delete", "--force", name], capture_output=True)
+    return elapsed
+
+
+def _healthy(token: str) -> bool:
+    request = (
+        f"GET /health HTTP/1.1\r\nHost: envd\r\nAuthorization: Bearer {token}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    try:
+        # A short connect timeout: a SYN sent before the sandbox's network stack owns the veth
+        # is lost, and the kernel would resend it only after a second.
+        with socket.create_connection((CAPSULE_IP, ENVD_PORT), timeout=0.05) as conn:
+            conn.settimeout(5)
+            conn.sendall(request.encode())
+            return conn.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
 
 
 def _network_up() -> None:
     """The capsule's network: a namespace holding one end of a veth, addressed as the agent
     addresses it (runsc takes the addresses over, so they are set again before each run)."""
     cmds = (
-        "addr replace 10.255.250.2/30 dev eth0\nlink set lo up\nlink set eth0 up\n"
+        f"addr replace {CAPSULE_IP}/30 dev eth0\nlink set lo up\nlink set eth0 up\n"
         "route replace default via 10.255.250.1\n"
     )
     subprocess.run(["ip", "-n", NETNS, "-batch", "-"], input=cmds.encode(), check=True)
@@ -94,13 +161,14 @@ def ladder(template_rootfs: Path, n: int, work: Path) -> dict[str, list[float]]:
             rootfs=rootfs,
             netns_path=f"/var/run/netns/{NETNS}",
             envd_dir=envd / "envd",
-            envd_env={},
+            envd_env={"WRENN_ENVD_PORT": str(ENVD_PORT)},
             hostname="boot-bench",
             vcpus=2,
             memory_mb=512,
             pids_limit=4096,
             cgroup=cgroup,
         )
+        envd_spec = json.loads(json.dumps(spec))  # the capsule's own start command
         spec["process"]["args"] = ["python3", "-I", "-S", "-c", IMPORTS]
         linux = spec["linux"]
         no_net = [ns for ns in linux["namespaces"] if ns["type"] != "network"]
@@ -117,28 +185,30 @@ def ladder(template_rootfs: Path, n: int, work: Path) -> dict[str, list[float]]:
         disk = {**bare, "root": {"path": str(rootfs), "readonly": False}}
         no_cgroup = {k: v for k, v in linux.items() if k not in ("resources", "cgroupsPath")}
         own_netns = [*no_net, {"type": "network"}]  # a new one: runsc's, not the veth's
-        capsule_spec = {
-            **spec,
-            "linux": {**no_cgroup, "namespaces": [*no_net, {"type": "network"}]},
-        }
+        capsule_spec = {**spec, "linux": {**no_cgroup, "namespaces": own_netns}}
         with_cgroup = {**spec, "linux": {**linux, "namespaces": own_netns}}
         runsc = ["runsc", f"--root={root}", "--overlay2=none"]
         offline = [*runsc, "--network=none"]
         online = ["unshare", "-m", "sh", "-c", _UNSHARE_SCRIPT, f"/var/run/netns/{NETNS}",
                   *runsc, "--network=sandbox", "--net-disconnect-ok"]  # fmt: skip
-        rungs: list[tuple[str, list[str], dict[str, Any], Callable[[], None]]] = [
-            ("bare", [*offline, "--ignore-cgroups"], bare, lambda: None),
-            ("+ capsule disk", [*offline, "--ignore-cgroups"], disk, lambda: None),
-            ("+ capsule spec", [*offline, "--ignore-cgroups"], capsule_spec, lambda: None),
-            ("+ cgroup", offline, with_cgroup, lambda: None),
-            ("+ network (the capsule's runsc run)", online, spec, _network_up),
+        offline_ = [*offline, "--ignore-cgroups"]
+        rungs: list[tuple[str, list[str], dict[str, Any], Run]] = [
+            ("bare", offline_, bare, _run),
+            ("+ capsule disk", offline_, disk, _run),
+            ("+ capsule spec", offline_, capsule_spec, _run),
+            ("+ cgroup", offline, with_cgroup, _run),
+            ("+ network (the capsule's runsc run)", online, spec, _run),
+            ("+ envd's main(), /health answered", online, envd_spec, _run_envd),
         ]
         samples: dict[str, list[float]] = {name: [] for name, *_ in rungs}
-        # Interleaved, so that a change in the machine's load touches every rung alike.
+        # Interleaved, so that a change in the machine's load touches every rung alike, and in
+        # a new order each time: a rung's cost can depend on the one before it (see above).
+        shuffled = random.Random(0)
         for _ in range(n):
-            for name, argv, config, before in rungs:
-                before()
-                samples[name].append(_run(argv, config, bundle, root))
+            for name, argv, config, run in shuffled.sample(rungs, len(rungs)):
+                if argv is online:
+                    _network_up()
+                samples[name].append(run(argv, config, bundle, root))
         return samples
     finally:
         subprocess.run(["ip", "link", "del", VETH], capture_output=True)
@@ -149,17 +219,21 @@ def ladder(template_rootfs: Path, n: int, work: Path) -> dict[str, list[float]]:
                            capture_output=True)  # fmt: skip
 
 
-async def agent_cold_creates(target: str, n: int) -> list[float]:
+async def agent_cold_creates(target: str, n: int) -> tuple[list[float], list[float]]:
     """The agent's create of a shape its pool does not hold (a new memory size each time), to
-    envd answering; each capsule destroyed before the next."""
-    samples = []
+    envd answering, and the first command after it; each capsule destroyed before the next."""
+    creates, execs = [], []
     async with AgentClient(target, SECRET) as c:
         for i in range(n):
+            await asyncio.sleep(0.5)  # apart, as creates come
             t = time.perf_counter()
             sb = await c.create_sandbox(pb.CreateSandboxRequest(memory_mb=300 + i, vcpus=1))
-            samples.append(time.perf_counter() - t)
+            creates.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await c.exec(pb.ExecRequest(sandbox_id=sb.sandbox_id, cmd="true"))
+            execs.append(time.perf_counter() - t)
             await c.destroy_sandbox(pb.SandboxRef(sandbox_id=sb.sandbox_id))
-    return samples
+    return creates, execs
 
 
 def main() -> None:
@@ -170,7 +244,7 @@ def main() -> None:
     print(load_note())
     os.environ["WRENN_AGENT_POOL_SIZE"] = "0"  # nothing boots beside the creates measured
     with agent(args.data_dir, SECRET) as target:
-        cold = asyncio.run(agent_cold_creates(target, args.iterations))
+        cold, first_exec = asyncio.run(agent_cold_creates(target, args.iterations))
     template_rootfs = args.data_dir / "templates" / "minimal" / "rootfs"
     with tempfile.TemporaryDirectory(prefix="wrenn-boot-bench-") as tmp:
         samples = ladder(template_rootfs, args.iterations, Path(tmp))
@@ -182,7 +256,8 @@ def main() -> None:
         before = p50(values)
     report("agent's cold create (to envd answering)", cold, p50(samples["bare"]))
     beyond = (p50(cold) - p50(samples[name])) * 1000
-    print(f"{'':<44} beyond the capsule's runsc run {beyond:+7.1f} ms")
+    print(f"{'':<44} beyond envd answering in the ladder {beyond:+7.1f} ms")
+    report("its first command (`true`)", first_exec)
 
 
 if __name__ == "__main__":

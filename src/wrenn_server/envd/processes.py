@@ -33,6 +33,7 @@ EXITED_OUTPUT_BUDGET = 64 * 1024 * 1024
 EARLY_KEEP = 10.0  # seconds to keep statuses of pids nobody registered (yet)
 MAX_EARLY = 1024
 IDLE_WAKE_SEC = 3600.0  # longest sleep of a loop that normally waits for an event
+WARM_UP_WAIT_SEC = 2.0  # the second part of the warm-up waits this long at most for a check
 
 
 class Spec:
@@ -116,6 +117,7 @@ class ProcessTable:
         self._early: Dict[int, Tuple[int, float]] = {}
         self._spawns = 0
         self.pumps = OutputPumps()
+        self.answered = threading.Event()  # set by the first health check answered
 
     # -- reaping -------------------------------------------------------------------------
 
@@ -129,7 +131,12 @@ class ProcessTable:
         for loading /bin/sh and its libraries into the sandbox's page cache (~50 ms under
         gVisor). From a thread of its own, as the spawn takes ~6 ms: envd answers meanwhile.
         posix_spawn, not Popen: the reaper collects it (woken here like by any spawn), and a
-        Popen object left behind would later poll its pid, which may by then be another's."""
+        Popen object left behind would later poll its pid, which may by then be another's.
+        Then, once envd has answered its first health check (the host agent waits for that,
+        and the GIL would hold the answer back), the path of a command run as another user
+        than root (a template's default user: most commands): the account look-up reads the
+        account files and the identity switch loads _ctypes, ~13 ms of a capsule's first such
+        command otherwise (0.35-0.6 MB of host memory, which such a command takes anyway)."""
         threads.start(self._warm_up)
 
     def _warm_up(self) -> None:
@@ -140,6 +147,14 @@ class ProcessTable:
         with self.cond:
             self._spawns += 1
             self.cond.notify_all()
+        self.answered.wait(WARM_UP_WAIT_SEC)
+        try:
+            root = users.lookup("root")
+            if thread_creds.available():
+                with thread_creds.switched(root.uid, root.gid, root.groups):
+                    pass
+        except (ApiError, OSError):
+            pass
 
     def _reap_forever(self) -> None:
         while True:

@@ -38,6 +38,7 @@ def _query_path(h: Handler, user: users.User) -> str:
 
 def health(h: Handler) -> None:
     h.send_json(200, {"status": "ok", "version": __version__, "pid": os.getpid()})
+    h.envd.table.answered.set()
 
 
 def init(h: Handler) -> None:

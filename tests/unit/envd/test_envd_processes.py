@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pwd
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import pytest
 
 from tests.unit.envd.procs import session_alive
 from tests.waiting import wait_until
@@ -311,6 +314,18 @@ def test_envd_reaps_its_children(envd: Envd) -> None:
     children = Path(f"/proc/{envd.proc.pid}/task/{envd.proc.pid}/children")
     # Zombies would stay listed.
     wait_until(lambda: not pids & set(children.read_text().split()), 5, what="children reaped")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root envd switches identities")
+def test_the_path_of_a_command_as_another_user_is_warmed_at_start(fresh_envd: Envd) -> None:
+    # The first command as a template's default user would otherwise read the account files
+    # and load _ctypes (the thread identity switch): ~15 ms under gVisor.
+    maps = Path(f"/proc/{fresh_envd.proc.pid}/maps")
+
+    def warmed() -> bool:
+        return "_ctypes" in maps.read_text()
+
+    wait_until(warmed, 5, what="_ctypes loaded by envd's warm-up")
 
 
 def test_the_start_up_shell_is_reaped_before_any_command(fresh_envd: Envd) -> None:

@@ -9,6 +9,7 @@ the migrated file of its own).
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 import uuid
@@ -34,6 +35,7 @@ from .pgcluster import PgCluster
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 DIALECTS = ["sqlite", "postgresql"]
+STRAY_TASK_GRACE_SEC = 10.0
 
 
 @pytest.fixture(scope="session", params=DIALECTS)
@@ -98,8 +100,25 @@ async def db(migrated_database: Database, tmp_path: Path) -> AsyncIterator[Datab
         yield migrated_database
         return
     database = await _copy_of(migrated_database, tmp_path)
+    before = asyncio.all_tasks()
     yield database
+    await _end_stray_tasks(before)
     await database.dispose()
+
+
+async def _end_stray_tasks(before: set[asyncio.Task[object]]) -> None:
+    """Cancel what the test started and left running (a resume that outlives its caller, the
+    cleanup a shield kept going): the session shares one event loop, so it would otherwise
+    still use this test's database after it is disposed - a connection returned to a
+    disposed pool is never closed, and the garbage collector's warning about it fails
+    whichever test runs then."""
+    stray = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
+    for task in stray:
+        # Not the loop's closing of a dropped async generator: that is cleanup, let it end.
+        if asyncio.iscoroutine(task.get_coro()):
+            task.cancel()
+    if stray:
+        await asyncio.wait(stray, timeout=STRAY_TASK_GRACE_SEC)
 
 
 @pytest.fixture

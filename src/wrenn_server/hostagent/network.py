@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 VETH_PREFIX = "wv"
 NETNS_PREFIX = "wrn-"
 IPAM_DIR = Path("/run/wrenn/ipam")
+ROUTE_TABLE = Path("/proc/net/route")  # the host's IPv4 routes (the agent's network namespace)
 _CLAIM = ".claim-"  # a slot being claimed: written whole, then linked to the slot's name
 
 
@@ -73,19 +74,28 @@ class Ipam:
     is taken): an agent killed mid-claim leaves no slot without an owner, only its claim file.
     """
 
-    def __init__(self, subnet: IPv4Network, root: Path = IPAM_DIR) -> None:
+    def __init__(
+        self, subnet: IPv4Network, root: Path = IPAM_DIR, routes: Path = ROUTE_TABLE
+    ) -> None:
         self.subnets = list(subnet.subnets(new_prefix=30))
         self.root = root
+        self.routes = routes
         self._next = 0
 
     def allocate(self, owner: str) -> IPv4Network:
+        """A free slot, owned by `owner` until released. Slots the host already routes are
+        skipped though no file claims them (an interface left by a crashed agent whose slot
+        files are gone, or an operator's): a capsule given one would be unreachable."""
         self.root.mkdir(parents=True, exist_ok=True)
         claim = self.root / f"{_CLAIM}{os.getpid()}-{secrets.token_hex(4)}"
         claim.write_text(owner)
+        routed = _routed_slots(self.routes)
         try:
             n = len(self.subnets)
             for i in range(n):
                 net = self.subnets[(self._next + i) % n]
+                if net in routed:
+                    continue
                 try:
                     os.link(claim, self.root / str(net.network_address))
                 except FileExistsError:
@@ -119,6 +129,23 @@ class Ipam:
             with contextlib.suppress(OSError):
                 out[p.name] = p.read_text()
         return out
+
+
+def _routed_slots(table: Path) -> set[IPv4Network]:
+    """The /30s holding a destination of the host's routes of /30 or narrower (a capsule veth's
+    is its slot). Wider routes are the host's own networks, not a slot's: ignored."""
+    slots = set()
+    with contextlib.suppress(OSError):
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 8:
+                continue
+            with contextlib.suppress(ValueError):
+                dest = IPv4Address(int.from_bytes(bytes.fromhex(fields[1]), "little"))
+                mask = IPv4Address(int.from_bytes(bytes.fromhex(fields[7]), "little"))
+                if IPv4Network(f"0.0.0.0/{mask}").prefixlen >= 30:
+                    slots.add(IPv4Network(f"{dest}/30", strict=False))
+    return slots
 
 
 def _drop_if_abandoned(claim: Path) -> None:

@@ -116,3 +116,43 @@ def test_a_claim_left_by_a_killed_agent_is_not_a_slot_and_is_removed(tmp_path: P
     assert ipam.owned() == {"10.99.0.0": "owner-a"}
     assert not gone.exists()
     assert alive.exists()
+
+
+def _route(iface: str, dest: str, mask: str) -> str:
+    """A /proc/net/route line: addresses in hex, in the host's (little-endian) byte order."""
+
+    def hexed(address: str) -> str:
+        return IPv4Address(address).packed[::-1].hex().upper()
+
+    return f"{iface}\t{hexed(dest)}\t00000000\t0001\t0\t0\t0\t{hexed(mask)}\t0\t0\t0"
+
+
+def test_a_slot_the_host_already_routes_is_not_handed_out(tmp_path: Path) -> None:
+    """An interface left in the capsule subnet by a crashed agent whose slot files are gone
+    (or put there by hand) would take a new capsule's traffic: its slot is skipped. A wider
+    route over the whole subnet (the host's own network) does not take any slot."""
+    table = tmp_path / "route"
+    header = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT"
+    table.write_text(
+        "\n".join(
+            [
+                header,
+                _route("eth0", "0.0.0.0", "0.0.0.0"),
+                _route("eth1", "10.99.0.0", "255.255.0.0"),
+                _route("wvleaked", "10.99.0.4", "255.255.255.252"),
+                _route("tun0", "10.99.0.13", "255.255.255.255"),
+            ]
+        )
+        + "\n"
+    )
+    ipam = Ipam(SUBNET, root=tmp_path / "slots", routes=table)
+    assert [ipam.allocate("a"), ipam.allocate("b")] == [SLOTS[0], SLOTS[2]]
+    with pytest.raises(errors.ResourceExhausted):
+        ipam.allocate("c")
+    table.write_text(header + "\n")  # the interfaces removed: their slots are free again
+    assert sorted([ipam.allocate("c"), ipam.allocate("d")]) == [SLOTS[1], SLOTS[3]]
+
+
+def test_no_route_table_hides_no_slot(tmp_path: Path) -> None:
+    ipam = Ipam(SUBNET, root=tmp_path / "slots", routes=tmp_path / "missing")
+    assert sorted(ipam.allocate(o) for o in "abcd") == SLOTS

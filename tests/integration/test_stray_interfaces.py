@@ -1,0 +1,78 @@
+"""An interface left in the capsule subnet that no address slot file claims (a crashed agent's
+whose /run was wiped, or one configured by hand) must not take a new capsule's traffic: the
+agent skips the slots the host already routes, and the capsule it boots answers."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Interface, IPv4Network
+
+import pytest
+
+from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.hostagent.network import IPAM_DIR
+
+from .conftest import CapsuleFactory, run_as_root
+
+pytestmark = pytest.mark.integration
+
+# Not the warm pool's shape: each create allocates its slot then and there.
+BOOTED = {"memory_mb": 256}
+STRAYS = 3
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def leave() -> Iterator[Callable[[IPv4Network], None]]:
+    """`leave(slot)` puts a capsule-like veth pair on `slot` with no slot file: the host end up
+    with the slot's host address, the other end in a namespace of its own with the capsule's.
+    Removed after the test."""
+    made: list[tuple[str, str]] = []
+
+    def put(slot: IPv4Network) -> None:
+        tag = uuid.uuid4().hex[:10]
+        veth, netns = f"wv{tag}", f"wrntest-{tag}"
+        made.append((veth, netns))
+        _ip("netns", "add", netns)
+        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        _ip("addr", "add", f"{slot[1]}/30", "dev", veth)
+        _ip("link", "set", veth, "up")
+        _ip("-n", netns, "addr", "add", f"{slot[2]}/30", "dev", "eth0")
+        _ip("-n", netns, "link", "set", "eth0", "up")
+
+    yield put
+    for veth, netns in made:
+        subprocess.run(["ip", "link", "del", veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+
+
+async def _slot_of(agent: AgentClient, sandbox_id: str) -> IPv4Network:
+    out = await run_as_root(agent, sandbox_id, "ip -4 -o addr show dev eth0")
+    assert out.exit_code == 0, out.stderr
+    return IPv4Interface(out.stdout.decode().split()[3]).network
+
+
+async def test_a_slot_an_interface_already_holds_is_skipped(
+    agent: AgentClient, new_capsule: CapsuleFactory, leave: Callable[[IPv4Network], None]
+) -> None:
+    first = await new_capsule(**BOOTED)
+    slot = await _slot_of(agent, first.sandbox_id)
+    # The slots the agent hands out next (in turn after the last one given), as it would if a
+    # crashed agent's capsules still held them without their slot files.
+    taken = {p.name for p in IPAM_DIR.iterdir()}
+    strays: list[IPv4Network] = []
+    nxt = slot
+    while len(strays) < STRAYS:
+        nxt = IPv4Network(f"{nxt.broadcast_address + 1}/30")
+        if str(nxt.network_address) not in taken:
+            strays.append(nxt)
+            leave(nxt)
+    second = await new_capsule(**BOOTED)
+    assert await _slot_of(agent, second.sandbox_id) not in strays
+    done = await run_as_root(agent, second.sandbox_id, "echo reached")
+    assert done.stdout == b"reached\n"

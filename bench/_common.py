@@ -21,6 +21,7 @@ from tests.ports import free_port
 __all__ = [
     "agent",
     "bare_runsc_boots",
+    "bare_runsc_restores",
     "free_port",
     "load_note",
     "p50",
@@ -123,6 +124,69 @@ def bare_runsc_boots(
             samples.append(time.perf_counter() - t)
             delete = [runsc, f"--root={root}", "delete", "--force", name]
             subprocess.run(delete, capture_output=True)
+    finally:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    return samples
+
+
+# A process restored from a checkpoint sees the host's wall clock jump past the time it was
+# saved at: it exits then, so a foreground `runsc restore` of it returns once it runs again.
+_UNTIL_RESTORED = """
+import time
+last = time.time()
+while True:
+    time.sleep(0.002)
+    now = time.time()
+    if now - last > 0.5:
+        break
+    last = now
+"""
+
+
+def bare_runsc_restores(rootfs: Path, n: int, envd: Path, runsc: str = "runsc") -> list[float]:
+    """Seconds for a foreground `runsc restore` of a bare sandbox's checkpoint until its process
+    runs again: CPython that imported envd's modules, as a capsule's envd (no network, no disk,
+    no agent) - gVisor's own floor for a capsule's resume. One checkpoint, `n` restores."""
+    work = Path(tempfile.mkdtemp(prefix="wrenn-restorebase-"))
+    root, bundle, image = work / "runsc", work / "bundle", work / "image"
+    for d in (root, bundle, image):
+        d.mkdir()
+    imports = (
+        "import sys; sys.path.insert(0, '/opt/wrenn'); import envd.__main__; "
+        "from envd import peers, processes, server, sudo"
+    )
+    config = {
+        "ociVersion": "1.0.0",
+        "process": {"args": ["python3", "-I", "-S", "-c", imports + "\n" + _UNTIL_RESTORED],
+                    "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/usr/bin:/bin"]},
+        "root": {"path": str(rootfs), "readonly": True},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/opt/wrenn", "type": "bind", "source": str(envd),
+                    "options": ["rbind", "ro"]}],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}]},
+    }  # fmt: skip
+    (bundle / "config.json").write_text(json.dumps(config))
+    base = [runsc, f"--root={root}", "--network=none", "--overlay2=none", "--ignore-cgroups"]
+    samples = []
+    try:
+        saved = "saved"
+        subprocess.run(
+            [*base, "run", "--detach", f"--bundle={bundle}", saved],
+            check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1.0)  # its imports done, its loop running
+        subprocess.run(
+            [*base, "checkpoint", "--compression=none", f"--image-path={image}", saved],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        subprocess.run([*base, "delete", "--force", saved], capture_output=True)
+        for _ in range(n):
+            name = f"restore-{uuid.uuid4().hex[:8]}"
+            argv = [*base, "restore", f"--image-path={image}", f"--bundle={bundle}", name]
+            t = time.perf_counter()
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            samples.append(time.perf_counter() - t)
+            subprocess.run([*base, "delete", "--force", name], capture_output=True)
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)
     return samples

@@ -10,7 +10,9 @@ measured in the same run (the machine may be loaded: compare ratios):
   of `true` on the same root filesystem (gVisor's floor), printed beside bare sandboxes that
   start CPython as a capsule starts envd, without and with envd's imports (the floor of a
   capsule whose agent is CPython), and the SDK's own client construction;
-- resume -> first command done, through the SDK, against the agent's own resume + exec;
+- resume -> first command done, through the SDK, against the agent's own resume + exec, and
+  a bare `runsc restore` of a sandbox whose CPython imported envd's modules until it runs again
+  (gVisor's floor for a resume);
 - GET /v1/capsules under 10 and 200 concurrent connections (wrk, with a Lua hook for p95), against
   GET /health at the same concurrency (no credentials, one database ping).
 
@@ -48,12 +50,23 @@ from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.hostagent.gvisor import install_envd
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from ._common import agent, bare_runsc_boots, free_port, load_note, p50, report, timed, timed_async
+from ._common import (
+    agent,
+    bare_runsc_boots,
+    bare_runsc_restores,
+    free_port,
+    load_note,
+    p50,
+    report,
+    timed,
+    timed_async,
+)
 
 SECRET = "bench-secret"
 COLD = {"memory_mb": 256}  # a shape the warm pool does not hold
 QUIET = 1.0  # seconds before each command of the "after quiet" exec rows
 WITH_ENVD = "bare `runsc run` python3 importing envd"
+RESTORED = "bare `runsc restore` python3 importing envd"
 # wrk prints p50/p75/p90/p99 only; this prints p95 too.
 WRK_SCRIPT = """
 done = function(summary, latency, requests)
@@ -113,6 +126,15 @@ def envd_floor(rootfs: Path, n: int) -> dict[str, list[float]]:
             "bare `runsc run python3 -I -S -c pass`": bare_runsc_boots(rootfs, n, args=interpreter),
             WITH_ENVD: bare_runsc_boots(rootfs, n, args=with_envd, envd=envd),
         }
+
+
+def restore_floor(rootfs: Path, n: int) -> list[float]:
+    """A bare sandbox's CPython, envd's modules imported, restored from its checkpoint until
+    it runs again: what a capsule's resume costs before anything of the platform runs."""
+    with tempfile.TemporaryDirectory(prefix="wrenn-bench-envd-") as tmp:
+        envd = Path(tmp) / "envd"
+        install_envd(envd)
+        return bare_runsc_restores(rootfs, n, envd)
 
 
 async def agent_create_exec(target: str, n: int, gap: float, **shape: int) -> list[float]:
@@ -286,10 +308,12 @@ def run(iterations: int, api: str, target: str, rootfs: Path, listing: bool = Fa
 
             base = asyncio.run(agent_resume_exec(target, iterations))
             report("resume -> first command, agent gRPC", base)
-            report(
-                "resume -> first command, REST SDK", sdk_resume_exec(capsule, iterations), p50(base)
-            )
+            resumed = sdk_resume_exec(capsule, iterations)
+            report("resume -> first command, REST SDK", resumed, p50(base))
             capsule.destroy()
+            restored = restore_floor(rootfs, iterations)
+            report(RESTORED, restored)
+            print(f"{'':<44} resume / bare restore {p50(resumed) / p50(restored):5.2f}x")
 
             for _ in range(4):
                 http.post("/v1/capsules", json=COLD).raise_for_status()

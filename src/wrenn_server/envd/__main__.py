@@ -77,9 +77,9 @@ def main() -> None:
     signal.signal(signal.SIGINT, _stop)
     table.warm_up()
     try:
-        # Nothing calls shutdown() (SIGTERM unwinds the select), so the loop need not wake to
-        # check for it: each wake-up of an idle capsule costs host CPU in the sentry.
-        server.serve_forever(poll_interval=IDLE_WAKE_SEC)
+        # Nothing calls shutdown() (SIGTERM unwinds the loop), so it need not wake to check for
+        # it: each wake-up of an idle capsule costs host CPU in the sentry.
+        server.serve_until_signalled(IDLE_WAKE_SEC)
     except SystemExit:
         pass
     finally:

@@ -6,7 +6,10 @@ Endpoints live in `routes`; this module only knows how to read requests and writ
 from __future__ import annotations
 
 import json
+import os
 import select
+import selectors
+import signal
 import socket
 import socketserver
 import sys
@@ -77,6 +80,31 @@ class EnvdServer(socketserver.ThreadingTCPServer):
         """A thread per connection, as ThreadingMixIn's, without its start-up handshake (see
         threads.py): nobody joins them (daemon_threads, no block_on_close)."""
         threads.start(self.process_request_thread, request, client_address)
+
+    def serve_until_signalled(self, idle_wake: float) -> None:
+        """Accept connections until a signal handler raises (the main thread only). socketserver's
+        loop would see a signal only if it reached this thread: the kernel gives it to any
+        thread, Python runs its handler here, and this thread sleeps in select until a
+        connection comes or `idle_wake` passes (long: an idle capsule should not wake). A
+        signal's wake-up byte on a pipe of its own ends that sleep."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        previous = signal.set_wakeup_fd(wake_w)
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(wake_r, selectors.EVENT_READ)
+                while True:
+                    for key, _ in selector.select(idle_wake):
+                        if key.fileobj is self:
+                            self._handle_request_noblock()  # type: ignore[attr-defined]
+                        else:
+                            os.read(wake_r, 512)  # its handler runs once select returned
+        finally:
+            signal.set_wakeup_fd(previous)
+            os.close(wake_r)
+            os.close(wake_w)
 
     def verify_request(self, request: object, client_address: object) -> bool:
         """Runs in the accepting thread, before a handler thread exists for the connection."""

@@ -15,11 +15,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.ports import free_port
 
 __all__ = [
     "agent",
+    "bare_oci_config",
     "bare_runsc_boots",
     "bare_runsc_restores",
     "free_port",
@@ -84,6 +86,24 @@ def report(
     print(f"{line}   (n={int(s['n'])})", flush=True)
 
 
+def bare_oci_config(rootfs: Path, args: list[str], envd: Path | None = None) -> dict[str, Any]:
+    """The OCI config of a bare sandbox running `args` as root on `rootfs` (read-only): its own
+    pid, mount and network namespaces and /proc, nothing of a capsule's. `envd`: a directory
+    holding the `envd` package, mounted read-only at /opt/wrenn as capsules have it."""
+    mounts: list[dict[str, object]] = [{"destination": "/proc", "type": "proc", "source": "proc"}]
+    if envd is not None:
+        mounts.append({"destination": "/opt/wrenn", "type": "bind", "source": str(envd),
+                       "options": ["rbind", "ro"]})  # fmt: skip
+    return {
+        "ociVersion": "1.0.0",
+        "process": {"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0},
+                    "env": ["PATH=/usr/bin:/bin"]},
+        "root": {"path": str(rootfs), "readonly": True},
+        "mounts": mounts,
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}]},
+    }  # fmt: skip
+
+
 def bare_runsc_boots(
     rootfs: Path,
     n: int,
@@ -100,19 +120,7 @@ def bare_runsc_boots(
     root, bundle = work / "runsc", work / "bundle"
     root.mkdir()
     bundle.mkdir()
-    mounts: list[dict[str, object]] = [{"destination": "/proc", "type": "proc", "source": "proc"}]
-    if envd is not None:
-        mounts.append({"destination": "/opt/wrenn", "type": "bind", "source": str(envd),
-                       "options": ["rbind", "ro"]})  # fmt: skip
-    config = {
-        "ociVersion": "1.0.0",
-        "process": {"args": args or ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
-                    "env": ["PATH=/usr/bin:/bin"]},
-        "root": {"path": str(rootfs), "readonly": True},
-        "mounts": mounts,
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}]},
-    }  # fmt: skip
-    (bundle / "config.json").write_text(json.dumps(config))
+    (bundle / "config.json").write_text(json.dumps(bare_oci_config(rootfs, args or ["true"], envd)))
     samples = []
     try:
         for _ in range(n):
@@ -155,17 +163,8 @@ def bare_runsc_restores(rootfs: Path, n: int, envd: Path, runsc: str = "runsc") 
         "import sys; sys.path.insert(0, '/opt/wrenn'); import envd.__main__; "
         "from envd import peers, processes, server, sudo"
     )
-    config = {
-        "ociVersion": "1.0.0",
-        "process": {"args": ["python3", "-I", "-S", "-c", imports + "\n" + _UNTIL_RESTORED],
-                    "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/usr/bin:/bin"]},
-        "root": {"path": str(rootfs), "readonly": True},
-        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
-                   {"destination": "/opt/wrenn", "type": "bind", "source": str(envd),
-                    "options": ["rbind", "ro"]}],
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}]},
-    }  # fmt: skip
-    (bundle / "config.json").write_text(json.dumps(config))
+    args = ["python3", "-I", "-S", "-c", imports + "\n" + _UNTIL_RESTORED]
+    (bundle / "config.json").write_text(json.dumps(bare_oci_config(rootfs, args, envd)))
     base = [runsc, f"--root={root}", "--network=none", "--overlay2=none", "--ignore-cgroups"]
     samples = []
     try:

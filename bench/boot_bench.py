@@ -49,7 +49,7 @@ from wrenn_server.hostagent.gvisor import install_envd
 from wrenn_server.hostagent.runsc import _UNSHARE_SCRIPT, oci_config
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from ._common import agent, load_note, p50, report
+from ._common import agent, bare_oci_config, load_note, p50, report
 
 SECRET = "boot-bench-secret"
 Run = Callable[[list[str], dict[str, Any], Path, Path], float]
@@ -172,16 +172,7 @@ def ladder(template_rootfs: Path, n: int, work: Path) -> dict[str, list[float]]:
         spec["process"]["args"] = ["python3", "-I", "-S", "-c", IMPORTS]
         linux = spec["linux"]
         no_net = [ns for ns in linux["namespaces"] if ns["type"] != "network"]
-        bare = {
-            "ociVersion": "1.0.0",
-            "process": {"args": spec["process"]["args"], "cwd": "/",
-                        "user": {"uid": 0, "gid": 0}, "env": ["PATH=/usr/bin:/bin"]},
-            "root": {"path": str(template_rootfs), "readonly": True},
-            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
-                       {"destination": "/opt/wrenn", "type": "bind", "source": str(envd),
-                        "options": ["rbind", "ro"]}],
-            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}]},
-        }  # fmt: skip
+        bare = bare_oci_config(template_rootfs, spec["process"]["args"], envd)
         disk = {**bare, "root": {"path": str(rootfs), "readonly": False}}
         no_cgroup = {k: v for k, v in linux.items() if k not in ("resources", "cgroupsPath")}
         own_netns = [*no_net, {"type": "network"}]  # a new one: runsc's, not the veth's

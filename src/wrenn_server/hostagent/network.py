@@ -140,11 +140,11 @@ def _routed_slots(table: Path) -> set[IPv4Network]:
             fields = line.split()
             if len(fields) < 8:
                 continue
-            with contextlib.suppress(ValueError):
-                dest = IPv4Address(int.from_bytes(bytes.fromhex(fields[1]), "little"))
-                mask = IPv4Address(int.from_bytes(bytes.fromhex(fields[7]), "little"))
-                if IPv4Network(f"0.0.0.0/{mask}").prefixlen >= 30:
-                    slots.add(IPv4Network(f"{dest}/30", strict=False))
+            with contextlib.suppress(ValueError):  # addresses in hex, the host's byte order
+                dest = int.from_bytes(bytes.fromhex(fields[1]), "little")
+                mask = int.from_bytes(bytes.fromhex(fields[7]), "little")
+                if mask.bit_count() >= 30:
+                    slots.add(IPv4Network((dest & ~0b11 & 0xFFFFFFFF, 30)))
     return slots
 
 

@@ -191,6 +191,22 @@ def bare_runsc_restores(rootfs: Path, n: int, envd: Path, runsc: str = "runsc") 
     return samples
 
 
+def wait_boot_snapshot(data_dir: Path, memory_mb: int, timeout: float = 120) -> None:
+    """Until the agent on `data_dir` keeps the boot snapshot of the base template's shape with
+    `memory_mb` (it makes it in the background after the shape's first create), so that making
+    it is off every timed sample."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for shape_file in (data_dir / "boot-snapshots").glob("sb-*/shape.json"):
+            with contextlib.suppress(OSError, ValueError):
+                shape = json.loads(shape_file.read_text())
+                if shape["template"] == "minimal" and shape["memory_mb"] == memory_mb:
+                    return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no boot snapshot of the {memory_mb} MB shape (agent's log?)")
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def agent(data_dir: Path, secret: str, subnet: str = "10.202.0.0/16") -> Iterator[str]:
     """Start a host agent process for the benchmark, or use WRENN_BENCH_AGENT=host:port."""

@@ -233,7 +233,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/wrenn-bench"))
     args = parser.parse_args()
     print(load_note())
-    os.environ["WRENN_AGENT_POOL_SIZE"] = "0"  # nothing boots beside the creates measured
+    # Nothing boots beside the creates measured, and each of them boots.
+    os.environ["WRENN_AGENT_POOL_SIZE"] = "0"
+    os.environ["WRENN_AGENT_BOOT_SNAPSHOTS"] = "0"
     with agent(args.data_dir, SECRET) as target:
         cold, first_exec = asyncio.run(agent_cold_creates(target, args.iterations))
     template_rootfs = args.data_dir / "templates" / "minimal" / "rootfs"

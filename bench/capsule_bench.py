@@ -1,4 +1,5 @@
-"""Capsule runtime benchmark: create -> first command (cold and from a snapshot template), command
+"""Capsule runtime benchmark: create -> first command (a shape's first, booted; a shape seen before,
+restored from its boot snapshot; from a snapshot template), command
 round trip, pause, resume and host memory per idle capsule. Prints medians and p95; ratios are
 to a baseline measured in the same run (a native `sh -c true` spawned on the host).
 
@@ -19,7 +20,7 @@ from wrenn_server.agentproto.client import AgentClient
 from wrenn_server.hostagent.capsule import capsule_key
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
-from ._common import agent, report
+from ._common import agent, report, wait_boot_snapshot
 from .memory import group_pss_kb
 
 SECRET = "bench-secret"
@@ -100,12 +101,21 @@ async def main(iterations: int, data_dir: Path) -> None:
     print(f"baseline: native `sh -c true` spawn p50 {baseline * 1000:.2f} ms")
     with agent(data_dir, SECRET) as target:
         async with AgentClient(target, SECRET) as c:
-            # The warm pool holds the default shape; another shape measures a full boot.
+            # The warm pool holds the default shape; another shape is restored from its boot
+            # snapshot, made after its first create (which boots).
             cold = {"memory_mb": 256}
             await create_then_exec(c, 2, **cold)  # warm host caches
+            wait_boot_snapshot(data_dir, cold["memory_mb"])
             report(
-                "create -> first exec (cold boot)", await create_then_exec(c, iterations, **cold)
+                "create -> first exec (cold: boot snapshot)",
+                await create_then_exec(c, iterations, **cold),
             )
+            booted = []
+            for n in range(iterations):
+                memory_mb = cold["memory_mb"] + 8 * (n + 1)  # a shape new to the agent
+                booted += await create_then_exec(c, 1, memory_mb=memory_mb)
+                wait_boot_snapshot(data_dir, memory_mb)  # made off the clock
+            report("create -> first exec (cold: first of its shape, boot)", booted)
             report(
                 "create -> first exec (warm pool)",
                 await create_then_exec(c, iterations, gap=2.0),

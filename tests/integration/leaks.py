@@ -33,9 +33,9 @@ class Leak:
 
 
 def pooled_handles(data_dir: Path) -> set[str]:
-    """The warm pool's capsules: the agent keeps them ready by design, with everything a
-    running capsule holds."""
-    handles = set()
+    """The warm pool's capsules, and those being made into a boot snapshot: the agent keeps
+    them by design, with everything a running capsule holds."""
+    handles = {d.name for d in (data_dir / "boot-snapshots" / "making").glob("sb-*")}
     for meta in (data_dir / "capsules").glob("*/meta.json"):
         try:
             if json.loads(meta.read_text()).get("status") == "pooled":

@@ -11,6 +11,8 @@ from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 RETRY_SEC = 0.05
+# How long a stopped sandbox's last tasks may take to leave its cgroups before they are removed.
+RELEASE_SEC = 5.0
 
 
 def existing(cgroup: str, root: Path = ROOT) -> list[Path]:

@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 # Where a pause's checkpoint is written before it is the capsule's `checkpoint`.
 NEW_CHECKPOINT = "checkpoint.new"
-# How long a stopped sandbox's last tasks may take to leave its cgroups before they are removed.
-CGROUP_RELEASE_SEC = 5.0
 _NOUNS = {PAUSING: "pause", SNAPSHOTTING: "snapshot"}
 
 
@@ -74,26 +72,23 @@ class GVisorRuntime:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def create(self, capsule: Capsule) -> None:
+    async def create(self, capsule: Capsule, snapshot: Path | None = None) -> None:
         template = self.templates.get(capsule.template)
+        if snapshot is None and template.type == SNAPSHOT:
+            snapshot = self.templates.dir(template.name)
         try:
             capsule.dir.mkdir(mode=0o700)
             capsule.save()
-            if template.type == SNAPSHOT:
-                await storage.copy_sparse(
-                    self.templates.dir(template.name) / "disk.img", capsule.disk_image
-                )
+            if snapshot is not None:
+                await storage.copy_sparse(snapshot / "disk.img", capsule.disk_image)
             else:
                 await storage.create_image(capsule.disk_image, capsule.disk_size_mb)
-            await self._boot(capsule, restore_from=self._checkpoint_of(template))
+            await self._boot(
+                capsule, restore_from=None if snapshot is None else snapshot / "checkpoint"
+            )
         except BaseException:
             await asyncio.shield(self.destroy(capsule))
             raise
-
-    def _checkpoint_of(self, template: Template) -> Path | None:
-        if template.type == SNAPSHOT:
-            return self.templates.dir(template.name) / "checkpoint"
-        return None
 
     async def _boot(self, capsule: Capsule, restore_from: Path | None) -> None:
         """Network, disk and sandbox: everything a running capsule has beyond its files."""
@@ -176,7 +171,7 @@ class GVisorRuntime:
         capsule.net = None
         await self._let_go(capsule)
         # Only once its sandbox and gofer are gone: a cgroup with a task in it stays.
-        if busy := await cgroups.remove(capsule.cgroup, CGROUP_RELEASE_SEC):
+        if busy := await cgroups.remove(capsule.cgroup, cgroups.RELEASE_SEC):
             log.warning("capsule %s: cgroups still in use: %s", capsule.sandbox_id, busy)
 
     async def _let_go(self, capsule: Capsule) -> None:

@@ -11,6 +11,7 @@ import logging
 from functools import partial
 
 from . import errors
+from .boot_snapshots import BootSnapshots, Key
 from .capacity import Room, check_checkpoint_room, check_memory
 from .capsule import (
     DEAD,
@@ -80,6 +81,9 @@ class SandboxManager(CapsuleTable):
         )
         self.room = Room(settings, self.capsules, self.pool)
         self.deaths = DeathWatch(self, runtime, self.pool, self._discard_pooled)
+        self.boot_snapshots = BootSnapshots(
+            settings.boot_snapshots_dir, settings.boot_snapshots, self._make_boot_snapshot
+        )
 
     # -- startup / shutdown ----------------------------------------------------------------
 
@@ -90,7 +94,9 @@ class SandboxManager(CapsuleTable):
         # An agent before this one may have left capsules dozing: runsc cannot even tell the
         # state of a frozen sandbox.
         self.doze.thaw_leftovers(self.settings.capsules_dir)
-        for capsule in await self.runtime.recover():
+        recovered = await self.runtime.recover()
+        await self.boot_snapshots.wipe()  # after recovery swept what a half-made one ran
+        for capsule in recovered:
             self.capsules[capsule.sandbox_id] = capsule
             if capsule.status == RUNNING:
                 self.deaths.watch(capsule)
@@ -110,6 +116,7 @@ class SandboxManager(CapsuleTable):
     async def stop(self) -> None:
         """Stop background work. Capsules keep running: a restarted agent adopts them (but
         not pooled ones, which nobody owns yet)."""
+        await self.boot_snapshots.stop()
         await self.pool.stop()
         for task in self._tasks:
             task.cancel()
@@ -171,27 +178,75 @@ class SandboxManager(CapsuleTable):
             except Exception:
                 log.exception("discarding pooled %s failed", pooled.capsule.handle)
 
-    async def _boot(self, capsule: Capsule, template: Template) -> EnvdClient:
-        """Make the capsule and wait for its agent. On failure the caller discards it."""
+    async def _boot(
+        self, capsule: Capsule, template: Template, *, from_snapshot: bool = True
+    ) -> EnvdClient:
+        """Make the capsule and wait for its agent: restored from its shape's boot snapshot if
+        there is one (`from_snapshot`), else booted, and its snapshot asked for. On failure the
+        caller discards it."""
         check_memory(self.settings)
-        await self.runtime.create(capsule)
-        self.deaths.watch(capsule)
-        client = self.new_client(capsule)
-        alive = partial(self.runtime.sandbox_running, capsule)
-        try:
-            if template.type == SNAPSHOT:
-                # The snapshot's envd still holds the snapshotted capsule's token: replace it.
-                client.set_token(snapshot_token(self.keys, self.templates, template))
-                capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
-                await client.init(token=capsule.token)
-                client.set_token(capsule.token)
-            else:
-                capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
-                await start_services(client, template)
-        except BaseException:
-            await asyncio.shield(client.aclose())
-            raise
+        key = _boot_key(capsule, template) if from_snapshot else None
+        with self.boot_snapshots.reading(key) as snap:
+            if snap is not None:
+                log.info("%s: restoring the boot snapshot %s", capsule.sandbox_id, snap.handle)
+            await self.runtime.create(capsule, None if snap is None else snap.dir)
+            self.deaths.watch(capsule)
+            client = self.new_client(capsule)
+            alive = partial(self.runtime.sandbox_running, capsule)
+            try:
+                if template.type == SNAPSHOT or snap is not None:
+                    # The checkpointed envd holds the snapshotted capsule's token. (Its host
+                    # name stays: setting one needs CAP_SYS_ADMIN, which capsules lack.)
+                    client.set_token(
+                        self.keys.token_for(snap.handle)
+                        if snap is not None
+                        else snapshot_token(self.keys, self.templates, template)
+                    )
+                    capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
+                    await client.init(token=capsule.token)
+                    client.set_token(capsule.token)
+                else:
+                    capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
+                    await start_services(client, template)
+            except BaseException:
+                await asyncio.shield(client.aclose())
+                raise
+        if key is not None and snap is None:
+            self.boot_snapshots.want(key)
         return client
+
+    async def _make_boot_snapshot(self, key: Key) -> None:
+        """Boot a private capsule of the shape, checkpoint it, and keep its checkpoint and disk
+        as the shape's boot snapshot (boot_snapshots.py). It is nobody's: not listed, and its
+        room gives way to any capsule someone asks for, like a pooled one's."""
+        (name, vcpus, memory_mb, disk_size_mb), created_at = key
+        template = self._template(name)
+        if template.created_at != created_at:
+            return  # replaced since
+        spec = CreateSpec(vcpus=vcpus, memory_mb=memory_mb, disk_size_mb=disk_size_mb)
+        capsule = new_capsule(self.settings, new_sandbox_id(), template, spec, self.keys)
+        capsule.dir = self.boot_snapshots.making / capsule.handle
+        self.room.make_room(vcpus=vcpus, memory_mb=memory_mb, disk_mb=disk_size_mb, evict=False)
+        with self.room.claim(capsule, pooled=True):
+            try:
+                client = await self._boot(capsule, template, from_snapshot=False)
+                try:
+                    # A first command (root's) warms the spawn path in the image.
+                    async for _ev in client.start_process({"cmd": "true"}):
+                        pass
+                    await client.prepare_snapshot()
+                finally:
+                    await asyncio.shield(client.aclose())
+                self.deaths.unwatch(capsule)  # its sandbox stops with the checkpoint
+                await self.runtime.pause(capsule)
+                if self._template(name).created_at == created_at:
+                    self.boot_snapshots.keep(key, capsule)
+            finally:
+                self.deaths.unwatch(capsule)
+                await asyncio.shield(
+                    asyncio.wait_for(self.runtime.destroy(capsule), CLEANUP_TIMEOUT)
+                )
+        log.info("boot snapshot of %s made", key[0])
 
     async def _apply_defaults(self, capsule: Capsule, client: EnvdClient) -> None:
         if capsule.default_user or capsule.default_env:
@@ -462,6 +517,7 @@ class SandboxManager(CapsuleTable):
                 f"{len(dependents)} snapshot template(s)"
             )
         await self._drop_evicted(self.pool.drop_template(name))  # nobody's yet
+        self.boot_snapshots.drop_template(name)
         await self.templates.delete_async(name)
 
     # -- in the capsule --------------------------------------------------------------------
@@ -478,3 +534,11 @@ class SandboxManager(CapsuleTable):
         """Every tier of a capsule's samples (empty before its first sample)."""
         self.get(sandbox_id)
         return self.metrics.tiers(sandbox_id)
+
+
+def _boot_key(capsule: Capsule, template: Template) -> Key | None:
+    """The boot snapshot a capsule of this template may start from: image templates without a
+    start command only (a service's open connections would not survive its restore)."""
+    if template.type != IMAGE or template.start_cmd:
+        return None
+    return (capsule.shape, template.created_at)

@@ -3,6 +3,7 @@ so another backend (a microVM on hosts with real KVM) can sit beside gVisor."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from .capsule import Capsule
@@ -16,8 +17,9 @@ class Runtime(Protocol):
     async def prepare(self) -> None:
         """Host-wide setup at agent start (firewall, directories)."""
 
-    async def create(self, capsule: Capsule) -> None:
-        """Make and boot the capsule (from an image or by restoring a snapshot template).
+    async def create(self, capsule: Capsule, snapshot: Path | None = None) -> None:
+        """Make and boot the capsule: from its image template, or by restoring a snapshot (a
+        directory with `checkpoint/` and `disk.img`: its snapshot template's unless given).
         On failure nothing of it is left behind."""
 
     async def destroy(self, capsule: Capsule) -> None:

@@ -6,6 +6,7 @@ keeps the capsule's record as the real one does. Real capsules: tests/integratio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +37,7 @@ class StandInRuntime:
     """Records each call; a capsule's envd is the stand-in on 127.0.0.1."""
 
     calls: list[tuple[str, str]] = field(default_factory=list)
+    snapshots: dict[str, Path | None] = field(default_factory=dict)  # what each create restored
     fail_create: bool = False
 
     def _net(self) -> CapsuleNet:
@@ -43,11 +46,13 @@ class StandInRuntime:
     async def prepare(self) -> None:
         self.calls.append(("prepare", ""))
 
-    async def create(self, capsule: Capsule) -> None:
+    async def create(self, capsule: Capsule, snapshot: Path | None = None) -> None:
         self.calls.append(("create", capsule.sandbox_id))
+        self.snapshots[capsule.sandbox_id] = snapshot
         if self.fail_create:
             raise errors.Internal()
         capsule.dir.mkdir(parents=True)
+        capsule.disk_image.write_bytes(b"disk")
         capsule.net = self._net()
         capsule.save()
 
@@ -115,13 +120,23 @@ async def agent(
 ) -> AsyncIterator[Agent]:
     # An envd that never gets ready is given up on in a moment rather than 20 s.
     monkeypatch.setattr(manager, "ENVD_START_TIMEOUT", 0.5)
+    async with running_agent(tmp_path, envd, boot_snapshots=0) as agent:
+        yield agent
+
+
+@contextlib.asynccontextmanager
+async def running_agent(tmp_path: Path, envd: FakeEnvd, **settings_: Any) -> AsyncIterator[Agent]:
+    """A manager on the stand-in runtime, `settings_` over the tests' own."""
     settings = AgentSettings(
-        data_dir=tmp_path,
-        envd_port=envd.port,
-        pool_size=0,
-        memory_reserve_mb=0,
-        disk_reserve_mb=0,
-        reaper_interval_sec=3600,
+        **{
+            "data_dir": tmp_path,
+            "envd_port": envd.port,
+            "pool_size": 0,
+            "memory_reserve_mb": 0,
+            "disk_reserve_mb": 0,
+            "reaper_interval_sec": 3600,
+            **settings_,
+        }
     )
     (settings.templates_dir / "minimal").mkdir(parents=True)
     (settings.templates_dir / "minimal" / "template.json").write_text(

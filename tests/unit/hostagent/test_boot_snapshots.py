@@ -1,0 +1,176 @@
+"""Boot snapshots without root: the manager on the stand-in runtime (test_lifecycle.py) and the
+stand-in envd. Which create restores which snapshot, with which tokens and name, and what is
+kept, dropped and left behind. Real capsules restored from one: tests/integration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.unit.hostagent.fake_envd import Answer, FakeEnvd
+from tests.unit.hostagent.test_lifecycle import SPEC, Agent, running_agent
+from wrenn_server.hostagent import manager
+from wrenn_server.hostagent.boot_snapshots import BootSnapshots
+from wrenn_server.hostagent.capsule import RUNNING
+from wrenn_server.hostagent.capsule_spec import CreateSpec
+from wrenn_server.hostagent.exec_output import ExecOutput
+
+SECOND = "sb-00000000-0000-4000-8000-0000000000c2"
+THIRD = "sb-00000000-0000-4000-8000-0000000000c3"
+PROCESS = b'{"type": "start", "pid": 7}\n{"type": "exit", "exit_code": 0, "signal": null}\n'
+
+
+@pytest.fixture
+async def agent(
+    tmp_path: Path, envd: FakeEnvd, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Agent]:
+    monkeypatch.setattr(manager, "ENVD_START_TIMEOUT", 0.5)
+    envd.answers["/processes"] = Answer(200, PROCESS, "application/x-ndjson")
+    async with running_agent(tmp_path, envd, boot_snapshots=2) as agent:
+        yield agent
+
+
+def spec(sandbox_id: str, **fields: object) -> CreateSpec:
+    return CreateSpec(**{**SPEC.__dict__, "sandbox_id": sandbox_id, **fields})
+
+
+async def until(condition: Callable[[], object], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.005)
+
+
+def snapshot_dirs(agent: Agent) -> set[str]:
+    root = agent.m.boot_snapshots.root
+    return {p.name for p in root.iterdir() if p.name != "making"}
+
+
+async def test_a_shape_booted_once_is_restored_the_next_time(agent: Agent) -> None:
+    first = await agent.m.create(spec(SPEC.sandbox_id))
+    assert agent.runtime.snapshots[first.sandbox_id] is None  # booted
+    await until(lambda: agent.m.boot_snapshots.shapes(), "no boot snapshot was made")
+    [(shape, _at)] = agent.m.boot_snapshots.shapes()
+    assert shape == first.shape
+    # A private capsule of that shape was booted, warmed, checkpointed and removed; what is kept
+    # is its checkpoint and disk, and it was never one of the agent's capsules.
+    [maker] = [sid for op, sid in agent.runtime.calls if op == "pause"]
+    assert ("destroy", maker) in agent.runtime.calls and maker not in agent.m.capsules
+    kept = agent.m.boot_snapshots.root / maker
+    assert snapshot_dirs(agent) == {maker}
+    assert (kept / "disk.img").read_bytes() == b"disk" and (kept / "checkpoint").is_dir()
+    assert not any(agent.m.boot_snapshots.making.iterdir())
+
+    agent.envd.seen.clear()
+    agent.envd.bodies.clear()
+    second = await agent.m.create(spec(SECOND))
+    assert second.status == RUNNING
+    assert agent.runtime.snapshots[SECOND] == kept
+    # Its envd answered to the snapshot's token, then was given the capsule's own; later
+    # calls carry it.
+    keys = agent.m.keys
+    assert agent.envd.seen[0] == ("GET", "/health", f"Bearer {keys.token_for(maker)}")
+    init = [json.loads(b) for b in agent.envd.bodies if b and b"token" in b]
+    assert init[0]["token"] == keys.token_for(SECOND)
+    await agent.m.exec(SECOND, {"cmd": "true"}, 5, ExecOutput(1024))
+    assert agent.envd.seen[-1][2] == f"Bearer {keys.token_for(SECOND)}"
+    # One snapshot per shape: restoring it did not ask for another.
+    assert [op for op, _ in agent.runtime.calls].count("pause") == 1
+
+
+async def test_another_shape_or_a_replaced_template_boots(agent: Agent) -> None:
+    await agent.m.create(spec(SPEC.sandbox_id))
+    await until(lambda: agent.m.boot_snapshots.shapes(), "no boot snapshot was made")
+    await agent.m.create(spec(SECOND, memory_mb=512))
+    assert agent.runtime.snapshots[SECOND] is None
+    # The template replaced under its name: its old snapshot does not serve it.
+    meta = agent.m.settings.templates_dir / "minimal" / "template.json"
+    meta.write_text(json.dumps({"name": "minimal", "type": "image", "created_at": 5}))
+    await agent.m.create(spec(THIRD))
+    assert agent.runtime.snapshots[THIRD] is None
+
+
+async def test_the_least_recently_used_shape_is_dropped(agent: Agent) -> None:
+    def memories() -> list[int]:
+        return sorted(shape[2] for shape, _at in agent.m.boot_snapshots.shapes())
+
+    for n, memory in enumerate((256, 512, 1024)):
+        await agent.m.create(spec(f"sb-00000000-0000-4000-8000-00000000010{n}", memory_mb=memory))
+        await until(lambda m=memory: m in memories(), f"{memory} MB: not made")
+    assert memories() == [512, 1024]
+    await until(lambda: len(snapshot_dirs(agent)) == 2, "the dropped one's files stayed")
+
+
+async def test_deleting_the_template_drops_its_snapshots(agent: Agent) -> None:
+    capsule = await agent.m.create(spec(SPEC.sandbox_id))
+    await until(lambda: agent.m.boot_snapshots.shapes(), "no boot snapshot was made")
+    await agent.m.destroy(capsule.sandbox_id)
+    await agent.m.delete_template("minimal")
+    assert agent.m.boot_snapshots.shapes() == []
+    await until(lambda: not snapshot_dirs(agent), "its files stayed")
+
+
+async def test_a_failed_snapshot_leaves_nothing_and_is_asked_for_again(agent: Agent) -> None:
+    agent.envd.answers["/snapshot/prepare"] = Answer(500, b'{"error": {"code": "internal"}}')
+    await agent.m.create(spec(SPEC.sandbox_id))
+    await until(lambda: len([c for c in agent.runtime.calls if c[0] == "destroy"]) == 1, "no try")
+    await until(lambda: agent.m.boot_snapshots._maker.done(), "the maker is still busy")  # type: ignore[union-attr]
+    assert agent.m.boot_snapshots.shapes() == [] and not snapshot_dirs(agent)
+    assert not any(agent.m.boot_snapshots.making.iterdir())
+    assert list(agent.m.capsules) == [SPEC.sandbox_id]
+    agent.envd.answers["/snapshot/prepare"] = Answer(200, b"")
+    await agent.m.create(spec(SECOND))
+    assert agent.runtime.snapshots[SECOND] is None
+    await until(lambda: agent.m.boot_snapshots.shapes(), "it was not asked for again")
+
+
+async def test_templates_with_a_start_command_are_not_snapshotted(agent: Agent) -> None:
+    meta = agent.m.settings.templates_dir / "minimal" / "template.json"
+    meta.write_text(
+        json.dumps({"name": "minimal", "type": "image", "created_at": 0, "start_cmd": "srv"})
+    )
+    await agent.m.create(spec(SPEC.sandbox_id))
+    await agent.m.create(spec(SECOND))
+    assert agent.runtime.snapshots[SECOND] is None
+    assert agent.m.boot_snapshots.shapes() == []
+    assert "pause" not in [op for op, _ in agent.runtime.calls]
+
+
+async def test_an_agent_starts_with_none(tmp_path: Path, envd: FakeEnvd, agent: Agent) -> None:
+    await agent.m.create(spec(SPEC.sandbox_id))
+    await until(lambda: agent.m.boot_snapshots.shapes(), "no boot snapshot was made")
+    assert snapshot_dirs(agent)
+    await agent.m.boot_snapshots.wipe()  # what the next agent's start does
+    assert not snapshot_dirs(agent) and agent.m.boot_snapshots.making.is_dir()
+
+
+async def test_a_snapshot_being_restored_is_removed_only_after(tmp_path: Path) -> None:
+    async def never(_key: object) -> None:
+        raise AssertionError("not asked")
+
+    store = BootSnapshots(tmp_path / "snaps", 1, never)
+    await store.wipe()
+    keys = [(("minimal", 1, memory, 64), 0.0) for memory in (256, 512)]
+
+    def made(key: object, handle: str) -> Path:
+        d = tmp_path / handle
+        (d / "checkpoint").mkdir(parents=True)
+        (d / "disk.img").write_bytes(b"x")
+        capsule = type("C", (), {"handle": handle, "disk_image": d / "disk.img"})()
+        capsule.checkpoint_dir = d / "checkpoint"  # type: ignore[attr-defined]
+        store.keep(key, capsule)  # type: ignore[arg-type]
+        return store.root / handle
+
+    first = made(keys[0], "a")
+    with store.reading(keys[0]) as snap:
+        assert snap is not None and snap.dir == first
+        made(keys[1], "b")  # beyond the limit: the first is dropped, not yet removed
+        assert store.shapes() == [keys[1]]
+        assert snap.retired and first.is_dir()
+    await until(lambda: not first.exists(), "the dropped snapshot stayed once read")
+    with store.reading(keys[0]) as snap:
+        assert snap is None

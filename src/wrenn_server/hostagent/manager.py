@@ -154,7 +154,6 @@ class SandboxManager(CapsuleTable):
                     capsule = await self._claim(pooled, capsule)
                 else:
                     self.clients[sandbox_id] = await self._boot(capsule, template)
-                    await self._apply_defaults(capsule, self.clients[sandbox_id])
             except BaseException:
                 await self._discard(capsule)
                 raise
@@ -181,9 +180,9 @@ class SandboxManager(CapsuleTable):
     async def _boot(
         self, capsule: Capsule, template: Template, *, from_snapshot: bool = True
     ) -> EnvdClient:
-        """Make the capsule and wait for its agent: restored from its shape's boot snapshot if
-        there is one (`from_snapshot`), else booted, and its snapshot asked for. On failure the
-        caller discards it."""
+        """Make the capsule, wait for its agent and give it the capsule's default user and env:
+        restored from its shape's boot snapshot if there is one (`from_snapshot`), else booted,
+        and its snapshot asked for. On failure the caller discards it."""
         check_memory(self.settings)
         key = _boot_key(capsule, template) if from_snapshot else None
         with self.boot_snapshots.reading(key) as snap:
@@ -203,11 +202,13 @@ class SandboxManager(CapsuleTable):
                         else snapshot_token(self.keys, self.templates, template)
                     )
                     capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
-                    await client.init(token=capsule.token)
+                    # One request: every ms of it is a create's.
+                    await client.init(capsule.default_user, capsule.default_env, capsule.token)
                     client.set_token(capsule.token)
                 else:
                     capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
                     await start_services(client, template)
+                    await self._apply_defaults(capsule, client)
             except BaseException:
                 await asyncio.shield(client.aclose())
                 raise
@@ -231,7 +232,7 @@ class SandboxManager(CapsuleTable):
             try:
                 client = await self._boot(capsule, template, from_snapshot=False)
                 try:
-                    # A first command (root's) warms the spawn path in the image.
+                    # A first command, as the default user, warms the spawn path in the image.
                     async for _ev in client.start_process({"cmd": "true"}):
                         pass
                     await client.prepare_snapshot()
@@ -285,7 +286,6 @@ class SandboxManager(CapsuleTable):
         with self.room.claim(capsule, pooled=True):
             try:
                 client = await self._boot(capsule, template)
-                await self._apply_defaults(capsule, client)
                 # One command, as the template's default user, warms the sandbox's caches and
                 # envd's switch to that user, so the owner's first command is fast.
                 async for _ev in client.start_process({"cmd": "true"}):

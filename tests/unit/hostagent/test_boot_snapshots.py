@@ -67,15 +67,16 @@ async def test_a_shape_booted_once_is_restored_the_next_time(agent: Agent) -> No
 
     agent.envd.seen.clear()
     agent.envd.bodies.clear()
-    second = await agent.m.create(spec(SECOND))
+    second = await agent.m.create(spec(SECOND, default_user="alice", default_env={"A": "1"}))
     assert second.status == RUNNING
     assert agent.runtime.snapshots[SECOND] == kept
-    # Its envd answered to the snapshot's token, then was given the capsule's own; later
-    # calls carry it.
+    # Its envd answered to the snapshot's token, then was given the capsule's own with its
+    # defaults, in one request; later calls carry the new token.
     keys = agent.m.keys
     assert agent.envd.seen[0] == ("GET", "/health", f"Bearer {keys.token_for(maker)}")
-    init = [json.loads(b) for b in agent.envd.bodies if b and b"token" in b]
-    assert init[0]["token"] == keys.token_for(SECOND)
+    assert [c for c in agent.envd_calls() if c[1] == "/init"] == [("POST", "/init")]
+    [init] = [json.loads(b) for b in agent.envd.bodies if b]
+    assert init == {"default_user": "alice", "env": {"A": "1"}, "token": keys.token_for(SECOND)}
     await agent.m.exec(SECOND, {"cmd": "true"}, 5, ExecOutput(1024))
     assert agent.envd.seen[-1][2] == f"Bearer {keys.token_for(SECOND)}"
     # One snapshot per shape: restoring it did not ask for another.

@@ -15,7 +15,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from .. import envd as envd_package
-from ..private import private_dir, private_file
+from ..private import private_dir
 from . import cgroups, checkpoints, datadir, errors, network, rootfs_io, storage
 from .capsule import (
     DEAD,
@@ -224,8 +224,6 @@ class GVisorRuntime:
         image.mkdir(mode=0o700)
         try:
             await self.runsc.checkpoint(capsule.runsc_id, image, capsule.net.netns_path)
-            for f in image.iterdir():
-                private_file(f)  # runsc writes the memory image 0644
         except BaseException:
             # A half-written image (a full disk) would hold the space every capsule needs.
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, image, ignore_errors=True))

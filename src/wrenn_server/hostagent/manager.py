@@ -232,6 +232,8 @@ class SandboxManager(CapsuleTable):
             try:
                 client = await self._boot(capsule, template, from_snapshot=False)
                 try:
+                    if self.room.over_limit():  # a create took the room meanwhile
+                        raise errors.ResourceExhausted("its room is needed")
                     # A first command, as the default user, warms the spawn path in the image.
                     async for _ev in client.start_process({"cmd": "true"}):
                         pass

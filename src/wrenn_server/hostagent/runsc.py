@@ -153,8 +153,10 @@ class Runsc:
             cid,
         )
         mark = str(image / checkpoints.COMPLETE)
+        # runsc makes the memory image 0644: under umask 077 it is never readable by others,
+        # not even while it is written.
         await run(
-            "sh", "-c", '"$@" && : > "$0"', mark, *argv,
+            "sh", "-c", 'umask 077 && "$@" && : > "$0"', mark, *argv,
             timeout=checkpoints.CHECKPOINT_TIMEOUT,
             own_group=True,
         )  # fmt: skip

@@ -6,9 +6,10 @@ what ran out and leaves nothing behind (no row, capsule directory, netns, addres
 the capsules already there keep answering, and once the resource frees the same call works
 with no restart. Each test ends with the host checked for leaks (leaks.py).
 
-Each test runs its own agent (its own data dir and settings; no warm pool, so every create
-boots and needs room) under a control plane in-process over it, without the reconciler: what
-refuses is the agent, not the control plane's copy of what the agent last reported."""
+Each test runs its own agent (its own data dir and settings; no warm pool and no boot
+snapshots, so every create boots and needs room, and nothing else holds any) under a control
+plane in-process over it, without the reconciler: what refuses is the agent, not the control
+plane's copy of what the agent last reported."""
 
 from __future__ import annotations
 
@@ -154,7 +155,7 @@ def start_platform(
             data_dir,
             free_port(),
             tmp_path / f"agent-{n}.log",
-            env={"WRENN_AGENT_POOL_SIZE": "0", **agent_env},
+            env={"WRENN_AGENT_POOL_SIZE": "0", "WRENN_AGENT_BOOT_SNAPSHOTS": "0", **agent_env},
         )
         await asyncio.to_thread(agent.start)
         try:

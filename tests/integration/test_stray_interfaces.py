@@ -1,6 +1,7 @@
 """An interface left in the capsule subnet that no address slot file claims (a crashed agent's
 whose /run was wiped, or one configured by hand) must not take a new capsule's traffic: the
-agent skips the slots the host already routes, and the capsule it boots answers."""
+agent skips the slots the host already routes, and the capsule it boots answers. A capsule
+namespace nobody claims is removed when an agent starts."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Interface, IPv4Network
+from pathlib import Path
 
 import pytest
 
 from wrenn_server.agentproto.client import AgentClient
+from wrenn_server.hostagent.capsule import capsule_key
 from wrenn_server.hostagent.network import IPAM_DIR
 
-from .conftest import CapsuleFactory, run_as_root
+from .conftest import AgentProcess, CapsuleFactory, run_as_root
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +79,46 @@ async def test_a_slot_an_interface_already_holds_is_skipped(
     assert await _slot_of(agent, second.sandbox_id) not in strays
     done = await run_as_root(agent, second.sandbox_id, "echo reached")
     assert done.stdout == b"reached\n"
+
+
+def _ip_gone(*args: str) -> None:
+    """An `ip ... del` of what may be gone already."""
+    subprocess.run(["ip", *args], capture_output=True)
+
+
+def _netns_exists(name: str) -> bool:
+    return (Path("/run/netns") / name).exists()
+
+
+async def test_a_capsule_namespace_no_agent_claims_is_removed_at_start(
+    agent: AgentClient, agent_process: AgentProcess, new_capsule: CapsuleFactory
+) -> None:
+    """A `wrn-` namespace with its veth and no address slot (its agent's /run wiped) goes when
+    an agent starts; one another agent of the host holds a slot for stays, as do the agent's
+    own capsules."""
+    live = await new_capsule()
+    stray = capsule_key(f"sb-{uuid.uuid4()}")
+    _ip("netns", "add", f"wrn-{stray}")
+    _ip(
+        "link", "add", f"wv{stray}", "type", "veth", "peer", "name", "eth0", "netns", f"wrn-{stray}"
+    )
+    # Another agent's capsule: a slot outside this agent's subnet names it as its owner.
+    other_handle = f"sb-{uuid.uuid4()}"
+    other = capsule_key(other_handle)
+    slot_file = IPAM_DIR / "10.203.255.252"
+    assert not slot_file.exists()
+    slot_file.write_text(f"/var/lib/another-agent:{other_handle}")
+    _ip("netns", "add", f"wrn-{other}")
+    try:
+        agent_process.kill9()
+        agent_process.start()
+        assert not _netns_exists(f"wrn-{stray}")
+        assert not (Path("/sys/class/net") / f"wv{stray}").exists()
+        assert _netns_exists(f"wrn-{other}")
+        res = await run_as_root(agent, live.sandbox_id, "echo still")
+        assert res.stdout == b"still\n"
+    finally:
+        slot_file.unlink(missing_ok=True)
+        for key in (stray, other):
+            _ip_gone("link", "del", f"wv{key}")
+            _ip_gone("netns", "del", f"wrn-{key}")

@@ -461,10 +461,25 @@ class GVisorRuntime:
             if cid not in keep:
                 self.ipam.release(IPv4Address(slot), prefix + cid)
                 _repaired(cid, f"address slot {slot} held for no capsule", "released")
+        await self._sweep_unclaimed_netns()
         for cid in await self.runsc.list_ids():
             if cid not in keep:
                 await self.runsc.forget(cid)
                 _repaired(cid, "a sandbox (runsc state) without a capsule record", "killed")
+
+    async def _sweep_unclaimed_netns(self) -> None:
+        """Capsule namespaces no agent of this host holds an address slot for: left by an agent
+        whose /run was wiped, or made by hand. Every agent claims a slot before it makes a
+        namespace and deletes the namespace before it lets the slot go, so listing namespaces
+        first and slots second never takes another agent's capsule for a leftover."""
+        namespaces = await network.list_netns()
+        claimed = {capsule_key(owner.rsplit(":", 1)[-1]) for owner in self.ipam.owned().values()}
+        for ns in namespaces:
+            key = ns.removeprefix(network.NETNS_PREFIX)
+            if key not in claimed:
+                await self._kill_netns_pids(ns)
+                await network.teardown(*network.names_for(key))
+                _repaired(ns, "a capsule network namespace no agent claims", "removed")
 
 
 def _repaired(what: str, found: str, done: str) -> None:

@@ -327,6 +327,7 @@ def run(iterations: int, api: str, target: str, data_dir: Path, listing: bool = 
             restored = restore_floor(rootfs, iterations)
             report(RESTORED, restored)
             print(f"{'':<44} resume / bare restore {p50(resumed) / p50(restored):5.2f}x")
+            print(f"{'':<44} cold / bare restore {p50(cold) / p50(restored):5.2f}x")
 
             for _ in range(4):
                 http.post("/v1/capsules", json=COLD).raise_for_status()

@@ -48,6 +48,7 @@ async def test_capsules_restored_from_a_boot_snapshot_are_each_their_own(
         "wrenn-user",
     ]
     maker = await wait_for(lambda: snapshot_of(MEMORY_MB), 60, what="the shape's boot snapshot")
+    assert maker is not None
     kept = DATA_DIR / "boot-snapshots" / maker
     assert (kept / "disk.img").is_file() and (kept / "checkpoint").is_dir()
     # Only root can read it (a memory image), and the capsule it was made of left nothing.

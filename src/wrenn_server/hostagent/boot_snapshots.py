@@ -20,9 +20,10 @@ import contextlib
 import json
 import logging
 import shutil
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..private import private_dir, write_private
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 # A shape and the created_at of its template, at the time of the snapshot.
 Key = tuple[Shape, float]
 MAKING = "making"
+# A shape whose snapshot could not be made is not tried again for this long: each try costs a
+# boot (a template whose capsules cannot be checkpointed would double every create's CPU).
+RETRY_SEC = 300.0
 SHAPE = "shape.json"  # what a kept snapshot is of, for people (the agent keeps it in memory)
 
 
@@ -45,7 +49,7 @@ class BootSnapshot:
     dir: Path
     handle: str  # of the checkpointed capsule: its envd answers to that handle's token
     readers: int = 0
-    retired: bool = field(default=False)
+    retired: bool = False
 
     @property
     def checkpoint(self) -> Path:
@@ -63,6 +67,7 @@ class BootSnapshots:
         self._make = make
         self._kept: OrderedDict[Key, BootSnapshot] = OrderedDict()
         self._wanted: OrderedDict[Key, None] = OrderedDict()
+        self._failed: dict[Key, float] = {}  # when each shape's making last failed
         self._maker: asyncio.Task[None] | None = None
 
     @property
@@ -111,6 +116,8 @@ class BootSnapshots:
         """Ask for the shape's snapshot, made in the background one at a time."""
         if self.limit <= 0 or key in self._kept or key in self._wanted:
             return
+        if time.monotonic() - self._failed.get(key, -RETRY_SEC) < RETRY_SEC:
+            return
         self._wanted[key] = None
         if self._maker is None or self._maker.done():
             self._maker = asyncio.create_task(self._make_wanted(), name="boot-snapshots")
@@ -123,7 +130,8 @@ class BootSnapshots:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                # The shape is booted as before; a later create asks again.
+                # The shape is booted as before; a create after RETRY_SEC asks again.
+                self._failed[key] = time.monotonic()
                 log.info("no boot snapshot of %s: %s", key[0], e)
             finally:
                 self._wanted.pop(key, None)

@@ -244,12 +244,12 @@ class SandboxManager(CapsuleTable):
                 await self.runtime.pause(capsule)
                 if self._template(name).created_at == created_at:
                     self.boot_snapshots.keep(key, capsule)
+                    log.info("boot snapshot of %s made", key[0])
             finally:
                 self.deaths.unwatch(capsule)
                 await asyncio.shield(
                     asyncio.wait_for(self.runtime.destroy(capsule), CLEANUP_TIMEOUT)
                 )
-        log.info("boot snapshot of %s made", key[0])
 
     async def _apply_defaults(self, capsule: Capsule, client: EnvdClient) -> None:
         if capsule.default_user or capsule.default_env:

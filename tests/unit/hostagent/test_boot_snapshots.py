@@ -13,7 +13,7 @@ import pytest
 
 from tests.unit.hostagent.fake_envd import Answer, FakeEnvd
 from tests.unit.hostagent.test_lifecycle import SPEC, Agent, running_agent
-from wrenn_server.hostagent import manager
+from wrenn_server.hostagent import boot_snapshots, manager
 from wrenn_server.hostagent.boot_snapshots import BootSnapshots
 from wrenn_server.hostagent.capsule import RUNNING
 from wrenn_server.hostagent.capsule_spec import CreateSpec
@@ -115,17 +115,27 @@ async def test_deleting_the_template_drops_its_snapshots(agent: Agent) -> None:
     await until(lambda: not snapshot_dirs(agent), "its files stayed")
 
 
-async def test_a_failed_snapshot_leaves_nothing_and_is_asked_for_again(agent: Agent) -> None:
+async def test_a_failed_snapshot_leaves_nothing_and_is_asked_for_later(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def tries() -> int:
+        return len([c for c in agent.runtime.calls if c[0] == "destroy"])
+
     agent.envd.answers["/snapshot/prepare"] = Answer(500, b'{"error": {"code": "internal"}}')
     await agent.m.create(spec(SPEC.sandbox_id))
-    await until(lambda: len([c for c in agent.runtime.calls if c[0] == "destroy"]) == 1, "no try")
+    await until(lambda: tries() == 1, "no try")
     await until(lambda: agent.m.boot_snapshots._maker.done(), "the maker is still busy")  # type: ignore[union-attr]
     assert agent.m.boot_snapshots.shapes() == [] and not snapshot_dirs(agent)
     assert not any(agent.m.boot_snapshots.making.iterdir())
     assert list(agent.m.capsules) == [SPEC.sandbox_id]
+    # Not tried again at once: each try is a boot.
     agent.envd.answers["/snapshot/prepare"] = Answer(200, b"")
     await agent.m.create(spec(SECOND))
     assert agent.runtime.snapshots[SECOND] is None
+    assert agent.m.boot_snapshots._maker.done() and tries() == 1  # type: ignore[union-attr]
+    # Once the retry delay is over, a create asks again.
+    monkeypatch.setattr(boot_snapshots, "RETRY_SEC", 0.0)
+    await agent.m.create(spec(THIRD))
     await until(lambda: agent.m.boot_snapshots.shapes(), "it was not asked for again")
 
 

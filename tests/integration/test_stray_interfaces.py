@@ -1,7 +1,7 @@
 """An interface left in the capsule subnet that no address slot file claims (a crashed agent's
 whose /run was wiped, or one configured by hand) must not take a new capsule's traffic: the
-agent skips the slots the host already routes, and the capsule it boots answers. A capsule
-namespace nobody claims is removed when an agent starts."""
+agent skips the slots the host already routes, and the capsule it boots answers. Capsule
+namespaces and cgroups nobody claims are removed when an agent starts."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from wrenn_server.agentproto.client import AgentClient
-from wrenn_server.hostagent.capsule import capsule_key
+from wrenn_server.hostagent import cgroups
+from wrenn_server.hostagent.capsule import CGROUP_PARENT, capsule_key
 from wrenn_server.hostagent.network import IPAM_DIR
 
 from .conftest import AgentProcess, CapsuleFactory, run_as_root
@@ -90,14 +91,15 @@ def _netns_exists(name: str) -> bool:
     return (Path("/run/netns") / name).exists()
 
 
-async def test_a_capsule_namespace_no_agent_claims_is_removed_at_start(
+async def test_capsule_namespaces_and_cgroups_no_agent_claims_are_removed_at_start(
     agent: AgentClient, agent_process: AgentProcess, new_capsule: CapsuleFactory
 ) -> None:
-    """A `wrn-` namespace with its veth and no address slot (its agent's /run wiped) goes when
-    an agent starts; one another agent of the host holds a slot for stays, as do the agent's
-    own capsules."""
+    """A `wrn-` namespace with its veth, and empty capsule cgroups, that no address slot names
+    (their agent's /run wiped, or an older agent's leftovers) go when an agent starts; those
+    another agent of the host holds a slot for stay, as do the agent's own capsules."""
     live = await new_capsule()
-    stray = capsule_key(f"sb-{uuid.uuid4()}")
+    stray_handle = f"sb-{uuid.uuid4()}"
+    stray = capsule_key(stray_handle)
     _ip("netns", "add", f"wrn-{stray}")
     _ip(
         "link", "add", f"wv{stray}", "type", "veth", "peer", "name", "eth0", "netns", f"wrn-{stray}"
@@ -109,12 +111,19 @@ async def test_a_capsule_namespace_no_agent_claims_is_removed_at_start(
     assert not slot_file.exists()
     slot_file.write_text(f"/var/lib/another-agent:{other_handle}")
     _ip("netns", "add", f"wrn-{other}")
+    parents = cgroups.existing(CGROUP_PARENT)
+    assert parents  # the live capsule's agent made them
+    for parent in parents:
+        (parent / stray_handle).mkdir()
+        (parent / other_handle).mkdir()
     try:
         agent_process.kill9()
         agent_process.start()
         assert not _netns_exists(f"wrn-{stray}")
         assert not (Path("/sys/class/net") / f"wv{stray}").exists()
+        assert cgroups.existing(f"{CGROUP_PARENT}/{stray_handle}") == []
         assert _netns_exists(f"wrn-{other}")
+        assert len(cgroups.existing(f"{CGROUP_PARENT}/{other_handle}")) == len(parents)
         res = await run_as_root(agent, live.sandbox_id, "echo still")
         assert res.stdout == b"still\n"
     finally:
@@ -122,3 +131,6 @@ async def test_a_capsule_namespace_no_agent_claims_is_removed_at_start(
         for key in (stray, other):
             _ip_gone("link", "del", f"wv{key}")
             _ip_gone("netns", "del", f"wrn-{key}")
+        for handle in (stray_handle, other_handle):
+            for path in cgroups.existing(f"{CGROUP_PARENT}/{handle}"):
+                path.rmdir()

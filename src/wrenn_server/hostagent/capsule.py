@@ -36,6 +36,8 @@ SNAPSHOTTING = "snapshotting"
 # `sb-` and a canonical (lowercase, hyphenated) UUID, matched whole: ids name directories,
 # sandboxes and cgroups, so nothing else (`sb-/../..`, a trailing newline) may pass.
 SANDBOX_ID_RE = re.compile(r"sb-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Every capsule's cgroup is <this>/<handle>, in each hierarchy (shared by the host's agents).
+CGROUP_PARENT = "/wrenn"
 
 
 def new_sandbox_id() -> str:
@@ -105,7 +107,7 @@ class Capsule:
 
     @property
     def cgroup(self) -> str:
-        return f"/wrenn/{self.handle}"
+        return f"{CGROUP_PARENT}/{self.handle}"
 
     @property
     def rootfs(self) -> Path:

@@ -5,6 +5,7 @@ cgroup per controller stays behind for good, each holding kernel memory, and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -24,6 +25,15 @@ def existing(cgroup: str, root: Path = ROOT) -> list[Path]:
         return []
     candidates = [root / rel, *(root / name / rel for name in hierarchies)]
     return [path for path in candidates if path.is_dir() and not path.is_symlink()]
+
+
+def children(parent: str, root: Path = ROOT) -> set[str]:
+    """The names of the cgroups right under `parent`, in any hierarchy."""
+    names: set[str] = set()
+    for path in existing(parent, root):
+        with contextlib.suppress(OSError), os.scandir(path) as entries:
+            names |= {e.name for e in entries if e.is_dir(follow_symlinks=False)}
+    return names
 
 
 def _remove_tree(path: Path) -> bool:

@@ -18,6 +18,7 @@ from .. import envd as envd_package
 from ..private import private_dir
 from . import cgroups, checkpoints, datadir, errors, network, rootfs_io, storage
 from .capsule import (
+    CGROUP_PARENT,
     DEAD,
     PAUSED,
     PAUSING,
@@ -55,6 +56,7 @@ class GVisorRuntime:
             EgressPolicy(allow=settings.egress_allow, block=settings.egress_block), resolvers
         )
         self.dns = DnsForwarder(resolvers.current, qps=settings.capsule_dns_qps)
+        self.cgroup_root = cgroups.ROOT
 
     def _owner(self, capsule_id: str) -> str:
         return f"{self.settings.data_dir}:{capsule_id}"
@@ -171,7 +173,7 @@ class GVisorRuntime:
         capsule.net = None
         await self._let_go(capsule)
         # Only once its sandbox and gofer are gone: a cgroup with a task in it stays.
-        if busy := await cgroups.remove(capsule.cgroup, cgroups.RELEASE_SEC):
+        if busy := await cgroups.remove(capsule.cgroup, cgroups.RELEASE_SEC, self.cgroup_root):
             log.warning("capsule %s: cgroups still in use: %s", capsule.sandbox_id, busy)
 
     async def _let_go(self, capsule: Capsule) -> None:
@@ -461,25 +463,31 @@ class GVisorRuntime:
             if cid not in keep:
                 self.ipam.release(IPv4Address(slot), prefix + cid)
                 _repaired(cid, f"address slot {slot} held for no capsule", "released")
-        await self._sweep_unclaimed_netns()
         for cid in await self.runsc.list_ids():
             if cid not in keep:
                 await self.runsc.forget(cid)
                 _repaired(cid, "a sandbox (runsc state) without a capsule record", "killed")
+        await self._sweep_unclaimed()
 
-    async def _sweep_unclaimed_netns(self) -> None:
-        """Capsule namespaces no agent of this host holds an address slot for: left by an agent
-        whose /run was wiped, or made by hand. Every agent claims a slot before it makes a
-        namespace and deletes the namespace before it lets the slot go, so listing namespaces
-        first and slots second never takes another agent's capsule for a leftover."""
+    async def _sweep_unclaimed(self) -> None:
+        """Capsule namespaces and cgroups no agent of this host holds an address slot for: left
+        by an agent whose /run was wiped or that predates their removal, or made by hand. Every
+        agent claims a capsule's slot before it makes its namespace and cgroups, and lets it go
+        only after removing its namespace, so listing those first and the slots second never
+        takes another agent's capsule for a leftover. Cgroups are removed only when empty."""
         namespaces = await network.list_netns()
-        claimed = {capsule_key(owner.rsplit(":", 1)[-1]) for owner in self.ipam.owned().values()}
+        cgroup_handles = cgroups.children(CGROUP_PARENT, self.cgroup_root)
+        handles = {owner.rsplit(":", 1)[-1] for owner in self.ipam.owned().values()}
+        keys = {capsule_key(handle) for handle in handles}
         for ns in namespaces:
             key = ns.removeprefix(network.NETNS_PREFIX)
-            if key not in claimed:
+            if key not in keys:
                 await self._kill_netns_pids(ns)
                 await network.teardown(*network.names_for(key))
                 _repaired(ns, "a capsule network namespace no agent claims", "removed")
+        for handle in sorted(cgroup_handles - handles):
+            if not await cgroups.remove(f"{CGROUP_PARENT}/{handle}", 0, self.cgroup_root):
+                _repaired(handle, "capsule cgroups no agent claims", "removed")
 
 
 def _repaired(what: str, found: str, done: str) -> None:

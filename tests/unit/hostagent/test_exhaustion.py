@@ -90,6 +90,7 @@ def _runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[GVisorRun
     runtime = GVisorRuntime(settings, TemplateStore(settings.templates_dir))
     # The address slots of this runtime alone (the host-wide directory holds other agents').
     runtime.ipam = Ipam(settings.capsule_subnet, root=tmp_path / "ipam")
+    runtime.cgroup_root = tmp_path / "cgroup"  # never the host's
     host = StandInHost()
     monkeypatch.setattr(runtime, "teardown", host.teardown)
     return runtime, host

@@ -74,6 +74,7 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GVisorRuntime:
     settings.capsules_dir.mkdir()
     rt = GVisorRuntime(settings, TemplateStore(settings.templates_dir))
     rt.ipam = Ipam(settings.capsule_subnet, root=tmp_path / "ipam")
+    rt.cgroup_root = tmp_path / "cgroup"  # never the host's
     return rt
 
 

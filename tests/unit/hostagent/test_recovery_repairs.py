@@ -1,7 +1,8 @@
 """What an agent restarted after a crash repairs at its start (GVisorRuntime.recover) is told,
 one structured log line each (`fields`: what, found, done): a record without a live sandbox is
 destroyed, a directory without a readable record removed, an address slot and a netns that no
-capsule holds released, a sandbox runsc still has without a capsule record killed. What needs
+capsule holds released, a sandbox runsc still has without a capsule record killed, a netns and
+cgroups no agent's slot names removed. What needs
 root (runsc, network) is stood in, as in test_slow_steps."""
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from wrenn_server.hostagent.capsule import capsule_key
 
 from .test_slow_steps import ID, _running, _runtime
 
-STRAY = "sb-00000000-0000-4000-8000-0000000000ff"
+STRAY = "sb-ffffffff-0000-4000-8000-0000000000ff"
+OTHER = "sb-aaaaaaaa-0000-4000-8000-0000000000aa"
+UNCLAIMED = "sb-bbbbbbbb-0000-4000-8000-0000000000bb"
 
 
 def _repairs(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str]]:
@@ -41,14 +44,23 @@ async def test_each_repair_at_start_is_a_structured_log_line(
     runtime.ipam.allocate(runtime._owner(STRAY))
     [slot] = [s for s, owner in runtime.ipam.owned().items() if owner.endswith(STRAY)]
     stray_netns = network.NETNS_PREFIX + capsule_key(STRAY)
+    # Another agent's capsule (a slot of another data dir names it), and a namespace and empty
+    # cgroups no slot names (an agent's whose /run was wiped).
+    runtime.ipam.allocate(f"/another/agent:{OTHER}")
+    netns = {stray_netns, network.NETNS_PREFIX + capsule_key(OTHER)}
+    netns.add(network.NETNS_PREFIX + capsule_key(UNCLAIMED))
+    for controller in ("memory", "pids"):
+        for handle in (OTHER, UNCLAIMED):
+            (runtime.cgroup_root / controller / "wrenn" / handle).mkdir(parents=True)
     torn: list[tuple[str, ...]] = []
     forgotten: list[str] = []
 
     async def list_netns() -> list[str]:
-        return [stray_netns, network.NETNS_PREFIX + "0another0agent"]
+        return sorted(netns)
 
     async def teardown(*names: str) -> None:
         torn.append(names)
+        netns.discard(names[0])
 
     async def list_ids() -> list[str]:
         return ["sb-00000000-0000-4000-8000-0000000000ee"]
@@ -64,7 +76,9 @@ async def test_each_repair_at_start_is_a_structured_log_line(
         assert await runtime.recover() == []
 
     assert not capsule.dir.exists() and not (runtime.settings.capsules_dir / STRAY).exists()
-    assert runtime.ipam.owned() == {}
+    assert list(runtime.ipam.owned().values()) == [f"/another/agent:{OTHER}"]
+    assert netns == {network.NETNS_PREFIX + capsule_key(OTHER)}
+    assert sorted(p.name for p in runtime.cgroup_root.glob("*/wrenn/*")) == [OTHER, OTHER]
     assert forgotten == ["sb-00000000-0000-4000-8000-0000000000ee"]
     assert _repairs(caplog) == [
         (
@@ -80,4 +94,10 @@ async def test_each_repair_at_start_is_a_structured_log_line(
             "a sandbox (runsc state) without a capsule record",
             "killed",
         ),
-    ]  # nothing of the other agent's netns
+        (
+            network.NETNS_PREFIX + capsule_key(UNCLAIMED),
+            "a capsule network namespace no agent claims",
+            "removed",
+        ),
+        (UNCLAIMED, "capsule cgroups no agent claims", "removed"),
+    ]  # nothing of the other agent's

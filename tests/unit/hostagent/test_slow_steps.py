@@ -160,6 +160,7 @@ def _runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[GVisorRun
     settings.capsules_dir.mkdir()
     runtime = GVisorRuntime(settings, TemplateStore(settings.templates_dir))
     runtime.ipam = Ipam(settings.capsule_subnet, root=tmp_path / "ipam")
+    runtime.cgroup_root = tmp_path / "cgroup"  # never the host's
     host = Host()
     monkeypatch.setattr(runtime.runsc, "checkpoint", host.checkpoint)
     monkeypatch.setattr(runtime.runsc, "destroy", host.quietly)

@@ -21,7 +21,7 @@ from .test_envd_credential import envd_status, token_of
 pytestmark = pytest.mark.integration
 
 # A shape no other test creates, so its first create here is the shape's first.
-MEMORY_MB = 320
+MEMORY_MB = 328
 
 
 def snapshot_of(memory_mb: int) -> str | None:

@@ -4,15 +4,15 @@ kept, dropped and left behind. Real capsules restored from one: tests/integratio
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.unit.hostagent.fake_envd import Answer, FakeEnvd
 from tests.unit.hostagent.test_lifecycle import SPEC, Agent, running_agent
+from tests.waiting import wait_for
 from wrenn_server.hostagent import boot_snapshots, manager
 from wrenn_server.hostagent.boot_snapshots import BootSnapshots
 from wrenn_server.hostagent.capsule import RUNNING
@@ -38,13 +38,6 @@ def spec(sandbox_id: str, **fields: object) -> CreateSpec:
     return CreateSpec(**{**SPEC.__dict__, "sandbox_id": sandbox_id, **fields})
 
 
-async def until(condition: Callable[[], object], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 5
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.005)
-
-
 def snapshot_dirs(agent: Agent) -> set[str]:
     root = agent.m.boot_snapshots.root
     return {p.name for p in root.iterdir() if p.name != "making"}
@@ -53,7 +46,7 @@ def snapshot_dirs(agent: Agent) -> set[str]:
 async def test_a_shape_booted_once_is_restored_the_next_time(agent: Agent) -> None:
     first = await agent.m.create(spec(SPEC.sandbox_id))
     assert agent.runtime.snapshots[first.sandbox_id] is None  # booted
-    await until(lambda: agent.m.boot_snapshots.shapes(), "no boot snapshot was made")
+    await wait_for(lambda: agent.m.boot_snapshots.shapes(), 5, what="the shape's boot snapshot")
     [(shape, _at)] = agent.m.boot_snapshots.shapes()
     assert shape == first.shape
     # A private capsule of that shape was booted, warmed, checkpointed and removed; what is kept
@@ -85,7 +78,7 @@ async def test_a_shape_booted_once_is_restored_the_next_time(agent: Agent) -> No
 
 async def test_another_shape_or_a_replaced_template_boots(agent: Agent) -> None:
     await agent.m.create(spec(SPEC.sandbox_id))
-    await until(lambda: agent.m.boot_snapshots.shapes(), "no boot snapshot was made")
+    await wait_for(lambda: agent.m.boot_snapshots.shapes(), 5, what="the shape's boot snapshot")
     await agent.m.create(spec(SECOND, memory_mb=512))
     assert agent.runtime.snapshots[SECOND] is None
     # The template replaced under its name: its old snapshot does not serve it.
@@ -101,18 +94,20 @@ async def test_the_least_recently_used_shape_is_dropped(agent: Agent) -> None:
 
     for n, memory in enumerate((256, 512, 1024)):
         await agent.m.create(spec(f"sb-00000000-0000-4000-8000-00000000010{n}", memory_mb=memory))
-        await until(lambda m=memory: m in memories(), f"{memory} MB: not made")
+        await wait_for(
+            lambda m=memory: m in memories(), 5, what=f"the {memory} MB shape's snapshot"
+        )
     assert memories() == [512, 1024]
-    await until(lambda: len(snapshot_dirs(agent)) == 2, "the dropped one's files stayed")
+    await wait_for(lambda: len(snapshot_dirs(agent)) == 2, 5, what="the dropped one's files to go")
 
 
 async def test_deleting_the_template_drops_its_snapshots(agent: Agent) -> None:
     capsule = await agent.m.create(spec(SPEC.sandbox_id))
-    await until(lambda: agent.m.boot_snapshots.shapes(), "no boot snapshot was made")
+    await wait_for(lambda: agent.m.boot_snapshots.shapes(), 5, what="the shape's boot snapshot")
     await agent.m.destroy(capsule.sandbox_id)
     await agent.m.delete_template("minimal")
     assert agent.m.boot_snapshots.shapes() == []
-    await until(lambda: not snapshot_dirs(agent), "its files stayed")
+    await wait_for(lambda: not snapshot_dirs(agent), 5, what="its files to go")
 
 
 async def test_a_failed_snapshot_leaves_nothing_and_is_asked_for_later(
@@ -123,8 +118,8 @@ async def test_a_failed_snapshot_leaves_nothing_and_is_asked_for_later(
 
     agent.envd.answers["/snapshot/prepare"] = Answer(500, b'{"error": {"code": "internal"}}')
     await agent.m.create(spec(SPEC.sandbox_id))
-    await until(lambda: tries() == 1, "no try")
-    await until(lambda: agent.m.boot_snapshots._maker.done(), "the maker is still busy")  # type: ignore[union-attr]
+    await wait_for(lambda: tries() == 1, 5, what="a try")
+    await wait_for(lambda: agent.m.boot_snapshots._maker.done(), 5, what="the maker to finish")  # type: ignore[union-attr]
     assert agent.m.boot_snapshots.shapes() == [] and not snapshot_dirs(agent)
     assert not any(agent.m.boot_snapshots.making.iterdir())
     assert list(agent.m.capsules) == [SPEC.sandbox_id]
@@ -136,7 +131,7 @@ async def test_a_failed_snapshot_leaves_nothing_and_is_asked_for_later(
     # Once the retry delay is over, a create asks again.
     monkeypatch.setattr(boot_snapshots, "RETRY_SEC", 0.0)
     await agent.m.create(spec(THIRD))
-    await until(lambda: agent.m.boot_snapshots.shapes(), "it was not asked for again")
+    await wait_for(lambda: agent.m.boot_snapshots.shapes(), 5, what="it to be asked for again")
 
 
 async def test_templates_with_a_start_command_are_not_snapshotted(agent: Agent) -> None:
@@ -153,7 +148,7 @@ async def test_templates_with_a_start_command_are_not_snapshotted(agent: Agent) 
 
 async def test_an_agent_starts_with_none(tmp_path: Path, envd: FakeEnvd, agent: Agent) -> None:
     await agent.m.create(spec(SPEC.sandbox_id))
-    await until(lambda: agent.m.boot_snapshots.shapes(), "no boot snapshot was made")
+    await wait_for(lambda: agent.m.boot_snapshots.shapes(), 5, what="the shape's boot snapshot")
     assert snapshot_dirs(agent)
     await agent.m.boot_snapshots.wipe()  # what the next agent's start does
     assert not snapshot_dirs(agent) and agent.m.boot_snapshots.making.is_dir()
@@ -182,6 +177,6 @@ async def test_a_snapshot_being_restored_is_removed_only_after(tmp_path: Path) -
         made(keys[1], "b")  # beyond the limit: the first is dropped, not yet removed
         assert store.shapes() == [keys[1]]
         assert snap.retired and first.is_dir()
-    await until(lambda: not first.exists(), "the dropped snapshot stayed once read")
+    await wait_for(lambda: not first.exists(), 5, what="the dropped snapshot to go once read")
     with store.reading(keys[0]) as snap:
         assert snap is None

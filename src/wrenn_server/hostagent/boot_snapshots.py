@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..private import private_dir, write_private
-from . import cgroups
 from .capsule import Capsule
 from .pool_demand import Shape
 from .proc import run_quiet
@@ -76,14 +75,11 @@ class BootSnapshots:
         return self.root / MAKING
 
     async def wipe(self) -> None:
-        """Remove what an earlier agent kept or left half-made (its sandbox and network are
-        swept with the other strays; its mounts here)."""
+        """Remove what an earlier agent kept or left half-made (its sandbox, network and
+        cgroups are swept with the other strays, before this; its mounts here)."""
         if self.root.exists():
             for point in mounts_under(self.root):
                 await run_quiet("umount", "-l", point)
-            for d in self.making.iterdir() if self.making.is_dir() else []:
-                with contextlib.suppress(Exception):
-                    await cgroups.remove(Capsule.load(d).cgroup, cgroups.RELEASE_SEC)
             await asyncio.to_thread(shutil.rmtree, self.root, ignore_errors=True)
         private_dir(self.root)
         private_dir(self.making)

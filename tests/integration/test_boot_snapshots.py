@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from wrenn_server.agentproto.client import AgentClient
-from wrenn_server.hostagent.capsule import capsule_key
+from wrenn_server.hostagent import cgroups
+from wrenn_server.hostagent.capsule import CGROUP_PARENT, capsule_key
 from wrenn_server.hostagent.envd_keys import EnvdKeys
 from wrenn_server.proto.hostagent.v1 import hostagent_pb2 as pb
 
@@ -84,3 +85,25 @@ async def test_capsules_restored_from_a_boot_snapshot_are_each_their_own(
     await agent.resume_sandbox(pb.ResumeSandboxRequest(sandbox_id=a.sandbox_id))
     assert (await run(agent, a.sandbox_id, "cat ~/mine")).stdout == b"a-only\n"
     assert snapshot_of(MEMORY_MB) == maker  # one snapshot of the shape, reused
+
+
+async def test_an_agent_killed_while_it_makes_one_leaves_nothing(
+    agent: AgentClient, new_capsule: CapsuleFactory, agent_process: AgentProcess
+) -> None:
+    making = DATA_DIR / "boot-snapshots" / "making"
+
+    def maker() -> str | None:
+        """The capsule being snapshotted, once its sandbox runs (its cgroups exist)."""
+        return next(
+            (d.name for d in making.glob("sb-*") if cgroups.existing(f"{CGROUP_PARENT}/{d.name}")),
+            None,
+        )
+
+    await new_capsule(memory_mb=MEMORY_MB + 8)  # a shape of its own: its snapshot is made next
+    handle = await wait_for(maker, 30, interval=0.01, what="the snapshot's capsule")
+    assert handle is not None
+    agent_process.kill9()
+    agent_process.start()
+    # Its sandbox, network, slot, cgroups and files: all gone with the restart's sweep.
+    assert [str(leak) for leak in leaks(DATA_DIR, seen={handle}) if handle in leak.what] == []
+    assert not any(making.iterdir()) and snapshot_of(MEMORY_MB + 8) is None

@@ -227,11 +227,14 @@ def agent_files(data_dir: Path) -> list[Path]:
 
 
 def assert_root_only(paths: list[Path]) -> None:
-    loose = {
-        str(p): oct(stat.S_IMODE(st.st_mode))
-        for p in paths
-        if not stat.S_ISLNK((st := p.lstat()).st_mode) and st.st_mode & 0o077
-    }
+    loose = {}
+    for p in paths:
+        try:
+            st = p.lstat()
+        except FileNotFoundError:
+            continue  # replaced or removed since it was listed (a record saved meanwhile)
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+            loose[str(p)] = oct(stat.S_IMODE(st.st_mode))
     assert loose == {}
 
 

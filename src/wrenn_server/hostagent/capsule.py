@@ -38,6 +38,7 @@ SNAPSHOTTING = "snapshotting"
 SANDBOX_ID_RE = re.compile(r"sb-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Every capsule's cgroup is <this>/<handle>, in each hierarchy (shared by the host's agents).
 CGROUP_PARENT = "/wrenn"
+RECORD = "meta.json"  # in the capsule's directory
 
 
 def new_sandbox_id() -> str:
@@ -136,16 +137,20 @@ class Capsule:
         data: dict[str, Any] = asdict(self)
         data["dir"] = str(self.dir)
         data["net"] = self.net.to_dict() if self.net else None
-        tmp = self.dir / "meta.json.tmp"
+        tmp = self.dir / f"{RECORD}.tmp"
         # The token opens the capsule's agent: readable by root only.
         fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f)
-        tmp.replace(self.dir / "meta.json")
+        tmp.replace(self.dir / RECORD)
+
+    def drop_record(self) -> None:
+        """Gone from an agent's restart from here on, whatever is left of its files."""
+        (self.dir / RECORD).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, directory: Path) -> Capsule:
-        data = json.loads((directory / "meta.json").read_text())
+        data = json.loads((directory / RECORD).read_text())
         data["dir"] = Path(data["dir"])
         data["net"] = CapsuleNet.from_dict(data["net"]) if data.get("net") else None
         return cls(**data)

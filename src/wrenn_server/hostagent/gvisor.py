@@ -208,6 +208,10 @@ class GVisorRuntime:
             await self.teardown(capsule)
         except Exception:
             log.exception("teardown of %s failed", capsule.sandbox_id)
+        # The record goes first: an agent killed during the removal must not find a paused
+        # capsule whose checkpoint or disk is half gone (a directory without a record is
+        # removed at start).
+        capsule.drop_record()
         # Directory removals here and below run in threads: a capsule's disk and checkpoint
         # are large, and the event loop serves every other capsule meanwhile.
         await asyncio.to_thread(shutil.rmtree, capsule.dir, ignore_errors=True)

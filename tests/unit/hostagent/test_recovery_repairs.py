@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,39 @@ async def test_each_repair_at_start_is_a_structured_log_line(
         ),
         (UNCLAIMED, "capsule cgroups no agent claims", "removed"),
     ]  # nothing of the other agent's
+
+
+class Killed(BaseException):
+    """The agent killed -9 at this point (nothing after it runs)."""
+
+
+async def test_a_destroy_cut_short_is_not_taken_for_a_paused_capsule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Killed while it removes a paused capsule's files (its disk already gone, its record and
+    checkpoint not yet), the agent must not restart with a paused capsule no resume can
+    restore: what a destroy began, the restart finishes."""
+    runtime, _host = _runtime(tmp_path, monkeypatch)
+    capsule = _running(runtime)
+    await runtime.pause(capsule)
+    assert capsule.checkpoint_dir.is_dir() and capsule.disk_image.exists()
+
+    def cut_short(path: Path, ignore_errors: bool = False) -> None:
+        capsule.disk_image.unlink()
+        raise Killed
+
+    async def forget(cid: str) -> None:
+        pass
+
+    async def list_ids() -> list[str]:
+        return []
+
+    monkeypatch.setattr(runtime.runsc, "forget", forget)
+    monkeypatch.setattr(runtime.runsc, "list_ids", list_ids)
+    with monkeypatch.context() as m, pytest.raises(Killed):
+        m.setattr(shutil, "rmtree", cut_short)
+        await runtime.destroy(capsule)
+    with caplog.at_level(logging.WARNING):  # the restart
+        assert await runtime.recover() == []
+    assert not capsule.dir.exists()
+    assert _repairs(caplog) == [(ID, "a capsule directory without a readable record", "removed")]

@@ -6,12 +6,13 @@ create that the warm pool cannot serve takes ~100 ms less (docs/performance.md).
 The first create of a shape boots, and asks for its snapshot: a private capsule of that shape
 is booted in the background, checkpointed and kept here as `<root>/<handle>/` (`disk.img`,
 `checkpoint/`). Its envd answers to the token derived from that handle; every capsule restored
-from it is re-keyed to its own and told its own hostname.
+from it is re-keyed to its own (and shares the snapshot's host name: docs/operations.md).
 
 A cache of this agent's own: wiped at its start (a new version may bring another envd or
 runsc), at most `limit` shapes, the least recently used dropped first (once no create reads
 it), and a template's snapshots dropped with the template. The key holds the template's
-`created_at`, so a template replaced under its name is booted afresh."""
+`created_at`, so a template replaced under its name is booted afresh; its old snapshot of a
+shape is dropped once the new one is made."""
 
 from __future__ import annotations
 
@@ -142,10 +143,11 @@ class BootSnapshots:
         shape = {"template": template, "template_created_at": created_at, "vcpus": vcpus}
         shape |= {"memory_mb": memory_mb, "disk_size_mb": disk_size_mb}
         write_private(snap.dir / SHAPE, json.dumps(shape).encode())
-        old = self._kept.pop(key, None)
+        # This shape's snapshots of the template as it was before (replaced under its name):
+        # never restored again.
+        for old in [k for k in self._kept if k[0] == key[0]]:
+            self._retire(self._kept.pop(old))
         self._kept[key] = snap
-        if old is not None:
-            self._retire(old)
         while len(self._kept) > self.limit:
             self._retire(self._kept.popitem(last=False)[1])
 

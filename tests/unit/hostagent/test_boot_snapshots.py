@@ -88,6 +88,24 @@ async def test_another_shape_or_a_replaced_template_boots(agent: Agent) -> None:
     assert agent.runtime.snapshots[THIRD] is None
 
 
+async def test_a_replaced_templates_old_snapshot_goes_once_the_new_one_is_made(
+    agent: Agent,
+) -> None:
+    """Never restored again (its key names the old template), it must not wait for the LRU."""
+    first = await agent.m.create(spec(SPEC.sandbox_id))
+    await wait_for(lambda: agent.m.boot_snapshots.shapes(), 5, what="the shape's boot snapshot")
+    [old] = snapshot_dirs(agent)
+    meta = agent.m.settings.templates_dir / "minimal" / "template.json"
+    meta.write_text(json.dumps({"name": "minimal", "type": "image", "created_at": 5}))
+    await agent.m.create(spec(SECOND))
+    renewed = [(first.shape, 5.0)]
+    await wait_for(
+        lambda: agent.m.boot_snapshots.shapes() == renewed, 5, what="only the new snapshot kept"
+    )
+    await wait_for(lambda: old not in snapshot_dirs(agent), 5, what="the old one's files to go")
+    assert len(snapshot_dirs(agent)) == 1
+
+
 async def test_the_least_recently_used_shape_is_dropped(agent: Agent) -> None:
     def memories() -> list[int]:
         return sorted(shape[2] for shape, _at in agent.m.boot_snapshots.shapes())

@@ -15,4 +15,5 @@ apt-get install -y -qq --no-install-recommends chromium >/dev/null
 uv sync --frozen --quiet
 bash scripts/build-web.sh
 make --no-print-directory check
-uv run pytest tests -q -p no:cacheprovider "$@"
+# The slowest tests are printed: the whole run must stay well inside CI's time limit.
+uv run pytest tests -q -p no:cacheprovider --durations=25 "$@"

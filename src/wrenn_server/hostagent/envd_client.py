@@ -188,7 +188,7 @@ class EnvdClient:
             except httpx.TransportError:
                 pass
             if not alive():
-                raise errors.Internal("the capsule's sandbox exited while it started")
+                raise errors.SandboxExited()
             now = time.monotonic()
             if now > deadline:
                 raise errors.Timeout("capsule agent did not start in time")

@@ -38,6 +38,13 @@ class Internal(AgentError):
         super().__init__(message)
 
 
+class SandboxExited(Internal):
+    """The capsule's sandbox exited while it started (before its agent answered)."""
+
+    def __init__(self) -> None:
+        super().__init__("the capsule's sandbox exited while it started")
+
+
 class PermissionDenied(AgentError):
     pass
 

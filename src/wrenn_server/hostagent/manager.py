@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 ENVD_START_TIMEOUT = 20.0
 REKEY_TIMEOUT = 10.0
+# A restored sandbox that exits before its agent answers (killed on a host short of memory, by
+# an operator) leaves its checkpoint as it was: the resume tries it once more before failing.
+RESTORE_TRIES = 2
 # How long a sandbox whose checkpoint command timed out is given to stop: measured, runsc's save
 # goes on inside the sandbox after the command is killed, and the sandbox then exits.
 CHECKPOINT_SETTLE = 30.0
@@ -429,20 +432,26 @@ class SandboxManager(CapsuleTable):
         self, capsule: Capsule, default_user: str = "", default_env: dict[str, str] | None = None
     ) -> None:
         check_memory(self.settings)
-        await self.runtime.resume(capsule)
-        self.deaths.watch(capsule)
-        client = self.connect(capsule)
-        alive = partial(self.runtime.sandbox_running, capsule)
-        try:
-            capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
-            await rekey(self.keys, capsule, client)
-            if default_user or default_env:
-                capsule.default_user = default_user or capsule.default_user
-                capsule.default_env = dict(default_env or capsule.default_env)
-                await client.init(capsule.default_user, capsule.default_env)
-        except BaseException:
-            await asyncio.shield(self._repause_failed(capsule))
-            raise
+        for tries_left in reversed(range(RESTORE_TRIES)):
+            await self.runtime.resume(capsule)
+            self.deaths.watch(capsule)
+            client = self.connect(capsule)
+            alive = partial(self.runtime.sandbox_running, capsule)
+            try:
+                capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
+                await rekey(self.keys, capsule, client)
+                if default_user or default_env:
+                    capsule.default_user = default_user or capsule.default_user
+                    capsule.default_env = dict(default_env or capsule.default_env)
+                    await client.init(capsule.default_user, capsule.default_env)
+                break
+            except BaseException as e:
+                await asyncio.shield(self._repause_failed(capsule))
+                if not (isinstance(e, errors.SandboxExited) and tries_left):
+                    raise
+                log.warning(
+                    "%s: its restored sandbox exited while it started; again", capsule.sandbox_id
+                )
         # A checkpoint holds the capsule's memory image: removed in a thread, off the loop.
         await asyncio.to_thread(self.runtime.drop_checkpoint, capsule)
         capsule.touch()

@@ -301,6 +301,42 @@ async def test_a_resume_whose_envd_never_answers_stays_paused(agent: Agent) -> N
     assert capsule.status == RUNNING
 
 
+async def test_a_restored_sandbox_that_dies_while_it_starts_is_restored_once_more(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed during its restore (a host under memory pressure, an operator), a capsule whose
+    checkpoint is intact resumes on the agent's second try; a second death is the caller's
+    error, the capsule left paused with its checkpoint."""
+    capsule = await agent.m.create(SPEC)
+    await agent.m.pause(ID)
+    restore = agent.runtime.resume
+    dying = [True]  # whether each next restore's sandbox dies
+
+    async def resume(capsule: Capsule) -> None:
+        await restore(capsule)
+        dead = dying.pop(0) if dying else False
+        agent.envd.answers["/health"] = Answer(503 if dead else 200, b"{}")
+        monkeypatch.setattr(agent.runtime, "sandbox_running", lambda _c: not dead)
+
+    monkeypatch.setattr(agent.runtime, "resume", resume)
+    await agent.m.resume(ID)
+    assert capsule.status == RUNNING
+    assert [op for op, sid in agent.runtime.calls if sid == ID][-4:] == [
+        "resume",
+        "teardown",  # stopped, its checkpoint kept
+        "resume",
+        "drop_checkpoint",
+    ]
+
+    await agent.m.pause(ID)
+    dying[:] = [True, True]
+    with pytest.raises(errors.Internal, match="sandbox exited while it started"):
+        await agent.m.resume(ID)
+    assert capsule.status == PAUSED and capsule.checkpoint_dir.is_dir()
+    await agent.m.resume(ID)
+    assert capsule.status == RUNNING
+
+
 async def test_pause_all(agent: Agent) -> None:
     other = "sb-00000000-0000-4000-8000-0000000000c2"
     await agent.m.create(SPEC)

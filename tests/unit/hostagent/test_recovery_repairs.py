@@ -126,11 +126,7 @@ async def test_a_destroy_cut_short_is_not_taken_for_a_paused_capsule(
     async def forget(cid: str) -> None:
         pass
 
-    async def list_ids() -> list[str]:
-        return []
-
     monkeypatch.setattr(runtime.runsc, "forget", forget)
-    monkeypatch.setattr(runtime.runsc, "list_ids", list_ids)
     with monkeypatch.context() as m, pytest.raises(Killed):
         m.setattr(shutil, "rmtree", cut_short)
         await runtime.destroy(capsule)

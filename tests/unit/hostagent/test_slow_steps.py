@@ -150,6 +150,9 @@ class Host:
     async def thaw(self, cid: str, netns_path: str) -> None:
         self.calls.append("thaw")
 
+    async def none(self) -> list[str]:
+        return []
+
 
 def _runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[GVisorRuntime, Host]:
     settings = AgentSettings(data_dir=tmp_path, envd_port=49983, disk_release_timeout_sec=0.1)
@@ -170,6 +173,10 @@ def _runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[GVisorRun
     monkeypatch.setattr(runtime.dns, "stop", host.quietly)
     monkeypatch.setattr(network, "teardown", host.quietly)
     monkeypatch.setattr(storage, "released", host.released)
+    # A restart's sweeps list the host's namespaces and runsc's sandboxes: never the real ones
+    # (the sweep would take another agent's capsules on this host for strays).
+    monkeypatch.setattr(network, "list_netns", host.none)
+    monkeypatch.setattr(runtime.runsc, "list_ids", host.none)
     return runtime, host
 
 

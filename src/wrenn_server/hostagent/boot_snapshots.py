@@ -127,8 +127,7 @@ class BootSnapshots:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                # The shape is booted as before; a create after RETRY_SEC asks again.
-                self._failed[key] = time.monotonic()
+                self.failed(key)
                 log.info("no boot snapshot of %s: %s", key[0], e)
             finally:
                 self._wanted.pop(key, None)
@@ -150,6 +149,13 @@ class BootSnapshots:
         self._kept[key] = snap
         while len(self._kept) > self.limit:
             self._retire(self._kept.popitem(last=False)[1])
+
+    def failed(self, key: Key) -> None:
+        """The shape's snapshot could not be made or restored: dropped, and the shape booted
+        as before; a create after RETRY_SEC asks for it again."""
+        self._failed[key] = time.monotonic()
+        if (snap := self._kept.pop(key, None)) is not None:
+            self._retire(snap)
 
     def drop_template(self, name: str) -> None:
         for key in [k for k in self._kept if k[0][0] == name]:

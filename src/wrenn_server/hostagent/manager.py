@@ -11,7 +11,7 @@ import logging
 from functools import partial
 
 from . import errors
-from .boot_snapshots import BootSnapshots, Key
+from .boot_snapshots import BootSnapshot, BootSnapshots, Key
 from .capacity import Room, check_checkpoint_room, check_memory
 from .capsule import (
     DEAD,
@@ -185,38 +185,61 @@ class SandboxManager(CapsuleTable):
     ) -> EnvdClient:
         """Make the capsule, wait for its agent and give it the capsule's default user and env:
         restored from its shape's boot snapshot if there is one (`from_snapshot`), else booted,
-        and its snapshot asked for. On failure the caller discards it."""
+        and its snapshot asked for. A snapshot that does not restore (runsc upgraded under the
+        agent, a damaged file) is dropped and the capsule booted. On failure the caller
+        discards it."""
         check_memory(self.settings)
         key = _boot_key(capsule, template) if from_snapshot else None
         with self.boot_snapshots.reading(key) as snap:
             if snap is not None:
                 log.info("%s: restoring the boot snapshot %s", capsule.sandbox_id, snap.handle)
-            await self.runtime.create(capsule, None if snap is None else snap.dir)
-            self.deaths.watch(capsule)
-            client = self.new_client(capsule)
-            alive = partial(self.runtime.sandbox_running, capsule)
-            try:
-                if template.type == SNAPSHOT or snap is not None:
-                    # The checkpointed envd holds the snapshotted capsule's token. (Its host
-                    # name stays: setting one needs CAP_SYS_ADMIN, which capsules lack.)
-                    client.set_token(
-                        self.keys.token_for(snap.handle)
-                        if snap is not None
-                        else snapshot_token(self.keys, self.templates, template)
+                try:
+                    return await self._start(capsule, template, snap)
+                except (errors.ResourceExhausted, errors.Unavailable):
+                    raise  # the host's state, not the snapshot's
+                except Exception as e:
+                    assert key is not None
+                    log.warning(
+                        "%s: the boot snapshot %s did not restore (%s); dropped, booting",
+                        capsule.sandbox_id,
+                        snap.handle,
+                        e,
                     )
-                    capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
-                    # One request: every ms of it is a create's.
-                    await client.init(capsule.default_user, capsule.default_env, capsule.token)
-                    client.set_token(capsule.token)
-                else:
-                    capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
-                    await start_services(client, template)
-                    await self._apply_defaults(capsule, client)
-            except BaseException:
-                await asyncio.shield(client.aclose())
-                raise
-        if key is not None and snap is None:
+                    self.boot_snapshots.failed(key)
+                self.deaths.unwatch(capsule)
+                await asyncio.shield(self.runtime.destroy(capsule))
+        client = await self._start(capsule, template, None)
+        if key is not None:
             self.boot_snapshots.want(key)
+        return client
+
+    async def _start(
+        self, capsule: Capsule, template: Template, snap: BootSnapshot | None
+    ) -> EnvdClient:
+        await self.runtime.create(capsule, None if snap is None else snap.dir)
+        self.deaths.watch(capsule)
+        client = self.new_client(capsule)
+        alive = partial(self.runtime.sandbox_running, capsule)
+        try:
+            if template.type == SNAPSHOT or snap is not None:
+                # The checkpointed envd holds the snapshotted capsule's token. (Its host name
+                # stays: setting one needs CAP_SYS_ADMIN, which capsules lack.)
+                client.set_token(
+                    self.keys.token_for(snap.handle)
+                    if snap is not None
+                    else snapshot_token(self.keys, self.templates, template)
+                )
+                capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
+                # One request: every ms of it is a create's.
+                await client.init(capsule.default_user, capsule.default_env, capsule.token)
+                client.set_token(capsule.token)
+            else:
+                capsule.envd_version = await client.wait_ready(ENVD_START_TIMEOUT, alive)
+                await start_services(client, template)
+                await self._apply_defaults(capsule, client)
+        except BaseException:
+            await asyncio.shield(client.aclose())
+            raise
         return client
 
     async def _make_boot_snapshot(self, key: Key) -> None:

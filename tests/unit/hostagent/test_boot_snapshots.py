@@ -13,9 +13,9 @@ import pytest
 from tests.unit.hostagent.fake_envd import Answer, FakeEnvd
 from tests.unit.hostagent.test_lifecycle import SPEC, Agent, running_agent
 from tests.waiting import wait_for
-from wrenn_server.hostagent import boot_snapshots, manager
+from wrenn_server.hostagent import boot_snapshots, errors, manager
 from wrenn_server.hostagent.boot_snapshots import BootSnapshots
-from wrenn_server.hostagent.capsule import RUNNING
+from wrenn_server.hostagent.capsule import RUNNING, Capsule
 from wrenn_server.hostagent.capsule_spec import CreateSpec
 from wrenn_server.hostagent.exec_output import ExecOutput
 
@@ -150,6 +150,39 @@ async def test_a_failed_snapshot_leaves_nothing_and_is_asked_for_later(
     monkeypatch.setattr(boot_snapshots, "RETRY_SEC", 0.0)
     await agent.m.create(spec(THIRD))
     await wait_for(lambda: agent.m.boot_snapshots.shapes(), 5, what="it to be asked for again")
+
+
+async def test_a_snapshot_that_does_not_restore_is_dropped_and_the_capsule_booted(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runsc upgraded under the agent, a damaged file: a create must not fail for it, nor every
+    later create of the shape."""
+    await agent.m.create(spec(SPEC.sandbox_id))
+    await wait_for(lambda: agent.m.boot_snapshots.shapes(), 5, what="the shape's boot snapshot")
+    [kept] = snapshot_dirs(agent)
+    create = agent.runtime.create
+
+    async def restore_fails(capsule: Capsule, snapshot: Path | None = None) -> None:
+        if snapshot is not None:
+            await create(capsule, snapshot)  # its directory and disk made, then:
+            raise errors.Internal()
+        await create(capsule)
+
+    monkeypatch.setattr(agent.runtime, "create", restore_fails)
+    capsule = await agent.m.create(spec(SECOND))
+    assert capsule.status == RUNNING and agent.runtime.snapshots[SECOND] is None  # booted
+    assert [op for op, sid in agent.runtime.calls if sid == SECOND] == [
+        "create",  # the restore
+        "destroy",  # what it left
+        "create",  # the boot
+    ]
+    await agent.m.exec(SECOND, {"cmd": "true"}, 5, ExecOutput(1024))
+    assert agent.m.boot_snapshots.shapes() == []
+    await wait_for(lambda: kept not in snapshot_dirs(agent), 5, what="its files to go")
+    # Not made again at once (each try is a boot): the next create of the shape boots.
+    await agent.m.create(spec(THIRD))
+    assert agent.runtime.snapshots[THIRD] is None
+    assert [op for op, _ in agent.runtime.calls].count("pause") == 1
 
 
 async def test_templates_with_a_start_command_are_not_snapshotted(agent: Agent) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import base_image
-from .capsule import PAUSED, RUNNING
+from .capsule import PAUSED, RECORD, RUNNING
 from .templates import TemplateStore
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def users(store: TemplateStore, capsules_dir: Path, name: str) -> list[str]:
     if capsules_dir.is_dir():
         for d in sorted(capsules_dir.iterdir()):
             try:
-                meta = json.loads((d / "meta.json").read_text())
+                meta = json.loads((d / RECORD).read_text())
             except (OSError, ValueError):
                 continue
             if (

@@ -432,8 +432,11 @@ async def test_a_write_elsewhere_is_heard_by_entries_kept_past_their_ttl(
         )
     else:
         await write_elsewhere(stack.db, update(APIKey).values(revoked_at=APIKey.created_at))
-    while (resp := await _exec(stack, account, cid)).status_code == 200:
-        assert time.monotonic() - since <= BOUND_SEC, f"the {write} unseen past the bound"
+    while True:
+        sent = time.monotonic() - since  # a loaded machine may be slow to answer, not to send
+        if (resp := await _exec(stack, account, cid)).status_code != 200:
+            break
+        assert sent <= BOUND_SEC, f"the {write} unseen past the bound"
         await asyncio.sleep(0.02)
     assert resp.status_code == (409 if write == "pause" else 401), resp.text
 

@@ -153,6 +153,12 @@ async def test_a_failed_resume_leaves_the_capsule_paused(stack: Stack) -> None:
     resp = await api.post(f"/v1/capsules/{cid}/resume", headers=alice.h)
     assert_error(resp, 503, "host_unavailable")
     assert await capsule_status(api, alice, cid) == "paused"
+    # Its checkpoint did not restore (twice, on the agent): the agent's own words on what to do.
+    not_restored = "the capsule could not be restored from its saved state; it is still paused"
+    agent.faults.fail("ResumeSandbox", grpc.StatusCode.DATA_LOSS, not_restored)
+    resp = await api.post(f"/v1/capsules/{cid}/resume", headers=alice.h)
+    assert assert_error(resp, 502, "agent_error")["message"] == not_restored
+    assert await capsule_status(api, alice, cid) == "paused"
     assert agent.sandboxes[cid].status == "paused"
     resumed = await api.post(f"/v1/capsules/{cid}/resume", headers=alice.h)
     assert resumed.status_code == 200 and resumed.json()["status"] == "running"

@@ -45,6 +45,16 @@ class SandboxExited(Internal):
         super().__init__("the capsule's sandbox exited while it started")
 
 
+class RestoreFailed(AgentError):
+    """A paused capsule's saved state could not be brought back (its checkpoint is kept)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the capsule could not be restored from its saved state; it is still paused: "
+            "try again, or destroy it"
+        )
+
+
 class PermissionDenied(AgentError):
     pass
 

@@ -30,6 +30,7 @@ from .capsule import (
 from .config import AgentSettings
 from .dns_forwarder import DnsForwarder
 from .egress_rules import CAPSULE_RESOLVER, EgressPolicy
+from .exhaustion import host_exhausted
 from .firewall import Firewall
 from .host_facts import Resolvers
 from .metrics import has_tasks, oom_kills
@@ -259,7 +260,13 @@ class GVisorRuntime:
             raise errors.InvalidState("capsule has no checkpoint to resume from")
         # Mounted while the stopped sandbox still holds it, the disk would be corrupted.
         await storage.wait_released(capsule.disk_image, self.settings.disk_release_timeout_sec)
-        await self._boot(capsule, restore_from=capsule.checkpoint_dir)
+        try:
+            await self._boot(capsule, restore_from=capsule.checkpoint_dir)
+        except CommandError as e:
+            # Torn down, its checkpoint kept (a host out of room says so instead).
+            if host_exhausted(e) is None:
+                raise errors.RestoreFailed() from e
+            raise
         capsule.status = RUNNING
         capsule.auto_paused = False
         capsule.save()

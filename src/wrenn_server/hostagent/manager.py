@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 
 ENVD_START_TIMEOUT = 20.0
 REKEY_TIMEOUT = 10.0
-# A restored sandbox that exits before its agent answers (killed on a host short of memory, by
-# an operator) leaves its checkpoint as it was: the resume tries it once more before failing.
+# A restore that fails, or a restored sandbox that exits before its agent answers (killed on a
+# host short of memory, by an operator), leaves the checkpoint as it was: the resume tries it
+# once more before failing.
 RESTORE_TRIES = 2
 # How long a sandbox whose checkpoint command timed out is given to stop: measured, runsc's save
 # goes on inside the sandbox after the command is killed, and the sandbox then exits.
@@ -456,7 +457,13 @@ class SandboxManager(CapsuleTable):
     ) -> None:
         check_memory(self.settings)
         for tries_left in reversed(range(RESTORE_TRIES)):
-            await self.runtime.resume(capsule)
+            try:
+                await self.runtime.resume(capsule)
+            except errors.RestoreFailed:
+                if not tries_left:
+                    raise
+                log.warning("%s: its restore failed; again", capsule.sandbox_id)
+                continue
             self.deaths.watch(capsule)
             client = self.connect(capsule)
             alive = partial(self.runtime.sandbox_running, capsule)
@@ -470,8 +477,10 @@ class SandboxManager(CapsuleTable):
                 break
             except BaseException as e:
                 await asyncio.shield(self._repause_failed(capsule))
-                if not (isinstance(e, errors.SandboxExited) and tries_left):
+                if not isinstance(e, errors.SandboxExited):
                     raise
+                if not tries_left:
+                    raise errors.RestoreFailed() from e
                 log.warning(
                     "%s: its restored sandbox exited while it started; again", capsule.sandbox_id
                 )

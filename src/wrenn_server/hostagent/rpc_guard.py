@@ -36,6 +36,7 @@ STATUS: dict[type[errors.AgentError], grpc.StatusCode] = {
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Timeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.RestoreFailed: grpc.StatusCode.DATA_LOSS,
 }
 
 

@@ -35,7 +35,8 @@ class Runtime(Protocol):
         """Checkpoint memory and keep the disk, then tear the running parts down."""
 
     async def resume(self, capsule: Capsule) -> None:
-        """Boot a paused capsule from its checkpoint."""
+        """Boot a paused capsule from its checkpoint. A restore that fails leaves it as it was
+        (paused, checkpoint kept) and raises `errors.RestoreFailed`."""
 
     async def snapshot(self, capsule: Capsule, name: str, overwrite: bool) -> Template:
         """Pause the capsule and turn its checkpoint and disk into a snapshot template."""

@@ -330,9 +330,40 @@ async def test_a_restored_sandbox_that_dies_while_it_starts_is_restored_once_mor
 
     await agent.m.pause(ID)
     dying[:] = [True, True]
-    with pytest.raises(errors.Internal, match="sandbox exited while it started"):
+    with pytest.raises(errors.RestoreFailed, match="still paused: try again, or destroy it"):
         await agent.m.resume(ID)
     assert capsule.status == PAUSED and capsule.checkpoint_dir.is_dir()
+    await agent.m.resume(ID)
+    assert capsule.status == RUNNING
+
+
+async def test_a_restore_that_fails_is_tried_once_more(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runsc's restore itself failing (the sandbox killed inside it) leaves the checkpoint as
+    it was: a second try resumes; two failures leave the capsule paused for a later resume."""
+    capsule = await agent.m.create(SPEC)
+    await agent.m.pause(ID)
+    restore = agent.runtime.resume
+    failing = [True]
+
+    async def resume(capsule: Capsule) -> None:
+        if failing and failing.pop(0):
+            raise errors.RestoreFailed()
+        await restore(capsule)
+
+    monkeypatch.setattr(agent.runtime, "resume", resume)
+    await agent.m.resume(ID)
+    assert capsule.status == RUNNING and not failing
+    assert agent.m.envd(ID) is agent.m.clients[ID]
+
+    await agent.m.pause(ID)
+    failing[:] = [True, True]
+    with pytest.raises(errors.RestoreFailed):
+        await agent.m.resume(ID)
+    assert not failing  # tried twice, not more
+    assert capsule.status == PAUSED and capsule.checkpoint_dir.is_dir()
+    assert Capsule.load(capsule.dir).status == PAUSED
     await agent.m.resume(ID)
     assert capsule.status == RUNNING
 

@@ -247,3 +247,29 @@ async def test_a_failed_checkpoint_thaws_a_sandbox_it_left_stopped(
     assert ("thaw" in host.calls) is thawed
     assert capsule.status == RUNNING and capsule.net is net
     assert not (capsule.dir / "checkpoint.new").exists()
+
+
+@pytest.mark.parametrize(
+    ("stderr", "raised"),
+    [
+        ("restore failed: loading kernel: ...", errors.RestoreFailed),
+        # The host out of room says so (RESOURCE_EXHAUSTED at the RPC edge), not "restore again".
+        ("write: no space left on device", CommandError),
+    ],
+)
+async def test_a_restore_that_fails_leaves_the_capsule_paused_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stderr: str, raised: type[Exception]
+) -> None:
+    runtime, _host = _runtime(tmp_path, monkeypatch)
+    capsule = _running(runtime)
+    await runtime.pause(capsule)
+
+    async def boot(capsule: Capsule, restore_from: Path | None) -> None:
+        assert restore_from == capsule.checkpoint_dir
+        raise CommandError(["runsc", "restore"], 128, stderr)  # _boot tore down what it made
+
+    monkeypatch.setattr(runtime, "_boot", boot)
+    with pytest.raises(raised):
+        await runtime.resume(capsule)
+    assert capsule.status == PAUSED and Capsule.load(capsule.dir).status == PAUSED
+    assert (capsule.checkpoint_dir / "pages.img").is_file()

@@ -55,6 +55,9 @@ def translate(
     if code == grpc.StatusCode.UNAVAILABLE:
         # Not reached (down, restarting, network): the Go system's 503, which clients retry.
         return HostUnavailable("the host is not reachable: try again later")
+    if code == grpc.StatusCode.DATA_LOSS:
+        # A paused capsule that did not restore: the agent's message says what the caller can do.
+        return HostAgentError(error.details() or "host agent error")
     return HostAgentError("host agent error")
 
 

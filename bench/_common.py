@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -213,6 +214,11 @@ def agent(data_dir: Path, secret: str, subnet: str = "10.202.0.0/16") -> Iterato
     if os.environ.get("WRENN_BENCH_AGENT"):
         yield os.environ["WRENN_BENCH_AGENT"]
         return
+    # The boot snapshots an earlier run's agent kept: each run starts as a new host would (its
+    # rows "first of its shape" boot).
+    # (Only the kept ones: files; the agent unmounts and removes a half-made one itself.)
+    for kept in (data_dir / "boot-snapshots").glob("sb-*"):
+        shutil.rmtree(kept, ignore_errors=True)
     port = free_port()
     env = {
         **os.environ,

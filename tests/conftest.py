@@ -5,6 +5,7 @@ integration and dashboard tests drive (one agent per data dir: a second would be
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -60,6 +61,11 @@ def agent_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentPro
     if os.geteuid() != 0:
         pytest.fail("integration tests need root (mounts, namespaces, gVisor)")
     log_path = tmp_path_factory.mktemp("agent") / "agent.log"
+    # Boot snapshots a run before this one kept: the session starts as a new host would (tests
+    # count on a shape's first create booting). Only the kept ones, files: the agent unmounts
+    # and removes a half-made one itself.
+    for kept in (DATA_DIR / "boot-snapshots").glob("sb-*"):
+        shutil.rmtree(kept, ignore_errors=True)
     agent = AgentProcess(DATA_DIR, free_port(), log_path)
     agent.start()
     yield agent

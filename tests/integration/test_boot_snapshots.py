@@ -107,3 +107,21 @@ async def test_an_agent_killed_while_it_makes_one_leaves_nothing(
     # Its sandbox, network, slot, cgroups and files: all gone with the restart's sweep.
     assert [str(leak) for leak in leaks(DATA_DIR, seen={handle}) if handle in leak.what] == []
     assert not any(making.iterdir()) and snapshot_of(MEMORY_MB + 8) is None
+
+
+async def test_a_restarted_agent_restores_the_snapshot_it_kept(
+    agent: AgentClient, new_capsule: CapsuleFactory, agent_process: AgentProcess
+) -> None:
+    """Same runsc, same code: the snapshot is kept across the restart, and the shape's first
+    create after it is restored from it (not booted), a capsule of its own."""
+    memory_mb = MEMORY_MB + 16  # a shape of its own
+    await new_capsule(memory_mb=memory_mb)
+    maker = await wait_for(lambda: snapshot_of(memory_mb), 60, what="the shape's boot snapshot")
+    agent_process.stop()
+    agent_process.start()
+    assert snapshot_of(memory_mb) == maker
+    sb = await new_capsule(memory_mb=memory_mb)
+    log = Path(agent_process.log_path).read_text()
+    assert f"{sb.sandbox_id}: restoring the boot snapshot {maker}" in log
+    assert await name_and_user(agent, sb.sandbox_id) == [capsule_key(maker), "wrenn-user"]
+    assert await envd_status(sb.sandbox_id, token_of(sb.sandbox_id)) == 200

@@ -8,11 +8,13 @@ is booted in the background, checkpointed and kept here as `<root>/<handle>/` (`
 `checkpoint/`). Its envd answers to the token derived from that handle; every capsule restored
 from it is re-keyed to its own (and shares the snapshot's host name: docs/operations.md).
 
-A cache of this agent's own: wiped at its start (a new version may bring another envd or
-runsc), at most `limit` shapes, the least recently used dropped first (once no create reads
-it), and a template's snapshots dropped with the template. The key holds the template's
-`created_at`, so a template replaced under its name is booted afresh; its old snapshot of a
-shape is dropped once the new one is made."""
+A cache of this agent's: at most `limit` shapes, the least recently used dropped first (once
+no create reads it), and a template's snapshots dropped with the template. The key holds the
+template's `created_at`, so a template replaced under its name is booted afresh; its old
+snapshot of a shape is dropped once the new one is made. Kept across the agent's restarts when
+nothing it depends on changed (`checkpoint_stamp.py`: runsc, envd's and the agent's code, the
+settings a bundle holds) and its template is still the one it was made of; anything else found
+at start is removed, and so is anything half-made."""
 
 from __future__ import annotations
 
@@ -41,7 +43,9 @@ MAKING = "making"
 # A shape whose snapshot could not be made is not tried again for this long: each try costs a
 # boot (a template whose capsules cannot be checkpointed would double every create's CPU).
 RETRY_SEC = 300.0
-SHAPE = "shape.json"  # what a kept snapshot is of, for people (the agent keeps it in memory)
+# What a kept snapshot is of, and the stamp it was made under; written last, so a snapshot
+# without it was cut short.
+SHAPE = "shape.json"
 
 
 @dataclass
@@ -69,21 +73,68 @@ class BootSnapshots:
         self._wanted: OrderedDict[Key, None] = OrderedDict()
         self._failed: dict[Key, float] = {}  # when each shape's making last failed
         self._maker: asyncio.Task[None] | None = None
+        self.stamp = ""  # what a snapshot made now is tied to (`load` sets it)
 
     @property
     def making(self) -> Path:
         """Where the capsules being snapshotted live (not among the agent's capsules)."""
         return self.root / MAKING
 
-    async def wipe(self) -> None:
-        """Remove what an earlier agent kept or left half-made (its sandbox, network and
-        cgroups are swept with the other strays, before this; its mounts here)."""
+    async def load(self, stamp: str, current: Callable[[Key], bool]) -> None:
+        """Take on what an earlier agent kept under the same `stamp` for templates still
+        `current`, the newest `limit` of them; remove the rest and whatever it left half-made
+        (the maker's sandbox, network and cgroups are swept with the other strays, before
+        this; its mounts here)."""
+        self.stamp = stamp
         if self.root.exists():
             for point in mounts_under(self.root):
                 await run_quiet("umount", "-l", point)
-            await asyncio.to_thread(shutil.rmtree, self.root, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, self.making, ignore_errors=True)
+            found = await asyncio.to_thread(self._found, current)
+            cut = max(len(found) - max(self.limit, 0), 0)
+            for _key, snap in found[:cut]:
+                await asyncio.to_thread(shutil.rmtree, snap.dir, ignore_errors=True)
+            self._kept.update(found[cut:])
+            if self._kept:
+                log.info("boot snapshots kept from before: %d", len(self._kept))
         private_dir(self.root)
         private_dir(self.making)
+
+    def _found(self, current: Callable[[Key], bool]) -> list[tuple[Key, BootSnapshot]]:
+        """The snapshots under the root that may be restored (the newest of a shape), oldest
+        first; the others removed."""
+        candidates: list[tuple[float, Key, Path]] = []
+        for d in self.root.iterdir():
+            read = self._read(d)
+            if read is None or not current(read[0]):
+                shutil.rmtree(d, ignore_errors=True)
+            else:
+                candidates.append((read[1], read[0], d))
+        found: dict[Key, BootSnapshot] = {}
+        for _made_at, key, d in sorted(candidates, key=lambda c: c[0]):
+            if key in found:  # an older one of the same shape
+                shutil.rmtree(found.pop(key).dir, ignore_errors=True)
+            found[key] = BootSnapshot(d, d.name)
+        return list(found.items())
+
+    def _read(self, d: Path) -> tuple[Key, float] | None:
+        """A kept snapshot's key and when it was made; None if this agent may not restore it
+        (made under another stamp, cut short, not a snapshot)."""
+        snap = BootSnapshot(d, d.name)
+        try:
+            shape = json.loads((d / SHAPE).read_bytes())
+            made_at = (d / SHAPE).stat().st_mtime
+            template, created_at = shape["template"], float(shape["template_created_at"])
+            sizes = (shape["vcpus"], shape["memory_mb"], shape["disk_size_mb"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not (isinstance(template, str) and all(isinstance(n, int) for n in sizes)):
+            return None
+        if shape.get("stamp") != self.stamp or not snap.checkpoint.is_dir():
+            return None
+        if not snap.disk_image.is_file():
+            return None
+        return ((template, *sizes), created_at), made_at
 
     async def stop(self) -> None:
         self._wanted.clear()
@@ -140,7 +191,7 @@ class BootSnapshots:
         capsule.checkpoint_dir.rename(snap.checkpoint)
         (template, vcpus, memory_mb, disk_size_mb), created_at = key
         shape = {"template": template, "template_created_at": created_at, "vcpus": vcpus}
-        shape |= {"memory_mb": memory_mb, "disk_size_mb": disk_size_mb}
+        shape |= {"memory_mb": memory_mb, "disk_size_mb": disk_size_mb, "stamp": self.stamp}
         write_private(snap.dir / SHAPE, json.dumps(shape).encode())
         # This shape's snapshots of the template as it was before (replaced under its name):
         # never restored again.

@@ -27,6 +27,7 @@ from .capsule import (
     Capsule,
     capsule_key,
 )
+from .checkpoint_stamp import checkpoint_stamp
 from .config import AgentSettings
 from .dns_forwarder import DnsForwarder
 from .egress_rules import CAPSULE_RESOLVER, EgressPolicy
@@ -72,6 +73,9 @@ class GVisorRuntime:
 
     def _install_envd(self) -> None:
         install_envd(self.envd_dir)
+
+    def checkpoint_stamp(self) -> str:
+        return checkpoint_stamp(self.settings)
 
     # -- lifecycle -------------------------------------------------------------------------
 

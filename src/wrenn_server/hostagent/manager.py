@@ -99,7 +99,8 @@ class SandboxManager(CapsuleTable):
         # state of a frozen sandbox.
         self.doze.thaw_leftovers(self.settings.capsules_dir)
         recovered = await self.runtime.recover()
-        await self.boot_snapshots.wipe()  # after recovery swept what a half-made one ran
+        # After recovery swept what a half-made one ran.
+        await self.boot_snapshots.load(self.runtime.checkpoint_stamp(), self._boot_key_current)
         for capsule in recovered:
             self.capsules[capsule.sandbox_id] = capsule
             if capsule.status == RUNNING:
@@ -242,6 +243,15 @@ class SandboxManager(CapsuleTable):
             await asyncio.shield(client.aclose())
             raise
         return client
+
+    def _boot_key_current(self, key: Key) -> bool:
+        """Whether a boot snapshot of `key` is still of its template as the template is now."""
+        (name, *_sizes), created_at = key
+        try:
+            template = self._template(name)
+        except (errors.AgentError, OSError, ValueError):
+            return False
+        return _has_boot_snapshots(template) and template.created_at == created_at
 
     async def _make_boot_snapshot(self, key: Key) -> None:
         """Boot a private capsule of the shape, checkpoint it, and keep its checkpoint and disk
@@ -582,6 +592,11 @@ class SandboxManager(CapsuleTable):
 def _boot_key(capsule: Capsule, template: Template) -> Key | None:
     """The boot snapshot a capsule of this template may start from: image templates without a
     start command only (a service's open connections would not survive its restore)."""
-    if template.type != IMAGE or template.start_cmd:
+    if not _has_boot_snapshots(template):
         return None
     return (capsule.shape, template.created_at)
+
+
+def _has_boot_snapshots(template: Template) -> bool:
+    """Image templates without a start command (see `_boot_key`)."""
+    return template.type == IMAGE and not template.start_cmd

@@ -17,6 +17,10 @@ class Runtime(Protocol):
     async def prepare(self) -> None:
         """Host-wide setup at agent start (firewall, directories)."""
 
+    def checkpoint_stamp(self) -> str:
+        """What a checkpoint written now is tied to (checkpoint_stamp.py): one kept across
+        restarts is restored only under the same stamp."""
+
     async def create(self, capsule: Capsule, snapshot: Path | None = None) -> None:
         """Make and boot the capsule: from its image template, or by restoring a snapshot (a
         directory with `checkpoint/` and `disk.img`: its snapshot template's unless given).

@@ -5,13 +5,14 @@ kept, dropped and left behind. Real capsules restored from one: tests/integratio
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.unit.hostagent.fake_envd import Answer, FakeEnvd
-from tests.unit.hostagent.test_lifecycle import SPEC, Agent, running_agent
+from tests.unit.hostagent.test_lifecycle import SPEC, Agent, StandInRuntime, running_agent
 from tests.waiting import wait_for
 from wrenn_server.hostagent import boot_snapshots, errors, manager
 from wrenn_server.hostagent.boot_snapshots import BootSnapshots
@@ -197,12 +198,78 @@ async def test_templates_with_a_start_command_are_not_snapshotted(agent: Agent) 
     assert "pause" not in [op for op, _ in agent.runtime.calls]
 
 
-async def test_an_agent_starts_with_none(tmp_path: Path, envd: FakeEnvd, agent: Agent) -> None:
-    await agent.m.create(spec(SPEC.sandbox_id))
+async def test_a_restarted_agent_restores_what_the_last_one_kept(
+    tmp_path: Path, envd: FakeEnvd, agent: Agent
+) -> None:
+    """Kept under the same stamp, for the template as it still is: the restarted agent's first
+    create of the shape restores it (no boot, no new snapshot made). What was half-made, cut
+    short or made under another stamp is removed."""
+    first = await agent.m.create(spec(SPEC.sandbox_id))
     await wait_for(lambda: agent.m.boot_snapshots.shapes(), 5, what="the shape's boot snapshot")
-    assert snapshot_dirs(agent)
-    await agent.m.boot_snapshots.wipe()  # what the next agent's start does
-    assert not snapshot_dirs(agent) and agent.m.boot_snapshots.making.is_dir()
+    [kept] = snapshot_dirs(agent)
+    await agent.m.destroy(first.sandbox_id)
+    await agent.m.stop()
+    root = agent.m.boot_snapshots.root
+    shape = json.loads((root / kept / "shape.json").read_text())
+    (root / "making" / "half-made" / "checkpoint").mkdir(parents=True)
+    (root / "cut-short" / "checkpoint").mkdir(parents=True)  # no shape.json: not finished
+    older = root / "older-stamp"
+    shutil.copytree(root / kept, older)
+    (older / "shape.json").write_text(json.dumps({**shape, "stamp": "runsc 0, envd 0"}))
+    (root / "not-json").mkdir()
+    (root / "not-json" / "shape.json").write_text("{")
+
+    runtime = StandInRuntime()
+    async with running_agent(tmp_path, envd, boot_snapshots=2, runtime=runtime) as again:
+        assert again.m.boot_snapshots.shapes() == [(first.shape, 0.0)]
+        assert snapshot_dirs(again) == {kept}
+        assert not any(again.m.boot_snapshots.making.iterdir())
+        envd.seen.clear()
+        capsule = await again.m.create(spec(SECOND))
+        assert capsule.status == RUNNING and runtime.snapshots[SECOND] == root / kept
+        assert again.envd.seen[0][2] == f"Bearer {again.m.keys.token_for(kept)}"
+        await again.m.exec(SECOND, {"cmd": "true"}, 5, ExecOutput(1024))
+        assert "pause" not in [op for op, _ in runtime.calls]
+
+
+@pytest.mark.parametrize("change", ["upgrade", "template replaced", "template deleted"])
+async def test_a_restarted_agent_removes_what_it_may_not_restore(
+    tmp_path: Path, envd: FakeEnvd, agent: Agent, change: str
+) -> None:
+    """runsc, envd or the agent upgraded (another stamp), or the template not the one it was
+    made of: removed at start, and the shape's next create boots."""
+    first = await agent.m.create(spec(SPEC.sandbox_id))
+    await wait_for(lambda: agent.m.boot_snapshots.shapes(), 5, what="the shape's boot snapshot")
+    await agent.m.destroy(first.sandbox_id)
+    await agent.m.stop()
+    runtime = StandInRuntime()
+    meta = agent.m.settings.templates_dir / "minimal" / "template.json"
+    if change == "upgrade":
+        runtime.stamp = "runsc 2, envd 1"
+    elif change == "template replaced":
+        meta.write_text(json.dumps({"name": "minimal", "type": "image", "created_at": 5}))
+    else:
+        meta.unlink()
+    async with running_agent(tmp_path, envd, boot_snapshots=2, runtime=runtime) as again:
+        assert again.m.boot_snapshots.shapes() == [] and not snapshot_dirs(again)
+        if change != "template deleted":
+            await again.m.create(spec(SECOND))
+            assert runtime.snapshots[SECOND] is None
+
+
+async def test_a_restarted_agent_keeps_the_newest_up_to_its_limit(
+    tmp_path: Path, envd: FakeEnvd, agent: Agent
+) -> None:
+    for n, memory in enumerate((256, 512)):
+        await agent.m.create(spec(f"sb-00000000-0000-4000-8000-00000000010{n}", memory_mb=memory))
+        await wait_for(
+            lambda n=n: len(agent.m.boot_snapshots.shapes()) == n + 1, 5, what="its snapshot"
+        )
+    newest = agent.m.boot_snapshots.shapes()[-1]
+    await agent.m.stop()
+    async with running_agent(tmp_path, envd, boot_snapshots=1) as again:
+        assert again.m.boot_snapshots.shapes() == [newest]
+        assert len(snapshot_dirs(again)) == 1
 
 
 async def test_a_snapshot_being_restored_is_removed_only_after(tmp_path: Path) -> None:
@@ -210,7 +277,7 @@ async def test_a_snapshot_being_restored_is_removed_only_after(tmp_path: Path) -
         raise AssertionError("not asked")
 
     store = BootSnapshots(tmp_path / "snaps", 1, never)
-    await store.wipe()
+    await store.load("stamp", lambda _key: True)
     keys = [(("minimal", 1, memory, 64), 0.0) for memory in (256, 512)]
 
     def made(key: object, handle: str) -> Path:

@@ -39,12 +39,16 @@ class StandInRuntime:
     calls: list[tuple[str, str]] = field(default_factory=list)
     snapshots: dict[str, Path | None] = field(default_factory=dict)  # what each create restored
     fail_create: bool = False
+    stamp: str = "runsc 1, envd 1"  # what checkpoints are tied to: an upgrade changes it
 
     def _net(self) -> CapsuleNet:
         return CapsuleNet("wrn-x", "wvx", IPv4Address("127.0.0.1"), IPv4Address("127.0.0.1"))
 
     async def prepare(self) -> None:
         self.calls.append(("prepare", ""))
+
+    def checkpoint_stamp(self) -> str:
+        return self.stamp
 
     async def create(self, capsule: Capsule, snapshot: Path | None = None) -> None:
         self.calls.append(("create", capsule.sandbox_id))
@@ -125,8 +129,11 @@ async def agent(
 
 
 @contextlib.asynccontextmanager
-async def running_agent(tmp_path: Path, envd: FakeEnvd, **settings_: Any) -> AsyncIterator[Agent]:
-    """A manager on the stand-in runtime, `settings_` over the tests' own."""
+async def running_agent(
+    tmp_path: Path, envd: FakeEnvd, runtime: StandInRuntime | None = None, **settings_: Any
+) -> AsyncIterator[Agent]:
+    """A manager on the stand-in runtime, `settings_` over the tests' own (a restarted agent
+    if one ran over `tmp_path` before)."""
     settings = AgentSettings(
         **{
             "data_dir": tmp_path,
@@ -138,15 +145,16 @@ async def running_agent(tmp_path: Path, envd: FakeEnvd, **settings_: Any) -> Asy
             **settings_,
         }
     )
-    (settings.templates_dir / "minimal").mkdir(parents=True)
-    (settings.templates_dir / "minimal" / "template.json").write_text(
-        json.dumps({"name": "minimal", "type": "image", "created_at": 0})
-    )
+    if not (settings.templates_dir / "minimal").exists():
+        (settings.templates_dir / "minimal").mkdir(parents=True)
+        (settings.templates_dir / "minimal" / "template.json").write_text(
+            json.dumps({"name": "minimal", "type": "image", "created_at": 0})
+        )
     envd.answers.update(
         {path: Answer(200, b"") for path in ("/init", "/snapshot/prepare")},
     )
     envd.answers["/health"] = Answer(200, b'{"status": "ok"}')
-    runtime = StandInRuntime()
+    runtime = runtime or StandInRuntime()
     m = SandboxManager(settings, runtime, TemplateStore(settings.templates_dir))  # type: ignore[arg-type]
     await m.start()
     try:

@@ -182,6 +182,8 @@ def server(
         "log_config": None,
         "access_log": False,
         "timeout_keep_alive": KEEP_ALIVE_SEC,
+        # The C parser, never a silent fall back to h11 (docs/performance.md, the listing).
+        "http": "httptools",
     }
     if workers == 1:
         uvicorn.run(create_app(settings), **common)

@@ -90,19 +90,15 @@ class BootSnapshots:
             for point in mounts_under(self.root):
                 await run_quiet("umount", "-l", point)
             await asyncio.to_thread(shutil.rmtree, self.making, ignore_errors=True)
-            found = await asyncio.to_thread(self._found, current)
-            cut = max(len(found) - max(self.limit, 0), 0)
-            for _key, snap in found[:cut]:
-                await asyncio.to_thread(shutil.rmtree, snap.dir, ignore_errors=True)
-            self._kept.update(found[cut:])
+            self._kept.update(await asyncio.to_thread(self._found, current))
             if self._kept:
                 log.info("boot snapshots kept from before: %d", len(self._kept))
         private_dir(self.root)
         private_dir(self.making)
 
     def _found(self, current: Callable[[Key], bool]) -> list[tuple[Key, BootSnapshot]]:
-        """The snapshots under the root that may be restored (the newest of a shape), oldest
-        first; the others removed."""
+        """The snapshots under the root that may be restored (the newest of a shape, the
+        newest `limit` of them), oldest first; the others removed."""
         candidates: list[tuple[float, Key, Path]] = []
         for d in self.root.iterdir():
             read = self._read(d)
@@ -115,12 +111,15 @@ class BootSnapshots:
             if key in found:  # an older one of the same shape
                 shutil.rmtree(found.pop(key).dir, ignore_errors=True)
             found[key] = BootSnapshot(d, d.name)
-        return list(found.items())
+        kept = list(found.items())
+        cut = max(len(kept) - max(self.limit, 0), 0)
+        for _key, snap in kept[:cut]:
+            shutil.rmtree(snap.dir, ignore_errors=True)
+        return kept[cut:]
 
     def _read(self, d: Path) -> tuple[Key, float] | None:
         """A kept snapshot's key and when it was made; None if this agent may not restore it
         (made under another stamp, cut short, not a snapshot)."""
-        snap = BootSnapshot(d, d.name)
         try:
             shape = json.loads((d / SHAPE).read_bytes())
             made_at = (d / SHAPE).stat().st_mtime
@@ -130,9 +129,10 @@ class BootSnapshots:
             return None
         if not (isinstance(template, str) and all(isinstance(n, int) for n in sizes)):
             return None
-        if shape.get("stamp") != self.stamp or not snap.checkpoint.is_dir():
+        snap = BootSnapshot(d, d.name)
+        if shape.get("stamp") != self.stamp:
             return None
-        if not snap.disk_image.is_file():
+        if not (snap.checkpoint.is_dir() and snap.disk_image.is_file()):
             return None
         return ((template, *sizes), created_at), made_at
 

@@ -28,6 +28,8 @@ _PASS_ON: dict[grpc.StatusCode, type[DomainError]] = {
     grpc.StatusCode.ALREADY_EXISTS: InvalidState,
     grpc.StatusCode.FAILED_PRECONDITION: InvalidState,
     grpc.StatusCode.PERMISSION_DENIED: BadRequest,
+    # A paused capsule that did not restore (502): the agent's message says what to do.
+    grpc.StatusCode.DATA_LOSS: HostAgentError,
 }
 
 
@@ -55,9 +57,6 @@ def translate(
     if code == grpc.StatusCode.UNAVAILABLE:
         # Not reached (down, restarting, network): the Go system's 503, which clients retry.
         return HostUnavailable("the host is not reachable: try again later")
-    if code == grpc.StatusCode.DATA_LOSS:
-        # A paused capsule that did not restore: the agent's message says what the caller can do.
-        return HostAgentError(error.details() or "host agent error")
     return HostAgentError("host agent error")
 
 
